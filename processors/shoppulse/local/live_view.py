@@ -1,0 +1,72 @@
+"""The terminal view of `shoppulse up`: each component's health and address, refreshed live."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from shoppulse.local.stack import LocalStack
+
+REFRESH_S = 1.0
+HEALTH_EVERY_S = 2.0
+HEARTBEAT_EVERY_S = 5.0
+_STATE_STYLE = {"healthy": "bold green", "external": "bold cyan"}
+
+
+def _uptime(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def render(stack: LocalStack) -> Panel:
+    table = Table(expand=True, header_style="bold")
+    for column in ("component", "state", "address", "pid", "uptime"):
+        table.add_column(column)
+    now = time.time()
+    for c in stack.components:
+        table.add_row(c.name, Text(c.state, style=_STATE_STYLE.get(c.state, "bold red")), c.address,
+                      str(c.pid or "-"), _uptime(now - c.started_at))
+    s = stack.settings
+    footer = Text(
+        f"data: {stack.data_dir}   KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap}   "
+        f"CLICKHOUSE_URL={s.clickhouse_http_url}\n"
+        "Ctrl-C stops everything this command started.", style="dim")
+    return Panel(Group(table, footer), title="shoppulse — local stack", border_style="blue")
+
+
+def watch(stack: LocalStack, console: Console, live: bool, should_stop: Callable[[], bool]) -> None:
+    """Refresh health, record heartbeats and redraw until ``should_stop``."""
+    last_health = last_heartbeat = 0.0
+    last_states: dict[str, str] = {}
+
+    def tick() -> None:
+        nonlocal last_health, last_heartbeat
+        now = time.monotonic()
+        if now - last_health >= HEALTH_EVERY_S:
+            stack.refresh()
+            last_health = now
+        if now - last_heartbeat >= HEARTBEAT_EVERY_S:
+            stack.record_heartbeats()
+            last_heartbeat = now
+
+    if live:
+        with Live(render(stack), console=console, refresh_per_second=4, screen=False) as view:
+            while not should_stop():
+                tick()
+                view.update(render(stack))
+                time.sleep(REFRESH_S)
+        return
+    while not should_stop():
+        tick()
+        for c in stack.components:  # without a terminal: one line per change of state
+            if last_states.get(c.name) != c.state:
+                console.print(f"{c.name}: {c.state} at {c.address}")
+                last_states[c.name] = c.state
+        time.sleep(REFRESH_S)

@@ -1,0 +1,103 @@
+"""One typed settings object for every shoppulse process, read from the environment."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_VERSION = "4.4.0"
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is invalid; the message names it and says what to do."""
+
+
+class Settings(BaseSettings):
+    """Process settings. Project settings use the ``SHOPPULSE_`` prefix; the addresses of
+    external services use the names their ecosystems use (``KAFKA_BOOTSTRAP_SERVERS``,
+    ``CLICKHOUSE_URL``), and setting one of those makes the local stack use that service
+    instead of starting its own."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPPULSE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path(".shoppulse")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "shoppulse")
+    host: str = "127.0.0.1"
+
+    kafka_bootstrap_servers: str | None = Field(default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_version: str = KAFKA_VERSION
+    kafka_heap: str = "512m"
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    topic_replication: int = Field(default=1, ge=1, le=10)
+
+    clickhouse_url: str | None = Field(default=None, validation_alias="CLICKHOUSE_URL")
+    clickhouse_user: str = Field(default="default", validation_alias="CLICKHOUSE_USER")
+    clickhouse_password: str = Field(default="", validation_alias="CLICKHOUSE_PASSWORD", repr=False)
+    clickhouse_database: str = "shoppulse"
+    clickhouse_port: int = 8123
+
+    prometheus_port: int = 9090
+    metrics_port: int = 9464
+    migrations_dir: Path = PROJECT_ROOT / "clickhouse"
+
+    @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port")
+    @classmethod
+    def _valid_port(cls, port: int) -> int:
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{port} is not a TCP port (1-65535)")
+        return port
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _valid_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8123")
+        return url
+
+    @cached_property
+    def kafka_bootstrap(self) -> str:
+        """The broker address every Kafka client uses."""
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
+
+    @cached_property
+    def clickhouse_http_url(self) -> str:
+        """The ClickHouse HTTP endpoint every ClickHouse client uses."""
+        return self.clickhouse_url or f"http://{self.host}:{self.clickhouse_port}"
+
+    @property
+    def uses_external_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is not None
+
+    @property
+    def uses_external_clickhouse(self) -> bool:
+        return self.clickhouse_url is not None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's report into one clear line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            env = _env_name(field)
+            lines.append(f"bad setting {env}={error.get('input')!r}: {error['msg']}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    return f"SHOPPULSE_{field.upper()}"

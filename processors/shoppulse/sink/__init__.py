@@ -1,0 +1,1 @@
+"""Writing to ClickHouse: the schema migrations and (later) the batching sink."""

@@ -1,0 +1,51 @@
+"""The Kafka topics of the pipeline, created on purpose (the local broker never auto-creates)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+MONTH_MS = 30 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    description: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+RAW_EVENTS = TopicSpec("shop.events.raw", "events as the shop sends them (untrusted bytes)",
+                       {"retention.ms": str(WEEK_MS)})
+CLEAN_EVENTS = TopicSpec("shop.events.clean", "validated, de-duplicated, PII-hashed events",
+                         {"retention.ms": str(WEEK_MS)})
+DEAD_LETTERS = TopicSpec("shop.events.dead-letter", "rejected events with their reason and source offset",
+                         {"retention.ms": str(MONTH_MS)})
+PIPELINE_TOPICS = (RAW_EVENTS, CLEAN_EVENTS, DEAD_LETTERS)
+
+
+def create_topics(bootstrap: str, partitions: int, replication: int = 1,
+                  specs: tuple[TopicSpec, ...] = PIPELINE_TOPICS) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created now."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="shoppulse-topics")
+    try:
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created = []
+        for spec in missing:
+            try:
+                admin.create_topics([NewTopic(spec.name, partitions, replication, topic_configs=spec.config)])
+                created.append(spec.name)
+                log.info("topic created", extra={"topic": spec.name, "partitions": partitions})
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: fine
+        return created
+    finally:
+        admin.close()
