@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     ``CLICKHOUSE_URL``), and setting one of those makes the local stack use that service
     instead of starting its own."""
 
-    model_config = SettingsConfigDict(env_prefix="SHOPPULSE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SHOPPULSE_", extra="ignore", frozen=True, populate_by_name=True)
 
     data_dir: Path = Path(".shoppulse")
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "shoppulse")
@@ -97,6 +97,9 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def _env_name(field: str) -> str:
+    aliases = {info.validation_alias for info in Settings.model_fields.values()}
+    if field in aliases:
+        return field
     info = Settings.model_fields.get(field)
     if info is not None and isinstance(info.validation_alias, str):
         return info.validation_alias

@@ -1,0 +1,256 @@
+"""The local ClickHouse endpoint speaks ClickHouse's HTTP interface to clickhouse-connect and raw HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from datetime import datetime
+from decimal import Decimal
+
+import clickhouse_connect
+import pytest
+import requests
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from conftest import TEST_PASSWORD, EndpointProcess
+from shoppulse import clickhouse
+from shoppulse.local.process import StartupError
+
+pytestmark = pytest.mark.integration
+AUTH = ("default", TEST_PASSWORD)
+
+TYPED_TABLE = """CREATE TABLE {name} (
+    id UInt64, ts DateTime64(3, 'UTC'), country LowCardinality(String), amount Decimal(18, 4),
+    tags Array(String), score Nullable(Float64)) ENGINE = MergeTree ORDER BY id"""
+TYPED_COLUMNS = ["id", "ts", "country", "amount", "tags", "score"]
+
+
+def typed_rows(n: int) -> list[list[object]]:
+    return [[i, datetime(2026, 11, 25, 12, 0, i % 60, (i % 1000) * 1000), ("US", "DE", "JP")[i % 3],
+             Decimal("19.9900") * i, ["sale", "new"][: i % 3], None if i % 7 == 0 else i / 4] for i in range(n)]
+
+
+def test_command_creates_a_table_and_insert_round_trips_every_type(ch: Client, table_name: str) -> None:
+    ch.command(TYPED_TABLE.format(name=table_name))
+    rows = typed_rows(500)
+    summary = ch.insert(table_name, rows, column_names=TYPED_COLUMNS)
+    assert summary.written_rows == 500
+    back = ch.query(f"SELECT {', '.join(TYPED_COLUMNS)} FROM {table_name} ORDER BY id").result_rows
+    assert [list(r) for r in back] == rows
+    types = dict(ch.query(f"SELECT name, type FROM system.columns WHERE table = '{table_name}'").result_rows)
+    assert types["country"] == "LowCardinality(String)" and types["ts"] == "DateTime64(3, 'UTC')"
+
+
+def test_query_df_returns_a_dataframe(ch: Client, table_name: str) -> None:
+    ch.command(TYPED_TABLE.format(name=table_name))
+    ch.insert(table_name, typed_rows(30), column_names=TYPED_COLUMNS)
+    df = ch.query_df(f"SELECT country, sum(amount) AS revenue FROM {table_name} GROUP BY country ORDER BY country")
+    assert list(df["country"]) == ["DE", "JP", "US"]
+    assert sum(df["revenue"]) == sum(Decimal("19.9900") * i for i in range(30))
+
+
+def test_streaming_query_delivers_every_block(ch: Client) -> None:
+    total, blocks = 0, 0
+    with ch.query_row_block_stream("SELECT number FROM numbers(2000000)") as stream:
+        for block in stream:
+            blocks += 1
+            total += sum(row[0] for row in block)
+    assert total == sum(range(2_000_000))
+    assert blocks > 1
+
+
+def test_syntax_error_comes_back_as_clickhouse_error_62(ch: Client) -> None:
+    with pytest.raises(DatabaseError) as raised:
+        ch.query("SELEC 1 FROM")
+    assert "code: 62" in str(raised.value).lower() or "Code: 62" in str(raised.value)
+    assert "Syntax error" in str(raised.value)
+
+
+def test_a_concurrent_reader_and_writer_both_make_progress(clickhouse_endpoint: EndpointProcess,
+                                                           table_name: str) -> None:
+    settings = clickhouse_endpoint.settings()
+    writer_client = clickhouse.connect(settings, database="default")
+    reader_client = clickhouse.connect(settings, database="default")
+    writer_client.command(f"CREATE TABLE {table_name} (n UInt64) ENGINE = MergeTree ORDER BY n")
+    batches, seen, errors = 40, [], []
+
+    def write() -> None:
+        try:
+            for b in range(batches):
+                writer_client.insert(table_name, [[b * 100 + i] for i in range(100)], column_names=["n"])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            while not seen or seen[-1] < batches * 100:
+                seen.append(reader_client.query(f"SELECT count() FROM {table_name}").result_rows[0][0])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert seen == sorted(seen), "a reader never sees rows disappear"
+    assert seen[-1] == batches * 100
+    assert len(set(seen)) > 2, "the reader saw the table while it was being written"
+
+
+def test_rowbinary_insert_in_a_chunked_post_body(ch: Client, clickhouse_endpoint: EndpointProcess,
+                                                 table_name: str) -> None:
+    ch.command(f"CREATE TABLE {table_name} (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    payload = ch.raw_query("SELECT number::UInt32 AS id, concat('item-', toString(number)) AS name "
+                           "FROM numbers(1000)", fmt="RowBinary")
+
+    def body():  # a generator body makes requests send Transfer-Encoding: chunked
+        for i in range(0, len(payload), 777):
+            yield payload[i:i + 777]
+
+    response = requests.post(clickhouse_endpoint.url, params={"query": f"INSERT INTO {table_name} FORMAT RowBinary"},
+                             data=body(), auth=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    assert '"written_rows":"1000"' in response.headers["X-ClickHouse-Summary"]
+    assert ch.query(f"SELECT count(), max(name) FROM {table_name}").result_rows == [(1000, "item-999")]
+
+
+def test_native_insert_with_the_statement_in_the_body(ch: Client, clickhouse_endpoint: EndpointProcess,
+                                                      table_name: str) -> None:
+    ch.command(f"CREATE TABLE {table_name} (id UInt32, v Float64) ENGINE = MergeTree ORDER BY id")
+    native = ch.raw_query("SELECT number::UInt32 AS id, number / 2 AS v FROM numbers(10)", fmt="Native")
+    body = f"INSERT INTO {table_name} (id, v) FORMAT Native\n".encode() + native
+    response = requests.post(clickhouse_endpoint.url, data=body, auth=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    assert ch.query(f"SELECT sum(v) FROM {table_name}").result_rows == [(22.5,)]
+
+
+def test_gzip_encoded_csv_insert_and_values_insert(ch: Client, clickhouse_endpoint: EndpointProcess,
+                                                   table_name: str) -> None:
+    ch.command(f"CREATE TABLE {table_name} (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    csv = gzip.compress(b"1,one\n2,\"t,wo\"\n")
+    response = requests.post(clickhouse_endpoint.url, params={"query": f"INSERT INTO {table_name} FORMAT CSV"},
+                             data=csv, headers={"Content-Encoding": "gzip"}, auth=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    response = requests.post(clickhouse_endpoint.url, data=f"INSERT INTO {table_name} VALUES (3, 'three')",
+                             auth=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    assert ch.query(f"SELECT name FROM {table_name} ORDER BY id").result_columns == [["one", "t,wo", "three"]]
+
+
+def test_output_in_the_requested_format_with_its_headers(clickhouse_endpoint: EndpointProcess) -> None:
+    response = requests.post(clickhouse_endpoint.url, data="SELECT 1 AS x, 'a' AS y FORMAT JSONEachRow",
+                             auth=AUTH, timeout=10)
+    assert response.json() == {"x": 1, "y": "a"}
+    assert response.headers["X-ClickHouse-Format"] == "JSONEachRow"
+    assert response.headers["X-ClickHouse-Query-Id"]
+    response = requests.get(clickhouse_endpoint.url, params={"query": "SELECT 2", "default_format": "CSV"},
+                            auth=AUTH, timeout=10)
+    assert (response.text, response.headers["Content-Type"].split(";")[0]) == ("2\n", "text/csv")
+
+
+def test_url_parameters_are_settings_and_query_parameters(clickhouse_endpoint: EndpointProcess) -> None:
+    params = {"query": "SELECT getSetting('max_threads'), {n:UInt8} * 2", "max_threads": "1", "param_n": "21"}
+    response = requests.post(clickhouse_endpoint.url, params=params, auth=AUTH, timeout=10)
+    assert response.text == "1\t42\n"
+    bad = requests.post(clickhouse_endpoint.url, params={"query": "SELECT 1", "no_such_setting": "1"},
+                        auth=AUTH, timeout=10)
+    assert bad.status_code == 400
+    assert bad.headers["X-ClickHouse-Exception-Code"] == "115"
+
+
+def test_get_requests_are_read_only(clickhouse_endpoint: EndpointProcess) -> None:
+    response = requests.get(clickhouse_endpoint.url, params={"query": "CREATE TABLE never (a Int8) ENGINE = Memory"},
+                            auth=AUTH, timeout=10)
+    assert response.status_code == 403
+    assert response.headers["X-ClickHouse-Exception-Code"] == "164"
+    assert response.text.startswith("Code: 164. DB::Exception:")
+
+
+def test_wrong_password_is_refused(clickhouse_endpoint: EndpointProcess) -> None:
+    response = requests.post(clickhouse_endpoint.url, data="SELECT 1", auth=("default", "wrong"), timeout=10)
+    assert response.status_code == 401
+    assert response.headers["X-ClickHouse-Exception-Code"] == "516"
+    with pytest.raises(DatabaseError):
+        clickhouse_connect.get_client(dsn=clickhouse_endpoint.url, password="wrong")
+
+
+def test_session_keeps_settings_between_requests(clickhouse_endpoint: EndpointProcess) -> None:
+    session = clickhouse_connect.get_client(dsn=clickhouse_endpoint.url, password=TEST_PASSWORD,
+                                            session_id="test-session")
+    session.command("SET max_threads = 1")
+    assert session.command("SELECT getSetting('max_threads')") == 1
+    other = clickhouse_connect.get_client(dsn=clickhouse_endpoint.url, password=TEST_PASSWORD)
+    assert other.command("SELECT getSetting('max_threads')") != 1
+
+
+def test_a_session_used_by_two_requests_at_once_is_locked(clickhouse_endpoint: EndpointProcess) -> None:
+    params = {"session_id": "busy-session"}
+    slow = threading.Thread(target=requests.post, args=(clickhouse_endpoint.url,),
+                            kwargs={"params": params, "data": "SELECT sleep(2)", "auth": AUTH, "timeout": 30})
+    slow.start()
+    try:
+        for _ in range(50):  # until the slow request holds the session
+            response = requests.post(clickhouse_endpoint.url, params=params, data="SELECT 1", auth=AUTH, timeout=30)
+            if response.status_code != 200:
+                break
+        assert response.headers["X-ClickHouse-Exception-Code"] == "373"
+    finally:
+        slow.join()
+
+
+def test_an_error_in_the_middle_of_a_stream_fails_the_response(ch: Client) -> None:
+    with pytest.raises(Exception, match="395|throwIf"):  # noqa: PT011 - the driver wraps the server's error
+        with ch.query_row_block_stream("SELECT throwIf(number = 1500000) FROM numbers(3000000)") as stream:
+            for _ in stream:
+                pass
+
+
+def test_wait_end_of_query_turns_a_late_error_into_an_http_error(clickhouse_endpoint: EndpointProcess) -> None:
+    response = requests.post(clickhouse_endpoint.url, params={"wait_end_of_query": "1"},
+                             data="SELECT throwIf(number = 1500000) FROM numbers(3000000)", auth=AUTH, timeout=60)
+    assert response.status_code == 500
+    assert response.headers["X-ClickHouse-Exception-Code"] == "395"
+
+
+def test_malformed_chunked_body_is_a_clear_error(clickhouse_endpoint: EndpointProcess) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", clickhouse_endpoint.port), timeout=10) as sock:  # noqa: SIM117
+        sock.sendall(b"POST /?query=SELECT+1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Authorization: Basic ZGVmYXVsdDp0ZXN0LXNlY3JldA==\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after the error
+            reply += chunk
+        reply = reply.decode()
+    assert reply.startswith("HTTP/1.1 400")
+    assert "not a hex chunk size" in reply
+
+
+def test_ping_metrics_and_unknown_paths(clickhouse_endpoint: EndpointProcess) -> None:
+    assert requests.get(f"{clickhouse_endpoint.url}/ping", timeout=5).text == "Ok.\n"
+    metrics = requests.get(f"{clickhouse_endpoint.url}/metrics", timeout=5).text
+    assert "shoppulse_clickhouse_http_requests_total" in metrics
+    assert requests.get(f"{clickhouse_endpoint.url}/nowhere", timeout=5).status_code == 404
+
+
+def test_data_survives_an_endpoint_restart_and_the_folder_has_one_owner(tmp_path) -> None:
+    endpoint = EndpointProcess(tmp_path / "db").start()
+    try:
+        client = clickhouse.connect(endpoint.settings(), database="default")
+        client.command("CREATE TABLE kept (n UInt32) ENGINE = MergeTree ORDER BY n")
+        client.insert("kept", [[1], [2], [3]], column_names=["n"])
+        with pytest.raises(StartupError, match="already owned by pid"):
+            from shoppulse.local.clickhouse_server import Engine
+
+            Engine(tmp_path / "db")
+    finally:
+        endpoint.stop()
+    endpoint = EndpointProcess(tmp_path / "db").start()
+    try:
+        client = clickhouse.connect(endpoint.settings(), database="default")
+        assert client.query("SELECT sum(n) FROM kept").result_rows == [(6,)]
+    finally:
+        endpoint.stop()

@@ -1,0 +1,116 @@
+"""`shoppulse db migrate` applies the ordered files in clickhouse/ once each, and guards their history."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_PASSWORD, EndpointProcess
+from shoppulse import clickhouse
+from shoppulse.settings import PROJECT_ROOT
+from shoppulse.sink.migrations import MigrationError, discover, migrate
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def database() -> str:
+    return f"mig_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    target = tmp_path / "clickhouse"
+    target.mkdir()
+    (target / "0001_first.sql").write_text(
+        "-- first: a table\nCREATE TABLE IF NOT EXISTS a (x UInt8, s String DEFAULT 'x;y') ENGINE = MergeTree ORDER BY x;\n"
+        "INSERT INTO a (x) VALUES (1);\n")
+    (target / "0002_second.sql").write_text("CREATE TABLE IF NOT EXISTS b (y UInt8) ENGINE = MergeTree ORDER BY y;")
+    return target
+
+
+def run(endpoint: EndpointProcess, database: str, folder: Path) -> list[str]:
+    settings = endpoint.settings()
+    return [m.name for m in migrate(lambda db: clickhouse.connect(settings, db), database, folder)]
+
+
+def test_migrations_apply_in_order_once_each(clickhouse_endpoint: EndpointProcess, database: str,
+                                             folder: Path) -> None:
+    assert run(clickhouse_endpoint, database, folder) == ["0001_first.sql", "0002_second.sql"]
+    assert run(clickhouse_endpoint, database, folder) == []
+    client = clickhouse.connect(clickhouse_endpoint.settings(), database=database)
+    assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
+        (1, "0001_first.sql"), (2, "0002_second.sql")]
+    assert client.query("SELECT count(), any(s) FROM a").result_rows == [(1, "x;y")], "the insert ran exactly once"
+
+
+def test_a_new_file_is_applied_after_the_others(clickhouse_endpoint: EndpointProcess, database: str,
+                                                folder: Path) -> None:
+    run(clickhouse_endpoint, database, folder)
+    (folder / "0003_third.sql").write_text("ALTER TABLE b ADD COLUMN IF NOT EXISTS z String")
+    assert run(clickhouse_endpoint, database, folder) == ["0003_third.sql"]
+
+
+def test_editing_an_applied_migration_is_an_error(clickhouse_endpoint: EndpointProcess, database: str,
+                                                  folder: Path) -> None:
+    run(clickhouse_endpoint, database, folder)
+    (folder / "0001_first.sql").write_text("CREATE TABLE IF NOT EXISTS a (x UInt16) ENGINE = MergeTree ORDER BY x")
+    with pytest.raises(MigrationError, match="0001_first.sql was changed after it was applied"):
+        run(clickhouse_endpoint, database, folder)
+
+
+def test_deleting_an_applied_migration_is_an_error(clickhouse_endpoint: EndpointProcess, database: str,
+                                                   folder: Path) -> None:
+    run(clickhouse_endpoint, database, folder)
+    (folder / "0002_second.sql").unlink()
+    with pytest.raises(MigrationError, match="0002_second.sql is recorded as applied but its file is missing"):
+        run(clickhouse_endpoint, database, folder)
+
+
+def test_a_failing_statement_names_the_file_and_is_not_recorded(clickhouse_endpoint: EndpointProcess,
+                                                                 database: str, folder: Path) -> None:
+    (folder / "0003_broken.sql").write_text("CREATE TABLE c (x UInt8) ENGINE = MergeTree ORDER BY x;\nSELEC oops;")
+    with pytest.raises(MigrationError, match=r"0003_broken.sql, statement 2 of 2 failed"):
+        run(clickhouse_endpoint, database, folder)
+    (folder / "0003_broken.sql").write_text("CREATE TABLE IF NOT EXISTS c (x UInt8) ENGINE = MergeTree ORDER BY x;")
+    assert run(clickhouse_endpoint, database, folder) == ["0003_broken.sql"]
+
+
+def test_badly_named_or_duplicate_files_are_refused(folder: Path) -> None:
+    (folder / "3_bad.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="is not named NNNN_description.sql"):
+        discover(folder)
+    (folder / "3_bad.sql").unlink()
+    (folder / "0002_twin.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="share version 0002"):
+        discover(folder)
+
+
+def test_shipped_migrations_apply_through_the_cli(clickhouse_endpoint: EndpointProcess, database: str) -> None:
+    env = {"CLICKHOUSE_URL": clickhouse_endpoint.url, "CLICKHOUSE_PASSWORD": TEST_PASSWORD,
+           "SHOPPULSE_CLICKHOUSE_DATABASE": database, "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "shoppulse", "db", "migrate"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    shipped = sorted(p.name for p in (PROJECT_ROOT / "clickhouse").glob("*.sql"))
+    assert f"{len(shipped)} migration(s) applied" in first.stdout
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert "0 migration(s) applied" in again.stdout
+
+
+def test_cli_reports_an_unreachable_clickhouse_in_one_line(tmp_path: Path) -> None:
+    env = {"CLICKHOUSE_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "db", "migrate"], env=env, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "cannot migrate ClickHouse at http://127.0.0.1:9" in result.stderr
+
+
+def test_shipped_migration_files_are_documented_in_their_first_line() -> None:
+    for migration in discover(PROJECT_ROOT / "clickhouse"):
+        first = migration.path.read_text().splitlines()[0]
+        assert first.startswith("-- ") and len(first) > 20, f"{migration.name} lacks its one-line description"
