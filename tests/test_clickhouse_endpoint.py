@@ -202,10 +202,10 @@ def test_a_session_used_by_two_requests_at_once_is_locked(clickhouse_endpoint: E
 
 
 def test_an_error_in_the_middle_of_a_stream_fails_the_response(ch: Client) -> None:
-    with pytest.raises(Exception, match="395|throwIf"):  # noqa: PT011 - the driver wraps the server's error
-        with ch.query_row_block_stream("SELECT throwIf(number = 1500000) FROM numbers(3000000)") as stream:
-            for _ in stream:
-                pass
+    query = "SELECT throwIf(number = 1500000) FROM numbers(3000000)"
+    with pytest.raises(Exception, match=r"395|throwIf"), ch.query_row_block_stream(query) as stream:
+        for _ in stream:
+            pass
 
 
 def test_wait_end_of_query_turns_a_late_error_into_an_http_error(clickhouse_endpoint: EndpointProcess) -> None:
@@ -218,7 +218,7 @@ def test_wait_end_of_query_turns_a_late_error_into_an_http_error(clickhouse_endp
 def test_malformed_chunked_body_is_a_clear_error(clickhouse_endpoint: EndpointProcess) -> None:
     import socket
 
-    with socket.create_connection(("127.0.0.1", clickhouse_endpoint.port), timeout=10) as sock:  # noqa: SIM117
+    with socket.create_connection(("127.0.0.1", clickhouse_endpoint.port), timeout=10) as sock:
         sock.sendall(b"POST /?query=SELECT+1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                      b"Authorization: Basic ZGVmYXVsdDp0ZXN0LXNlY3JldA==\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
         reply = b""

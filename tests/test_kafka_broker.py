@@ -72,7 +72,7 @@ def test_topics_are_created_once_and_never_auto_created(kafka_bootstrap: str) ->
     assert set(first) <= {t.name for t in PIPELINE_TOPICS}
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_block_ms=3000)
     try:
-        with pytest.raises(Exception, match="not (present|found)|Timeout|UnknownTopic"):  # noqa: PT011
+        with pytest.raises(Exception, match=r"not (present|found)|Timeout|UnknownTopic"):
             producer.send(f"typo-{uuid.uuid4().hex[:6]}", b"x").get(timeout=5)
     finally:
         producer.close(timeout=1)

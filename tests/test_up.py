@@ -159,5 +159,5 @@ def test_with_an_external_broker_up_starts_none_and_leaves_it_running(kafka_boot
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
-    host, port = kafka_bootstrap.split(",")[0].split(":")
+    host, port = kafka_bootstrap.split(",", maxsplit=1)[0].split(":")
     socket.create_connection((host, int(port)), timeout=5).close()  # the external broker still runs

@@ -88,7 +88,7 @@ def split_statements(text: str) -> list[str]:
     statements, start = [], 0
     has_content = False
     for tok in tokens(text):
-        if tok.kind == "semicolon":
+        if tok.kind == "semicolon" and tok.depth == 0:
             if has_content:
                 statements.append(text[start:tok.start].strip())
             start, has_content = tok.end, False

@@ -240,7 +240,7 @@ def broker_accepts_clients(bootstrap: str, timeout_s: float = 2.0) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaConfigurationError, KafkaError
 
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].strip().rpartition(":")
     try:  # a cheap TCP check first: the Kafka client retries a closed port with back-off
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except (OSError, ValueError):
