@@ -95,3 +95,13 @@ def test_missing_java_or_maven_says_what_to_install(monkeypatch: pytest.MonkeyPa
         require_java()
     with pytest.raises(MissingToolError, match="apt-get install maven"):
         require_maven()
+
+
+def test_cluster_ids_starting_with_a_dash_still_format(kafka_libs: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import shoppulse.local.kafka as kafka_module
+
+    monkeypatch.setattr(kafka_module, "new_cluster_id", lambda: "-" + "A" * 21)
+    broker = start_broker(kafka_libs, tmp_path / "kafka")
+    broker.stop()
+    assert "cluster.id=-AAAA" in (tmp_path / "kafka" / "data" / "meta.properties").read_text()

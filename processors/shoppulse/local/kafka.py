@@ -226,8 +226,9 @@ class KafkaBroker:
 
     def _format(self, java: str, config: Path) -> None:
         result = subprocess.run(
-            [*self._java_cmd(java), "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
-             "-c", str(config), "--ignore-formatted"],
+            # "--cluster-id=" form: a base64 id may start with "-", which would read as an option.
+            [*self._java_cmd(java), "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
+             f"--config={config}", "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
