@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -188,17 +189,21 @@ def test_session_keeps_settings_between_requests(clickhouse_endpoint: EndpointPr
 
 def test_a_session_used_by_two_requests_at_once_is_locked(clickhouse_endpoint: EndpointProcess) -> None:
     params = {"session_id": "busy-session"}
-    slow = threading.Thread(target=requests.post, args=(clickhouse_endpoint.url,),
-                            kwargs={"params": params, "data": "SELECT sleep(2)", "auth": AUTH, "timeout": 30})
+    slow_status: list[int] = []
+    slow = threading.Thread(target=lambda: slow_status.append(requests.post(
+        clickhouse_endpoint.url, params=params, data="SELECT sleep(2)", auth=AUTH, timeout=30).status_code))
     slow.start()
+    time.sleep(0.5)  # let the slow request take the session first
     try:
-        for _ in range(50):  # until the slow request holds the session
+        while slow.is_alive():
             response = requests.post(clickhouse_endpoint.url, params=params, data="SELECT 1", auth=AUTH, timeout=30)
             if response.status_code != 200:
                 break
+            time.sleep(0.05)
         assert response.headers["X-ClickHouse-Exception-Code"] == "373"
     finally:
         slow.join()
+    assert slow_status == [200]
 
 
 def test_an_error_in_the_middle_of_a_stream_fails_the_response(ch: Client) -> None:

@@ -1,0 +1,1 @@
+"""The event contract: schema models, validation, PII hashing, currency conversion."""

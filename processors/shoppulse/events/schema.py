@@ -1,0 +1,135 @@
+"""Version 1 of the shop event contract: one typed model per event type along the funnel.
+
+The JSON Schema files in ``docs/schemas/`` are generated from these models
+(``shoppulse events schemas``) and checked in; ``docs/events.md`` is the catalogue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+SCHEMA_VERSION = 1
+
+COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "PL", "BR", "IN", "JP")
+Country = Literal["US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "PL", "BR", "IN", "JP"]
+Currency = Literal["USD", "GBP", "EUR", "SEK", "PLN", "BRL", "INR", "JPY"]
+Device = Literal["desktop", "mobile", "tablet", "app"]
+Gateway = Literal["stripe", "adyen", "paypal", "klarna", "pix", "upi", "konbini"]
+FailureReason = Literal["declined", "insufficient_funds", "fraud_suspected", "gateway_timeout", "gateway_error",
+                        "3ds_failed"]
+
+
+class EventType(StrEnum):
+    PRODUCT_VIEW = "product_view"
+    ADD_TO_CART = "add_to_cart"
+    REMOVE_FROM_CART = "remove_from_cart"
+    CHECKOUT_START = "checkout_start"
+    PAYMENT_ATTEMPT = "payment_attempt"
+    PURCHASE = "purchase"
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("event_time needs a time zone offset (e.g. 2026-11-25T12:00:00Z)")
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
+Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
+class EventBase(BaseModel):
+    """Fields every event carries. ``user_id``, ``email`` and ``ip`` are PII: ingestion hashes
+    ``user_id`` with a keyed hash and drops ``email`` and ``ip`` before anything is stored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = Field(description="Version of this contract.")
+    event_id: UUID = Field(description="Unique per event; a retry resends the same id.")
+    event_time: Annotated[datetime, AfterValidator(_aware)] = Field(
+        description="When it happened on the shopper's side, ISO 8601 with offset.")
+    session_id: Identifier = Field(description="The shopper's browsing session.")
+    country: Country = Field(description="ISO 3166-1 alpha-2 code of the storefront.")
+    device: Device
+    user_id: Identifier | None = Field(default=None, description="PII: logged-in shopper; absent when anonymous.")
+    email: Email | None = Field(default=None, description="PII: dropped at ingestion.")
+    ip: IPv4Address | IPv6Address | None = Field(default=None, description="PII: dropped at ingestion.")
+
+
+class ProductView(EventBase):
+    event_type: Literal[EventType.PRODUCT_VIEW]
+    product_id: Identifier
+    category: Annotated[str, Field(min_length=1, max_length=64)]
+    price: Money
+    currency: Currency
+
+
+class AddToCart(EventBase):
+    event_type: Literal[EventType.ADD_TO_CART]
+    product_id: Identifier
+    quantity: Annotated[int, Field(ge=1, le=1000)]
+    unit_price: Money
+    currency: Currency
+
+
+class RemoveFromCart(EventBase):
+    event_type: Literal[EventType.REMOVE_FROM_CART]
+    product_id: Identifier
+    quantity: Annotated[int, Field(ge=1, le=1000)]
+
+
+class CheckoutStart(EventBase):
+    event_type: Literal[EventType.CHECKOUT_START]
+    cart_value: Money
+    currency: Currency
+    items: Annotated[int, Field(ge=1, le=1000)]
+
+
+class PaymentAttempt(EventBase):
+    event_type: Literal[EventType.PAYMENT_ATTEMPT]
+    order_id: Identifier
+    gateway: Gateway
+    latency_ms: Annotated[int, Field(ge=0, le=600_000)]
+    result: Literal["success", "failure"]
+    failure_reason: FailureReason | None = None
+    amount: Money
+    currency: Currency
+
+    @model_validator(mode="after")
+    def _reason_iff_failure(self) -> PaymentAttempt:
+        if (self.result == "failure") != (self.failure_reason is not None):
+            raise ValueError("failure_reason is required for a failed payment and absent for a successful one")
+        return self
+
+
+class LineItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: Identifier
+    quantity: Annotated[int, Field(ge=1, le=1000)]
+    unit_price: Money
+
+
+class Purchase(EventBase):
+    event_type: Literal[EventType.PURCHASE]
+    order_id: Identifier
+    amount: Money
+    currency: Currency
+    items: Annotated[list[LineItem], Field(min_length=1, max_length=200)]
+
+
+ShopEvent = Annotated[ProductView | AddToCart | RemoveFromCart | CheckoutStart | PaymentAttempt | Purchase,
+                      Field(discriminator="event_type")]
+EVENT_MODELS: dict[EventType, type[EventBase]] = {
+    EventType.PRODUCT_VIEW: ProductView, EventType.ADD_TO_CART: AddToCart,
+    EventType.REMOVE_FROM_CART: RemoveFromCart, EventType.CHECKOUT_START: CheckoutStart,
+    EventType.PAYMENT_ATTEMPT: PaymentAttempt, EventType.PURCHASE: Purchase,
+}
+SHOP_EVENT = TypeAdapter(ShopEvent)
