@@ -22,7 +22,9 @@ clickhouse_app = typer.Typer(help="The local ClickHouse endpoint (embedded engin
 kafka_app = typer.Typer(help="The local Kafka broker and topics.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(clickhouse_app, name="clickhouse")
+events_app = typer.Typer(help="The event contract.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(events_app, name="events")
 
 console = Console()
 err = Console(stderr=True)
@@ -146,6 +148,15 @@ def kafka_topics() -> None:
     setup_logging()
     created = create_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
     console.print(f"{len(created)} topic(s) created on {settings.kafka_bootstrap}")
+
+
+@events_app.command("schemas")
+def events_schemas() -> None:
+    """Regenerate the JSON Schema files in docs/schemas/ from the event models."""
+    from shoppulse.events.catalogue import write_schemas
+
+    for path in write_schemas():
+        console.print(f"wrote {path}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -133,3 +133,15 @@ EVENT_MODELS: dict[EventType, type[EventBase]] = {
     EventType.PAYMENT_ATTEMPT: PaymentAttempt, EventType.PURCHASE: Purchase,
 }
 SHOP_EVENT = TypeAdapter(ShopEvent)
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """The JSON Schema of each event type, and of any event, keyed by file name."""
+    schemas: dict[str, dict[str, object]] = {
+        f"{event_type.value}.json": model.model_json_schema() for event_type, model in EVENT_MODELS.items()
+    }
+    schemas["shop_event.json"] = SHOP_EVENT.json_schema()
+    for name, schema in schemas.items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://shoppulse.dev/schemas/v{SCHEMA_VERSION}/{name}"
+    return schemas
