@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -15,14 +17,17 @@ from rich.console import Console
 from shoppulse.logs import setup_logging
 from shoppulse.settings import Settings, SettingsError, load_settings
 
+# quixstreams imports authlib's httpx integration, which warns about itself at import time.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+
 app = typer.Typer(help="shoppulse: real-time e-commerce observability on Kafka, ClickHouse and Grafana.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
 clickhouse_app = typer.Typer(help="The local ClickHouse endpoint (embedded engine).", no_args_is_help=True)
 kafka_app = typer.Typer(help="The local Kafka broker and topics.", no_args_is_help=True)
+events_app = typer.Typer(help="The event contract.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(clickhouse_app, name="clickhouse")
-events_app = typer.Typer(help="The event contract.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(events_app, name="events")
 
@@ -148,6 +153,82 @@ def kafka_topics() -> None:
     setup_logging()
     created = create_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
     console.print(f"{len(created)} topic(s) created on {settings.kafka_bootstrap}")
+
+
+@app.command()
+def ingest() -> None:
+    """Run the ingestion processor: raw events -> clean events and dead letters."""
+    from shoppulse.events.pii import MissingPiiKeyError
+    from shoppulse.ingest.app import run
+
+    settings = _settings()
+    setup_logging()
+    try:
+        run(settings)
+    except MissingPiiKeyError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def loadgen(
+    rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events per second to hold.")] = 200,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="YAML file of scripted incidents.")] = None,
+    ground_truth: Annotated[Path, typer.Option(help="JSONL file the incidents' ground truth is appended to.")] = Path(
+        ".shoppulse/ground_truth.jsonl"),
+    invalid_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of invalid events.")] = 0.0,
+    duplicate_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of retried duplicates.")] = 0.0,
+    late_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of events late beyond grace.")] = 0.0,
+    out_of_order_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share out of order.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible stream.")] = None,
+    replay: Annotated[float | None, typer.Option(min=0.001, max=366, help="Backfill this many past days.")] = None,
+) -> None:
+    """Send shoppers' events to the raw topic: live at a held rate, or replaying past days."""
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from shoppulse.loadgen.generator import BadInput
+    from shoppulse.loadgen.run import make_producer, new_stream, run_live, run_replay
+    from shoppulse.loadgen.scenario import ScenarioError, load_scenario
+
+    settings = _settings()
+    setup_logging("WARNING")
+    if invalid_ratio + duplicate_ratio > 1 or late_ratio + out_of_order_ratio > 1:
+        _fail("the invalid and duplicate ratios, and the late and out-of-order ratios, must each add up to 1 at most",
+              2)
+    try:
+        plan = load_scenario(scenario) if scenario else None
+    except ScenarioError as exc:
+        _fail(str(exc), 2)
+    bad = BadInput(invalid_ratio, duplicate_ratio, late_ratio, out_of_order_ratio)
+    days = replay or 0.0
+    run_start = datetime.now(UTC) - (timedelta(days=days) if replay else timedelta(0))
+    stream = new_stream(rate, plan, run_start, ground_truth, bad, seed)
+    producer = make_producer(settings.kafka_bootstrap)
+    _on_signal_raise_shutdown()
+    try:
+        if replay:
+            with Progress(TextColumn("replaying {task.fields[days]} day(s)"), BarColumn(),
+                          TextColumn("{task.percentage:>3.0f}%  {task.fields[sent]:,} events"),
+                          TimeRemainingColumn(), console=err) as bar:
+                task = bar.add_task("replay", total=1.0, days=days, sent=0)
+                sent = run_replay(producer, stream, rate, days,
+                                  report=lambda f, n: bar.update(task, completed=f, sent=n))
+            console.print(f"replayed {sent:,} events over {days} day(s)")
+            return
+        final = run_live(producer, stream, rate, duration_s=duration, count=count,
+                         report=lambda p: err.print(
+                             f"sent {p.sent:,} events in {p.elapsed_s:.0f} s, {p.rate_last_s:,.0f}/s "
+                             f"(target {p.target_rate:,.0f}/s)", highlight=False))
+    except (Shutdown, KeyboardInterrupt):
+        producer.flush()
+        return
+    achieved = final.sent / final.elapsed_s if final.elapsed_s else 0.0
+    console.print(f"sent {final.sent:,} events in {final.elapsed_s:.1f} s: achieved {achieved:,.0f} events/s "
+                  f"(target {rate:,.0f}/s); valid {stream.tally.valid:,}, invalid {stream.tally.invalid_total:,}, "
+                  f"duplicates {stream.tally.duplicates:,}", highlight=False)
 
 
 @events_app.command("schemas")

@@ -43,11 +43,16 @@ class Settings(BaseSettings):
     clickhouse_database: str = "shoppulse"
     clickhouse_port: int = 8123
 
+    pii_key: str | None = Field(default=None, repr=False)
+    demo: bool = False
+    ingest_metrics_port: int = 9465
+
     prometheus_port: int = 9090
     metrics_port: int = 9464
     migrations_dir: Path = PROJECT_ROOT / "clickhouse"
 
-    @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port")
+    @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port",
+                     "ingest_metrics_port")
     @classmethod
     def _valid_port(cls, port: int) -> int:
         if not 1 <= port <= 65535:

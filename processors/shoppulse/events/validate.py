@@ -33,6 +33,7 @@ class Reason(StrEnum):
     NEGATIVE_AMOUNT = "negative_amount"
     TIME_IN_FUTURE = "time_in_future"
     INVALID_VALUE = "invalid_value"
+    MISSING_KEY = "missing_key"  # transport: raw events must be keyed by session_id
 
 
 @dataclass(frozen=True)

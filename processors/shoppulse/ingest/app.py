@@ -1,0 +1,144 @@
+"""The ingestion processor (Quix Streams): raw topic -> clean topic + dead-letter topic + ClickHouse.
+
+Per raw message: validate against the contract; an invalid one goes to the dead-letter topic
+with its original bytes, reason and source offset (and its digest to ClickHouse); a valid one
+is de-duplicated by event id, stripped of PII, converted to the reporting currency, stamped
+with its event time and written to the clean topic keyed by country. Exactly-once processing
+makes the produced messages, the dedup state and the consumer offsets one transaction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import start_http_server
+from quixstreams import Application, message_context
+
+from shoppulse import clickhouse
+from shoppulse.events.clean import CleanEvent, to_clean
+from shoppulse.events.currency import RatesTable, load_rates
+from shoppulse.events.pii import PiiHasher
+from shoppulse.events.validate import Reason, Rejection, validate
+from shoppulse.ingest import metrics
+from shoppulse.ingest.dedup import first_sighting
+from shoppulse.settings import Settings
+from shoppulse.sink.clickhouse_sink import ClickHouseSink
+from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
+
+log = logging.getLogger(__name__)
+
+CONSUMER_GROUP = "shoppulse-ingest"
+SAMPLE_PER_MILLE = 10  # share of clean events copied to ClickHouse events_sample
+
+DEAD_LETTER_COLUMNS = ["received_at", "reason", "detail", "size_bytes", "sha256"]
+SAMPLE_COLUMNS = ["event_time", "event_id", "event_type", "country", "device", "session_id", "user_hash",
+                  "amount", "payload"]
+
+
+class Classifier:
+    """Turns one raw message into ``{"clean": event}`` or ``{"dead": dead_letter}``."""
+
+    def __init__(self, hasher: PiiHasher, rates: RatesTable) -> None:
+        self._hasher = hasher
+        self._rates = rates
+
+    def classify(self, raw: bytes | None, key: bytes | None, _timestamp: int, _headers: Any) -> dict[str, Any]:
+        metrics.EVENTS_IN.inc()
+        raw = raw or b""
+        if key is None:
+            return self._dead(raw, Reason.MISSING_KEY, "raw events must be keyed by session_id")
+        result = validate(raw, datetime.now(UTC))
+        if isinstance(result, Rejection):
+            return self._dead(raw, result.reason, result.detail)
+        return {"clean": to_clean(result, self._hasher, self._rates)}
+
+    @staticmethod
+    def _dead(raw: bytes, reason: str, detail: str) -> dict[str, Any]:
+        metrics.DEAD_LETTERS.labels(str(reason)).inc()
+        context = message_context()
+        return {"dead": {
+            "reason": str(reason), "detail": detail, "received_at_ms": int(time.time() * 1000),
+            "size_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+            "source": {"topic": context.topic, "partition": context.partition, "offset": context.offset},
+            "original_b64": base64.b64encode(raw).decode(),
+        }}
+
+
+def dead_letter_row(dead: dict[str, Any]) -> list[Any]:
+    return [datetime.fromtimestamp(dead["received_at_ms"] / 1000, UTC), dead["reason"], dead["detail"],
+            dead["size_bytes"], dead["sha256"]]
+
+
+def sample_row(event: CleanEvent) -> list[Any]:
+    from decimal import Decimal
+
+    return [datetime.fromtimestamp(event["event_time_ms"] / 1000, UTC), event["event_id"], event["event_type"],
+            event["country"], event["device"], event["session_id"], event["user_hash"] or "",
+            Decimal(event["amount"]) if "amount" in event else None, json.dumps(event, separators=(",", ":"))]
+
+
+def sampled(event: CleanEvent) -> bool:
+    return int(event["event_id"][:8], 16) % 1000 < SAMPLE_PER_MILLE
+
+
+def _count_out(event: CleanEvent) -> None:
+    metrics.EVENTS_OUT.inc()
+
+
+def _count_duplicate(is_first: bool) -> bool:
+    if not is_first:
+        metrics.DUPLICATES.inc()
+    return is_first
+
+
+def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = None,
+              consumer_group: str = CONSUMER_GROUP) -> Application:
+    app = Application(
+        broker_address=settings.kafka_bootstrap,
+        consumer_group=consumer_group,
+        auto_offset_reset="earliest",
+        processing_guarantee="exactly-once",
+        commit_interval=1.0,
+        state_dir=str(settings.data_dir / "state" / consumer_group),
+        loglevel="WARNING",
+    )
+    raw = app.topic(RAW_EVENTS.name, key_deserializer="bytes", value_deserializer="bytes")
+    clean_topic = app.topic(CLEAN_EVENTS.name, key_serializer="str", value_serializer="json")
+    dead_topic = app.topic(DEAD_LETTERS.name, key_serializer="bytes", value_serializer="json")
+    classifier = Classifier(hasher, rates or load_rates())
+
+    def connect() -> Any:
+        return clickhouse.connect(settings)
+
+    def count_rows(table: str) -> Any:
+        return lambda rows, _seconds: metrics.SINK_ROWS.labels(table).inc(rows)
+
+    sdf = app.dataframe(raw).apply(classifier.classify, metadata=True)
+
+    dead = sdf.filter(lambda outcome: "dead" in outcome).apply(lambda outcome: outcome["dead"])
+    dead.to_topic(dead_topic)
+    dead.sink(ClickHouseSink(connect, "dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row,
+                             on_written=count_rows("dead_letters")))
+
+    clean = sdf.filter(lambda outcome: "clean" in outcome).apply(lambda outcome: outcome["clean"])
+    clean = clean.filter(lambda event, state: _count_duplicate(first_sighting(event, state)), stateful=True)
+    clean = clean.set_timestamp(lambda event, *_: event["event_time_ms"])
+    clean = clean.update(_count_out)
+    clean.to_topic(clean_topic, key=lambda event: event["country"])
+    clean.filter(sampled).sink(ClickHouseSink(connect, "events_sample", SAMPLE_COLUMNS, sample_row,
+                                              on_written=count_rows("events_sample")))
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Run the ingestion processor until SIGTERM/SIGINT, exposing Prometheus metrics."""
+    hasher = PiiHasher.from_settings(settings.pii_key, settings.demo)
+    start_http_server(settings.ingest_metrics_port, addr=settings.host)
+    log.info("ingestion starting", extra={"bootstrap": settings.kafka_bootstrap,
+                                          "metrics_port": settings.ingest_metrics_port, "demo": settings.demo})
+    build_app(settings, hasher).run()

@@ -1,0 +1,150 @@
+"""The event stream: a pool of live sessions, each emitting its next step on demand, so that the
+emission rate is exactly what the caller asks for while sessions keep a realistic shape."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shoppulse.events.validate import Reason
+from shoppulse.loadgen.bad_input import corrupt, pick_kind
+from shoppulse.loadgen.markets import MARKETS, country_weights
+from shoppulse.loadgen.scenario import ActiveIncident
+from shoppulse.loadgen.shoppers import Effects, Session, effects_for, new_session
+
+SESSION_SECONDS = 60.0  # a session's events spread over about this long at any rate
+MEAN_EVENTS_PER_SESSION = 6.0
+MIN_POOL = 20
+WEIGHTS_REFRESH_S = 5.0
+OUT_OF_ORDER_MAX_S = 20.0  # out-of-order events are this much behind at most
+LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
+
+
+@dataclass(frozen=True)
+class Emission:
+    key: bytes | None
+    value: bytes
+    kind: str  # valid | invalid | duplicate
+    reason: Reason | None = None
+    country: str | None = None
+
+
+@dataclass
+class Tally:
+    """What was sent, to compare with what arrived."""
+
+    valid: int = 0
+    duplicates: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    late: int = 0
+    out_of_order: int = 0
+    pii: set[str] = field(default_factory=set)
+
+    @property
+    def invalid_total(self) -> int:
+        return sum(self.invalid.values())
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """Shares of the emitted events (0-1) that are invalid, duplicated, late or out of order."""
+
+    invalid: float = 0.0
+    duplicates: float = 0.0
+    late: float = 0.0
+    out_of_order: float = 0.0
+
+
+class EventStream:
+    """Draws events from a pool of live sessions sized for ``rate`` events/s."""
+
+    def __init__(self, rate: float, incidents: list[ActiveIncident] | None = None, bad: BadInput | None = None,
+                 seed: int | None = None, record_pii: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.incidents = incidents or []
+        self.bad = bad or BadInput()
+        self.record_pii = record_pii
+        self.tally = Tally()
+        self.pool: list[Session] = []
+        self.pool_size = max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION))
+        self._serial = 0
+        self._bad_serial = 0
+        self._weights: tuple[list[str], list[float]] = ([], [])
+        self._weights_at: datetime | None = None
+        self._effects: dict[str, Effects] = {}
+        self._last_valid: Emission | None = None
+
+    def next(self, now: datetime) -> Emission:
+        """The next event, stamped ``now`` (or earlier, for late and out-of-order ones)."""
+        roll = self.rng.random()
+        if roll < self.bad.duplicates and self._last_valid is not None:
+            self.tally.duplicates += 1
+            return Emission(self._last_valid.key, self._last_valid.value, "duplicate",
+                            country=self._last_valid.country)
+        session = self._session(now)
+        step = session.steps.pop(0)
+        event = {**session.common, **step, "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                 "event_time": self._event_time(now).isoformat(timespec="milliseconds")}
+        key = session.common["session_id"].encode()
+        roll -= self.bad.duplicates
+        if roll < self.bad.invalid:
+            kind = pick_kind(self.rng, self._bad_serial)
+            self._bad_serial += 1
+            self.tally.invalid[kind] += 1
+            return Emission(None if kind is Reason.MISSING_KEY else key, corrupt(event, kind, now), "invalid", kind)
+        self.tally.valid += 1
+        if self.record_pii and "user_id" in event:
+            self.tally.pii |= {event["user_id"], event["email"], event["ip"]}
+        emission = Emission(key, json.dumps(event).encode(), "valid", country=event["country"])
+        self._last_valid = emission
+        return emission
+
+    def _event_time(self, now: datetime) -> datetime:
+        roll = self.rng.random()
+        if roll < self.bad.late:
+            self.tally.late += 1
+            return now - timedelta(seconds=self.rng.uniform(LATE_MIN_S, LATE_MAX_S))
+        if roll < self.bad.late + self.bad.out_of_order:
+            self.tally.out_of_order += 1
+            return now - timedelta(seconds=self.rng.uniform(1.0, OUT_OF_ORDER_MAX_S))
+        return now
+
+    def _session(self, now: datetime) -> Session:
+        """A random live session with steps left; finished ones are replaced by new ones."""
+        while True:
+            if len(self.pool) < self.pool_size:
+                session = self._new_session(now)
+                if self._serial <= self.pool_size and len(session.steps) > 1:
+                    # The first pool starts in a steady state: shoppers caught mid-visit.
+                    del session.steps[: self.rng.randrange(len(session.steps))]
+                self.pool.append(session)
+                return session
+            index = self.rng.randrange(len(self.pool))
+            session = self.pool[index]
+            if session.steps:
+                return session
+            self.pool[index] = self.pool[-1]
+            self.pool.pop()
+
+    def _new_session(self, now: datetime) -> Session:
+        if self._weights_at is None or abs((now - self._weights_at).total_seconds()) >= WEIGHTS_REFRESH_S:
+            self._refresh(now)
+        countries, weights = self._weights
+        country = self.rng.choices(countries, weights)[0]
+        self._serial += 1
+        return new_session(self.rng, MARKETS[country], self._effects.get(country, Effects()), self._serial)
+
+    def _refresh(self, now: datetime) -> None:
+        active: dict[str, list[tuple[str, float]]] = {}
+        for incident in self.incidents:
+            if incident.active(now):
+                for country in incident.incident.countries:
+                    active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude))
+        self._effects = {c: effects_for(kinds) for c, kinds in active.items()}
+        weights = country_weights(now, {c: e.traffic_boost for c, e in self._effects.items()})
+        self._weights = (list(weights), list(weights.values()))
+        self._weights_at = now

@@ -1,0 +1,90 @@
+"""Scripted incidents from a YAML scenario file, and the ground truth they leave behind."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shoppulse.events.schema import Country
+
+IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge"]
+
+# What each kind of incident moves, in the metric names the aggregates and the sidecar use.
+AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
+    "payment_outage": ("payment_failure_rate", "orders_per_s", "revenue", "conversion_rate", "abandonment_rate"),
+    "flash_sale": ("orders_per_s", "revenue", "sessions"),
+    "checkout_latency": ("payment_latency_p95", "abandonment_rate", "conversion_rate"),
+    "abandonment_surge": ("abandonment_rate", "conversion_rate", "orders_per_s"),
+}
+
+
+class Incident(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: IncidentKind
+    countries: list[Country] = Field(min_length=1)
+    start_after_s: float = Field(ge=0, description="Seconds after the run starts")
+    duration_s: float = Field(gt=0)
+    magnitude: float = Field(default=1.0, gt=0, le=10, description="1 = the default strength")
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    incidents: list[Incident] = Field(default_factory=list)
+
+
+class ScenarioError(ValueError):
+    """A scenario file is missing or does not follow the format; the message says where."""
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return Scenario.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ScenarioError(f"{path}: {where}: {first['msg']}") from None
+
+
+@dataclass(frozen=True)
+class ActiveIncident:
+    incident: Incident
+    start: datetime
+    end: datetime
+
+    def active(self, when: datetime) -> bool:
+        return self.start <= when < self.end
+
+    def ground_truth(self) -> dict[str, object]:
+        return {"kind": self.incident.kind, "countries": self.incident.countries,
+                "metrics": list(AFFECTED_METRICS[self.incident.kind]),
+                "start": self.start.isoformat(), "end": self.end.isoformat(),
+                "magnitude": self.incident.magnitude}
+
+
+def schedule(scenario: Scenario, run_start: datetime) -> list[ActiveIncident]:
+    return [ActiveIncident(i, run_start + timedelta(seconds=i.start_after_s),
+                           run_start + timedelta(seconds=i.start_after_s + i.duration_s))
+            for i in scenario.incidents]
+
+
+def write_ground_truth(path: Path, incidents: list[ActiveIncident]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        for incident in incidents:
+            out.write(json.dumps(incident.ground_truth()) + "\n")

@@ -1,0 +1,116 @@
+"""Sessions of anonymous and logged-in shoppers walking the funnel, shaped by active incidents."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoppulse.loadgen.markets import Market
+
+CATEGORIES = ("shoes", "apparel", "electronics", "home", "beauty", "toys", "sports", "books")
+PRODUCTS = 5000
+LOGGED_IN_SHARE = 0.4
+DEVICES = (("mobile", 0.55), ("desktop", 0.3), ("app", 0.1), ("tablet", 0.05))
+
+
+@dataclass(frozen=True)
+class Effects:
+    """How incidents shift shopper behaviour in one country while they are active."""
+
+    payment_failure: float = 0.06
+    latency_factor: float = 1.0
+    add_to_cart: float = 0.32
+    checkout: float = 0.55
+    drop_before_payment: float = 0.12
+    traffic_boost: float = 1.0
+
+
+def effects_for(kinds_with_magnitude: list[tuple[str, float]]) -> Effects:
+    e = Effects()
+    for kind, m in kinds_with_magnitude:
+        if kind == "payment_outage":
+            e = Effects(min(0.98, 0.85 * m), e.latency_factor, e.add_to_cart, e.checkout, e.drop_before_payment,
+                        e.traffic_boost)
+        elif kind == "flash_sale":
+            e = Effects(e.payment_failure, e.latency_factor, min(0.9, e.add_to_cart * 1.6), min(0.95, e.checkout * 1.2),
+                        e.drop_before_payment, e.traffic_boost * 3 * m)
+        elif kind == "checkout_latency":
+            e = Effects(e.payment_failure, e.latency_factor * 6 * m, e.add_to_cart, e.checkout,
+                        min(0.9, e.drop_before_payment * 2.5), e.traffic_boost)
+        elif kind == "abandonment_surge":
+            e = Effects(e.payment_failure, e.latency_factor, e.add_to_cart, e.checkout * 0.5,
+                        min(0.95, 0.6 * m), e.traffic_boost)
+    return e
+
+
+@dataclass
+class Session:
+    """One shopper's visit: the common fields and the remaining steps, emitted one at a time."""
+
+    common: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _price(rng: random.Random, product: int, market: Market) -> str:
+    base = 8 + (product * 7919 % 1000) / 10  # a stable list price per product, 8-108 USD
+    local = base * market.price_level
+    return f"{local:.0f}" if market.currency == "JPY" else f"{local:.2f}"
+
+
+def new_session(rng: random.Random, market: Market, effects: Effects, serial: int) -> Session:
+    device = rng.choices([d for d, _ in DEVICES], [w for _, w in DEVICES])[0]
+    common: dict[str, Any] = {"schema_version": 1, "session_id": f"s-{serial:x}-{rng.getrandbits(24):06x}",
+                              "country": market.country, "device": device}
+    if rng.random() < LOGGED_IN_SHARE:
+        user = rng.randrange(1, 2_000_000)
+        common |= {"user_id": f"u-{user}", "email": f"shopper{user}@example.com",
+                   "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
+    return Session(common, plan_steps(rng, market, effects, serial))
+
+
+def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = []
+    cart: list[tuple[int, int, str]] = []
+    for _ in range(1 + min(int(rng.expovariate(1 / 2.5)), 20)):
+        product = rng.randrange(PRODUCTS)
+        price = _price(rng, product, market)
+        steps.append({"event_type": "product_view", "product_id": f"sku-{product}",
+                      "category": CATEGORIES[product % len(CATEGORIES)], "price": price, "currency": market.currency})
+        if rng.random() < effects.add_to_cart:
+            quantity = 1 if rng.random() < 0.8 else 2
+            cart.append((product, quantity, price))
+            steps.append({"event_type": "add_to_cart", "product_id": f"sku-{product}", "quantity": quantity,
+                          "unit_price": price, "currency": market.currency})
+    if len(cart) > 1 and rng.random() < 0.1:
+        product, quantity, _ = cart.pop(rng.randrange(len(cart)))
+        steps.append({"event_type": "remove_from_cart", "product_id": f"sku-{product}", "quantity": quantity})
+    if not cart or rng.random() >= effects.checkout:
+        return steps
+    total = sum(float(p) * q for _, q, p in cart)
+    amount = f"{total:.0f}" if market.currency == "JPY" else f"{total:.2f}"
+    steps.append({"event_type": "checkout_start", "cart_value": amount, "currency": market.currency,
+                  "items": sum(q for _, q, _ in cart)})
+    if rng.random() < effects.drop_before_payment:
+        return steps
+    order_id = f"o-{serial:x}-{rng.getrandbits(20):05x}"
+    gateway = rng.choice(market.gateways)
+    for _attempt in range(3):
+        latency = int(rng.lognormvariate(5.8, 0.45) * effects.latency_factor)  # median ~330 ms
+        failed = rng.random() < effects.payment_failure
+        attempt = {"event_type": "payment_attempt", "order_id": order_id, "gateway": gateway,
+                   "latency_ms": min(latency, 600_000), "result": "failure" if failed else "success",
+                   "amount": amount, "currency": market.currency}
+        if failed:
+            attempt["failure_reason"] = rng.choice(("declined", "insufficient_funds", "gateway_error",
+                                                    "gateway_timeout", "3ds_failed"))
+        steps.append(attempt)
+        if not failed:
+            steps.append({"event_type": "purchase", "order_id": order_id, "amount": amount,
+                          "currency": market.currency,
+                          "items": [{"product_id": f"sku-{p}", "quantity": q, "unit_price": price}
+                                    for p, q, price in cart]})
+            break
+        if rng.random() < 0.4:
+            break  # gives up after a failed payment
+    return steps

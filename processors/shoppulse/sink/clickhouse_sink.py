@@ -1,0 +1,88 @@
+"""A Quix Streams batching sink that writes to one ClickHouse table through clickhouse-connect."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5.0
+SOURCE_COLUMNS = ("src_partition", "src_offset")
+
+RowBuilder = Callable[[Any], Sequence[Any]]
+
+
+class ClickHouseSink(BatchingSink):
+    """Writes each checkpoint's rows for a topic partition in one INSERT.
+
+    Delivery guarantee: exactly once per source offset. Every row carries the partition and
+    offset of the message that produced it (``src_partition``, ``src_offset``). Before each
+    write the sink reads the highest offset the table already holds for that partition and
+    drops the rows at or below it, so a replay after a crash — rows flushed, Kafka commit
+    lost — writes nothing twice, whatever the checkpoint boundaries were. One INSERT is one
+    ClickHouse block, so a batch lands whole or not at all. This needs offsets to grow in
+    the order rows are written, which holds per partition, and one source topic per table.
+
+    When ClickHouse cannot be reached, ``write`` raises ``SinkBackpressureError``: Quix drops
+    the in-memory batch, pauses the partition and re-reads it from the last commit after
+    ``retry_after`` seconds, so nothing is lost and the consumer does not race ahead.
+    A ClickHouse error about the data itself is raised as is: the checkpoint fails loudly."""
+
+    def __init__(self, connect: Callable[[], Client], table: str, columns: Sequence[str], to_row: RowBuilder,
+                 retry_after: float = RETRY_AFTER_S, on_written: Callable[[int, float], None] | None = None) -> None:
+        super().__init__()
+        self._connect = connect
+        self._client: Client | None = None
+        self.table = table
+        self.columns = [*columns, *SOURCE_COLUMNS]
+        self._to_row = to_row
+        self._retry_after = retry_after
+        self._on_written = on_written
+        self._topic: str | None = None
+
+    def setup(self) -> None:
+        self._client = self._connect()
+
+    def write(self, batch: SinkBatch) -> None:
+        if self._topic is None:
+            self._topic = batch.topic
+        if batch.topic != self._topic:
+            raise ValueError(f"{self.table} is fed from {self._topic}; a second source topic {batch.topic} "
+                             "would break its offset fence")
+        try:
+            client = self._client or self._connect()
+            self._client = client
+            fence = self._written_up_to(client, batch.partition)
+            rows = [[*self._to_row(item.value), batch.partition, item.offset]
+                    for item in batch if item.offset > fence]
+            if rows:
+                summary = client.insert(self.table, rows, column_names=self.columns)
+                if self._on_written:
+                    self._on_written(len(rows), float(summary.summary.get("elapsed_ns", 0) or 0) / 1e9)
+        except (OperationalError, ConnectionError) as exc:
+            self._client = None
+            log.warning("clickhouse unavailable, pausing", extra={"table": self.table, "error": str(exc)[:200]})
+            raise SinkBackpressureError(retry_after=self._retry_after) from exc
+        except DatabaseError as exc:
+            if _is_unavailable(exc):
+                self._client = None
+                raise SinkBackpressureError(retry_after=self._retry_after) from exc
+            raise
+
+    def _written_up_to(self, client: Client, partition: int) -> int:
+        result = client.query(
+            f"SELECT max(src_offset), count() FROM {self.table} WHERE src_partition = {{p:UInt16}}",
+            parameters={"p": partition})
+        highest, count = result.result_rows[0]
+        return int(highest) if count else -1
+
+
+def _is_unavailable(exc: DatabaseError) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in ("Connection refused", "timed out", "503", "Max retries"))
