@@ -64,7 +64,7 @@ def new_session(rng: random.Random, market: Market, effects: Effects, serial: in
                               "country": market.country, "device": device}
     if rng.random() < LOGGED_IN_SHARE:
         user = rng.randrange(1, 2_000_000)
-        common |= {"user_id": f"u-{user}", "email": f"shopper{user}@example.com",
+        common |= {"user_id": f"cust-{user:07d}", "email": f"shopper{user}@example.com",
                    "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
     return Session(common, plan_steps(rng, market, effects, serial))
 

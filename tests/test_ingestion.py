@@ -1,0 +1,164 @@
+"""Ingestion end to end through the real broker and the real ClickHouse engine: every valid event
+reaches the clean topic exactly once, every invalid one is dead-lettered with its reason, and no
+PII from the generator survives anywhere downstream."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from kafka import KafkaConsumer
+
+from conftest import TEST_PASSWORD, EndpointProcess, start_broker
+from shoppulse import clickhouse
+from shoppulse.events.validate import Reason
+from shoppulse.loadgen.bad_input import BAD_KINDS
+from shoppulse.loadgen.generator import BadInput, EventStream
+from shoppulse.loadgen.run import make_producer, run_live
+from shoppulse.local.process import free_port
+from shoppulse.settings import PROJECT_ROOT
+from shoppulse.sink.migrations import migrate
+from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, create_topics
+
+pytestmark = pytest.mark.integration
+PII_KEY = "test-pii-key-0123456789abcdef"
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, settle_s: float = 3.0, timeout_s: float = 90.0) -> list:
+    """Every committed message of ``topic``: waits for ``expected`` of them, then ``settle_s`` more for extras."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             isolation_level="read_committed", group_id=f"check-{uuid.uuid4().hex[:8]}",
+                             enable_auto_commit=False)
+    messages: list = []
+    deadline = time.monotonic() + timeout_s
+    settled_at = None
+    try:
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                messages.extend(batch)
+            if len(messages) >= expected:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle_s:
+                    break
+        return messages
+    finally:
+        consumer.close()
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_libs: Path, clickhouse_endpoint: EndpointProcess,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A fresh broker, a fresh database, and `shoppulse ingest` running against both."""
+    broker = start_broker(kafka_libs, tmp_path_factory.mktemp("ingest-kafka"))
+    database = f"ingest_{uuid.uuid4().hex[:8]}"
+    settings = clickhouse_endpoint.settings(clickhouse_database=database)
+    migrate(lambda db: clickhouse.connect(settings, db), database, PROJECT_ROOT / "clickhouse")
+    create_topics(broker.bootstrap, 3)
+    metrics_port = free_port()
+    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CLICKHOUSE_URL": clickhouse_endpoint.url,
+           "CLICKHOUSE_PASSWORD": TEST_PASSWORD, "SHOPPULSE_CLICKHOUSE_DATABASE": database,
+           "SHOPPULSE_PII_KEY": PII_KEY, "SHOPPULSE_DATA_DIR": str(tmp_path_factory.mktemp("ingest-data")),
+           "SHOPPULSE_INGEST_METRICS_PORT": str(metrics_port), "PATH": "/usr/bin:/bin"}
+    log = tmp_path_factory.mktemp("ingest-log") / "ingest.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "shoppulse", "ingest"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        yield {"bootstrap": broker.bootstrap, "settings": settings, "metrics": f"http://127.0.0.1:{metrics_port}",
+               "process": process, "log": log}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def sent(pipeline: dict) -> EventStream:
+    """The generator's run: valid events, invalid ones of every kind, and retried duplicates."""
+    stream = EventStream(rate=500, bad=BadInput(invalid=0.12, duplicates=0.08, out_of_order=0.05, late=0.02),
+                         seed=20261125, record_pii=True)
+    run_live(make_producer(pipeline["bootstrap"]), stream, rate=3000, count=4000)
+    return stream
+
+
+def test_exactly_the_valid_events_reach_the_clean_topic_once_each(pipeline: dict, sent: EventStream) -> None:
+    messages = read_topic(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid)
+    ids = [json.loads(m.value)["event_id"] for m in messages]
+    assert len(ids) == sent.tally.valid, f"log: {pipeline['log'].read_text()[-2000:]}"
+    assert len(set(ids)) == len(ids), "a duplicate passed"
+    assert sent.tally.duplicates > 0
+    for message in messages:  # keyed by country for the aggregation, stamped with the event time
+        event = json.loads(message.value)
+        assert message.key.decode() == event["country"]
+        assert message.timestamp == event["event_time_ms"]
+
+
+def test_exactly_the_invalid_events_are_dead_lettered_each_with_its_reason(pipeline: dict, sent: EventStream) -> None:
+    messages = read_topic(pipeline["bootstrap"], DEAD_LETTERS.name, sent.tally.invalid_total)
+    letters = [json.loads(m.value) for m in messages]
+    expected = Counter({str(kind): n for kind, n in sent.tally.invalid.items()})
+    assert Counter(letter["reason"] for letter in letters) == expected
+    assert {Reason(r) for r in sent.tally.invalid} == set(BAD_KINDS), "the run covered every kind of bad input"
+    for letter in letters:
+        assert letter["detail"]
+        assert letter["source"]["topic"] == "shop.events.raw" and letter["source"]["offset"] >= 0
+        assert len(base64.b64decode(letter["original_b64"])) == letter["size_bytes"]
+
+
+def test_dead_letters_and_a_sample_land_in_clickhouse_with_no_pii(pipeline: dict, sent: EventStream) -> None:
+    client = clickhouse.connect(pipeline["settings"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if client.query("SELECT count() FROM dead_letters").result_rows[0][0] >= sent.tally.invalid_total:
+            break
+        time.sleep(0.5)
+    by_reason = dict(client.query("SELECT reason, count() FROM dead_letters GROUP BY reason").result_rows)
+    assert by_reason == {str(k): n for k, n in sent.tally.invalid.items()}
+    assert client.query("SELECT count() FROM events_sample").result_rows[0][0] > 0
+    assert len(sent.tally.pii) > 100
+    tables = [row[0] for row in client.query("SHOW TABLES").result_rows]
+    for table in tables:
+        dump = client.raw_query(f"SELECT * FROM {table}", fmt="TabSeparated").decode()
+        leaked = [value for value in sent.tally.pii if value in dump]
+        assert not leaked, f"{table} holds raw PII: {leaked[:3]}"
+
+
+def test_no_pii_on_the_clean_topic(pipeline: dict, sent: EventStream) -> None:
+    messages = read_topic(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)
+    payload = b"\n".join(m.value for m in messages).decode()
+    assert not [value for value in sent.tally.pii if value in payload]
+    assert '"user_hash": "' in payload or '"user_hash":"' in payload
+
+
+def test_prometheus_counters_match_what_was_sent(pipeline: dict, sent: EventStream) -> None:
+    read_topic(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)
+    text = requests.get(f"{pipeline['metrics']}/metrics", timeout=5).text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("shoppulse_ingest_") and "_total" in line}
+    total = sent.tally.valid + sent.tally.invalid_total + sent.tally.duplicates
+    assert values["shoppulse_ingest_events_in_total"] == total
+    assert values["shoppulse_ingest_events_out_total"] == sent.tally.valid
+    assert values["shoppulse_ingest_duplicates_total"] == sent.tally.duplicates
+    assert values['shoppulse_ingest_dead_letters_total{reason="oversized"}'] == sent.tally.invalid[Reason.OVERSIZED]
+
+
+def test_ingestion_refuses_to_start_without_a_pii_key(tmp_path: Path) -> None:
+    env = {"SHOPPULSE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "ingest"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 1
+    assert "SHOPPULSE_PII_KEY is not set" in result.stderr
