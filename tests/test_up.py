@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from shoppulse.local.process import free_port, port_in_use
-from shoppulse.settings import load_settings
+from shoppulse.settings import PROJECT_ROOT, load_settings
 
 pytestmark = pytest.mark.integration
 READY_WITHIN_S = 60
@@ -34,6 +34,7 @@ def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "SHOPPULSE_PROMETHEUS_PORT": str(free_port()),
         "SHOPPULSE_METRICS_PORT": str(free_port()),
         "SHOPPULSE_KAFKA_HEAP": "384m",
+        "SHOPPULSE_INGEST_METRICS_PORT": str(free_port()),
         **extra,
     })
     return env
@@ -55,11 +56,42 @@ def wait_for_state(data_dir: Path, process: subprocess.Popen[str], timeout_s: fl
     raise AssertionError(f"shoppulse up was not ready within {timeout_s} s")
 
 
+def wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def ingest_total(metrics_url: str, name: str) -> float:
+    try:
+        text = requests.get(metrics_url, timeout=2).text
+    except requests.RequestException:
+        return -1
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else -1
+
+
+def children_named(parent: int, command: str) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and command.encode() in cmdline and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 @pytest.fixture
 def running_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict, dict[str, str]]]:
     env = stack_env(tmp_path / "stack")
-    process = subprocess.Popen([sys.executable, "-m", "shoppulse", "up", "--no-live"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "shoppulse", "up", "--no-live", "--rate", "200"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT)
     try:
         started = time.monotonic()
         state = wait_for_state(tmp_path / "stack", process, READY_WITHIN_S)
@@ -93,6 +125,12 @@ def test_up_starts_a_healthy_stack_and_sigterm_stops_all_of_it(running_stack) ->
     if "prometheus" in components:
         assert requests.get(f"{components['prometheus']['address']}/-/ready", timeout=5).ok
 
+    # The load generator's events flow through ingestion to the clean topic.
+    metrics = f"http://{components['ingest']['address']}/metrics"
+    assert wait_for(lambda: ingest_total(metrics, "shoppulse_ingest_events_out_total") > 50, 60)
+    truth = (Path(env["SHOPPULSE_DATA_DIR"]) / "ground_truth.jsonl").read_text().splitlines()
+    assert json.loads(truth[0])["kind"] == "payment_outage"
+
     child_pids = [c["pid"] for c in components.values() if c["pid"]]
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
@@ -101,6 +139,16 @@ def test_up_starts_a_healthy_stack_and_sigterm_stops_all_of_it(running_stack) ->
     for name in ("SHOPPULSE_CLICKHOUSE_PORT", "SHOPPULSE_KAFKA_PORT", "SHOPPULSE_METRICS_PORT"):
         assert not port_in_use("127.0.0.1", int(env[name])), f"{name} still bound"
     assert not (Path(env["SHOPPULSE_DATA_DIR"]) / "stack.json").exists()
+
+
+def test_a_crashed_processor_is_restarted(running_stack) -> None:
+    process, state, _env = running_stack
+    first = state["components"]["ingest"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: bool(children_named(process.pid, "ingest")) and
+                    children_named(process.pid, "ingest") != [first], 30)
+    metrics = f"http://{state['components']['ingest']['address']}/metrics"
+    assert wait_for(lambda: ingest_total(metrics, "shoppulse_ingest_events_in_total") > 0, 60)
 
 
 def test_a_second_up_says_one_is_running_and_leaves_it_alone(running_stack) -> None:
@@ -150,7 +198,8 @@ def test_a_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_with_an_external_broker_up_starts_none_and_leaves_it_running(kafka_bootstrap: str, tmp_path: Path) -> None:
     env = stack_env(tmp_path / "stack", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
-    process = subprocess.Popen([sys.executable, "-m", "shoppulse", "up", "--no-live", "--no-prometheus"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "shoppulse", "up", "--no-live", "--no-prometheus",
+                                "--no-pipeline"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         state = wait_for_state(tmp_path / "stack", process, READY_WITHIN_S)

@@ -67,15 +67,25 @@ def _on_signal_raise_shutdown() -> None:
 def up(
     prometheus: Annotated[bool, typer.Option(help="Start Debian's Prometheus when it is installed.")] = True,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default when stdout is a terminal).")] = None,
+    pipeline: Annotated[bool, typer.Option(help="Run the pipeline processors (ingestion).")] = True,
+    loadgen: Annotated[bool, typer.Option(help="Run the load generator.")] = True,
+    rate: Annotated[float, typer.Option(min=10, max=50_000, help="Load generator events/s.")] = 300,
+    scenario: Annotated[Path | None, typer.Option(
+        help="Incidents the load generator plays [default: scenarios/default.yaml].")] = None,
 ) -> None:
-    """Start the local stack (Kafka, ClickHouse endpoint, Prometheus) and watch it live."""
+    """Start the local stack (Kafka, ClickHouse endpoint, Prometheus, ingestion, load generator), live."""
     from shoppulse.local.live_view import watch
+    from shoppulse.local.pipeline import DEFAULT_SCENARIO, pipeline_processors
     from shoppulse.local.process import StartupError
     from shoppulse.local.stack import LocalStack
 
     settings = _settings()
     setup_logging("WARNING")
-    stack = LocalStack(settings, with_prometheus=prometheus)
+    scenario = scenario or DEFAULT_SCENARIO
+    if pipeline and loadgen and not scenario.is_file():
+        _fail(f"scenario file {scenario} does not exist: pass --scenario PATH", 2)
+    processors = pipeline_processors(settings, rate if loadgen else None, scenario.resolve()) if pipeline else []
+    stack = LocalStack(settings, with_prometheus=prometheus, processors=processors)
     _on_signal_raise_shutdown()
     try:
         stack.start(report=lambda line: console.print(f"[dim]·[/] {line}", highlight=False))

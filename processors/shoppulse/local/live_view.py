@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from shoppulse.local.pipeline import IngestRates
 from shoppulse.local.stack import LocalStack
 
 REFRESH_S = 1.0
@@ -25,42 +26,59 @@ def _uptime(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def render(stack: LocalStack) -> Panel:
+def render(stack: LocalStack, ingest: IngestRates | None = None) -> Panel:
     table = Table(expand=True, header_style="bold")
-    for column in ("component", "state", "address", "pid", "uptime"):
+    for column in ("component", "state", "address", "pid", "uptime", "restarts"):
         table.add_column(column)
     now = time.time()
     for c in stack.components:
         table.add_row(c.name, Text(c.state, style=_STATE_STYLE.get(c.state, "bold red")), c.address,
-                      str(c.pid or "-"), _uptime(now - c.started_at))
+                      str(c.pid or "-"), _uptime(now - c.started_at), str(c.restarts) if c.restart else "")
+    parts: list[Table | Text] = [table]
+    if ingest is not None:
+        parts.append(render_ingest(ingest))
     s = stack.settings
     footer = Text(
         f"data: {stack.data_dir}   KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap}   "
         f"CLICKHOUSE_URL={s.clickhouse_http_url}\n"
         "Ctrl-C stops everything this command started.", style="dim")
-    return Panel(Group(table, footer), title="shoppulse — local stack", border_style="blue")
+    return Panel(Group(*parts, footer), title="shoppulse — local stack", border_style="blue")
+
+
+def render_ingest(ingest: IngestRates) -> Table:
+    table = Table(title="ingestion", expand=True, header_style="bold")
+    for column in ("events in/s", "clean out/s", "duplicates/s", "dead letters/s", "dead letters by reason"):
+        table.add_column(column)
+    reasons = ", ".join(f"{reason} {int(total)}" for reason, total in sorted(ingest.dead_letters.items())) or "none"
+    table.add_row(f"{ingest.in_per_s:,.0f}", f"{ingest.out_per_s:,.0f}", f"{ingest.duplicates_per_s:,.1f}",
+                  f"{ingest.dead_per_s:,.1f}", reasons)
+    return table
 
 
 def watch(stack: LocalStack, console: Console, live: bool, should_stop: Callable[[], bool]) -> None:
     """Refresh health, record heartbeats and redraw until ``should_stop``."""
     last_health = last_heartbeat = 0.0
     last_states: dict[str, str] = {}
+    ingest = next((IngestRates(c.address if c.address.startswith("http") else f"http://{c.address}/metrics")
+                   for c in stack.components if c.name == "ingest"), None)
 
     def tick() -> None:
         nonlocal last_health, last_heartbeat
         now = time.monotonic()
         if now - last_health >= HEALTH_EVERY_S:
             stack.refresh()
+            if ingest is not None:
+                ingest.refresh()
             last_health = now
         if now - last_heartbeat >= HEARTBEAT_EVERY_S:
             stack.record_heartbeats()
             last_heartbeat = now
 
     if live:
-        with Live(render(stack), console=console, refresh_per_second=4, screen=False) as view:
+        with Live(render(stack, ingest), console=console, refresh_per_second=4, screen=False) as view:
             while not should_stop():
                 tick()
-                view.update(render(stack))
+                view.update(render(stack, ingest))
                 time.sleep(REFRESH_S)
         return
     while not should_stop():

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +38,20 @@ log = logging.getLogger(__name__)
 CLICKHOUSE_READY_TIMEOUT_S = 60.0
 PROMETHEUS_READY_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 1.0
+MAX_RESTART_BACKOFF_S = 30.0
 STATE_FILE = "stack.json"
 LOCK_FILE = "up.lock"
+
+
+@dataclass(frozen=True)
+class ProcessorSpec:
+    """A pipeline process `shoppulse up` runs and restarts when it crashes."""
+
+    name: str
+    argv: list[str]
+    address: str = "-"
+    health_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class AlreadyRunningError(StartupError):
@@ -57,6 +69,9 @@ class Component:
     started_at: float = field(default_factory=time.time)
     healthy: bool = False
     checked_at: float = 0.0
+    restart: Callable[[], None] | None = None
+    restarts: int = 0
+    next_restart_at: float = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -88,9 +103,11 @@ def tcp_open(address: str) -> bool:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, with_prometheus: bool = True) -> None:
+    def __init__(self, settings: Settings, with_prometheus: bool = True,
+                 processors: Sequence[ProcessorSpec] = ()) -> None:
         self.settings = settings
         self.with_prometheus = with_prometheus
+        self.processors = list(processors)
         self.data_dir = settings.data_dir.resolve()
         self.components: list[Component] = []
         self._lock: IO[str] | None = None
@@ -114,7 +131,9 @@ class LocalStack:
                  (s.kafka_controller_port, "the Kafka controller", "SHOPPULSE_KAFKA_CONTROLLER_PORT",
                   not s.uses_external_kafka),
                  (s.prometheus_port, "Prometheus", "SHOPPULSE_PROMETHEUS_PORT", self._prometheus_enabled()),
-                 (s.metrics_port, "the supervisor's metrics", "SHOPPULSE_METRICS_PORT", True)]
+                 (s.metrics_port, "the supervisor's metrics", "SHOPPULSE_METRICS_PORT", True),
+                 (s.ingest_metrics_port, "the ingestion processor's metrics", "SHOPPULSE_INGEST_METRICS_PORT",
+                  any(p.name == "ingest" for p in self.processors))]
         for port, what, setting, needed in ports:
             if needed:
                 try:
@@ -145,6 +164,9 @@ class LocalStack:
             created = create_topics(self.settings.kafka_bootstrap, self.settings.topic_partitions,
                                     self.settings.topic_replication)
             report(f"{len(created)} topic(s) created")
+            for spec in self.processors:
+                report(f"starting {spec.name}")
+                self._start_processor(spec)
             self.refresh()
             self._write_state()
         except BaseException:
@@ -236,6 +258,7 @@ class LocalStack:
         assert binary is not None
         s = self.settings
         targets = {"shoppulse-supervisor": f"{s.host}:{s.metrics_port}"}
+        targets |= {f"shoppulse-{spec.name}": spec.address for spec in self.processors if spec.health_url}
         if not s.uses_external_clickhouse:
             targets["shoppulse-clickhouse"] = f"{s.host}:{s.clickhouse_port}"
         process = prometheus_process(binary, self.data_dir / "prometheus", s.host, s.prometheus_port, targets)
@@ -246,15 +269,38 @@ class LocalStack:
         wait_until(ready, PROMETHEUS_READY_TIMEOUT_S, f"Prometheus on {address}",
                    alive=process.is_running, on_fail=lambda: tail(process.log_path))
 
+    def _start_processor(self, spec: ProcessorSpec) -> None:
+        process = ManagedProcess(spec.name, spec.argv, self.data_dir / "logs" / f"{spec.name}.log", env=spec.env)
+        process.start()
+        check = (lambda: process.is_running() and http_ok(spec.health_url)) if spec.health_url \
+            else process.is_running
+        self.components.append(Component(spec.name, spec.address, check, stop=process.stop, process=process,
+                                         restart=process.start))
+
     # -- watch ----------------------------------------------------------------------------
 
     def refresh(self) -> list[Component]:
-        """Run every component's health check; returns the components."""
+        """Run every component's health check, restarting crashed processors with back-off."""
         for component in self.components:
+            self._restart_if_crashed(component)
             component.healthy = component.check()
             component.checked_at = time.time()
             self._up_gauge.labels(component.name).set(1 if component.healthy else 0)
         return self.components
+
+    def _restart_if_crashed(self, component: Component) -> None:
+        if component.restart is None or component.process is None or component.process.is_running():
+            return
+        now = time.time()
+        if component.next_restart_at == 0.0:
+            component.next_restart_at = now + min(MAX_RESTART_BACKOFF_S, 2.0 ** component.restarts)
+            log.warning("processor exited, restarting", extra={"component": component.name,
+                                                               "code": component.process.returncode})
+        elif now >= component.next_restart_at:
+            component.restart()
+            component.restarts += 1
+            component.next_restart_at = 0.0
+            component.started_at = now
 
     def record_heartbeats(self) -> None:
         """One row per component into ``component_heartbeats`` (skipped while ClickHouse is down)."""
