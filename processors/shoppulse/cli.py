@@ -26,12 +26,14 @@ db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
 clickhouse_app = typer.Typer(help="The local ClickHouse endpoint (embedded engine).", no_args_is_help=True)
 kafka_app = typer.Typer(help="The local Kafka broker and topics.", no_args_is_help=True)
 events_app = typer.Typer(help="The event contract.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (measured, never asserted in tests).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
 app.add_typer(clickhouse_app, name="clickhouse")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(events_app, name="events")
 
-console = Console()
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
@@ -239,6 +241,27 @@ def loadgen(
     console.print(f"sent {final.sent:,} events in {final.elapsed_s:.1f} s: achieved {achieved:,.0f} events/s "
                   f"(target {rate:,.0f}/s); valid {stream.tally.valid:,}, invalid {stream.tally.invalid_total:,}, "
                   f"duplicates {stream.tally.duplicates:,}", highlight=False)
+
+
+@bench_app.command("loadgen")
+def bench_loadgen(
+    rates: Annotated[list[float], typer.Option("--rate", min=10, max=50_000, help="Targets to hold.")] = [  # noqa: B006
+        5000, 50000],
+    seconds: Annotated[float, typer.Option(min=1, help="How long to hold each target.")] = 20,
+) -> None:
+    """The rate the load generator achieves at each target, into a real Kafka broker."""
+    from shoppulse.bench.broker import bench_broker
+    from shoppulse.bench.loadgen import measure
+
+    settings = _settings()
+    setup_logging("WARNING")
+    with bench_broker(settings) as bootstrap:
+        results, ceiling = measure(bootstrap, rates, seconds, report=lambda line: err.print(line, highlight=False))
+    for result in results:
+        console.print(f"target {result.target:>8,.0f} events/s  achieved {result.achieved:>8,.0f} events/s "
+                      f"({result.achieved / result.target:.0%}, {result.sent:,} events in {result.seconds:.1f} s)",
+                      highlight=False)
+    console.print(f"generator ceiling (no Kafka, one core): {ceiling:,.0f} events/s", highlight=False)
 
 
 @events_app.command("schemas")

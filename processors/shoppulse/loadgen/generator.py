@@ -3,6 +3,8 @@ emission rate is exactly what the caller asks for while sessions keep a realisti
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import random
 import uuid
@@ -19,9 +21,14 @@ from shoppulse.loadgen.shoppers import Effects, Session, effects_for, new_sessio
 SESSION_SECONDS = 60.0  # a session's events spread over about this long at any rate
 MEAN_EVENTS_PER_SESSION = 6.0
 MIN_POOL = 20
+MAX_POOL = 60_000  # at high rates sessions get shorter rather than the pool huge
 WEIGHTS_REFRESH_S = 5.0
 OUT_OF_ORDER_MAX_S = 20.0  # out-of-order events are this much behind at most
 LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,12 @@ class EventStream:
         self.record_pii = record_pii
         self.tally = Tally()
         self.pool: list[Session] = []
-        self.pool_size = max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION))
+        self.pool_size = min(MAX_POOL, max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION)))
         self._serial = 0
         self._bad_serial = 0
-        self._weights: tuple[list[str], list[float]] = ([], [])
+        self._countries: list[str] = []
+        self._cumulative: list[float] = []
+        self._stamp: tuple[datetime, str] | None = None
         self._weights_at: datetime | None = None
         self._effects: dict[str, Effects] = {}
         self._last_valid: Emission | None = None
@@ -88,7 +97,7 @@ class EventStream:
         session = self._session(now)
         step = session.steps.pop(0)
         event = {**session.common, **step, "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-                 "event_time": self._event_time(now).isoformat(timespec="milliseconds")}
+                 "event_time": self._event_time(now)}
         key = session.common["session_id"].encode()
         roll -= self.bad.duplicates
         if roll < self.bad.invalid:
@@ -103,15 +112,17 @@ class EventStream:
         self._last_valid = emission
         return emission
 
-    def _event_time(self, now: datetime) -> datetime:
+    def _event_time(self, now: datetime) -> str:
         roll = self.rng.random()
         if roll < self.bad.late:
             self.tally.late += 1
-            return now - timedelta(seconds=self.rng.uniform(LATE_MIN_S, LATE_MAX_S))
+            return _iso(now - timedelta(seconds=self.rng.uniform(LATE_MIN_S, LATE_MAX_S)))
         if roll < self.bad.late + self.bad.out_of_order:
             self.tally.out_of_order += 1
-            return now - timedelta(seconds=self.rng.uniform(1.0, OUT_OF_ORDER_MAX_S))
-        return now
+            return _iso(now - timedelta(seconds=self.rng.uniform(1.0, OUT_OF_ORDER_MAX_S)))
+        if self._stamp is None or self._stamp[0] != now:  # a burst shares one timestamp: format it once
+            self._stamp = (now, _iso(now))
+        return self._stamp[1]
 
     def _session(self, now: datetime) -> Session:
         """A random live session with steps left; finished ones are replaced by new ones."""
@@ -133,8 +144,7 @@ class EventStream:
     def _new_session(self, now: datetime) -> Session:
         if self._weights_at is None or abs((now - self._weights_at).total_seconds()) >= WEIGHTS_REFRESH_S:
             self._refresh(now)
-        countries, weights = self._weights
-        country = self.rng.choices(countries, weights)[0]
+        country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
         self._serial += 1
         return new_session(self.rng, MARKETS[country], self._effects.get(country, Effects()), self._serial)
 
@@ -146,5 +156,6 @@ class EventStream:
                     active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude))
         self._effects = {c: effects_for(kinds) for c, kinds in active.items()}
         weights = country_weights(now, {c: e.traffic_boost for c, e in self._effects.items()})
-        self._weights = (list(weights), list(weights.values()))
+        self._countries = list(weights)
+        self._cumulative = list(itertools.accumulate(weights.values()))
         self._weights_at = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,8 @@ from shoppulse.loadgen.markets import Market
 CATEGORIES = ("shoes", "apparel", "electronics", "home", "beauty", "toys", "sports", "books")
 PRODUCTS = 5000
 LOGGED_IN_SHARE = 0.4
-DEVICES = (("mobile", 0.55), ("desktop", 0.3), ("app", 0.1), ("tablet", 0.05))
+DEVICES = ("mobile", "desktop", "app", "tablet")
+DEVICE_CUMULATIVE = (0.55, 0.85, 0.95, 1.0)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def _price(rng: random.Random, product: int, market: Market) -> str:
 
 
 def new_session(rng: random.Random, market: Market, effects: Effects, serial: int) -> Session:
-    device = rng.choices([d for d, _ in DEVICES], [w for _, w in DEVICES])[0]
+    device = DEVICES[bisect.bisect(DEVICE_CUMULATIVE, rng.random())]
     common: dict[str, Any] = {"schema_version": 1, "session_id": f"s-{serial:x}-{rng.getrandbits(24):06x}",
                               "country": market.country, "device": device}
     if rng.random() < LOGGED_IN_SHARE:

@@ -1,0 +1,161 @@
+"""The load generator: realistic sessions and seasonality, incidents that move the right metrics,
+bad input of every kind, scenario files checked like config, and replay of past days."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoppulse.events.schema import EventBase
+from shoppulse.events.validate import validate
+from shoppulse.loadgen.generator import BadInput, EventStream
+from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
+from shoppulse.loadgen.scenario import ScenarioError, load_scenario, schedule, write_ground_truth
+from shoppulse.settings import PROJECT_ROOT
+
+NOON_UTC = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def events(stream: EventStream, n: int, when: datetime) -> list[dict]:
+    return [json.loads(stream.next(when).value) for _ in range(n)]
+
+
+def test_every_generated_event_is_valid_and_sessions_walk_the_funnel() -> None:
+    stream = EventStream(rate=200, seed=1)
+    sample = [stream.next(NOON_UTC) for _ in range(20_000)]
+    assert all(isinstance(validate(e.value, NOON_UTC), EventBase) for e in sample)
+    kinds = Counter(json.loads(e.value)["event_type"] for e in sample)
+    assert kinds["product_view"] > kinds["add_to_cart"] > kinds["checkout_start"] > kinds["purchase"] > 0
+    assert kinds["remove_from_cart"] > 0 and kinds["payment_attempt"] >= kinds["purchase"]
+    logged_in = sum("user_id" in json.loads(e.value) for e in sample)
+    assert 0.25 < logged_in / len(sample) < 0.55
+
+
+def test_prices_are_in_each_country_currency() -> None:
+    stream = EventStream(rate=200, seed=2)
+    for event in events(stream, 5000, NOON_UTC):
+        if "currency" in event:
+            assert event["currency"] == MARKETS[event["country"]].currency
+
+
+def test_traffic_follows_each_country_local_time() -> None:
+    us_evening = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)  # 20:00 in New York, 10:00 in Tokyo
+    us_night = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 04:00 in New York, 18:00 in Tokyo
+    assert country_weights(us_evening)["US"] > 2 * country_weights(us_night)["US"]
+    assert seasonal_factor(MARKETS["JP"], us_night) > seasonal_factor(MARKETS["JP"], us_evening)
+    week = [global_factor(NOON_UTC + timedelta(hours=h)) for h in range(24 * 7)]
+    assert 0.9 < sum(week) / len(week) < 1.1
+    assert max(week) / min(week) > 1.5
+
+
+def test_a_payment_outage_fails_payments_in_its_country_only_while_it_lasts(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "outage.yaml"
+    scenario_file.write_text("name: t\nincidents:\n  - {kind: payment_outage, countries: [BR], "
+                             "start_after_s: 60, duration_s: 120}\n")
+    incidents = schedule(load_scenario(scenario_file), NOON_UTC)
+    stream = EventStream(rate=50, incidents=incidents, seed=3)
+
+    def br_failure_share(when: datetime) -> float:
+        attempts = [e for e in events(stream, 40_000, when)
+                    if e["event_type"] == "payment_attempt" and e["country"] == "BR"]
+        return sum(a["result"] == "failure" for a in attempts) / max(len(attempts), 1)
+
+    before = br_failure_share(NOON_UTC + timedelta(seconds=10))
+    during = br_failure_share(NOON_UTC + timedelta(seconds=120))
+    assert before < 0.2
+    assert during > 0.6
+    write_ground_truth(tmp_path / "truth.jsonl", incidents)
+    truth = json.loads((tmp_path / "truth.jsonl").read_text())
+    assert truth["kind"] == "payment_outage" and truth["countries"] == ["BR"]
+    assert "payment_failure_rate" in truth["metrics"]
+    assert truth["start"] == (NOON_UTC + timedelta(seconds=60)).isoformat()
+
+
+def test_a_flash_sale_multiplies_its_country_traffic(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "sale.yaml"
+    scenario_file.write_text("name: t\nincidents:\n  - {kind: flash_sale, countries: [NL], "
+                             "start_after_s: 0, duration_s: 600}\n")
+    quiet = Counter(e["country"] for e in events(EventStream(rate=50, seed=4), 30_000, NOON_UTC))
+    sale = EventStream(rate=50, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=4)
+    busy = Counter(e["country"] for e in events(sale, 30_000, NOON_UTC + timedelta(seconds=10)))
+    assert busy["NL"] / sum(busy.values()) > 2 * quiet["NL"] / sum(quiet.values())
+
+
+def test_shipped_scenarios_load() -> None:
+    for path in (PROJECT_ROOT / "scenarios").glob("*.yaml"):
+        assert load_scenario(path).incidents, path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: x\nincidents:\n  - {kind: meteor, countries: [US], start_after_s: 0, duration_s: 1}", "incidents.0.kind"),
+    ("name: x\nincidents:\n  - {kind: flash_sale, countries: [XX], start_after_s: 0, duration_s: 1}", "countries"),
+    ("name: x\nincidents:\n  - {kind: flash_sale, countries: [US], start_after_s: 0, duration_s: -5}", "duration_s"),
+    ("name: [unclosed", "not valid YAML"),
+])
+def test_bad_scenario_files_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(path)
+
+
+@given(st.floats(min_value=0, max_value=0.4), st.floats(min_value=0, max_value=0.4), st.integers(0, 2**32))
+def test_the_tally_accounts_for_every_emission(invalid: float, duplicates: float, seed: int) -> None:
+    stream = EventStream(rate=20, bad=BadInput(invalid=invalid, duplicates=duplicates), seed=seed)
+    kinds = Counter(stream.next(NOON_UTC).kind for _ in range(300))
+    assert kinds["valid"] == stream.tally.valid
+    assert kinds["invalid"] == stream.tally.invalid_total
+    assert kinds["duplicate"] == stream.tally.duplicates
+    assert sum(kinds.values()) == 300
+
+
+def test_late_and_out_of_order_events_are_stamped_in_the_past() -> None:
+    stream = EventStream(rate=20, bad=BadInput(late=0.1, out_of_order=0.2), seed=5)
+    lags = [(NOON_UTC - datetime.fromisoformat(e["event_time"])).total_seconds() for e in events(stream, 3000,
+                                                                                                   NOON_UTC)]
+    assert sum(1 for lag in lags if lag >= 120) == stream.tally.late > 0
+    assert sum(1 for lag in lags if 0 < lag < 120) == stream.tally.out_of_order > 0
+
+
+def test_cli_refuses_bad_flags_with_one_line(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shoppulse", "loadgen", *args], capture_output=True, text=True,
+                              timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "x:1"})
+
+    assert run("--rate", "5").returncode == 2
+    result = run("--scenario", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "cannot read scenario" in result.stderr
+    result = run("--invalid-ratio", "0.7", "--duplicate-ratio", "0.7")
+    assert result.returncode == 2 and "add up to 1" in result.stderr
+
+
+@pytest.mark.integration
+def test_replay_backfills_past_days_through_the_broker(kafka_bootstrap: str) -> None:
+    from kafka import KafkaConsumer
+
+    from shoppulse.topics import create_topics
+
+    create_topics(kafka_bootstrap, 3)
+    started = datetime.now(UTC)
+    env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "loadgen", "--replay", "0.02", "--rate", "10",
+                             "--seed", "9"], capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    sent = int(result.stdout.split("replayed ")[1].split(" ")[0].replace(",", ""))
+    assert 0.02 * 86400 * 10 * 0.3 < sent < 0.02 * 86400 * 10 * 3
+    consumer = KafkaConsumer("shop.events.raw", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             group_id="replay-check", consumer_timeout_ms=5000)
+    times = [datetime.fromisoformat(json.loads(m.value)["event_time"]) for m in consumer
+             if m.value.startswith(b"{") and m.timestamp < started.timestamp() * 1000 - 60_000]
+    consumer.close()
+    assert len(times) >= sent * 0.9
+    assert started - min(times) > timedelta(days=0.019)
+    assert all(t < started for t in times)
