@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -17,7 +18,10 @@ from rich.console import Console
 from shoppulse.logs import setup_logging
 from shoppulse.settings import Settings, SettingsError, load_settings
 
-# quixstreams imports authlib's httpx integration, which warns about itself at import time.
+# quixstreams imports authlib's httpx integration, which warns about itself at import time; authlib
+# installs an "always" filter for its warnings when imported, so ours has to be added after it.
+with contextlib.suppress(ImportError):
+    import authlib.deprecate  # noqa: F401
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
 app = typer.Typer(help="shoppulse: real-time e-commerce observability on Kafka, ClickHouse and Grafana.",
@@ -179,6 +183,16 @@ def ingest() -> None:
         run(settings)
     except MissingPiiKeyError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def aggregate() -> None:
+    """Run the aggregation processor: clean events -> windowed metrics, sessions, late events in ClickHouse."""
+    from shoppulse.aggregate.app import run
+
+    settings = _settings()
+    setup_logging()
+    run(settings)
 
 
 @app.command()

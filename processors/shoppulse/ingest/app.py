@@ -115,23 +115,18 @@ def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = 
     def connect() -> Any:
         return clickhouse.connect(settings)
 
-    def count_rows(table: str) -> Any:
-        return lambda rows, _seconds: metrics.SINK_ROWS.labels(table).inc(rows)
-
     sdf = app.dataframe(raw).apply(classifier.classify, metadata=True)
 
     dead = sdf.filter(lambda outcome: "dead" in outcome).apply(lambda outcome: outcome["dead"])
     dead.to_topic(dead_topic)
-    dead.sink(ClickHouseSink(connect, "dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row,
-                             on_written=count_rows("dead_letters")))
+    dead.sink(ClickHouseSink(connect, "dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row))
 
     clean = sdf.filter(lambda outcome: "clean" in outcome).apply(lambda outcome: outcome["clean"])
     clean = clean.filter(lambda event, state: _count_duplicate(first_sighting(event, state)), stateful=True)
     clean = clean.set_timestamp(lambda event, *_: event["event_time_ms"])
     clean = clean.update(_count_out)
     clean.to_topic(clean_topic, key=lambda event: event["country"])
-    clean.filter(sampled).sink(ClickHouseSink(connect, "events_sample", SAMPLE_COLUMNS, sample_row,
-                                              on_written=count_rows("events_sample")))
+    clean.filter(sampled).sink(ClickHouseSink(connect, "events_sample", SAMPLE_COLUMNS, sample_row))
     return app
 
 

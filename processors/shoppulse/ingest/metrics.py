@@ -6,4 +6,3 @@ EVENTS_IN = Counter("shoppulse_ingest_events_in", "Raw messages read from the ra
 EVENTS_OUT = Counter("shoppulse_ingest_events_out", "Clean events written to the clean topic")
 DEAD_LETTERS = Counter("shoppulse_ingest_dead_letters", "Raw messages sent to the dead-letter topic", ["reason"])
 DUPLICATES = Counter("shoppulse_ingest_duplicates", "Retried events dropped because their event id was seen")
-SINK_ROWS = Counter("shoppulse_sink_rows", "Rows written to ClickHouse", ["table"])

@@ -23,7 +23,7 @@ MEAN_EVENTS_PER_SESSION = 6.0
 MIN_POOL = 20
 MAX_POOL = 60_000  # at high rates sessions get shorter rather than the pool huge
 WEIGHTS_REFRESH_S = 5.0
-OUT_OF_ORDER_MAX_S = 20.0  # out-of-order events are this much behind at most
+OUT_OF_ORDER_MIN_S, OUT_OF_ORDER_MAX_S = 0.2, 2.5  # out of order, but within the windows' grace period
 LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
 
 
@@ -119,7 +119,7 @@ class EventStream:
             return _iso(now - timedelta(seconds=self.rng.uniform(LATE_MIN_S, LATE_MAX_S)))
         if roll < self.bad.late + self.bad.out_of_order:
             self.tally.out_of_order += 1
-            return _iso(now - timedelta(seconds=self.rng.uniform(1.0, OUT_OF_ORDER_MAX_S)))
+            return _iso(now - timedelta(seconds=self.rng.uniform(OUT_OF_ORDER_MIN_S, OUT_OF_ORDER_MAX_S)))
         if self._stamp is None or self._stamp[0] != now:  # a burst shares one timestamp: format it once
             self._stamp = (now, _iso(now))
         return self._stamp[1]

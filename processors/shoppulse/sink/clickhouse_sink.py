@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 log = logging.getLogger(__name__)
@@ -16,6 +18,15 @@ RETRY_AFTER_S = 5.0
 SOURCE_COLUMNS = ("src_partition", "src_offset")
 
 RowBuilder = Callable[[Any], Sequence[Any]]
+
+SINK_ROWS = Counter("shoppulse_sink_rows", "Rows written to ClickHouse", ["table"])
+SINK_SKIPPED = Counter("shoppulse_sink_replayed_rows", "Rows not written again after a replay", ["table"])
+SINK_BATCH_ROWS = Histogram("shoppulse_sink_batch_rows", "Rows per INSERT", ["table"],
+                            buckets=(1, 10, 100, 1_000, 10_000, 100_000, 1_000_000))
+SINK_SECONDS = Histogram("shoppulse_sink_write_seconds", "Duration of one batch write (fence read + INSERT)",
+                         ["table"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+SINK_BACKPRESSURE = Counter("shoppulse_sink_backpressure", "Times ClickHouse was unreachable and the sink paused",
+                            ["table"])
 
 
 class ClickHouseSink(BatchingSink):
@@ -35,7 +46,7 @@ class ClickHouseSink(BatchingSink):
     A ClickHouse error about the data itself is raised as is: the checkpoint fails loudly."""
 
     def __init__(self, connect: Callable[[], Client], table: str, columns: Sequence[str], to_row: RowBuilder,
-                 retry_after: float = RETRY_AFTER_S, on_written: Callable[[int, float], None] | None = None) -> None:
+                 retry_after: float = RETRY_AFTER_S) -> None:
         super().__init__()
         self._connect = connect
         self._client: Client | None = None
@@ -43,7 +54,6 @@ class ClickHouseSink(BatchingSink):
         self.columns = [*columns, *SOURCE_COLUMNS]
         self._to_row = to_row
         self._retry_after = retry_after
-        self._on_written = on_written
         self._topic: str | None = None
 
     def setup(self) -> None:
@@ -55,6 +65,8 @@ class ClickHouseSink(BatchingSink):
         if batch.topic != self._topic:
             raise ValueError(f"{self.table} is fed from {self._topic}; a second source topic {batch.topic} "
                              "would break its offset fence")
+        started = time.perf_counter()
+        rows: list[list[Any]] = []
         try:
             client = self._client or self._connect()
             self._client = client
@@ -62,18 +74,23 @@ class ClickHouseSink(BatchingSink):
             rows = [[*self._to_row(item.value), batch.partition, item.offset]
                     for item in batch if item.offset > fence]
             if rows:
-                summary = client.insert(self.table, rows, column_names=self.columns)
-                if self._on_written:
-                    self._on_written(len(rows), float(summary.summary.get("elapsed_ns", 0) or 0) / 1e9)
+                client.insert(self.table, rows, column_names=self.columns)
         except (OperationalError, ConnectionError) as exc:
-            self._client = None
-            log.warning("clickhouse unavailable, pausing", extra={"table": self.table, "error": str(exc)[:200]})
-            raise SinkBackpressureError(retry_after=self._retry_after) from exc
+            self._pause(exc)
         except DatabaseError as exc:
-            if _is_unavailable(exc):
-                self._client = None
-                raise SinkBackpressureError(retry_after=self._retry_after) from exc
-            raise
+            if not _is_unavailable(exc):
+                raise
+            self._pause(exc)
+        SINK_ROWS.labels(self.table).inc(len(rows))
+        SINK_SKIPPED.labels(self.table).inc(batch.size - len(rows))
+        SINK_BATCH_ROWS.labels(self.table).observe(len(rows))
+        SINK_SECONDS.labels(self.table).observe(time.perf_counter() - started)
+
+    def _pause(self, exc: Exception) -> None:
+        self._client = None
+        SINK_BACKPRESSURE.labels(self.table).inc()
+        log.warning("clickhouse unavailable, pausing", extra={"table": self.table, "error": str(exc)[:200]})
+        raise SinkBackpressureError(retry_after=self._retry_after) from exc
 
     def _written_up_to(self, client: Client, partition: int) -> int:
         result = client.query(

@@ -1,0 +1,1 @@
+"""The aggregation processor: clean events -> windowed store metrics, payments, sessions, late events."""

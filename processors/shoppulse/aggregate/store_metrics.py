@@ -1,0 +1,62 @@
+"""One aggregator for all store metrics of a country-second, so a window costs one state update per event.
+
+The value is a small dict of counters; revenue is summed in integer units of 0.0001 USD so that
+sums are exact (the clean event carries it as a 4-decimal string)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from quixstreams.dataframe.windows.aggregations import Aggregator
+
+from shoppulse.aggregate.histogram import bucket
+
+REVENUE_UNITS = 10_000  # 1 unit = 0.0001 USD
+_COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remove_from_cart": "cart_removes",
+             "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders"}
+COUNTER_NAMES = (*_COUNTERS.values(), "payment_failures", "items", "revenue_units")
+
+
+def to_units(amount: str) -> int:
+    return int(Decimal(amount) * REVENUE_UNITS)
+
+
+class StoreMetrics(Aggregator):
+    """Funnel counts, orders, items, revenue and per-gateway payment latency histograms."""
+
+    def initialize(self) -> dict[str, Any]:
+        return {"payments": {}}
+
+    def agg(self, old: dict[str, Any], new: dict[str, Any], timestamp: int) -> dict[str, Any]:
+        event_type = new["event_type"]
+        name = _COUNTERS[event_type]
+        old[name] = old.get(name, 0) + 1
+        if event_type == "purchase":
+            old["items"] = old.get("items", 0) + new["items"]
+            old["revenue_units"] = old.get("revenue_units", 0) + to_units(new["amount"])
+        elif event_type == "payment_attempt":
+            failed = new["result"] == "failure"
+            if failed:
+                old["payment_failures"] = old.get("payment_failures", 0) + 1
+            gateway = old["payments"].setdefault(new["gateway"], {"attempts": 0, "failures": 0, "latency": {}})
+            gateway["attempts"] += 1
+            gateway["failures"] += int(failed)
+            key = str(bucket(new["latency_ms"]))  # str keys: the state is JSON
+            gateway["latency"][key] = gateway["latency"].get(key, 0) + 1
+        return old
+
+    def merge(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        merged = {name: a.get(name, 0) + b.get(name, 0) for name in COUNTER_NAMES}
+        payments = {g: dict(v, latency=dict(v["latency"])) for g, v in a["payments"].items()}
+        for g, v in b["payments"].items():
+            target = payments.setdefault(g, {"attempts": 0, "failures": 0, "latency": {}})
+            target["attempts"] += v["attempts"]
+            target["failures"] += v["failures"]
+            for k, n in v["latency"].items():
+                target["latency"][k] = target["latency"].get(k, 0) + n
+        merged["payments"] = payments
+        return merged
+
+    def result(self, value: dict[str, Any]) -> dict[str, Any]:
+        return value
