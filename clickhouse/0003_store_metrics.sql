@@ -1,4 +1,5 @@
 -- metrics_1s (+ _1m, _1h rollups): funnel counts, orders and revenue (USD) per country and second, from `shoppulse aggregate`.
+-- A second may have a window row and late-event correction rows: always read with sum() ... GROUP BY.
 CREATE TABLE IF NOT EXISTS metrics_1s
 (
     ts               DateTime('UTC') CODEC(Delta, ZSTD),

@@ -6,9 +6,17 @@
   (from the same window);
 * ``sessions``: one row per closed session (session window keyed by session id, cart events only),
   for abandonment and conversion;
-* ``late_events``: events too late for their window, counted instead of dropped.
+* ``late_events``: events too late for their window, counted per country.
 
-ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized views."""
+A late event is not lost: besides its ``late_events`` row it is written to ``metrics_1s`` and
+``payment_latency_1s`` as a correction row for its second, so those tables may hold several rows
+per key and are always read with ``sum() ... GROUP BY``. The window results and the corrections
+share one sink per table, so their rows reach it in offset order and the sink's offset fence
+keeps them exactly once. ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized
+views, which are additive too.
+
+Session windows have a grace period of their own; an event later than that for its session is
+counted (``shoppulse_aggregate_session_late_events_total``) and left out of the session."""
 
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionSummary, is
 from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink
-from shoppulse.topics import CLEAN_EVENTS
+from shoppulse.topics import CLEAN_EVENTS, INTERLEAVED_CONSUMER_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,15 @@ def late_row(event: dict[str, Any]) -> list[Any]:
     return [_ts(event["event_time_ms"]), event["country"], event["event_type"], min(event["late_by_ms"], 2**32 - 1)]
 
 
+def late_as_window(event: dict[str, Any]) -> dict[str, Any]:
+    """A late event as a one-event window of its second: the correction row for the aggregates."""
+    aggregator = StoreMetrics()
+    timestamp = event["event_time_ms"]
+    start = timestamp - timestamp % WINDOW_MS
+    return {"start": start, "end": start + WINDOW_MS, "country": event["country"],
+            "metrics": aggregator.agg(aggregator.initialize(), event, timestamp)}
+
+
 def _with_key(field: str) -> Any:
     def attach(value: dict[str, Any], key: Any, _timestamp: int, _headers: Any) -> dict[str, Any]:
         value[field] = key
@@ -114,6 +131,7 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
         commit_interval=1.0,
         state_dir=str(settings.data_dir / "state" / consumer_group),
         loglevel="WARNING",
+        consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,
     )
     clean = app.topic(CLEAN_EVENTS.name, key_deserializer="str", value_deserializer="json")
     lateness = LatenessCheck(WINDOW_MS, settings.window_grace_ms)
@@ -126,16 +144,21 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
 
     events = app.dataframe(clean).update(mark_lateness, stateful=True)
 
+    metrics_sink = sink("metrics_1s", METRICS_COLUMNS, metrics_row)
+    latency_sink = sink("payment_latency_1s", LATENCY_COLUMNS, latency_row)
+
     late = events.filter(lambda e: e["late_by_ms"] > 0).update(_count_late)
     late.sink(sink("late_events", LATE_COLUMNS, late_row))
+    corrections = late.apply(late_as_window)
 
     on_time = events.filter(lambda e: e["late_by_ms"] == 0)
     windows = (on_time.tumbling_window(WINDOW_MS, grace_ms=settings.window_grace_ms, name="store-1s")
                .agg(metrics=StoreMetrics()).final()
                .apply(_with_key("country"), metadata=True)
                .update(lambda _w: WINDOWS.inc()))
-    windows.sink(sink("metrics_1s", METRICS_COLUMNS, metrics_row))
-    windows.apply(latency_rows, expand=True).sink(sink("payment_latency_1s", LATENCY_COLUMNS, latency_row))
+    for results in (windows, corrections):
+        results.sink(metrics_sink)
+        results.apply(latency_rows, expand=True).sink(latency_sink)
 
     sessions = (on_time.filter(lambda e: e["event_type"] in SESSION_EVENT_TYPES)
                 .group_by("session_id", name="session")

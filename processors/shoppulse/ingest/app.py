@@ -28,7 +28,7 @@ from shoppulse.ingest import metrics
 from shoppulse.ingest.dedup import first_sighting
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink
-from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
+from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, INTERLEAVED_CONSUMER_CONFIG, RAW_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = 
         commit_interval=1.0,
         state_dir=str(settings.data_dir / "state" / consumer_group),
         loglevel="WARNING",
+        consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,
     )
     raw = app.topic(RAW_EVENTS.name, key_deserializer="bytes", value_deserializer="bytes")
     clean_topic = app.topic(CLEAN_EVENTS.name, key_serializer="str", value_serializer="json")
