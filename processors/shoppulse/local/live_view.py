@@ -11,7 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from shoppulse.local.pipeline import IngestRates
+from shoppulse import clickhouse
+from shoppulse.local.pipeline import IngestRates, StoreKpis
 from shoppulse.local.stack import LocalStack
 
 REFRESH_S = 1.0
@@ -26,7 +27,7 @@ def _uptime(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def render(stack: LocalStack, ingest: IngestRates | None = None) -> Panel:
+def render(stack: LocalStack, ingest: IngestRates | None = None, store: StoreKpis | None = None) -> Panel:
     table = Table(expand=True, header_style="bold")
     for column in ("component", "state", "address", "pid", "uptime", "restarts"):
         table.add_column(column)
@@ -37,12 +38,31 @@ def render(stack: LocalStack, ingest: IngestRates | None = None) -> Panel:
     parts: list[Table | Text] = [table]
     if ingest is not None:
         parts.append(render_ingest(ingest))
+    if store is not None:
+        parts.append(render_store(store))
     s = stack.settings
     footer = Text(
         f"data: {stack.data_dir}   KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap}   "
         f"CLICKHOUSE_URL={s.clickhouse_http_url}\n"
         "Ctrl-C stops everything this command started.", style="dim")
     return Panel(Group(*parts, footer), title="shoppulse — local stack", border_style="blue")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_store(store: StoreKpis) -> Table:
+    lag = ""
+    if store.watermark is not None:
+        lag = f" — data up to {store.watermark:%H:%M:%S} UTC, {time.time() - store.watermark.timestamp():.0f} s behind"
+    table = Table(title=f"store, last minute{lag}{'  ' + store.error if store.error else ''}", expand=True,
+                  header_style="bold")
+    for column in ("country", "orders/s", "revenue/min (USD)", "conversion (15 min)", "abandonment (15 min)"):
+        table.add_column(column, justify="right")
+    for country, orders, revenue, conversion, abandonment in store.rows:
+        table.add_row(country, f"{orders:.2f}", f"{revenue:,.2f}", _pct(conversion), _pct(abandonment))
+    return table
 
 
 def render_ingest(ingest: IngestRates) -> Table:
@@ -59,6 +79,9 @@ def watch(stack: LocalStack, console: Console, live: bool, should_stop: Callable
     """Refresh health, record heartbeats and redraw until ``should_stop``."""
     last_health = last_heartbeat = 0.0
     last_states: dict[str, str] = {}
+    has_aggregate = any(c.name == "aggregate" for c in stack.components)
+    store = StoreKpis() if has_aggregate else None
+    store_client = None
     ingest = next((IngestRates(c.address if c.address.startswith("http") else f"http://{c.address}/metrics")
                    for c in stack.components if c.name == "ingest"), None)
 
@@ -69,16 +92,23 @@ def watch(stack: LocalStack, console: Console, live: bool, should_stop: Callable
             stack.refresh()
             if ingest is not None:
                 ingest.refresh()
+            if store is not None:
+                nonlocal store_client
+                try:
+                    store_client = store_client or clickhouse.connect(stack.settings)
+                    store.refresh(store_client)
+                except Exception as exc:
+                    store.error, store_client = str(exc).splitlines()[0][:120], None
             last_health = now
         if now - last_heartbeat >= HEARTBEAT_EVERY_S:
             stack.record_heartbeats()
             last_heartbeat = now
 
     if live:
-        with Live(render(stack, ingest), console=console, refresh_per_second=4, screen=False) as view:
+        with Live(render(stack, ingest, store), console=console, refresh_per_second=4, screen=False) as view:
             while not should_stop():
                 tick()
-                view.update(render(stack, ingest))
+                view.update(render(stack, ingest, store))
                 time.sleep(REFRESH_S)
         return
     while not should_stop():

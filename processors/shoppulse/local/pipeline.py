@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,12 +20,15 @@ DEFAULT_RATE = 300.0
 
 def pipeline_processors(settings: Settings, loadgen_rate: float | None = DEFAULT_RATE,
                         scenario: Path | None = DEFAULT_SCENARIO) -> list[ProcessorSpec]:
-    """Ingestion, and the load generator unless ``loadgen_rate`` is None. Without a PII key the
+    """Ingestion, aggregation, and the load generator unless ``loadgen_rate`` is None. Without a PII key the
     local stack runs in demo mode, which hashes with a built-in key."""
     env = {} if settings.pii_key else {"SHOPPULSE_DEMO": "1"}
     address = f"{settings.host}:{settings.ingest_metrics_port}"
+    aggregate_address = f"{settings.host}:{settings.aggregate_metrics_port}"
     specs = [ProcessorSpec("ingest", [sys.executable, "-m", "shoppulse", "ingest"], address,
-                           f"http://{address}/metrics", env)]
+                           f"http://{address}/metrics", env),
+             ProcessorSpec("aggregate", [sys.executable, "-m", "shoppulse", "aggregate"], aggregate_address,
+                           f"http://{aggregate_address}/metrics")]
     if loadgen_rate is not None:
         argv = [sys.executable, "-m", "shoppulse", "loadgen", "--rate", str(loadgen_rate),
                 "--ground-truth", str(settings.data_dir.resolve() / "ground_truth.jsonl"),
@@ -34,6 +38,46 @@ def pipeline_processors(settings: Settings, loadgen_rate: float | None = DEFAULT
             argv += ["--scenario", str(scenario)]
         specs.append(ProcessorSpec("loadgen", argv, f"{loadgen_rate:g} events/s"))
     return specs
+
+
+STORE_QUERY = """
+SELECT country,
+       sumIf(orders, ts >= now() - 60) / 60 AS orders_per_s,
+       sumIf(revenue, ts >= now() - 60) AS revenue_per_min,
+       (SELECT max(watermark) FROM freshness WHERE source = 'metrics_1s') AS watermark
+FROM metrics_1s
+WHERE ts >= now() - 120
+GROUP BY country
+ORDER BY country
+"""
+SESSIONS_QUERY = """
+SELECT country, sum(converted) / greatest(sum(sessions), 1) AS conversion,
+       sum(abandoned) / greatest(sum(with_cart), 1) AS abandonment
+FROM sessions_1m
+WHERE ts >= now() - 900
+GROUP BY country
+"""
+
+
+@dataclass
+class StoreKpis:
+    """Per-country orders/s and revenue/min over the last minute, conversion and abandonment over
+    the last 15 minutes of closed sessions, and the freshness watermark — read from ClickHouse."""
+
+    rows: list[tuple[str, float, float, float | None, float | None]] = field(default_factory=list)
+    watermark: Any = None
+    error: str = ""
+
+    def refresh(self, client: Any) -> None:
+        try:
+            store = client.query(STORE_QUERY).result_rows
+            sessions = {c: (conv, ab) for c, conv, ab in client.query(SESSIONS_QUERY).result_rows}
+        except Exception as exc:  # ClickHouse down: keep the last numbers, say why
+            self.error = str(exc).splitlines()[0][:120]
+            return
+        self.error = ""
+        self.rows = [(c, float(o), float(r), *sessions.get(c, (None, None))) for c, o, r, _w in store]
+        self.watermark = store[0][3] if store else None
 
 
 @dataclass

@@ -133,7 +133,9 @@ class LocalStack:
                  (s.prometheus_port, "Prometheus", "SHOPPULSE_PROMETHEUS_PORT", self._prometheus_enabled()),
                  (s.metrics_port, "the supervisor's metrics", "SHOPPULSE_METRICS_PORT", True),
                  (s.ingest_metrics_port, "the ingestion processor's metrics", "SHOPPULSE_INGEST_METRICS_PORT",
-                  any(p.name == "ingest" for p in self.processors))]
+                  any(p.name == "ingest" for p in self.processors)),
+                 (s.aggregate_metrics_port, "the aggregation processor's metrics", "SHOPPULSE_AGGREGATE_METRICS_PORT",
+                  any(p.name == "aggregate" for p in self.processors))]
         for port, what, setting, needed in ports:
             if needed:
                 try:
