@@ -70,6 +70,9 @@ class Processor:
             self.process.kill()
             self.process.wait()
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -57,7 +57,12 @@ class ClickHouseSink(BatchingSink):
         self._topic: str | None = None
 
     def setup(self) -> None:
-        self._client = self._connect()
+        """Connect early to fail fast on a bad configuration; a ClickHouse that is merely down
+        is not an error here — writes back-pressure until it is back."""
+        try:
+            self._client = self._connect()
+        except (OperationalError, ConnectionError) as exc:
+            log.warning("clickhouse unavailable at start", extra={"table": self.table, "error": str(exc)[:200]})
 
     def write(self, batch: SinkBatch) -> None:
         if self._topic is None:
