@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from kafka import KafkaConsumer
 
 from conftest import TEST_PASSWORD, EndpointProcess, start_broker
+from pipeline_harness import read_all
 from shoppulse import clickhouse
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import BAD_KINDS
@@ -32,27 +32,6 @@ from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, create_topics
 
 pytestmark = pytest.mark.integration
 PII_KEY = "test-pii-key-0123456789abcdef"
-
-
-def read_topic(bootstrap: str, topic: str, expected: int, settle_s: float = 3.0, timeout_s: float = 90.0) -> list:
-    """Every committed message of ``topic``: waits for ``expected`` of them, then ``settle_s`` more for extras."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             isolation_level="read_committed", group_id=f"check-{uuid.uuid4().hex[:8]}",
-                             enable_auto_commit=False)
-    messages: list = []
-    deadline = time.monotonic() + timeout_s
-    settled_at = None
-    try:
-        while time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                messages.extend(batch)
-            if len(messages) >= expected:
-                settled_at = settled_at or time.monotonic()
-                if time.monotonic() - settled_at >= settle_s:
-                    break
-        return messages
-    finally:
-        consumer.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +75,7 @@ def sent(pipeline: dict) -> EventStream:
 
 
 def test_exactly_the_valid_events_reach_the_clean_topic_once_each(pipeline: dict, sent: EventStream) -> None:
-    messages = read_topic(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid)
+    messages = read_all(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid)
     ids = [json.loads(m.value)["event_id"] for m in messages]
     assert len(ids) == sent.tally.valid, f"log: {pipeline['log'].read_text()[-2000:]}"
     assert len(set(ids)) == len(ids), "a duplicate passed"
@@ -108,7 +87,7 @@ def test_exactly_the_valid_events_reach_the_clean_topic_once_each(pipeline: dict
 
 
 def test_exactly_the_invalid_events_are_dead_lettered_each_with_its_reason(pipeline: dict, sent: EventStream) -> None:
-    messages = read_topic(pipeline["bootstrap"], DEAD_LETTERS.name, sent.tally.invalid_total)
+    messages = read_all(pipeline["bootstrap"], DEAD_LETTERS.name, sent.tally.invalid_total)
     letters = [json.loads(m.value) for m in messages]
     expected = Counter({str(kind): n for kind, n in sent.tally.invalid.items()})
     assert Counter(letter["reason"] for letter in letters) == expected
@@ -138,14 +117,14 @@ def test_dead_letters_and_a_sample_land_in_clickhouse_with_no_pii(pipeline: dict
 
 
 def test_no_pii_on_the_clean_topic(pipeline: dict, sent: EventStream) -> None:
-    messages = read_topic(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)
+    messages = read_all(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)
     payload = b"\n".join(m.value for m in messages).decode()
     assert not [value for value in sent.tally.pii if value in payload]
     assert '"user_hash": "' in payload or '"user_hash":"' in payload
 
 
 def test_prometheus_counters_match_what_was_sent(pipeline: dict, sent: EventStream) -> None:
-    read_topic(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)
+    read_all(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)
     text = requests.get(f"{pipeline['metrics']}/metrics", timeout=5).text
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
               if line.startswith("shoppulse_ingest_") and "_total" in line}

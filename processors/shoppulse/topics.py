@@ -31,11 +31,6 @@ DEAD_LETTERS = TopicSpec("shop.events.dead-letter", "rejected events with their 
 PIPELINE_TOPICS = (RAW_EVENTS, CLEAN_EVENTS, DEAD_LETTERS)
 
 
-# Event-time processing needs the partitions of a topic interleaved finely, also while catching up
-# on a backlog: small per-partition fetches keep the disorder this adds to a few hundred events.
-INTERLEAVED_CONSUMER_CONFIG = {"max.partition.fetch.bytes": 64 * 1024}
-
-
 def create_topics(bootstrap: str, partitions: int, replication: int = 1,
                   specs: tuple[TopicSpec, ...] = PIPELINE_TOPICS) -> list[str]:
     """Create the topics that do not exist yet; returns the names created now."""

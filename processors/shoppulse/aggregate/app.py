@@ -35,7 +35,8 @@ from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionSummary, is
 from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink
-from shoppulse.topics import CLEAN_EVENTS, INTERLEAVED_CONSUMER_CONFIG
+from shoppulse.streaming import processor_app
+from shoppulse.topics import CLEAN_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,7 @@ def _session_late(*_args: Any) -> bool:
 
 
 def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Application:
-    app = Application(
-        broker_address=settings.kafka_bootstrap,
-        consumer_group=consumer_group,
-        auto_offset_reset="earliest",
-        processing_guarantee="exactly-once",
-        commit_interval=1.0,
-        state_dir=str(settings.data_dir / "state" / consumer_group),
-        loglevel="WARNING",
-        consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,
-    )
+    app = processor_app(settings, consumer_group)
     clean = app.topic(CLEAN_EVENTS.name, key_deserializer="str", value_deserializer="json")
     lateness = LatenessCheck(WINDOW_MS, settings.window_grace_ms)
 

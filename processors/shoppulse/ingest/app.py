@@ -28,7 +28,8 @@ from shoppulse.ingest import metrics
 from shoppulse.ingest.dedup import first_sighting
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink
-from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, INTERLEAVED_CONSUMER_CONFIG, RAW_EVENTS
+from shoppulse.streaming import processor_app
+from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +99,7 @@ def _count_duplicate(is_first: bool) -> bool:
 
 def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = None,
               consumer_group: str = CONSUMER_GROUP) -> Application:
-    app = Application(
-        broker_address=settings.kafka_bootstrap,
-        consumer_group=consumer_group,
-        auto_offset_reset="earliest",
-        processing_guarantee="exactly-once",
-        commit_interval=1.0,
-        state_dir=str(settings.data_dir / "state" / consumer_group),
-        loglevel="WARNING",
-        consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,
-    )
+    app = processor_app(settings, consumer_group)
     raw = app.topic(RAW_EVENTS.name, key_deserializer="bytes", value_deserializer="bytes")
     clean_topic = app.topic(CLEAN_EVENTS.name, key_serializer="str", value_serializer="json")
     dead_topic = app.topic(DEAD_LETTERS.name, key_serializer="bytes", value_serializer="json")
