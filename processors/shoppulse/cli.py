@@ -278,6 +278,35 @@ def bench_loadgen(
     console.print(f"generator ceiling (no Kafka, one core): {ceiling:,.0f} events/s", highlight=False)
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events/s the load generator holds.")] = 5000,
+    seconds: Annotated[float, typer.Option(min=10, help="How long to hold it.")] = 60,
+) -> None:
+    """Events/s through ingestion + aggregation + sink, lag and RSS over time, latency, and the ceiling."""
+    from shoppulse.bench.pipeline import measure, percentile
+
+    settings = _settings()
+    setup_logging("WARNING")
+    result = measure(settings, rate, seconds, report=lambda line: err.print(line, highlight=False))
+    load = result.during_load
+    first, last = load[len(load) // 3], load[-1]
+    console.print(f"load: {result.sent:,} events in {result.seconds:.0f} s "
+                  f"({result.sent / result.seconds:,.0f}/s, target {rate:,.0f}/s)", highlight=False)
+    caught = f"caught up {result.caught_up_s:.0f} s after the start" if result.caught_up_s else "never caught up"
+    console.print(f"through ingestion + aggregation + sink: {result.sustained_per_s:,.0f} events/s ({caught}); "
+                  f"lag during the load {first.lag} at {first.elapsed_s:.0f} s -> {last.lag} at {last.elapsed_s:.0f} s",
+                  highlight=False)
+    console.print(f"event -> queryable in metrics_1s: p50 {percentile(result.latencies_s, 0.5):.2f} s, "
+                  f"p95 {percentile(result.latencies_s, 0.95):.2f} s ({len(result.latencies_s)} samples)",
+                  highlight=False)
+    console.print(f"RSS MB: {result.samples[0].rss_mb} at start -> {result.samples[-1].rss_mb} at end",
+                  highlight=False)
+    ceiling = result.ceiling_per_s
+    console.print(f"bare consumer ceiling (read + parse only): {ceiling:,.0f} events/s; pipeline / ceiling = "
+                  f"{result.sustained_per_s / ceiling if ceiling else float('nan'):.2f}", highlight=False)
+
+
 @events_app.command("schemas")
 def events_schemas() -> None:
     """Regenerate the JSON Schema files in docs/schemas/ from the event models."""

@@ -1,0 +1,226 @@
+"""`shoppulse bench pipeline`: events/s through ingestion + aggregation + sink at a held load, with
+consumer lag and RSS over time, event -> queryable latency, and — in the same run — the rate of a
+bare consumer that only reads and parses the same events, as the ceiling.
+
+Latency is measured on the load itself: for a moment T, it is the time until the 1 s window that
+holds T is queryable in ``metrics_1s`` for every country (it includes the window, the grace period
+and the checkpoint), sampled twice a second."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer
+from quixstreams.kafka import Consumer
+
+from shoppulse import clickhouse
+from shoppulse.bench.broker import bench_broker
+from shoppulse.events.schema import COUNTRIES
+from shoppulse.loadgen.generator import EventStream
+from shoppulse.loadgen.run import make_producer, run_live
+from shoppulse.local.process import ManagedProcess, free_port, wait_until
+from shoppulse.local.stack import http_ok
+from shoppulse.settings import Settings
+from shoppulse.sink.migrations import migrate
+from shoppulse.topics import RAW_EVENTS, create_topics
+
+GROUPS = {"ingest": "shoppulse-ingest", "aggregate": "shoppulse-aggregate"}
+SOURCES = {"ingest": RAW_EVENTS.name, "aggregate": "shop.events.clean"}  # lag is measured on these
+SAMPLE_EVERY_S = 2.0
+
+
+@dataclass
+class Sample:
+    elapsed_s: float
+    ingested_per_s: float
+    aggregated_per_s: float
+    lag: dict[str, int]
+    rss_mb: dict[str, float]
+
+
+@dataclass
+class PipelineResult:
+    target_rate: float
+    sent: int
+    seconds: float
+    samples: list[Sample] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    ceiling_per_s: float = 0.0
+
+    caught_up_s: float = 0.0  # when aggregation had consumed everything the load sent
+
+    @property
+    def sustained_per_s(self) -> float:
+        """Events through the whole pipeline per second, from the start until it caught up."""
+        return self.sent / self.caught_up_s if self.caught_up_s else 0.0
+
+    @property
+    def during_load(self) -> list[Sample]:
+        return [s for s in self.samples if s.elapsed_s <= self.seconds]
+
+
+def rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def committed(admin: KafkaAdminClient, group: str) -> dict:
+    with contextlib.suppress(Exception):
+        return {tp: meta.offset for tp, meta in admin.list_group_offsets([group])[group].items()}
+    return {}
+
+
+@contextlib.contextmanager
+def bench_clickhouse(settings: Settings, folder: Path) -> Iterator[Settings]:
+    if settings.uses_external_clickhouse:
+        yield settings
+        return
+    port = free_port()
+    endpoint = ManagedProcess("clickhouse", [sys.executable, "-m", "shoppulse", "clickhouse", "serve",
+                                             "--data-dir", str(folder / "db"), "--port", str(port)],
+                              folder / "clickhouse.log", env={"CLICKHOUSE_PASSWORD": ""})
+    endpoint.start()
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ping"), 60, "the benchmark's ClickHouse endpoint",
+                   alive=endpoint.is_running)
+        yield settings.model_copy(update={"clickhouse_url": f"http://127.0.0.1:{port}", "clickhouse_password": ""})
+    finally:
+        endpoint.stop()
+
+
+def bare_consumer_rate(bootstrap: str, expected: int) -> float:
+    """Events/s of a consumer that only reads and parses the raw topic (the ceiling)."""
+    consumer = Consumer(broker_address=bootstrap, consumer_group=f"bench-ceiling-{secrets.token_hex(4)}",
+                        auto_offset_reset="earliest", auto_commit_enable=False)
+    consumer.subscribe([RAW_EVENTS.name])
+    count, started, idle = 0, None, 0
+    try:
+        while count < expected and idle < 20:
+            message = consumer.poll(0.5)
+            if message is None:
+                idle += 1
+                continue
+            idle = 0
+            started = started or time.perf_counter()
+            if message.value():
+                with contextlib.suppress(ValueError):
+                    json.loads(message.value())
+            count += 1
+        return count / (time.perf_counter() - started) if started else 0.0
+    finally:
+        consumer.close()
+
+
+def measure(settings: Settings, rate: float, seconds: float,
+            report: Callable[[str], None] = lambda _: None) -> PipelineResult:
+    with tempfile.TemporaryDirectory(prefix="shoppulse-bench-") as tmp, bench_broker(settings) as bootstrap, \
+            bench_clickhouse(settings, Path(tmp)) as endpoint_settings:
+        folder = Path(tmp)
+        ch_settings = endpoint_settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, "data_dir": folder})
+        migrate(lambda db: clickhouse.connect(ch_settings, db), ch_settings.clickhouse_database,
+                ch_settings.migrations_dir)
+        create_topics(bootstrap, settings.topic_partitions)
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLICKHOUSE_URL": ch_settings.clickhouse_http_url,
+               "CLICKHOUSE_PASSWORD": ch_settings.clickhouse_password, "SHOPPULSE_DATA_DIR": str(folder),
+               "SHOPPULSE_PII_KEY": secrets.token_hex(16), "SHOPPULSE_INGEST_METRICS_PORT": str(free_port()),
+               "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port())}
+        processors = {name: ManagedProcess(name, [sys.executable, "-m", "shoppulse", name], folder / f"{name}.log",
+                                           env=env) for name in GROUPS}
+        for process in processors.values():
+            process.start()
+        try:
+            report("processors starting…")
+            time.sleep(8)
+            return _run_load(ch_settings, bootstrap, rate, seconds, processors, report)
+        finally:
+            for process in processors.values():
+                process.stop()
+
+
+def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
+              processors: dict[str, ManagedProcess], report: Callable[[str], None]) -> PipelineResult:
+    result = PipelineResult(rate, 0, seconds)
+    done = threading.Event()
+
+    def load() -> None:
+        final = run_live(make_producer(bootstrap), EventStream(rate, seed=3), rate, duration_s=seconds)
+        result.sent, result.seconds = final.sent, final.elapsed_s
+        done.set()
+
+    threading.Thread(target=load, daemon=True).start()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    ends = KafkaConsumer(bootstrap_servers=bootstrap)
+    client = clickhouse.connect(settings)
+    started = time.monotonic()
+    pending: list[float] = []
+    last = {"t": started, "ingest": 0, "aggregate": 0}
+    next_sample = started + SAMPLE_EVERY_S
+    try:
+        while not done.is_set() or not result.caught_up_s:
+            if time.monotonic() - started > seconds + 120:
+                break  # never caught up: the figures say so
+            now = time.time()
+            if not done.is_set():
+                pending.append(now)
+            written = client.query("SELECT min(w) FROM (SELECT max(ts) + 1 AS w FROM metrics_1s GROUP BY country)"
+                                   " HAVING count() = {n:UInt8}", parameters={"n": len(COUNTRIES)}).result_rows
+            watermark = written[0][0].replace(tzinfo=UTC).timestamp() if written and written[0][0] else 0
+            result.latencies_s += [now - t for t in pending if t < watermark]
+            pending = [t for t in pending if t >= watermark]
+            if time.monotonic() >= next_sample:
+                next_sample += SAMPLE_EVERY_S
+                result.samples.append(_sample(admin, ends, processors, last, started))
+                s = result.samples[-1]
+                if done.is_set() and s.lag["ingest"] + s.lag["aggregate"] <= 2 * len(s.lag) * 6:
+                    result.caught_up_s = s.elapsed_s  # within the transaction markers of each partition
+                report(f"{s.elapsed_s:5.0f} s  ingested {s.ingested_per_s:8,.0f}/s  aggregated "
+                       f"{s.aggregated_per_s:8,.0f}/s  lag {s.lag}  RSS MB {s.rss_mb}")
+            time.sleep(0.5)
+    finally:
+        client.close()
+        ends.close()
+        admin.close()
+    report("measuring the bare consumer ceiling…")
+    result.ceiling_per_s = bare_consumer_rate(bootstrap, result.sent)
+    return result
+
+
+def _sample(admin: KafkaAdminClient, ends: KafkaConsumer, processors: dict[str, ManagedProcess],
+            last: dict, started: float) -> Sample:
+    now = time.monotonic()
+    lag, done = {}, {}
+    for name, group in GROUPS.items():
+        offsets = {tp: o for tp, o in committed(admin, group).items() if tp.topic == SOURCES[name]}
+        end_offsets = ends.end_offsets(list(offsets)) if offsets else {}
+        lag[name] = sum(max(0, end_offsets[tp] - o) for tp, o in offsets.items())
+        done[name] = sum(offsets.values())
+    seconds = now - last["t"]
+    sample = Sample(now - started, (done["ingest"] - last["ingest"]) / seconds,
+                    (done["aggregate"] - last["aggregate"]) / seconds, lag,
+                    {n: round(rss_mb(p.pid), 1) for n, p in processors.items()})
+    last.update({"t": now, **done})
+    return sample
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
