@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -76,8 +77,6 @@ def dead_letter_row(dead: dict[str, Any]) -> list[Any]:
 
 
 def sample_row(event: CleanEvent) -> list[Any]:
-    from decimal import Decimal
-
     return [datetime.fromtimestamp(event["event_time_ms"] / 1000, UTC), event["event_id"], event["event_type"],
             event["country"], event["device"], event["session_id"], event["user_hash"] or "",
             Decimal(event["amount"]) if "amount" in event else None, json.dumps(event, separators=(",", ":"))]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from quixstreams.kafka import Producer
 
-from shoppulse.loadgen.generator import BadInput, EventStream, Tally
+from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.markets import global_factor
-from shoppulse.loadgen.scenario import Scenario, schedule, write_ground_truth
+from shoppulse.loadgen.scenario import ActiveIncident, Scenario, schedule, write_ground_truth
 from shoppulse.topics import RAW_EVENTS
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def run_replay(producer: Producer, stream: EventStream, rate: float, days: float
     return sent
 
 
-def start_scenario(scenario: Scenario | None, run_start: datetime, ground_truth: Path | None) -> list:
+def start_scenario(scenario: Scenario | None, run_start: datetime, ground_truth: Path | None) -> list[ActiveIncident]:
     incidents = schedule(scenario, run_start) if scenario else []
     if ground_truth is not None and incidents:
         write_ground_truth(ground_truth, incidents)
@@ -118,5 +118,3 @@ def new_stream(rate: float, scenario: Scenario | None, run_start: datetime, grou
                bad: BadInput, seed: int | None, record_pii: bool = False) -> EventStream:
     return EventStream(rate, start_scenario(scenario, run_start, ground_truth), bad, seed, record_pii)
 
-
-__all__ = ["BadInput", "Progress", "Tally", "make_producer", "new_stream", "run_live", "run_replay"]
