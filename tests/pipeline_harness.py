@@ -158,7 +158,11 @@ class Pipeline:
                     time.sleep(0.5)
                     continue
                 offsets = {tp: meta.offset for group in committed.values() for tp, meta in group.items()}
-                ends = consumer.end_offsets(list(offsets))
+                try:
+                    ends = consumer.end_offsets(list(offsets))
+                except (KafkaError, KeyError):  # metadata of a topic not known yet, e.g. after a broker restart
+                    time.sleep(0.5)
+                    continue
                 # A committed offset may stop short of the end by the transaction markers only.
                 if offsets and all(ends[tp] - offsets[tp] <= 1 for tp in offsets):
                     return

@@ -21,6 +21,7 @@ from datetime import UTC
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.errors import KafkaError
 from quixstreams.kafka import Consumer
 
 from shoppulse import clickhouse
@@ -208,7 +209,10 @@ def _sample(admin: KafkaAdminClient, ends: KafkaConsumer, processors: dict[str, 
     lag, done = {}, {}
     for name, group in GROUPS.items():
         offsets = {tp: o for tp, o in committed(admin, group).items() if tp.topic == SOURCES[name]}
-        end_offsets = ends.end_offsets(list(offsets)) if offsets else {}
+        try:
+            end_offsets = ends.end_offsets(list(offsets)) if offsets else {}
+        except (KafkaError, KeyError):  # topic metadata not known yet
+            end_offsets = dict.fromkeys(offsets, 0)
         lag[name] = sum(max(0, end_offsets[tp] - o) for tp, o in offsets.items())
         done[name] = sum(offsets.values())
     seconds = now - last["t"]
