@@ -68,7 +68,6 @@ class Component:
     external: bool = False
     started_at: float = field(default_factory=time.time)
     healthy: bool = False
-    checked_at: float = 0.0
     restart: Callable[[], None] | None = None
     restarts: int = 0
     next_restart_at: float = 0.0
@@ -286,7 +285,6 @@ class LocalStack:
         for component in self.components:
             self._restart_if_crashed(component)
             component.healthy = component.check()
-            component.checked_at = time.time()
             self._up_gauge.labels(component.name).set(1 if component.healthy else 0)
         return self.components
 
