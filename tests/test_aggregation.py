@@ -181,3 +181,20 @@ def test_freshness_shows_each_source_watermark(run) -> None:
     sources = {source: (countries, watermark) for source, countries, watermark in rows}
     assert set(sources) == {"metrics_1s", "payment_latency_1s", "sessions"}
     assert sources["metrics_1s"][0] == 12
+
+
+def test_live_partial_sums_add_up_to_every_event_of_each_second(run) -> None:
+    """metrics_live holds every event once, also those of seconds whose window is still open."""
+    pipeline, expected, _settled = run
+    rows = pipeline.client().query(
+        "SELECT country, toUnixTimestamp(ts) * 1000, sum(product_views), sum(cart_adds), sum(cart_removes),"
+        " sum(checkouts), sum(payment_attempts), sum(payment_failures), sum(orders), sum(items), sum(revenue)"
+        " FROM metrics_live GROUP BY country, ts").result_rows
+    got = {(r[0], r[1]): r[2:] for r in rows}
+    want = {key: (m["product_view"], m["add_to_cart"], m["remove_from_cart"], m["checkout_start"],
+                  m["payment_attempt"], m["failures"], m["purchase"], m["items"], m["revenue"])
+            for key, m in expected.metrics.items()}
+    assert len(want) > 100
+    assert got == want
+    partial_rows = pipeline.client().query("SELECT count() FROM metrics_live").result_rows[0][0]
+    assert partial_rows > len(want)  # seconds spread over checkpoints and partitions are summed, not replaced

@@ -123,8 +123,17 @@ def test_store_metrics_equal_the_recomputation_after_crashes(crashed_run) -> Non
     assert late == dict(expected.late)
 
 
+def test_live_partial_sums_equal_the_recomputation_after_crashes(crashed_run) -> None:
+    pipeline, _stream, _clean, expected, _settled = crashed_run
+    want = {(c, s): (m["purchase"], m["product_view"], m["revenue"]) for (c, s), m in expected.metrics.items()}
+    rows = pipeline.client().query("SELECT country, toUnixTimestamp(ts) * 1000, sum(orders), sum(product_views), "
+                                   "sum(revenue) FROM metrics_live GROUP BY country, ts").result_rows
+    assert {(c, s): (o, v, r) for c, s, o, v, r in rows} == want
+
+
 ROW_KEYS = {  # what identifies one row written by the pipeline
     "metrics_1s": "country, ts, src_partition, src_offset",
+    "metrics_live": "country, ts, src_partition, src_offset",
     "payment_latency_1s": "country, gateway, ts, src_partition, src_offset",
     "late_events": "src_partition, src_offset",
     "sessions": "session_id, session_start",

@@ -6,7 +6,11 @@
   (from the same window);
 * ``sessions``: one row per closed session (session window keyed by session id, cart events only),
   for abandonment and conversion;
-* ``late_events``: events too late for their window, counted per country.
+* ``late_events``: events too late for their window, counted per country;
+* ``metrics_live``: the same counters as ``metrics_1s`` for every event, summed per country and
+  second at each checkpoint — provisional figures about a second after the event, while the
+  window of that second is still open (grace period). Rows are partial sums, exact by the
+  sink's offset fence; a second's live sum equals its final ``metrics_1s`` sum.
 
 A late event is not lost: besides its ``late_events`` row it is written to ``metrics_1s`` and
 ``payment_latency_1s`` as a correction row for its second, so those tables may hold several rows
@@ -34,7 +38,7 @@ from shoppulse.aggregate.lateness import LatenessCheck
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionSummary, is_abandoned
 from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
 from shoppulse.settings import Settings
-from shoppulse.sink.clickhouse_sink import ClickHouseSink
+from shoppulse.sink.clickhouse_sink import ClickHouseSink, sum_by_key
 from shoppulse.streaming import processor_app
 from shoppulse.topics import CLEAN_EVENTS
 
@@ -93,8 +97,8 @@ def late_row(event: dict[str, Any]) -> list[Any]:
     return [_ts(event["event_time_ms"]), event["country"], event["event_type"], min(event["late_by_ms"], 2**32 - 1)]
 
 
-def late_as_window(event: dict[str, Any]) -> dict[str, Any]:
-    """A late event as a one-event window of its second: the correction row for the aggregates."""
+def one_event_window(event: dict[str, Any]) -> dict[str, Any]:
+    """One event as a window of its second: a late event's correction row, and a live partial sum."""
     aggregator = StoreMetrics()
     timestamp = event["event_time_ms"]
     start = timestamp - timestamp % WINDOW_MS
@@ -131,17 +135,19 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
     def mark_lateness(event: dict[str, Any], state: State) -> None:
         event["late_by_ms"] = lateness.late_by_ms(event, state)
 
-    def sink(table: str, columns: list[str], row: Any) -> ClickHouseSink:
-        return ClickHouseSink(lambda: clickhouse.connect(settings), table, columns, row)
+    def sink(table: str, columns: list[str], row: Any, **options: Any) -> ClickHouseSink:
+        return ClickHouseSink(lambda: clickhouse.connect(settings), table, columns, row, **options)
 
     events = app.dataframe(clean).update(mark_lateness, stateful=True)
+    events.sink(sink("metrics_live", METRICS_COLUMNS, lambda event: metrics_row(one_event_window(event)),
+                     collapse=sum_by_key(2)))
 
     metrics_sink = sink("metrics_1s", METRICS_COLUMNS, metrics_row)
     latency_sink = sink("payment_latency_1s", LATENCY_COLUMNS, latency_row)
 
     late = events.filter(lambda e: e["late_by_ms"] > 0).update(_count_late)
     late.sink(sink("late_events", LATE_COLUMNS, late_row))
-    corrections = late.apply(late_as_window)
+    corrections = late.apply(one_event_window)
 
     on_time = events.filter(lambda e: e["late_by_ms"] == 0)
     windows = (on_time.tumbling_window(WINDOW_MS, grace_ms=settings.window_grace_ms, name="store-1s")
