@@ -2,9 +2,11 @@
 consumer lag and RSS over time, event -> queryable latency, and — in the same run — the rate of a
 bare consumer that only reads and parses the same events, as the ceiling.
 
-Latency is measured on the load itself: for a moment T, it is the time until the 1 s window that
-holds T is queryable in ``metrics_1s`` for every country (it includes the window, the grace period
-and the checkpoint), sampled twice a second."""
+Latency is measured on the load itself, which has no late or out-of-order events: the bench counts
+the events it sends per event-time second, and for each second S measures the time from the end
+of S (when its last event was sent) until ClickHouse counts every one of them — in
+``metrics_live`` (provisional sums, written at each checkpoint) and in ``metrics_1s`` (final
+windows, after the grace period). Checked four times a second."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
@@ -26,8 +30,7 @@ from quixstreams.kafka import Consumer
 
 from shoppulse import clickhouse
 from shoppulse.bench.broker import bench_broker
-from shoppulse.events.schema import COUNTRIES
-from shoppulse.loadgen.generator import EventStream
+from shoppulse.loadgen.generator import Emission, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
 from shoppulse.local.process import ManagedProcess, free_port, wait_until
 from shoppulse.local.stack import http_ok
@@ -38,6 +41,21 @@ from shoppulse.topics import RAW_EVENTS, create_topics
 GROUPS = {"ingest": "shoppulse-ingest", "aggregate": "shoppulse-aggregate"}
 SOURCES = {"ingest": RAW_EVENTS.name, "aggregate": "shop.events.clean"}  # lag is measured on these
 SAMPLE_EVERY_S = 2.0
+LATENCY_POLL_S = 0.25
+LATENCY_TABLES = ("metrics_live", "metrics_1s")
+EVENT_COUNT = "product_views + cart_adds + cart_removes + checkouts + payment_attempts + orders"  # one per event
+
+
+class CountedStream(EventStream):
+    """The load's event stream, counting the events sent per event-time second."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        super().__init__(rate, seed=seed)
+        self.per_second: Counter[int] = Counter()
+
+    def next(self, now: datetime) -> Emission:
+        self.per_second[int(now.timestamp())] += 1
+        return super().next(now)
 
 
 @dataclass
@@ -55,7 +73,7 @@ class PipelineResult:
     sent: int
     seconds: float
     samples: list[Sample] = field(default_factory=list)
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_s: dict[str, list[float]] = field(default_factory=lambda: {t: [] for t in LATENCY_TABLES})
     ceiling_per_s: float = 0.0
 
     caught_up_s: float = 0.0  # when aggregation had consumed everything the load sent
@@ -159,9 +177,10 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
               processors: dict[str, ManagedProcess], report: Callable[[str], None]) -> PipelineResult:
     result = PipelineResult(rate, 0, seconds)
     done = threading.Event()
+    stream = CountedStream(rate, seed=3)
 
     def load() -> None:
-        final = run_live(make_producer(bootstrap), EventStream(rate, seed=3), rate, duration_s=seconds)
+        final = run_live(make_producer(bootstrap), stream, rate, duration_s=seconds)
         result.sent, result.seconds = final.sent, final.elapsed_s
         done.set()
 
@@ -170,7 +189,8 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
     ends = KafkaConsumer(bootstrap_servers=bootstrap)
     client = clickhouse.connect(settings)
     started = time.monotonic()
-    pending: list[float] = []
+    first_second = int(time.time())
+    measured: dict[str, set[int]] = {table: set() for table in LATENCY_TABLES}
     last = {"t": started, "ingest": 0, "aggregate": 0}
     next_sample = started + SAMPLE_EVERY_S
     try:
@@ -178,13 +198,13 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
             if time.monotonic() - started > seconds + 120:
                 break  # never caught up: the figures say so
             now = time.time()
-            if not done.is_set():
-                pending.append(now)
-            written = client.query("SELECT min(w) FROM (SELECT max(ts) + 1 AS w FROM metrics_1s GROUP BY country)"
-                                   " HAVING count() = {n:UInt8}", parameters={"n": len(COUNTRIES)}).result_rows
-            watermark = written[0][0].replace(tzinfo=UTC).timestamp() if written and written[0][0] else 0
-            result.latencies_s += [now - t for t in pending if t < watermark]
-            pending = [t for t in pending if t >= watermark]
+            sent = {second: n for second, n in list(stream.per_second.items()) if second + 1 <= now}
+            for table in LATENCY_TABLES:
+                visible = _events_per_second(client, table, first_second)
+                for second, n in sent.items():
+                    if second not in measured[table] and visible.get(second, 0) >= n:
+                        measured[table].add(second)
+                        result.latencies_s[table].append(now - (second + 1))
             if time.monotonic() >= next_sample:
                 next_sample += SAMPLE_EVERY_S
                 result.samples.append(_sample(admin, ends, processors, last, started))
@@ -193,7 +213,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
                     result.caught_up_s = s.elapsed_s  # within the transaction markers of each partition
                 report(f"{s.elapsed_s:5.0f} s  ingested {s.ingested_per_s:8,.0f}/s  aggregated "
                        f"{s.aggregated_per_s:8,.0f}/s  lag {s.lag}  RSS MB {s.rss_mb}")
-            time.sleep(0.5)
+            time.sleep(LATENCY_POLL_S)
     finally:
         client.close()
         ends.close()
@@ -201,6 +221,13 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
     report("measuring the bare consumer ceiling…")
     result.ceiling_per_s = bare_consumer_rate(bootstrap, result.sent)
     return result
+
+
+def _events_per_second(client: Any, table: str, since: int) -> dict[int, int]:
+    rows = client.query(f"SELECT toUnixTimestamp(ts), sum({EVENT_COUNT}) FROM {table} "
+                        "WHERE ts >= fromUnixTimestamp({since:UInt32}) GROUP BY ts",
+                        parameters={"since": since}).result_rows
+    return {int(second): int(n) for second, n in rows}
 
 
 def _sample(admin: KafkaAdminClient, ends: KafkaConsumer, processors: dict[str, ManagedProcess],
