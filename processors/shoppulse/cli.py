@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from shoppulse.dashboards.cli import dashboards_app
 from shoppulse.logs import setup_logging
 from shoppulse.settings import Settings, SettingsError, load_settings
 
@@ -36,6 +37,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(clickhouse_app, name="clickhouse")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(events_app, name="events")
+app.add_typer(dashboards_app, name="dashboards")
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True)

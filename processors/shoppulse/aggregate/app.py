@@ -37,6 +37,7 @@ from shoppulse import clickhouse
 from shoppulse.aggregate.lateness import LatenessCheck
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionSummary, is_abandoned
 from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
+from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, sum_by_key
 from shoppulse.streaming import processor_app
@@ -172,6 +173,7 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
 def run(settings: Settings) -> None:
     """Run the aggregation processor until SIGTERM/SIGINT, exposing Prometheus metrics."""
     start_http_server(settings.aggregate_metrics_port, addr=settings.host)
+    export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, CLEAN_EVENTS.name, "aggregate")
     log.info("aggregation starting", extra={"bootstrap": settings.kafka_bootstrap,
                                             "grace_ms": settings.window_grace_ms,
                                             "session_gap_ms": settings.session_gap_ms})

@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 from quixstreams import Application, message_context
 
 from shoppulse import clickhouse
+from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.events.clean import CleanEvent, to_clean
 from shoppulse.events.currency import RatesTable, load_rates
 from shoppulse.events.pii import PiiHasher
@@ -126,6 +127,7 @@ def run(settings: Settings) -> None:
     """Run the ingestion processor until SIGTERM/SIGINT, exposing Prometheus metrics."""
     hasher = PiiHasher.from_settings(settings.pii_key, settings.demo)
     start_http_server(settings.ingest_metrics_port, addr=settings.host)
+    export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, RAW_EVENTS.name, "ingest")
     log.info("ingestion starting", extra={"bootstrap": settings.kafka_bootstrap,
                                           "metrics_port": settings.ingest_metrics_port, "demo": settings.demo})
     build_app(settings, hasher).run()

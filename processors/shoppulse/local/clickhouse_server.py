@@ -629,3 +629,25 @@ def serve(data_dir: Path, host: str, port: int, user: str, password: str,
         server.sessions.close()
         engine.close()
         log.info("clickhouse endpoint stopped", extra={"url": f"http://{host}:{port}"})
+
+
+@contextlib.contextmanager
+def embedded_endpoint(data_dir: Path, host: str = "127.0.0.1", user: str = "default",
+                      password: str = "") -> Iterator[str]:
+    """An endpoint on a free port in this process, for one-shot tools (lint, preview, bench);
+    yields its URL and stops it, engine included, on exit."""
+    engine = Engine(data_dir)
+    try:
+        server = ClickHouseHTTPServer((host, 0), engine, user, password)
+    except OSError as exc:
+        engine.close()
+        raise StartupError(f"the embedded ClickHouse endpoint cannot listen on {host}: {exc.strerror}") from None
+    thread = threading.Thread(target=server.serve_forever, name="clickhouse-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.sessions.close()
+        engine.close()

@@ -1,0 +1,68 @@
+"""``shoppulse dashboards …``: the dashboards-as-code commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shoppulse.dashboards.model import dashboard_paths
+from shoppulse.logs import setup_logging
+from shoppulse.settings import SettingsError, load_settings
+
+dashboards_app = typer.Typer(help="Grafana dashboards as code (grafana/dashboards/).", no_args_is_help=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    for line in str(message).splitlines():
+        err.print(f"[bold red]error:[/] {line}", highlight=False)
+    raise typer.Exit(code)
+
+
+@dashboards_app.command("lint")
+def lint_command(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+    clickhouse_url: Annotated[str | None, typer.Option(
+        help="Run the queries on this ClickHouse (schema and data in place) instead of a throwaway "
+             "embedded one with demo data.")] = None,
+) -> None:
+    """Check dashboards: JSON model, uids, datasource references, panel hygiene, and every query run
+    against the real ClickHouse schema (PromQL through promtool), its result fitting its panel."""
+    from shoppulse import clickhouse
+    from shoppulse.dashboards.lint import demo_database, lint
+
+    setup_logging("WARNING")
+    files = paths or dashboard_paths()
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        _fail(f"no such dashboard file: {', '.join(map(str, missing))}", 2)
+    if not files:
+        _fail("no dashboard files to lint (grafana/dashboards/*.json)", 2)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with console.status("preparing ClickHouse…") as status:
+        def progress(line: str) -> None:
+            status.update(line)
+
+        if clickhouse_url:
+            client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
+            report = lint(files, client, now, progress)
+        else:
+            with demo_database(settings, now, progress) as client:
+                report = lint(files, client, now, progress)
+    for problem in report.problems:
+        console.print(str(problem), highlight=False, markup=False)
+    queries = len(report.executed)
+    summary = f"{len(report.files)} dashboard(s), {report.panels} panels, {queries} ClickHouse queries run"
+    if report.problems:
+        _fail(f"{len(report.problems)} problem(s) in {summary}")
+    console.print(f"[green]ok[/]: {summary}", highlight=False)

@@ -1,0 +1,170 @@
+"""Turn a panel's query text into what Grafana sends to the datasource.
+
+Two steps, in Grafana's order: template variables first (``$var``, ``${var}``, ``${var:format}``,
+``[[var]]`` and the global ``$__from``/``$__to``/``$__interval``/``$__range``…), then, for the
+ClickHouse datasource, the plugin's macros (``$__timeFilter(col)``, ``$__timeInterval(col)``…)
+expanded exactly as grafana-clickhouse-datasource's backend does. Anything left that looks like
+a macro or variable is an error: Grafana would send it to ClickHouse as is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]|\$(\w+)")
+_MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
+
+
+class InterpolationError(ValueError):
+    """The query uses a variable, format or macro that Grafana would not expand."""
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """The dashboard state a query is expanded for: time range, interval, variable values."""
+
+    time_from: datetime
+    time_to: datetime
+    interval_s: int = 1
+    variables: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def range_s(self) -> int:
+        return int((self.time_to - self.time_from).total_seconds())
+
+    def global_variables(self) -> dict[str, str]:
+        from_ms, to_ms = int(self.time_from.timestamp() * 1000), int(self.time_to.timestamp() * 1000)
+        return {
+            "__from": str(from_ms), "__to": str(to_ms),
+            "__interval": f"{self.interval_s}s", "__interval_ms": str(self.interval_s * 1000),
+            "__rate_interval": f"{max(4 * 15, self.interval_s * 4)}s",
+            "__range": f"{self.range_s}s", "__range_s": str(self.range_s), "__range_ms": str(self.range_s * 1000),
+            "__dashboard": "dashboard", "__org": "1", "__user": "lint",
+        }
+
+
+def _quote_single(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _quote_sql(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+FORMATS: dict[str, Callable[[list[str]], str]] = {
+    "singlequote": lambda values: ",".join(_quote_single(v) for v in values),
+    "sqlstring": lambda values: ",".join(_quote_sql(v) for v in values),
+    "doublequote": lambda values: ",".join('"' + v.replace('"', '\\"') + '"' for v in values),
+    "csv": ",".join,
+    "pipe": "|".join,
+    "regex": lambda values: values[0] if len(values) == 1 else "(" + "|".join(re.escape(v) for v in values) + ")",
+    "raw": ",".join,
+    "text": " + ".join,
+}
+
+
+def _default_format(values: list[str], datasource_type: str) -> str:
+    """Grafana's format when none is given: SQL datasources quote multi-values, Prometheus uses a regex."""
+    if datasource_type == "prometheus":
+        return FORMATS["regex"](values)
+    if len(values) == 1:
+        return values[0]
+    return FORMATS["sqlstring"](values)
+
+
+def expand_variables(text: str, context: QueryContext, datasource_type: str) -> str:
+    """Replace template and global variables; an unknown variable or format raises."""
+    known = {name: [value] for name, value in context.global_variables().items()} | context.variables
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(3) or match.group(5)
+        fmt = match.group(2) or match.group(4)
+        if name.startswith("__") and name not in known:
+            return match.group(0)  # a datasource macro, expanded in the next step
+        if name not in known:
+            raise InterpolationError(f"unknown template variable ${name}: define it under templating.list")
+        values = known[name]
+        if fmt is None:
+            return _default_format(values, datasource_type)
+        if fmt not in FORMATS:
+            raise InterpolationError(f"unknown variable format :{fmt} in {match.group(0)}")
+        return FORMATS[fmt](values)
+
+    return _VARIABLE.sub(replace, text)
+
+
+def _to_datetime(moment: datetime) -> str:
+    return f"toDateTime({int(moment.timestamp())})"
+
+
+def _to_datetime64(moment: datetime) -> str:
+    return f"fromUnixTimestamp64Milli({int(moment.timestamp() * 1000)})"
+
+
+def _to_date(moment: datetime) -> str:
+    return f"toDate('{moment.strftime('%Y-%m-%d')}')"
+
+
+def _range_filter(column: str, low: str, high: str) -> str:
+    return f"{column} >= {low} AND {column} <= {high}"
+
+
+def _clickhouse_macros(context: QueryContext) -> dict[str, tuple[int | None, Callable[[list[str]], str]]]:
+    """Macro name -> (argument count or None for no parentheses, expansion)."""
+    start, end = context.time_from, context.time_to
+    interval = max(context.interval_s, 1)
+    return {
+        "fromTime": (None, lambda _: _to_datetime(start)),
+        "toTime": (None, lambda _: _to_datetime(end)),
+        "fromTime_ms": (None, lambda _: _to_datetime64(start)),
+        "toTime_ms": (None, lambda _: _to_datetime64(end)),
+        "interval_s": (None, lambda _: str(interval)),
+        "timeFilter": (1, lambda a: _range_filter(a[0], _to_datetime(start), _to_datetime(end))),
+        "timeFilter_ms": (1, lambda a: _range_filter(a[0], _to_datetime64(start), _to_datetime64(end))),
+        "dateFilter": (1, lambda a: _range_filter(a[0], _to_date(start), _to_date(end))),
+        "dateTimeFilter": (2, lambda a: f"({_range_filter(a[0], _to_date(start), _to_date(end))}) AND "
+                                        f"({_range_filter(a[1], _to_datetime(start), _to_datetime(end))})"),
+        "dt": (2, lambda a: f"({_range_filter(a[0], _to_date(start), _to_date(end))}) AND "
+                            f"({_range_filter(a[1], _to_datetime(start), _to_datetime(end))})"),
+        "timeInterval": (1, lambda a: f"toStartOfInterval(toDateTime({a[0]}), INTERVAL {interval} second)"),
+        "timeInterval_ms": (1, lambda a: f"toStartOfInterval(toDateTime64({a[0]}, 3), "
+                                         f"INTERVAL {interval * 1000} millisecond)"),
+    }
+
+
+def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
+    """Expand grafana-clickhouse-datasource's macros; an unknown macro or a wrong argument count raises."""
+    macros = _clickhouse_macros(context)
+
+    def replace(match: re.Match[str]) -> str:
+        name, raw_args = match.group(1), match.group(2)
+        if name not in macros:
+            raise InterpolationError(f"unknown ClickHouse macro $__{name}: the plugin knows "
+                                     + ", ".join(f"$__{m}" for m in sorted(macros)))
+        arity, expand = macros[name]
+        args = [a.strip() for a in raw_args.split(",")] if raw_args else []
+        if arity is None:
+            suffix = f"({raw_args})" if raw_args is not None else ""
+            return expand([]) + suffix
+        if len(args) != arity:
+            raise InterpolationError(f"$__{name} takes {arity} argument(s), got {len(args)} in {match.group(0)}")
+        return expand(args)
+
+    return _MACRO.sub(replace, text)
+
+
+def clickhouse_query(text: str, context: QueryContext) -> str:
+    """The SQL Grafana's ClickHouse plugin would run for ``text``."""
+    return expand_clickhouse_macros(expand_variables(text, context, "grafana-clickhouse-datasource"), context)
+
+
+def prometheus_query(text: str, context: QueryContext) -> str:
+    """The PromQL Grafana would send to Prometheus for ``text``."""
+    expanded = expand_variables(text, context, "prometheus")
+    leftover = re.search(r"\$\w+", expanded)
+    if leftover:
+        raise InterpolationError(f"{leftover.group(0)} is not a Grafana variable for Prometheus queries")
+    return expanded

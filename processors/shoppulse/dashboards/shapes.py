@@ -1,0 +1,113 @@
+"""Does a query result fit the panel that draws it? One rule per panel type, as Grafana reads frames."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+_WRAPPERS = re.compile(r"^(?:Nullable|LowCardinality|SimpleAggregateFunction\(\w+,)\((.*)\)$")
+
+
+@cache
+def iso_country_codes() -> frozenset[str]:
+    """ISO 3166-1 alpha-2 codes, from the IANA time zone database's iso3166.tab (the tzdata package)."""
+    text = resources.files("tzdata").joinpath("zoneinfo", "iso3166.tab").read_text()
+    return frozenset(line.split("\t")[0] for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def base_type(type_name: str) -> str:
+    """``LowCardinality(Nullable(String))`` -> ``String``."""
+    while True:
+        match = _WRAPPERS.match(type_name)
+        if not match:
+            return type_name
+        type_name = match.group(1)
+
+
+def is_time(type_name: str) -> bool:
+    return base_type(type_name).startswith(("DateTime", "Date"))
+
+
+def is_number(type_name: str) -> bool:
+    return bool(re.match(r"^(U?Int\d+|Float\d+|Decimal)", base_type(type_name)))
+
+
+def is_text(type_name: str) -> bool:
+    return bool(re.match(r"^(String|FixedString|Enum|UUID)", base_type(type_name)))
+
+
+@dataclass(frozen=True)
+class Result:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def named(self, predicate: Any) -> list[str]:
+        return [c for c, t in zip(self.columns, self.types, strict=True) if predicate(t)]
+
+    def values(self, column: str) -> list[Any]:
+        index = self.columns.index(column)
+        return [row[index] for row in self.rows]
+
+
+def shape_problems(panel: dict[str, Any], target: dict[str, Any], result: Result) -> list[str]:
+    """Why ``result`` cannot be drawn by ``panel`` (empty: it can)."""
+    kind = panel.get("type")
+    if not result.rows:
+        return ["the query returned no rows on the demo data: its filters or joins match nothing"]
+    times, numbers, texts = result.named(is_time), result.named(is_number), result.named(is_text)
+    described = ", ".join(f"{c} {t}" for c, t in zip(result.columns, result.types, strict=True))
+    problems: list[str] = []
+    if kind in ("timeseries", "heatmap", "state-timeline"):
+        if target.get("queryType") != "timeSeries":
+            problems.append(f"a {kind} panel needs queryType timeSeries (got {target.get('queryType')!r})")
+        if not times:
+            problems.append(f"a {kind} panel needs a time column; the result has {described}")
+        elif not _ascending(result.values(times[0])):
+            problems.append(f"rows are not ordered by {times[0]}: add ORDER BY {times[0]}")
+        if not numbers:
+            problems.append(f"a {kind} panel needs a numeric column; the result has {described}")
+        if kind == "heatmap" and len(numbers) < 2 and not texts:
+            problems.append("a heatmap needs buckets: a label column (e.g. country) or several numeric columns")
+    elif kind in ("stat", "gauge", "bargauge", "piechart", "barchart", "histogram"):
+        if not numbers:
+            problems.append(f"a {kind} panel needs a numeric column; the result has {described}")
+        if kind in ("bargauge", "piechart", "barchart") and len(result.rows) > 1 and not (texts or times):
+            problems.append(f"a {kind} panel with several rows needs a label column to name its bars")
+        x_field = (panel.get("options") or {}).get("xField")
+        if kind == "barchart" and x_field and x_field not in result.columns:
+            problems.append(f"options.xField {x_field!r} is not a column of the result ({described})")
+    elif kind == "geomap":
+        problems += _geomap_problems(panel, result, numbers, described)
+    return problems
+
+
+def _geomap_problems(panel: dict[str, Any], result: Result, numbers: list[str], described: str) -> list[str]:
+    problems: list[str] = []
+    layers = (panel.get("options") or {}).get("layers") or []
+    lookups = [((layer.get("location") or {}).get("lookup"), (layer.get("location") or {}).get("gazetteer"))
+               for layer in layers if (layer.get("location") or {}).get("mode") == "lookup"]
+    if not lookups:
+        return ["the geomap has no layer locating rows by lookup (location.mode lookup, countries gazetteer)"]
+    for field, gazetteer in lookups:
+        if field not in result.columns:
+            problems.append(f"the map looks countries up in {field!r}, which is not a column ({described})")
+            continue
+        if gazetteer and "countries" not in str(gazetteer):
+            problems.append(f"gazetteer {gazetteer!r} does not hold countries")
+        unknown = sorted({str(v) for v in result.values(field)} - iso_country_codes())
+        if unknown:
+            problems.append(f"{field} holds values that are not ISO 3166-1 alpha-2 codes: {', '.join(unknown[:5])}")
+    if not numbers:
+        problems.append(f"a geomap needs a numeric column to size and colour countries; the result has {described}")
+    return problems
+
+
+def _ascending(values: list[Any]) -> bool:
+    stamps = [v for v in values if isinstance(v, datetime)]
+    return all(a <= b for a, b in itertools.pairwise(stamps))
