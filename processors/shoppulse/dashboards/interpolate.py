@@ -47,7 +47,8 @@ class QueryContext:
 
 
 def _quote_single(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """Grafana's ``singlequote``: quotes escaped with a backslash, backslashes left alone."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def _quote_sql(value: str) -> str:

@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: lint, export, push, preview."""

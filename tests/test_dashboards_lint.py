@@ -1,0 +1,164 @@
+"""`shoppulse dashboards lint` passes on the shipped dashboards and points precisely at broken ones."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shoppulse.dashboards.interpolate import InterpolationError, QueryContext, clickhouse_query, prometheus_query
+from shoppulse.dashboards.model import dashboard_paths
+from shoppulse.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+STORE_LIVE = PROJECT_ROOT / "grafana" / "dashboards" / "store-live.json"
+
+
+def lint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shoppulse", "dashboards", "lint", *map(str, paths)],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_ROOT)
+
+
+def store_live() -> dict[str, Any]:
+    return json.loads(STORE_LIVE.read_text())
+
+
+def panel(model: dict[str, Any], title: str) -> dict[str, Any]:
+    return next(p for p in model["panels"] if p["title"] == title)
+
+
+def write(folder: Path, name: str, model: dict[str, Any]) -> Path:
+    path = folder / name
+    path.write_text(json.dumps(model, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_the_shipped_dashboards_pass() -> None:
+    done = lint()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok: {len(dashboard_paths())} dashboard(s)" in done.stdout
+    assert "ClickHouse queries run" in done.stdout
+
+
+def test_broken_dashboards_fail_with_file_line_and_panel(tmp_path: Path) -> None:
+    broken_query = store_live()
+    broken_query["uid"] = "broken-query"
+    panel(broken_query, "Revenue ranking")["targets"][0]["rawSql"] = (
+        "SELECT country, sum(revenu) AS revenue\nFROM metrics_now\nWHERE $__timeFilter(ts)\nGROUP BY country")
+
+    missing_datasource = store_live()
+    missing_datasource["uid"] = "missing-datasource"
+    panel(missing_datasource, "Funnel by country")["datasource"] = {"type": "grafana-clickhouse-datasource",
+                                                                    "uid": "clickhouse-prod"}
+
+    misfit = store_live()
+    misfit["uid"] = "misfit"
+    orders = panel(misfit, "Orders/s and expected band")
+    orders["targets"] = [orders["targets"][0] | {"rawSql": "SELECT country, sum(orders) AS orders FROM metrics_now "
+                                                           "WHERE $__timeFilter(ts) GROUP BY country"}]
+    geomap = panel(misfit, "Revenue by country")
+    geomap["targets"][0]["rawSql"] = "SELECT 'Germany' AS country, 1.5 AS revenue"
+
+    duplicate = copy.deepcopy(misfit)  # misfit's uid again, in a second file
+    duplicate["title"] = "Store live (copy)"
+
+    paths = {name: write(tmp_path, f"{name}.json", model) for name, model in (
+        ("broken_query", broken_query), ("missing_datasource", missing_datasource), ("misfit", misfit),
+        ("duplicate", duplicate))}
+    done = lint(*paths.values())
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+
+    query_line = line_of(paths["broken_query"], "sum(revenu)")
+    assert (f"broken_query.json:{query_line}: panel 10 \"Revenue ranking\" query A: ClickHouse rejected the query: "
+            "Code: 47.") in out
+    assert "revenu" in out.split(f"broken_query.json:{query_line}:")[1].splitlines()[0]
+
+    funnel_line = line_of(paths["missing_datasource"], '"id": 11,')
+    assert (f"missing_datasource.json:{funnel_line}: panel 11 \"Funnel by country\": datasource uid "
+            "'clickhouse-prod' is not provisioned") in out
+
+    assert "misfit.json" in out and "panel 7 \"Orders/s and expected band\" query A: a timeseries panel needs a " \
+                                     "time column" in out
+    assert "panel 9 \"Revenue by country\" query A: country holds values that are not ISO 3166-1 alpha-2 codes: " \
+           "Germany" in out
+
+    assert "duplicate dashboard uid 'misfit'" in out
+    assert "problem(s) in 4 dashboard(s)" in done.stderr
+
+
+def test_structure_problems_are_reported_without_running_anything_twice(tmp_path: Path) -> None:
+    model = store_live()
+    model["uid"] = "Store Live!"
+    model["id"] = 7
+    kpi = panel(model, "Orders/s")
+    del kpi["description"]
+    kpi["fieldConfig"]["defaults"].pop("unit")
+    kpi["gridPos"]["x"] = 22
+    path = write(tmp_path, "structure.json", model)
+    out = lint(path).stdout
+    assert "uid 'Store Live!' is not a stable uid" in out
+    assert "top-level id must be null" in out
+    assert 'panel 1 "Orders/s": panel has no description' in out
+    assert 'panel 1 "Orders/s": panel has no unit' in out
+    assert 'panel 1 "Orders/s": gridPos x=22 w=4 does not fit the 24-column grid' in out
+
+
+def test_invalid_json_points_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{\n  "uid": "bad",\n  "panels": [\n    {"id": 1,}\n  ]\n}\n')
+    done = lint(path)
+    assert done.returncode == 1
+    assert "bad.json:4: file: not valid JSON" in done.stdout
+
+
+CONTEXT = QueryContext(datetime(2026, 11, 25, 10, tzinfo=UTC), datetime(2026, 11, 25, 12, tzinfo=UTC),
+                       interval_s=30, variables={"country": ["DE", "FR"]})
+
+
+def test_macros_expand_as_the_clickhouse_plugin_does() -> None:
+    sql = clickhouse_query("SELECT $__timeInterval(ts) AS t FROM x WHERE $__timeFilter(ts) "
+                           "AND country IN (${country:singlequote}) AND ts > $__fromTime - $__interval_s", CONTEXT)
+    assert sql == ("SELECT toStartOfInterval(toDateTime(ts), INTERVAL 30 second) AS t FROM x WHERE "
+                   "ts >= toDateTime(1795600800) AND ts <= toDateTime(1795608000) "
+                   "AND country IN ('DE','FR') AND ts > toDateTime(1795600800) - 30")
+    assert prometheus_query('rate(x{country=~"$country"}[$__rate_interval])', CONTEXT) == \
+        'rate(x{country=~"(DE|FR)"}[120s])'
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("SELECT $__timeFilter(a, b)", "$__timeFilter takes 1 argument(s), got 2"),
+    ("SELECT $__timeFiltre(ts)", "unknown ClickHouse macro $__timeFiltre"),
+    ("SELECT $region", "unknown template variable $region"),
+    ("SELECT ${country:yaml}", "unknown variable format :yaml"),
+])
+def test_unknown_macros_and_variables_are_errors(text: str, message: str) -> None:
+    with pytest.raises(InterpolationError, match=message.replace("$", r"\$").replace("(", r"\(").replace(")", r"\)")):
+        clickhouse_query(text, CONTEXT)
+
+
+# Grafana's formats do not escape backslashes, which ClickHouse string literals treat as escapes:
+# values with a backslash would not arrive intact (ours, country codes and model names, have none).
+VALUES = st.lists(st.text(st.characters(exclude_characters="\\", exclude_categories=("Cs",)), max_size=12),
+                  min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(VALUES)
+def test_quoted_variable_values_reach_clickhouse_unchanged(ch: Any, values: list[str]) -> None:
+    context = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1, {"v": values})
+    for fmt in ("singlequote", "sqlstring"):
+        sql = clickhouse_query(f"SELECT [${{v:{fmt}}}]", context)
+        assert ch.query(sql).result_rows[0][0] == values
