@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     clickhouse_database: str = "shoppulse"
     clickhouse_port: int = 8123
 
+    grafana_url: str | None = Field(default=None, validation_alias="GRAFANA_URL")
+    grafana_token: str | None = Field(default=None, validation_alias="GRAFANA_TOKEN", repr=False)
+    grafana_folder: str = "shoppulse"
+
     pii_key: str | None = Field(default=None, repr=False)
     demo: bool = False
     ingest_metrics_port: int = 9465
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{port} is not a TCP port (1-65535)")
         return port
 
-    @field_validator("clickhouse_url")
+    @field_validator("clickhouse_url", "grafana_url")
     @classmethod
     def _valid_url(cls, url: str | None) -> str | None:
         if url is None:

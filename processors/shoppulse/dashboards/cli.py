@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from shoppulse.dashboards.model import dashboard_paths
+from shoppulse.grafana_api import GrafanaClient
 from shoppulse.logs import setup_logging
 from shoppulse.settings import SettingsError, load_settings
 
@@ -66,3 +67,59 @@ def lint_command(
     if report.problems:
         _fail(f"{len(report.problems)} problem(s) in {summary}")
     console.print(f"[green]ok[/]: {summary}", highlight=False)
+
+
+def _grafana() -> tuple[GrafanaClient, str]:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    if not settings.grafana_url:
+        _fail("GRAFANA_URL is not set: point it at Grafana, e.g. GRAFANA_URL=http://localhost:3000", 2)
+    if not settings.grafana_token:
+        _fail("GRAFANA_TOKEN is not set: create a service-account token (Editor) in Grafana and export it", 2)
+    return GrafanaClient(settings.grafana_url, settings.grafana_token), settings.grafana_folder
+
+
+@dashboards_app.command("export")
+def export_command(
+    folder: Annotated[Path, typer.Option(help="Where the dashboard files go.")] = Path("grafana/dashboards"),
+    all_folders: Annotated[bool, typer.Option("--all-folders", help="Every dashboard, not only our folder's.")] = False,
+) -> None:
+    """Pull dashboards from Grafana (GRAFANA_URL, GRAFANA_TOKEN) into Git, normalised for diffs."""
+    from shoppulse.dashboards.sync import export
+    from shoppulse.grafana_api import GrafanaError
+
+    client, folder_uid = _grafana()
+    if not folder.is_dir():
+        _fail(f"{folder} is not a folder: pass --folder grafana/dashboards", 2)
+    try:
+        done = export(client, folder, None if all_folders else folder_uid)
+    except GrafanaError as exc:
+        _fail(str(exc))
+    for item in done:
+        console.print(f"{'written ' if item.changed else 'same    '} {item.path}  ({item.uid})", highlight=False)
+    console.print(f"{len(done)} dashboard(s) exported, {sum(i.changed for i in done)} changed", highlight=False)
+
+
+@dashboards_app.command("push")
+def push_command(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite even if the dashboard changed in Grafana meanwhile.")] = False,
+) -> None:
+    """Push the Git dashboards to Grafana (GRAFANA_URL, GRAFANA_TOKEN) into the shoppulse folder."""
+    from shoppulse.dashboards.sync import push
+    from shoppulse.grafana_api import GrafanaError
+
+    files = paths or dashboard_paths()
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        _fail(f"no such dashboard file: {', '.join(map(str, missing))}", 2)
+    client, folder_uid = _grafana()
+    try:
+        done = push(client, files, folder_uid, "shoppulse", force)
+    except (GrafanaError, ValueError) as exc:
+        _fail(str(exc))
+    for item in done:
+        console.print(f"{item.outcome:9} {item.path.name}  ({item.uid}, version {item.version})", highlight=False)
