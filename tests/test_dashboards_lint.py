@@ -162,3 +162,16 @@ def test_quoted_variable_values_reach_clickhouse_unchanged(ch: Any, values: list
     for fmt in ("singlequote", "sqlstring"):
         sql = clickhouse_query(f"SELECT [${{v:{fmt}}}]", context)
         assert ch.query(sql).result_rows[0][0] == values
+
+
+def test_preview_renders_every_dashboard_from_query_results(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "shoppulse", "dashboards", "preview", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "lint:" not in done.stderr
+    for path in dashboard_paths():
+        png = tmp_path / path.with_suffix(".png").name
+        header = png.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+        assert width == 1920 and height > 600

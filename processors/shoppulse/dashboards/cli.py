@@ -123,3 +123,32 @@ def push_command(
         _fail(str(exc))
     for item in done:
         console.print(f"{item.outcome:9} {item.path.name}  ({item.uid}, version {item.version})", highlight=False)
+
+
+@dashboards_app.command("preview")
+def preview_command(
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("docs/previews"),
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+) -> None:
+    """Render each dashboard to a PNG from its real query results on the demo data (with an incident)."""
+    from shoppulse.dashboards.lint import demo_database, lint
+    from shoppulse.dashboards.preview import render_dashboard
+
+    setup_logging("WARNING")
+    files = paths or dashboard_paths()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with console.status("preparing ClickHouse…") as status, \
+            demo_database(settings, now, status.update) as client:
+        report = lint(files, client, now, status.update)
+        anomalies = client.query("SELECT opened_at, coalesce(closed_at, now64(3)) FROM anomalies FINAL").result_rows
+        for problem in report.problems:
+            err.print(f"[yellow]lint:[/] {problem}", highlight=False, markup=False)
+        for file in report.files:
+            status.update(f"rendering {file.path.name}")
+            target = render_dashboard(file, report.executed, anomalies, out / file.path.with_suffix(".png").name)
+            console.print(f"wrote {target}", highlight=False)

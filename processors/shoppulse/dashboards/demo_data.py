@@ -261,12 +261,13 @@ def _incident_outputs(plan: DemoPlan) -> tuple[list[list[Any]], list[list[Any]]]
     closed = incident.end + timedelta(seconds=50)
     outage = uuid.UUID(int=plan.seed)
     still_open = uuid.UUID(int=plan.seed + 1)
+    orders_drop = uuid.UUID(int=plan.seed + 2)
     recent = plan.now - timedelta(minutes=6)
     anomalies = [
         [outage, "payment_failure_rate", incident.country, opened, closed, "critical", 0.93, 0.03, 0.0, 0.08, 0.99,
          ["ewma", "hst", "seasonal"], closed],
-        [outage, "orders_per_s", incident.country, opened + timedelta(seconds=5), closed, "high", 0.1, 2.4, 1.6, 3.2,
-         0.95, ["ewma", "seasonal"], closed],
+        [orders_drop, "orders_per_s", incident.country, opened + timedelta(seconds=5), closed, "high",
+         0.1, 2.4, 1.6, 3.2, 0.95, ["ewma", "seasonal"], closed],
         [still_open, "abandonment_rate", "BR", recent, None, "medium", 0.82, 0.7, 0.62, 0.78, 0.71, ["ewma"], recent],
     ]
     text = (f"Payment failures in {incident.country} jumped to 93% (normally 3%) at "
