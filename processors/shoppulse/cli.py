@@ -310,6 +310,32 @@ def bench_pipeline(
                   f"{result.sustained_per_s / ceiling if ceiling else float('nan'):.2f}", highlight=False)
 
 
+@bench_app.command("dashboards")
+def bench_dashboards(
+    days: Annotated[float, typer.Option(min=0.01, max=31, help="Days of history to load.")] = 7,
+    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Runs of each query and of each refresh.")] = 20,
+) -> None:
+    """Each panel query's latency (p50/p95) and the whole Store live refresh on a week of 5,000 events/s history."""
+    from shoppulse.bench.dashboards import measure
+    from shoppulse.dashboards.model import dashboard_paths
+
+    settings = _settings()
+    setup_logging("WARNING")
+    try:
+        result = measure(settings, dashboard_paths(), days, repeat,
+                         report=lambda line: err.print(line, highlight=False))
+    except RuntimeError as exc:
+        _fail(str(exc))
+    console.print(f"history: {result.history_rows:,} metrics_1s rows ({days:g} days at 5,000 events/s), "
+                  f"loaded in {result.load_seconds:.0f} s", highlight=False)
+    for timing in result.panels:
+        console.print(f"{timing.dashboard[:28]:28} {timing.panel[:34]:34} {timing.ref}  p50 {timing.p50_ms:7.1f} ms"
+                      f"  p95 {timing.p95_ms:7.1f} ms  ({timing.rows} rows)", highlight=False)
+    console.print(f"Store live whole refresh ({result.refresh_queries} queries, 6 in flight): "
+                  f"p50 {result.refresh_p50_ms:.0f} ms, p95 {result.refresh_p95_ms:.0f} ms (goal < 500 ms)",
+                  highlight=False)
+
+
 @events_app.command("schemas")
 def events_schemas() -> None:
     """Regenerate the JSON Schema files in docs/schemas/ from the event models."""
