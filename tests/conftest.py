@@ -68,14 +68,15 @@ def kafka_bootstrap(kafka_libs: Path, tmp_path_factory: pytest.TempPathFactory) 
 class EndpointProcess:
     """`shoppulse clickhouse serve` in its own process, as the local stack runs it."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, password: str = TEST_PASSWORD) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, password: str = TEST_PASSWORD,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = ManagedProcess("clickhouse", [
             sys.executable, "-m", "shoppulse", "clickhouse", "serve",
             "--data-dir", str(data_dir), "--port", str(self.port)],
-            data_dir.parent / f"{data_dir.name}-endpoint.log", env={"CLICKHOUSE_PASSWORD": password})
+            data_dir.parent / f"{data_dir.name}-endpoint.log", env={"CLICKHOUSE_PASSWORD": password, **(env or {})})
 
     def start(self) -> EndpointProcess:
         self.process.start()

@@ -259,3 +259,28 @@ def test_data_survives_an_endpoint_restart_and_the_folder_has_one_owner(tmp_path
         assert client.query("SELECT sum(n) FROM kept").result_rows == [(6,)]
     finally:
         endpoint.stop()
+
+
+def test_grafana_reader_may_read_but_never_write(tmp_path_factory: pytest.TempPathFactory) -> None:
+    endpoint = EndpointProcess(tmp_path_factory.mktemp("reader") / "db",
+                               env={"CLICKHOUSE_GRAFANA_USER": "grafana",
+                                    "CLICKHOUSE_GRAFANA_PASSWORD": "reader-secret"}).start()
+    try:
+        admin = clickhouse.connect(endpoint.settings(), database="default")
+        admin.command("CREATE TABLE visible (x UInt8) ENGINE = MergeTree ORDER BY x")
+        admin.insert("visible", [[1], [2]], column_names=["x"])
+        reader = clickhouse_connect.get_client(dsn=endpoint.url, username="grafana", password="reader-secret",
+                                               autogenerate_session_id=False)
+        assert reader.query("SELECT sum(x) FROM visible").result_rows == [(3,)]
+        for statement in ("INSERT INTO visible VALUES (9)", "CREATE TABLE sneaky (x UInt8) ENGINE = Memory",
+                          "DROP TABLE visible", "SET readonly = 0"):
+            with pytest.raises(DatabaseError, match=r"READONLY|readonly"):
+                reader.command(statement)
+        with pytest.raises(DatabaseError, match="readonly"):
+            reader.command("INSERT INTO visible VALUES (9)", settings={"readonly": 0})
+        assert admin.query("SELECT count() FROM visible").result_rows == [(2,)]
+        with pytest.raises(DatabaseError, match="AUTHENTICATION_FAILED"):
+            clickhouse_connect.get_client(dsn=endpoint.url, username="grafana", password="wrong",
+                                          autogenerate_session_id=False)
+    finally:
+        endpoint.stop()

@@ -13,7 +13,14 @@ import pytest
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
 from shoppulse.settings import PROJECT_ROOT
-from shoppulse.sink.migrations import MigrationError, discover, migrate
+from shoppulse.sink.migrations import (
+    MigrationError,
+    discover,
+    ensure_reader_user,
+    has_access_storage,
+    is_access_statement,
+    migrate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +124,21 @@ def test_shipped_migration_files_are_documented_in_their_first_line() -> None:
     for migration in discover(PROJECT_ROOT / "clickhouse"):
         first = migration.path.read_text().splitlines()[0]
         assert first.startswith("-- ") and len(first) > 20, f"{migration.name} lacks its one-line description"
+
+
+@pytest.mark.parametrize(("statement", "access"), [
+    ("CREATE ROLE IF NOT EXISTS grafana_reader", True),
+    ("-- a comment\nCREATE SETTINGS PROFILE IF NOT EXISTS p SETTINGS readonly = 1", True),
+    ("GRANT SELECT ON * TO grafana_reader", True),
+    ("revoke SELECT ON * FROM r", True),
+    ("CREATE TABLE roles (x UInt8) ENGINE = Memory", False),
+    ("CREATE VIEW user_grants AS SELECT 1", False),
+])
+def test_access_statements_are_told_from_schema(statement: str, access: bool) -> None:
+    assert is_access_statement(statement) is access
+
+
+def test_reader_role_is_skipped_on_the_embedded_engine(clickhouse_endpoint: EndpointProcess, database: str) -> None:
+    client = clickhouse.connect(clickhouse_endpoint.settings(), database="default")
+    assert has_access_storage(client) is False
+    assert ensure_reader_user(client, "grafana", "secret") is False

@@ -111,18 +111,30 @@ def up(
 def db_migrate() -> None:
     """Apply the pending ClickHouse migrations from clickhouse/ in order."""
     from shoppulse import clickhouse
-    from shoppulse.sink.migrations import MigrationError, migrate
+    from shoppulse.sink.migrations import MigrationError, ensure_reader_user, migrate
 
     settings = _settings()
     setup_logging()
     try:
         applied = migrate(lambda database: clickhouse.connect(settings, database), settings.clickhouse_database,
                           settings.migrations_dir)
+        reader = None
+        if settings.clickhouse_grafana_password:
+            client = clickhouse.connect(settings)
+            try:
+                reader = ensure_reader_user(client, settings.clickhouse_grafana_user,
+                                            settings.clickhouse_grafana_password)
+            finally:
+                client.close()
     except MigrationError as exc:
         _fail(str(exc))
     except Exception as exc:  # connection errors and the like: say what and where
         _fail(f"cannot migrate ClickHouse at {settings.clickhouse_http_url}: {exc}")
     console.print(f"{len(applied)} migration(s) applied" + "".join(f"\n  {m.name}" for m in applied))
+    if reader is not None:
+        console.print(f"Grafana's read-only user {settings.clickhouse_grafana_user}: "
+                      + ("created or updated" if reader else "enforced by the local endpoint (no access storage)"),
+                      highlight=False)
 
 
 @clickhouse_app.command("serve")
@@ -141,7 +153,10 @@ def clickhouse_serve(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        serve(data_dir, host, port, settings.clickhouse_user, settings.clickhouse_password, stop=stop)
+        readers = ({settings.clickhouse_grafana_user: settings.clickhouse_grafana_password}
+                   if settings.clickhouse_grafana_password else {})
+        serve(data_dir, host, port, settings.clickhouse_user, settings.clickhouse_password, stop=stop,
+              readers=readers)
     except StartupError as exc:
         _fail(str(exc))
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     clickhouse_user: str = Field(default="default", validation_alias="CLICKHOUSE_USER")
     clickhouse_password: str = Field(default="", validation_alias="CLICKHOUSE_PASSWORD", repr=False)
     clickhouse_database: str = "shoppulse"
+    clickhouse_grafana_user: str = Field(default="grafana", validation_alias="CLICKHOUSE_GRAFANA_USER")
+    clickhouse_grafana_password: str | None = Field(default=None, validation_alias="CLICKHOUSE_GRAFANA_PASSWORD",
+                                                    repr=False)
     clickhouse_port: int = 8123
 
     grafana_url: str | None = Field(default=None, validation_alias="GRAFANA_URL")

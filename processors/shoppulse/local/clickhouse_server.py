@@ -272,13 +272,18 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], engine: Engine, user: str, password: str) -> None:
+    def __init__(self, address: tuple[str, int], engine: Engine, user: str, password: str,
+                 readers: dict[str, str] | None = None) -> None:
+        """``readers`` (user -> password) may only read: the engine has no access storage of its own,
+        so the endpoint enforces them as ClickHouse's readonly setting (the grafana_reader role's job
+        on a real server)."""
         super().__init__(address, ClickHouseHandler)
         self.engine = engine
         self.sessions = Sessions(engine)
         self.metrics = EndpointMetrics()
         self.user = user
         self.password = password
+        self.readers = {name: secret for name, secret in (readers or {}).items() if name != user}
 
 
 class ClickHouseHandler(BaseHTTPRequestHandler):
@@ -324,7 +329,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         try:
             request = self._parse_request(url.query, readonly_by_method)
             query_id = request.query_id
-            self._authenticate(request.params)
+            if self._authenticate(request.params) in self.server.readers:
+                request.settings["readonly"] = "2"  # reads only, whatever the request asked for
             body = PeekableBody(decoded_chunks(
                 raw_chunks(self.rfile, self._content_length(), self._is_chunked()),
                 self.headers.get("Content-Encoding", "")))
@@ -377,7 +383,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             database=params.get("database") or None,
         )
 
-    def _authenticate(self, params: dict[str, str]) -> None:
+    def _authenticate(self, params: dict[str, str]) -> str:
+        """The authenticated user name."""
         user, password = params.get("user"), params.get("password")
         auth = self.headers.get("Authorization", "")
         if auth.lower().startswith("basic "):
@@ -387,11 +394,14 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 raise ClickHouseError(AUTHENTICATION_FAILED, "Malformed Basic authorization header") from None
         user = self.headers.get("X-ClickHouse-User", user) or "default"
         password = self.headers.get("X-ClickHouse-Key", password) or ""
-        if user != self.server.user or password != self.server.password:
+        known = (user == self.server.user and password == self.server.password) or (
+            user in self.server.readers and password == self.server.readers[user])
+        if not known:
             raise ClickHouseError(
                 AUTHENTICATION_FAILED,
                 f"{user}: Authentication failed: password is incorrect, or there is no user with such name "
                 "(AUTHENTICATION_FAILED)")
+        return user
 
     def _content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
@@ -604,11 +614,12 @@ def _summary(read_rows: int = 0, written_rows: int = 0, written_bytes: int = 0, 
 
 
 def serve(data_dir: Path, host: str, port: int, user: str, password: str,
-          ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+          ready: threading.Event | None = None, stop: threading.Event | None = None,
+          readers: dict[str, str] | None = None) -> None:
     """Run the endpoint until ``stop`` is set (or the process gets SIGTERM/SIGINT)."""
     engine = Engine(data_dir)
     try:
-        server = ClickHouseHTTPServer((host, port), engine, user, password)
+        server = ClickHouseHTTPServer((host, port), engine, user, password, readers)
     except OSError as exc:
         engine.close()
         raise StartupError(f"the ClickHouse endpoint cannot listen on {host}:{port}: {exc.strerror}; "

@@ -30,7 +30,7 @@ from shoppulse.local.kafka import KafkaBroker, resolve_kafka
 from shoppulse.local.process import ManagedProcess, StartupError, require_free_port, tail, wait_until
 from shoppulse.local.prometheus import prometheus_binary, prometheus_process
 from shoppulse.settings import Settings
-from shoppulse.sink.migrations import migrate
+from shoppulse.sink.migrations import ensure_reader_user, migrate
 from shoppulse.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class LocalStack:
             applied = migrate(lambda db: clickhouse.connect(self.settings, db), self.settings.clickhouse_database,
                               self.settings.migrations_dir)
             report(f"{len(applied)} migration(s) applied")
+            self._ensure_reader()
             created = create_topics(self.settings.kafka_bootstrap, self.settings.topic_partitions,
                                     self.settings.topic_replication)
             report(f"{len(created)} topic(s) created")
@@ -222,6 +223,16 @@ class LocalStack:
             self._metrics_server.shutdown()  # type: ignore[attr-defined]
             self._metrics_server.server_close()  # type: ignore[attr-defined]
             self._metrics_server = None
+
+    def _ensure_reader(self) -> None:
+        """Grafana's read-only ClickHouse user, when a password for it is set."""
+        if not self.settings.clickhouse_grafana_password:
+            return
+        client = clickhouse.connect(self.settings)
+        try:
+            ensure_reader_user(client, self.settings.clickhouse_grafana_user, self.settings.clickhouse_grafana_password)
+        finally:
+            client.close()
 
     def _start_clickhouse(self) -> None:
         url = self.settings.clickhouse_http_url

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_TABLE = "schema_migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_ACCESS_STATEMENT = re.compile(
+    r"^(?:\s|--[^\n]*\n)*(?:(?:CREATE|ALTER|DROP)\s+(?:USER|ROLE|SETTINGS\s+PROFILE|PROFILE|ROW\s+POLICY|POLICY|QUOTA)"
+    r"|GRANT|REVOKE)\b", re.I)
+READER_ROLE = "grafana_reader"
 
 
 class MigrationError(RuntimeError):
@@ -113,10 +117,29 @@ def migrate(connect: Callable[[str | None], Client], database: str, folder: Path
         client.close()
 
 
+def is_access_statement(statement: str) -> bool:
+    """Users, roles, profiles, quotas, policies and grants: access management, not schema."""
+    return bool(_ACCESS_STATEMENT.match(statement))
+
+
+def has_access_storage(client: Client) -> bool:
+    """Whether the server can store users and roles (a real server; the embedded engine cannot)."""
+    rows = client.query("SELECT count() FROM system.user_directories "
+                        "WHERE type IN ('local_directory', 'replicated', 'memory')").result_rows
+    return bool(rows[0][0])
+
+
 def apply_one(client: Client, migration: Migration) -> None:
     started = time.perf_counter()
     statements = migration.statements
+    access = None
     for index, statement in enumerate(statements, 1):
+        if is_access_statement(statement):
+            access = has_access_storage(client) if access is None else access
+            if not access:
+                log.warning("access statement skipped: the server has no writable access storage",
+                            extra={"migration": migration.name, "statement": index})
+                continue
         try:
             client.command(statement)
         except Exception as exc:
@@ -126,3 +149,19 @@ def apply_one(client: Client, migration: Migration) -> None:
                   column_names=["version", "name", "checksum", "statements", "applied_at"])
     log.info("migration applied", extra={"migration": migration.name, "statements": len(statements),
                                          "seconds": round(time.perf_counter() - started, 3)})
+
+
+def ensure_reader_user(client: Client, user: str, password: str) -> bool:
+    """Create (or re-key) Grafana's read-only user with the ``grafana_reader`` role; False when the
+    server keeps no users (the embedded engine: its endpoint enforces the reader itself)."""
+    if not has_access_storage(client):
+        return False
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", user):
+        raise MigrationError(f"CLICKHOUSE_GRAFANA_USER={user!r} is not a plain user name (letters, digits, _)")
+    client.command(f"CREATE USER IF NOT EXISTS `{user}` IDENTIFIED WITH sha256_password BY %(password)s",
+                   parameters={"password": password})
+    client.command(f"ALTER USER `{user}` IDENTIFIED WITH sha256_password BY %(password)s",
+                   parameters={"password": password})
+    client.command(f"GRANT {READER_ROLE} TO `{user}`")
+    client.command(f"ALTER USER `{user}` DEFAULT ROLE {READER_ROLE} SETTINGS PROFILE '{READER_ROLE}'")
+    return True
