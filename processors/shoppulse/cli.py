@@ -213,6 +213,24 @@ def aggregate() -> None:
 
 
 @app.command()
+def sidecar(
+    warm_up_minutes: Annotated[float, typer.Option(min=0, max=1440,
+                                                   help="Minutes of history replayed at start.")] = 30,
+) -> None:
+    """The anomaly sidecar: detect on the final aggregates, explain, write anomalies and Grafana annotations."""
+    from datetime import timedelta
+
+    from shoppulse.sidecar.main import run
+
+    settings = _settings()
+    setup_logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run(settings, stop, timedelta(minutes=warm_up_minutes))
+
+
+@app.command()
 def loadgen(
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events per second to hold.")] = 200,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,

@@ -95,3 +95,20 @@ class GrafanaClient:
             if exc.status != 404:
                 raise
             self.request("POST", "/api/folders", json={"uid": uid, "title": title})
+
+    def find_annotations(self, tags: list[str], dashboard_uid: str | None = None) -> list[dict[str, Any]]:
+        """Annotations carrying every tag in ``tags`` (Grafana's matchAny=false)."""
+        params: dict[str, Any] = {"tags": tags, "matchAny": "false", "limit": 100, "type": "annotation"}
+        if dashboard_uid:
+            params["dashboardUID"] = dashboard_uid
+        found = self.request("GET", "/api/annotations", params=params, expect=list)
+        return [a for a in found if isinstance(a, dict) and isinstance(a.get("id"), int)]
+
+    def create_annotation(self, annotation: dict[str, Any]) -> int:
+        answer = self.request("POST", "/api/annotations", json=annotation)
+        if not isinstance(answer.get("id"), int):
+            raise GrafanaError(f"POST /api/annotations: the answer has no numeric id ({answer!r:.120})")
+        return int(answer["id"])
+
+    def patch_annotation(self, annotation_id: int, changes: dict[str, Any]) -> None:
+        self.request("PATCH", f"/api/annotations/{annotation_id}", json=changes)

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     demo: bool = False
     ingest_metrics_port: int = 9465
     aggregate_metrics_port: int = 9466
+    sidecar_metrics_port: int = 9467
     window_grace_ms: int = Field(default=3000, ge=0, le=3_600_000)
     session_gap_ms: int = Field(default=300_000, ge=1000, le=86_400_000)
     session_grace_ms: int = Field(default=10_000, ge=0, le=3_600_000)
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     migrations_dir: Path = PROJECT_ROOT / "clickhouse"
 
     @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port",
-                     "ingest_metrics_port", "aggregate_metrics_port")
+                     "ingest_metrics_port", "aggregate_metrics_port", "sidecar_metrics_port")
     @classmethod
     def _valid_port(cls, port: int) -> int:
         if not 1 <= port <= 65535:

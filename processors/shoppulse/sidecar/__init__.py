@@ -1,0 +1,1 @@
+"""The anomaly sidecar: detect, explain, write back to ClickHouse and Grafana."""

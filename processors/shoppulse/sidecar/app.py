@@ -1,0 +1,186 @@
+"""The sidecar's loop: read each new step of final aggregates, detect, explain, write back.
+
+Every ``step_s`` of event time that has become final (below the freshness watermark) is scored
+for every metric in every country and for the whole store. Region changes go to ``anomalies``
+(ReplacingMergeTree by anomaly id: the newest row wins), an insight to ``insights`` when a region
+opens, and the annotation syncer is woken to mirror them into Grafana.
+
+State is rebuilt on start by replaying the last ``warm_up`` of steps from ClickHouse, which is
+deterministic: a region that was open when the sidecar died is found again with the same id, its
+insight has the same id, and its annotation is adopted rather than duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from clickhouse_connect.driver.client import Client
+from prometheus_client import Counter, Gauge
+
+from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
+from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
+from shoppulse.sidecar.regions import Change, Region, RegionTracker
+from shoppulse.sidecar.signals import read_window, watermark
+
+log = logging.getLogger(__name__)
+
+STEP_S = 10
+WINDOW_S = 60
+HISTORY = 30
+
+STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
+REGIONS = Counter("shoppulse_sidecar_regions", "Anomaly region changes", ["change", "severity"])
+OPEN = Gauge("shoppulse_sidecar_open_anomalies", "Anomaly regions open now")
+BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newest final second and the last step")
+
+ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
+                   "lower", "upper", "score", "detectors", "updated_at"]
+INSIGHT_COLUMNS = ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text", "source",
+                   "payload"]
+
+
+@dataclass
+class Series:
+    detector: SeriesDetector
+    tracker: RegionTracker
+    values: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    last: Verdict | None = None
+    point: Point | None = None
+
+
+@dataclass
+class Sidecar:
+    client: Client
+    step_s: int = STEP_S
+    window_s: int = WINDOW_S
+    on_change: Callable[[], None] = lambda: None
+    series: dict[tuple[str, str], Series] = field(default_factory=dict)
+    last_step: datetime | None = None
+
+    def _series(self, metric: str, country: str) -> Series:
+        key = (metric, country)
+        if key not in self.series:
+            seed = uuid.uuid5(uuid.NAMESPACE_DNS, f"{metric}.{country}").int % 2**31
+            self.series[key] = Series(SeriesDetector(seed), RegionTracker(metric, country))
+        return self.series[key]
+
+    def start(self, warm_up: timedelta) -> None:
+        """Replay the last ``warm_up`` of final steps to rebuild detectors and open regions."""
+        newest = watermark(self.client)
+        if newest is None:
+            return
+        aligned = newest - timedelta(seconds=newest.timestamp() % self.step_s)
+        self.last_step = aligned - warm_up
+        self.catch_up()
+
+    def catch_up(self) -> int:
+        """Score every step that became final since the last one; returns how many."""
+        newest = watermark(self.client)
+        if newest is None:
+            return 0
+        if self.last_step is None:
+            self.last_step = newest - timedelta(seconds=newest.timestamp() % self.step_s) - timedelta(
+                seconds=self.step_s)
+        done = 0
+        while self.last_step + timedelta(seconds=self.step_s) <= newest:
+            following = self.last_step + timedelta(seconds=self.step_s)
+            self.score_step(following)
+            self.last_step = following
+            done += 1
+        BEHIND.set((newest - self.last_step).total_seconds())
+        return done
+
+    def score_step(self, end: datetime) -> list[Change]:
+        windows = read_window(self.client, end, self.window_s)
+        changes: list[Change] = []
+        for country, points in windows.items():
+            for metric, point in points.items():
+                series = self._series(metric, country)
+                verdict = series.detector.step(point, series.tracker.is_open)
+                series.values.append(point.value)
+                series.last, series.point = verdict, point
+                change = series.tracker.step(end, point.value, verdict)
+                if change is not None:
+                    changes.append(change)
+        STEPS.inc()
+        if changes:
+            self._write(end, changes)
+        OPEN.set(sum(1 for s in self.series.values() if s.tracker.is_open))
+        return changes
+
+    def _write(self, at: datetime, changes: list[Change]) -> None:
+        now = datetime.now(UTC)
+        anomalies, insights = [], []
+        for change in changes:
+            region = change.region
+            severity = region.severity(at)
+            REGIONS.labels(change.kind, severity).inc()
+            anomalies.append([region.anomaly_id, region.metric, region.country, region.opened_at, region.closed_at,
+                              severity, region.observed, region.expected, region.lower, region.upper, region.score,
+                              region.detectors, now])
+            if change.kind == "opened":
+                insights.append(self._insight(region, severity))
+                log.info("anomaly opened", extra={"metric": region.metric, "country": region.country,
+                                                  "severity": severity, "anomaly_id": str(region.anomaly_id)})
+            elif change.kind == "closed":
+                log.info("anomaly closed", extra={"metric": region.metric, "country": region.country,
+                                                  "anomaly_id": str(region.anomaly_id)})
+        self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
+        if insights:
+            self.client.insert("insights", insights, column_names=INSIGHT_COLUMNS)
+        self.on_change()
+
+    def correlated(self, region: Region) -> list[Signal]:
+        """Signals that moved with the region's: the same country's others, the same metric elsewhere."""
+        mine = self.series[(region.metric, region.country)]
+        found: list[Signal] = []
+        for (metric, country), series in self.series.items():
+            if (metric, country) == (region.metric, region.country) or series.last is None:
+                continue
+            if metric != region.metric and country != region.country:
+                continue
+            if abs(series.last.z) < MOVED_Z:
+                continue
+            expected = series.last.expected
+            delta = 100.0 * (series.values[-1] - expected) / expected if expected else 0.0
+            found.append(Signal(metric, country, series.last.z, delta, correlation(mine.values, series.values)))
+        return sorted(found, key=lambda s: -abs(s.z))
+
+    def _peers(self, metric: str) -> list[Signal]:
+        return [Signal(m, c, s.last.z, 0.0, 0.0) for (m, c), s in self.series.items()
+                if m == metric and s.last is not None]
+
+    def _insight(self, region: Region, severity: str) -> list[object]:
+        moved = self.correlated(region)
+        payload = InsightPayload(
+            region.metric, region.country, round(region.observed, 6), round(region.expected, 6),
+            round(region.delta_pct, 1), f"{self.window_s} s", scope_of(region.metric, region.country, region.z,
+                                                                        self._peers(region.metric)),
+            [{"metric": s.metric, "country": s.country, "z": round(s.z, 1), "delta_pct": round(s.delta_pct, 1),
+              "correlation": round(s.correlation, 2)} for s in moved[:8]])
+        text = template_insight(payload, region.opened_at)
+        insight_id = uuid.uuid5(region.anomaly_id, "insight")
+        return [region.opened_at, insight_id, region.anomaly_id, region.metric, region.country, severity, text,
+                "template", json.dumps(payload.as_dict(), sort_keys=True)]
+
+
+def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
+        warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0) -> None:
+    sidecar = Sidecar(client, on_change=on_change)
+    sidecar.start(warm_up)
+    log.info("sidecar detecting", extra={"step_s": sidecar.step_s, "window_s": sidecar.window_s,
+                                         "series": len(sidecar.series)})
+    while not should_stop():
+        try:
+            sidecar.catch_up()
+        except Exception as exc:  # ClickHouse away: keep the state, try again
+            log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
+            time.sleep(5)
+        time.sleep(poll_s)

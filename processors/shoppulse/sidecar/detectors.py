@@ -1,0 +1,107 @@
+"""Online detectors for one series (one metric in one country), fed one point per evaluation step.
+
+* ``RobustZ``: an EWMA of the level and of the absolute deviation (a streaming median-like scale),
+  with a noise floor from counting statistics — a rate of n events has a standard deviation of
+  about sqrt(n), a ratio p over n trials sqrt(p(1-p)/n) — so sparse series do not cry wolf. The
+  baseline stops learning while the point is anomalous, so an incident does not become normal.
+* ``HalfSpaceTrees``: River's online isolation detector on the level and its change; it assumes
+  features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
+* ``SeriesDetector`` runs both and blends them into a score in [0, 1] with a signed z.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from river import anomaly, compose, preprocessing
+
+WARM_UP_POINTS = 60
+Z_FOR_FULL_SCORE = 8.0
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluation of a series: its value and the evidence behind it (events or trials counted)."""
+
+    value: float
+    count: float  # events (for rates) or trials (for ratios) the value was computed from
+    kind: str  # "rate" (events/s over window_s), "ratio" (successes/trials) or "quantile" (of count samples)
+    window_s: float = 60.0
+
+    def noise_sd(self) -> float:
+        """The standard deviation counting alone would give the value: a ratio p of n trials varies by
+        sqrt(p(1-p)/n); a rate built from n events by value/sqrt(n) (each event's weight times
+        sqrt(n)); a quantile of n samples by about 1.5 value/sqrt(n), plus the histogram's 5 %."""
+        n = max(self.count, 1.0)
+        if self.kind == "ratio":
+            p = min(max(self.value, 0.0), 1.0)
+            return math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+        if self.kind == "quantile":
+            return abs(self.value) * (1.5 / math.sqrt(n) + 0.05)
+        return abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s
+
+
+@dataclass
+class RobustZ:
+    alpha: float = 0.02  # per step; at a 10 s step the baseline's memory is about 8 minutes
+    level: float | None = None
+    deviation: float = 0.0
+    seen: int = 0
+
+    def z(self, point: Point) -> float:
+        if self.level is None:
+            return 0.0
+        # Bias-corrected: early on the running deviation has absorbed only part of its weight.
+        deviation = self.deviation / (1 - (1 - self.alpha) ** max(self.seen - 1, 1))
+        scale = max(1.4826 * deviation, point.noise_sd(), 1e-9)
+        return (point.value - self.level) / scale
+
+    def learn(self, point: Point) -> None:
+        self.seen += 1
+        if self.level is None:
+            self.level = point.value
+            return
+        self.deviation += self.alpha * (abs(point.value - self.level) - self.deviation)
+        self.level += self.alpha * (point.value - self.level)
+
+
+def half_space_trees(seed: int) -> compose.Pipeline:
+    return compose.Pipeline(preprocessing.MinMaxScaler(),
+                            anomaly.HalfSpaceTrees(n_trees=15, height=6, window_size=120, seed=seed))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    z: float
+    score: float  # in [0, 1]
+    hst: float  # River's score in [0, 1]
+    expected: float
+    warm: bool
+
+
+@dataclass
+class SeriesDetector:
+    seed: int = 7
+    robust: RobustZ = field(default_factory=RobustZ)
+    hst: compose.Pipeline | None = None
+    previous: float | None = None
+
+    def __post_init__(self) -> None:
+        self.hst = self.hst or half_space_trees(self.seed)
+
+    def step(self, point: Point, anomalous_before: bool) -> Verdict:
+        """Score ``point``, then learn from it unless it belongs to an anomaly."""
+        z = self.robust.z(point)
+        features = {"level": point.value, "change": point.value - (self.previous if self.previous is not None
+                                                                    else point.value)}
+        assert self.hst is not None
+        hst = float(self.hst.score_one(features))
+        warm = self.robust.seen >= WARM_UP_POINTS
+        score = min(1.0, abs(z) / Z_FOR_FULL_SCORE) * 0.8 + 0.2 * hst if warm else 0.0
+        expected = self.robust.level if self.robust.level is not None else point.value
+        if not (anomalous_before or (warm and abs(z) >= 4.0)):
+            self.robust.learn(point)
+            self.hst.learn_one(features)
+        self.previous = point.value
+        return Verdict(z if warm else 0.0, score, hst, expected, warm)

@@ -1,0 +1,101 @@
+"""Root-cause hints and plain-English insights for an anomaly region.
+
+When a region opens, the same country's other signals and the same signal in the other countries
+are examined: those that moved too (|z| >= ``MOVED_Z`` now, and correlated over the recent
+window) are named, and the anomaly is called systemic when the signal moved in at least
+``SYSTEMIC_SHARE`` of the other countries, local otherwise. The insight is built from a structured
+payload holding aggregate numbers only (never an event, a user or a session).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+MOVED_Z = 3.0
+SYSTEMIC_SHARE = 0.4
+
+LABELS = {
+    "orders_per_s": ("orders/s", "{:.2f}"),
+    "revenue_per_s": ("revenue", "${:,.2f}/s"),
+    "conversion_rate": ("conversion", "{:.1%}"),
+    "abandonment_rate": ("cart abandonment", "{:.0%}"),
+    "payment_failure_rate": ("payment failure rate", "{:.0%}"),
+    "payment_latency_p95": ("payment latency p95", "{:,.0f} ms"),
+}
+
+
+@dataclass(frozen=True)
+class Signal:
+    metric: str
+    country: str
+    z: float
+    delta_pct: float
+    correlation: float
+
+
+@dataclass(frozen=True)
+class InsightPayload:
+    metric: str
+    country: str
+    observed: float
+    baseline: float
+    delta_pct: float
+    window: str
+    scope: str  # local | systemic
+    correlated_signals: list[dict[str, object]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def correlation(a: Sequence[float], b: Sequence[float]) -> float:
+    """Pearson correlation of the common tail of two series (0 when undefined)."""
+    n = min(len(a), len(b))
+    if n < 3:
+        return 0.0
+    xs, ys = list(a)[-n:], list(b)[-n:]
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
+    return sxy / (sx * sy) if sx and sy else 0.0
+
+
+def scope_of(metric: str, country: str, z: float, others: list[Signal]) -> str:
+    """systemic when the same metric moved the same way in enough other countries."""
+    if country == "ALL":
+        return "systemic"
+    peers = [s for s in others if s.metric == metric and s.country not in (country, "ALL")]
+    moved = [s for s in peers if abs(s.z) >= MOVED_Z and math.copysign(1, s.z) == math.copysign(1, z)]
+    return "systemic" if peers and len(moved) / len(peers) >= SYSTEMIC_SHARE else "local"
+
+
+def _value(metric: str, value: float) -> str:
+    fmt = LABELS.get(metric, (metric, "{:.3g}"))[1]
+    return fmt.format(value)
+
+
+def template_insight(payload: InsightPayload, opened_at: datetime) -> str:
+    """A clear, specific sentence or three for the ops wall, from aggregate numbers only."""
+    label = LABELS.get(payload.metric, (payload.metric, ""))[0]
+    where = "the whole store" if payload.country == "ALL" else payload.country
+    direction = "rose" if payload.delta_pct >= 0 else "fell"
+    text = (f"{label.capitalize()} in {where} {direction} to {_value(payload.metric, payload.observed)} "
+            f"(expected {_value(payload.metric, payload.baseline)}, {payload.delta_pct:+.0f}%) "
+            f"at {opened_at:%H:%M} UTC over the last {payload.window}.")
+    same_country = [s for s in payload.correlated_signals if s["country"] == payload.country]
+    if same_country:
+        moved = ", ".join(f"{LABELS.get(str(s['metric']), (s['metric'],))[0]} {float(s['delta_pct']):+.0f}%"
+                          for s in same_country[:3])
+        text += f" Moving with it in {where}: {moved}."
+    if payload.country != "ALL":
+        if payload.scope == "local":
+            text += f" Other countries look normal: a problem local to {payload.country}."
+        else:
+            peers = sorted({str(s["country"]) for s in payload.correlated_signals
+                            if s["metric"] == payload.metric and s["country"] != payload.country})
+            text += f" The same is happening in {', '.join(peers[:5]) or 'other countries'}: a store-wide problem."
+    return text

@@ -1,0 +1,111 @@
+"""Anomaly regions from a stream of verdicts: open, update, close — with hysteresis so they do not flap.
+
+A region opens after ``open_after`` consecutive steps with |z| >= ``open_z`` and closes after
+``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with the size of the
+deviation (|delta| against the expected value) and with its duration. Its id is derived from the
+series and the step it opened at, so a restarted sidecar that replays the same data names the same
+region the same way (no duplicate annotations).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shoppulse.sidecar.detectors import Verdict
+
+NAMESPACE = uuid.UUID("5d7c1f1e-8a43-4c1e-9a0e-5b6f2b9d0c11")
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def severity(delta_pct: float, duration: timedelta) -> str:
+    """From the size of the deviation and how long it has lasted."""
+    size = abs(delta_pct)
+    level = 0 if size < 25 else 1 if size < 50 else 2 if size < 80 else 3
+    if duration >= timedelta(minutes=5):
+        level += 1
+    return SEVERITIES[min(level, 3)]
+
+
+def region_id(metric: str, country: str, opened_at: datetime) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"{metric}|{country}|{opened_at.isoformat()}")
+
+
+@dataclass
+class Region:
+    anomaly_id: uuid.UUID
+    metric: str
+    country: str
+    opened_at: datetime
+    observed: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    z: float
+    closed_at: datetime | None = None
+    peak_delta_pct: float = 0.0
+    detectors: list[str] = field(default_factory=list)
+
+    @property
+    def delta_pct(self) -> float:
+        return 100.0 * (self.observed - self.expected) / self.expected if self.expected else 0.0
+
+    def severity(self, now: datetime) -> str:
+        return severity(self.peak_delta_pct, (self.closed_at or now) - self.opened_at)
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # opened | updated | closed
+    region: Region
+
+
+@dataclass
+class RegionTracker:
+    metric: str
+    country: str
+    open_z: float = 4.0
+    close_z: float = 2.0
+    open_after: int = 2
+    close_after: int = 3
+    region: Region | None = None
+    _above: int = 0
+    _below: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.region is not None
+
+    def step(self, at: datetime, observed: float, verdict: Verdict) -> Change | None:
+        magnitude = abs(verdict.z)
+        band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
+        if self.region is None:
+            self._above = self._above + 1 if magnitude >= self.open_z else 0
+            if self._above < self.open_after:
+                return None
+            self._above, self._below = 0, 0
+            self.region = Region(region_id(self.metric, self.country, at), self.metric, self.country, at,
+                                 observed, verdict.expected, verdict.expected - 2 * band, verdict.expected + 2 * band,
+                                 verdict.score, verdict.z, detectors=self._detectors(verdict))
+            self.region.peak_delta_pct = self.region.delta_pct
+            return Change("opened", self.region)
+        region = self.region
+        region.observed, region.score, region.z = observed, max(region.score, verdict.score), verdict.z
+        if abs(region.delta_pct) > abs(region.peak_delta_pct):
+            region.peak_delta_pct = region.delta_pct
+        self._below = self._below + 1 if magnitude < self.close_z else 0
+        if self._below >= self.close_after:
+            region.closed_at = at
+            self.region = None
+            self._below = 0
+            return Change("closed", region)
+        return Change("updated", region)
+
+    @staticmethod
+    def _detectors(verdict: Verdict) -> list[str]:
+        found = ["robust_z"]
+        if verdict.hst >= 0.7:
+            found.append("half_space_trees")
+        return found
