@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 UID = re.compile(r"^[a-zA-Z0-9\-_]{1,40}$")
+# Annotation fields and their JSON types, from Grafana's annotations HTTP API documentation.
+ANNOTATION_FIELDS: dict[str, type] = {"dashboardUID": str, "panelId": int, "time": int, "timeEnd": int,
+                                      "tags": list, "text": str, "dashboardId": int, "data": dict}
 
 
 class ContractError(Exception):
@@ -38,8 +42,11 @@ class GrafanaState:
     token: str
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> {"dashboard", "folderUid"}
     folders: dict[str, str] = field(default_factory=lambda: {})  # uid -> title
+    annotations: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     next_id: int = 1
+    allow_unknown_dashboards: bool = True  # annotations may name dashboards provisioned from files
+    down: bool = False  # answer 503 to everything, as a Grafana restarting behind a proxy does
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -59,6 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._serve("POST")
 
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
     def _serve(self, method: str) -> None:
         state = self.server.state
         url = urlsplit(self.path)
@@ -66,6 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body(method)
             with state.lock:
                 state.requests.append((method, url.path, body))
+                if state.down:
+                    raise ContractError(503, "Service Unavailable")
                 self._authorise()
                 status, answer = self._route(method, url.path, parse_qs(url.query), body)
         except ContractError as exc:
@@ -83,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ContractError(401, "Unauthorized" if not header else "invalid API key")
 
     def _body(self, method: str) -> Any:
-        if method != "POST":
+        if method not in ("POST", "PATCH"):
             return None
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             raise ContractError(400, "bad request data: Content-Type must be application/json")
@@ -116,7 +128,77 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"id": 1, "uid": uid, "title": state.folders[uid], "url": f"/dashboards/f/{uid}/"}
         if method == "POST" and path == "/api/folders":
             return 200, self._create_folder(body)
+        if method == "POST" and path == "/api/annotations":
+            return 200, self._add_annotation(body)
+        if method == "PATCH" and path.startswith("/api/annotations/"):
+            return 200, self._patch_annotation(path.removeprefix("/api/annotations/"), body)
+        if method == "GET" and path == "/api/annotations":
+            return 200, self._find_annotations(query)
         raise ContractError(404, "Not found")
+
+    def _check_annotation(self, body: Any, creating: bool) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ContractError(400, "bad request data")
+        for name, value in body.items():
+            kind = ANNOTATION_FIELDS.get(name)
+            if kind is None:
+                continue  # Grafana ignores unknown fields
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ContractError(400, f"bad request data: {name} must be a {getattr(kind, '__name__', kind)}")
+        if "tags" in body and not all(isinstance(t, str) for t in body["tags"]):
+            raise ContractError(400, "bad request data: tags must be strings")
+        if creating and not str(body.get("text") or "").strip():
+            raise ContractError(400, "Failed to save annotation: text is required")
+        if "dashboardUID" in body and body["dashboardUID"] not in self.server.state.dashboards \
+                and not self.server.state.allow_unknown_dashboards:
+            raise ContractError(404, "Dashboard not found")
+        return body
+
+    def _add_annotation(self, body: Any) -> dict[str, Any]:
+        state = self.server.state
+        body = self._check_annotation(body, creating=True)
+        now = int(time.time() * 1000)
+        start = body.get("time", now)
+        end = body.get("timeEnd", start)
+        if end < start:
+            raise ContractError(400, "timeEnd must not be before time")
+        annotation_id = state.next_id
+        state.next_id += 1
+        state.annotations[annotation_id] = {
+            "id": annotation_id, "alertId": 0, "dashboardId": 0, "dashboardUID": body.get("dashboardUID", ""),
+            "panelId": body.get("panelId", 0), "userId": 1, "newState": "", "prevState": "", "created": now,
+            "updated": now, "time": start, "timeEnd": end, "text": body["text"], "tags": list(body.get("tags", [])),
+            "login": "sa-shoppulse-sidecar", "email": "", "avatarUrl": "", "data": body.get("data", {})}
+        return {"message": "Annotation added", "id": annotation_id}
+
+    def _patch_annotation(self, raw_id: str, body: Any) -> dict[str, Any]:
+        state = self.server.state
+        if not raw_id.isdigit() or int(raw_id) not in state.annotations:
+            raise ContractError(404, "Could not find annotation to update")
+        body = self._check_annotation(body, creating=False)
+        stored = state.annotations[int(raw_id)]
+        for name in ("time", "timeEnd", "text", "tags", "data"):
+            if name in body:
+                stored[name] = body[name]
+        if stored["timeEnd"] < stored["time"]:
+            raise ContractError(400, "timeEnd must not be before time")
+        stored["updated"] = int(time.time() * 1000)
+        return {"message": "Annotation patched"}
+
+    def _find_annotations(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        wanted = set(query.get("tags", []))
+        match_any = query.get("matchAny", ["false"])[0] == "true"
+        dashboard = query.get("dashboardUID", [None])[0]
+        limit = int(query.get("limit", ["100"])[0])
+        found = []
+        for annotation in sorted(self.server.state.annotations.values(), key=lambda a: -a["time"]):
+            have = set(annotation["tags"])
+            if wanted and not (have & wanted if match_any else wanted <= have):
+                continue
+            if dashboard and annotation["dashboardUID"] != dashboard:
+                continue
+            found.append(dict(annotation))
+        return found[:limit]
 
     def _search(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         if query.get("type", ["dash-db"])[0] not in ("dash-db", "dash-folder"):

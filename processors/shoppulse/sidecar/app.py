@@ -63,6 +63,7 @@ class Sidecar:
     on_change: Callable[[], None] = lambda: None
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     last_step: datetime | None = None
+    replaying: bool = False
 
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
@@ -72,13 +73,48 @@ class Sidecar:
         return self.series[key]
 
     def start(self, warm_up: timedelta) -> None:
-        """Replay the last ``warm_up`` of final steps to rebuild detectors and open regions."""
+        """Rebuild the detectors by replaying the last ``warm_up`` of final steps (writing nothing),
+        then take over the regions a previous run left open: a region still open in the replay keeps
+        its stored id; one that closed meanwhile is closed when the replay saw it close."""
         newest = watermark(self.client)
         if newest is None:
             return
         aligned = newest - timedelta(seconds=newest.timestamp() % self.step_s)
         self.last_step = aligned - warm_up
-        self.catch_up()
+        self.replaying = True
+        try:
+            self.catch_up()
+        finally:
+            self.replaying = False
+        self._take_over()
+
+    def _take_over(self) -> None:
+        stored = self.client.query(
+            "SELECT anomaly_id, metric, country, opened_at FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
+        changes: list[Change] = []
+        adopted: set[tuple[str, str]] = set()
+        for anomaly_id, metric, country, opened_at in stored:
+            series = self.series.get((metric, country))
+            opened = opened_at.replace(tzinfo=UTC) if opened_at.tzinfo is None else opened_at
+            if series is not None and series.tracker.region is not None:
+                series.tracker.region.anomaly_id, series.tracker.region.opened_at = anomaly_id, opened
+                adopted.add((metric, country))
+                changes.append(Change("updated", series.tracker.region))
+                continue
+            ended = series.tracker.last_closed if series is not None else None
+            region = ended if ended is not None and ended.closed_at and ended.closed_at > opened else None
+            closing = Region(anomaly_id, metric, country, opened, region.observed if region else 0.0,
+                             region.expected if region else 0.0, region.lower if region else 0.0,
+                             region.upper if region else 0.0, region.score if region else 0.0,
+                             region.z if region else 0.0,
+                             closed_at=region.closed_at if region else self.last_step,
+                             peak_delta_pct=region.peak_delta_pct if region else 0.0)
+            changes.append(Change("closed", closing))
+        for (metric, country), series in self.series.items():
+            if series.tracker.region is not None and (metric, country) not in adopted:
+                changes.append(Change("opened", series.tracker.region))  # opened while we were away
+        if changes and self.last_step is not None:
+            self._write(self.last_step, changes)
 
     def catch_up(self) -> int:
         """Score every step that became final since the last one; returns how many."""
@@ -110,7 +146,7 @@ class Sidecar:
                 if change is not None:
                     changes.append(change)
         STEPS.inc()
-        if changes:
+        if changes and not self.replaying:
             self._write(end, changes)
         OPEN.set(sum(1 for s in self.series.values() if s.tracker.is_open))
         return changes

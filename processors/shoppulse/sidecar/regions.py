@@ -71,6 +71,7 @@ class RegionTracker:
     open_after: int = 2
     close_after: int = 3
     region: Region | None = None
+    last_closed: Region | None = None
     _above: int = 0
     _below: int = 0
 
@@ -98,7 +99,7 @@ class RegionTracker:
         self._below = self._below + 1 if magnitude < self.close_z else 0
         if self._below >= self.close_after:
             region.closed_at = at
-            self.region = None
+            self.region, self.last_closed = None, region
             self._below = 0
             return Change("closed", region)
         return Change("updated", region)

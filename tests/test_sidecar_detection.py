@@ -1,0 +1,137 @@
+"""The sidecar's detectors, regions and insights on simulated series (unit tests, no services)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoppulse.sidecar.detectors import Point, SeriesDetector, half_space_trees
+from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
+from shoppulse.sidecar.regions import RegionTracker, severity
+
+STEP_S, WINDOW_S = 10, 60
+START = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    if lam > 30:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def orders_stream(seconds: int, rate: float, seed: int, drop: tuple[int, int, float] | None = None) -> list[Point]:
+    """Rolling 60 s order rates every 10 s, with daily seasonality and an optional (start, end, factor) drop."""
+    rng = random.Random(seed)
+    window: deque[int] = deque(maxlen=WINDOW_S)
+    points = []
+    for second in range(seconds):
+        level = rate * (1 + 0.5 * math.sin(2 * math.pi * second / 86400))
+        if drop and drop[0] <= second < drop[1]:
+            level *= drop[2]
+        window.append(poisson(rng, level))
+        if second % STEP_S == STEP_S - 1 and len(window) == WINDOW_S:
+            points.append(Point(sum(window) / WINDOW_S, sum(window), "rate", WINDOW_S))
+    return points
+
+
+def regions(points: list[Point]) -> list[tuple[int, int | None]]:
+    """(opening step, closing step) of every region the detector and tracker produce."""
+    detector, tracker = SeriesDetector(seed=3), RegionTracker("orders_per_s", "BR")
+    found: list[list[int | None]] = []
+    for index, point in enumerate(points):
+        verdict = detector.step(point, tracker.is_open)
+        change = tracker.step(START + timedelta(seconds=STEP_S * index), point.value, verdict)
+        if change and change.kind == "opened":
+            found.append([index, None])
+        elif change and change.kind == "closed":
+            found[-1][1] = index
+    return [(a, b) for a, b in found]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("rate", [0.3, 2.0, 25.0])
+def test_a_day_of_normal_traffic_raises_no_alert(rate: float) -> None:
+    assert regions(orders_stream(86400, rate, seed=int(rate * 10))) == []
+
+
+@pytest.mark.parametrize(("factor", "rate"), [(0.2, 2.0), (0.4, 25.0), (3.0, 2.0)])
+def test_a_drop_or_spike_opens_within_a_minute_and_closes_after(factor: float, rate: float) -> None:
+    start, end = 20_000, 20_600
+    found = regions(orders_stream(22_000, rate, seed=5, drop=(start, end, factor)))
+    assert len(found) == 1, found
+    opened, closed = found[0]
+    opened_s = (opened + 1) * STEP_S + WINDOW_S - 1  # the step's window end, in stream seconds
+    assert start <= opened_s <= start + 60
+    assert closed is not None and end <= (closed + 1) * STEP_S + WINDOW_S <= end + 180
+
+
+def test_hysteresis_keeps_a_wobbling_incident_in_one_region() -> None:
+    tracker = RegionTracker("payment_failure_rate", "DE")
+    detector = SeriesDetector(seed=1)
+    rng = random.Random(2)
+    changes = []
+    for index in range(400):
+        failing = 150 <= index < 250
+        p = (0.5 if index % 2 else 0.25) if failing else 0.03  # the outage wobbles step to step
+        trials = 80
+        point = Point(sum(rng.random() < p for _ in range(trials)) / trials, trials, "ratio")
+        change = tracker.step(START + timedelta(seconds=10 * index), point.value, detector.step(point, tracker.is_open))
+        if change and change.kind != "updated":
+            changes.append((change.kind, index))
+    assert [kind for kind, _ in changes] == ["opened", "closed"]
+    assert 150 <= changes[0][1] <= 152 and 250 <= changes[1][1] <= 256
+
+
+def test_region_ids_are_deterministic_and_severity_grows_with_size_and_time() -> None:
+    points = orders_stream(22_000, 2.0, seed=5, drop=(20_000, 20_600, 0.2))
+    first = SeriesDetector(seed=3), RegionTracker("orders_per_s", "BR")
+    second = SeriesDetector(seed=3), RegionTracker("orders_per_s", "BR")
+    ids = []
+    for detector, tracker in (first, second):
+        for index, point in enumerate(points):
+            change = tracker.step(START + timedelta(seconds=10 * index), point.value,
+                                  detector.step(point, tracker.is_open))
+            if change and change.kind == "opened":
+                ids.append(change.region.anomaly_id)
+    assert len(ids) == 2 and ids[0] == ids[1]
+    assert severity(-20, timedelta(minutes=1)) == "low"
+    assert severity(-60, timedelta(minutes=1)) == "high"
+    assert severity(-60, timedelta(minutes=6)) == "critical"
+    assert severity(+900, timedelta(seconds=20)) == "critical"
+
+
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), min_size=2, max_size=60))
+def test_half_space_trees_scores_stay_in_the_unit_interval(values: list[float]) -> None:
+    model = half_space_trees(seed=4)
+    for value in values:
+        score = model.score_one({"level": value, "change": 0.0})
+        assert 0.0 <= score <= 1.0
+        model.learn_one({"level": value, "change": 0.0})
+
+
+def test_noise_floors_follow_counting_statistics() -> None:
+    assert Point(2.0, 120, "rate", 60).noise_sd() == pytest.approx(2.0 / math.sqrt(120))
+    assert Point(0.03, 400, "ratio").noise_sd() == pytest.approx(math.sqrt(0.03 * 0.97 / 400))
+    assert Point(0.0, 0, "rate", 60).noise_sd() == pytest.approx(1 / 60)
+    assert Point(500.0, 100, "quantile").noise_sd() == pytest.approx(500 * (0.15 + 0.05))
+
+
+def test_insight_names_the_change_what_moved_with_it_and_the_scope() -> None:
+    others = [Signal("payment_failure_rate", c, 0.3, 0, 0) for c in ("US", "GB", "FR", "JP")]
+    scope = scope_of("payment_failure_rate", "BR", 9.0, others)
+    payload = InsightPayload("payment_failure_rate", "BR", 0.62, 0.03, 1966.7, "60 s", scope, [
+        {"metric": "orders_per_s", "country": "BR", "z": -7.5, "delta_pct": -71.0, "correlation": -0.9}])
+    text = template_insight(payload, datetime(2026, 11, 25, 14, 5, tzinfo=UTC))
+    assert text == ("Payment failure rate in BR rose to 62% (expected 3%, +1967%) at 14:05 UTC over the last 60 s. "
+                    "Moving with it in BR: orders/s -71%. Other countries look normal: a problem local to BR.")
+    systemic = [Signal("orders_per_s", c, -6.0, -50, 0.8) for c in ("US", "GB", "FR")]
+    assert scope_of("orders_per_s", "BR", -5.0, systemic) == "systemic"

@@ -1,0 +1,120 @@
+"""The sidecar over real ClickHouse data: finds the demo's outage, writes anomalies and insights, and
+mirrors them into Grafana (a server enforcing the annotations API contract) exactly once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from conftest import EndpointProcess
+from fake_grafana import fake_grafana
+from shoppulse import clickhouse
+from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
+from shoppulse.grafana_api import GrafanaClient
+from shoppulse.sidecar.annotations import sync
+from shoppulse.sidecar.app import Sidecar
+from shoppulse.sink.migrations import migrate
+
+pytestmark = pytest.mark.integration
+TOKEN = "glsa_sidecar_token"
+NOW = datetime.now(UTC).replace(microsecond=0)
+PLAN = DemoPlan(now=NOW, seconds_history=timedelta(hours=2, minutes=10), minutes_history=timedelta(hours=3))
+
+
+@pytest.fixture(scope="module")
+def demo(clickhouse_endpoint: EndpointProcess) -> Iterator[Client]:
+    """A database with the schema and the demo data: three quiet hours around a DE payment outage."""
+    database = f"sidecar_{uuid.uuid4().hex[:8]}"
+    settings = clickhouse_endpoint.settings(clickhouse_database=database)
+    migrate(lambda db: clickhouse.connect(settings, db), database, settings.migrations_dir)
+    client = clickhouse.connect(settings)
+    load_demo_data(client, PLAN)
+    for table in ("anomalies", "insights"):  # the demo's own sidecar outputs: the real sidecar writes these
+        client.command(f"TRUNCATE TABLE {table}")
+    yield client
+    client.close()
+
+
+def run_sidecar(client: Client, until: datetime | None = None) -> Sidecar:
+    """Score every step from two hours back until ``until``, writing as it goes; without ``until``,
+    start as a restarted sidecar does (replay without writing, then take over open regions)."""
+    sidecar = Sidecar(client)
+    if until is None:
+        sidecar.start(timedelta(hours=2))
+    else:
+        sidecar.last_step = NOW - timedelta(hours=2) - timedelta(seconds=NOW.timestamp() % 10)
+        while sidecar.last_step + timedelta(seconds=10) <= until:
+            sidecar.last_step += timedelta(seconds=10)
+            sidecar.score_step(sidecar.last_step)
+    return sidecar
+
+
+def anomalies(client: Client) -> list[tuple]:
+    return client.query("SELECT metric, country, opened_at, closed_at, anomaly_id FROM anomalies FINAL "
+                        "ORDER BY opened_at, metric, country").result_rows
+
+
+def test_the_outage_is_found_within_a_minute_with_no_false_alert(demo: Client) -> None:
+    run_sidecar(demo, until=NOW)
+    incident = PLAN.incident
+    found = anomalies(demo)
+    assert found, "no anomaly found"
+    for metric, country, opened_at, closed, _ in found:
+        opened = opened_at.replace(tzinfo=UTC)
+        assert incident.start <= opened <= incident.end, (metric, country, opened)  # nothing outside it
+        assert country in ("DE", "ALL")
+        assert closed is not None and closed.replace(tzinfo=UTC) >= incident.end
+    first = {(m, c): o.replace(tzinfo=UTC) for m, c, o, *_ in found}
+    assert first[("payment_failure_rate", "DE")] <= incident.start + timedelta(seconds=60)
+    assert first[("orders_per_s", "DE")] <= incident.start + timedelta(seconds=60)
+    text, payload = demo.query("SELECT text, payload FROM insights FINAL WHERE metric = 'payment_failure_rate' "
+                               "AND country = 'DE'").result_rows[0]
+    assert "Payment failure rate in DE rose to" in text and "a problem local to DE" in text
+    data = json.loads(payload)
+    assert data["scope"] == "local" and data["baseline"] < 0.1 < data["observed"]
+    assert {"metric", "country", "observed", "baseline", "delta_pct", "window", "correlated_signals"} <= set(data)
+    orders = json.loads(demo.query("SELECT payload FROM insights FINAL WHERE metric = 'orders_per_s' "
+                                   "AND country = 'DE'").result_rows[0][0])
+    assert any(s["metric"] == "payment_failure_rate" and s["country"] == "DE" for s in orders["correlated_signals"])
+
+
+def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: Client) -> None:
+    demo.command("TRUNCATE TABLE anomalies")
+    demo.command("TRUNCATE TABLE insights")
+    demo.command("TRUNCATE TABLE grafana_annotations")
+    incident = PLAN.incident
+    with fake_grafana(TOKEN) as (url, grafana_state):
+        grafana = GrafanaClient(url, TOKEN)
+        # The sidecar runs into the middle of the outage while Grafana is down: nothing is lost.
+        grafana_state.down = True
+        run_sidecar(demo, until=incident.start + timedelta(minutes=5))
+        waiting = sync(demo, grafana)
+        assert waiting > 0 and grafana_state.annotations == {}
+        # Grafana is back: one open region per anomaly (end = start), with the documented fields and tags.
+        grafana_state.down = False
+        assert sync(demo, grafana) == 0
+        open_regions = {a["id"]: a for a in grafana_state.annotations.values()}
+        assert open_regions and all(a["timeEnd"] == a["time"] for a in open_regions.values())
+        orders = [a for a in open_regions.values() if "metric:orders_per_s" in a["tags"]]
+        assert orders and orders[0]["panelId"] == 7 and orders[0]["dashboardUID"] == "shoppulse-store-live"
+        assert all("anomaly" in a["tags"] and any(t.startswith("severity:") for t in a["tags"])
+                   for a in open_regions.values())
+        # A crash after Grafana saved an annotation but before we recorded it: the record is lost.
+        demo.command("TRUNCATE TABLE grafana_annotations")
+        # The restarted sidecar replays the history, finds the same regions, and sees them close.
+        run_sidecar(demo)
+        assert sync(demo, grafana) == 0
+        assert sync(demo, grafana) == 0  # nothing left to do the second time
+        assert set(grafana_state.annotations) == set(open_regions), "an annotation was duplicated"
+        closed = {str(r[4]): r[3] for r in anomalies(demo)}
+        for annotation in grafana_state.annotations.values():
+            anomaly_id = next(t.split(":", 1)[1] for t in annotation["tags"] if t.startswith("anomaly_id:"))
+            end = closed[anomaly_id].replace(tzinfo=UTC)
+            assert annotation["timeEnd"] == int(end.timestamp() * 1000) > annotation["time"]
+        posts = [r for r in grafana_state.requests if r[0] == "POST" and r[1] == "/api/annotations"]
+        assert len(posts) == len(open_regions)
