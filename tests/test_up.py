@@ -36,6 +36,7 @@ def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "SHOPPULSE_KAFKA_HEAP": "384m",
         "SHOPPULSE_INGEST_METRICS_PORT": str(free_port()),
         "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port()),
+        "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port()),
         **extra,
     })
     return env
@@ -130,6 +131,9 @@ def test_up_starts_a_healthy_stack_and_sigterm_stops_all_of_it(running_stack) ->
     metrics = f"http://{components['ingest']['address']}/metrics"
     assert wait_for(lambda: ingest_total(metrics, "shoppulse_ingest_events_out_total") > 50, 60)
     assert wait_for(lambda: client.query("SELECT count() FROM metrics_1s").result_rows[0][0] > 0, 60)
+    # The anomaly sidecar scores each step of final aggregates as it arrives.
+    sidecar = f"http://{components['sidecar']['address']}/metrics"
+    assert wait_for(lambda: ingest_total(sidecar, "shoppulse_sidecar_steps_total") > 0, 90)
     truth = (Path(env["SHOPPULSE_DATA_DIR"]) / "ground_truth.jsonl").read_text().splitlines()
     assert json.loads(truth[0])["kind"] == "payment_outage"
 

@@ -40,6 +40,7 @@ def render(stack: LocalStack, ingest: IngestRates | None = None, store: StoreKpi
         parts.append(render_ingest(ingest))
     if store is not None:
         parts.append(render_store(store))
+        parts.append(render_insights(store))
     s = stack.settings
     footer = Text(
         f"data: {stack.data_dir}   KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap}   "
@@ -63,6 +64,20 @@ def render_store(store: StoreKpis) -> Table:
     for country, orders, revenue, conversion, abandonment in store.rows:
         table.add_row(country, f"{orders:.2f}", f"{revenue:,.2f}", _pct(conversion), _pct(abandonment))
     return table
+
+
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
+
+
+def render_insights(store: StoreKpis) -> Text:
+    text = Text("newest insights (anomaly sidecar)\n", style="bold")
+    if not store.insights:
+        text.append("none yet: the sidecar writes one when it opens an anomaly region\n", style="dim")
+    for created, severity, insight in store.insights:
+        text.append(f"{created:%H:%M:%S} ", style="dim")
+        text.append(f"{severity:8} ", style=_SEVERITY_STYLE.get(severity, ""))
+        text.append(insight + "\n")
+    return text
 
 
 def render_ingest(ingest: IngestRates) -> Table:

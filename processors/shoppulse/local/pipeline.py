@@ -60,6 +60,12 @@ FROM sessions_1m
 WHERE ts >= now() - 900
 GROUP BY country
 """
+INSIGHTS_QUERY = """
+SELECT created_at, severity, text
+FROM insights FINAL
+ORDER BY created_at DESC
+LIMIT 3
+"""
 
 
 @dataclass
@@ -68,6 +74,7 @@ class StoreKpis:
     the last 15 minutes of closed sessions, and the freshness watermark — read from ClickHouse."""
 
     rows: list[tuple[str, float, float, float | None, float | None]] = field(default_factory=list)
+    insights: list[tuple[Any, str, str]] = field(default_factory=list)  # newest first: (time, severity, text)
     watermark: Any = None
     error: str = ""
 
@@ -75,6 +82,7 @@ class StoreKpis:
         try:
             store = client.query(STORE_QUERY).result_rows
             sessions = {c: (conv, ab) for c, conv, ab in client.query(SESSIONS_QUERY).result_rows}
+            self.insights = [(t, str(sev), str(text)) for t, sev, text in client.query(INSIGHTS_QUERY).result_rows]
         except Exception as exc:  # ClickHouse down: keep the last numbers, say why
             self.error = str(exc).splitlines()[0][:120]
             return
