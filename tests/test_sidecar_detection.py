@@ -135,3 +135,19 @@ def test_insight_names_the_change_what_moved_with_it_and_the_scope() -> None:
                     "Moving with it in BR: orders/s -71%. Other countries look normal: a problem local to BR.")
     systemic = [Signal("orders_per_s", c, -6.0, -50, 0.8) for c in ("US", "GB", "FR")]
     assert scope_of("orders_per_s", "BR", -5.0, systemic) == "systemic"
+
+
+def test_seasonal_fit_follows_the_daily_cycle_and_its_cone_widens() -> None:
+    from shoppulse.sidecar.seasonal import BUCKET, PERIOD, fit
+
+    rng = random.Random(8)
+    stamps = [START + BUCKET * i for i in range(PERIOD * 4)]
+    values = [50 + 30 * math.sin(2 * math.pi * i / PERIOD) + rng.gauss(0, 3) for i in range(len(stamps))]
+    band = fit(stamps, values)
+    assert band is not None and 2.0 < band.sigma < 4.5
+    for h, (ts, expected, sd) in enumerate(band.forecast, 1):
+        truth = 50 + 30 * math.sin(2 * math.pi * (len(stamps) + h - 1) / PERIOD)
+        assert ts == stamps[-1] + BUCKET * h
+        assert abs(expected - truth) < 3 * band.sigma
+        assert sd == pytest.approx(band.sigma * math.sqrt(h))
+    assert fit(stamps[:PERIOD], values[:PERIOD]) is None  # one day cannot show a daily season

@@ -4,9 +4,11 @@ mirrors them into Grafana (a server enforcing the annotations API contract) exac
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -118,3 +120,24 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
             assert annotation["timeEnd"] == int(end.timestamp() * 1000) > annotation["time"]
         posts = [r for r in grafana_state.requests if r[0] == "POST" and r[1] == "/api/annotations"]
         assert len(posts) == len(open_regions)
+
+
+def test_seasonal_bands_are_written_only_for_series_with_enough_history(demo: Client) -> None:
+    from shoppulse.sidecar.seasonal import refit
+
+    start = (NOW - timedelta(days=3)).replace(second=0)
+    history = [[start + timedelta(minutes=m), "SE", 40, 10, 0, 5, 4, 0,
+                round(3 + 2 * math.sin(2 * math.pi * m / 1440)), 3, Decimal(120)] for m in range(3 * 1440 - 200)]
+    demo.insert("metrics_1m", history, column_names=["ts", "country", "product_views", "cart_adds", "cart_removes",
+                                                     "checkouts", "payment_attempts", "payment_failures", "orders",
+                                                     "items", "revenue"])
+    fitted_at = NOW + timedelta(minutes=1)
+    assert refit(demo, fitted_at) >= 2  # SE's orders/s and revenue/s at least
+    rows = demo.query("SELECT country, metric, kind, count(), min(ts), max(ts), max(upper - lower) FROM expected_band "
+                      "WHERE fitted_at = {at:DateTime} GROUP BY country, metric, kind ORDER BY country, metric, kind",
+                      parameters={"at": fitted_at.replace(tzinfo=None)}).result_rows
+    by_key = {(c, m, k): (n, first, last, width) for c, m, k, n, first, last, width in rows}
+    assert ("SE", "orders_per_s", "seasonal") in by_key and ("SE", "orders_per_s", "forecast") in by_key
+    assert not any(country == "DE" for country, *_ in rows)  # three hours of history: no season seen
+    n, _, last, _ = by_key[("SE", "orders_per_s", "forecast")]
+    assert n == 3 and last.replace(tzinfo=UTC) > NOW

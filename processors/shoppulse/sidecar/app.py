@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
 
+from shoppulse.sidecar import seasonal
 from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STEP_S = 10
 WINDOW_S = 60
+REFIT_EVERY = timedelta(minutes=15)
 HISTORY = 30
 
 STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
@@ -208,13 +210,18 @@ class Sidecar:
 
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
-        warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0) -> None:
+        warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0,
+        refit_every: timedelta = REFIT_EVERY) -> None:
     sidecar = Sidecar(client, on_change=on_change)
     sidecar.start(warm_up)
     log.info("sidecar detecting", extra={"step_s": sidecar.step_s, "window_s": sidecar.window_s,
                                          "series": len(sidecar.series)})
+    next_refit = time.monotonic()
     while not should_stop():
         try:
+            if time.monotonic() >= next_refit:
+                next_refit = time.monotonic() + refit_every.total_seconds()
+                seasonal.refit(client, datetime.now(UTC))
             sidecar.catch_up()
         except Exception as exc:  # ClickHouse away: keep the state, try again
             log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
