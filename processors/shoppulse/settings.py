@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     grafana_token: str | None = Field(default=None, validation_alias="GRAFANA_TOKEN", repr=False)
     grafana_folder: str = "shoppulse"
 
+    openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY", repr=False)
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    llm_model: str = "gpt-4o-mini"
+    llm_daily_budget_usd: float = Field(default=5.0, ge=0, le=10_000)
+    llm_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+
     pii_key: str | None = Field(default=None, repr=False)
     demo: bool = False
     ingest_metrics_port: int = 9465
@@ -71,7 +78,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{port} is not a TCP port (1-65535)")
         return port
 
-    @field_validator("clickhouse_url", "grafana_url")
+    @field_validator("clickhouse_url", "grafana_url", "openai_base_url")
     @classmethod
     def _valid_url(cls, url: str | None) -> str | None:
         if url is None:

@@ -63,6 +63,7 @@ class Sidecar:
     step_s: int = STEP_S
     window_s: int = WINDOW_S
     on_change: Callable[[], None] = lambda: None
+    explain: Callable[[InsightPayload, datetime, uuid.UUID, list[object]], None] | None = None
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     last_step: datetime | None = None
     replaying: bool = False
@@ -205,14 +206,18 @@ class Sidecar:
               "correlation": round(s.correlation, 2)} for s in moved[:8]])
         text = template_insight(payload, region.opened_at)
         insight_id = uuid.uuid5(region.anomaly_id, "insight")
-        return [region.opened_at, insight_id, region.anomaly_id, region.metric, region.country, severity, text,
-                "template", json.dumps(payload.as_dict(), sort_keys=True)]
+        row: list[object] = [region.opened_at, insight_id, region.anomaly_id, region.metric, region.country, severity,
+                             text, "template", json.dumps(payload.as_dict(), sort_keys=True)]
+        if self.explain is not None:  # the model's wording replaces the template's when it arrives
+            self.explain(payload, region.opened_at, region.anomaly_id, row)
+        return row
 
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
         warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0,
-        refit_every: timedelta = REFIT_EVERY) -> None:
-    sidecar = Sidecar(client, on_change=on_change)
+        refit_every: timedelta = REFIT_EVERY,
+        explain: Callable[[InsightPayload, datetime, uuid.UUID, list[object]], None] | None = None) -> None:
+    sidecar = Sidecar(client, on_change=on_change, explain=explain)
     sidecar.start(warm_up)
     log.info("sidecar detecting", extra={"step_s": sidecar.step_s, "window_s": sidecar.window_s,
                                          "series": len(sidecar.series)})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from prometheus_client import start_http_server
 
@@ -12,7 +14,10 @@ from shoppulse import clickhouse
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.settings import Settings
 from shoppulse.sidecar.annotations import AnnotationSyncer
+from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.app import run as detect
+from shoppulse.sidecar.explain import InsightPayload
+from shoppulse.sidecar.llm import InsightWriter
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +32,33 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
     else:
         log.warning("GRAFANA_URL is not set: anomalies go to ClickHouse only, no Grafana annotations")
     log.info("sidecar starting", extra={"metrics_port": settings.sidecar_metrics_port,
-                                        "grafana": settings.grafana_url or "-"})
+                                        "grafana": settings.grafana_url or "-",
+                                        "insights": f"llm {settings.llm_model}" if settings.openai_api_key
+                                        else "template"})
     client = clickhouse.connect(settings)
+    explain = None
+    pool = None
+    if settings.openai_api_key:
+        writer = InsightWriter(clickhouse.connect(settings), settings.openai_api_key, settings.llm_model,
+                               settings.llm_daily_budget_usd, settings.llm_timeout_s, settings.llm_max_retries,
+                               settings.openai_base_url)
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llm")
+        writer_client = clickhouse.connect(settings)
+
+        def reword(payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID, row: list[object]) -> None:
+            insight = writer.write(payload, opened_at, anomaly_id)
+            if insight.source != "template":
+                writer_client.insert("insights", [[*row[:6], insight.text, insight.source, row[8]]],
+                                     column_names=INSIGHT_COLUMNS)
+
+        def explain(payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID, row: list[object]) -> None:
+            assert pool is not None
+            pool.submit(reword, payload, opened_at, anomaly_id, row)
     try:
-        detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up)
+        detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up, explain=explain)
     finally:
         if syncer:
             syncer.stop()
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
         client.close()
