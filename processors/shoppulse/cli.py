@@ -231,6 +231,35 @@ def sidecar(
 
 
 @app.command()
+def detect(
+    csv_file: Annotated[Path, typer.Option("--csv", help="A CSV with timestamp,value (and optional label) columns.")],
+    out: Annotated[Path | None, typer.Option(help="Where the scored CSV goes [default: stdout].")] = None,
+) -> None:
+    """Run the sidecar's detectors over any time series: a score in [0, 1] and an anomaly flag per point."""
+    from shoppulse.sidecar.csv_detect import CsvInputError, score_file
+
+    if not csv_file.is_file():
+        _fail(f"no such file: {csv_file}", 2)
+    try:
+        if out is None:
+            report = score_file(csv_file, sys.stdout)
+        else:
+            with out.open("w", newline="") as handle:
+                report = score_file(csv_file, handle)
+    except CsvInputError as exc:
+        _fail(f"{csv_file}: {exc}", 2)
+    except UnicodeDecodeError:
+        _fail(f"{csv_file}: not a UTF-8 text file", 2)
+    summary = f"{report.points:,} points, {report.flagged:,} flagged as anomalous"
+    if report.precision is not None or report.recall is not None:
+        precision = "-" if report.precision is None else f"{report.precision:.2f}"
+        recall = "-" if report.recall is None else f"{report.recall:.2f}"
+        summary += (f"; against the labels: point precision {precision}, recall {recall}; "
+                    f"{report.events_detected} of {report.events} labelled events detected")
+    err.print(summary, highlight=False)
+
+
+@app.command()
 def loadgen(
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events per second to hold.")] = 200,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,

@@ -26,7 +26,7 @@ class Point:
 
     value: float
     count: float  # events (for rates) or trials (for ratios) the value was computed from
-    kind: str  # "rate" (events/s over window_s), "ratio" (successes/trials) or "quantile" (of count samples)
+    kind: str  # "rate" (events/s over window_s), "ratio" (successes/trials), "quantile" (of count samples), "level"
     window_s: float = 60.0
 
     def noise_sd(self) -> float:
@@ -34,6 +34,8 @@ class Point:
         sqrt(p(1-p)/n); a rate built from n events by value/sqrt(n) (each event's weight times
         sqrt(n)); a quantile of n samples by about 1.5 value/sqrt(n), plus the histogram's 5 %."""
         n = max(self.count, 1.0)
+        if self.kind == "level":  # a measurement without counts behind it: its own spread is the only scale
+            return 0.0
         if self.kind == "ratio":
             p = min(max(self.value, 0.0), 1.0)
             return math.sqrt(max(p * (1 - p), 0.25 / n) / n)
