@@ -14,10 +14,10 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
-from fake_grafana import fake_grafana
 from shoppulse import clickhouse
 from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.grafana_api import GrafanaClient
+from shoppulse.grafana_double import fake_grafana
 from shoppulse.sidecar.annotations import sync
 from shoppulse.sidecar.app import Sidecar
 from shoppulse.sink.migrations import migrate

@@ -16,8 +16,9 @@ from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
 from shoppulse.loadgen.markets import MARKETS, country_weights
 from shoppulse.loadgen.scenario import ActiveIncident
-from shoppulse.loadgen.shoppers import Effects, Session, effects_for, new_session
+from shoppulse.loadgen.shoppers import Effects, Session, apply_live_effects, effects_for, new_session
 
+NO_EFFECTS = Effects()
 SESSION_SECONDS = 60.0  # a session's events spread over about this long at any rate
 MEAN_EVENTS_PER_SESSION = 6.0
 MIN_POOL = 20
@@ -94,8 +95,11 @@ class EventStream:
             self.tally.duplicates += 1
             return Emission(self._last_valid.key, self._last_valid.value, "duplicate",
                             country=self._last_valid.country)
-        session = self._session(now)
-        step = session.steps.pop(0)
+        step = None
+        while step is None:
+            session = self._session(now)
+            step = apply_live_effects(self.rng, session, session.steps.pop(0),
+                                      self._effects.get(session.common["country"], NO_EFFECTS))
         event = {**session.common, **step, "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
                  "event_time": self._event_time(now)}
         key = session.common["session_id"].encode()

@@ -17,10 +17,11 @@ IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "aban
 
 # What each kind of incident moves, in the metric names the aggregates and the sidecar use.
 AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
-    "payment_outage": ("payment_failure_rate", "orders_per_s", "revenue", "conversion_rate", "abandonment_rate"),
-    "flash_sale": ("orders_per_s", "revenue", "sessions"),
+    "payment_outage": ("payment_failure_rate", "orders_per_s", "revenue_per_s", "conversion_rate",
+                       "abandonment_rate"),
+    "flash_sale": ("orders_per_s", "revenue_per_s", "views_per_s"),
     "checkout_latency": ("payment_latency_p95", "abandonment_rate", "conversion_rate"),
-    "abandonment_surge": ("abandonment_rate", "conversion_rate", "orders_per_s"),
+    "abandonment_surge": ("abandonment_rate", "checkout_rate", "conversion_rate", "orders_per_s"),
 }
 
 

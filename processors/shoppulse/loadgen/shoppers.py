@@ -52,6 +52,7 @@ class Session:
 
     common: dict[str, Any]
     steps: list[dict[str, Any]] = field(default_factory=list)
+    effects: Effects = field(default_factory=Effects)  # the incidents' effects it was planned with
 
 
 def _price(rng: random.Random, product: int, market: Market) -> str:
@@ -68,7 +69,34 @@ def new_session(rng: random.Random, market: Market, effects: Effects, serial: in
         user = rng.randrange(1, 2_000_000)
         common |= {"user_id": f"cust-{user:07d}", "email": f"shopper{user}@example.com",
                    "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
-    return Session(common, plan_steps(rng, market, effects, serial))
+    return Session(common, plan_steps(rng, market, effects, serial), effects)
+
+
+def apply_live_effects(rng: random.Random, session: Session, step: dict[str, Any],
+                       now: Effects) -> dict[str, Any] | None:
+    """The step as the shop treats it *now*: an incident that began after the session was planned
+    reaches the shoppers already in it. A checkout the shopper now gives up is not emitted (None, and
+    the visit ends); a payment that now fails, or a shopper who now leaves at checkout, ends the visit."""
+    planned = session.effects
+    kind = step["event_type"]
+    if kind == "checkout_start" and now.checkout < planned.checkout \
+            and rng.random() < 1 - now.checkout / planned.checkout:
+        session.steps.clear()
+        return None
+    leaving = (now.drop_before_payment - planned.drop_before_payment) / (1 - planned.drop_before_payment)
+    if kind == "checkout_start" and leaving > 0 and rng.random() < leaving:
+        session.steps.clear()  # starts the checkout, never pays
+    if kind != "payment_attempt":
+        return step
+    if now.latency_factor != planned.latency_factor:
+        step = {**step, "latency_ms": min(int(step["latency_ms"] * now.latency_factor / planned.latency_factor),
+                                          600_000)}
+    if step["result"] == "success" and now.payment_failure > planned.payment_failure:
+        extra = (now.payment_failure - planned.payment_failure) / (1 - planned.payment_failure)
+        if rng.random() < extra:
+            step = {**step, "result": "failure", "failure_reason": "gateway_error"}
+            session.steps.clear()
+    return step
 
 
 def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int) -> list[dict[str, Any]]:

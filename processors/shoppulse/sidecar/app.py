@@ -59,7 +59,7 @@ class Series:
 
 @dataclass
 class Sidecar:
-    client: Client
+    client: Client | None
     step_s: int = STEP_S
     window_s: int = WINDOW_S
     on_change: Callable[[], None] = lambda: None
@@ -67,6 +67,13 @@ class Sidecar:
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     last_step: datetime | None = None
     replaying: bool = False
+    record: bool = True  # False: score only (``shoppulse score`` simulates without a database)
+
+    @property
+    def _db(self) -> Client:
+        if self.client is None:
+            raise RuntimeError("this sidecar scores without a database (record=False)")
+        return self.client
 
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
@@ -79,7 +86,7 @@ class Sidecar:
         """Rebuild the detectors by replaying the last ``warm_up`` of final steps (writing nothing),
         then take over the regions a previous run left open: a region still open in the replay keeps
         its stored id; one that closed meanwhile is closed when the replay saw it close."""
-        newest = watermark(self.client)
+        newest = watermark(self._db)
         if newest is None:
             return
         aligned = newest - timedelta(seconds=newest.timestamp() % self.step_s)
@@ -92,7 +99,7 @@ class Sidecar:
         self._take_over()
 
     def _take_over(self) -> None:
-        stored = self.client.query(
+        stored = self._db.query(
             "SELECT anomaly_id, metric, country, opened_at FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
         adopted: set[tuple[str, str]] = set()
@@ -121,7 +128,7 @@ class Sidecar:
 
     def catch_up(self) -> int:
         """Score every step that became final since the last one; returns how many."""
-        newest = watermark(self.client)
+        newest = watermark(self._db)
         if newest is None:
             return 0
         if self.last_step is None:
@@ -137,7 +144,10 @@ class Sidecar:
         return done
 
     def score_step(self, end: datetime) -> list[Change]:
-        windows = read_window(self.client, end, self.window_s)
+        return self.score_windows(end, read_window(self._db, end, self.window_s))
+
+    def score_windows(self, end: datetime, windows: dict[str, dict[str, Point]]) -> list[Change]:
+        """Score one step's points (country -> metric -> point); write the region changes unless replaying."""
         changes: list[Change] = []
         for country, points in windows.items():
             for metric, point in points.items():
@@ -149,7 +159,7 @@ class Sidecar:
                 if change is not None:
                     changes.append(change)
         STEPS.inc()
-        if changes and not self.replaying:
+        if changes and not self.replaying and self.record:
             self._write(end, changes)
         OPEN.set(sum(1 for s in self.series.values() if s.tracker.is_open))
         return changes
@@ -171,9 +181,9 @@ class Sidecar:
             elif change.kind == "closed":
                 log.info("anomaly closed", extra={"metric": region.metric, "country": region.country,
                                                   "anomaly_id": str(region.anomaly_id)})
-        self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
+        self._db.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
         if insights:
-            self.client.insert("insights", insights, column_names=INSIGHT_COLUMNS)
+            self._db.insert("insights", insights, column_names=INSIGHT_COLUMNS)
         self.on_change()
 
     def correlated(self, region: Region) -> list[Signal]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from shoppulse.sidecar.detectors import Point, SeriesDetector
+from shoppulse.sidecar.detectors import Point, RobustZ, SeriesDetector
 from shoppulse.sidecar.regions import RegionTracker
 
 
@@ -85,7 +85,8 @@ def read_rows(handle: TextIO) -> Iterator[Row]:
 
 
 def detect(rows: Iterable[Row]) -> Iterator[Scored]:
-    detector, tracker = SeriesDetector(seed=11), RegionTracker("value", "csv")
+    # Points of an arbitrary series may be far apart: a baseline with a shorter memory (about 20 points).
+    detector, tracker = SeriesDetector(seed=11, robust=RobustZ(alpha=0.05)), RegionTracker("value", "csv")
     for row in rows:
         point = Point(row.value, 0.0, "level")
         verdict = detector.step(point, tracker.is_open)

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from river import anomaly, compose, preprocessing
 
 WARM_UP_POINTS = 60
+CLIP_Z = 2.0  # residuals beyond this many scales are clipped when learning
+LEARN_BELOW_Z = 3.0  # points this unusual (or inside a region) are learned from only at a tenth of the rate
+ANOMALY_LEARNING_WEIGHT = 0.1
 Z_FOR_FULL_SCORE = 8.0
 
 
@@ -55,17 +58,26 @@ class RobustZ:
         if self.level is None:
             return 0.0
         # Bias-corrected: early on the running deviation has absorbed only part of its weight.
-        deviation = self.deviation / (1 - (1 - self.alpha) ** max(self.seen - 1, 1))
-        scale = max(1.4826 * deviation, point.noise_sd(), 1e-9)
+        scale = max(1.4826 * self._corrected(), point.noise_sd(), 1e-9)
         return (point.value - self.level) / scale
 
-    def learn(self, point: Point) -> None:
+    def learn(self, point: Point, weight: float = 1.0) -> None:
+        """Huber-style: a residual counts at most ``CLIP_Z`` scales, so a drift that is starting does not
+        inflate the scale it is measured against (it would hide itself)."""
         self.seen += 1
         if self.level is None:
             self.level = point.value
             return
-        self.deviation += self.alpha * (abs(point.value - self.level) - self.deviation)
-        self.level += self.alpha * (point.value - self.level)
+        residual = point.value - self.level
+        if self.seen > WARM_UP_POINTS:  # before that the scale itself is still being learned
+            scale = max(1.4826 * self._corrected(), point.noise_sd(), 1e-9)
+            residual = max(-CLIP_Z * scale, min(CLIP_Z * scale, residual))
+        rate = self.alpha * weight
+        self.deviation += rate * (abs(residual) - self.deviation)
+        self.level += rate * residual
+
+    def _corrected(self) -> float:
+        return self.deviation / (1 - (1 - self.alpha) ** max(self.seen - 1, 1))
 
 
 def half_space_trees(seed: int) -> compose.Pipeline:
@@ -102,8 +114,10 @@ class SeriesDetector:
         warm = self.robust.seen >= WARM_UP_POINTS
         score = min(1.0, abs(z) / Z_FOR_FULL_SCORE) * 0.8 + 0.2 * hst if warm else 0.0
         expected = self.robust.level if self.robust.level is not None else point.value
-        if not (anomalous_before or (warm and abs(z) >= 4.0)):
+        if not (anomalous_before or (warm and abs(z) >= LEARN_BELOW_Z)):
             self.robust.learn(point)
             self.hst.learn_one(features)
+        else:  # barely: an incident must not become normal, but a lasting shift eventually must
+            self.robust.learn(point, weight=ANOMALY_LEARNING_WEIGHT)
         self.previous = point.value
         return Verdict(z if warm else 0.0, score, hst, expected, warm)

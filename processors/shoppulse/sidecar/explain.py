@@ -20,8 +20,10 @@ SYSTEMIC_SHARE = 0.4
 LABELS = {
     "orders_per_s": ("orders/s", "{:.2f}"),
     "revenue_per_s": ("revenue", "${:,.2f}/s"),
+    "views_per_s": ("product views/s", "{:,.1f}"),
     "conversion_rate": ("conversion", "{:.1%}"),
     "abandonment_rate": ("cart abandonment", "{:.0%}"),
+    "checkout_rate": ("carts reaching checkout", "{:.0%}"),
     "payment_failure_rate": ("payment failure rate", "{:.0%}"),
     "payment_latency_p95": ("payment latency p95", "{:,.0f} ms"),
 }

@@ -1,6 +1,7 @@
 """Anomaly regions from a stream of verdicts: open, update, close — with hysteresis so they do not flap.
 
-A region opens after ``open_after`` consecutive steps with |z| >= ``open_z`` and closes after
+A region opens after ``open_after`` consecutive steps with |z| >= ``open_z`` (at once when |z| >=
+``open_at_once_z``) and closes after
 ``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with the size of the
 deviation (|delta| against the expected value) and with its duration. Its id is derived from the
 series and the step it opened at, so a restarted sidecar that replays the same data names the same
@@ -69,6 +70,7 @@ class RegionTracker:
     open_z: float = 4.0
     close_z: float = 2.0
     open_after: int = 2
+    open_at_once_z: float = 8.0  # evidence this strong opens a region without waiting for a second step
     close_after: int = 3
     region: Region | None = None
     last_closed: Region | None = None
@@ -84,7 +86,7 @@ class RegionTracker:
         band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
         if self.region is None:
             self._above = self._above + 1 if magnitude >= self.open_z else 0
-            if self._above < self.open_after:
+            if self._above < self.open_after and magnitude < self.open_at_once_z:
                 return None
             self._above, self._below = 0, 0
             self.region = Region(region_id(self.metric, self.country, at), self.metric, self.country, at,

@@ -18,9 +18,10 @@ from shoppulse.aggregate.histogram import quantile
 from shoppulse.sidecar.detectors import Point
 
 GLOBAL = "ALL"
-METRICS = ("orders_per_s", "revenue_per_s", "conversion_rate", "abandonment_rate", "payment_failure_rate",
-           "payment_latency_p95")
-MIN_TRIALS = {"conversion_rate": 20, "abandonment_rate": 5, "payment_failure_rate": 5, "payment_latency_p95": 5}
+METRICS = ("orders_per_s", "revenue_per_s", "views_per_s", "conversion_rate", "abandonment_rate", "checkout_rate",
+           "payment_failure_rate", "payment_latency_p95")
+MIN_TRIALS = {"conversion_rate": 20, "abandonment_rate": 5, "checkout_rate": 5, "payment_failure_rate": 5,
+              "payment_latency_p95": 5}
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Totals:
     carts: float = 0.0
     attempts: float = 0.0
     failures: float = 0.0
+    checkouts: float = 0.0
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
@@ -44,11 +46,14 @@ def _rate(amount: float, events: float, window_s: float) -> Point:
 def points(totals: Totals, latency: dict[int, int], window_s: float) -> dict[str, Point]:
     """Each metric's point for one country's window (metrics without enough evidence are left out)."""
     found = {"orders_per_s": _rate(totals.orders, totals.orders, window_s),
-             "revenue_per_s": _rate(totals.revenue, totals.orders, window_s)}
+             "revenue_per_s": _rate(totals.revenue, totals.orders, window_s),
+             "views_per_s": _rate(totals.views, totals.views, window_s)}
     if totals.views >= MIN_TRIALS["conversion_rate"]:
         found["conversion_rate"] = Point(totals.orders / totals.views, totals.views, "ratio", window_s)
     if totals.carts >= MIN_TRIALS["abandonment_rate"]:
         found["abandonment_rate"] = Point(max(0.0, 1 - totals.orders / totals.carts), totals.carts, "ratio", window_s)
+    if totals.carts >= MIN_TRIALS["checkout_rate"]:
+        found["checkout_rate"] = Point(min(1.0, totals.checkouts / totals.carts), totals.carts, "ratio", window_s)
     if totals.attempts >= MIN_TRIALS["payment_failure_rate"]:
         found["payment_failure_rate"] = Point(totals.failures / totals.attempts, totals.attempts, "ratio", window_s)
     trials = sum(latency.values())
@@ -72,7 +77,7 @@ def read_window(client: Client, end: datetime, window_s: float) -> dict[str, dic
     parameters = {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)}
     rows = client.query(
         "SELECT country, sum(orders), sum(revenue), sum(product_views), sum(cart_adds), sum(payment_attempts), "
-        "sum(payment_failures) FROM metrics_1s WHERE ts >= {start:DateTime} AND ts < {end:DateTime} "
+        "sum(payment_failures), sum(checkouts) FROM metrics_1s WHERE ts >= {start:DateTime} AND ts < {end:DateTime} "
         "GROUP BY country", parameters=parameters).result_rows
     totals: dict[str, Totals] = {}
     for country, *numbers in rows:

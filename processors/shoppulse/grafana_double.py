@@ -1,7 +1,8 @@
-"""A local HTTP server that speaks the parts of Grafana's HTTP API shoppulse uses, and enforces
-their documented contract: Bearer service-account token, JSON bodies, field names and types, uid
-rules, dashboard version checks, and Grafana's status codes and error bodies. No Grafana binary
-can run on our machines, so this is what export/push (and later annotations) are tested against.
+"""A local stand-in for Grafana's HTTP API, for tests and benchmarks: it speaks the parts shoppulse
+uses (dashboards, folders, search, annotations) and enforces their documented contract — Bearer
+service-account token, JSON bodies, field names and types, uid rules, dashboard version checks, and
+Grafana's status codes and error bodies. No Grafana binary can run on our machines, so this is what
+export/push and the sidecar's annotations are tested and measured against.
 
 Behaviour follows Grafana's Dashboard, Folder and Search HTTP API documentation: a save assigns
 the numeric id and bumps ``version``; a save whose ``version`` differs from the stored one without
