@@ -438,6 +438,28 @@ def bench_dashboards(
                   highlight=False)
 
 
+@bench_app.command("annotate")
+def bench_annotate(
+    outages: Annotated[int, typer.Option(min=1, max=20, help="Outages to play, one after another.")] = 3,
+) -> None:
+    """From an anomaly's onset to its Grafana annotation, through the sidecar process, per outage."""
+    from shoppulse.bench.annotate import measure
+
+    settings = _settings()
+    setup_logging("WARNING")
+    try:
+        timings = measure(settings, outages, report=lambda line: err.print(line, highlight=False))
+    except RuntimeError as exc:
+        _fail(str(exc))
+    for t in timings:
+        console.print(f"outage in {t.country}: first outage second queryable -> annotation "
+                      f"{t.queryable_to_annotation_s:.1f} s, region opened -> annotation "
+                      f"{t.detection_to_annotation_s:.2f} s", highlight=False)
+    worst = max(t.detection_to_annotation_s for t in timings)
+    console.print(f"region opened -> annotation: worst {worst:.2f} s over {len(timings)} outages (goal <= 5 s)",
+                  highlight=False)
+
+
 @events_app.command("schemas")
 def events_schemas() -> None:
     """Regenerate the JSON Schema files in docs/schemas/ from the event models."""

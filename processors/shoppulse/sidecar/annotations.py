@@ -65,7 +65,7 @@ def pending(client: Client) -> list[PendingAnnotation]:
     """Anomalies whose annotation is missing or still open in Grafana while the anomaly has closed."""
     rows = client.query(
         "SELECT a.anomaly_id, a.metric, a.country, a.severity, a.opened_at, a.closed_at, "
-        "       ifNull(i.text, ''), g.annotation_id, a.updated_at "
+        "       ifNull(i.text, ''), g.annotation_id, a.detected_at "
         "FROM (SELECT * FROM anomalies FINAL) AS a "
         "LEFT JOIN (SELECT anomaly_id, any(text) AS text FROM insights GROUP BY anomaly_id) AS i "
         "  ON i.anomaly_id = a.anomaly_id "

@@ -43,7 +43,7 @@ OPEN = Gauge("shoppulse_sidecar_open_anomalies", "Anomaly regions open now")
 BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newest final second and the last step")
 
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
-                   "lower", "upper", "score", "detectors", "updated_at"]
+                   "lower", "upper", "score", "detectors", "updated_at", "detected_at"]
 INSIGHT_COLUMNS = ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text", "source",
                    "payload"]
 
@@ -99,15 +99,16 @@ class Sidecar:
         self._take_over()
 
     def _take_over(self) -> None:
-        stored = self._db.query(
-            "SELECT anomaly_id, metric, country, opened_at FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
+        stored = self._db.query("SELECT anomaly_id, metric, country, opened_at, detected_at FROM anomalies FINAL "
+                                "WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
         adopted: set[tuple[str, str]] = set()
-        for anomaly_id, metric, country, opened_at in stored:
+        for anomaly_id, metric, country, opened_at, detected_at in stored:
             series = self.series.get((metric, country))
             opened = opened_at.replace(tzinfo=UTC) if opened_at.tzinfo is None else opened_at
             if series is not None and series.tracker.region is not None:
-                series.tracker.region.anomaly_id, series.tracker.region.opened_at = anomaly_id, opened
+                region = series.tracker.region
+                region.anomaly_id, region.opened_at, region.detected_at = anomaly_id, opened, detected_at
                 adopted.add((metric, country))
                 changes.append(Change("updated", series.tracker.region))
                 continue
@@ -117,7 +118,7 @@ class Sidecar:
                              region.expected if region else 0.0, region.lower if region else 0.0,
                              region.upper if region else 0.0, region.score if region else 0.0,
                              region.z if region else 0.0,
-                             closed_at=region.closed_at if region else self.last_step,
+                             closed_at=region.closed_at if region else self.last_step, detected_at=detected_at,
                              peak_delta_pct=region.peak_delta_pct if region else 0.0)
             changes.append(Change("closed", closing))
         for (metric, country), series in self.series.items():
@@ -169,11 +170,12 @@ class Sidecar:
         anomalies, insights = [], []
         for change in changes:
             region = change.region
+            region.detected_at = region.detected_at or now
             severity = region.severity(at)
             REGIONS.labels(change.kind, severity).inc()
             anomalies.append([region.anomaly_id, region.metric, region.country, region.opened_at, region.closed_at,
                               severity, region.observed, region.expected, region.lower, region.upper, region.score,
-                              region.detectors, now])
+                              region.detectors, now, region.detected_at])
             if change.kind == "opened":
                 insights.append(self._insight(region, severity))
                 log.info("anomaly opened", extra={"metric": region.metric, "country": region.country,

@@ -1,7 +1,8 @@
 """Anomaly regions from a stream of verdicts: open, update, close — with hysteresis so they do not flap.
 
-A region opens after ``open_after`` consecutive steps with |z| >= ``open_z`` (at once when |z| >=
-``open_at_once_z``) and closes after
+A region opens after ``open_after`` consecutive steps with |z| >= ``open_z`` and a change of at
+least ``min_change_pct`` against the expected value (at once when |z| >= ``open_at_once_z``), and
+closes after
 ``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with the size of the
 deviation (|delta| against the expected value) and with its duration. Its id is derived from the
 series and the step it opened at, so a restarted sidecar that replays the same data names the same
@@ -46,6 +47,7 @@ class Region:
     score: float
     z: float
     closed_at: datetime | None = None
+    detected_at: datetime | None = None  # wall clock, set when the region is first written
     peak_delta_pct: float = 0.0
     detectors: list[str] = field(default_factory=list)
 
@@ -70,6 +72,7 @@ class RegionTracker:
     open_z: float = 4.0
     close_z: float = 2.0
     open_after: int = 2
+    min_change_pct: float = 10.0  # smaller changes are not worth a page, however certain
     open_at_once_z: float = 8.0  # evidence this strong opens a region without waiting for a second step
     close_after: int = 3
     region: Region | None = None
@@ -85,8 +88,10 @@ class RegionTracker:
         magnitude = abs(verdict.z)
         band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
         if self.region is None:
-            self._above = self._above + 1 if magnitude >= self.open_z else 0
-            if self._above < self.open_after and magnitude < self.open_at_once_z:
+            change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
+            strong = magnitude >= self.open_z and change_pct >= self.min_change_pct
+            self._above = self._above + 1 if strong else 0
+            if self._above < self.open_after and not (strong and magnitude >= self.open_at_once_z):
                 return None
             self._above, self._below = 0, 0
             self.region = Region(region_id(self.metric, self.country, at), self.metric, self.country, at,
