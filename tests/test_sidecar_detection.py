@@ -119,9 +119,9 @@ def test_half_space_trees_scores_stay_in_the_unit_interval(values: list[float]) 
 
 
 def test_noise_floors_follow_counting_statistics() -> None:
-    assert Point(2.0, 120, "rate", 60).noise_sd() == pytest.approx(2.0 / math.sqrt(120))
-    assert Point(0.03, 400, "ratio").noise_sd() == pytest.approx(math.sqrt(0.03 * 0.97 / 400))
-    assert Point(0.0, 0, "rate", 60).noise_sd() == pytest.approx(1 / 60)
+    assert Point(2.0, 120, "rate", 60).noise_sd() == pytest.approx(1.5 * 2.0 / math.sqrt(120))
+    assert Point(0.03, 400, "ratio").noise_sd() == pytest.approx(1.5 * math.sqrt(0.03 * 0.97 / 400))
+    assert Point(0.0, 0, "rate", 60).noise_sd() == pytest.approx(1.5 / 60)
     assert Point(500.0, 100, "quantile").noise_sd() == pytest.approx(500 * (0.15 + 0.05))
 
 

@@ -70,7 +70,9 @@ def test_the_outage_is_found_within_a_minute_with_no_false_alert(demo: Client) -
         opened = opened_at.replace(tzinfo=UTC)
         assert incident.start <= opened <= incident.end, (metric, country, opened)  # nothing outside it
         assert country in ("DE", "ALL")
-        assert closed is not None and closed.replace(tzinfo=UTC) >= incident.end
+        assert closed is not None, (metric, country)  # every region ends
+        if country == "DE":  # DE's own signals stay anomalous as long as the outage (the store total may not)
+            assert closed.replace(tzinfo=UTC) >= incident.end, (metric, country, closed)
     first = {(m, c): o.replace(tzinfo=UTC) for m, c, o, *_ in found}
     assert first[("payment_failure_rate", "DE")] <= incident.start + timedelta(seconds=60)
     assert first[("orders_per_s", "DE")] <= incident.start + timedelta(seconds=60)
@@ -101,7 +103,8 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
         grafana_state.down = False
         assert sync(demo, grafana) == 0
         open_regions = {a["id"]: a for a in grafana_state.annotations.values()}
-        assert open_regions and all(a["timeEnd"] == a["time"] for a in open_regions.values())
+        outage_regions = [a for a in open_regions.values() if "country:DE" in a["tags"]]
+        assert outage_regions and all(a["timeEnd"] == a["time"] for a in outage_regions)  # still open
         orders = [a for a in open_regions.values() if "metric:orders_per_s" in a["tags"]]
         assert orders and orders[0]["panelId"] == 7 and orders[0]["dashboardUID"] == "shoppulse-store-live"
         assert all("anomaly" in a["tags"] and any(t.startswith("severity:") for t in a["tags"])

@@ -85,8 +85,10 @@ def read_rows(handle: TextIO) -> Iterator[Row]:
 
 
 def detect(rows: Iterable[Row]) -> Iterator[Scored]:
-    # Points of an arbitrary series may be far apart: a baseline with a shorter memory (about 20 points).
-    detector, tracker = SeriesDetector(seed=11, robust=RobustZ(alpha=0.05)), RegionTracker("value", "csv")
+    # Points of an arbitrary series may be far apart and trend: a baseline with a shorter memory (about
+    # 20 points) that keeps creeping, slowly, inside an anomaly too.
+    detector = SeriesDetector(seed=11, robust=RobustZ(alpha=0.05), absorb_after=0, absorb_spread=True)
+    tracker = RegionTracker("value", "csv")
     for row in rows:
         point = Point(row.value, 0.0, "level")
         verdict = detector.step(point, tracker.is_open)

@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from river import anomaly, compose, preprocessing
 
 WARM_UP_POINTS = 60
+# Events come in sessions (several carts, retried payments), so counts vary more than independent
+# trials would: the counting floors are widened by this factor.
+OVERDISPERSION = 1.5
 CLIP_Z = 2.0  # residuals beyond this many scales are clipped when learning
-LEARN_BELOW_Z = 3.0  # points this unusual (or inside a region) are learned from only at a tenth of the rate
+LEARN_BELOW_Z = 3.0  # points this unusual (or inside a region) are not learned from, for a while
 ANOMALY_LEARNING_WEIGHT = 0.1
+ABSORB_AFTER_STEPS = 180  # 30 minutes at the sidecar's 10 s step
 Z_FOR_FULL_SCORE = 8.0
 
 
@@ -32,19 +36,20 @@ class Point:
     kind: str  # "rate" (events/s over window_s), "ratio" (successes/trials), "quantile" (of count samples), "level"
     window_s: float = 60.0
 
-    def noise_sd(self) -> float:
+    def noise_sd(self, expected: float | None = None) -> float:
         """The standard deviation counting alone would give the value: a ratio p of n trials varies by
         sqrt(p(1-p)/n); a rate built from n events by value/sqrt(n) (each event's weight times
-        sqrt(n)); a quantile of n samples by about 1.5 value/sqrt(n), plus the histogram's 5 %."""
+        sqrt(n)) — both times OVERDISPERSION; a quantile of n samples by about 1.5 value/sqrt(n), plus
+        the histogram's 5 %."""
         n = max(self.count, 1.0)
         if self.kind == "level":  # a measurement without counts behind it: its own spread is the only scale
             return 0.0
-        if self.kind == "ratio":
-            p = min(max(self.value, 0.0), 1.0)
-            return math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+        if self.kind == "ratio":  # under "nothing changed" the spread is that of the expected proportion
+            p = min(max(self.value if expected is None else expected, 0.0), 1.0)
+            return OVERDISPERSION * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
         if self.kind == "quantile":
             return abs(self.value) * (1.5 / math.sqrt(n) + 0.05)
-        return abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s
+        return OVERDISPERSION * (abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s)
 
 
 @dataclass
@@ -58,10 +63,10 @@ class RobustZ:
         if self.level is None:
             return 0.0
         # Bias-corrected: early on the running deviation has absorbed only part of its weight.
-        scale = max(1.4826 * self._corrected(), point.noise_sd(), 1e-9)
+        scale = max(1.4826 * self._corrected(), point.noise_sd(self.level), 1e-9)
         return (point.value - self.level) / scale
 
-    def learn(self, point: Point, weight: float = 1.0) -> None:
+    def learn(self, point: Point, weight: float = 1.0, spread: bool = True) -> None:
         """Huber-style: a residual counts at most ``CLIP_Z`` scales, so a drift that is starting does not
         inflate the scale it is measured against (it would hide itself)."""
         self.seen += 1
@@ -70,10 +75,11 @@ class RobustZ:
             return
         residual = point.value - self.level
         if self.seen > WARM_UP_POINTS:  # before that the scale itself is still being learned
-            scale = max(1.4826 * self._corrected(), point.noise_sd(), 1e-9)
+            scale = max(1.4826 * self._corrected(), point.noise_sd(self.level), 1e-9)
             residual = max(-CLIP_Z * scale, min(CLIP_Z * scale, residual))
         rate = self.alpha * weight
-        self.deviation += rate * (abs(residual) - self.deviation)
+        if spread:
+            self.deviation += rate * (abs(residual) - self.deviation)
         self.level += rate * residual
 
     def _corrected(self) -> float:
@@ -100,6 +106,9 @@ class SeriesDetector:
     robust: RobustZ = field(default_factory=RobustZ)
     hst: compose.Pipeline | None = None
     previous: float | None = None
+    absorb_after: int = ABSORB_AFTER_STEPS
+    absorb_spread: bool = False  # inside an anomaly, let its spread widen the baseline's too
+    unusual_steps: int = 0
 
     def __post_init__(self) -> None:
         self.hst = self.hst or half_space_trees(self.seed)
@@ -117,7 +126,10 @@ class SeriesDetector:
         if not (anomalous_before or (warm and abs(z) >= LEARN_BELOW_Z)):
             self.robust.learn(point)
             self.hst.learn_one(features)
-        else:  # barely: an incident must not become normal, but a lasting shift eventually must
-            self.robust.learn(point, weight=ANOMALY_LEARNING_WEIGHT)
+            self.unusual_steps = 0
+        else:  # an incident must not become normal; a shift that lasts for hours eventually must
+            self.unusual_steps += 1
+            if self.unusual_steps > self.absorb_after:
+                self.robust.learn(point, weight=ANOMALY_LEARNING_WEIGHT, spread=self.absorb_spread)
         self.previous = point.value
         return Verdict(z if warm else 0.0, score, hst, expected, warm)
