@@ -11,22 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shoppulse.dashboards.demo_data import poisson
 from shoppulse.sidecar.detectors import Point, SeriesDetector, half_space_trees
 from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
 from shoppulse.sidecar.regions import RegionTracker, severity
 
 STEP_S, WINDOW_S = 10, 60
 START = datetime(2026, 11, 23, tzinfo=UTC)
-
-
-def poisson(rng: random.Random, lam: float) -> int:
-    if lam > 30:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 def orders_stream(seconds: int, rate: float, seed: int, drop: tuple[int, int, float] | None = None) -> list[Point]:

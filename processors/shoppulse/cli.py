@@ -60,6 +60,14 @@ def _settings() -> Settings:
         _fail(str(exc), 2)
 
 
+def _stop_event_on_signals() -> threading.Event:
+    """An event SIGTERM or SIGINT sets, for loops that stop in their own time."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
 def _on_signal_raise_shutdown() -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         # Stop once: a second Ctrl-C must not interrupt the orderly shutdown.
@@ -149,9 +157,7 @@ def clickhouse_serve(
 
     settings = _settings()
     setup_logging()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = _stop_event_on_signals()
     try:
         readers = ({settings.clickhouse_grafana_user: settings.clickhouse_grafana_password}
                    if settings.clickhouse_grafana_password else {})
@@ -224,9 +230,7 @@ def sidecar(
 
     settings = _settings()
     setup_logging()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = _stop_event_on_signals()
     run(settings, stop, timedelta(minutes=warm_up_minutes))
 
 

@@ -51,7 +51,7 @@ class DemoPlan:
         return DemoIncident("DE", start, start + timedelta(minutes=15))
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float) -> int:
     if lam <= 0:
         return 0
     if lam > 30:
@@ -96,7 +96,7 @@ def metric_rows(plan: DemoPlan, start: datetime, end: datetime, step: timedelta)
     while when < end:
         for country, market in MARKETS.items():
             lam = plan.events_per_s * _share(country) * seasonal_factor(market, when) * 0.55 * seconds
-            counts = _funnel(rng, _poisson(rng, lam), plan.incident.country == country and plan.incident.active(when))
+            counts = _funnel(rng, poisson(rng, lam), plan.incident.country == country and plan.incident.active(when))
             revenue = Decimal(sum(rng.uniform(20, 110) for _ in range(counts[6]))).quantize(Decimal("0.0001"))
             rows.append([when, country, *counts, revenue])
         when += step
@@ -111,7 +111,7 @@ def session_rows(plan: DemoPlan, start: datetime, end: datetime, step: timedelta
     while when < end:
         for country, market in MARKETS.items():
             lam = plan.events_per_s / 6 * _share(country) * seasonal_factor(market, when) * step.total_seconds()
-            sessions = _poisson(rng, lam)
+            sessions = poisson(rng, lam)
             with_cart = _binomial(rng, sessions, 0.35)
             failing = plan.incident.country == country and plan.incident.active(when)
             converted = _binomial(rng, with_cart, 0.03 if failing else 0.3)
@@ -181,7 +181,7 @@ def _closed_sessions(plan: DemoPlan, start: datetime, end: datetime) -> list[lis
     offset = 0
     while when < end:
         for country in MARKETS:
-            for _ in range(_poisson(rng, plan.events_per_s / 6 * _share(country) * 10)):
+            for _ in range(poisson(rng, plan.events_per_s / 6 * _share(country) * 10)):
                 carts = _binomial(rng, 3, 0.35)
                 purchased = int(carts > 0 and rng.random() < 0.3)
                 length = timedelta(seconds=rng.uniform(20, 600))
@@ -201,7 +201,7 @@ def _payment_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[A
         for country, market in MARKETS.items():
             failing = plan.incident.country == country and plan.incident.active(when)
             for gateway in market.gateways:
-                attempts = _poisson(rng, plan.events_per_s * _share(country) * 0.02 * 5 / len(market.gateways)) + 1
+                attempts = poisson(rng, plan.events_per_s * _share(country) * 0.02 * 5 / len(market.gateways)) + 1
                 failures = _binomial(rng, attempts, 0.93 if failing else 0.03)
                 latencies = [rng.lognormvariate(math.log(900 if failing else 280), 0.45) for _ in range(attempts)]
                 buckets: dict[int, int] = {}
