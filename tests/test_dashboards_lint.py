@@ -175,3 +175,16 @@ def test_preview_renders_every_dashboard_from_query_results(tmp_path: Path) -> N
         assert header[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
         assert width == 1920 and height > 600
+
+
+def test_the_sidecars_annotation_panels_must_exist(tmp_path: Path) -> None:
+    from shoppulse.dashboards.lint import annotation_target_problems
+    from shoppulse.dashboards.model import load
+
+    shipped = [load(p) for p in dashboard_paths()]
+    assert annotation_target_problems(shipped) == []  # type: ignore[arg-type]
+    model = store_live()
+    model["panels"] = [p for p in model["panels"] if p["id"] != 7]
+    broken = load(write(tmp_path, "store-live.json", model))
+    [problem] = annotation_target_problems([broken])  # type: ignore[list-item]
+    assert "annotates panel 7 of shoppulse-store-live (store-live.json), which is missing" in str(problem)

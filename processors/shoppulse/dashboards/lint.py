@@ -19,6 +19,7 @@ from shoppulse.dashboards.queries import Executed, QueryRunner
 from shoppulse.dashboards.structure import check_dashboards
 from shoppulse.local.clickhouse_server import embedded_endpoint
 from shoppulse.settings import Settings
+from shoppulse.sidecar import annotations
 from shoppulse.sink.migrations import migrate
 
 
@@ -52,6 +53,25 @@ def demo_database(settings: Settings, now: datetime,
             client.close()
 
 
+def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:
+    """The sidecar draws anomalies on panels named in its code: they must exist and show time series."""
+    source = Path(annotations.__file__)
+    line = next((n for n, text in enumerate(source.read_text().splitlines(), 1) if text.startswith("PANELS")), 1)
+    by_uid = {f.uid: f for f in files}
+    problems = []
+    for metric, (uid, panel_id) in annotations.PANELS.items():
+        file = by_uid.get(uid)
+        if file is None or panel_id is None:
+            continue
+        panel = next((p for p in file.panels() if p.get("id") == panel_id), None)
+        if panel is None or panel.get("type") != "timeseries":
+            problems.append(Problem(source, line, f"PANELS[{metric!r}]",
+                                    f"the sidecar annotates panel {panel_id} of {uid} ({file.path.name}), which is "
+                                    f"{'missing' if panel is None else 'a ' + str(panel.get('type'))}: "
+                                    "point it at the time series panel of that metric"))
+    return problems
+
+
 def lint(paths: list[Path], client: Client, now: datetime | None = None,
          progress: Callable[[str], None] = lambda _: None) -> LintReport:
     report = LintReport()
@@ -63,6 +83,7 @@ def lint(paths: list[Path], client: Client, now: datetime | None = None,
             report.files.append(loaded)
     datasources = provisioned_datasources()
     report.problems += check_dashboards(report.files, datasources)
+    report.problems += annotation_target_problems(report.files)
     runner = QueryRunner(client, datasources, PromQLChecker(), now or datetime.now(UTC))
     for file in report.files:
         report.problems += runner.check(file)
