@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from clickhouse_connect.driver.client import Client
+
 from shoppulse import clickhouse
 from shoppulse.bench.pipeline import bench_clickhouse
 from shoppulse.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
@@ -40,13 +42,36 @@ class Timing:
     detection_to_annotation_s: float
 
 
-def _rows(plan: DemoPlan, second: datetime, outage: bool, country: str, offset: int) -> list[list[object]]:
-    rows = metric_rows(replace(plan, seed=offset), second, second + timedelta(seconds=1), timedelta(seconds=1))
-    for row in rows:
-        if outage and row[1] == country:
-            row[7] = row[6]  # every payment attempt fails
-            row[8], row[9], row[10] = 0, 0, 0  # so no order, no item, no revenue
-    return [[*row, 0, offset + i] for i, row in enumerate(rows)]
+class AggregateFeeder:
+    """Writes per-second store aggregates into ``metrics_1s`` as the aggregation would, one second
+    after each second ends, with an optional payment outage in one country."""
+
+    def __init__(self, client: Client, plan: DemoPlan, start: datetime) -> None:
+        self.client, self.plan, self.second, self.offset = client, plan, start, 0
+
+    def preload(self, span: timedelta) -> None:
+        history = metric_rows(self.plan, self.second - span, self.second, timedelta(seconds=1))
+        self._insert(history)
+
+    def feed(self, outage_in: str | None = None) -> int:
+        """Every second that has ended since the last call; returns how many were written."""
+        written = 0
+        while self.second <= datetime.now(UTC) - timedelta(seconds=1):
+            rows = metric_rows(replace(self.plan, seed=self.offset), self.second, self.second + timedelta(seconds=1),
+                               timedelta(seconds=1))
+            for row in rows:
+                if row[1] == outage_in:
+                    row[7] = row[6]  # every payment attempt fails
+                    row[8], row[9], row[10] = 0, 0, 0  # so no order, no item, no revenue
+            self._insert(rows)
+            self.second += timedelta(seconds=1)
+            written += 1
+        return written
+
+    def _insert(self, rows: list[list[object]]) -> None:
+        self.client.insert("metrics_1s", [[*r, 0, self.offset + i] for i, r in enumerate(rows)],
+                           column_names=[*METRIC_COLUMNS, "src_partition", "src_offset"])
+        self.offset += len(rows)
 
 
 def measure(settings: Settings, outages: int, report: Callable[[str], None] = lambda _: None) -> list[Timing]:
@@ -57,10 +82,8 @@ def measure(settings: Settings, outages: int, report: Callable[[str], None] = la
         now = datetime.now(UTC).replace(microsecond=0)
         plan = DemoPlan(now=now + timedelta(days=1), events_per_s=3000)  # its own incident lies far ahead
         report(f"preloading {PRELOAD.total_seconds() / 60:.0f} minutes of steady aggregates…")
-        history = metric_rows(plan, now - PRELOAD, now, timedelta(seconds=1))
-        client.insert("metrics_1s", [[*r, 0, i] for i, r in enumerate(history)],
-                      column_names=[*METRIC_COLUMNS, "src_partition", "src_offset"])
-        offset = len(history)
+        feeder = AggregateFeeder(client, plan, now)
+        feeder.preload(PRELOAD)
         env = {**os.environ, "CLICKHOUSE_URL": endpoint.clickhouse_http_url, "CLICKHOUSE_PASSWORD": "",
                "GRAFANA_URL": grafana_url, "GRAFANA_TOKEN": TOKEN,
                "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port())}
@@ -69,7 +92,6 @@ def measure(settings: Settings, outages: int, report: Callable[[str], None] = la
         sidecar.start()
         timings: list[Timing] = []
         try:
-            second = now
             schedule = [(COUNTRIES[i % len(COUNTRIES)], 60 + i * (OUTAGE_S + GAP_S)) for i in range(outages)]
             started = time.monotonic()
             outage_written: dict[str, float] = {}
@@ -78,14 +100,9 @@ def measure(settings: Settings, outages: int, report: Callable[[str], None] = la
             while time.monotonic() - started < total_s:
                 elapsed = int(time.monotonic() - started)
                 active = next((c for c, at in schedule if at <= elapsed < at + OUTAGE_S), None)
-                while second <= datetime.now(UTC) - timedelta(seconds=1):  # one second, as the aggregation would
-                    rows = _rows(plan, second, active is not None, active or "", offset)
-                    client.insert("metrics_1s", rows, column_names=[*METRIC_COLUMNS, "src_partition", "src_offset"])
-                    offset += len(rows)
-                    if active and active not in outage_written:
-                        outage_written[active] = time.time()
-                        report(f"outage in {active} begins")
-                    second += timedelta(seconds=1)
+                if feeder.feed(active) and active and active not in outage_written:
+                    outage_written[active] = time.time()
+                    report(f"outage in {active} begins")
                 with grafana.lock:
                     created = [(set(a["tags"]), a["created"] / 1000) for a in grafana.annotations.values()]
                 for country in outage_written:

@@ -1,0 +1,95 @@
+"""kill -9 the sidecar process during an open anomaly and restart it: exactly one annotation region
+results in Grafana (the API double), and it is closed when the anomaly ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import EndpointProcess
+from shoppulse import clickhouse
+from shoppulse.bench.annotate import AggregateFeeder
+from shoppulse.dashboards.demo_data import DemoPlan
+from shoppulse.grafana_double import fake_grafana
+from shoppulse.local.process import ManagedProcess, free_port
+from shoppulse.sink.migrations import migrate
+
+pytestmark = pytest.mark.integration
+TOKEN = "glsa_restart"
+
+
+def feed_until(feeder: AggregateFeeder, condition: Callable[[], bool], timeout_s: float,
+               outage_in: str | None) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        feeder.feed(outage_in)
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_sidecar_leaves_exactly_one_region_closed_when_the_outage_ends(
+        clickhouse_endpoint: EndpointProcess, tmp_path: Path) -> None:
+    database = f"restart_{uuid.uuid4().hex[:8]}"
+    settings = clickhouse_endpoint.settings(clickhouse_database=database)
+    migrate(lambda db: clickhouse.connect(settings, db), database, settings.migrations_dir)
+    client = clickhouse.connect(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    feeder = AggregateFeeder(client, DemoPlan(now=now + timedelta(days=1), events_per_s=3000), now)
+    feeder.preload(timedelta(minutes=32))
+    with fake_grafana(TOKEN) as (url, grafana):
+        env = {**os.environ, "CLICKHOUSE_URL": settings.clickhouse_http_url,
+               "CLICKHOUSE_PASSWORD": settings.clickhouse_password, "SHOPPULSE_CLICKHOUSE_DATABASE": database,
+               "GRAFANA_URL": url, "GRAFANA_TOKEN": TOKEN,
+               "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port())}
+
+        def start_sidecar(name: str) -> ManagedProcess:
+            process = ManagedProcess("sidecar", [sys.executable, "-m", "shoppulse", "sidecar",
+                                                 "--warm-up-minutes", "30"], tmp_path / f"{name}.log", env=env)
+            process.start()
+            return process
+
+        def outage_annotations() -> list[dict]:
+            with grafana.lock:
+                return [dict(a) for a in grafana.annotations.values()
+                        if {"metric:payment_failure_rate", "country:DE"} <= set(a["tags"])]
+
+        first = start_sidecar("first")
+        try:
+            assert feed_until(feeder, lambda: False, 15, None) is False  # quiet traffic for a while
+            assert feed_until(feeder, lambda: bool(outage_annotations()), 60, "DE"), (
+                (tmp_path / "first.log").read_text()[-2000:])
+            assert outage_annotations()[0]["timeEnd"] == outage_annotations()[0]["time"]  # open
+            os.kill(first.pid, signal.SIGKILL)
+            assert first.popen is not None
+            first.popen.wait(10)
+        finally:
+            first.stop()
+        feed_until(feeder, lambda: False, 5, "DE")  # the outage goes on while nobody watches
+        second = start_sidecar("second")
+        try:
+            assert feed_until(feeder, lambda: False, 20, "DE") is False
+            assert feed_until(feeder, lambda: outage_annotations()[0]["timeEnd"] > outage_annotations()[0]["time"],
+                              120, None), (tmp_path / "second.log").read_text()[-2000:]
+        finally:
+            second.stop()
+        [annotation] = outage_annotations()
+        anomaly_id = next(t.split(":", 1)[1] for t in annotation["tags"] if t.startswith("anomaly_id:"))
+        closed = client.query("SELECT closed_at FROM anomalies FINAL WHERE anomaly_id = {id:UUID}",
+                              parameters={"id": anomaly_id}).result_rows[0][0]
+        assert annotation["timeEnd"] == int(closed.replace(tzinfo=UTC).timestamp() * 1000)
+        per_anomaly = {}
+        for a in grafana.annotations.values():
+            key = next(t for t in a["tags"] if t.startswith("anomaly_id:"))
+            per_anomaly[key] = per_anomaly.get(key, 0) + 1
+        assert set(per_anomaly.values()) == {1}, "an anomaly got two annotations"
+    client.close()
