@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from clickhouse_connect.driver.client import Client
 from rich.console import Console
 
 from shoppulse.dashboards.model import dashboard_paths
@@ -130,10 +132,12 @@ def preview_command(
     out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("docs/previews"),
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+    clickhouse_url: Annotated[str | None, typer.Option(
+        help="Render from this ClickHouse (e.g. a running `shoppulse up`) instead of the demo data.")] = None,
 ) -> None:
-    """Render each dashboard to a PNG from its real query results on the demo data (with an incident)."""
-    from shoppulse.dashboards.lint import demo_database, lint
-    from shoppulse.dashboards.preview import render_dashboard
+    """Render each dashboard to a PNG from its real query results (demo data with an incident by default)."""
+    from shoppulse import clickhouse
+    from shoppulse.dashboards.lint import demo_database
 
     setup_logging("WARNING")
     files = paths or dashboard_paths()
@@ -142,13 +146,25 @@ def preview_command(
     except SettingsError as exc:
         _fail(str(exc), 2)
     now = datetime.now(UTC).replace(microsecond=0)
-    with console.status("preparing ClickHouse…") as status, \
-            demo_database(settings, now, status.update) as client:
-        report = lint(files, client, now, status.update)
-        anomalies = client.query("SELECT opened_at, coalesce(closed_at, now64(3)) FROM anomalies FINAL").result_rows
-        for problem in report.problems:
-            err.print(f"[yellow]lint:[/] {problem}", highlight=False, markup=False)
-        for file in report.files:
-            status.update(f"rendering {file.path.name}")
-            target = render_dashboard(file, report.executed, anomalies, out / file.path.with_suffix(".png").name)
-            console.print(f"wrote {target}", highlight=False)
+    with console.status("preparing ClickHouse…") as status:
+        if clickhouse_url:
+            client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
+            _render_previews(files, client, now, out, status.update)
+        else:
+            with demo_database(settings, now, status.update) as client:
+                _render_previews(files, client, now, out, status.update)
+
+
+def _render_previews(files: list[Path], client: Client, now: datetime, out: Path,
+                     progress: Callable[[str], None]) -> None:
+    from shoppulse.dashboards.lint import lint
+    from shoppulse.dashboards.preview import render_dashboard
+
+    report = lint(files, client, now, progress)
+    anomalies = client.query("SELECT opened_at, coalesce(closed_at, now64(3)) FROM anomalies FINAL").result_rows
+    for problem in report.problems:
+        err.print(f"[yellow]lint:[/] {problem}", highlight=False, markup=False)
+    for file in report.files:
+        progress(f"rendering {file.path.name}")
+        target = render_dashboard(file, report.executed, anomalies, out / file.path.with_suffix(".png").name)
+        console.print(f"wrote {target}", highlight=False)
