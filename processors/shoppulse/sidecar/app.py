@@ -99,11 +99,12 @@ class Sidecar:
         self._take_over()
 
     def _take_over(self) -> None:
-        stored = self._db.query("SELECT anomaly_id, metric, country, opened_at, detected_at FROM anomalies FINAL "
-                                "WHERE closed_at IS NULL").result_rows
+        stored = self._db.query(
+            "SELECT anomaly_id, metric, country, opened_at, detected_at, observed, expected, lower, upper, score "
+            "FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
         adopted: set[tuple[str, str]] = set()
-        for anomaly_id, metric, country, opened_at, detected_at in stored:
+        for anomaly_id, metric, country, opened_at, detected_at, *last in stored:
             series = self.series.get((metric, country))
             opened = opened_at.replace(tzinfo=UTC) if opened_at.tzinfo is None else opened_at
             if series is not None and series.tracker.region is not None:
@@ -112,14 +113,16 @@ class Sidecar:
                 adopted.add((metric, country))
                 changes.append(Change("updated", series.tracker.region))
                 continue
+            # It ended while we were away: close it when the replay saw its series calm down (else now),
+            # with the replay's numbers when it saw the region, the stored ones otherwise.
             ended = series.tracker.last_closed if series is not None else None
-            region = ended if ended is not None and ended.closed_at and ended.closed_at > opened else None
-            closing = Region(anomaly_id, metric, country, opened, region.observed if region else 0.0,
-                             region.expected if region else 0.0, region.lower if region else 0.0,
-                             region.upper if region else 0.0, region.score if region else 0.0,
-                             region.z if region else 0.0,
-                             closed_at=region.closed_at if region else self.last_step, detected_at=detected_at,
-                             peak_delta_pct=region.peak_delta_pct if region else 0.0)
+            seen = ended if ended is not None and ended.closed_at and ended.closed_at > opened else None
+            observed, expected, lower, upper, score = ((seen.observed, seen.expected, seen.lower, seen.upper,
+                                                        seen.score) if seen else last)
+            closing = Region(anomaly_id, metric, country, opened, observed, expected, lower, upper, score,
+                             seen.z if seen else 0.0, closed_at=seen.closed_at if seen else self.last_step,
+                             detected_at=detected_at)
+            closing.peak_delta_pct = seen.peak_delta_pct if seen else closing.delta_pct
             changes.append(Change("closed", closing))
         for (metric, country), series in self.series.items():
             if series.tracker.region is not None and (metric, country) not in adopted:

@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30)) -> None:
     start_http_server(settings.sidecar_metrics_port, addr=settings.host)
     syncer = None
-    if settings.grafana_url:
+    if settings.grafana_url and settings.grafana_token:
         syncer = AnnotationSyncer(lambda: clickhouse.connect(settings),
                                   GrafanaClient(settings.grafana_url, settings.grafana_token))
         syncer.start()
     else:
-        log.warning("GRAFANA_URL is not set: anomalies go to ClickHouse only, no Grafana annotations")
+        log.warning("GRAFANA_URL or GRAFANA_TOKEN is not set: anomalies go to ClickHouse only, no Grafana "
+                    "annotations (create a service account with the annotations:write permission and export "
+                    "its token as GRAFANA_TOKEN)")
     log.info("sidecar starting", extra={"metrics_port": settings.sidecar_metrics_port,
                                         "grafana": settings.grafana_url or "-",
                                         "insights": f"llm {settings.llm_model}" if settings.openai_api_key
