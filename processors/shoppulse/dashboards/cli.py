@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from clickhouse_connect.driver.client import Client
@@ -14,17 +14,32 @@ from rich.console import Console
 from shoppulse.dashboards.model import dashboard_paths
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.logs import setup_logging
-from shoppulse.settings import SettingsError, load_settings
+from shoppulse.settings import Settings, SettingsError, load_settings
 
 dashboards_app = typer.Typer(help="Grafana dashboards as code (grafana/dashboards/).", no_args_is_help=True)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     for line in str(message).splitlines():
         err.print(f"[bold red]error:[/] {line}", highlight=False)
     raise typer.Exit(code)
+
+
+def _files_and_settings(paths: list[Path] | None) -> tuple[list[Path], Settings]:
+    """The dashboard files asked for (all by default), checked to exist, and the settings."""
+    setup_logging("WARNING")
+    files = paths or dashboard_paths()
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        _fail(f"no such dashboard file: {', '.join(map(str, missing))}", 2)
+    if not files:
+        _fail("no dashboard files (grafana/dashboards/*.json)", 2)
+    try:
+        return files, load_settings()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
 
 
 @dashboards_app.command("lint")
@@ -40,17 +55,7 @@ def lint_command(
     from shoppulse import clickhouse
     from shoppulse.dashboards.lint import demo_database, lint
 
-    setup_logging("WARNING")
-    files = paths or dashboard_paths()
-    missing = [p for p in files if not p.is_file()]
-    if missing:
-        _fail(f"no such dashboard file: {', '.join(map(str, missing))}", 2)
-    if not files:
-        _fail("no dashboard files to lint (grafana/dashboards/*.json)", 2)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        _fail(str(exc), 2)
+    files, settings = _files_and_settings(paths)
     now = datetime.now(UTC).replace(microsecond=0)
     with console.status("preparing ClickHouse…") as status:
         def progress(line: str) -> None:
@@ -139,12 +144,7 @@ def preview_command(
     from shoppulse import clickhouse
     from shoppulse.dashboards.lint import demo_database
 
-    setup_logging("WARNING")
-    files = paths or dashboard_paths()
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        _fail(str(exc), 2)
+    files, settings = _files_and_settings(paths)
     now = datetime.now(UTC).replace(microsecond=0)
     with console.status("preparing ClickHouse…") as status:
         if clickhouse_url:
