@@ -140,3 +140,11 @@ def test_near_valid_events_end_clean_or_rejected_never_raising(event_type: str, 
     assert isinstance(result, EventBase | Rejection)
     if isinstance(result, EventBase):
         to_clean(result, HASHER, load_rates())  # a valid event always cleans
+
+
+def test_an_integer_past_64_bits_inside_a_list_is_rejected_not_raised() -> None:
+    """Found by the property test above: pydantic-core raised OverflowError for this one."""
+    document = example("add_to_cart")
+    document["unit_price"] = [2**63, None, None]
+    result = check(document)
+    assert isinstance(result, Rejection) and result.reason == Reason.INVALID_VALUE

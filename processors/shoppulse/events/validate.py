@@ -53,6 +53,8 @@ def validate(raw: bytes, now: datetime) -> EventBase | Rejection:
         event = SHOP_EVENT.validate_json(raw)
     except ValidationError as exc:
         return _rejection(exc)
+    except OverflowError:  # pydantic-core converting an integer past 64 bits inside a list, for one
+        return Rejection(Reason.INVALID_VALUE, "a number is too large")
     except (ValueError, RecursionError) as exc:  # pragma: no cover - pydantic reports these as errors
         return Rejection(Reason.BAD_JSON, type(exc).__name__)
     if event.event_time > now + MAX_CLOCK_SKEW:
