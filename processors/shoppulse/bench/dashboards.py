@@ -23,7 +23,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
-from shoppulse.bench.pipeline import bench_clickhouse
+from shoppulse.bench.pipeline import bench_clickhouse, percentile
 from shoppulse.dashboards.model import DashboardFile, load, provisioned_datasources
 from shoppulse.dashboards.promql import PromQLChecker
 from shoppulse.dashboards.queries import Executed, QueryRunner
@@ -116,11 +116,6 @@ def load_history(client: Client, now: datetime, days: float, report: Callable[[s
     return int(client.query("SELECT count() FROM metrics_1s").result_rows[0][0])
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def time_queries(client: Client, executed: list[Executed], repeat: int) -> list[PanelTiming]:
     timings = []
     for item in executed:
@@ -131,7 +126,7 @@ def time_queries(client: Client, executed: list[Executed], repeat: int) -> list[
             samples.append((time.perf_counter() - started) * 1000)
         timings.append(PanelTiming(item.file.model.get("title", ""), str(item.panel.get("title")),
                                    str(item.target.get("refId")), statistics.median(samples),
-                                   _percentile(samples, 0.95), len(item.result.rows) if item.result else 0))
+                                   percentile(samples, 0.95), len(item.result.rows) if item.result else 0))
     return timings
 
 
@@ -168,4 +163,4 @@ def measure(settings: Settings, paths: list[Path], days: float, repeat: int,
         report("timing whole Store live refreshes…")
         refresh = time_refresh(client, wall, repeat) if wall else [0.0]
         client.close()
-    return DashboardBench(rows, loaded_s, timings, statistics.median(refresh), _percentile(refresh, 0.95), len(wall))
+    return DashboardBench(rows, loaded_s, timings, statistics.median(refresh), percentile(refresh, 0.95), len(wall))

@@ -22,8 +22,9 @@ from shoppulse.events.currency import load_rates
 from shoppulse.loadgen.generator import EventStream
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario, schedule
 from shoppulse.sidecar.app import Sidecar
+from shoppulse.sidecar.detectors import Point
 from shoppulse.sidecar.regions import Region
-from shoppulse.sidecar.signals import GLOBAL, Totals, points
+from shoppulse.sidecar.signals import Totals, points_by_country
 
 WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, for the baselines
 MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a false alert
@@ -110,7 +111,8 @@ def run(scenario: Scenario | None, rate: float, duration: timedelta, seed: int =
     return _score(incidents, opened, duration)
 
 
-def _windows(recent: list[Second], window_s: int) -> dict[str, dict[str, object]]:
+def _windows(recent: list[Second], window_s: int) -> dict[str, dict[str, Point]]:
+    """The recent seconds summed per country, as ClickHouse's window query would give them."""
     totals: dict[str, Totals] = defaultdict(Totals)
     latency: dict[str, dict[int, int]] = defaultdict(dict)
     for second in recent:
@@ -119,14 +121,7 @@ def _windows(recent: list[Second], window_s: int) -> dict[str, dict[str, object]
         for country, histogram in second.latency.items():
             for key, count in histogram.items():
                 latency[country][key] = latency[country].get(key, 0) + count
-    found: dict[str, dict[str, object]] = {c: points(t, latency.get(c, {}), window_s) for c, t in totals.items()}
-    everything, merged = Totals(), defaultdict(int)
-    for country, counted in totals.items():
-        everything = everything + counted
-        for key, count in latency.get(country, {}).items():
-            merged[key] += count
-    found[GLOBAL] = points(everything, dict(merged), window_s)
-    return found
+    return points_by_country(totals, latency, window_s)
 
 
 def _score(incidents: list[ActiveIncident], opened: list[Region], duration: timedelta) -> RunScore:

@@ -89,6 +89,12 @@ def read_window(client: Client, end: datetime, window_s: float) -> dict[str, dic
             parameters=parameters).result_rows:
         keys, counts = merged
         histograms[str(country)] = {int(k): int(c) for k, c in zip(keys, counts, strict=True)}
+    return points_by_country(totals, histograms, window_s)
+
+
+def points_by_country(totals: dict[str, Totals], histograms: dict[str, dict[int, int]],
+                      window_s: float) -> dict[str, dict[str, Point]]:
+    """Each country's points and the whole store's (``ALL``: totals summed, histograms merged)."""
     result: dict[str, dict[str, Point]] = {}
     everything, all_latency = Totals(), defaultdict(int)
     for country in sorted(set(totals) | set(histograms)):
