@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 MONTH_MS = 30 * 24 * 3600 * 1000
+READY_WITHIN_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ PIPELINE_TOPICS = (RAW_EVENTS, CLEAN_EVENTS, DEAD_LETTERS)
 
 def create_topics(bootstrap: str, partitions: int, replication: int = 1,
                   specs: tuple[TopicSpec, ...] = PIPELINE_TOPICS) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created now."""
+    """Create the topics that do not exist yet and wait until every one has a leader for each
+    partition in the broker's metadata (a create returns before that, on KRaft especially);
+    returns the names created now."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="shoppulse-topics")
     try:
         existing = set(admin.list_topics())
@@ -46,6 +49,11 @@ def create_topics(bootstrap: str, partitions: int, replication: int = 1,
                 log.info("topic created", extra={"topic": spec.name, "partitions": partitions})
             except TopicAlreadyExistsError:
                 pass  # created concurrently by another process: fine
+        try:
+            admin.wait_for_topics([s.name for s in specs], timeout_ms=READY_WITHIN_MS)
+        except KafkaTimeoutError as exc:
+            raise RuntimeError(f"the broker at {bootstrap} did not make the topics ready within "
+                               f"{READY_WITHIN_MS // 1000} s ({exc}); check the broker's log") from exc
         return created
     finally:
         admin.close()
