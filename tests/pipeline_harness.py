@@ -31,8 +31,8 @@ from shoppulse.topics import CLEAN_EVENTS, create_topics
 
 PII_KEY = "test-pii-key-0123456789abcdef"
 GRACE_MS = 5000
-SESSION_GAP_MS = 5000
-SESSION_GRACE_MS = 5000
+SESSION_GAP_MS = 8000
+SESSION_GRACE_MS = GRACE_MS + 1000  # what passes the 1 s windows' lateness check is on time for the sessions
 PARTITIONS = 3
 
 
@@ -249,7 +249,7 @@ def closing_time() -> datetime:
 
 def closers(now: datetime, count: int = 60) -> list[tuple[bytes, bytes]]:
     """Add-to-cart events at ``now`` in every country and many sessions, so that every partition of
-    the clean and the repartition topics moves past the run and closes its windows and sessions."""
+    the clean topic moves past the run and closes its windows and sessions."""
     from shoppulse.events.schema import COUNTRIES
 
     out = []

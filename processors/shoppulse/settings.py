@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +88,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8123")
         return url
 
+    @model_validator(mode="after")
+    def _session_grace_below_gap(self) -> Settings:
+        if self.session_grace_ms >= self.session_gap_ms:
+            raise ValueError(f"SHOPPULSE_SESSION_GRACE_MS ({self.session_grace_ms}) must be below "
+                             f"SHOPPULSE_SESSION_GAP_MS ({self.session_gap_ms}): "
+                             "a late event could otherwise reopen a closed session")
+        return self
+
     @cached_property
     def kafka_bootstrap(self) -> str:
         """The broker address every Kafka client uses."""
@@ -114,7 +122,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a rule across settings: its message names them
+                lines.append(f"bad settings: {error['msg'].removeprefix('Value error, ')}")
+                continue
+            field = str(error["loc"][0])
             env = _env_name(field)
             lines.append(f"bad setting {env}={error.get('input')!r}: {error['msg']}")
         raise SettingsError("\n".join(lines)) from None

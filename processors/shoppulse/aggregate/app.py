@@ -4,8 +4,8 @@
   window, one aggregator, so one state update per event);
 * ``payment_latency_1s``: attempts, failures and a latency histogram per country, gateway, second
   (from the same window);
-* ``sessions``: one row per closed session (session window keyed by session id, cart events only),
-  for abandonment and conversion;
+* ``sessions``: one row per closed session (cart events only, tracked in the country's state by
+  ``aggregate.sessions.SessionTracker``), for abandonment and conversion;
 * ``late_events``: events too late for their window, counted per country;
 * ``metrics_live``: the same counters as ``metrics_1s`` for every event, summed per country and
   second at each checkpoint — provisional figures about a second after the event, while the
@@ -19,8 +19,8 @@ share one sink per table, so their rows reach it in offset order and the sink's 
 keeps them exactly once. ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized
 views, which are additive too.
 
-Session windows have a grace period of their own; an event later than that for its session is
-counted (``shoppulse_aggregate_session_late_events_total``) and left out of the session."""
+Sessions have a grace period of their own; an event later than that for the sessions is
+counted (``shoppulse_aggregate_session_late_events_total``) and left out of its session."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from quixstreams.state import State
 
 from shoppulse import clickhouse
 from shoppulse.aggregate.lateness import LatenessCheck
-from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionSummary, is_abandoned
+from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is_abandoned
 from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
@@ -87,11 +87,9 @@ def latency_row(row: dict[str, Any]) -> list[Any]:
             [int(k) for k in keys], [row["latency"][k] for k in keys]]
 
 
-def session_row(window: dict[str, Any]) -> list[Any]:
-    s = window["session"]
-    abandoned = is_abandoned(s)
-    return [_ts(window["end"] - 1), _ts(window["start"]), window["session_id"], s["country"], s["events"],
-            s["cart_adds"], s["checkouts"], int(s["purchases"] > 0), int(abandoned), _money(s["revenue_units"])]
+def session_row(s: dict[str, Any]) -> list[Any]:
+    return [_ts(s["last"]), _ts(s["start"]), s["session_id"], s["country"], s["events"], s["cart_adds"],
+            s["checkouts"], int(s["purchases"] > 0), int(is_abandoned(s)), _money(s["revenue_units"])]
 
 
 def late_row(event: dict[str, Any]) -> list[Any]:
@@ -119,13 +117,12 @@ def _count_late(event: dict[str, Any]) -> None:
     LATE_EVENTS.labels(event["country"]).inc()
 
 
-def _count_session(window: dict[str, Any]) -> None:
-    SESSIONS.labels("abandoned" if is_abandoned(window["session"]) else "other").inc()
+def _count_session(summary: dict[str, Any]) -> None:
+    SESSIONS.labels("abandoned" if is_abandoned(summary) else "other").inc()
 
 
-def _session_late(*_args: Any) -> bool:
+def _session_late(_event: dict[str, Any]) -> None:
     SESSION_LATE.inc()
-    return False
 
 
 def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Application:
@@ -159,12 +156,9 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
         results.sink(metrics_sink)
         results.apply(latency_rows, expand=True).sink(latency_sink)
 
+    tracker = SessionTracker(settings.session_gap_ms, settings.session_grace_ms, on_late=_session_late)
     sessions = (on_time.filter(lambda e: e["event_type"] in SESSION_EVENT_TYPES)
-                .group_by("session_id", name="session")
-                .session_window(settings.session_gap_ms, grace_ms=settings.session_grace_ms, name="sessions",
-                                on_late=_session_late)
-                .agg(session=SessionSummary()).final(closing_strategy="partition")
-                .apply(_with_key("session_id"), metadata=True)
+                .apply(tracker, stateful=True, expand=True)
                 .update(_count_session))
     sessions.sink(sink("sessions", SESSION_COLUMNS, session_row))
     return app
