@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from shoppulse.alerting.cli import alerts_app
 from shoppulse.dashboards.cli import dashboards_app
 from shoppulse.logs import setup_logging
 from shoppulse.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
@@ -38,6 +39,7 @@ app.add_typer(clickhouse_app, name="clickhouse")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(events_app, name="events")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(alerts_app, name="alerts")
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -396,7 +398,11 @@ def bench_pipeline(
 
     settings = _settings()
     setup_logging("WARNING")
-    result = measure(settings, rate, seconds, report=lambda line: err.print(line, highlight=False))
+    _on_signal_raise_shutdown()  # SIGTERM unwinds through measure(), which stops every process it started
+    try:
+        result = measure(settings, rate, seconds, report=lambda line: err.print(line, highlight=False))
+    except (Shutdown, KeyboardInterrupt):
+        _fail("stopped before the benchmark finished: no figures")
     load = result.during_load
     first, last = load[len(load) // 3], load[-1]
     console.print(f"load: {result.sent:,} events in {result.seconds:.0f} s "

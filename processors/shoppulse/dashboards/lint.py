@@ -35,9 +35,8 @@ class LintReport:
 
 
 @contextlib.contextmanager
-def demo_database(settings: Settings, now: datetime,
-                  progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
-    """A throwaway embedded ClickHouse with the migrations applied and the demo data loaded."""
+def throwaway_database(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
+    """A throwaway embedded ClickHouse with the migrations applied, empty."""
     with tempfile.TemporaryDirectory(prefix="shoppulse-demo-") as folder, \
             embedded_endpoint(Path(folder) / "clickhouse") as url:
         local = settings.model_copy(update={"clickhouse_url": url, "clickhouse_user": "default",
@@ -47,10 +46,18 @@ def demo_database(settings: Settings, now: datetime,
         progress(f"schema: {len(applied)} migrations applied")
         client = clickhouse.connect(local)
         try:
-            load_demo_data(client, DemoPlan(now=now), progress)
             yield client
         finally:
             client.close()
+
+
+@contextlib.contextmanager
+def demo_database(settings: Settings, now: datetime,
+                  progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
+    """A throwaway embedded ClickHouse with the migrations applied and the demo data loaded."""
+    with throwaway_database(settings, progress) as client:
+        load_demo_data(client, DemoPlan(now=now), progress)
+        yield client
 
 
 def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:

@@ -68,6 +68,7 @@ class Sidecar:
     last_step: datetime | None = None
     replaying: bool = False
     record: bool = True  # False: score only (``shoppulse score`` simulates without a database)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # a recorded run writes its simulated time
 
     @property
     def _db(self) -> Client:
@@ -169,7 +170,7 @@ class Sidecar:
         return changes
 
     def _write(self, at: datetime, changes: list[Change]) -> None:
-        now = datetime.now(UTC)
+        now = self.clock()
         anomalies, insights = [], []
         for change in changes:
             region = change.region

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from shoppulse.aggregate.histogram import bucket
+from shoppulse.aggregate.store_metrics import REVENUE_UNITS
 from shoppulse.events.currency import load_rates
 from shoppulse.loadgen.generator import EventStream
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario, schedule
@@ -34,6 +36,22 @@ MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a fal
 class Second:
     totals: dict[str, Totals]
     latency: dict[str, dict[int, int]]
+
+    @classmethod
+    def of_windows(cls, windows: dict[str, dict[str, Any]]) -> Second:
+        """From the aggregation's closed 1 s windows of one second (country -> StoreMetrics window)."""
+        totals, latency = {}, {}
+        for country, window in windows.items():
+            m = window["metrics"]
+            totals[country] = Totals(m.get("orders", 0), m.get("revenue_units", 0) / REVENUE_UNITS,
+                                     m.get("product_views", 0), m.get("cart_adds", 0), m.get("payment_attempts", 0),
+                                     m.get("payment_failures", 0), m.get("checkouts", 0))
+            histogram: dict[int, int] = {}
+            for gateway in m["payments"].values():
+                for key, count in gateway["latency"].items():
+                    histogram[int(key)] = histogram.get(int(key), 0) + count
+            latency[country] = histogram
+        return cls(totals, latency)
 
 
 def seconds_of_traffic(stream: EventStream, start: datetime, seconds: int, rate: float) -> Iterator[Second]:
@@ -104,14 +122,14 @@ def run(scenario: Scenario | None, rate: float, duration: timedelta, seed: int =
         end = begin + timedelta(seconds=offset + 1)
         if (offset + 1) % step or len(recent) < window:
             continue
-        changes = sidecar.score_windows(end, _windows(recent, window))
+        changes = sidecar.score_windows(end, windows_of(recent, window))
         opened += [c.region for c in changes if c.kind == "opened" and end >= start]
         if (offset + 1) % 600 == 0:
             progress(f"simulated {(offset + 1) / 60:.0f} of {total / 60:.0f} minutes")
     return _score(incidents, opened, duration)
 
 
-def _windows(recent: list[Second], window_s: int) -> dict[str, dict[str, Point]]:
+def windows_of(recent: list[Second], window_s: int) -> dict[str, dict[str, Point]]:
     """The recent seconds summed per country, as ClickHouse's window query would give them."""
     totals: dict[str, Totals] = defaultdict(Totals)
     latency: dict[str, dict[int, int]] = defaultdict(dict)

@@ -1,0 +1,1 @@
+"""Grafana alerting as code: the files under alerting/, their lint, replay and rendering."""

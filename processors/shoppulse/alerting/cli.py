@@ -1,0 +1,109 @@
+"""``shoppulse alerts …``: the alerting-as-code commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoppulse.alerting.files import ALERTING_DIR, alerting_paths
+from shoppulse.dashboards.cli import _fail, _files_and_settings, console
+from shoppulse.settings import PROJECT_ROOT
+
+REPLAY_AFTER_MINUTES = 15
+alerts_app = typer.Typer(help="Grafana alerting as code (alerting/).", no_args_is_help=True)
+
+
+def fixed_week_time(now: datetime) -> datetime:
+    """The latest Tuesday 11:00 UTC at least a day ago: every replay plays the same hours of the
+    store's week (traffic follows each country's local time of day), whenever it runs; at that hour
+    every market with a scripted incident is awake (Tokyo's evening, Europe's lunch, US morning)."""
+    moment = (now - timedelta(days=1)).replace(hour=11, minute=0, second=0, microsecond=0)
+    while moment.weekday() != 1 or moment > now - timedelta(days=1):
+        moment -= timedelta(days=1)
+    return moment
+
+
+def _alerting_files(paths: list[Path] | None) -> list[Path]:
+    files = paths or alerting_paths()
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        _fail(f"no such alerting file: {', '.join(map(str, missing))}", 2)
+    if not files:
+        _fail(f"no alerting files (*.yaml in {ALERTING_DIR})", 2)
+    return files
+
+
+@alerts_app.command("lint")
+def lint_command(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Alerting provisioning files [default: every *.yaml in alerting/].")] = None,
+) -> None:
+    """Check the alerting files: Grafana's file-provisioning format, every reference (contact points,
+    policies, templates, mute timings, datasources, dashboards, panels, runbooks), every ClickHouse
+    rule query run against the real schema with demo data, PromQL through promtool, template fields."""
+    from shoppulse.alerting.lint import lint
+    from shoppulse.dashboards.lint import demo_database
+
+    files = _alerting_files(paths)
+    _dashboards, settings = _files_and_settings(None)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with console.status("preparing ClickHouse with demo data…") as status, \
+            demo_database(settings, now, status.update) as client:
+        status.update("running the rules")
+        report = lint(files, client, now)
+    for problem in report.problems:
+        console.print(str(problem), highlight=False, markup=False)
+    summary = (f"{len(report.files.documents)} file(s), {report.rules} rules, "
+               f"{report.queries_run} ClickHouse queries run")
+    if report.problems:
+        _fail(f"{len(report.problems)} problem(s) in {summary}")
+    console.print(f"[green]ok[/]: {summary}", highlight=False)
+
+
+@alerts_app.command("replay")
+def replay_command(
+    scenario: Annotated[Path, typer.Option(help="The load generator's scenario to record and replay.")] =
+        PROJECT_ROOT / "scenarios" / "all-incidents.yaml",
+    rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded run.")] = 100.0,
+    warm_up_minutes: Annotated[int, typer.Option(min=0, max=600, help="Quiet traffic before the scenario "
+                                                 "starts (the rules' baselines need history).")] = 60,
+    tail_minutes: Annotated[int, typer.Option(min=1, max=600, help="Traffic after the last incident ends.")] = 15,
+    seed: Annotated[int, typer.Option(help="The load generator's seed.")] = 11,
+) -> None:
+    """Record a run of the load generator with a scenario's incidents (through the pipeline's own
+    code, into a throwaway ClickHouse), then evaluate every rule over it as Grafana would and print,
+    per rule, when each alert instance would have fired and resolved."""
+    from shoppulse.alerting.evaluate import RuleEvaluator
+    from shoppulse.alerting.files import load
+    from shoppulse.alerting.recorded_run import record
+    from shoppulse.alerting.replay import replay, report_lines
+    from shoppulse.dashboards.lint import throwaway_database
+    from shoppulse.dashboards.model import provisioned_datasources
+    from shoppulse.loadgen.scenario import ScenarioError, load_scenario
+
+    files = load(_alerting_files(None))
+    if files.problems:
+        _fail("\n".join(map(str, files.problems)) + "\nfix these first (shoppulse alerts lint)")
+    try:
+        plan = load_scenario(scenario)
+    except (ScenarioError, OSError) as exc:
+        _fail(f"{scenario}: {exc}", 2)
+    _dashboards, settings = _files_and_settings(None)
+    start = fixed_week_time(datetime.now(UTC))
+    with console.status("recording…") as status, throwaway_database(settings, status.update) as client:
+        run = record(client, plan, rate, timedelta(minutes=warm_up_minutes), timedelta(minutes=tail_minutes),
+                     start, seed, status.update)
+        # The rules look back up to 15 minutes: evaluate from when the run has that much history.
+        evaluator = RuleEvaluator(client, provisioned_datasources())
+        results = replay(files, evaluator, run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end, status.update)
+    console.print(f"recorded run: {run.events:,} events at {rate:g}/s, {warm_up_minutes} min quiet, then "
+                  f"{plan.name} (times below are from its start)", highlight=False)
+    for incident in run.incidents:
+        console.print(f"  incident {incident.incident.kind} in {', '.join(incident.incident.countries)}: "
+                      f"+{int((incident.start - run.start).total_seconds()) // 60}m to "
+                      f"+{int((incident.end - run.start).total_seconds()) // 60}m", highlight=False)
+    for line in report_lines(results, run.start):
+        console.print(line, highlight=False, markup=False)
