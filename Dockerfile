@@ -11,9 +11,13 @@ COPY pyproject.toml README.md ./
 COPY processors ./processors
 COPY clickhouse ./clickhouse
 COPY scenarios ./scenarios
+COPY alerting ./alerting
+COPY grafana ./grafana
 # Editable, so the package finds clickhouse/ and scenarios/ beside it as in a checkout.
+# /provisioning/alerting: `shoppulse alerts render` writes Grafana's alerting files there (a volume).
 RUN pip install -e . \
-    && useradd --system --uid 10001 --home-dir /var/lib/shoppulse --create-home shoppulse
+    && useradd --system --uid 10001 --home-dir /var/lib/shoppulse --create-home shoppulse \
+    && mkdir -p /provisioning/alerting && chown shoppulse /provisioning/alerting
 
 USER shoppulse
 EXPOSE 9464 9465 9466

@@ -69,8 +69,13 @@ def test_grafana_gets_the_clickhouse_plugin_and_our_provisioning() -> None:
     grafana = SERVICES["grafana"]
     assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_PLUGINS_PREINSTALL"]
     targets = {target for _, target in bind_mounts(grafana)}
-    assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards",
-            "/etc/grafana/provisioning/alerting"} <= targets
+    assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"} <= targets
+    # Alerting comes from the volume `shoppulse alerts render` fills before Grafana starts.
+    alerting = next(v for v in grafana["volumes"] if ":/etc/grafana/provisioning/alerting" in v).split(":")[0]
+    shoppulse = SERVICES["shoppulse"]
+    renders_into = next(v.split(":")[1] for v in shoppulse["volumes"] if v.startswith(f"{alerting}:"))
+    assert f"alerts render {renders_into}" in " ".join(shoppulse["entrypoint"])
+    assert grafana["depends_on"]["shoppulse"]["condition"] == "service_healthy"
 
 
 def test_kafka_runs_in_kraft_mode_without_zookeeper() -> None:

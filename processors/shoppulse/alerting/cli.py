@@ -107,3 +107,21 @@ def replay_command(
                       f"+{int((incident.end - run.start).total_seconds()) // 60}m", highlight=False)
     for line in report_lines(results, run.start):
         console.print(line, highlight=False, markup=False)
+
+
+@alerts_app.command("render")
+def render_command(
+    out: Annotated[Path, typer.Argument(help="The folder Grafana provisions alerting from "
+                                             "(/etc/grafana/provisioning/alerting).")],
+) -> None:
+    """Write the alerting files as Grafana should load them in this environment: PagerDuty only with
+    PAGERDUTY_ROUTING_KEY, Slack as a bot or a webhook as configured. Secrets stay ${VAR} references."""
+    from shoppulse.alerting.render import RenderError, render
+
+    try:
+        rendered = render(out)
+    except (RenderError, OSError) as exc:
+        _fail(str(exc), 2)
+    for note in rendered.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"[green]ok[/]: {len(rendered.files)} file(s) in {out}", highlight=False)

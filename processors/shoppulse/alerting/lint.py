@@ -70,6 +70,7 @@ def lint(paths: list[Path], client: Client, now: datetime, promql: PromQLChecker
         checker.check(rule)
     report.problems += _group_problems(files)
     receivers = _contact_point_problems(files, report)
+    report.problems += _rule_routing_problems(files, receivers)
     report.problems += _policy_problems(files, receivers)
     report.problems += _mute_timing_problems(files)
     report.problems += _template_problems(files, checker.labels, checker.annotations)
@@ -272,6 +273,26 @@ def _contact_point_problems(files: AlertingFiles, report: LintReport) -> set[str
             if not settings.get(key):
                 report.problems.append(receiver.problem(where, f"{kind} needs settings.{key}"))
     return set(names) | BUILTIN_RECEIVERS
+
+
+def _rule_routing_problems(files: AlertingFiles, receivers: set[str]) -> list[Problem]:
+    """A rule may route itself to a contact point (simplified routing) instead of the policy tree."""
+    problems = []
+    mute_names = {str(m.item.get("name")) for m in files.items("muteTimes")}
+    for rule in files.rules():
+        settings = rule.item.get("notification_settings")
+        if settings is None:
+            continue
+        where = f"rule {rule.item.get('uid')}"
+        if not isinstance(settings, dict) or settings.get("receiver") not in receivers:
+            receiver = settings.get("receiver") if isinstance(settings, dict) else settings
+            problems.append(rule.problem(where, f"notification_settings.receiver {receiver!r} is not a contact point "
+                                                f"({', '.join(sorted(receivers))})"))
+            continue
+        for name in settings.get("mute_time_intervals") or []:
+            if name not in mute_names:
+                problems.append(rule.problem(where, f"notification_settings mutes with {name!r}, not a mute timing"))
+    return problems
 
 
 def _routes(route: dict[str, Any], depth: int = 0) -> list[tuple[dict[str, Any], int]]:

@@ -1,0 +1,58 @@
+"""`shoppulse alerts render` writes the alerting files Grafana can load in this environment: a
+receiver without its secret is left out (Grafana would refuse to start), secrets stay ${VAR}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shoppulse.alerting.render import FALLBACK_RECEIVER, RenderError, render
+
+SECRET = "https://hooks.slack.example/T000/B000/very-secret"
+
+
+def documents(folder: Path) -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))}
+
+
+def receivers(policy: dict) -> set[str]:
+    return {policy["receiver"]} | {r for child in policy.get("routes", []) for r in receivers(child)}
+
+
+def test_without_slack_or_pagerduty_alerts_go_to_grafana_s_default_contact_point(tmp_path: Path) -> None:
+    rendered = render(tmp_path, env={})
+    files = documents(tmp_path)
+    assert "pagerduty.yaml" not in files and "contact-points.yaml" not in files
+    assert receivers(files["policies.yaml"]["policies"][0]) == {FALLBACK_RECEIVER}
+    assert {"rules.yaml", "templates.yaml", "mute-timings.yaml"} <= set(files)
+    assert any("PAGERDUTY_ROUTING_KEY" in note for note in rendered.notes)
+    assert any("SLACK_WEBHOOK_URL" in note for note in rendered.notes)
+
+
+def test_a_webhook_and_a_routing_key_provision_both_without_writing_secrets(tmp_path: Path) -> None:
+    render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET, "PAGERDUTY_ROUTING_KEY": "pd-secret-key",
+                          "SHOPPULSE_RUNBOOK_BASE_URL": "https://git.example/runbooks"})
+    files = documents(tmp_path)
+    slack = files["contact-points.yaml"]["contactPoints"][0]["receivers"][0]["settings"]
+    assert slack["url"] == "${SLACK_WEBHOOK_URL}" and "token" not in slack and "recipient" not in slack
+    assert files["pagerduty.yaml"]["contactPoints"][0]["receivers"][0]["settings"]["integrationKey"] == \
+        "${PAGERDUTY_ROUTING_KEY}"
+    assert receivers(files["policies.yaml"]["policies"][0]) == {"slack-oncall", "pagerduty-oncall"}
+    written = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert SECRET not in written and "pd-secret-key" not in written
+
+
+def test_a_bot_token_needs_its_channel(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="SLACK_CHANNEL"):
+        render(tmp_path, env={"SLACK_BOT_TOKEN": "xoxb-1"})
+    render(tmp_path, env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_CHANNEL": "#shop-oncall"})
+    slack = documents(tmp_path)["contact-points.yaml"]["contactPoints"][0]["receivers"][0]["settings"]
+    assert slack["token"] == "${SLACK_BOT_TOKEN}" and slack["recipient"] == "${SLACK_CHANNEL}" and "url" not in slack
+
+
+def test_rendering_again_replaces_what_an_earlier_render_left(tmp_path: Path) -> None:
+    render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET, "PAGERDUTY_ROUTING_KEY": "k"})
+    render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET})
+    assert "pagerduty.yaml" not in documents(tmp_path)

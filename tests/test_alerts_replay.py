@@ -1,0 +1,130 @@
+"""`shoppulse alerts replay` over a recorded run of every scripted incident: each incident's rule
+fires while it lasts, in its country, and nothing fires on the incident-free traffic around them.
+Also: Grafana's alert-state rules (pending period, no data, errors) and its expressions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shoppulse.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time
+from shoppulse.alerting.evaluate import Evaluation, RuleEvaluator
+from shoppulse.alerting.expressions import ExpressionError, evaluate
+from shoppulse.alerting.files import alerting_paths, load
+from shoppulse.alerting.recorded_run import RecordedRun, record
+from shoppulse.alerting.replay import Firing, RuleReplay, RuleStates, replay
+from shoppulse.dashboards.lint import throwaway_database
+from shoppulse.dashboards.model import provisioned_datasources
+from shoppulse.loadgen.scenario import load_scenario
+from shoppulse.settings import PROJECT_ROOT, load_settings
+
+AFTER_END = timedelta(minutes=20)  # sessions close 5 min after their last event; the rules look back 15 min
+# The rule that must fire for each kind of incident (the sidecar's may name the store-wide series).
+MATCHING_RULE = {"payment_outage": "shoppulse-payment-failure-rate", "flash_sale": "shoppulse-sidecar-anomaly",
+                 "checkout_latency": "shoppulse-sidecar-anomaly", "abandonment_surge": "shoppulse-abandonment-spike"}
+
+
+def country_of(firing: Firing) -> str:
+    return dict(firing.labels).get("country", "")
+
+
+@pytest.fixture(scope="module")
+def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay]]]:
+    scenario = load_scenario(PROJECT_ROOT / "scenarios" / "all-incidents.yaml")
+    with throwaway_database(load_settings()) as client:
+        run = record(client, scenario, 100, timedelta(minutes=60), timedelta(minutes=15),
+                     fixed_week_time(datetime.now(UTC)))
+        results = replay(load(alerting_paths()), RuleEvaluator(client, provisioned_datasources()),
+                         run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end)
+    yield run, {r.uid: r for r in results}
+
+
+@pytest.mark.integration
+def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) -> None:
+    run, results = replayed
+    assert len(run.incidents) == 4
+    for incident in run.incidents:
+        firings = results[MATCHING_RULE[incident.incident.kind]].firings
+        for country in incident.incident.countries:
+            hits = [f for f in firings if country_of(f) in (country, "ALL")
+                    and incident.start <= f.fired_at <= incident.end + AFTER_END]
+            assert hits, f"{incident.incident.kind} in {country}: {MATCHING_RULE[incident.incident.kind]} did not fire"
+
+
+@pytest.mark.integration
+def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
+    run, results = replayed
+    windows = [(i.start, i.end + AFTER_END, {*i.incident.countries, "ALL"}) for i in run.incidents]
+    stray = [(uid, f) for uid, result in results.items() for f in result.firings
+             if not any(start <= f.fired_at <= end and country_of(f) in countries for start, end, countries in windows)]
+    assert stray == []
+    assert all(not r.errors for r in results.values()), {u: r.errors[:2] for u, r in results.items() if r.errors}
+    # The quiet hour before the scenario was evaluated too, with every ClickHouse rule.
+    evaluated = [r for r in results.values() if r.skipped is None]
+    assert len(evaluated) == 6 and all(r.evaluations >= 100 for r in evaluated)
+
+
+@pytest.mark.integration
+def test_a_prometheus_rule_is_reported_as_not_replayed(replayed) -> None:
+    _run, results = replayed
+    assert "Prometheus" in (results["shoppulse-pipeline-down"].skipped or "")
+
+
+def rule(pending: str, no_data: str = "OK", error: str = "Error") -> dict:
+    return {"uid": "r", "condition": "B", "for": pending, "noDataState": no_data, "execErrState": error}
+
+
+def at(minute: int) -> datetime:
+    return datetime(2026, 11, 24, 11, minute, tzinfo=UTC)
+
+
+DE = frozenset({("country", "DE")})
+
+
+def test_an_instance_fires_only_after_its_pending_period_and_resolves_when_false() -> None:
+    result = RuleReplay("r", "r")
+    states = RuleStates(rule("2m"), result)
+    for minute, true in ((0, True), (1, True), (2, True), (3, True), (4, False)):
+        states.step(Evaluation(at(minute), true={DE} if true else set(), values={"B": {DE: 1.0 if true else 0.0}}))
+    assert [(f.fired_at, f.resolved_at) for f in result.firings] == [(at(2), at(4))]
+
+
+def test_a_short_blip_does_not_fire() -> None:
+    result = RuleReplay("r", "r")
+    states = RuleStates(rule("2m"), result)
+    for minute, true in ((0, True), (1, False), (2, True), (3, False)):
+        states.step(Evaluation(at(minute), true={DE} if true else set(), values={"B": {DE: float(true)}}))
+    assert result.firings == []
+
+
+def test_no_data_fires_only_where_the_rule_chose_alerting() -> None:
+    for choice, fires in (("Alerting", True), ("OK", False), ("NoData", True)):
+        result = RuleReplay("r", "r")
+        RuleStates(rule("0s", no_data=choice), result).step(Evaluation(at(0), no_data=True))
+        assert bool(result.firings) is fires, choice
+
+
+def test_errors_are_recorded_and_fire_as_the_rule_chose() -> None:
+    result = RuleReplay("r", "r")
+    RuleStates(rule("0s", error="Error"), result).step(Evaluation(at(0), error="Code: 47. Unknown identifier"))
+    assert result.errors and dict(result.firings[0].labels) == {"alertname": "DatasourceError"}
+
+
+def test_math_joins_series_by_labels_and_threshold_compares() -> None:
+    a = {DE: 2.0, frozenset({("country", "FR")}): 9.0}
+    b = {DE: 5.0, frozenset({("country", "FR")}): 5.0}
+    assert evaluate({"type": "math", "expression": "$A < $B"}, {"A": a, "B": b}) == {
+        DE: 1.0, frozenset({("country", "FR")}): 0.0}
+    assert evaluate({"type": "math", "expression": "$A * 2 > ${B}"}, {"A": a, "B": {frozenset(): 5.0}}) == {
+        DE: 0.0, frozenset({("country", "FR")}): 1.0}
+    threshold = {"type": "threshold", "expression": "A", "conditions": [{"evaluator": {"type": "gt", "params": [3]}}]}
+    assert evaluate(threshold, {"A": a}) == {DE: 0.0, frozenset({("country", "FR")}): 1.0}
+
+
+def test_an_expression_reading_a_missing_query_is_an_error() -> None:
+    with pytest.raises(ExpressionError, match=r"\$C"):
+        evaluate({"type": "math", "expression": "$A > $C"}, {"A": {DE: 1.0}})
+    with pytest.raises(ExpressionError, match="not supported"):
+        evaluate({"type": "math", "expression": "[x for x in $A]"}, {"A": {DE: 1.0}})
