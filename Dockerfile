@@ -20,6 +20,6 @@ RUN pip install -e . \
     && mkdir -p /provisioning/alerting && chown shoppulse /provisioning/alerting
 
 USER shoppulse
-EXPOSE 9464 9465 9466
+EXPOSE 9464 9465 9466 9467
 ENTRYPOINT ["shoppulse"]
 CMD ["up", "--no-live", "--no-prometheus"]
