@@ -133,3 +133,9 @@ def test_annotations_and_links_are_checked(files: Path, demo: Client) -> None:
                      "$values.Z: the rule has no query 'Z'", "$labels.region: the rule has no label 'region'",
                      "datasourceUid 'no-such-datasource' is not a provisioned datasource"):
         assert expected in found, found
+
+
+def test_a_misspelt_key_grafana_would_ignore_fails(files: Path, demo: Client) -> None:
+    line = edit(files / "rules.yaml", "        noDataState: Alerting\n", "        noDataStat: Alerting\n")
+    found = problems(files, demo)
+    assert any(p.startswith(f"{files / 'rules.yaml'}:{line}: rule: unknown key 'noDataStat'") for p in found), found

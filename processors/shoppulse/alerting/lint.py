@@ -49,6 +49,20 @@ _RUNBOOK = re.compile(r"^\$\{SHOPPULSE_RUNBOOK_BASE_URL\}/([\w.-]+\.md)$")
 _LABEL_REF = re.compile(r"\$labels\.(\w+)")
 _VALUE_REF = re.compile(r"\$values\.(\w+)")
 _TIME = re.compile(r"^([01]\d|2[0-4]):[0-5]\d$")
+# The fields Grafana's file reader knows; it ignores any other key, so a typo silently drops a setting.
+KNOWN_KEYS = {
+    "group": {"orgId", "name", "folder", "interval", "rules"},
+    "rule": {"uid", "title", "condition", "data", "dasboardUid", "dashboardUid", "panelId", "noDataState",
+             "execErrState", "for", "keepFiringFor", "missing_series_evals_to_resolve", "annotations", "labels",
+             "isPaused", "notification_settings", "record"},
+    "query": {"refId", "queryType", "relativeTimeRange", "datasourceUid", "model"},
+    "contact point": {"orgId", "name", "receivers"},
+    "receiver": {"uid", "type", "settings", "disableResolveMessage"},
+    "route": {"orgId", "receiver", "group_by", "group_wait", "group_interval", "repeat_interval", "routes",
+              "object_matchers", "matchers", "continue", "mute_time_intervals", "active_time_intervals"},
+    "mute timing": {"orgId", "name", "time_intervals"},
+    "template": {"orgId", "name", "template"},
+}
 _BY = re.compile(r"\bby\s*\(([^)]*)\)")  # the labels a PromQL aggregation keeps
 
 
@@ -74,7 +88,39 @@ def lint(paths: list[Path], client: Client, now: datetime, promql: PromQLChecker
     report.problems += _policy_problems(files, receivers)
     report.problems += _mute_timing_problems(files)
     report.problems += _template_problems(files, checker.labels, checker.annotations)
+    report.problems += _unknown_key_problems(files)
     return report
+
+
+def _unknown(kind: str, item: dict[str, Any]) -> list[str]:
+    return sorted(set(item) - KNOWN_KEYS[kind])
+
+
+def _unknown_key_problems(files: AlertingFiles) -> list[Problem]:
+    found: list[tuple[Located, str, list[str]]] = []
+    for kind, section in (("group", "groups"), ("contact point", "contactPoints"), ("mute timing", "muteTimes"),
+                          ("template", "templates")):
+        found += [(item, kind, _unknown(kind, item.item)) for item in files.items(section)]
+    for rule in files.rules():
+        found.append((rule, "rule", _unknown("rule", rule.item)))
+        found += [(rule, "query", _unknown("query", q)) for q in rule.item.get("data") or [] if isinstance(q, dict)]
+    found += [(receiver, "receiver", _unknown("receiver", receiver.item)) for receiver in files.receivers()]
+    for policy in files.items("policies"):
+        found += [(policy, "route", _unknown("route", route)) for route, _depth in _routes(policy.item)]
+    problems = []
+    for located, kind, keys in found:
+        for key in keys:
+            line = located.line if kind in ("query", "route") else \
+                next((n for n in range(located.line, located.line + 400) if f"{key}:" in _line(files, located, n)),
+                     located.line)
+            problems.append(Problem(located.path, line, kind, f"unknown key {key!r}: Grafana ignores it (known: "
+                                                              f"{', '.join(sorted(KNOWN_KEYS[kind]))})"))
+    return problems
+
+
+def _line(files: AlertingFiles, located: Located, number: int) -> str:
+    lines = files.texts[located.path].splitlines()
+    return lines[number - 1] if 0 < number <= len(lines) else ""
 
 
 def _duration_ok(text: Any) -> bool:
