@@ -139,6 +139,9 @@ def preview_command(
         help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
     clickhouse_url: Annotated[str | None, typer.Option(
         help="Render from this ClickHouse (e.g. a running `shoppulse up`) instead of the demo data.")] = None,
+    prometheus_url: Annotated[str | None, typer.Option(
+        help="Draw Prometheus panels from this Prometheus (e.g. a running `shoppulse up`'s); without it they "
+             "show their PromQL.")] = None,
 ) -> None:
     """Render each dashboard to a PNG from its real query results (demo data with an incident by default)."""
     from shoppulse import clickhouse
@@ -149,22 +152,29 @@ def preview_command(
     with console.status("preparing ClickHouse…") as status:
         if clickhouse_url:
             client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
-            _render_previews(files, client, now, out, status.update)
+            _render_previews(files, client, now, out, status.update, prometheus_url)
         else:
             with demo_database(settings, now, status.update) as client:
-                _render_previews(files, client, now, out, status.update)
+                _render_previews(files, client, now, out, status.update, prometheus_url)
 
 
 def _render_previews(files: list[Path], client: Client, now: datetime, out: Path,
-                     progress: Callable[[str], None]) -> None:
+                     progress: Callable[[str], None], prometheus_url: str | None = None) -> None:
     from shoppulse.dashboards.lint import lint
     from shoppulse.dashboards.preview import render_dashboard
+    from shoppulse.dashboards.prometheus_data import PrometheusError, prometheus_results
 
     report = lint(files, client, now, progress)
     anomalies = client.query("SELECT opened_at, coalesce(closed_at, now64(3)) FROM anomalies FINAL").result_rows
     for problem in report.problems:
         err.print(f"[yellow]lint:[/] {problem}", highlight=False, markup=False)
     for file in report.files:
+        executed = list(report.executed)
+        if prometheus_url:
+            try:
+                executed += prometheus_results(file, prometheus_url, now)
+            except PrometheusError as exc:
+                _fail(str(exc))
         progress(f"rendering {file.path.name}")
-        target = render_dashboard(file, report.executed, anomalies, out / file.path.with_suffix(".png").name)
+        target = render_dashboard(file, executed, anomalies, out / file.path.with_suffix(".png").name)
         console.print(f"wrote {target}", highlight=False)

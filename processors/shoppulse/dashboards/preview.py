@@ -3,8 +3,8 @@
 Each panel is drawn at its grid position with its title, in the spirit of its Grafana panel type:
 stats with colour thresholds and sparklines, time series (with the expected band and anomaly
 regions), ranked bars, grouped bars, heatmaps, tables, pies and gauges. The geomap is drawn as a
-country bar chart (no map tiles offline). Prometheus panels show their checked PromQL, since no
-Prometheus data exists offline.
+country bar chart (no map tiles offline). Prometheus panels are drawn from a running Prometheus
+when one is given, and otherwise show their checked PromQL.
 """
 
 from __future__ import annotations
