@@ -82,7 +82,8 @@ def history(client: Client, metric: str, country: str, end: datetime, days: int)
 def refit(client: Client, now: datetime, days: int = 7) -> int:
     """Refit every series and write its band; returns how many series had enough history."""
     countries = [str(r[0]) for r in client.query(
-        "SELECT DISTINCT country FROM metrics_1m WHERE ts >= now() - INTERVAL 1 DAY").result_rows]
+        "SELECT DISTINCT country FROM metrics_1m WHERE ts > {now:DateTime} - INTERVAL 1 DAY AND ts <= {now:DateTime}",
+        parameters={"now": now.replace(tzinfo=None)}).result_rows]
     rows: list[list[object]] = []
     fitted_series = 0
     with FIT_SECONDS.time():
