@@ -137,7 +137,7 @@ def _timeseries(ax: Axes, panel: dict[str, Any], results: list[Result], anomalie
             continue
         style = "--" if name == "expected" else "-"
         ax.plot(times, values, style, color=PALETTE[index % len(PALETTE)], linewidth=2 if style == "-" else 1.5,
-                label=name)
+                label=name, marker="o" if len(times) < 4 else None)  # a lone point draws no line
     if band:
         lower, upper = merged["lower"], merged["upper"]
         ax.fill_between(lower[0], lower[1], upper[1], color="#8ab8ff", alpha=0.2, linewidth=0, label="expected band")
