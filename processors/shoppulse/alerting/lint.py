@@ -148,6 +148,7 @@ class RuleChecker:
         self.uids: Counter[str] = Counter()
         self.labels: set[str] = set(GRAFANA_LABELS)
         self.annotations: set[str] = set(GRAFANA_ANNOTATIONS)
+        self.prometheus_labels: set[str] = set()  # the current rule's, from its PromQL's by (...)
 
     def check(self, located: Located) -> None:
         rule, add = located.item, self.report.problems.append
@@ -180,7 +181,7 @@ class RuleChecker:
         self.labels |= set(labels)
         self.annotations |= set(annotations)
         self._check_links(located, where, rule, annotations)
-        self.prometheus_labels: set[str] = set()
+        self.prometheus_labels = set()
         refs = self._check_data(located, where, rule)
         query_labels = self._run(located, where, rule) | self.prometheus_labels
         self.labels |= self.prometheus_labels
