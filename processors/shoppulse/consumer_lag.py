@@ -27,10 +27,19 @@ class ConsumerLagCollector(Collector):
         self._admin: KafkaAdminClient | None = None
         self._ends: KafkaConsumer | None = None
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The family without samples: registering the collector then asks the broker nothing
+        (prometheus-client calls collect() at registration of a collector without describe())."""
+        yield self._family()
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("shoppulse_consumer_lag_messages",
+                                 "Messages of the input topic beyond the consumer group's committed offsets",
+                                 labels=["processor", "topic", "partition"])
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("shoppulse_consumer_lag_messages",
-                                   "Messages of the input topic beyond the consumer group's committed offsets",
-                                   labels=["processor", "topic", "partition"])
+        family = self._family()
         try:
             for partition, lag in sorted(self._lag().items()):
                 family.add_metric([self._processor, self._topic, str(partition)], lag)
