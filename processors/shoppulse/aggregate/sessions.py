@@ -93,8 +93,10 @@ class SessionTracker:
 
     def __call__(self, event: dict[str, Any], state: State) -> list[dict[str, Any]]:
         timestamp = event["event_time_ms"]
-        watermark = max(timestamp, state.get(WATERMARK, 0))
-        state.set(WATERMARK, watermark)
+        watermark = state.get(WATERMARK, 0)
+        if timestamp > watermark:
+            watermark = timestamp
+            state.set(WATERMARK, watermark)
         closed: list[dict[str, Any]] = []
         if timestamp < watermark - self.grace_ms:
             if self.on_late is not None:
@@ -150,14 +152,13 @@ class SessionTracker:
 
     def _close_due(self, key: str, watermark: int, state: State, closed: list[dict[str, Any]]) -> None:
         sessions: list[dict[str, Any]] = state.get(key, [])
+        due = [s for s in sessions if self._due(s) < watermark]
         still_open = [s for s in sessions if self._due(s) >= watermark]
-        if len(still_open) == len(sessions):
-            if still_open:  # extended since it was indexed: due in a later bucket
-                self._schedule(min(still_open, key=self._due), state)
-            return
-        closed.extend(s for s in sessions if self._due(s) < watermark)
-        if still_open:
-            state.set(key, still_open)
+        if due:
+            closed.extend(due)
+            if still_open:
+                state.set(key, still_open)
+            else:
+                state.delete(key)
+        if still_open:  # extended since it was indexed, or a later session of the id: due in a later bucket
             self._schedule(min(still_open, key=self._due), state)
-        else:
-            state.delete(key)

@@ -19,9 +19,9 @@ from clickhouse_connect.driver.client import Client
 from shoppulse.alerting.expressions import ExpressionError, Labels, Series, evaluate
 from shoppulse.dashboards.interpolate import InterpolationError, QueryContext, clickhouse_query
 from shoppulse.dashboards.model import CLICKHOUSE_TYPE, PROMETHEUS_TYPE, Datasource
+from shoppulse.dashboards.shapes import is_number, is_text
 
 EXPRESSION_UID = "__expr__"
-_TEXT_TYPES = ("String", "FixedString", "Enum", "UUID")
 
 
 class ShapeError(ValueError):
@@ -44,8 +44,8 @@ class Evaluation:
 
 def to_series(names: list[str], types: list[str], rows: list[tuple[Any, ...]]) -> Series:
     """A table as Grafana's numeric data: exactly one numeric column, the rest text labels."""
-    numeric = [i for i, t in enumerate(types) if _is_numeric(t)]
-    text = [i for i, t in enumerate(types) if _is_text(t)]
+    numeric = [i for i, t in enumerate(types) if is_number(t)]
+    text = [i for i, t in enumerate(types) if is_text(t)]
     others = [names[i] for i in range(len(names)) if i not in numeric and i not in text]
     if others:
         raise ShapeError(f"columns {others} are neither text nor numbers: alert queries return label columns "
@@ -61,16 +61,6 @@ def to_series(names: list[str], types: list[str], rows: list[tuple[Any, ...]]) -
         value = row[numeric[0]]
         series[labels] = None if value is None else float(value) if isinstance(value, int | float | Decimal) else None
     return series
-
-
-def _is_numeric(clickhouse_type: str) -> bool:
-    inner = clickhouse_type.removeprefix("Nullable(").removeprefix("LowCardinality(")
-    return inner.startswith(("Int", "UInt", "Float", "Decimal"))
-
-
-def _is_text(clickhouse_type: str) -> bool:
-    inner = clickhouse_type.removeprefix("Nullable(").removeprefix("LowCardinality(").removeprefix("Nullable(")
-    return inner.startswith(_TEXT_TYPES)
 
 
 class RuleEvaluator:
@@ -91,18 +81,16 @@ class RuleEvaluator:
             raise NotEvaluableError(f"datasource {query.get('datasourceUid')!r} is not provisioned")
         if datasource.type == PROMETHEUS_TYPE:
             raise NotEvaluableError("a Prometheus query: replay needs the run's Prometheus data, lint checks it with "
-                               "promtool")
+                                    "promtool")
         if datasource.type != CLICKHOUSE_TYPE:
             raise NotEvaluableError(f"datasource type {datasource.type} is not supported")
         sql = self.sql(query, at)
         result = self.client.query(sql)
-        if not result.column_names:  # no rows, no block: ask ClickHouse for the result's columns
+        names, types, rows = list(result.column_names), [t.name for t in result.column_types], result.result_rows
+        if not names:  # no rows, no block: ask ClickHouse for the result's columns
             described = self.client.query(f"DESCRIBE TABLE ({sql})").result_rows
             names, types = [row[0] for row in described], [row[1] for row in described]
-            return to_series(names, types, []), {n for n, t in zip(names, types, strict=True) if _is_text(t)}
-        names, types = list(result.column_names), [t.name for t in result.column_types]
-        return to_series(names, types, result.result_rows), {n for n, t in zip(names, types, strict=True)
-                                                             if _is_text(t)}
+        return to_series(names, types, rows), {n for n, t in zip(names, types, strict=True) if is_text(t)}
 
     def evaluate(self, rule: dict[str, Any], at: datetime) -> Evaluation:
         evaluation = Evaluation(at)

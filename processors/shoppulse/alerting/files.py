@@ -3,8 +3,10 @@ templates and mute timings, each item with the file and line it comes from."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,15 @@ RUNBOOKS_DIR = ALERTING_DIR / "runbooks"
 # The top-level lists of Grafana's alerting file provisioning (apiVersion 1).
 SECTIONS = ("groups", "deleteRules", "contactPoints", "deleteContactPoints", "policies", "resetPolicies",
             "templates", "deleteTemplates", "muteTimes", "deleteMuteTimes")
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(text: object) -> timedelta | None:
+    """A Prometheus-style duration as Grafana's files take it (``1m``, ``1h30m``); None if it is not one."""
+    if not isinstance(text, str) or not re.fullmatch(f"(?:{_DURATION.pattern})+", text):
+        return None
+    return timedelta(seconds=sum(int(n) * _UNIT_S[u] for n, u in _DURATION.findall(text)))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from shoppulse.alerting import gotemplate
 from shoppulse.alerting.evaluate import EXPRESSION_UID, NotEvaluableError, RuleEvaluator
 from shoppulse.alerting.expressions import EXPRESSION_TYPES, ExpressionError, parse_math, references
-from shoppulse.alerting.files import RUNBOOKS_DIR, AlertingFiles, Located, load
+from shoppulse.alerting.files import RUNBOOKS_DIR, AlertingFiles, Located, load, parse_duration
 from shoppulse.dashboards.model import PROMETHEUS_TYPE, Datasource, Problem, dashboard_paths, provisioned_datasources
 from shoppulse.dashboards.model import load as load_dashboard
 from shoppulse.dashboards.promql import PromQLChecker
@@ -43,7 +43,6 @@ BUILTIN_TEMPLATES = frozenset({"default.title", "default.message", "__subject", 
                                "slack.default.text", "pagerduty.default.description", "teams.default.message"})
 MATCHER_OPERATORS = ("=", "!=", "=~", "!~")
 WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
-_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _RUNBOOK = re.compile(r"^\$\{SHOPPULSE_RUNBOOK_BASE_URL\}/([\w.-]+\.md)$")
 _LABEL_REF = re.compile(r"\$labels\.(\w+)")
@@ -110,21 +109,15 @@ def _unknown_key_problems(files: AlertingFiles) -> list[Problem]:
     problems = []
     for located, kind, keys in found:
         for key in keys:
-            line = located.line if kind in ("query", "route") else \
-                next((n for n in range(located.line, located.line + 400) if f"{key}:" in _line(files, located, n)),
-                     located.line)
+            line = located.line if kind in ("query", "route") else files.line_of(located.path, f"{key}:", located.line)
             problems.append(Problem(located.path, line, kind, f"unknown key {key!r}: Grafana ignores it (known: "
                                                               f"{', '.join(sorted(KNOWN_KEYS[kind]))})"))
     return problems
 
 
-def _line(files: AlertingFiles, located: Located, number: int) -> str:
-    lines = files.texts[located.path].splitlines()
-    return lines[number - 1] if 0 < number <= len(lines) else ""
-
 
 def _duration_ok(text: Any) -> bool:
-    return isinstance(text, str) and bool(_DURATION.match(text))
+    return parse_duration(text) is not None
 
 
 def _dashboards() -> dict[str, set[int]]:

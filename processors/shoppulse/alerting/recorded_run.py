@@ -101,6 +101,7 @@ def record(client: Client, scenario: Scenario, rate: float, warm_up: timedelta, 
     clock = [start - warm_up]
     sidecar = Sidecar(client, clock=lambda: clock[0])
     buffers = _Buffers()
+    aggregator = StoreMetrics()
     recent: list[Second] = []
     begin, seconds = start - warm_up, int((end - start + warm_up).total_seconds())
     per_second = int(rate)
@@ -120,9 +121,11 @@ def record(client: Client, scenario: Scenario, rate: float, warm_up: timedelta, 
                 continue
             event = to_clean(checked, hasher, rates)
             country = event["country"]
-            window = windows.setdefault(country, {"start": int(now.timestamp() * 1000), "country": country,
-                                                  "metrics": StoreMetrics().initialize()})
-            StoreMetrics().agg(window["metrics"], event, event["event_time_ms"])
+            window = windows.get(country)
+            if window is None:
+                window = windows[country] = {"start": int(now.timestamp() * 1000), "country": country,
+                                             "metrics": aggregator.initialize()}
+            aggregator.agg(window["metrics"], event, event["event_time_ms"])
             if event["event_type"] in SESSION_EVENT_TYPES:
                 for closed in tracker(event, trackers[country]):
                     buffers.tables["sessions"].append(session_row(closed))

@@ -72,9 +72,8 @@ def render(out: Path, env: Mapping[str, str] | None = None, source: Path = ALERT
     env = os.environ if env is None else env
     result = Rendered()
     gone: set[str] = set()
-    documents: dict[Path, dict[str, Any]] = {}
-    for path in alerting_paths(source):
-        documents[path] = copy.deepcopy(yaml.safe_load(path.read_text()) or {})
+    originals = {path: yaml.safe_load(path.read_text()) or {} for path in alerting_paths(source)}
+    documents: dict[Path, dict[str, Any]] = {path: copy.deepcopy(doc) for path, doc in originals.items()}
     for document in documents.values():
         points = []
         for point in document.get("contactPoints") or []:
@@ -111,7 +110,7 @@ def render(out: Path, env: Mapping[str, str] | None = None, source: Path = ALERT
                                                                                               "contactPoints"}:
             continue  # nothing left to provision in this file
         target = out / path.name
-        if document == yaml.safe_load(path.read_text()):
+        if document == originals[path]:
             shutil.copyfile(path, target)  # unchanged: keep the reviewed file as it is, comments included
         else:
             target.write_text(f"# Rendered by `shoppulse alerts render` from alerting/{path.name}.\n"

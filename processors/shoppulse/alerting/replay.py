@@ -5,7 +5,6 @@ on data. Prometheus rules are not replayed (the run has no Prometheus history); 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,17 +12,16 @@ from typing import Any
 
 from shoppulse.alerting.evaluate import Evaluation, NotEvaluableError, RuleEvaluator
 from shoppulse.alerting.expressions import Labels
-from shoppulse.alerting.files import AlertingFiles
+from shoppulse.alerting.files import AlertingFiles, parse_duration
 
 NO_DATA = frozenset({("alertname", "DatasourceNoData")})
 ERROR = frozenset({("alertname", "DatasourceError")})
 MISSING_EVALS_TO_RESOLVE = 2  # Grafana's default: a series gone for two evaluations is resolved
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
-def duration(text: str) -> timedelta:
-    return timedelta(seconds=sum(int(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(text or "0s")))
+def duration(text: object, default: timedelta) -> timedelta:
+    """A rule's or group's duration; ``default`` where it has none (lint reports a malformed one)."""
+    return parse_duration(text) or default
 
 
 @dataclass
@@ -60,7 +58,7 @@ class RuleStates:
     def __init__(self, rule: dict[str, Any], replay: RuleReplay) -> None:
         self.rule = rule
         self.replay = replay
-        self.pending_for = duration(str(rule.get("for") or "0s"))
+        self.pending_for = duration(rule.get("for"), timedelta(0))
         self.instances: dict[Labels, _Instance] = {}
 
     def step(self, evaluation: Evaluation) -> None:
@@ -122,7 +120,7 @@ def replay(files: AlertingFiles, evaluator: RuleEvaluator, start: datetime, end:
         results.append(result)
         states = RuleStates(rule, result)
         progress(f"replaying {result.title}")
-        for at in evaluation_times(start, end, duration(str(group.get("interval") or "1m"))):
+        for at in evaluation_times(start, end, duration(group.get("interval"), timedelta(minutes=1))):
             try:
                 evaluation = evaluator.evaluate(rule, at)
             except NotEvaluableError as exc:
