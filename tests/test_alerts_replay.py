@@ -1,6 +1,8 @@
-"""`shoppulse alerts replay` over a recorded run of every scripted incident: each incident's rule
-fires while it lasts, in its country, and nothing fires on the incident-free traffic around them.
-Also: Grafana's alert-state rules (pending period, no data, errors) and its expressions."""
+"""`shoppulse alerts replay` over a recorded run of every scripted incident — the load generator's
+events through a real Kafka broker, `shoppulse ingest`, `shoppulse aggregate` and `shoppulse sidecar`
+into ClickHouse: each incident's rule fires while it lasts, in its country, and nothing fires on
+the incident-free traffic around them. Also: Grafana's alert-state rules (pending period, no data,
+errors) and its expressions."""
 
 from __future__ import annotations
 
@@ -13,9 +15,8 @@ from shoppulse.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time
 from shoppulse.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.alerting.expressions import ExpressionError, evaluate
 from shoppulse.alerting.files import alerting_paths, load
-from shoppulse.alerting.recorded_run import RecordedRun, record
+from shoppulse.alerting.recording import RecordedRun, recorded_run
 from shoppulse.alerting.replay import Firing, RuleReplay, RuleStates, replay
-from shoppulse.dashboards.lint import throwaway_database
 from shoppulse.dashboards.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
 from shoppulse.settings import PROJECT_ROOT, load_settings
@@ -33,11 +34,10 @@ def country_of(firing: Firing) -> str:
 @pytest.fixture(scope="module")
 def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay]]]:
     scenario = load_scenario(PROJECT_ROOT / "scenarios" / "all-incidents.yaml")
-    with throwaway_database(load_settings()) as client:
-        # Lighter than the command's defaults (100 events/s, an hour of warm-up) to keep the suite short;
-        # the rules' baselines need at most 40 minutes of history.
-        run = record(client, scenario, 80, timedelta(minutes=45), timedelta(minutes=15),
-                     fixed_week_time(datetime.now(UTC)))
+    # Lighter than the command's defaults (100 events/s, an hour of warm-up) to keep the suite short;
+    # the rules' baselines need at most 40 minutes of history.
+    with recorded_run(load_settings(), scenario, 80, timedelta(minutes=45), timedelta(minutes=15),
+                      fixed_week_time(datetime.now(UTC))) as (run, client):
         results = replay(load(alerting_paths()), RuleEvaluator(client, provisioned_datasources()),
                          run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end)
     yield run, {r.uid: r for r in results}

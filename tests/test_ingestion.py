@@ -22,6 +22,7 @@ from conftest import TEST_PASSWORD, EndpointProcess, start_broker
 from pipeline_harness import read_all
 from shoppulse import clickhouse
 from shoppulse.events.validate import Reason
+from shoppulse.ingest.app import received_at_ms
 from shoppulse.loadgen.bad_input import BAD_KINDS
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
@@ -141,3 +142,12 @@ def test_ingestion_refuses_to_start_without_a_pii_key(tmp_path: Path) -> None:
                             timeout=60, check=False)
     assert result.returncode == 1
     assert "SHOPPULSE_PII_KEY is not set" in result.stderr
+
+
+def test_a_dead_letter_is_received_when_its_message_reached_kafka_unless_that_is_implausible() -> None:
+    now = 1_764_000_000_000
+    hour_ago = now - 3_600_000
+    assert received_at_ms(hour_ago, now) == hour_ago  # a backlog or a backfill keeps its own time
+    assert received_at_ms(now + 60_000, now) == now  # from the future: when ingestion saw it
+    assert received_at_ms(0, now) == now  # older than dead_letters keeps rows: when ingestion saw it
+    assert received_at_ms(-1, now) == now  # no timestamp

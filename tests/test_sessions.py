@@ -13,9 +13,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoppulse.aggregate.sessions import SessionTracker
-from shoppulse.alerting.recorded_run import DictState
 
 GAP_MS, GRACE_MS = 10_000, 2_000
+
+
+class DictState:
+    """The part of Quix's ``State`` the session tracker uses, over a dict (one country)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
 
 
 def event(session: str, ts: int, event_type: str = "add_to_cart") -> dict[str, Any]:

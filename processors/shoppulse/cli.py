@@ -340,7 +340,8 @@ def loadgen(
         _fail(str(exc), 2)
     bad = BadInput(invalid_ratio, duplicate_ratio, late_ratio, out_of_order_ratio)
     days = replay or 0.0
-    run_start = datetime.now(UTC) - (timedelta(days=days) if replay else timedelta(0))
+    now = datetime.now(UTC)
+    run_start = now - timedelta(days=days)
     stream = new_stream(rate, plan, run_start, ground_truth, bad, seed)
     producer = make_producer(settings.kafka_bootstrap)
     _on_signal_raise_shutdown()
@@ -350,7 +351,7 @@ def loadgen(
                           TextColumn("{task.percentage:>3.0f}%  {task.fields[sent]:,} events"),
                           TimeRemainingColumn(), console=err) as bar:
                 task = bar.add_task("replay", total=1.0, days=days, sent=0)
-                sent = run_replay(producer, stream, rate, days,
+                sent = run_replay(producer, stream, rate, run_start, now,
                                   report=lambda f, n: bar.update(task, completed=f, sent=n))
             console.print(f"replayed {sent:,} events over {days} day(s)")
             return
@@ -374,12 +375,12 @@ def bench_loadgen(
     seconds: Annotated[float, typer.Option(min=1, help="How long to hold each target.")] = 20,
 ) -> None:
     """The rate the load generator achieves at each target, into a real Kafka broker."""
-    from shoppulse.bench.broker import bench_broker
     from shoppulse.bench.loadgen import measure
+    from shoppulse.local.scratch import scratch_broker
 
     settings = _settings()
     setup_logging("WARNING")
-    with bench_broker(settings) as bootstrap:
+    with scratch_broker(settings) as bootstrap:
         results, ceiling = measure(bootstrap, rates, seconds, report=lambda line: err.print(line, highlight=False))
     for result in results:
         console.print(f"target {result.target:>8,.0f} events/s  achieved {result.achieved:>8,.0f} events/s "

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shoppulse.alerting.files import ALERTING_DIR, alerting_paths
 from shoppulse.dashboards.cli import _fail, _files_and_settings, console
-from shoppulse.settings import PROJECT_ROOT
+from shoppulse.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+    from shoppulse.alerting.files import AlertingFiles
+    from shoppulse.alerting.replay import RuleReplay
 
 REPLAY_AFTER_MINUTES = 15
 alerts_app = typer.Typer(help="Grafana alerting as code (alerting/).", no_args_is_help=True)
@@ -63,6 +70,27 @@ def lint_command(
     console.print(f"[green]ok[/]: {summary}", highlight=False)
 
 
+def parse_moment(text: str, now: datetime) -> datetime:
+    """``now``, ``now-<duration>`` (Grafana's relative time, e.g. now-2h) or an ISO 8601 time (UTC if no
+    offset is given)."""
+    from shoppulse.alerting.files import parse_duration
+
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("now-"):
+        ago = parse_duration(text[4:])
+        if ago is None:
+            raise ValueError(f"{text!r}: after now- comes a duration such as 90m, 2h or 1d")
+        return now - ago
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither now, now-<duration> nor an ISO 8601 time "
+                         "(2026-11-24T11:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @alerts_app.command("replay")
 def replay_command(
     scenario: Annotated[Path, typer.Option(help="The load generator's scenario to record and replay.")] =
@@ -72,41 +100,87 @@ def replay_command(
                                                  "starts (the rules' baselines need history).")] = 60,
     tail_minutes: Annotated[int, typer.Option(min=1, max=600, help="Traffic after the last incident ends.")] = 15,
     seed: Annotated[int, typer.Option(help="The load generator's seed.")] = 11,
+    clickhouse_url: Annotated[str | None, typer.Option(
+        help="Replay over the data already in this ClickHouse (e.g. a running `shoppulse up`'s, password from "
+             "CLICKHOUSE_PASSWORD) instead of recording a run.")] = None,
+    from_: Annotated[str, typer.Option("--from", help="With --clickhouse-url: where the replay starts "
+                                       "(now-2h, or an ISO 8601 time).")] = "now-1h",
+    to: Annotated[str, typer.Option(help="With --clickhouse-url: where it ends.")] = "now",
 ) -> None:
-    """Record a run of the load generator with a scenario's incidents (through the pipeline's own
-    code, into a throwaway ClickHouse), then evaluate every rule over it as Grafana would and print,
-    per rule, when each alert instance would have fired and resolved."""
-    from shoppulse.alerting.evaluate import RuleEvaluator
+    """Evaluate every rule as Grafana would over a recorded run and print, per rule, when each alert
+    instance would have fired and resolved. The run is recorded first: the load generator's events
+    with a scenario's incidents, through a throwaway pipeline (Kafka broker, ingest, aggregate, the
+    sidecar, ClickHouse). With --clickhouse-url, over a database that already holds a run."""
+    from shoppulse import clickhouse
     from shoppulse.alerting.files import load
-    from shoppulse.alerting.recorded_run import record
-    from shoppulse.alerting.replay import replay, report_lines
-    from shoppulse.dashboards.lint import throwaway_database
-    from shoppulse.dashboards.model import provisioned_datasources
-    from shoppulse.loadgen.scenario import ScenarioError, load_scenario
 
     files = load(_alerting_files(None))
     if files.problems:
         _fail("\n".join(map(str, files.problems)) + "\nfix these first (shoppulse alerts lint)")
+    _dashboards, settings = _files_and_settings(None)
+    if clickhouse_url is None:
+        _replay_a_recorded_run(files, settings, scenario, rate, warm_up_minutes, tail_minutes, seed)
+        return
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        begin, end = parse_moment(from_, now), parse_moment(to, now)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if begin >= end:
+        _fail(f"--from ({begin:%Y-%m-%d %H:%M:%S}) must be before --to ({end:%Y-%m-%d %H:%M:%S})", 2)
+    client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
+    with console.status("replaying…") as status:
+        results = _replay(files, client, begin, end, status.update)
+    console.print(f"replayed {clickhouse_url} from {begin:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S} UTC "
+                  "(times below are from its start)", highlight=False)
+    _print(results, begin)
+
+
+def _replay(files: AlertingFiles, client: Client, begin: datetime, end: datetime,
+            progress: Callable[[str], None]) -> list[RuleReplay]:
+    from shoppulse.alerting.evaluate import RuleEvaluator
+    from shoppulse.alerting.replay import replay
+    from shoppulse.dashboards.model import provisioned_datasources
+
+    return replay(files, RuleEvaluator(client, provisioned_datasources()), begin, end, progress)
+
+
+def _print(results: list[RuleReplay], origin: datetime) -> None:
+    from shoppulse.alerting.replay import report_lines
+
+    for line in report_lines(results, origin):
+        console.print(line, highlight=False, markup=False)
+
+
+def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: Path, rate: float,
+                           warm_up_minutes: int, tail_minutes: int, seed: int) -> None:
+    from shoppulse.alerting.recording import RecordingError, recorded_run
+    from shoppulse.loadgen.scenario import ScenarioError, load_scenario
+    from shoppulse.local.process import StartupError
+    from shoppulse.local.scratch import ProcessorDiedError
+
     try:
         plan = load_scenario(scenario)
     except (ScenarioError, OSError) as exc:
         _fail(f"{scenario}: {exc}", 2)
-    _dashboards, settings = _files_and_settings(None)
     start = fixed_week_time(datetime.now(UTC))
-    with console.status("recording…") as status, throwaway_database(settings, status.update) as client:
-        run = record(client, plan, rate, timedelta(minutes=warm_up_minutes), timedelta(minutes=tail_minutes),
-                     start, seed, status.update)
-        # The rules look back up to 15 minutes: evaluate from when the run has that much history.
-        evaluator = RuleEvaluator(client, provisioned_datasources())
-        results = replay(files, evaluator, run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end, status.update)
-    console.print(f"recorded run: {run.events:,} events at {rate:g}/s, {warm_up_minutes} min quiet, then "
-                  f"{plan.name} (times below are from its start)", highlight=False)
+    try:
+        with console.status("recording…") as status, \
+                recorded_run(settings, plan, rate, timedelta(minutes=warm_up_minutes), timedelta(minutes=tail_minutes),
+                             start, seed, status.update) as (run, client):
+            # The rules look back up to 15 minutes: evaluate from when the run has that much history.
+            results = _replay(files, client, run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end,
+                              status.update)
+    except (RecordingError, ProcessorDiedError, StartupError) as exc:
+        _fail(f"recording the run failed: {exc}")
+    console.print(f"recorded run through the pipeline: {run.events:,} events at {rate:g}/s (times the store's "
+                  f"time of day), {warm_up_minutes} min quiet, then {plan.name} (times below are from its start)",
+                  highlight=False)
     for incident in run.incidents:
         console.print(f"  incident {incident.incident.kind} in {', '.join(incident.incident.countries)}: "
                       f"+{int((incident.start - run.start).total_seconds()) // 60}m to "
                       f"+{int((incident.end - run.start).total_seconds()) // 60}m", highlight=False)
-    for line in report_lines(results, run.start):
-        console.print(line, highlight=False, markup=False)
+    _print(results, run.start)
 
 
 @alerts_app.command("render")

@@ -22,10 +22,10 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
-from shoppulse.bench.pipeline import bench_clickhouse
 from shoppulse.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
 from shoppulse.grafana_double import fake_grafana
 from shoppulse.local.process import ManagedProcess, free_port
+from shoppulse.local.scratch import scratch_clickhouse
 from shoppulse.settings import Settings
 from shoppulse.sink.migrations import migrate
 
@@ -76,7 +76,7 @@ class AggregateFeeder:
 
 def measure(settings: Settings, outages: int, report: Callable[[str], None] = lambda _: None) -> list[Timing]:
     with tempfile.TemporaryDirectory(prefix="shoppulse-bench-annotate-") as folder, \
-            bench_clickhouse(settings, Path(folder)) as endpoint, fake_grafana(TOKEN) as (grafana_url, grafana):
+            scratch_clickhouse(settings, Path(folder)) as endpoint, fake_grafana(TOKEN) as (grafana_url, grafana):
         migrate(lambda db: clickhouse.connect(endpoint, db), endpoint.clickhouse_database, endpoint.migrations_dir)
         client = clickhouse.connect(endpoint)
         now = datetime.now(UTC).replace(microsecond=0)

@@ -23,11 +23,12 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
-from shoppulse.bench.pipeline import bench_clickhouse, percentile
+from shoppulse.bench.pipeline import percentile
 from shoppulse.dashboards.model import DashboardFile, load, provisioned_datasources
 from shoppulse.dashboards.promql import PromQLChecker
 from shoppulse.dashboards.queries import Executed, QueryRunner
 from shoppulse.loadgen.markets import MARKETS
+from shoppulse.local.scratch import scratch_clickhouse
 from shoppulse.settings import Settings
 from shoppulse.sink.migrations import migrate
 
@@ -145,7 +146,7 @@ def measure(settings: Settings, paths: list[Path], days: float, repeat: int,
             report: Callable[[str], None] = lambda _: None) -> DashboardBench:
     files = [f for f in (load(p) for p in paths) if isinstance(f, DashboardFile)]
     with tempfile.TemporaryDirectory(prefix="shoppulse-bench-dash-") as folder, \
-            bench_clickhouse(settings, Path(folder)) as endpoint:
+            scratch_clickhouse(settings, Path(folder)) as endpoint:
         migrate(lambda db: clickhouse.connect(endpoint, db), endpoint.clickhouse_database, endpoint.migrations_dir)
         client = clickhouse.connect(endpoint)
         now = datetime.now(UTC).replace(microsecond=0)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,14 +27,12 @@ from kafka.errors import KafkaError
 from quixstreams.kafka import Consumer
 
 from shoppulse import clickhouse
-from shoppulse.bench.broker import bench_broker
 from shoppulse.loadgen.generator import Emission, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
-from shoppulse.local.process import ManagedProcess, free_port, wait_until
-from shoppulse.local.stack import http_ok
+from shoppulse.local.process import ManagedProcess
+from shoppulse.local.scratch import scratch_pipeline
 from shoppulse.settings import Settings
-from shoppulse.sink.migrations import migrate
-from shoppulse.topics import RAW_EVENTS, create_topics
+from shoppulse.topics import RAW_EVENTS
 
 GROUPS = {"ingest": "shoppulse-ingest", "aggregate": "shoppulse-aggregate"}
 SOURCES = {"ingest": RAW_EVENTS.name, "aggregate": "shop.events.clean"}  # lag is measured on these
@@ -106,24 +102,6 @@ def committed(admin: KafkaAdminClient, group: str) -> dict:
     return {}
 
 
-@contextlib.contextmanager
-def bench_clickhouse(settings: Settings, folder: Path) -> Iterator[Settings]:
-    if settings.uses_external_clickhouse:
-        yield settings
-        return
-    port = free_port()
-    endpoint = ManagedProcess("clickhouse", [sys.executable, "-m", "shoppulse", "clickhouse", "serve",
-                                             "--data-dir", str(folder / "db"), "--port", str(port)],
-                              folder / "clickhouse.log", env={"CLICKHOUSE_PASSWORD": ""})
-    endpoint.start()
-    try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ping"), 60, "the benchmark's ClickHouse endpoint",
-                   alive=endpoint.is_running)
-        yield settings.model_copy(update={"clickhouse_url": f"http://127.0.0.1:{port}", "clickhouse_password": ""})
-    finally:
-        endpoint.stop()
-
-
 def bare_consumer_rate(bootstrap: str, expected: int) -> float:
     """Events/s of a consumer that only reads and parses the raw topic (the ceiling)."""
     consumer = Consumer(broker_address=bootstrap, consumer_group=f"bench-ceiling-{secrets.token_hex(4)}",
@@ -149,28 +127,10 @@ def bare_consumer_rate(bootstrap: str, expected: int) -> float:
 
 def measure(settings: Settings, rate: float, seconds: float,
             report: Callable[[str], None] = lambda _: None) -> PipelineResult:
-    with tempfile.TemporaryDirectory(prefix="shoppulse-bench-") as tmp, bench_broker(settings) as bootstrap, \
-            bench_clickhouse(settings, Path(tmp)) as endpoint_settings:
-        folder = Path(tmp)
-        ch_settings = endpoint_settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, "data_dir": folder})
-        migrate(lambda db: clickhouse.connect(ch_settings, db), ch_settings.clickhouse_database,
-                ch_settings.migrations_dir)
-        create_topics(bootstrap, settings.topic_partitions)
-        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLICKHOUSE_URL": ch_settings.clickhouse_http_url,
-               "CLICKHOUSE_PASSWORD": ch_settings.clickhouse_password, "SHOPPULSE_DATA_DIR": str(folder),
-               "SHOPPULSE_PII_KEY": secrets.token_hex(16), "SHOPPULSE_INGEST_METRICS_PORT": str(free_port()),
-               "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port())}
-        processors = {name: ManagedProcess(name, [sys.executable, "-m", "shoppulse", name], folder / f"{name}.log",
-                                           env=env) for name in GROUPS}
-        for process in processors.values():
-            process.start()
-        try:
-            report("processors starting…")
-            time.sleep(8)
-            return _run_load(ch_settings, bootstrap, rate, seconds, processors, report)
-        finally:
-            for process in processors.values():
-                process.stop()
+    with scratch_pipeline(settings, tuple(GROUPS), report=report) as pipeline:
+        report("processors starting…")
+        time.sleep(8)
+        return _run_load(pipeline.settings, pipeline.bootstrap, rate, seconds, pipeline.processes, report)
 
 
 def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,

@@ -1,6 +1,7 @@
 """The ingestion processor (Quix Streams): raw topic -> clean topic + dead-letter topic + ClickHouse.
 
-Per raw message: validate against the contract; an invalid one goes to the dead-letter topic
+Per raw message: validate against the contract (judged at the message's Kafka timestamp, so that a
+backfill's events are not "from the future"); an invalid one goes to the dead-letter topic
 with its original bytes, reason and source offset (and its digest to ClickHouse); a valid one
 is de-duplicated by event id, stripped of PII, converted to the reporting currency, stamped
 with its event time and written to the clean topic keyed by country. Exactly-once processing
@@ -37,10 +38,21 @@ log = logging.getLogger(__name__)
 
 CONSUMER_GROUP = "shoppulse-ingest"
 SAMPLE_PER_MILLE = 10  # share of clean events copied to ClickHouse events_sample
+DEAD_LETTER_TTL_MS = 90 * 86_400_000  # dead_letters' TTL (clickhouse/0002_ingestion.sql)
 
 DEAD_LETTER_COLUMNS = ["received_at", "reason", "detail", "size_bytes", "sha256"]
 SAMPLE_COLUMNS = ["event_time", "event_id", "event_type", "country", "device", "session_id", "user_hash",
                   "amount", "payload"]
+
+
+def received_at_ms(message_timestamp_ms: int, now_ms: int) -> int:
+    """When a raw message was received: its Kafka timestamp, so that a backlog or a backfill is
+    judged at the moment it arrived rather than when ingestion got to it (an event may not be
+    ahead of its own message, and its dead letter sits at that moment); the processing time when
+    the timestamp is implausible (ahead of now, or older than dead_letters keeps rows)."""
+    if now_ms - DEAD_LETTER_TTL_MS < message_timestamp_ms <= now_ms:
+        return message_timestamp_ms
+    return now_ms
 
 
 class Classifier:
@@ -50,22 +62,23 @@ class Classifier:
         self._hasher = hasher
         self._rates = rates
 
-    def classify(self, raw: bytes | None, key: bytes | None, _timestamp: int, _headers: Any) -> dict[str, Any]:
+    def classify(self, raw: bytes | None, key: bytes | None, timestamp: int, _headers: Any) -> dict[str, Any]:
         metrics.EVENTS_IN.inc()
         raw = raw or b""
+        received = received_at_ms(timestamp, int(time.time() * 1000))
         if key is None:
-            return self._dead(raw, Reason.MISSING_KEY, "raw events must be keyed by session_id")
-        result = validate(raw, datetime.now(UTC))
+            return self._dead(raw, Reason.MISSING_KEY, "raw events must be keyed by session_id", received)
+        result = validate(raw, datetime.fromtimestamp(received / 1000, UTC))
         if isinstance(result, Rejection):
-            return self._dead(raw, result.reason, result.detail)
+            return self._dead(raw, result.reason, result.detail, received)
         return {"clean": to_clean(result, self._hasher, self._rates)}
 
     @staticmethod
-    def _dead(raw: bytes, reason: str, detail: str) -> dict[str, Any]:
+    def _dead(raw: bytes, reason: str, detail: str, received: int) -> dict[str, Any]:
         metrics.DEAD_LETTERS.labels(str(reason)).inc()
         context = message_context()
         return {"dead": {
-            "reason": str(reason), "detail": detail, "received_at_ms": int(time.time() * 1000),
+            "reason": str(reason), "detail": detail, "received_at_ms": received,
             "size_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
             "source": {"topic": context.topic, "partition": context.partition, "offset": context.offset},
             "original_b64": base64.b64encode(raw).decode(),

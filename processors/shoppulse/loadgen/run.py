@@ -79,14 +79,13 @@ def run_live(producer: Producer, stream: EventStream, rate: float, *, duration_s
     return final
 
 
-def run_replay(producer: Producer, stream: EventStream, rate: float, days: float, *,
+def run_replay(producer: Producer, stream: EventStream, rate: float, start: datetime, end: datetime, *,
                report: Callable[[float, int], None] = lambda _fraction, _sent: None,
-               topic: str = RAW_EVENTS.name, end: datetime | None = None) -> int:
-    """Backfill ``days`` of history ending at ``end``: each simulated second carries
-    ``rate`` times the global seasonal factor events, sent as fast as the broker takes them."""
-    end = end or datetime.now(UTC)
-    total_s = int(days * 86400)
-    start = end - timedelta(seconds=total_s)
+               topic: str = RAW_EVENTS.name) -> int:
+    """Backfill the history from ``start`` to ``end``: each simulated second carries ``rate`` times
+    the global seasonal factor events, sent as fast as the broker takes them, each message stamped
+    with its simulated time."""
+    total_s = int((end - start).total_seconds())
     sent = 0
     carry = 0.0
     for second in range(total_s):

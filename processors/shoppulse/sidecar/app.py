@@ -41,6 +41,7 @@ STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
 REGIONS = Counter("shoppulse_sidecar_regions", "Anomaly region changes", ["change", "severity"])
 OPEN = Gauge("shoppulse_sidecar_open_anomalies", "Anomaly regions open now")
 BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newest final second and the last step")
+LAST_STEP = Gauge("shoppulse_sidecar_last_step_seconds", "Event time (Unix seconds) up to which steps are scored")
 
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
                    "lower", "upper", "score", "detectors", "updated_at", "detected_at"]
@@ -68,7 +69,6 @@ class Sidecar:
     last_step: datetime | None = None
     replaying: bool = False
     record: bool = True  # False: score only (``shoppulse score`` simulates without a database)
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # a recorded run writes its simulated time
 
     @property
     def _db(self) -> Client:
@@ -144,6 +144,7 @@ class Sidecar:
             following = self.last_step + timedelta(seconds=self.step_s)
             self.score_step(following)
             self.last_step = following
+            LAST_STEP.set(following.timestamp())
             done += 1
         BEHIND.set((newest - self.last_step).total_seconds())
         return done
@@ -170,7 +171,7 @@ class Sidecar:
         return changes
 
     def _write(self, at: datetime, changes: list[Change]) -> None:
-        now = self.clock()
+        now = datetime.now(UTC)
         anomalies, insights = [], []
         for change in changes:
             region = change.region
