@@ -6,21 +6,25 @@ errors) and its expressions."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shoppulse.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time
+from shoppulse.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
 from shoppulse.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.alerting.expressions import ExpressionError, evaluate
 from shoppulse.alerting.files import alerting_paths, load
 from shoppulse.alerting.recording import RecordedRun, recorded_run
-from shoppulse.alerting.replay import Firing, RuleReplay, RuleStates, replay
+from shoppulse.alerting.replay import Firing, RuleReplay, RuleStates, replay, report_lines
 from shoppulse.dashboards.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
 from shoppulse.settings import PROJECT_ROOT, load_settings
 
+COMMAND_SPAN = timedelta(minutes=25)  # the first incident (+10m to +15m) and its aftermath
 AFTER_END = timedelta(minutes=20)  # sessions close 5 min after their last event; the rules look back 15 min
 # The rule that must fire for each kind of incident (the sidecar's may name the store-wide series).
 MATCHING_RULE = {"payment_outage": "shoppulse-payment-failure-rate", "flash_sale": "shoppulse-sidecar-anomaly",
@@ -32,20 +36,26 @@ def country_of(firing: Firing) -> str:
 
 
 @pytest.fixture(scope="module")
-def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay]]]:
+def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str]]:
     scenario = load_scenario(PROJECT_ROOT / "scenarios" / "all-incidents.yaml")
-    # Lighter than the command's defaults (100 events/s, an hour of warm-up) to keep the suite short;
-    # the rules' baselines need at most 40 minutes of history.
-    with recorded_run(load_settings(), scenario, 80, timedelta(minutes=45), timedelta(minutes=15),
+    # Lighter than the command's defaults (100 events/s, an hour of warm-up) to keep the suite short:
+    # the rules' baselines need 40 minutes of history, which the first incident (at +10m) has.
+    with recorded_run(load_settings(), scenario, 60, timedelta(minutes=30), timedelta(minutes=12),
                       fixed_week_time(datetime.now(UTC))) as (run, client):
         results = replay(load(alerting_paths()), RuleEvaluator(client, provisioned_datasources()),
                          run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end)
-    yield run, {r.uid: r for r in results}
+        # The command's other mode, over the database the run is in: its first incident's part.
+        command = subprocess.run(
+            [sys.executable, "-m", "shoppulse", "alerts", "replay", "--clickhouse-url", client.url,
+             "--from", run.start.isoformat(), "--to", (run.start + COMMAND_SPAN).isoformat()],
+            check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "CLICKHOUSE_PASSWORD": ""})
+    assert command.returncode == 0, command.stderr[-2000:]
+    yield run, {r.uid: r for r in results}, command.stdout
 
 
 @pytest.mark.integration
 def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) -> None:
-    run, results = replayed
+    run, results, _ = replayed
     assert len(run.incidents) == 4
     for incident in run.incidents:
         firings = results[MATCHING_RULE[incident.incident.kind]].firings
@@ -57,21 +67,47 @@ def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) ->
 
 @pytest.mark.integration
 def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
-    run, results = replayed
+    run, results, _ = replayed
     windows = [(i.start, i.end + AFTER_END, {*i.incident.countries, "ALL"}) for i in run.incidents]
     stray = [(uid, f) for uid, result in results.items() for f in result.firings
              if not any(start <= f.fired_at <= end and country_of(f) in countries for start, end, countries in windows)]
     assert stray == []
     assert all(not r.errors for r in results.values()), {u: r.errors[:2] for u, r in results.items() if r.errors}
-    # The quiet half hour before the scenario was evaluated too, with every ClickHouse rule.
+    # The quiet quarter of an hour before the scenario was evaluated too, with every ClickHouse rule.
     evaluated = [r for r in results.values() if r.skipped is None]
-    assert len(evaluated) == 6 and all(r.evaluations >= 100 for r in evaluated)
+    minutes = (run.end - run.begin - timedelta(minutes=REPLAY_AFTER_MINUTES)).total_seconds() // 60
+    assert len(evaluated) == 6 and all(r.evaluations >= minutes for r in evaluated)
 
 
 @pytest.mark.integration
 def test_a_prometheus_rule_is_reported_as_not_replayed(replayed) -> None:
-    _run, results = replayed
+    _run, results, _ = replayed
     assert "Prometheus" in (results["shoppulse-pipeline-down"].skipped or "")
+
+
+@pytest.mark.integration
+def test_the_command_replays_a_database_that_holds_a_run(replayed) -> None:
+    run, results, printed = replayed
+    span_end = run.start + COMMAND_SPAN
+    # What the full replay saw fire in the command's span; still firing where it resolved after the span.
+    inside = [Firing(f.labels, f.fired_at, f.resolved_at if f.resolved_at and f.resolved_at <= span_end else None)
+              for r in results.values() for f in r.firings if run.start < f.fired_at <= span_end]
+    assert inside, "the first incident fired nothing"
+    # Times are printed from --from, which is the scenario's start: the same lines as the full replay's.
+    lines = report_lines([RuleReplay("r", "r", firings=inside)], run.start)[1:]
+    assert set(lines) <= set(printed.splitlines()), printed
+    assert printed.count("fired +") == len(inside)
+
+
+def test_replay_times_are_now_relative_or_iso() -> None:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert parse_moment("now", now) == now
+    assert parse_moment("now-90m", now) == now - timedelta(minutes=90)
+    assert parse_moment("2026-11-24T11:00:00", now) == datetime(2026, 11, 24, 11, tzinfo=UTC)
+    assert parse_moment("2026-11-24T12:00:00+01:00", now) == datetime(2026, 11, 24, 11, tzinfo=UTC)
+    for bad in ("yesterday", "now-", "now-ten minutes", "2026-13-01"):
+        with pytest.raises(ValueError, match="now"):
+            parse_moment(bad, now)
 
 
 def rule(pending: str, no_data: str = "OK", error: str = "Error") -> dict:
