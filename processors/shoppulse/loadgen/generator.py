@@ -1,5 +1,10 @@
 """The event stream: a pool of live sessions, each emitting its next step on demand, so that the
-emission rate is exactly what the caller asks for while sessions keep a realistic shape."""
+emission rate is exactly what the caller asks for while sessions keep a realistic shape.
+
+An incident that brings shoppers (a flash sale) adds traffic rather than taking other countries'
+share: ``load(now)`` says by how much the store is busier, callers emit ``rate * load(now)``
+events/s, and the pool of sessions grows by the same factor (the extra sessions are the boosted
+country's), so every other country's events/s stay what they were."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from datetime import datetime, timedelta
 
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
-from shoppulse.loadgen.markets import MARKETS, country_weights
+from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.shoppers import Effects, Session, apply_live_effects, effects_for, new_session
 
@@ -78,7 +83,9 @@ class EventStream:
         self.record_pii = record_pii
         self.tally = Tally()
         self.pool: list[Session] = []
-        self.pool_size = min(MAX_POOL, max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION)))
+        self.usual_pool_size = min(MAX_POOL, max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION)))
+        self.pool_size = self.usual_pool_size
+        self._load = 1.0
         self._serial = 0
         self._bad_serial = 0
         self._countries: list[str] = []
@@ -87,6 +94,11 @@ class EventStream:
         self._weights_at: datetime | None = None
         self._effects: dict[str, Effects] = {}
         self._last_valid: Emission | None = None
+
+    def load(self, now: datetime) -> float:
+        """How much busier than usual the store is at ``now`` (1.0 without a traffic incident)."""
+        self._refresh_if_stale(now)
+        return self._load
 
     def next(self, now: datetime) -> Emission:
         """The next event, stamped ``now`` (or earlier, for late and out-of-order ones)."""
@@ -133,7 +145,7 @@ class EventStream:
         while True:
             if len(self.pool) < self.pool_size:
                 session = self._new_session(now)
-                if self._serial <= self.pool_size and len(session.steps) > 1:
+                if self._serial <= self.usual_pool_size and len(session.steps) > 1:
                     # The first pool starts in a steady state: shoppers caught mid-visit.
                     del session.steps[: self.rng.randrange(len(session.steps))]
                 self.pool.append(session)
@@ -146,11 +158,14 @@ class EventStream:
             self.pool.pop()
 
     def _new_session(self, now: datetime) -> Session:
-        if self._weights_at is None or abs((now - self._weights_at).total_seconds()) >= WEIGHTS_REFRESH_S:
-            self._refresh(now)
+        self._refresh_if_stale(now)
         country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
         self._serial += 1
         return new_session(self.rng, MARKETS[country], self._effects.get(country, Effects()), self._serial)
+
+    def _refresh_if_stale(self, now: datetime) -> None:
+        if self._weights_at is None or abs((now - self._weights_at).total_seconds()) >= WEIGHTS_REFRESH_S:
+            self._refresh(now)
 
     def _refresh(self, now: datetime) -> None:
         active: dict[str, list[tuple[str, float]]] = {}
@@ -159,7 +174,10 @@ class EventStream:
                 for country in incident.incident.countries:
                     active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude))
         self._effects = {c: effects_for(kinds) for c, kinds in active.items()}
-        weights = country_weights(now, {c: e.traffic_boost for c, e in self._effects.items()})
+        boost = {c: e.traffic_boost for c, e in self._effects.items() if e.traffic_boost != 1.0}
+        self._load = boosted_load(now, boost)
+        self.pool_size = min(MAX_POOL, int(self.usual_pool_size * self._load))
+        weights = country_weights(now, boost)
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))
         self._weights_at = now

@@ -41,14 +41,17 @@ def make_producer(bootstrap: str) -> Producer:
 def run_live(producer: Producer, stream: EventStream, rate: float, *, duration_s: float | None = None,
              count: int | None = None, report: Callable[[Progress], None] = lambda _: None,
              should_stop: Callable[[], bool] = lambda: False, topic: str = RAW_EVENTS.name) -> Progress:
-    """Emit ``rate`` events/s until ``duration_s`` passed, ``count`` were sent, or ``should_stop``.
+    """Emit ``rate`` events/s (times the stream's load: a flash sale adds shoppers) until
+    ``duration_s`` passed, ``count`` were sent, or ``should_stop``.
 
-    The schedule is absolute (event n is due at n / rate seconds), so a slow moment is
-    caught up rather than lost; the achieved rate is what was really sent per second."""
+    The schedule is absolute (the events due by now are what the held rate has accumulated since
+    the start), so a slow moment is caught up rather than lost; the achieved rate is what was
+    really sent per second."""
     start = time.monotonic()
     sent = 0
     last_report, sent_at_report = start, 0
     rate_last = 0.0
+    owed, owed_at = 0.0, start  # events due since the start
     while not should_stop():
         now_mono = time.monotonic()
         elapsed = now_mono - start
@@ -56,13 +59,15 @@ def run_live(producer: Producer, stream: EventStream, rate: float, *, duration_s
             break
         if count is not None and sent >= count:
             break
-        due = int(rate * elapsed) + 1 - sent
+        now = datetime.now(UTC)
+        owed += rate * stream.load(now) * (now_mono - owed_at)
+        owed_at = now_mono
+        due = int(owed) + 1 - sent
         if count is not None:
             due = min(due, count - sent)
         if due <= 0:
             time.sleep(TICK_S)
             continue
-        now = datetime.now(UTC)
         for _ in range(min(due, MAX_BURST)):
             emission = stream.next(now)
             producer.produce(topic, emission.value, emission.key)
@@ -83,14 +88,14 @@ def run_replay(producer: Producer, stream: EventStream, rate: float, start: date
                report: Callable[[float, int], None] = lambda _fraction, _sent: None,
                topic: str = RAW_EVENTS.name) -> int:
     """Backfill the history from ``start`` to ``end``: each simulated second carries ``rate`` times
-    the global seasonal factor events, sent as fast as the broker takes them, each message stamped
-    with its simulated time."""
+    the global seasonal factor (and the stream's load) events, sent as fast as the broker takes them,
+    each message stamped with its simulated time."""
     total_s = int((end - start).total_seconds())
     sent = 0
     carry = 0.0
     for second in range(total_s):
         sim = start + timedelta(seconds=second)
-        carry += rate * global_factor(sim)
+        carry += rate * global_factor(sim) * stream.load(sim)
         n, carry = int(carry), carry - int(carry)
         for i in range(n):
             emission = stream.next(sim + timedelta(milliseconds=1000 * i // max(n, 1)))

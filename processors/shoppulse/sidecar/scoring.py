@@ -57,12 +57,11 @@ class Second:
 def seconds_of_traffic(stream: EventStream, start: datetime, seconds: int, rate: float) -> Iterator[Second]:
     """The generator's events second by second, folded per country into the aggregation's counters."""
     rates = load_rates()
-    per_second = int(rate)
     for offset in range(seconds):
         now = start + timedelta(seconds=offset)
         counts: dict[str, list[float]] = defaultdict(lambda: [0.0] * 7)
         latency: dict[str, dict[int, int]] = defaultdict(dict)
-        for _ in range(per_second):
+        for _ in range(int(rate * stream.load(now))):
             emission = stream.next(now)
             if emission.kind != "valid":
                 continue
