@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoppulse.dashboards.demo_data import poisson
-from shoppulse.sidecar.detectors import Point, SeriesDetector, half_space_trees
+from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict, half_space_trees
 from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
-from shoppulse.sidecar.regions import RegionTracker, severity
+from shoppulse.sidecar.regions import RegionTracker, SeasonalBand, severity
 
 STEP_S, WINDOW_S = 10, 60
 START = datetime(2026, 11, 23, tzinfo=UTC)
@@ -142,3 +142,38 @@ def test_seasonal_fit_follows_the_daily_cycle_and_its_cone_widens() -> None:
         assert abs(expected - truth) < 3 * band.sigma
         assert sd == pytest.approx(band.sigma * math.sqrt(h))
     assert fit(stamps[:PERIOD], values[:PERIOD]) is None  # one day cannot show a daily season
+
+
+def strong(z: float = -5.0, hst: float = 0.3) -> Verdict:
+    """A step the robust z-score flags: 30 against an expected 50."""
+    return Verdict(z=z, score=0.6, hst=hst, expected=50.0, warm=True)
+
+
+def opening_step(verdicts: list[Verdict], seasonal: SeasonalBand | None = None) -> tuple[int, list[str]] | None:
+    tracker = RegionTracker("orders_per_s", "DE")
+    for index, verdict in enumerate(verdicts):
+        change = tracker.step(START + timedelta(seconds=10 * index), 30.0, verdict, seasonal)
+        if change is not None and change.kind == "opened":
+            return index, change.region.detectors
+    return None
+
+
+def test_the_robust_z_alone_needs_two_strong_steps() -> None:
+    assert opening_step([strong(), strong()]) == (1, ["robust_z"])
+    assert opening_step([strong(), strong(z=-1.0), strong()]) is None
+
+
+def test_half_space_trees_agreeing_opens_the_region_at_the_first_strong_step() -> None:
+    assert opening_step([strong(hst=0.9), strong(hst=0.9)]) == (0, ["robust_z", "half_space_trees"])
+    # It only corroborates: without a strong z, however unusual River finds the point, nothing opens.
+    assert opening_step([strong(z=-2.0, hst=1.0)] * 5) is None
+
+
+def test_a_value_inside_the_seasonal_band_is_the_usual_for_the_time_of_week() -> None:
+    usual = SeasonalBand(25.0, 60.0)  # 30 is what this hour of the week looks like
+    assert opening_step([strong()] * 5, usual) is None
+    assert opening_step([strong(z=-9.0)], usual) == (0, ["robust_z"])  # unless the evidence is overwhelming
+
+
+def test_a_value_outside_the_seasonal_band_corroborates() -> None:
+    assert opening_step([strong(), strong()], SeasonalBand(45.0, 55.0)) == (0, ["robust_z", "seasonal_band"])

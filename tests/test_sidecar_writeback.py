@@ -138,6 +138,7 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
 
 def test_seasonal_bands_are_written_only_for_series_with_enough_history(demo: Client) -> None:
     from shoppulse.sidecar.seasonal import refit
+    from shoppulse.sidecar.signals import read_seasonal_bands
 
     start = (NOW - timedelta(days=3)).replace(second=0)
     history = [[start + timedelta(minutes=m), "SE", 40, 10, 0, 5, 4, 0,
@@ -155,3 +156,7 @@ def test_seasonal_bands_are_written_only_for_series_with_enough_history(demo: Cl
     assert not any(country == "DE" for country, *_ in rows)  # three hours of history: no season seen
     n, _, last, _ = by_key[("SE", "orders_per_s", "forecast")]
     assert n == 3 and last.replace(tzinfo=UTC) > NOW
+    # What the sidecar's combination rule reads at a step: the band of the bucket holding it.
+    bands = read_seasonal_bands(demo, fitted_at + timedelta(minutes=5))
+    assert bands[("orders_per_s", "SE")].lower < bands[("orders_per_s", "SE")].upper
+    assert ("payment_failure_rate", "SE") not in bands  # the seasonal baseline covers orders and revenue only

@@ -27,8 +27,8 @@ from prometheus_client import Counter, Gauge
 from shoppulse.sidecar import seasonal
 from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.regions import Change, Region, RegionTracker
-from shoppulse.sidecar.signals import read_window, watermark
+from shoppulse.sidecar.regions import Change, Region, RegionTracker, SeasonalBand
+from shoppulse.sidecar.signals import read_seasonal_bands, read_window, watermark
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,12 @@ class Sidecar:
         return done
 
     def score_step(self, end: datetime) -> list[Change]:
-        return self.score_windows(end, read_window(self._db, end, self.window_s))
+        return self.score_windows(end, read_window(self._db, end, self.window_s), read_seasonal_bands(self._db, end))
 
-    def score_windows(self, end: datetime, windows: dict[str, dict[str, Point]]) -> list[Change]:
-        """Score one step's points (country -> metric -> point); write the region changes unless replaying."""
+    def score_windows(self, end: datetime, windows: dict[str, dict[str, Point]],
+                      seasonal: dict[tuple[str, str], SeasonalBand] | None = None) -> list[Change]:
+        """Score one step's points (country -> metric -> point), with the seasonal bands where fitted;
+        write the region changes unless replaying."""
         changes: list[Change] = []
         for country, points in windows.items():
             for metric, point in points.items():
@@ -161,7 +163,7 @@ class Sidecar:
                 verdict = series.detector.step(point, series.tracker.is_open)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
-                change = series.tracker.step(end, point.value, verdict)
+                change = series.tracker.step(end, point.value, verdict, (seasonal or {}).get((metric, country)))
                 if change is not None:
                     changes.append(change)
         STEPS.inc()

@@ -1,12 +1,17 @@
 """Anomaly regions from a stream of verdicts: open, update, close — with hysteresis so they do not flap.
 
-A region opens after ``open_after`` consecutive steps with |z| >= ``open_z`` and a change of at
-least ``min_change_pct`` against the expected value (at once when |z| >= ``open_at_once_z``), and
-closes after
-``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with the size of the
-deviation (|delta| against the expected value) and with its duration. Its id is derived from the
-series and the step it opened at, so a restarted sidecar that replays the same data names the same
-region the same way (no duplicate annotations).
+The combination rule. The robust z-score proposes: a step is *strong* when |z| >= ``open_z`` and the
+value is at least ``min_change_pct`` away from the expected one. The seasonal baseline vetoes: a
+strong step whose value lies inside the seasonal band for this time of the week (where a fitted
+one exists) is the usual daily swing the fast baseline lags behind, not an anomaly — unless the
+evidence is overwhelming (|z| >= ``open_at_once_z``). HalfSpaceTrees corroborates: a region opens
+after ``open_after`` consecutive strong steps, or at the first strong step when River's
+HalfSpaceTrees also scores it as unusual (>= ``HST_AGREES``) or the value is outside the seasonal
+band, or at once when |z| >= ``open_at_once_z``. It closes after ``close_after`` consecutive steps
+with |z| < ``close_z``. Its severity grows with the size of the deviation (|delta| against the
+expected value) and with its duration; its ``detectors`` name every detector that agreed when it
+opened. Its id is derived from the series and the step it opened at, so a restarted sidecar that
+replays the same data names the same region the same way (no duplicate annotations).
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ from shoppulse.sidecar.detectors import Verdict
 
 NAMESPACE = uuid.UUID("5d7c1f1e-8a43-4c1e-9a0e-5b6f2b9d0c11")
 SEVERITIES = ("low", "medium", "high", "critical")
+HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing the point as unusual
+
+
+@dataclass(frozen=True)
+class SeasonalBand:
+    """The seasonal baseline's band for this series at this time of the week (``expected_band``)."""
+
+    lower: float
+    upper: float
+
+    def contains(self, value: float) -> bool:
+        return self.lower <= value <= self.upper
 
 
 def severity(delta_pct: float, duration: timedelta) -> str:
@@ -84,19 +101,23 @@ class RegionTracker:
     def is_open(self) -> bool:
         return self.region is not None
 
-    def step(self, at: datetime, observed: float, verdict: Verdict) -> Change | None:
+    def step(self, at: datetime, observed: float, verdict: Verdict,
+             seasonal: SeasonalBand | None = None) -> Change | None:
         magnitude = abs(verdict.z)
         band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
         if self.region is None:
-            change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
-            strong = magnitude >= self.open_z and change_pct >= self.min_change_pct
-            self._above = self._above + 1 if strong else 0
-            if self._above < self.open_after and not (strong and magnitude >= self.open_at_once_z):
+            agreeing = self._agreeing(verdict, observed, seasonal)
+            if not agreeing:
+                self._above = 0
+                return None
+            self._above += 1
+            overwhelming = magnitude >= self.open_at_once_z
+            if self._above < self.open_after and not overwhelming and len(agreeing) < 2:
                 return None
             self._above, self._below = 0, 0
             self.region = Region(region_id(self.metric, self.country, at), self.metric, self.country, at,
                                  observed, verdict.expected, verdict.expected - 2 * band, verdict.expected + 2 * band,
-                                 verdict.score, verdict.z, detectors=self._detectors(verdict))
+                                 verdict.score, verdict.z, detectors=agreeing)
             self.region.peak_delta_pct = self.region.delta_pct
             return Change("opened", self.region)
         region = self.region
@@ -111,9 +132,18 @@ class RegionTracker:
             return Change("closed", region)
         return Change("updated", region)
 
-    @staticmethod
-    def _detectors(verdict: Verdict) -> list[str]:
-        found = ["robust_z"]
-        if verdict.hst >= 0.7:
-            found.append("half_space_trees")
-        return found
+    def _agreeing(self, verdict: Verdict, observed: float, seasonal: SeasonalBand | None) -> list[str]:
+        """The detectors that see this step as an anomaly, robust z first; none when z does not
+        (or the seasonal band vetoes it)."""
+        magnitude = abs(verdict.z)
+        change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
+        if magnitude < self.open_z or change_pct < self.min_change_pct:
+            return []
+        if seasonal is not None and seasonal.contains(observed) and magnitude < self.open_at_once_z:
+            return []  # usual for this time of the week
+        agreeing = ["robust_z"]
+        if verdict.hst >= HST_AGREES:
+            agreeing.append("half_space_trees")
+        if seasonal is not None and not seasonal.contains(observed):
+            agreeing.append("seasonal_band")
+        return agreeing

@@ -16,6 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse.aggregate.histogram import quantile
 from shoppulse.sidecar.detectors import Point
+from shoppulse.sidecar.regions import SeasonalBand
 
 GLOBAL = "ALL"
 METRICS = ("orders_per_s", "revenue_per_s", "views_per_s", "conversion_rate", "abandonment_rate", "checkout_rate",
@@ -90,6 +91,17 @@ def read_window(client: Client, end: datetime, window_s: float) -> dict[str, dic
         keys, counts = merged
         histograms[str(country)] = {int(k): int(c) for k, c in zip(keys, counts, strict=True)}
     return points_by_country(totals, histograms, window_s)
+
+
+def read_seasonal_bands(client: Client, at: datetime) -> dict[tuple[str, str], SeasonalBand]:
+    """(metric, country) -> the seasonal band of the 10-minute bucket holding ``at``, from the newest
+    fit that covers it (a fitted value, or a forecast made before the bucket began)."""
+    rows = client.query(
+        "SELECT metric, country, argMax(lower, fitted_at), argMax(upper, fitted_at) FROM expected_band "
+        "WHERE ts = toStartOfInterval({at:DateTime}, INTERVAL 10 MINUTE) AND kind IN ('seasonal', 'forecast') "
+        "GROUP BY metric, country", parameters={"at": at.replace(tzinfo=None)}).result_rows
+    return {(str(metric), str(country)): SeasonalBand(float(lower), float(upper))
+            for metric, country, lower, upper in rows}
 
 
 def points_by_country(totals: dict[str, Totals], histograms: dict[str, dict[int, int]],
