@@ -18,10 +18,10 @@ from shoppulse.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time, parse_
 from shoppulse.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.alerting.expressions import ExpressionError, evaluate
 from shoppulse.alerting.files import alerting_paths, load
-from shoppulse.alerting.recording import RecordedRun, recorded_run
 from shoppulse.alerting.replay import Firing, RuleReplay, RuleStates, replay, report_lines
 from shoppulse.dashboards.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
+from shoppulse.local.recording import RecordedRun, recorded_run
 from shoppulse.settings import PROJECT_ROOT, load_settings
 
 COMMAND_SPAN = timedelta(minutes=25)  # the first incident (+10m to +15m) and its aftermath

@@ -177,3 +177,22 @@ def test_a_value_inside_the_seasonal_band_is_the_usual_for_the_time_of_week() ->
 
 def test_a_value_outside_the_seasonal_band_corroborates() -> None:
     assert opening_step([strong(), strong()], SeasonalBand(45.0, 55.0)) == (0, ["robust_z", "seasonal_band"])
+
+
+def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alerts() -> None:
+    from shoppulse.loadgen.scenario import Incident, Scenario, schedule
+    from shoppulse.sidecar.scoring import OpenedRegion, score
+
+    outage = Scenario(name="t", incidents=[Incident(kind="payment_outage", countries=["DE"], start_after_s=600,
+                                                    duration_s=300)])
+    incidents = schedule(outage, START)
+    at = START + timedelta(seconds=600)
+    opened = [OpenedRegion("payment_failure_rate", "DE", at + timedelta(seconds=40), 300.0),  # the incident's
+              OpenedRegion("payment_failure_rate", "FR", at + timedelta(seconds=50), 80.0),  # beside it: not false
+              OpenedRegion("orders_per_s", "GB", at + timedelta(hours=2), -30.0)]  # far from it: false
+    result = score(incidents, opened, timedelta(hours=3))
+    assert [(s.kind, s.detected, s.delay_s) for s in result.incidents] == [("payment_outage", True, 40.0)]
+    assert [r.country for r in result.false_alerts] == ["GB"]
+    assert result.country_days == 12 * 3 / 24
+    missed = score(incidents, opened[2:], timedelta(hours=3))
+    assert [(s.detected, s.delay_s) for s in missed.incidents] == [(False, None)]

@@ -269,34 +269,46 @@ def detect(
 def score(
     scenarios: Annotated[list[Path] | None, typer.Option(
         "--scenario", help="Scenario files [default: scenarios/default.yaml, scenarios/all-incidents.yaml].")] = None,
-    rate: Annotated[float, typer.Option(min=50, max=5000, help="Simulated events/s.")] = 300,
+    rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded runs.")] = 150,
     quiet_hours: Annotated[float, typer.Option(min=0.5, max=48, help="Hours of incident-free traffic.")] = 6,
 ) -> None:
-    """Score the sidecar's detection on the load generator's incidents: detected, delay, false alerts."""
+    """Score the sidecar's detection on the load generator's incidents, each scenario and the
+    incident-free traffic recorded through a throwaway pipeline (Kafka, ingest, aggregate, the
+    sidecar, ClickHouse): detected, delay, false alerts per country-day."""
     from datetime import timedelta
 
     from shoppulse.loadgen.scenario import ScenarioError, load_scenario
-    from shoppulse.sidecar.scoring import run as simulate
+    from shoppulse.local.process import StartupError
+    from shoppulse.local.recording import RecordingError
+    from shoppulse.local.scratch import ProcessorDiedError
+    from shoppulse.sidecar.scoring import run as record_and_score
 
+    settings = _settings()
     setup_logging("WARNING")
     files = scenarios or [PROJECT_ROOT / "scenarios" / name for name in ("default.yaml", "all-incidents.yaml")]
     try:
         loaded = [load_scenario(path) for path in files]
     except ScenarioError as exc:
         _fail(str(exc), 2)
-    report = lambda line: err.print(line, highlight=False)  # noqa: E731
-    for scenario in loaded:
-        last = max((i.start_after_s + i.duration_s for i in scenario.incidents), default=0)
-        report(f"scenario {scenario.name}: simulating {last / 60 + 10:.0f} minutes at {rate:g} events/s…")
-        result = simulate(scenario, rate, timedelta(seconds=last + 600), progress=report)
-        for incident in result.incidents:
-            delay = f"after {incident.delay_s:.0f} s" if incident.delay_s is not None else "-"
-            first = min(incident.regions, key=lambda r: r.opened_at) if incident.regions else None
-            how = f" ({first.metric} {first.country})" if first else ""
-            console.print(f"{scenario.name:14} {incident.kind:18} {','.join(incident.countries):6} "
-                          f"{'detected' if incident.detected else 'MISSED':9} {delay}{how}", highlight=False)
-    report(f"incident-free traffic: simulating {quiet_hours:g} h at {rate:g} events/s…")
-    quiet = simulate(None, rate, timedelta(hours=quiet_hours), seed=11, progress=report)
+    with err.status("starting…") as status:
+        try:
+            for scenario in loaded:
+                last = max((i.start_after_s + i.duration_s for i in scenario.incidents), default=0)
+                err.print(f"scenario {scenario.name}: recording {last / 60 + 30:.0f} minutes at {rate:g} events/s "
+                          "through the pipeline…", highlight=False)
+                result = record_and_score(settings, scenario, rate, timedelta(minutes=10), progress=status.update)
+                for incident in result.incidents:
+                    delay = f"after {incident.delay_s:.0f} s" if incident.delay_s is not None else "-"
+                    first = min(incident.regions, key=lambda r: r.opened_at) if incident.regions else None
+                    how = f" ({first.metric} {first.country})" if first else ""
+                    console.print(f"{scenario.name:14} {incident.kind:18} {','.join(incident.countries):6} "
+                                  f"{'detected' if incident.detected else 'MISSED':9} {delay}{how}", highlight=False)
+            err.print(f"incident-free traffic: recording {quiet_hours:g} h at {rate:g} events/s through the "
+                      "pipeline…", highlight=False)
+            quiet = record_and_score(settings, None, rate, timedelta(hours=quiet_hours), seed=11,
+                                     progress=status.update)
+        except (RecordingError, ProcessorDiedError, StartupError) as exc:
+            _fail(f"recording a run failed: {exc}")
     per_day = len(quiet.false_alerts) / quiet.country_days
     console.print(f"false alerts on incident-free traffic: {len(quiet.false_alerts)} in {quiet_hours:g} h over 12 "
                   f"countries = {per_day:.2f} per country-day (target <= 1)", highlight=False)

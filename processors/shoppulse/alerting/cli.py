@@ -154,9 +154,9 @@ def _print(results: list[RuleReplay], origin: datetime) -> None:
 
 def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: Path, rate: float,
                            warm_up_minutes: int, tail_minutes: int, seed: int) -> None:
-    from shoppulse.alerting.recording import RecordingError, recorded_run
     from shoppulse.loadgen.scenario import ScenarioError, load_scenario
     from shoppulse.local.process import StartupError
+    from shoppulse.local.recording import RecordingError, recorded_run
     from shoppulse.local.scratch import ProcessorDiedError
 
     try:

@@ -27,7 +27,7 @@ from prometheus_client import Counter, Gauge
 from shoppulse.sidecar import seasonal
 from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.regions import Change, Region, RegionTracker, SeasonalBand
+from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.signals import read_seasonal_bands, read_window, watermark
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Series:
 
 @dataclass
 class Sidecar:
-    client: Client | None
+    client: Client
     step_s: int = STEP_S
     window_s: int = WINDOW_S
     on_change: Callable[[], None] = lambda: None
@@ -68,13 +68,6 @@ class Sidecar:
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     last_step: datetime | None = None
     replaying: bool = False
-    record: bool = True  # False: score only (``shoppulse score`` simulates without a database)
-
-    @property
-    def _db(self) -> Client:
-        if self.client is None:
-            raise RuntimeError("this sidecar scores without a database (record=False)")
-        return self.client
 
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
@@ -87,7 +80,7 @@ class Sidecar:
         """Rebuild the detectors by replaying the last ``warm_up`` of final steps (writing nothing),
         then take over the regions a previous run left open: a region still open in the replay keeps
         its stored id; one that closed meanwhile is closed when the replay saw it close."""
-        newest = watermark(self._db)
+        newest = watermark(self.client)
         if newest is None:
             return
         aligned = newest - timedelta(seconds=newest.timestamp() % self.step_s)
@@ -100,7 +93,7 @@ class Sidecar:
         self._take_over()
 
     def _take_over(self) -> None:
-        stored = self._db.query(
+        stored = self.client.query(
             "SELECT anomaly_id, metric, country, opened_at, detected_at, observed, expected, lower, upper, score "
             "FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
@@ -133,7 +126,7 @@ class Sidecar:
 
     def catch_up(self) -> int:
         """Score every step that became final since the last one; returns how many."""
-        newest = watermark(self._db)
+        newest = watermark(self.client)
         if newest is None:
             return 0
         if self.last_step is None:
@@ -150,12 +143,10 @@ class Sidecar:
         return done
 
     def score_step(self, end: datetime) -> list[Change]:
-        return self.score_windows(end, read_window(self._db, end, self.window_s), read_seasonal_bands(self._db, end))
-
-    def score_windows(self, end: datetime, windows: dict[str, dict[str, Point]],
-                      seasonal: dict[tuple[str, str], SeasonalBand] | None = None) -> list[Change]:
-        """Score one step's points (country -> metric -> point), with the seasonal bands where fitted;
-        write the region changes unless replaying."""
+        """Score the window ending at ``end`` for every metric and country, with the seasonal bands
+        where fitted; write the region changes unless replaying."""
+        windows = read_window(self.client, end, self.window_s)
+        seasonal = read_seasonal_bands(self.client, end)
         changes: list[Change] = []
         for country, points in windows.items():
             for metric, point in points.items():
@@ -163,11 +154,11 @@ class Sidecar:
                 verdict = series.detector.step(point, series.tracker.is_open)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
-                change = series.tracker.step(end, point.value, verdict, (seasonal or {}).get((metric, country)))
+                change = series.tracker.step(end, point.value, verdict, seasonal.get((metric, country)))
                 if change is not None:
                     changes.append(change)
         STEPS.inc()
-        if changes and not self.replaying and self.record:
+        if changes and not self.replaying:
             self._write(end, changes)
         OPEN.set(sum(1 for s in self.series.values() if s.tracker.is_open))
         return changes
@@ -190,9 +181,9 @@ class Sidecar:
             elif change.kind == "closed":
                 log.info("anomaly closed", extra={"metric": region.metric, "country": region.country,
                                                   "anomaly_id": str(region.anomaly_id)})
-        self._db.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
+        self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
         if insights:
-            self._db.insert("insights", insights, column_names=INSIGHT_COLUMNS)
+            self.client.insert("insights", insights, column_names=INSIGHT_COLUMNS)
         self.on_change()
 
     def correlated(self, region: Region) -> list[Signal]:

@@ -1,88 +1,34 @@
-"""``shoppulse score``: how well the sidecar's detectors catch the load generator's scripted incidents.
+"""``shoppulse score``: how well the sidecar catches the load generator's scripted incidents.
 
-The load generator's own event stream (same sessions, seasonality and incident effects as a live
-run) is played on a simulated clock, folded per country and second into the counters the
-aggregation writes (amounts converted to USD with the same rates table), and scored step by step
-by the sidecar's detectors exactly as they run on ClickHouse's final windows. Per incident: was a
-region opened on an affected metric in an affected country during the incident, and how long after
-its start. On a separate incident-free run: false alerts per country-day.
+Each scenario (and a stretch of incident-free traffic) is recorded through a throwaway pipeline —
+the load generator's events into a Kafka broker, ``shoppulse ingest``, ``shoppulse aggregate`` and
+``shoppulse sidecar`` as processes, ClickHouse — and scored on the anomaly regions the sidecar wrote:
+per incident, was a region opened on an affected metric in an affected country during the incident,
+and how long after its start; on the incident-free run, false alerts per country-day.
 """
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
-from shoppulse.aggregate.histogram import bucket
-from shoppulse.aggregate.store_metrics import REVENUE_UNITS
-from shoppulse.events.currency import load_rates
-from shoppulse.loadgen.generator import EventStream
-from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario, schedule
-from shoppulse.sidecar.app import Sidecar
-from shoppulse.sidecar.detectors import Point
-from shoppulse.sidecar.regions import Region
-from shoppulse.sidecar.signals import Totals, points_by_country
+from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario
+from shoppulse.local.recording import recorded_run
+from shoppulse.settings import Settings
 
 WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, for the baselines
 MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a false alert
+START = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays the same hours of the week
+COUNTRIES = 12  # the store's
 
 
-@dataclass
-class Second:
-    totals: dict[str, Totals]
-    latency: dict[str, dict[int, int]]
-
-    @classmethod
-    def of_windows(cls, windows: dict[str, dict[str, Any]]) -> Second:
-        """From the aggregation's closed 1 s windows of one second (country -> StoreMetrics window)."""
-        totals, latency = {}, {}
-        for country, window in windows.items():
-            m = window["metrics"]
-            totals[country] = Totals(m.get("orders", 0), m.get("revenue_units", 0) / REVENUE_UNITS,
-                                     m.get("product_views", 0), m.get("cart_adds", 0), m.get("payment_attempts", 0),
-                                     m.get("payment_failures", 0), m.get("checkouts", 0))
-            histogram: dict[int, int] = {}
-            for gateway in m["payments"].values():
-                for key, count in gateway["latency"].items():
-                    histogram[int(key)] = histogram.get(int(key), 0) + count
-            latency[country] = histogram
-        return cls(totals, latency)
-
-
-def seconds_of_traffic(stream: EventStream, start: datetime, seconds: int, rate: float) -> Iterator[Second]:
-    """The generator's events second by second, folded per country into the aggregation's counters."""
-    rates = load_rates()
-    for offset in range(seconds):
-        now = start + timedelta(seconds=offset)
-        counts: dict[str, list[float]] = defaultdict(lambda: [0.0] * 7)
-        latency: dict[str, dict[int, int]] = defaultdict(dict)
-        for _ in range(int(rate * stream.load(now))):
-            emission = stream.next(now)
-            if emission.kind != "valid":
-                continue
-            event = json.loads(emission.value)
-            country, kind = event["country"], event["event_type"]
-            row = counts[country]  # orders, revenue, views, carts, attempts, failures, checkouts
-            if kind == "purchase":
-                row[0] += 1
-                row[1] += float(rates.to_reporting(Decimal(event["amount"]), event["currency"]))
-            elif kind == "product_view":
-                row[2] += 1
-            elif kind == "add_to_cart":
-                row[3] += 1
-            elif kind == "checkout_start":
-                row[6] += 1
-            elif kind == "payment_attempt":
-                row[4] += 1
-                row[5] += event["result"] == "failure"
-                key = bucket(event["latency_ms"])
-                latency[country][key] = latency[country].get(key, 0) + 1
-        yield Second({c: Totals(*v) for c, v in counts.items()}, dict(latency))
+@dataclass(frozen=True)
+class OpenedRegion:
+    metric: str
+    country: str
+    opened_at: datetime
+    delta_pct: float
 
 
 @dataclass(frozen=True)
@@ -91,57 +37,31 @@ class IncidentScore:
     countries: list[str]
     detected: bool
     delay_s: float | None
-    regions: list[Region]
+    regions: list[OpenedRegion]
 
 
 @dataclass(frozen=True)
 class RunScore:
     incidents: list[IncidentScore]
-    false_alerts: list[Region]
+    false_alerts: list[OpenedRegion]
     country_days: float
 
 
-def run(scenario: Scenario | None, rate: float, duration: timedelta, seed: int = 7,
-        start: datetime | None = None, progress: Callable[[str], None] = lambda _: None,
-        step_s: int | None = None, window_s: int | None = None) -> RunScore:
-    """Simulate ``duration`` of traffic (after a warm-up) with ``scenario``'s incidents and score it."""
-    start = start or datetime(2026, 11, 23, 12, tzinfo=UTC)
-    incidents = schedule(scenario, start) if scenario else []
-    stream = EventStream(rate, incidents=incidents, seed=seed)
-    sidecar = Sidecar(None, record=False)
-    sidecar.step_s, sidecar.window_s = step_s or sidecar.step_s, window_s or sidecar.window_s
-    window, step = sidecar.window_s, sidecar.step_s
-    recent: list[Second] = []
-    opened: list[Region] = []
-    begin = start - WARM_UP
-    total = int((duration + WARM_UP).total_seconds())
-    for offset, second in enumerate(seconds_of_traffic(stream, begin, total, rate)):
-        recent.append(second)
-        del recent[:-window]
-        end = begin + timedelta(seconds=offset + 1)
-        if (offset + 1) % step or len(recent) < window:
-            continue
-        changes = sidecar.score_windows(end, windows_of(recent, window))
-        opened += [c.region for c in changes if c.kind == "opened" and end >= start]
-        if (offset + 1) % 600 == 0:
-            progress(f"simulated {(offset + 1) / 60:.0f} of {total / 60:.0f} minutes")
-    return _score(incidents, opened, duration)
+def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timedelta, seed: int = 7,
+        progress: Callable[[str], None] = lambda _: None) -> RunScore:
+    """Record ``scenario``'s incidents after a warm-up and ``tail`` of traffic after the last one (all
+    of the traffic scored, without a scenario), and score the regions the sidecar opened."""
+    with recorded_run(settings, scenario, rate, WARM_UP, tail, START, seed, progress) as (recorded, client):
+        rows = client.query(
+            "SELECT metric, country, opened_at, if(expected = 0, 0, 100 * (observed - expected) / expected) "
+            "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
+            parameters={"start": START.replace(tzinfo=None)}).result_rows
+    opened = [OpenedRegion(str(metric), str(country), at.replace(tzinfo=UTC) if at.tzinfo is None else at, float(delta))
+              for metric, country, at, delta in rows]
+    return score(recorded.incidents, opened, recorded.end - recorded.start)
 
 
-def windows_of(recent: list[Second], window_s: int) -> dict[str, dict[str, Point]]:
-    """The recent seconds summed per country, as ClickHouse's window query would give them."""
-    totals: dict[str, Totals] = defaultdict(Totals)
-    latency: dict[str, dict[int, int]] = defaultdict(dict)
-    for second in recent:
-        for country, counted in second.totals.items():
-            totals[country] = totals[country] + counted
-        for country, histogram in second.latency.items():
-            for key, count in histogram.items():
-                latency[country][key] = latency[country].get(key, 0) + count
-    return points_by_country(totals, latency, window_s)
-
-
-def _score(incidents: list[ActiveIncident], opened: list[Region], duration: timedelta) -> RunScore:
+def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta) -> RunScore:
     scores, explained = [], set()
     for incident in incidents:
         countries = list(incident.incident.countries)
@@ -152,5 +72,4 @@ def _score(incidents: list[ActiveIncident], opened: list[Region], duration: time
         scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
     false_alerts = [r for r in opened if id(r) not in explained]
-    country_days = 12 * duration.total_seconds() / 86400  # the store's 12 countries
-    return RunScore(scores, false_alerts, country_days)
+    return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400)

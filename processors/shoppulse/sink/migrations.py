@@ -137,8 +137,8 @@ def apply_one(client: Client, migration: Migration) -> None:
         if is_access_statement(statement):
             access = has_access_storage(client) if access is None else access
             if not access:
-                log.warning("access statement skipped: the server has no writable access storage",
-                            extra={"migration": migration.name, "statement": index})
+                log.info("access statement skipped: the server has no writable access storage",
+                         extra={"migration": migration.name, "statement": index})
                 continue
         try:
             client.command(statement)

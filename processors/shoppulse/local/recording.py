@@ -1,10 +1,10 @@
-"""A recorded run for ``shoppulse alerts replay``, through the real pipeline: the load generator's
-events with a scenario's incidents are backfilled into a throwaway pipeline's raw topic (a Kafka
-broker; ``shoppulse ingest``, ``shoppulse aggregate`` and ``shoppulse sidecar`` as processes; a
-ClickHouse endpoint), each message stamped with its simulated time, as fast as the pipeline takes
-them and in one partition, so that they are read in the order they were generated. The run is
-recorded once the sidecar has scored every step up to its end; the alert rules then read the
-database like live data.
+"""A recorded run for ``shoppulse alerts replay`` and ``shoppulse score``, through the real pipeline:
+the load generator's events with a scenario's incidents are backfilled into a throwaway pipeline's
+raw topic (a Kafka broker; ``shoppulse ingest``, ``shoppulse aggregate`` and ``shoppulse sidecar``
+as processes; a ClickHouse endpoint), each message stamped with its simulated time, as fast as the
+pipeline takes them and in one partition, so that they are read in the order they were generated.
+The run is recorded once the sidecar has scored every step up to its end; the alert rules then
+read the database like live data.
 
 Two differences from watching it live: a rule sees a row by its event time, so a session counts
 from its last event on (live, it lands a session gap and grace later, ``SHOPPULSE_SESSION_GAP_MS``,
@@ -65,12 +65,13 @@ def sidecar_last_step(metrics_url: str) -> float | None:
 
 
 @contextlib.contextmanager
-def recorded_run(settings: Settings, scenario: Scenario, rate: float, warm_up: timedelta, tail: timedelta,
+def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, warm_up: timedelta, tail: timedelta,
                  start: datetime, seed: int = 11,
                  progress: Callable[[str], None] = lambda _: None) -> Iterator[tuple[RecordedRun, Client]]:
     """``warm_up`` of quiet traffic, then ``scenario`` from ``start`` and ``tail`` after its last
-    incident, through a throwaway pipeline; yields the run and a client of its database."""
-    incidents = schedule(scenario, start)
+    incident (without a scenario: ``tail`` from ``start``), through a throwaway pipeline; yields the
+    run and a client of its database."""
+    incidents = schedule(scenario, start) if scenario else []
     end = (max(i.end for i in incidents) if incidents else start) + tail
     run = RecordedRun(start - warm_up, start, end, incidents)
     # The sidecar starts cold, as on a fresh install: it scores from the first final step it sees.
