@@ -114,6 +114,9 @@ def test_noise_floors_follow_counting_statistics() -> None:
     assert Point(0.03, 400, "ratio").noise_sd() == pytest.approx(1.5 * math.sqrt(0.03 * 0.97 / 400))
     assert Point(0.0, 0, "rate", 60).noise_sd() == pytest.approx(1.5 / 60)
     assert Point(500.0, 100, "quantile").noise_sd() == pytest.approx(500 * (0.15 + 0.05))
+    # Judged at the expected value: a p95 six times its usual over 45 payments is far outside its noise.
+    jump = Point(6 * 330.0, 45, "quantile")
+    assert (jump.value - 330.0) / jump.noise_sd(expected=330.0) > 8
 
 
 def test_insight_names_the_change_what_moved_with_it_and_the_scope() -> None:

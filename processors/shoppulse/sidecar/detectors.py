@@ -40,15 +40,15 @@ class Point:
         """The standard deviation counting alone would give the value: a ratio p of n trials varies by
         sqrt(p(1-p)/n); a rate built from n events by value/sqrt(n) (each event's weight times
         sqrt(n)) — both times OVERDISPERSION; a quantile of n samples by about 1.5 value/sqrt(n), plus
-        the histogram's 5 %."""
+        the histogram's 5 % (ratios and quantiles at the ``expected`` value, when given)."""
         n = max(self.count, 1.0)
         if self.kind == "level":  # a measurement without counts behind it: its own spread is the only scale
             return 0.0
         if self.kind == "ratio":  # under "nothing changed" the spread is that of the expected proportion
             p = min(max(self.value if expected is None else expected, 0.0), 1.0)
             return OVERDISPERSION * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
-        if self.kind == "quantile":
-            return abs(self.value) * (1.5 / math.sqrt(n) + 0.05)
+        if self.kind == "quantile":  # also judged at the expected value: a jump must not widen its own yardstick
+            return abs(self.value if expected is None else expected) * (1.5 / math.sqrt(n) + 0.05)
         return OVERDISPERSION * (abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s)
 
 
