@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 from quixstreams import Application
+from quixstreams.models.topics.exceptions import TopicNotFoundError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from shoppulse.settings import Settings
 
+log = logging.getLogger(__name__)
+
 COMMIT_INTERVAL_S = 1.0
+TOPIC_VISIBLE_ATTEMPTS = 5
 # Event-time processing needs the partitions of a topic interleaved finely, also while catching up
 # on a backlog: small per-partition fetches keep the disorder this adds to a few hundred events.
 INTERLEAVED_CONSUMER_CONFIG = {"max.partition.fetch.bytes": 64 * 1024}
@@ -31,3 +39,19 @@ def processor_app(settings: Settings, consumer_group: str) -> Application:
         consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,
         rocksdb_options=STATE_OPTIONS,
     )
+
+
+def built_once_topics_are_visible(build: Callable[[], Application], attempts: int = TOPIC_VISIBLE_ATTEMPTS,
+                                  pause_s: float = 1.0) -> Application:
+    """``build()``, again while it fails on a topic not found: Quix creates a state store's changelog
+    topic and reads it back at once, and a KRaft broker may not show a topic it has just created
+    (the processor used to exit once on a fresh start and wait for its supervisor's restart)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return build()
+        except TopicNotFoundError as exc:
+            if attempt == attempts:
+                raise
+            log.info("a topic just created is not visible yet, building again", extra={"error": str(exc)})
+            time.sleep(pause_s)
+    raise AssertionError("unreachable")

@@ -40,7 +40,7 @@ from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, sum_by_key
-from shoppulse.streaming import processor_app
+from shoppulse.streaming import built_once_topics_are_visible, processor_app
 from shoppulse.topics import CLEAN_EVENTS
 
 log = logging.getLogger(__name__)
@@ -171,4 +171,4 @@ def run(settings: Settings) -> None:
     log.info("aggregation starting", extra={"bootstrap": settings.kafka_bootstrap,
                                             "grace_ms": settings.window_grace_ms,
                                             "session_gap_ms": settings.session_gap_ms})
-    build_app(settings).run()
+    built_once_topics_are_visible(lambda: build_app(settings)).run()

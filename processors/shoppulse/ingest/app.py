@@ -31,7 +31,7 @@ from shoppulse.ingest import metrics
 from shoppulse.ingest.dedup import first_sighting
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink
-from shoppulse.streaming import processor_app
+from shoppulse.streaming import built_once_topics_are_visible, processor_app
 from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
 
 log = logging.getLogger(__name__)
@@ -143,4 +143,4 @@ def run(settings: Settings) -> None:
     export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, RAW_EVENTS.name, "ingest")
     log.info("ingestion starting", extra={"bootstrap": settings.kafka_bootstrap,
                                           "metrics_port": settings.ingest_metrics_port, "demo": settings.demo})
-    build_app(settings, hasher).run()
+    built_once_topics_are_visible(lambda: build_app(settings, hasher)).run()
