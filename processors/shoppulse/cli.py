@@ -285,6 +285,7 @@ def score(
 
     settings = _settings()
     setup_logging("WARNING")
+    _on_signal_raise_shutdown()  # SIGTERM unwinds through the recordings, which stop what they started
     files = scenarios or [PROJECT_ROOT / "scenarios" / name for name in ("default.yaml", "all-incidents.yaml")]
     try:
         loaded = [load_scenario(path) for path in files]
@@ -309,6 +310,8 @@ def score(
                                      progress=status.update)
         except (RecordingError, ProcessorDiedError, StartupError) as exc:
             _fail(f"recording a run failed: {exc}")
+        except Shutdown as stop:
+            _fail(f"stopped ({stop}); everything the recording started is stopped", 130)
     per_day = len(quiet.false_alerts) / quiet.country_days
     console.print(f"false alerts on incident-free traffic: {len(quiet.false_alerts)} in {quiet_hours:g} h over 12 "
                   f"countries = {per_day:.2f} per country-day (target <= 1)", highlight=False)
@@ -399,6 +402,31 @@ def bench_loadgen(
                       f"({result.achieved / result.target:.0%}, {result.sent:,} events in {result.seconds:.1f} s)",
                       highlight=False)
     console.print(f"generator ceiling (no Kafka, one core): {ceiling:,.0f} events/s", highlight=False)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    events: Annotated[int, typer.Option(min=50_000, max=5_000_000, help="Events in the backlog.")] = 400_000,
+    seconds: Annotated[float, typer.Option(min=5, help="How long to measure ingestion for.")] = 40,
+) -> None:
+    """Ingestion alone draining a backlog (validation, de-duplication, clean and dead-letter topics),
+    beside a bare consumer of the same events."""
+    from shoppulse.bench.ingest import measure
+    from shoppulse.local.scratch import ProcessorDiedError
+
+    settings = _settings()
+    setup_logging("WARNING")
+    _on_signal_raise_shutdown()  # SIGTERM unwinds through measure(), which stops every process it started
+    try:
+        result = measure(settings, events, seconds, report=lambda line: err.print(line, highlight=False))
+    except ProcessorDiedError as exc:
+        _fail(str(exc))
+    except (Shutdown, KeyboardInterrupt):
+        _fail("stopped before the benchmark finished: no figures")
+    console.print(f"ingestion: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in {result.seconds:.0f} s "
+                  f"of a {result.events:,}-event backlog); bare consumer ceiling {result.ceiling_per_s:,.0f} events/s; "
+                  f"ingestion / ceiling = {result.per_s / result.ceiling_per_s if result.ceiling_per_s else 0:.3f}",
+                  highlight=False)
 
 
 @bench_app.command("pipeline")

@@ -163,6 +163,9 @@ def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: P
         plan = load_scenario(scenario)
     except (ScenarioError, OSError) as exc:
         _fail(f"{scenario}: {exc}", 2)
+    from shoppulse.cli import Shutdown, _on_signal_raise_shutdown
+
+    _on_signal_raise_shutdown()  # SIGTERM unwinds through the recording, which stops what it started
     start = fixed_week_time(datetime.now(UTC))
     try:
         with console.status("recording…") as status, \
@@ -173,6 +176,8 @@ def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: P
                               status.update)
     except (RecordingError, ProcessorDiedError, StartupError) as exc:
         _fail(f"recording the run failed: {exc}")
+    except Shutdown as stop:
+        _fail(f"stopped ({stop}); everything the recording started is stopped", 130)
     console.print(f"recorded run through the pipeline: {run.events:,} events at {rate:g}/s (times the store's "
                   f"time of day), {warm_up_minutes} min quiet, then {plan.name} (times below are from its start)",
                   highlight=False)
