@@ -166,3 +166,16 @@ def test_an_expression_reading_a_missing_query_is_an_error() -> None:
         evaluate({"type": "math", "expression": "$A > $C"}, {"A": {DE: 1.0}})
     with pytest.raises(ExpressionError, match="not supported"):
         evaluate({"type": "math", "expression": "[x for x in $A]"}, {"A": {DE: 1.0}})
+
+
+def test_replay_over_a_database_says_what_is_wrong_with_its_arguments() -> None:
+    from shoppulse.local.process import free_port
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shoppulse", "alerts", "replay", *args], check=False,
+                              capture_output=True, text=True, timeout=120)
+
+    unreachable = run("--clickhouse-url", f"http://127.0.0.1:{free_port()}", "--from", "now-1h")
+    assert unreachable.returncode == 1 and "check the URL" in unreachable.stderr
+    backwards = run("--clickhouse-url", "http://127.0.0.1:1", "--from", "now", "--to", "now-1h")
+    assert backwards.returncode == 2 and "must be before" in backwards.stderr

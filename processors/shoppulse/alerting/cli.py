@@ -111,6 +111,8 @@ def replay_command(
     instance would have fired and resolved. The run is recorded first: the load generator's events
     with a scenario's incidents, through a throwaway pipeline (Kafka broker, ingest, aggregate, the
     sidecar, ClickHouse). With --clickhouse-url, over a database that already holds a run."""
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
     from shoppulse import clickhouse
     from shoppulse.alerting.files import load
 
@@ -128,9 +130,13 @@ def replay_command(
         _fail(str(exc), 2)
     if begin >= end:
         _fail(f"--from ({begin:%Y-%m-%d %H:%M:%S}) must be before --to ({end:%Y-%m-%d %H:%M:%S})", 2)
-    client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
-    with console.status("replaying…") as status:
-        results = _replay(files, client, begin, end, status.update)
+    try:
+        client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
+        with console.status("replaying…") as status:
+            results = _replay(files, client, begin, end, status.update)
+    except ClickHouseError as exc:
+        _fail(f"ClickHouse at {clickhouse_url}: {str(exc).splitlines()[0][:300]}\n"
+              "check the URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
     console.print(f"replayed {clickhouse_url} from {begin:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S} UTC "
                   "(times below are from its start)", highlight=False)
     _print(results, begin)
