@@ -25,6 +25,8 @@ from shoppulse.local.recording import RecordedRun, recorded_run
 from shoppulse.settings import PROJECT_ROOT, load_settings
 
 COMMAND_SPAN = timedelta(minutes=25)  # the first incident (+10m to +15m) and its aftermath
+# Recording ~2 h of traffic through the pipeline takes minutes (longer on a slow or busy machine).
+pytestmark = pytest.mark.timeout(1500)
 AFTER_END = timedelta(minutes=20)  # sessions close 5 min after their last event; the rules look back 15 min
 # The rule that must fire for each kind of incident (the sidecar's may name the store-wide series).
 MATCHING_RULE = {"payment_outage": "shoppulse-payment-failure-rate", "flash_sale": "shoppulse-sidecar-anomaly",
