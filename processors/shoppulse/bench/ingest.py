@@ -9,9 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from shoppulse.bench.pipeline import bare_consumer_rate
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_replay
@@ -35,18 +32,6 @@ class IngestResult:
         return self.measured / self.seconds if self.seconds else 0.0
 
 
-def events_in(url: str) -> float | None:
-    try:
-        text = requests.get(url, timeout=2).text
-    except requests.RequestException:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == EVENTS_IN:
-                return sample.value
-    return None
-
-
 def measure(settings: Settings, events: int, seconds: float,
             report: Callable[[str], None] = lambda _: None) -> IngestResult:
     """``events`` (1 % invalid, 1 % duplicates) sent as a backlog, then ingestion's rate over ``seconds``."""
@@ -56,14 +41,16 @@ def measure(settings: Settings, events: int, seconds: float,
         stream = EventStream(rate, bad=BadInput(invalid=0.01, duplicates=0.01), seed=1)
         report(f"sending a backlog of about {events:,} events")
         sent = run_replay(make_producer(pipeline.bootstrap), stream, rate, BACKLOG_DAY - span, BACKLOG_DAY)
-        url = pipeline.metrics_urls["ingest"]
-        while (events_in(url) or 0) < WARM_EVENTS:
+        def events_in() -> float | None:
+            return pipeline.metric("ingest", EVENTS_IN)
+
+        while (events_in() or 0) < WARM_EVENTS:
             pipeline.check_alive()
             time.sleep(0.5)
-        first, started = events_in(url) or 0.0, time.monotonic()
-        while time.monotonic() - started < seconds and (events_in(url) or 0) < sent:
+        first, started = events_in() or 0.0, time.monotonic()
+        while time.monotonic() - started < seconds and (events_in() or 0) < sent:
             pipeline.check_alive()
             time.sleep(1)
-        last, elapsed = events_in(url) or 0.0, time.monotonic() - started
+        last, elapsed = events_in() or 0.0, time.monotonic() - started
         report("measuring the bare consumer ceiling…")
         return IngestResult(sent, last - first, elapsed, bare_consumer_rate(pipeline.bootstrap, sent))

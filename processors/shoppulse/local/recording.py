@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import requests
 from clickhouse_connect.driver.client import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from shoppulse import clickhouse
 from shoppulse.loadgen.generator import BadInput, EventStream
@@ -49,19 +47,6 @@ class RecordedRun:
     end: datetime  # the replay evaluates up to here
     incidents: list[ActiveIncident]
     events: int = 0
-
-
-def sidecar_last_step(metrics_url: str) -> float | None:
-    """The event time (Unix seconds) up to which the sidecar has scored, from its metrics."""
-    try:
-        text = requests.get(metrics_url, timeout=2).text
-    except requests.RequestException:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == LAST_STEP_METRIC:
-                return sample.value or None
-    return None
 
 
 @contextlib.contextmanager
@@ -94,11 +79,10 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
 
 def _wait_scored(pipeline: ScratchPipeline, end: datetime, progress: Callable[[str], None]) -> None:
     """Until the sidecar has scored up to ``end``; fails when a process dies or nothing moves."""
-    url = pipeline.metrics_urls["sidecar"]
     last, moved_at = None, time.monotonic()
     while True:
         pipeline.check_alive()
-        step = sidecar_last_step(url)
+        step = pipeline.metric("sidecar", LAST_STEP_METRIC) or None  # 0 until the first step
         if step is not None and step >= end.timestamp():
             return
         if step != last:

@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from shoppulse import clickhouse
 from shoppulse.local.kafka import KafkaBroker, resolve_kafka
 from shoppulse.local.process import ManagedProcess, free_port, tail, wait_until
@@ -79,6 +82,18 @@ class ScratchPipeline:
             if not process.is_running():
                 raise ProcessorDiedError(f"`shoppulse {name}` exited ({process.returncode}); its log "
                                          f"({process.log_path}) ends with:\n{tail(process.log_path)}")
+
+    def metric(self, process: str, name: str) -> float | None:
+        """The value of sample ``name`` on ``process``'s Prometheus endpoint (None if unreachable or absent)."""
+        try:
+            text = requests.get(self.metrics_urls[process], timeout=2).text
+        except requests.RequestException:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    return sample.value
+        return None
 
     def log_tails(self, lines: int = 8) -> str:
         return "\n".join(f"--- {name}:\n{tail(p.log_path, lines)}" for name, p in self.processes.items())
