@@ -21,7 +21,7 @@ class PiiHasher:
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise MissingPiiKeyError(f"the PII hashing key must be at least {MIN_KEY_BYTES} bytes long")
-        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per value: keying it is half the cost
 
     @classmethod
     def from_settings(cls, key: str | None, demo: bool) -> PiiHasher:
@@ -34,4 +34,6 @@ class PiiHasher:
             "(set it to a random secret of 16+ bytes, or SHOPPULSE_DEMO=1 for a local demo)")
 
     def pseudonym(self, value: str) -> str:
-        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:HASH_HEX_CHARS]
+        mac = self._keyed.copy()
+        mac.update(value.encode())
+        return mac.hexdigest()[:HASH_HEX_CHARS]

@@ -5,14 +5,14 @@ The JSON Schema files in ``docs/schemas/`` are generated from these models
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +40,22 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
+def _ip_address(value: str) -> str:
+    """An IPv4 (dotted quad, no leading zeros) or IPv6 address, checked by the C library's inet_pton:
+    Python's ``ipaddress`` parses in Python and was 40 % of validating an event that carries one (the
+    address is dropped at ingestion; only its form is checked). Zone ids (``%eth0``) are not accepted."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+            return value
+        except (OSError, ValueError):
+            continue
+    raise ValueError("not an IPv4 or IPv6 address")
+
+
+IpAddress = Annotated[str, Field(max_length=45), AfterValidator(_ip_address),
+                      WithJsonSchema({"anyOf": [{"format": "ipv4", "type": "string"},
+                                                {"format": "ipv6", "type": "string"}]})]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -60,7 +76,7 @@ class EventBase(BaseModel):
     device: Device
     user_id: Identifier | None = Field(default=None, description="PII: logged-in shopper; absent when anonymous.")
     email: Email | None = Field(default=None, description="PII: dropped at ingestion.")
-    ip: IPv4Address | IPv6Address | None = Field(default=None, description="PII: dropped at ingestion.")
+    ip: IpAddress | None = Field(default=None, description="PII: dropped at ingestion.")
 
 
 class ProductView(EventBase):
