@@ -82,10 +82,10 @@ class Classifier:
         result = validate(raw, datetime.fromtimestamp(received / 1000, UTC))
         if isinstance(result, Rejection):
             return self._dead(raw, key, result.reason, result.detail, received)
-        event = to_clean(result, self._hasher, self._rates)
-        if not first_sighting(event, state):
+        if not first_sighting(result.event_id.bytes, state):
             metrics.DUPLICATES.inc()
             return None
+        event = to_clean(result, self._hasher, self._rates)
         metrics.EVENTS_OUT.inc()
         return event
 
