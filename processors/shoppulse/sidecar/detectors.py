@@ -2,9 +2,9 @@
 
 * ``RobustZ``: an EWMA of the level and of the absolute deviation (a streaming median-like scale),
   with a noise floor from counting statistics — a rate of n events has a standard deviation of
-  about sqrt(n), a ratio p over n trials sqrt(p(1-p)/n), a p95 is judged by its logarithm — so sparse
-  series do not cry wolf. The
-  baseline stops learning while the point is anomalous, so an incident does not become normal.
+  about sqrt(n), a ratio p over n trials sqrt(p(1-p)/n), a p95 (judged by its logarithm) that of a
+  sample quantile — so sparse series do not cry wolf. The baseline stops learning while the point
+  is anomalous, so an incident does not become normal.
 * ``HalfSpaceTrees``: River's online isolation detector on the level and its change; it assumes
   features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
 * ``SeriesDetector`` runs both and blends them into a score in [0, 1] with a signed z.
