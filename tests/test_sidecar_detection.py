@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,10 +50,8 @@ def latency_p95_stream(seconds: int, per_minute: float, log_spread: float, seed:
         factor = jump[1] if jump and second >= jump[0] else 1.0
         window.append([bucket(rng.lognormvariate(5.8, log_spread) * factor) for _ in range(poisson(rng, level))])
         if second % STEP_S == STEP_S - 1 and len(window) == WINDOW_S:
-            counts: dict[int, int] = {}
-            for key in (key for payments in window for key in payments):
-                counts[key] = counts.get(key, 0) + 1
-            trials = sum(counts.values())
+            counts = Counter(key for payments in window for key in payments)
+            trials = counts.total()
             if trials >= MIN_TRIALS["payment_latency_p95"]:
                 points.append(Point(quantile(counts, 0.95), trials, "quantile", WINDOW_S))
     return points
