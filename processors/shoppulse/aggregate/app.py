@@ -14,9 +14,10 @@
 
 A late event is not lost: besides its ``late_events`` row it is written to ``metrics_1s`` and
 ``payment_latency_1s`` as a correction row for its second, so those tables may hold several rows
-per key and are always read with ``sum() ... GROUP BY``. The window results and the corrections
-share one sink per table, so their rows reach it in offset order and the sink's offset fence
-keeps them exactly once. ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized
+per key and are always read with ``sum() ... GROUP BY``. Every table is written by one sink,
+which gets each event (marked late or on time, with the sessions it closed) and each closed
+window: a table's rows reach it in offset order and the sink's offset fence keeps them exactly
+once. ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized
 views, which are additive too.
 
 Sessions have a grace period of their own; an event later than that for the sessions is
@@ -39,7 +40,7 @@ from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is
 from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
-from shoppulse.sink.clickhouse_sink import ClickHouseSink, sum_by_key
+from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table, sum_by_key
 from shoppulse.streaming import built_once_topics_are_visible, processor_app
 from shoppulse.topics import CLEAN_EVENTS
 
@@ -59,6 +60,7 @@ LATENCY_COLUMNS = ["ts", "country", "gateway", "attempts", "failures", "bucket_k
 SESSION_COLUMNS = ["session_end", "session_start", "session_id", "country", "events", "cart_adds", "checkouts",
                    "purchased", "abandoned", "revenue"]
 LATE_COLUMNS = ["event_time", "country", "event_type", "late_by_ms"]
+CLOSED_SESSIONS = "closed_sessions"
 
 
 def _ts(ms: int) -> datetime:
@@ -76,24 +78,15 @@ def metrics_row(window: dict[str, Any]) -> list[Any]:
             m.get("payment_failures", 0), m.get("orders", 0), m.get("items", 0), _money(m.get("revenue_units", 0))]
 
 
-def latency_rows(window: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"start": window["start"], "country": window["country"], "gateway": gateway, **payments}
-            for gateway, payments in sorted(window["metrics"]["payments"].items())]
-
-
-def latency_row(row: dict[str, Any]) -> list[Any]:
-    keys = sorted(row["latency"], key=int)
-    return [_ts(row["start"]), row["country"], row["gateway"], row["attempts"], row["failures"],
-            [int(k) for k in keys], [row["latency"][k] for k in keys]]
+def latency_row(window: dict[str, Any], gateway: str, payments: dict[str, Any]) -> list[Any]:
+    keys = sorted(payments["latency"], key=int)
+    return [_ts(window["start"]), window["country"], gateway, payments["attempts"], payments["failures"],
+            [int(k) for k in keys], [payments["latency"][k] for k in keys]]
 
 
 def session_row(s: dict[str, Any]) -> list[Any]:
     return [_ts(s["last"]), _ts(s["start"]), s["session_id"], s["country"], s["events"], s["cart_adds"],
             s["checkouts"], int(s["purchases"] > 0), int(is_abandoned(s)), _money(s["revenue_units"])]
-
-
-def late_row(event: dict[str, Any]) -> list[Any]:
-    return [_ts(event["event_time_ms"]), event["country"], event["event_type"], min(event["late_by_ms"], 2**32 - 1)]
 
 
 def one_event_window(event: dict[str, Any]) -> dict[str, Any]:
@@ -105,20 +98,82 @@ def one_event_window(event: dict[str, Any]) -> dict[str, Any]:
             "metrics": aggregator.agg(aggregator.initialize(), event, timestamp)}
 
 
+# The sink gets two kinds of values: clean events (marked by ``EventMarker``) and closed windows.
+def is_window(value: dict[str, Any]) -> bool:
+    return "metrics" in value
+
+
+def final_window(value: dict[str, Any]) -> dict[str, Any] | None:
+    """The window a value adds to the 1 s tables: a closed window, or a late event's correction."""
+    if is_window(value):
+        return value
+    return one_event_window(value) if value["late_by_ms"] else None
+
+
+def live_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
+    return () if is_window(value) else (metrics_row(one_event_window(value)),)
+
+
+def metrics_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
+    window = final_window(value)
+    return () if window is None else (metrics_row(window),)
+
+
+def latency_rows(value: dict[str, Any]) -> list[list[Any]]:
+    window = final_window(value)
+    if window is None:
+        return []
+    payments = sorted(window["metrics"]["payments"].items())
+    return [latency_row(window, gateway, of_gateway) for gateway, of_gateway in payments]
+
+
+def late_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
+    if is_window(value) or not value["late_by_ms"]:
+        return ()
+    return ([_ts(value["event_time_ms"]), value["country"], value["event_type"], min(value["late_by_ms"], 2**32 - 1)],)
+
+
+def session_rows(value: dict[str, Any]) -> list[list[Any]]:
+    return [] if is_window(value) else [session_row(s) for s in value.get(CLOSED_SESSIONS, ())]
+
+
+def aggregate_tables() -> list[Table]:
+    """Every table the aggregation writes, all through one sink: the windows and the late events'
+    corrections of a 1 s table reach it in offset order, so its offset fence keeps them exactly once."""
+    return [Table("metrics_live", METRICS_COLUMNS, live_rows, collapse=sum_by_key(2)),
+            Table("metrics_1s", METRICS_COLUMNS, metrics_rows),
+            Table("payment_latency_1s", LATENCY_COLUMNS, latency_rows),
+            Table("late_events", LATE_COLUMNS, late_rows),
+            Table("sessions", SESSION_COLUMNS, session_rows)]
+
+
+class EventMarker:
+    """The stateful step every clean event passes first, keyed by country: marks how late it is
+    for its window (``late_by_ms``) and, for an on-time cart event, attaches the sessions its
+    event time closed (``closed_sessions``) — so one branch point, not four, copies each event."""
+
+    def __init__(self, lateness: LatenessCheck, sessions: SessionTracker) -> None:
+        self._lateness = lateness
+        self._sessions = sessions
+
+    def __call__(self, event: dict[str, Any], state: State) -> None:
+        late_by_ms = event["late_by_ms"] = self._lateness.late_by_ms(event, state)
+        if late_by_ms:
+            LATE_EVENTS.labels(event["country"]).inc()
+        elif event["event_type"] in SESSION_EVENT_TYPES:
+            closed = self._sessions(event, state)
+            if closed:
+                event[CLOSED_SESSIONS] = closed
+                for summary in closed:
+                    SESSIONS.labels("abandoned" if is_abandoned(summary) else "other").inc()
+
+
 def _with_key(field: str) -> Any:
     def attach(value: dict[str, Any], key: Any, _timestamp: int, _headers: Any) -> dict[str, Any]:
         value[field] = key
         return value
 
     return attach
-
-
-def _count_late(event: dict[str, Any]) -> None:
-    LATE_EVENTS.labels(event["country"]).inc()
-
-
-def _count_session(summary: dict[str, Any]) -> None:
-    SESSIONS.labels("abandoned" if is_abandoned(summary) else "other").inc()
 
 
 def _session_late(_event: dict[str, Any]) -> None:
@@ -128,39 +183,18 @@ def _session_late(_event: dict[str, Any]) -> None:
 def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Application:
     app = processor_app(settings, consumer_group)
     clean = app.topic(CLEAN_EVENTS.name, key_deserializer="str", value_deserializer="json")
-    lateness = LatenessCheck(WINDOW_MS, settings.window_grace_ms)
+    marker = EventMarker(LatenessCheck(WINDOW_MS, settings.window_grace_ms),
+                         SessionTracker(settings.session_gap_ms, settings.session_grace_ms, on_late=_session_late))
+    tables = ClickHouseSink(lambda: clickhouse.connect(settings), aggregate_tables())
 
-    def mark_lateness(event: dict[str, Any], state: State) -> None:
-        event["late_by_ms"] = lateness.late_by_ms(event, state)
-
-    def sink(table: str, columns: list[str], row: Any, **options: Any) -> ClickHouseSink:
-        return ClickHouseSink(lambda: clickhouse.connect(settings), table, columns, row, **options)
-
-    events = app.dataframe(clean).update(mark_lateness, stateful=True)
-    events.sink(sink("metrics_live", METRICS_COLUMNS, lambda event: metrics_row(one_event_window(event)),
-                     collapse=sum_by_key(2)))
-
-    metrics_sink = sink("metrics_1s", METRICS_COLUMNS, metrics_row)
-    latency_sink = sink("payment_latency_1s", LATENCY_COLUMNS, latency_row)
-
-    late = events.filter(lambda e: e["late_by_ms"] > 0).update(_count_late)
-    late.sink(sink("late_events", LATE_COLUMNS, late_row))
-    corrections = late.apply(one_event_window)
-
-    on_time = events.filter(lambda e: e["late_by_ms"] == 0)
-    windows = (on_time.tumbling_window(WINDOW_MS, grace_ms=settings.window_grace_ms, name="store-1s")
-               .agg(metrics=StoreMetrics()).final()
-               .apply(_with_key("country"), metadata=True)
-               .update(lambda _w: WINDOWS.inc()))
-    for results in (windows, corrections):
-        results.sink(metrics_sink)
-        results.apply(latency_rows, expand=True).sink(latency_sink)
-
-    tracker = SessionTracker(settings.session_gap_ms, settings.session_grace_ms, on_late=_session_late)
-    sessions = (on_time.filter(lambda e: e["event_type"] in SESSION_EVENT_TYPES)
-                .apply(tracker, stateful=True, expand=True)
-                .update(_count_session))
-    sessions.sink(sink("sessions", SESSION_COLUMNS, session_row))
+    events = app.dataframe(clean).update(marker, stateful=True)
+    events.sink(tables)
+    (events.filter(lambda e: e["late_by_ms"] == 0)
+     .tumbling_window(WINDOW_MS, grace_ms=settings.window_grace_ms, name="store-1s")
+     .agg(metrics=StoreMetrics()).final()
+     .apply(_with_key("country"), metadata=True)
+     .update(lambda _w: WINDOWS.inc())
+     .sink(tables))
     return app
 
 

@@ -80,8 +80,8 @@ def is_abandoned(summary: dict[str, Any]) -> bool:
 
 
 class SessionTracker:
-    """A stateful step for ``StreamingDataFrame.apply(..., stateful=True, expand=True)`` on a
-    stream keyed by country: takes one cart event, returns the sessions it closed (summaries)."""
+    """Called with one cart event and the state of its country (a stream keyed by country, see
+    ``aggregate.app.EventMarker``); returns the sessions it closed (summaries)."""
 
     def __init__(self, gap_ms: int, grace_ms: int, on_late: Callable[[dict[str, Any]], None] | None = None) -> None:
         if not 0 <= grace_ms < gap_ms:

@@ -1,10 +1,11 @@
-"""A Quix Streams batching sink that writes to one ClickHouse table through clickhouse-connect."""
+"""A Quix Streams batching sink that writes to ClickHouse tables through clickhouse-connect."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -18,52 +19,62 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5.0
 SOURCE_COLUMNS = ("src_partition", "src_offset")
 
-RowBuilder = Callable[[Any], Sequence[Any]]
 Rows = list[list[Any]]
-
 SINK_ROWS = Counter("shoppulse_sink_rows", "Rows written to ClickHouse", ["table"])
 SINK_SKIPPED = Counter("shoppulse_sink_replayed_rows", "Rows not written again after a replay", ["table"])
 SINK_BATCH_ROWS = Histogram("shoppulse_sink_batch_rows", "Rows per INSERT", ["table"],
                             buckets=(1, 10, 100, 1_000, 10_000, 100_000, 1_000_000))
-SINK_SECONDS = Histogram("shoppulse_sink_write_seconds", "Duration of one batch write (fence read + INSERT)",
+SINK_SECONDS = Histogram("shoppulse_sink_write_seconds", "Duration of one table's batch write (rows and INSERT)",
                          ["table"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 SINK_BACKPRESSURE = Counter("shoppulse_sink_backpressure", "Times ClickHouse was unreachable and the sink paused",
                             ["table"])
 
 
+@dataclass(frozen=True)
+class Table:
+    """A table a ``ClickHouseSink`` writes: its columns, the rows one processed value gives it
+    (none, one or several), and optionally how a partition's rows are folded before the INSERT
+    (see ``sum_by_key``; rows end with their source partition and offset)."""
+
+    name: str
+    columns: Sequence[str]
+    rows: Callable[[Any], Iterable[Sequence[Any]]]
+    collapse: Callable[[Rows], Rows] | None = None
+
+
 class ClickHouseSink(BatchingSink):
-    """Writes each checkpoint's rows — all partitions of the source topic — in one INSERT.
+    """Writes each checkpoint's rows — all partitions of the source topic — in one INSERT per table.
 
-    Delivery guarantee: exactly once per source offset. Every row carries the partition and
-    offset of the message that produced it (``src_partition``, ``src_offset``). Before each
-    write the sink reads the highest offset the table already holds for each partition in the
-    batch (one query) and drops the rows at or below it, so a replay after a crash — rows
-    flushed, Kafka commit lost — writes nothing twice, whatever the checkpoint boundaries were.
-    One INSERT is one ClickHouse block, so a checkpoint's rows land whole or not at all. This
-    needs offsets to grow in the order rows are written, which holds per partition, and one
-    source topic per table. The fence is read on every write rather than cached: after a
-    rebalance another consumer may have written the same partition, and the sink is not told.
+    Delivery guarantee: exactly once per source offset and table. Every row carries the partition
+    and offset of the message that produced it (``src_partition``, ``src_offset``). Before each
+    write the sink reads the highest offset each table already holds for each partition in the
+    batch (one query for all its tables) and drops the rows at or below it, so a replay after a
+    crash — rows flushed, Kafka commit lost, or only some tables written — writes nothing twice,
+    whatever the checkpoint boundaries were. One INSERT is one ClickHouse block, so a
+    checkpoint's rows of a table land whole or not at all. This needs offsets to grow in the
+    order a table's rows are written, which holds per partition when all rows of a table go
+    through one sink instance, and one source topic per sink. The fence is read on every write
+    rather than cached: after a rebalance another consumer may have written the same partition,
+    and the sink is not told.
 
-    So a checkpoint costs two requests per table, whatever the partition count; the insert
-    context (column types) is built once per connection, not per write.
+    One sink may serve several tables and several branches of a dataframe: a processor whose
+    values feed five tables then adds each value to one sink, and Quix copies it once per branch
+    rather than once per table. The insert context (column types) is built once per connection.
 
     When ClickHouse cannot be reached, the flush raises ``SinkBackpressureError``: Quix drops
     the in-memory batches, pauses the assignment and re-reads it from the last commit after
     ``retry_after`` seconds, so nothing is lost and the consumer does not race ahead.
     A ClickHouse error about the data itself is raised as is: the checkpoint fails loudly."""
 
-    def __init__(self, connect: Callable[[], Client], table: str, columns: Sequence[str], to_row: RowBuilder,
-                 retry_after: float = RETRY_AFTER_S, collapse: Callable[[Rows], Rows] | None = None) -> None:
-        """``collapse`` optionally folds the rows of one partition's batch before the INSERT (see
-        ``sum_by_key``); rows end with their source partition and offset."""
+    def __init__(self, connect: Callable[[], Client], tables: Sequence[Table],
+                 retry_after: float = RETRY_AFTER_S) -> None:
         super().__init__()
-        self._collapse = collapse
+        if not tables or len({table.name for table in tables}) != len(tables):
+            raise ValueError(f"a ClickHouse sink needs one or more distinct tables, got {[t.name for t in tables]}")
+        self.tables = list(tables)
         self._connect = connect
         self._client: Client | None = None
-        self._insert_context: InsertContext | None = None
-        self.table = table
-        self.columns = [*columns, *SOURCE_COLUMNS]
-        self._to_row = to_row
+        self._insert_contexts: dict[str, InsertContext] = {}
         self._retry_after = retry_after
         self._topic: str | None = None
 
@@ -73,7 +84,7 @@ class ClickHouseSink(BatchingSink):
         try:
             self._client = self._connect()
         except (OperationalError, ConnectionError) as exc:
-            log.warning("clickhouse unavailable at start", extra={"table": self.table, "error": str(exc)[:200]})
+            log.warning("clickhouse unavailable at start", extra={"tables": self._names(), "error": str(exc)[:200]})
 
     def flush(self) -> None:
         try:
@@ -90,53 +101,70 @@ class ClickHouseSink(BatchingSink):
         for batch in batches:
             self._topic = self._topic or batch.topic
             if batch.topic != self._topic:
-                raise ValueError(f"{self.table} is fed from {self._topic}; a second source topic {batch.topic} "
-                                 "would break its offset fence")
-        started = time.perf_counter()
-        rows: Rows = []
-        replayed = 0
+                raise ValueError(f"{self._names()} are fed from {self._topic}; a second source topic {batch.topic} "
+                                 "would break their offset fence")
         try:
             client = self._client or self._connect()
             self._client = client
-            fences = self._written_up_to(client, [batch.partition for batch in batches])
-            for batch in batches:
-                fence = fences.get(batch.partition, -1)
-                fresh = [[*self._to_row(item.value), batch.partition, item.offset] for item in batch
-                         if item.offset > fence]
-                replayed += batch.size - len(fresh)
-                rows += self._collapse(fresh) if self._collapse and fresh else fresh
-            if rows:
-                client.insert(data=rows, context=self._context(client))
+            fences = self._written_up_to(client, sorted({batch.partition for batch in batches}))
+            for table in self.tables:
+                self._write_table(client, table, batches, fences.get(table.name, {}))
         except (OperationalError, ConnectionError) as exc:
             self._pause(exc)
         except DatabaseError as exc:
             if not _is_unavailable(exc):
                 raise
             self._pause(exc)
-        SINK_ROWS.labels(self.table).inc(len(rows))
-        SINK_SKIPPED.labels(self.table).inc(replayed)
-        SINK_BATCH_ROWS.labels(self.table).observe(len(rows))
-        SINK_SECONDS.labels(self.table).observe(time.perf_counter() - started)
 
-    def _context(self, client: Client) -> InsertContext:
-        if self._insert_context is None:
-            self._insert_context = client.create_insert_context(self.table, self.columns)
-        return self._insert_context
+    def _write_table(self, client: Client, table: Table, batches: list[SinkBatch], fences: dict[int, int]) -> None:
+        started = time.perf_counter()
+        rows: Rows = []
+        replayed = 0
+        for batch in batches:
+            fence = fences.get(batch.partition, -1)
+            fresh: Rows = []
+            for item in batch:
+                produced = [[*row, batch.partition, item.offset] for row in table.rows(item.value)]
+                if item.offset > fence:
+                    fresh += produced
+                else:
+                    replayed += len(produced)
+            rows += table.collapse(fresh) if table.collapse and fresh else fresh
+        if rows:
+            client.insert(data=rows, context=self._context(client, table))
+        SINK_ROWS.labels(table.name).inc(len(rows))
+        SINK_SKIPPED.labels(table.name).inc(replayed)
+        SINK_BATCH_ROWS.labels(table.name).observe(len(rows))
+        SINK_SECONDS.labels(table.name).observe(time.perf_counter() - started)
+
+    def _context(self, client: Client, table: Table) -> InsertContext:
+        context = self._insert_contexts.get(table.name)
+        if context is None:
+            context = client.create_insert_context(table.name, [*table.columns, *SOURCE_COLUMNS])
+            self._insert_contexts[table.name] = context
+        return context
+
+    def _names(self) -> list[str]:
+        return [table.name for table in self.tables]
 
     def _pause(self, exc: Exception) -> None:
         self._client = None
-        self._insert_context = None
-        SINK_BACKPRESSURE.labels(self.table).inc()
-        log.warning("clickhouse unavailable, pausing", extra={"table": self.table, "error": str(exc)[:200]})
+        self._insert_contexts.clear()
+        for table in self.tables:
+            SINK_BACKPRESSURE.labels(table.name).inc()
+        log.warning("clickhouse unavailable, pausing", extra={"tables": self._names(), "error": str(exc)[:200]})
         raise SinkBackpressureError(retry_after=self._retry_after) from exc
 
-    def _written_up_to(self, client: Client, partitions: list[int]) -> dict[int, int]:
-        """The highest source offset the table holds, per partition (absent: nothing written)."""
-        result = client.query(
-            f"SELECT src_partition, max(src_offset) FROM {self.table} "
-            "WHERE src_partition IN {ps:Array(UInt16)} GROUP BY src_partition",
-            parameters={"ps": sorted(set(partitions))})
-        return {int(partition): int(highest) for partition, highest in result.result_rows}
+    def _written_up_to(self, client: Client, partitions: list[int]) -> dict[str, dict[int, int]]:
+        """The highest source offset each table holds, per partition (absent: nothing written)."""
+        per_table = " UNION ALL ".join(
+            f"SELECT '{table.name}' AS t, src_partition, max(src_offset) FROM {table.name} "
+            "WHERE src_partition IN {ps:Array(UInt16)} GROUP BY src_partition" for table in self.tables)
+        result = client.query(per_table, parameters={"ps": partitions})
+        fences: dict[str, dict[int, int]] = {}
+        for table, partition, highest in result.result_rows:
+            fences.setdefault(table, {})[int(partition)] = int(highest)
+        return fences
 
 
 def sum_by_key(key_columns: int) -> Callable[[Rows], Rows]:
