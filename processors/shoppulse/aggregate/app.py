@@ -37,7 +37,7 @@ from quixstreams.state import State
 from shoppulse import clickhouse
 from shoppulse.aggregate.lateness import LatenessCheck
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is_abandoned
-from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics
+from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics, event_counts
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table, sum_by_key
@@ -90,7 +90,7 @@ def session_row(s: dict[str, Any]) -> list[Any]:
 
 
 def one_event_window(event: dict[str, Any]) -> dict[str, Any]:
-    """One event as a window of its second: a late event's correction row, and a live partial sum."""
+    """One event as a window of its second: a late event's correction row."""
     aggregator = StoreMetrics()
     timestamp = event["event_time_ms"]
     start = timestamp - timestamp % WINDOW_MS
@@ -111,7 +111,19 @@ def final_window(value: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def live_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
-    return () if is_window(value) else (metrics_row(one_event_window(value)),)
+    """An event's counts keyed by its second (in ms) and country; ``live_row`` makes the table row
+    once they are summed."""
+    if is_window(value):
+        return ()
+    timestamp = value["event_time_ms"]
+    return ([timestamp - timestamp % WINDOW_MS, value["country"], *event_counts(value)],)
+
+
+def live_row(summed: list[Any]) -> list[Any]:
+    """A summed ``live_rows`` row (…, revenue units, partition, offset) as a ``metrics_live`` row."""
+    summed[0] = _ts(summed[0])
+    summed[-3] = _money(summed[-3])
+    return summed
 
 
 def metrics_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
@@ -140,7 +152,7 @@ def session_rows(value: dict[str, Any]) -> list[list[Any]]:
 def aggregate_tables() -> list[Table]:
     """Every table the aggregation writes, all through one sink: the windows and the late events'
     corrections of a 1 s table reach it in offset order, so its offset fence keeps them exactly once."""
-    return [Table("metrics_live", METRICS_COLUMNS, live_rows, collapse=sum_by_key(2)),
+    return [Table("metrics_live", METRICS_COLUMNS, live_rows, collapse=sum_by_key(2, finish=live_row)),
             Table("metrics_1s", METRICS_COLUMNS, metrics_rows),
             Table("payment_latency_1s", LATENCY_COLUMNS, latency_rows),
             Table("late_events", LATE_COLUMNS, late_rows),

@@ -16,10 +16,29 @@ REVENUE_UNITS = 10_000  # 1 unit = 0.0001 USD
 _COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remove_from_cart": "cart_removes",
              "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders"}
 COUNTER_NAMES = (*_COUNTERS.values(), "payment_failures", "items", "revenue_units")
+# The counters in the order of the metrics tables' columns, for ``event_counts``.
+TABLE_COUNTERS = ("product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts", "payment_failures",
+                  "orders", "items", "revenue_units")
+_ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
+              for event_type, counter in _COUNTERS.items()}
+_FAILURES, _ITEMS, _REVENUE = (TABLE_COUNTERS.index(name) for name in ("payment_failures", "items", "revenue_units"))
 
 
 def to_units(amount: str) -> int:
     return int(Decimal(amount) * REVENUE_UNITS)
+
+
+def event_counts(event: dict[str, Any]) -> list[int]:
+    """What one event adds to each counter, in ``TABLE_COUNTERS`` order: what ``StoreMetrics``
+    counts of it, without a dict per event (the live sums fold every event at each checkpoint)."""
+    event_type = event["event_type"]
+    counts = list(_ONE_EVENT[event_type])
+    if event_type == "purchase":
+        counts[_ITEMS] = event["items"]
+        counts[_REVENUE] = to_units(event["amount"])
+    elif event_type == "payment_attempt" and event["result"] == "failure":
+        counts[_FAILURES] = 1
+    return counts
 
 
 class StoreMetrics(Aggregator):

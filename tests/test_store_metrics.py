@@ -1,0 +1,31 @@
+"""The per-event counts of the live sums agree with what the 1 s window's aggregator counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoppulse.aggregate.store_metrics import TABLE_COUNTERS, StoreMetrics, event_counts
+
+EVENT_TYPES = ("product_view", "add_to_cart", "remove_from_cart", "checkout_start", "payment_attempt", "purchase")
+
+events = st.fixed_dictionaries({
+    "event_type": st.sampled_from(EVENT_TYPES),
+    "items": st.integers(1, 50),
+    "amount": st.decimals(min_value=0, max_value=100_000, places=4).map(str),
+    "result": st.sampled_from(("success", "failure")),
+    "gateway": st.sampled_from(("stripe", "adyen")),
+    "latency_ms": st.integers(1, 30_000),
+})
+
+
+@given(st.lists(events, min_size=1, max_size=30))
+def test_event_counts_sum_to_the_window_aggregate(batch: list[dict[str, Any]]) -> None:
+    aggregator = StoreMetrics()
+    window = aggregator.initialize()
+    for event in batch:
+        window = aggregator.agg(window, event, 0)
+    summed = [sum(column) for column in zip(*(event_counts(event) for event in batch), strict=True)]
+    assert summed == [window.get(name, 0) for name in TABLE_COUNTERS]
