@@ -6,7 +6,9 @@ Latency is measured on the load itself, which has no late or out-of-order events
 the events it sends per event-time second, and for each second S measures the time from the end
 of S (when its last event was sent) until ClickHouse counts every one of them — in
 ``metrics_live`` (provisional sums, written at each checkpoint) and in ``metrics_1s`` (final
-windows, after the grace period). Checked four times a second."""
+windows, after the grace period). Checked four times a second. The first ``WARM_UP_S`` seconds,
+while the consumer groups form and the processors warm up, are reported apart from the steady
+state."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ SOURCES = {"ingest": RAW_EVENTS.name, "aggregate": "shop.events.clean"}  # lag i
 SAMPLE_EVERY_S = 2.0
 LATENCY_POLL_S = 0.25
 LATENCY_TABLES = ("metrics_live", "metrics_1s")
+WARM_UP_S = 30  # seconds of load before latency counts as steady state
 EVENT_COUNT = "product_views + cart_adds + cart_removes + checkouts + payment_attempts + orders"  # one per event
 
 
@@ -69,7 +72,8 @@ class PipelineResult:
     sent: int
     seconds: float
     samples: list[Sample] = field(default_factory=list)
-    latencies_s: dict[str, list[float]] = field(default_factory=lambda: {t: [] for t in LATENCY_TABLES})
+    # per table: (second of the load it measures, counted from 0; its event -> queryable latency)
+    latencies_s: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: {t: [] for t in LATENCY_TABLES})
     ceiling_per_s: float = 0.0
 
     caught_up_s: float = 0.0  # when aggregation had consumed everything the load sent
@@ -78,6 +82,10 @@ class PipelineResult:
     def sustained_per_s(self) -> float:
         """Events through the whole pipeline per second, from the start until it caught up."""
         return self.sent / self.caught_up_s if self.caught_up_s else 0.0
+
+    def latency(self, table: str, steady: bool) -> list[float]:
+        """Latencies of ``table``: the steady state's (after ``WARM_UP_S``) or the whole load's."""
+        return [latency for second, latency in self.latencies_s[table] if not steady or second >= WARM_UP_S]
 
     @property
     def during_load(self) -> list[Sample]:
@@ -164,7 +172,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
                 for second, n in sent.items():
                     if second not in measured[table] and visible.get(second, 0) >= n:
                         measured[table].add(second)
-                        result.latencies_s[table].append(now - (second + 1))
+                        result.latencies_s[table].append((second - first_second, now - (second + 1)))
             if time.monotonic() >= next_sample:
                 next_sample += SAMPLE_EVERY_S
                 result.samples.append(_sample(admin, ends, processors, last, started))
