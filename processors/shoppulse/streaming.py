@@ -14,7 +14,6 @@ from shoppulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COMMIT_INTERVAL_S = 1.0
 TOPIC_VISIBLE_ATTEMPTS = 5
 # Event-time processing needs the partitions of a topic interleaved finely, also while catching up
 # on a backlog: small per-partition fetches keep the disorder this adds to a few hundred events.
@@ -39,7 +38,7 @@ def processor_app(settings: Settings, consumer_group: str) -> Application:
         consumer_group=consumer_group,
         auto_offset_reset="earliest",
         processing_guarantee="exactly-once",
-        commit_interval=COMMIT_INTERVAL_S,
+        commit_interval=settings.commit_interval_s,
         state_dir=str(settings.data_dir / "state" / consumer_group),
         loglevel="WARNING",
         consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,
