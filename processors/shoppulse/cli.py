@@ -460,6 +460,10 @@ def bench_pipeline(
                       f"{WARM_UP_S} s of warm-up; whole load p95 {percentile(whole, 0.95):.2f} s", highlight=False)
     console.print(f"RSS MB: {result.samples[0].rss_mb} at start -> {result.samples[-1].rss_mb} at end",
                   highlight=False)
+    if result.sent:
+        console.print("CPU seconds until caught up (µs per event): " + ", ".join(
+            f"{name} {seconds:,.0f} ({seconds / result.sent * 1e6:,.0f})"
+            for name, seconds in sorted(result.cpu_s.items(), key=lambda item: -item[1])), highlight=False)
     ceiling = result.ceiling_per_s
     console.print(f"bare consumer ceiling (read + parse only): {ceiling:,.0f} events/s; pipeline / ceiling = "
                   f"{result.sustained_per_s / ceiling if ceiling else float('nan'):.2f}", highlight=False)

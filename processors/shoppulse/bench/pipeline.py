@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -77,6 +78,7 @@ class PipelineResult:
     ceiling_per_s: float = 0.0
 
     caught_up_s: float = 0.0  # when aggregation had consumed everything the load sent
+    cpu_s: dict[str, float] = field(default_factory=dict)  # per process, from the start until caught up
 
     @property
     def sustained_per_s(self) -> float:
@@ -102,6 +104,31 @@ def rss_mb(pid: int | None) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process — the load generator and the
+    bench's own polling — and by each process it started (broker, ClickHouse, processors)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    mine = os.times()
+    usage = {"generator + bench": mine.user + mine.system}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+            if int(fields[1]) == os.getpid():  # the parent pid
+                name = _process_name((stat.parent / "cmdline").read_bytes().split(b"\0"))
+                usage[name] = usage.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return usage
+
+
+def _process_name(argv: list[bytes]) -> str:
+    words = [word.decode(errors="replace") for word in argv if word]
+    if words and words[0].endswith("java"):
+        return "broker"
+    if "shoppulse" in words:  # python -m shoppulse <command> ...
+        return words[words.index("shoppulse") + 1] if words.index("shoppulse") + 1 < len(words) else "shoppulse"
+    return os.path.basename(words[0]) if words else "?"
 
 
 def committed(admin: KafkaAdminClient, group: str) -> dict:
@@ -186,6 +213,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
         client.close()
         ends.close()
         admin.close()
+    result.cpu_s = cpu_seconds()
     report("measuring the bare consumer ceiling…")
     result.ceiling_per_s = bare_consumer_rate(bootstrap, result.sent)
     return result
