@@ -195,9 +195,12 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
             now = time.time()
             sent = {second: n for second, n in list(stream.per_second.items()) if second + 1 <= now}
             for table in LATENCY_TABLES:
-                visible = _events_per_second(client, table, first_second)
-                for second, n in sent.items():
-                    if second not in measured[table] and visible.get(second, 0) >= n:
+                waiting = [second for second in sent if second not in measured[table]]
+                if not waiting:
+                    continue
+                visible = _events_per_second(client, table, min(waiting))  # constant work as the run goes on
+                for second in waiting:
+                    if visible.get(second, 0) >= sent[second]:
                         measured[table].add(second)
                         result.latencies_s[table].append((second - first_second, now - (second + 1)))
             if time.monotonic() >= next_sample:
