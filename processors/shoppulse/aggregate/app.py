@@ -37,7 +37,7 @@ from quixstreams.state import State
 from shoppulse import clickhouse
 from shoppulse.aggregate.lateness import LatenessCheck
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is_abandoned
-from shoppulse.aggregate.store_metrics import REVENUE_UNITS, StoreMetrics, event_counts
+from shoppulse.aggregate.store_metrics import REVENUE_UNITS, TABLE_COUNTERS, StoreMetrics, event_counts
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table, sum_by_key
@@ -72,10 +72,8 @@ def _money(units: int) -> Decimal:
 
 
 def metrics_row(window: dict[str, Any]) -> list[Any]:
-    m = window["metrics"]
-    return [_ts(window["start"]), window["country"], m.get("product_views", 0), m.get("cart_adds", 0),
-            m.get("cart_removes", 0), m.get("checkouts", 0), m.get("payment_attempts", 0),
-            m.get("payment_failures", 0), m.get("orders", 0), m.get("items", 0), _money(m.get("revenue_units", 0))]
+    *counts, revenue_units = (window["metrics"].get(name, 0) for name in TABLE_COUNTERS)
+    return [_ts(window["start"]), window["country"], *counts, _money(revenue_units)]
 
 
 def latency_row(window: dict[str, Any], gateway: str, payments: dict[str, Any]) -> list[Any]:

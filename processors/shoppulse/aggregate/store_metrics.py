@@ -15,8 +15,7 @@ from shoppulse.aggregate.histogram import bucket
 REVENUE_UNITS = 10_000  # 1 unit = 0.0001 USD
 _COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remove_from_cart": "cart_removes",
              "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders"}
-COUNTER_NAMES = (*_COUNTERS.values(), "payment_failures", "items", "revenue_units")
-# The counters in the order of the metrics tables' columns, for ``event_counts``.
+# Every counter, in the order of the metrics tables' columns (revenue last).
 TABLE_COUNTERS = ("product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts", "payment_failures",
                   "orders", "items", "revenue_units")
 _ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
@@ -66,7 +65,7 @@ class StoreMetrics(Aggregator):
         return old
 
     def merge(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        merged = {name: a.get(name, 0) + b.get(name, 0) for name in COUNTER_NAMES}
+        merged = {name: a.get(name, 0) + b.get(name, 0) for name in TABLE_COUNTERS}
         payments = {g: dict(v, latency=dict(v["latency"])) for g, v in a["payments"].items()}
         for g, v in b["payments"].items():
             target = payments.setdefault(g, {"attempts": 0, "failures": 0, "latency": {}})
