@@ -142,10 +142,6 @@ class ClickHouseSink(BatchingSink):
         All are waited for before a failure is raised, so that none is still in flight when a
         replay reads the fences."""
         contexts = [self._context(client, table) for table, _ in inserts]
-        if len(inserts) <= 1:
-            for (table, rows), context in zip(inserts, contexts, strict=True):
-                self._insert(client, table, rows, context)
-            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=len(self.tables), thread_name_prefix="clickhouse-insert")
         futures = [self._pool.submit(self._insert, client, table, rows, context)
