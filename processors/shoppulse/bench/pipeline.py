@@ -127,7 +127,8 @@ def _process_name(argv: list[bytes]) -> str:
     if words and words[0].endswith("java"):
         return "broker"
     if "shoppulse" in words:  # python -m shoppulse <command> ...
-        return words[words.index("shoppulse") + 1] if words.index("shoppulse") + 1 < len(words) else "shoppulse"
+        command = words[words.index("shoppulse") + 1:]
+        return command[0] if command else "shoppulse"
     return os.path.basename(words[0]) if words else "?"
 
 
