@@ -65,7 +65,10 @@ class Settings(BaseSettings):
     window_grace_ms: int = Field(default=3000, ge=0, le=3_600_000)
     session_gap_ms: int = Field(default=300_000, ge=1000, le=86_400_000)
     session_grace_ms: int = Field(default=10_000, ge=0, le=3_600_000)
-    commit_interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    # How often each processor commits. Ingestion's interval sets how fresh metrics_live is;
+    # the aggregation's how soon a closed window is in metrics_1s (which the sidecar reads).
+    ingest_commit_interval_s: float = Field(default=0.5, ge=0.05, le=60)
+    aggregate_commit_interval_s: float = Field(default=1.0, ge=0.05, le=60)
 
     prometheus_port: int = 9090
     metrics_port: int = 9464

@@ -30,7 +30,7 @@ STATE_OPTIONS = RocksDBOptions(block_cache_size=64 * 1024 * 1024, write_buffer_s
                                max_write_buffer_number=2)
 
 
-def processor_app(settings: Settings, consumer_group: str) -> Application:
+def processor_app(settings: Settings, consumer_group: str, commit_interval_s: float) -> Application:
     """Exactly-once (produced messages, state and offsets commit together), reading from the
     earliest offset on first start, with its state in the data folder."""
     return Application(
@@ -38,7 +38,7 @@ def processor_app(settings: Settings, consumer_group: str) -> Application:
         consumer_group=consumer_group,
         auto_offset_reset="earliest",
         processing_guarantee="exactly-once",
-        commit_interval=settings.commit_interval_s,
+        commit_interval=commit_interval_s,
         state_dir=str(settings.data_dir / "state" / consumer_group),
         loglevel="WARNING",
         consumer_extra_config=INTERLEAVED_CONSUMER_CONFIG,

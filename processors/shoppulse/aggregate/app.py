@@ -6,16 +6,15 @@
   (from the same window);
 * ``sessions``: one row per closed session (cart events only, tracked in the country's state by
   ``aggregate.sessions.SessionTracker``), for abandonment and conversion;
-* ``late_events``: events too late for their window, counted per country;
-* ``metrics_live``: the same counters as ``metrics_1s`` for every event, summed per country and
-  second at each checkpoint — provisional figures about a second after the event, while the
-  window of that second is still open (grace period). Rows are partial sums, exact by the
-  sink's offset fence; a second's live sum equals its final ``metrics_1s`` sum.
+* ``late_events``: events too late for their window, counted per country.
+
+(``metrics_live``, the provisional sums of the seconds whose window is still open, is written by
+ingestion, one Kafka hop earlier: ``ingest.live_metrics``.)
 
 A late event is not lost: besides its ``late_events`` row it is written to ``metrics_1s`` and
 ``payment_latency_1s`` as a correction row for its second, so those tables may hold several rows
 per key and are always read with ``sum() ... GROUP BY``. Every table is written by one sink,
-which gets each event (marked late or on time, with the sessions it closed) and each closed
+which gets each event that adds a row (a late one, or one that closed sessions) and each closed
 window: a table's rows reach it in offset order and the sink's offset fence keeps them exactly
 once. ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized
 views, which are additive too.
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from prometheus_client import Counter, start_http_server
@@ -37,10 +35,10 @@ from quixstreams.state import State
 from shoppulse import clickhouse
 from shoppulse.aggregate.lateness import LatenessCheck
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is_abandoned
-from shoppulse.aggregate.store_metrics import REVENUE_UNITS, TABLE_COUNTERS, StoreMetrics, event_counts
+from shoppulse.aggregate.store_metrics import METRICS_COLUMNS, TABLE_COUNTERS, StoreMetrics, to_money
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
-from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table, sum_by_key
+from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
 from shoppulse.streaming import built_once_topics_are_visible, processor_app
 from shoppulse.topics import CLEAN_EVENTS
 
@@ -54,8 +52,6 @@ WINDOWS = Counter("shoppulse_aggregate_windows", "Closed 1 s store-metric window
 SESSIONS = Counter("shoppulse_aggregate_sessions", "Closed sessions", ["outcome"])
 SESSION_LATE = Counter("shoppulse_aggregate_session_late_events", "Events too late for their session window")
 
-METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts",
-                   "payment_failures", "orders", "items", "revenue"]
 LATENCY_COLUMNS = ["ts", "country", "gateway", "attempts", "failures", "bucket_keys", "bucket_counts"]
 SESSION_COLUMNS = ["session_end", "session_start", "session_id", "country", "events", "cart_adds", "checkouts",
                    "purchased", "abandoned", "revenue"]
@@ -67,13 +63,9 @@ def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _money(units: int) -> Decimal:
-    return Decimal(units) / REVENUE_UNITS
-
-
 def metrics_row(window: dict[str, Any]) -> list[Any]:
     *counts, revenue_units = (window["metrics"].get(name, 0) for name in TABLE_COUNTERS)
-    return [_ts(window["start"]), window["country"], *counts, _money(revenue_units)]
+    return [_ts(window["start"]), window["country"], *counts, to_money(revenue_units)]
 
 
 def latency_row(window: dict[str, Any], gateway: str, payments: dict[str, Any]) -> list[Any]:
@@ -84,7 +76,7 @@ def latency_row(window: dict[str, Any], gateway: str, payments: dict[str, Any]) 
 
 def session_row(s: dict[str, Any]) -> list[Any]:
     return [_ts(s["last"]), _ts(s["start"]), s["session_id"], s["country"], s["events"], s["cart_adds"],
-            s["checkouts"], int(s["purchases"] > 0), int(is_abandoned(s)), _money(s["revenue_units"])]
+            s["checkouts"], int(s["purchases"] > 0), int(is_abandoned(s)), to_money(s["revenue_units"])]
 
 
 def one_event_window(event: dict[str, Any]) -> dict[str, Any]:
@@ -106,22 +98,6 @@ def final_window(value: dict[str, Any]) -> dict[str, Any] | None:
     if is_window(value):
         return value
     return one_event_window(value) if value["late_by_ms"] else None
-
-
-def live_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
-    """An event's counts keyed by its second (in ms) and country; ``live_row`` makes the table row
-    once they are summed."""
-    if is_window(value):
-        return ()
-    timestamp = value["event_time_ms"]
-    return ([timestamp - timestamp % WINDOW_MS, value["country"], *event_counts(value)],)
-
-
-def live_row(summed: list[Any]) -> list[Any]:
-    """A summed ``live_rows`` row (…, revenue units, partition, offset) as a ``metrics_live`` row."""
-    summed[0] = _ts(summed[0])
-    summed[-3] = _money(summed[-3])
-    return summed
 
 
 def metrics_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
@@ -150,8 +126,7 @@ def session_rows(value: dict[str, Any]) -> list[list[Any]]:
 def aggregate_tables() -> list[Table]:
     """Every table the aggregation writes, all through one sink: the windows and the late events'
     corrections of a 1 s table reach it in offset order, so its offset fence keeps them exactly once."""
-    return [Table("metrics_live", METRICS_COLUMNS, live_rows, collapse=sum_by_key(2, finish=live_row)),
-            Table("metrics_1s", METRICS_COLUMNS, metrics_rows),
+    return [Table("metrics_1s", METRICS_COLUMNS, metrics_rows),
             Table("payment_latency_1s", LATENCY_COLUMNS, latency_rows),
             Table("late_events", LATE_COLUMNS, late_rows),
             Table("sessions", SESSION_COLUMNS, session_rows)]
@@ -178,6 +153,11 @@ class EventMarker:
                     SESSIONS.labels("abandoned" if is_abandoned(summary) else "other").inc()
 
 
+def adds_rows(event: dict[str, Any]) -> bool:
+    """Whether a marked event gives the sink a row of its own (most give none: their window does)."""
+    return bool(event["late_by_ms"]) or CLOSED_SESSIONS in event
+
+
 def _with_key(field: str) -> Any:
     def attach(value: dict[str, Any], key: Any, _timestamp: int, _headers: Any) -> dict[str, Any]:
         value[field] = key
@@ -191,14 +171,14 @@ def _session_late(_event: dict[str, Any]) -> None:
 
 
 def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Application:
-    app = processor_app(settings, consumer_group)
+    app = processor_app(settings, consumer_group, settings.aggregate_commit_interval_s)
     clean = app.topic(CLEAN_EVENTS.name, key_deserializer="str", value_deserializer="json")
     marker = EventMarker(LatenessCheck(WINDOW_MS, settings.window_grace_ms),
                          SessionTracker(settings.session_gap_ms, settings.session_grace_ms, on_late=_session_late))
     tables = ClickHouseSink(lambda: clickhouse.connect(settings), aggregate_tables())
 
     events = app.dataframe(clean).update(marker, stateful=True)
-    events.sink(tables)
+    events.filter(adds_rows).sink(tables)
     (events.filter(lambda e: e["late_by_ms"] == 0)
      .tumbling_window(WINDOW_MS, grace_ms=settings.window_grace_ms, name="store-1s")
      .agg(metrics=StoreMetrics()).final()

@@ -18,6 +18,9 @@ _COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remov
 # Every counter, in the order of the metrics tables' columns (revenue last).
 TABLE_COUNTERS = ("product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts", "payment_failures",
                   "orders", "items", "revenue_units")
+# The columns of metrics_1s and metrics_live (the counters, with revenue as money).
+METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts",
+                   "payment_failures", "orders", "items", "revenue"]
 _ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
               for event_type, counter in _COUNTERS.items()}
 _FAILURES, _ITEMS, _REVENUE = (TABLE_COUNTERS.index(name) for name in ("payment_failures", "items", "revenue_units"))
@@ -27,9 +30,13 @@ def to_units(amount: str) -> int:
     return int(Decimal(amount) * REVENUE_UNITS)
 
 
+def to_money(units: int) -> Decimal:
+    return Decimal(units) / REVENUE_UNITS
+
+
 def event_counts(event: dict[str, Any]) -> list[int]:
     """What one event adds to each counter, in ``TABLE_COUNTERS`` order: what ``StoreMetrics``
-    counts of it, without a dict per event (the live sums fold every event at each checkpoint)."""
+    counts of it, without a dict per event (ingestion's live sums fold every event at each checkpoint)."""
     event_type = event["event_type"]
     counts = list(_ONE_EVENT[event_type])
     if event_type == "purchase":
