@@ -435,7 +435,7 @@ def bench_pipeline(
     seconds: Annotated[float, typer.Option(min=10, help="How long to hold it.")] = 60,
 ) -> None:
     """Events/s through ingestion + aggregation + sink, lag and RSS over time, latency, and the ceiling."""
-    from shoppulse.bench.pipeline import WARM_UP_S, measure, percentile
+    from shoppulse.bench.pipeline import LATENCY_POLL_S, WARM_UP_S, measure
 
     settings = _settings()
     setup_logging("WARNING")
@@ -452,12 +452,15 @@ def bench_pipeline(
     console.print(f"through ingestion + aggregation + sink: {result.sustained_per_s:,.0f} events/s ({caught}); "
                   f"lag during the load {first.lag} at {first.elapsed_s:.0f} s -> {last.lag} at {last.elapsed_s:.0f} s",
                   highlight=False)
-    for table in result.latencies_s:
-        steady, whole = result.latency(table, steady=True), result.latency(table, steady=False)
-        console.print(f"event -> queryable in {table} (end of each second until all its events are counted): "
-                      f"p50 {percentile(steady, 0.5):.2f} s, p95 {percentile(steady, 0.95):.2f} s, "
-                      f"max {max(steady, default=float('nan')):.2f} s over {len(steady)} seconds after "
-                      f"{WARM_UP_S} s of warm-up; whole load p95 {percentile(whole, 0.95):.2f} s", highlight=False)
+    latency = result.latency
+    for table in latency.tables:
+        steady, whole = latency.steady[table], latency.whole(table)
+        console.print(f"event -> queryable in {table} (send -> counted, per event, "
+                      f"within {LATENCY_POLL_S} s): "
+                      f"p50 {steady.percentile(0.5):.2f} s, p95 {steady.percentile(0.95):.2f} s, "
+                      f"max {steady.max:.2f} s over {steady.count:,} events after {WARM_UP_S} s of warm-up; "
+                      f"whole load p95 {whole.percentile(0.95):.2f} s, {latency.not_counted(table):,} never counted",
+                      highlight=False)
     console.print(f"RSS MB: {result.samples[0].rss_mb} at start -> {result.samples[-1].rss_mb} at end",
                   highlight=False)
     if result.sent:

@@ -2,13 +2,11 @@
 consumer lag and RSS over time, event -> queryable latency, and — in the same run — the rate of a
 bare consumer that only reads and parses the same events, as the ceiling.
 
-Latency is measured on the load itself, which has no late or out-of-order events: the bench counts
-the events it sends per event-time second, and for each second S measures the time from the end
-of S (when its last event was sent) until ClickHouse counts every one of them — in
-``metrics_live`` (provisional sums, written at each checkpoint) and in ``metrics_1s`` (final
-windows, after the grace period). Checked four times a second. The first ``WARM_UP_S`` seconds,
-while the consumer groups form and the processors warm up, are reported apart from the steady
-state."""
+Latency is measured on every event of the load itself, which has no late or out-of-order events:
+from when it was sent until ClickHouse counts it — in ``metrics_live`` (provisional sums, written
+at each ingestion checkpoint) and in ``metrics_1s`` (final windows, after the grace period); see
+``bench.event_latency``. The events of the first ``WARM_UP_S`` seconds, while the consumer groups
+form and the processors warm up, are reported apart from the steady state."""
 
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ import os
 import secrets
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +27,7 @@ from kafka.errors import KafkaError
 from quixstreams.kafka import Consumer
 
 from shoppulse import clickhouse
+from shoppulse.bench.event_latency import EventLatency
 from shoppulse.loadgen.generator import Emission, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
 from shoppulse.local.process import ManagedProcess
@@ -40,21 +38,21 @@ from shoppulse.topics import RAW_EVENTS
 GROUPS = {"ingest": "shoppulse-ingest", "aggregate": "shoppulse-aggregate"}
 SOURCES = {"ingest": RAW_EVENTS.name, "aggregate": "shop.events.clean"}  # lag is measured on these
 SAMPLE_EVERY_S = 2.0
-LATENCY_POLL_S = 0.25
+LATENCY_POLL_S = 0.1  # a latency is an upper bound by at most this
 LATENCY_TABLES = ("metrics_live", "metrics_1s")
 WARM_UP_S = 30  # seconds of load before latency counts as steady state
 EVENT_COUNT = "product_views + cart_adds + cart_removes + checkouts + payment_attempts + orders"  # one per event
 
 
-class CountedStream(EventStream):
-    """The load's event stream, counting the events sent per event-time second."""
+class TimedStream(EventStream):
+    """The load's event stream, recording each event's send time (its event time)."""
 
-    def __init__(self, rate: float, seed: int) -> None:
+    def __init__(self, rate: float, seed: int, latency: EventLatency) -> None:
         super().__init__(rate, seed=seed)
-        self.per_second: Counter[int] = Counter()
+        self.latency = latency
 
     def next(self, now: datetime) -> Emission:
-        self.per_second[int(now.timestamp())] += 1
+        self.latency.sent(now.timestamp())
         return super().next(now)
 
 
@@ -73,8 +71,7 @@ class PipelineResult:
     sent: int
     seconds: float
     samples: list[Sample] = field(default_factory=list)
-    # per table: (second of the load it measures, counted from 0; its event -> queryable latency)
-    latencies_s: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: {t: [] for t in LATENCY_TABLES})
+    latency: EventLatency = field(default_factory=lambda: EventLatency(LATENCY_TABLES, 0))
     ceiling_per_s: float = 0.0
 
     caught_up_s: float = 0.0  # when aggregation had consumed everything the load sent
@@ -84,10 +81,6 @@ class PipelineResult:
     def sustained_per_s(self) -> float:
         """Events through the whole pipeline per second, from the start until it caught up."""
         return self.sent / self.caught_up_s if self.caught_up_s else 0.0
-
-    def latency(self, table: str, steady: bool) -> list[float]:
-        """Latencies of ``table``: the steady state's (after ``WARM_UP_S``) or the whole load's."""
-        return [latency for second, latency in self.latencies_s[table] if not steady or second >= WARM_UP_S]
 
     @property
     def during_load(self) -> list[Sample]:
@@ -171,9 +164,10 @@ def measure(settings: Settings, rate: float, seconds: float,
 
 def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
               processors: dict[str, ManagedProcess], report: Callable[[str], None]) -> PipelineResult:
-    result = PipelineResult(rate, 0, seconds)
+    latency = EventLatency(LATENCY_TABLES, steady_from=int(time.time()) + WARM_UP_S)
+    result = PipelineResult(rate, 0, seconds, latency=latency)
     done = threading.Event()
-    stream = CountedStream(rate, seed=3)
+    stream = TimedStream(rate, seed=3, latency=latency)
 
     def load() -> None:
         final = run_live(make_producer(bootstrap), stream, rate, duration_s=seconds)
@@ -185,25 +179,20 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
     ends = KafkaConsumer(bootstrap_servers=bootstrap)
     client = clickhouse.connect(settings)
     started = time.monotonic()
-    first_second = int(time.time())
-    measured: dict[str, set[int]] = {table: set() for table in LATENCY_TABLES}
     last = {"t": started, "ingest": 0, "aggregate": 0}
     next_sample = started + SAMPLE_EVERY_S
     try:
         while not done.is_set() or not result.caught_up_s:
             if time.monotonic() - started > seconds + 120:
                 break  # never caught up: the figures say so
-            now = time.time()
-            sent = {second: n for second, n in list(stream.per_second.items()) if second + 1 <= now}
             for table in LATENCY_TABLES:
-                waiting = [second for second in sent if second not in measured[table]]
-                if not waiting:
-                    continue
-                visible = _events_per_second(client, table, min(waiting))  # constant work as the run goes on
-                for second in waiting:
-                    if visible.get(second, 0) >= sent[second]:
-                        measured[table].add(second)
-                        result.latencies_s[table].append((second - first_second, now - (second + 1)))
+                waiting = latency.waiting(table)
+                if waiting:  # only the seconds still waiting: constant work as the run goes on
+                    visible = _events_per_second(client, table, min(waiting))
+                    now = time.time()
+                    for second in waiting:
+                        latency.counted(table, second, visible.get(second, 0), now)
+            latency.forget_done(time.time())
             if time.monotonic() >= next_sample:
                 next_sample += SAMPLE_EVERY_S
                 result.samples.append(_sample(admin, ends, processors, last, started))
