@@ -1,4 +1,5 @@
-"""Static checks of dashboard models: the JSON model, stable uids, datasource references, panel hygiene."""
+"""Static checks of dashboard models: the JSON model, stable uids, datasource references, panel hygiene
+and lineage (``dashboards.lineage``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from shoppulse.dashboards.lineage import lineage_problems, panel_queries
 from shoppulse.dashboards.model import (
     CLICKHOUSE_TYPE,
     GRAFANA_TYPE,
@@ -101,8 +103,11 @@ def _panel_problems(panel: dict[str, Any], datasources: dict[str, Datasource], v
         messages.append(f"gridPos x={grid['x']} w={grid['w']} does not fit the {GRID_COLUMNS}-column grid")
     if kind == "row":
         return messages
-    if not str(panel.get("description") or "").strip():
+    description = str(panel.get("description") or "").strip()
+    if not description:
         messages.append("panel has no description: say what it shows and where its numbers come from")
+    else:
+        messages += lineage_problems(description, *panel_queries(panel))
     unit = ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit")
     if kind not in WITHOUT_UNIT and not unit:
         messages.append("panel has no unit (fieldConfig.defaults.unit)")

@@ -127,6 +127,13 @@ def is_dead(value: CleanEvent | DeadLetter) -> bool:
     return isinstance(value, DeadLetter)
 
 
+def ingest_tables() -> list[Table]:
+    """Every table ingestion writes, all through one sink."""
+    return [live_metrics_table(),
+            Table("dead_letters", DEAD_LETTER_COLUMNS, dead_letter_rows),
+            Table("events_sample", SAMPLE_COLUMNS, sample_rows)]
+
+
 def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = None,
               consumer_group: str = CONSUMER_GROUP) -> Application:
     """One chain without a branch: Quix copies every message at a branch (a pickle round trip),
@@ -145,11 +152,7 @@ def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = 
     sdf = sdf.set_timestamp(lambda value, *_: value["received_at_ms"] if is_dead(value) else value["event_time_ms"])
     sdf = sdf.to_topic(lambda value, *_: dead_topic if is_dead(value) else clean_topic,
                        key=lambda value: value.key if is_dead(value) else value["country"])
-    sdf.sink(ClickHouseSink(connect, [
-        live_metrics_table(),
-        Table("dead_letters", DEAD_LETTER_COLUMNS, dead_letter_rows),
-        Table("events_sample", SAMPLE_COLUMNS, sample_rows),
-    ]))
+    sdf.sink(ClickHouseSink(connect, ingest_tables()))
     return app
 
 
