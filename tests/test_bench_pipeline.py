@@ -1,13 +1,18 @@
-"""The pipeline benchmark's accounting: CPU seconds of every process it started, by name."""
+"""The pipeline benchmark: one short run end to end as a user starts it, and its accounting of
+the CPU seconds of every process it started, by name."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 
+import pytest
+
 from shoppulse.bench.pipeline import _process_name, cpu_seconds
+from shoppulse.settings import load_settings
 
 BUSY_THEN_WAIT = ("import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3:\n    pass\n"
                   "print('busy', flush=True)\ntime.sleep(60)")
@@ -32,3 +37,25 @@ def test_cpu_seconds_counts_a_child_process_and_this_one() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.integration
+def test_a_short_run_reports_every_figure_from_its_own_stack() -> None:
+    """`shoppulse bench pipeline` starts its own broker, ClickHouse and processors, and prints the
+    held rate, lag, per-event latency of both tables, RSS, CPU per process and the ceiling."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
+    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)  # the Kafka jars the suite fetched
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "pipeline", "--rate", "300", "--seconds",
+                             "10"], env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    sent = int(re.search(r"load: ([\d,]+) events", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert 0.9 * 300 * 10 <= sent <= 1.1 * 300 * 10
+    assert re.search(r"through ingestion \+ aggregation \+ sink: [\d,]+ events/s \(caught up \d+ s", out), out
+    live = re.search(r"in metrics_live .*whole load p95 (\d+\.\d+) s, (\d+) never counted", out)
+    assert live is not None, out
+    assert 0 < float(live.group(1)) < 15 and live.group(2) == "0"  # every event counted, each with its latency
+    assert re.search(r"in metrics_1s .*whole load p95 \d+\.\d+ s", out), out  # the final windows, too
+    cpu = re.search(r"CPU seconds until caught up \(µs per event\): (.*)", out)
+    assert cpu is not None and all(name in cpu.group(1) for name in ("ingest", "aggregate", "broker", "clickhouse"))
+    assert re.search(r"bare consumer ceiling \(read \+ parse only\): [\d,]+ events/s", out), out

@@ -185,14 +185,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
         while not done.is_set() or not result.caught_up_s:
             if time.monotonic() - started > seconds + 120:
                 break  # never caught up: the figures say so
-            for table in LATENCY_TABLES:
-                waiting = latency.waiting(table)
-                if waiting:  # only the seconds still waiting: constant work as the run goes on
-                    visible = _events_per_second(client, table, min(waiting))
-                    now = time.time()
-                    for second in waiting:
-                        latency.counted(table, second, visible.get(second, 0), now)
-            latency.forget_done(time.time())
+            _poll_latency(client, latency)
             if time.monotonic() >= next_sample:
                 next_sample += SAMPLE_EVERY_S
                 result.samples.append(_sample(admin, ends, processors, last, started))
@@ -202,6 +195,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
                 report(f"{s.elapsed_s:5.0f} s  ingested {s.ingested_per_s:8,.0f}/s  aggregated "
                        f"{s.aggregated_per_s:8,.0f}/s  lag {s.lag}  RSS MB {s.rss_mb}")
             time.sleep(LATENCY_POLL_S)
+        _poll_latency(client, latency)  # what the last checkpoints wrote
     finally:
         client.close()
         ends.close()
@@ -210,6 +204,19 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
     report("measuring the bare consumer ceiling…")
     result.ceiling_per_s = bare_consumer_rate(bootstrap, result.sent)
     return result
+
+
+def _poll_latency(client: Any, latency: EventLatency) -> None:
+    """Count the events each table shows of the seconds still waiting (not the whole run's: constant
+    work as the run goes on)."""
+    for table in latency.tables:
+        waiting = latency.waiting(table)
+        if waiting:
+            visible = _events_per_second(client, table, min(waiting))
+            now = time.time()
+            for second in waiting:
+                latency.counted(table, second, visible.get(second, 0), now)
+    latency.forget_done(time.time())
 
 
 def _events_per_second(client: Any, table: str, since: int) -> dict[int, int]:
