@@ -12,7 +12,10 @@ import pytest
 
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
+from shoppulse.aggregate.app import aggregate_tables
+from shoppulse.ingest.app import ingest_tables
 from shoppulse.settings import PROJECT_ROOT
+from shoppulse.sink.clickhouse_sink import fence_query
 from shoppulse.sink.migrations import (
     MigrationError,
     discover,
@@ -142,3 +145,25 @@ def test_reader_role_is_skipped_on_the_embedded_engine(clickhouse_endpoint: Endp
     client = clickhouse.connect(clickhouse_endpoint.settings(), database="default")
     assert has_access_storage(client) is False
     assert ensure_reader_user(client, "grafana", "secret") is False
+
+
+TTL_COLUMNS = {"metrics_live": "ts", "dead_letters": "received_at", "events_sample": "event_time", "metrics_1s": "ts",
+               "payment_latency_1s": "ts", "late_events": "event_time", "sessions": "session_end"}
+
+
+def test_every_sink_table_answers_the_fence_from_its_projection(clickhouse_endpoint: EndpointProcess,
+                                                                database: str) -> None:
+    """The fence query each checkpoint runs reads the ``sink_fence`` projection of every table a
+    processor's sink writes, not the table: its cost must not grow with the table."""
+    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, PROJECT_ROOT / "clickhouse")
+    client = clickhouse.connect(clickhouse_endpoint.settings(), database)
+    names = [table.name for table in [*ingest_tables(), *aggregate_tables()]]
+    for name in names:  # two parts, as two checkpoints would write, of rows within the table's TTL
+        time = TTL_COLUMNS[name]
+        client.command(f"INSERT INTO {name} ({time}, src_partition, src_offset) VALUES (now(), 0, 1), (now(), 1, 7)")
+        client.command(f"INSERT INTO {name} ({time}, src_partition, src_offset) VALUES (now(), 0, 2)")
+    plan = client.query("EXPLAIN " + fence_query(names), parameters={"ps": [0, 1]}).result_rows
+    reads = [row[0].strip(" │└├─") for row in plan if "ReadFromMergeTree" in row[0]]
+    assert reads == ["ReadFromMergeTree (sink_fence)"] * len(names), reads
+    fences = client.query(fence_query(names), parameters={"ps": [0, 1]}).result_rows
+    assert sorted(fences) == sorted((name, p, o) for name in names for p, o in ((0, 2), (1, 7)))

@@ -49,7 +49,8 @@ class ClickHouseSink(BatchingSink):
     Delivery guarantee: exactly once per source offset and table. Every row carries the partition
     and offset of the message that produced it (``src_partition``, ``src_offset``). Before each
     write the sink reads the highest offset each table already holds for each partition in the
-    batch (one query for all its tables) and drops the rows at or below it, so a replay after a
+    batch (one query for all its tables, answered by each table's ``sink_fence`` projection, so its
+    cost does not grow with the table) and drops the rows at or below it, so a replay after a
     crash — rows flushed, Kafka commit lost, or only some tables written — writes nothing twice,
     whatever the checkpoint boundaries were. One INSERT is one ClickHouse block, so a
     checkpoint's rows of a table land whole or not at all. This needs offsets to grow in the
@@ -178,14 +179,19 @@ class ClickHouseSink(BatchingSink):
 
     def _written_up_to(self, client: Client, partitions: list[int]) -> dict[str, dict[int, int]]:
         """The highest source offset each table holds, per partition (absent: nothing written)."""
-        per_table = " UNION ALL ".join(
-            f"SELECT '{table.name}' AS t, src_partition, max(src_offset) FROM {table.name} "
-            "WHERE src_partition IN {ps:Array(UInt16)} GROUP BY src_partition" for table in self.tables)
-        result = client.query(per_table, parameters={"ps": partitions})
+        result = client.query(fence_query(self._names()), parameters={"ps": partitions})
         fences: dict[str, dict[int, int]] = {}
         for table, partition, highest in result.result_rows:
             fences.setdefault(table, {})[int(partition)] = int(highest)
         return fences
+
+
+def fence_query(tables: Sequence[str]) -> str:
+    """The highest source offset of each table per partition (parameter ``ps``), in one query. Each
+    table has a ``sink_fence`` projection (clickhouse/0013) that answers it from a few rows per part."""
+    return " UNION ALL ".join(
+        f"SELECT '{table}' AS t, src_partition, max(src_offset) FROM {table} "
+        "WHERE src_partition IN {ps:Array(UInt16)} GROUP BY src_partition" for table in tables)
 
 
 def sum_by_key(key_columns: int, finish: Callable[[list[Any]], list[Any]] | None = None
