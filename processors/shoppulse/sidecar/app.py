@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
 
-from shoppulse.sidecar import seasonal
+from shoppulse.sidecar import baselines, seasonal
 from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
@@ -236,7 +236,9 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
         try:
             if time.monotonic() >= next_refit:
                 next_refit = time.monotonic() + refit_every.total_seconds()
-                seasonal.refit(client, datetime.now(UTC))
+                now = datetime.now(UTC)
+                seasonal.refit(client, now)
+                baselines.refresh(client, now)
             sidecar.catch_up()
         except Exception as exc:  # ClickHouse away: keep the state, try again
             log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
