@@ -91,27 +91,34 @@ def load_history(client: Client, now: datetime, days: float, report: Callable[[s
     minutes = seconds // 60
     minute_start = start - start % 60
     client.command(
-        "INSERT INTO sessions_1m SELECT ts, country, sessions, with_cart, with_cart - converted, converted FROM "
+        "INSERT INTO sessions_1m (ts, country, sessions, with_cart, abandoned, converted) "
+        "SELECT ts, country, sessions, with_cart, with_cart - converted, converted FROM "
         "(SELECT toDateTime(" + str(minute_start) + ") + 60 * intDiv(number, 12) AS ts, number % 12 + 1 AS c, "
         + countries + "[c] AS country, "
         f"toUInt64({EVENTS_PER_S} / 6 * 60 * {shares}[c] * {season}) AS sessions, "
         "toUInt64(sessions * 0.35) AS with_cart, toUInt64(with_cart * (0.25 + (rand() % 100) / 1000)) AS converted "
         f"FROM numbers({minutes * 12}))")
     client.command(
-        "INSERT INTO expected_band SELECT ts, country, 'orders_per_s', 'seasonal', e, e * 0.7, e * 1.3, now() FROM "
+        "INSERT INTO expected_band (ts, country, metric, kind, expected, lower, upper, fitted_at) "
+        "SELECT ts, country, 'orders_per_s', 'seasonal', e, e * 0.7, e * 1.3, now() FROM "
         "(SELECT toDateTime(" + str(minute_start) + ") + 60 * intDiv(number, 12) AS ts, number % 12 + 1 AS c, "
         + countries + f"[c] AS country, {EVENTS_PER_S} * 0.55 * 0.25 * 0.5 * 0.9 * {shares}[c] * {season} AS e "
         f"FROM numbers({(minutes + 30) * 12}))")
     client.command(
-        "INSERT INTO anomalies SELECT generateUUIDv4(), 'orders_per_s', " + countries + "[number % 12 + 1], "
+        "INSERT INTO anomalies (anomaly_id, metric, country, opened_at, closed_at, severity, observed, expected, "
+        "lower, upper, score, detectors, updated_at) "
+        "SELECT generateUUIDv4(), 'orders_per_s', " + countries + "[number % 12 + 1], "
         f"toDateTime64({start} + number * 3600, 3), toDateTime64({start} + number * 3600 + 600, 3), "
         "['low', 'medium', 'high', 'critical'][number % 4 + 1], 1, 2, 1.5, 2.5, 0.9, ['ewma'], now64(3) "
         f"FROM numbers({int(days * 24)})")
     client.command(
-        "INSERT INTO insights SELECT opened_at, generateUUIDv4(), anomaly_id, metric, country, severity, "
+        "INSERT INTO insights (created_at, insight_id, anomaly_id, metric, country, severity, text, source, payload) "
+        "SELECT opened_at, generateUUIDv4(), anomaly_id, metric, country, severity, "
         "concat('Orders in ', country, ' fell below the expected band.'), 'template', '{}' FROM anomalies")
     client.command(
-        "INSERT INTO llm_calls SELECT toDateTime64(" + str(start) + f" + number * {max(1, seconds // 5000)}, 3), "
+        "INSERT INTO llm_calls (ts, call_id, anomaly_id, model, prompt_tokens, completion_tokens, cost_usd, "
+        "latency_ms, cache_hit, error) "
+        "SELECT toDateTime64(" + str(start) + f" + number * {max(1, seconds // 5000)}, 3), "
         "generateUUIDv4(), NULL, ['gpt-4o-mini', 'gpt-4o'][number % 2 + 1], 500, 120, 0.0003, 900 + rand() % 900, "
         "number % 3 = 0, '' FROM numbers(5000)")
     return int(client.query("SELECT count() FROM metrics_1s").result_rows[0][0])
