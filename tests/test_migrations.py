@@ -167,3 +167,19 @@ def test_every_sink_table_answers_the_fence_from_its_projection(clickhouse_endpo
     assert reads == ["ReadFromMergeTree (sink_fence)"] * len(names), reads
     fences = client.query(fence_query(names), parameters={"ps": [0, 1]}).result_rows
     assert sorted(fences) == sorted((name, p, o) for name in names for p, o in ((0, 2), (1, 7)))
+
+
+def test_the_freshness_watermark_is_read_from_projections(clickhouse_endpoint: EndpointProcess, database: str) -> None:
+    """Every dashboard panel on metrics_now reads the watermark: it must not scan the tables it watches."""
+    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, PROJECT_ROOT / "clickhouse")
+    client = clickhouse.connect(clickhouse_endpoint.settings(), database)
+    for name in ("metrics_1s", "payment_latency_1s", "sessions"):
+        time = TTL_COLUMNS[name]
+        for country in ("DE", "BR"):  # two parts
+            client.command(f"INSERT INTO {name} (country, {time}) VALUES ('{country}', now() - 5), "
+                           f"('{country}', now())")
+    plan = client.query("EXPLAIN SELECT source, country, watermark FROM freshness").result_rows
+    reads = [row[0].strip(" │└├─") for row in plan if "ReadFromMergeTree" in row[0]]
+    assert reads == ["ReadFromMergeTree (freshness_watermark)"] * 3, reads
+    watermarks = client.query("SELECT source, count(), max(watermark) > now() - 10 FROM freshness GROUP BY source")
+    assert sorted(watermarks.result_rows) == [("metrics_1s", 2, 1), ("payment_latency_1s", 2, 1), ("sessions", 2, 1)]
