@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 STOP_GRACE_S = 30.0
+TERM_AGAIN_S = 3.0
 POLL_INTERVAL_S = 0.2
 
 
@@ -112,16 +113,22 @@ class ManagedProcess:
         return self.popen.poll() if self.popen else None
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM the whole process group, then SIGKILL whatever is left after ``grace_s``."""
+        """SIGTERM the whole process group — again every ``TERM_AGAIN_S`` — then SIGKILL whatever is
+        left after ``grace_s``. The repeat is for a processor stopped while it starts: Quix Streams
+        installs its SIGTERM handler and then marks its loop as running, so a SIGTERM between the two
+        is forgotten and the processor ran on until the SIGKILL, 30 s later."""
         if self.popen is None:
             return
-        if self.popen.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + grace_s
+        while self.popen.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 self._signal_group(signal.SIGKILL)
                 self.popen.wait()
+                break
+            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(min(TERM_AGAIN_S, left))
         # Reap any grandchildren left in the group.
         self._signal_group(signal.SIGKILL)
 
