@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from shoppulse import clickhouse
 from shoppulse.local.kafka import KafkaBroker, resolve_kafka
 from shoppulse.local.process import ManagedProcess, free_port, tail, wait_until
 from shoppulse.settings import Settings, load_settings
+from shoppulse.sink.migrations import migrate
 
 TEST_PASSWORD = "test-secret"  # the test endpoint requires a password, as production does
 
@@ -99,6 +101,14 @@ class EndpointProcess:
 
     def settings(self, **overrides: object) -> Settings:
         return Settings(clickhouse_url=self.url, clickhouse_password=TEST_PASSWORD, **overrides)
+
+    def migrated(self, prefix: str) -> tuple[Settings, Client]:
+        """A fresh database named ``prefix_<random>`` with the shipped migrations applied: its
+        settings and a client on it (the caller closes it)."""
+        database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        settings = self.settings(clickhouse_database=database)
+        migrate(lambda db: clickhouse.connect(settings, db), database, settings.migrations_dir)
+        return settings, clickhouse.connect(settings)
 
 
 @pytest.fixture(scope="session")

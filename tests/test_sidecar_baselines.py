@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,11 +15,9 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
-from shoppulse import clickhouse
 from shoppulse.aggregate.store_metrics import METRICS_COLUMNS
 from shoppulse.sidecar import baselines
 from shoppulse.sidecar.seasonal import METRICS
-from shoppulse.sink.migrations import migrate
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)  # a Wednesday; its 10:00 hour is not complete
@@ -28,10 +25,7 @@ NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)  # a Wednesday; its 10:00 hour 
 
 @pytest.fixture
 def db(clickhouse_endpoint: EndpointProcess) -> Iterator[Client]:
-    database = f"how_{uuid.uuid4().hex[:8]}"
-    settings = clickhouse_endpoint.settings(clickhouse_database=database)
-    migrate(lambda name: clickhouse.connect(settings, name), database, settings.migrations_dir)
-    client = clickhouse.connect(settings)
+    _settings, client = clickhouse_endpoint.migrated("how")
     yield client
     client.close()
 

@@ -16,10 +16,8 @@ from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
 from fake_openai import fake_openai
-from shoppulse import clickhouse
 from shoppulse.sidecar.explain import InsightPayload, template_insight
 from shoppulse.sidecar.llm import InsightWriter, cost_usd, prompt_for
-from shoppulse.sink.migrations import migrate
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-not-a-real-key"
@@ -28,10 +26,7 @@ OPENED = datetime(2026, 11, 25, 14, 5, tzinfo=UTC)
 
 @pytest.fixture
 def calls_db(clickhouse_endpoint: EndpointProcess) -> Iterator[Client]:
-    database = f"llm_{uuid.uuid4().hex[:8]}"
-    settings = clickhouse_endpoint.settings(clickhouse_database=database)
-    migrate(lambda db: clickhouse.connect(settings, db), database, settings.migrations_dir)
-    client = clickhouse.connect(settings)
+    _settings, client = clickhouse_endpoint.migrated("llm")
     yield client
     client.close()
 

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,12 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import EndpointProcess
-from shoppulse import clickhouse
 from shoppulse.bench.annotate import AggregateFeeder
 from shoppulse.dashboards.demo_data import DemoPlan
 from shoppulse.grafana_double import fake_grafana
 from shoppulse.local.process import ManagedProcess, free_port
-from shoppulse.sink.migrations import migrate
 
 pytestmark = pytest.mark.integration
 TOKEN = "glsa_restart"
@@ -39,16 +36,14 @@ def feed_until(feeder: AggregateFeeder, condition: Callable[[], bool], timeout_s
 
 def test_a_killed_sidecar_leaves_exactly_one_region_closed_when_the_outage_ends(
         clickhouse_endpoint: EndpointProcess, tmp_path: Path) -> None:
-    database = f"restart_{uuid.uuid4().hex[:8]}"
-    settings = clickhouse_endpoint.settings(clickhouse_database=database)
-    migrate(lambda db: clickhouse.connect(settings, db), database, settings.migrations_dir)
-    client = clickhouse.connect(settings)
+    settings, client = clickhouse_endpoint.migrated("restart")
     now = datetime.now(UTC).replace(microsecond=0)
     feeder = AggregateFeeder(client, DemoPlan(now=now + timedelta(days=1), events_per_s=3000), now)
     feeder.preload(timedelta(minutes=32))
     with fake_grafana(TOKEN) as (url, grafana):
         env = {**os.environ, "CLICKHOUSE_URL": settings.clickhouse_http_url,
-               "CLICKHOUSE_PASSWORD": settings.clickhouse_password, "SHOPPULSE_CLICKHOUSE_DATABASE": database,
+               "CLICKHOUSE_PASSWORD": settings.clickhouse_password,
+               "SHOPPULSE_CLICKHOUSE_DATABASE": settings.clickhouse_database,
                "GRAFANA_URL": url, "GRAFANA_TOKEN": TOKEN,
                "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port())}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,13 +13,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
-from shoppulse import clickhouse
 from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.grafana_double import fake_grafana
 from shoppulse.sidecar.annotations import sync
 from shoppulse.sidecar.app import Sidecar
-from shoppulse.sink.migrations import migrate
 
 pytestmark = pytest.mark.integration
 TOKEN = "glsa_sidecar_token"
@@ -42,10 +39,7 @@ PLAN = DemoPlan(now=NOW, seconds_history=timedelta(hours=2, minutes=10), minutes
 @pytest.fixture(scope="module")
 def demo(clickhouse_endpoint: EndpointProcess) -> Iterator[Client]:
     """A database with the schema and the demo data: three quiet hours around a DE payment outage."""
-    database = f"sidecar_{uuid.uuid4().hex[:8]}"
-    settings = clickhouse_endpoint.settings(clickhouse_database=database)
-    migrate(lambda db: clickhouse.connect(settings, db), database, settings.migrations_dir)
-    client = clickhouse.connect(settings)
+    _settings, client = clickhouse_endpoint.migrated("sidecar")
     load_demo_data(client, PLAN)
     for table in ("anomalies", "insights"):  # the demo's own sidecar outputs: the real sidecar writes these
         client.command(f"TRUNCATE TABLE {table}")
