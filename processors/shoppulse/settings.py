@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     # the aggregation's how soon a closed window is in metrics_1s (which the sidecar reads).
     ingest_commit_interval_s: float = Field(default=0.5, ge=0.05, le=60)
     aggregate_commit_interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    commit_interval_s: str | None = Field(default=None, exclude=True)  # replaced by the two above: refused
 
     prometheus_port: int = 9090
     metrics_port: int = 9464
@@ -91,6 +92,13 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8123")
         return url
+
+    @field_validator("commit_interval_s")
+    @classmethod
+    def _replaced(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("one commit interval per processor now: set SHOPPULSE_INGEST_COMMIT_INTERVAL_S "
+                             "(how fresh the live figures are) and SHOPPULSE_AGGREGATE_COMMIT_INTERVAL_S instead")
 
     @model_validator(mode="after")
     def _session_grace_below_gap(self) -> Settings:
