@@ -12,10 +12,10 @@ from shoppulse.dashboards.lineage import (
     INGESTION,
     TABLE_WRITERS,
     lineage_problems,
-    metrics_read,
     tables_read,
 )
 from shoppulse.dashboards.model import load, provisioned_datasources
+from shoppulse.dashboards.promql import metric_names
 from shoppulse.dashboards.structure import check_dashboards
 from shoppulse.ingest.app import ingest_tables
 from shoppulse.settings import PROJECT_ROOT
@@ -33,10 +33,10 @@ def test_tables_read_skips_with_names_subqueries_and_table_functions() -> None:
     assert tables_read(sql) == ["metrics_1h", "sessions_1m", "freshness"]
 
 
-def test_metrics_read_are_the_shoppulse_and_process_series() -> None:
+def test_the_metrics_a_panel_graphs_are_the_shoppulse_and_process_series() -> None:
     expr = ("histogram_quantile(0.95, sum by (le, table) (rate(shoppulse_sink_write_seconds_bucket[5m])))"
             " / on() rate(process_cpu_seconds_total[1m])")
-    assert metrics_read(expr) == ["shoppulse_sink_write_seconds_bucket", "process_cpu_seconds_total"]
+    assert metric_names(expr) == ["shoppulse_sink_write_seconds_bucket", "process_cpu_seconds_total"]
 
 
 def test_a_description_must_name_the_table_and_the_process_behind_it() -> None:

@@ -4,7 +4,7 @@ writes it, so that someone at the wall display can tell whose lag a stale panel 
 The lint reads the tables a panel's SQL reads and the metrics its PromQL graphs, and asks that
 the description name each table and the process that writes it (``TABLE_WRITERS``), and the
 process that exports each metric (``METRIC_WRITERS``). Rollups and views name the process whose
-rows they are made of; ``tests/test_dashboards_lint.py`` checks the map against the tables the
+rows they are made of; ``tests/test_dashboards_lineage.py`` checks the map against the tables the
 processors' ClickHouse sinks really write."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from shoppulse.dashboards.promql import metric_names
 from shoppulse.sql_text import UnterminatedError, tokens
 
 INGESTION, AGGREGATION, SIDECAR = "ingestion", "aggregation", "sidecar"
@@ -28,9 +29,9 @@ METRIC_WRITERS: dict[str, tuple[str, ...]] = {
     "shoppulse_sink_": (INGESTION, AGGREGATION),
     "shoppulse_consumer_lag_": (INGESTION, AGGREGATION),
     "shoppulse_sidecar_": (SIDECAR,),
-    "process_": ("process",),  # every scraped process exports its own CPU and memory
+    "process_": ("process",),  # every scraped process exports its own CPU, memory
+    "python_": ("process",),  # and Python runtime figures
 }
-_METRIC = re.compile(r"\b(?:shoppulse|process)_[a-z0-9_]+")
 _READS_AFTER = frozenset({"FROM", "JOIN"})
 
 
@@ -62,10 +63,6 @@ def tables_read(sql: str) -> list[str]:
     return found
 
 
-def metrics_read(expr: str) -> list[str]:
-    return list(dict.fromkeys(_METRIC.findall(expr)))
-
-
 def lineage_problems(description: str, sql: list[str], promql: list[str]) -> list[str]:
     """What a panel's description leaves out of where its numbers come from."""
     said = description.lower()
@@ -80,7 +77,7 @@ def lineage_problems(description: str, sql: list[str], promql: list[str]) -> lis
         if not re.search(rf"\b{re.escape(table.lower())}\b", said):
             messages.append(f"the description does not name the table it reads: {table}")
         sources.append((table, writers))
-    for metric in dict.fromkeys(m for expr in promql for m in metrics_read(expr)):
+    for metric in dict.fromkeys(m for expr in promql for m in metric_names(expr)):
         writers = next((w for prefix, w in METRIC_WRITERS.items() if metric.startswith(prefix)), None)
         if writers is None:
             messages.append(f"graphs {metric}, which no process is known to export: add its prefix to "

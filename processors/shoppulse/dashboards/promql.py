@@ -34,6 +34,11 @@ _NAME = re.compile(r"(?<![\w:\"'.])((?:shoppulse|process|python)_[a-zA-Z0-9_]*)"
 PROMTOOL_TIMEOUT_S = 30
 
 
+def metric_names(expression: str) -> list[str]:
+    """The shoppulse, process and python metric names a PromQL expression uses, in order, once each."""
+    return list(dict.fromkeys(_NAME.findall(expression)))
+
+
 @cache
 def exported_metric_names(source_dir: Path = SOURCE_DIR) -> frozenset[str]:
     """Every sample name shoppulse's processes expose, read from the metric definitions in the code."""
@@ -58,7 +63,7 @@ class PromQLChecker:
         if syntax:
             found.append(f"promtool rejects the expression: {syntax}")
         known = exported_metric_names()
-        for name in sorted(set(_NAME.findall(expression))):
+        for name in sorted(metric_names(expression)):
             if name not in known:
                 found.append(f"metric {name} is not exported by any shoppulse process (see prometheus/ and the "
                              "Counter/Gauge/Histogram definitions in processors/)")
