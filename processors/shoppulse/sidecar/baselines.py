@@ -14,12 +14,14 @@ from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
+from shoppulse.sidecar.seasonal import METRIC_TOTALS
+
 log = logging.getLogger(__name__)
 
 WEEKS = 4
 HOUR_S = 3600
-# The seasonal fit's metrics (``seasonal.METRICS``, per 10 minutes there), as rates over a complete hour.
-HOURLY = {"orders_per_s": f"sum(orders) / {HOUR_S}", "revenue_per_s": f"toFloat64(sum(revenue)) / {HOUR_S}"}
+# The seasonal fit's metrics (per 10 minutes there), as rates over a complete hour.
+HOURLY = {name: f"{total} / {HOUR_S}" for name, total in METRIC_TOTALS.items()}
 
 REFRESH = f"""
 INSERT INTO baselines_how (country, metric, hour_of_week, mean, stddev, samples, updated_at)

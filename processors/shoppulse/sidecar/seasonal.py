@@ -31,7 +31,9 @@ PERIOD = 144  # buckets per day
 MIN_DAYS = 2
 SHOWN = timedelta(hours=6)
 HORIZON = 3  # buckets forecast ahead
-METRICS = {"orders_per_s": "sum(orders) / 600", "revenue_per_s": "toFloat64(sum(revenue)) / 600"}
+# Each metric's total over a span of metrics rows; divided by the span's seconds it is a rate.
+METRIC_TOTALS = {"orders_per_s": "sum(orders)", "revenue_per_s": "toFloat64(sum(revenue))"}
+METRICS = {name: f"{total} / {int(BUCKET.total_seconds())}" for name, total in METRIC_TOTALS.items()}
 BAND_COLUMNS = ["ts", "country", "metric", "kind", "expected", "lower", "upper", "fitted_at"]
 
 FITS = Counter("shoppulse_sidecar_seasonal_fits", "Seasonal baseline fits", ["outcome"])
