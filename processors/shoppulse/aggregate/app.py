@@ -25,7 +25,6 @@ counted (``shoppulse_aggregate_session_late_events_total``) and left out of its 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, start_http_server
@@ -35,7 +34,13 @@ from quixstreams.state import State
 from shoppulse import clickhouse
 from shoppulse.aggregate.lateness import LatenessCheck
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is_abandoned
-from shoppulse.aggregate.store_metrics import METRICS_COLUMNS, TABLE_COUNTERS, StoreMetrics, to_money
+from shoppulse.aggregate.store_metrics import (
+    METRICS_COLUMNS,
+    TABLE_COUNTERS,
+    StoreMetrics,
+    to_datetime,
+    to_money,
+)
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
@@ -59,24 +64,20 @@ LATE_COLUMNS = ["event_time", "country", "event_type", "late_by_ms"]
 CLOSED_SESSIONS = "closed_sessions"
 
 
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def metrics_row(window: dict[str, Any]) -> list[Any]:
     *counts, revenue_units = (window["metrics"].get(name, 0) for name in TABLE_COUNTERS)
-    return [_ts(window["start"]), window["country"], *counts, to_money(revenue_units)]
+    return [to_datetime(window["start"]), window["country"], *counts, to_money(revenue_units)]
 
 
 def latency_row(window: dict[str, Any], gateway: str, payments: dict[str, Any]) -> list[Any]:
     keys = sorted(payments["latency"], key=int)
-    return [_ts(window["start"]), window["country"], gateway, payments["attempts"], payments["failures"],
+    return [to_datetime(window["start"]), window["country"], gateway, payments["attempts"], payments["failures"],
             [int(k) for k in keys], [payments["latency"][k] for k in keys]]
 
 
 def session_row(s: dict[str, Any]) -> list[Any]:
-    return [_ts(s["last"]), _ts(s["start"]), s["session_id"], s["country"], s["events"], s["cart_adds"],
-            s["checkouts"], int(s["purchases"] > 0), int(is_abandoned(s)), to_money(s["revenue_units"])]
+    return [to_datetime(s["last"]), to_datetime(s["start"]), s["session_id"], s["country"], s["events"],
+            s["cart_adds"], s["checkouts"], int(s["purchases"] > 0), int(is_abandoned(s)), to_money(s["revenue_units"])]
 
 
 def one_event_window(event: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +117,8 @@ def latency_rows(value: dict[str, Any]) -> list[list[Any]]:
 def late_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
     if is_window(value) or not value["late_by_ms"]:
         return ()
-    return ([_ts(value["event_time_ms"]), value["country"], value["event_type"], min(value["late_by_ms"], 2**32 - 1)],)
+    return ([to_datetime(value["event_time_ms"]), value["country"], value["event_type"],
+             min(value["late_by_ms"], 2**32 - 1)],)
 
 
 def session_rows(value: dict[str, Any]) -> list[list[Any]]:

@@ -5,6 +5,7 @@ sums are exact (the clean event carries it as a 4-decimal string)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,11 @@ def to_units(amount: str) -> int:
 
 def to_money(units: int) -> Decimal:
     return Decimal(units) / REVENUE_UNITS
+
+
+def to_datetime(ms: int) -> datetime:
+    """An event time in epoch milliseconds as the metrics tables' UTC timestamp."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def event_counts(event: dict[str, Any]) -> list[int]:

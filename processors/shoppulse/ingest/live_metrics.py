@@ -14,10 +14,9 @@ corrections)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from shoppulse.aggregate.store_metrics import METRICS_COLUMNS, event_counts, to_money
+from shoppulse.aggregate.store_metrics import METRICS_COLUMNS, event_counts, to_datetime, to_money
 from shoppulse.sink.clickhouse_sink import Table, sum_by_key
 
 SECOND_MS = 1000
@@ -34,7 +33,7 @@ def live_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
 
 def live_row(summed: list[Any]) -> list[Any]:
     """A summed ``live_rows`` row (…, revenue units, partition, offset) as a ``metrics_live`` row."""
-    summed[0] = datetime.fromtimestamp(summed[0] / 1000, UTC)
+    summed[0] = to_datetime(summed[0])
     summed[-3] = to_money(summed[-3])
     return summed
 
