@@ -53,20 +53,21 @@ def lint_command(
     """Check dashboards: JSON model, uids, datasource references, panel hygiene, and every query run
     against the real ClickHouse schema (PromQL through promtool), its result fitting its panel."""
     from shoppulse import clickhouse
-    from shoppulse.dashboards.lint import demo_database, lint
+    from shoppulse.dashboards.lint import check_files, demo_database, run_queries
 
     files, settings = _files_and_settings(paths)
     now = datetime.now(UTC).replace(microsecond=0)
+    report = check_files(files)
     with console.status("preparing ClickHouse…") as status:
         def progress(line: str) -> None:
             status.update(line)
 
-        if clickhouse_url:
+        if report.files and clickhouse_url:
             client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
-            report = lint(files, client, now, progress)
-        else:
+            run_queries(report, client, now, progress)
+        elif report.files:  # when no file loads there is no query to run and no database to prepare
             with demo_database(settings, now, progress) as client:
-                report = lint(files, client, now, progress)
+                run_queries(report, client, now, progress)
     for problem in report.problems:
         console.print(str(problem), highlight=False, markup=False)
     queries = len(report.executed)

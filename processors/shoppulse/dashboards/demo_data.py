@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -44,8 +45,9 @@ class DemoPlan:
     minutes_history: timedelta = timedelta(days=8)  # minute rollups (7-day baselines need 8 days)
     events_per_s: float = EVENTS_PER_S
     seed: int = 7
+    closed_sessions_history: timedelta = timedelta(minutes=10)  # single sessions; sessions_1m holds the rest
 
-    @property
+    @cached_property
     def incident(self) -> DemoIncident:
         start = (self.now - timedelta(minutes=100)).replace(second=0, microsecond=0)
         return DemoIncident("DE", start, start + timedelta(minutes=15))
@@ -66,14 +68,36 @@ def poisson(rng: random.Random, lam: float) -> int:
 def _binomial(rng: random.Random, n: int, p: float) -> int:
     if n <= 0 or p <= 0:
         return 0
-    if n > 50:
-        mean = n * p
+    if p >= 1:
+        return n
+    if p > 0.5:
+        return n - _binomial(rng, n, 1 - p)
+    mean = n * p
+    if mean * (1 - p) > 9:
         return min(n, max(0, round(rng.gauss(mean, math.sqrt(mean * (1 - p))))))
-    return sum(rng.random() < p for _ in range(n))
+    # exact: count the successes by the geometric gaps between them
+    successes, trial, log_q = 0, 0, math.log1p(-p)
+    while True:
+        trial += int(math.log(1.0 - rng.random()) / log_q) + 1
+        if trial > n:
+            return successes
+        successes += 1
+
+
+def _revenue(rng: random.Random, orders: int) -> Decimal:
+    """The sum of ``orders`` order values, each uniform on 20..110."""
+    if orders > 30:
+        total = rng.gauss(65 * orders, math.sqrt(orders * 90 ** 2 / 12))
+    else:
+        total = sum(rng.uniform(20, 110) for _ in range(orders))
+    return Decimal(total).quantize(Decimal("0.0001"))
+
+
+_SHARES = {country: market.weight / sum(m.weight for m in MARKETS.values()) for country, market in MARKETS.items()}
 
 
 def _share(country: str) -> float:
-    return MARKETS[country].weight / sum(m.weight for m in MARKETS.values())
+    return _SHARES[country]
 
 
 def _funnel(rng: random.Random, views: int, failing: bool) -> list[int]:
@@ -97,8 +121,7 @@ def metric_rows(plan: DemoPlan, start: datetime, end: datetime, step: timedelta)
         for country, market in MARKETS.items():
             lam = plan.events_per_s * _share(country) * seasonal_factor(market, when) * 0.55 * seconds
             counts = _funnel(rng, poisson(rng, lam), plan.incident.country == country and plan.incident.active(when))
-            revenue = Decimal(sum(rng.uniform(20, 110) for _ in range(counts[6]))).quantize(Decimal("0.0001"))
-            rows.append([when, country, *counts, revenue])
+            rows.append([when, country, *counts, _revenue(rng, counts[6])])
         when += step
     return rows
 
@@ -146,11 +169,13 @@ def load_demo_data(client: Client, plan: DemoPlan, progress: Callable[[str], Non
             [row for row in sourced if row[0] < final_until], progress)
     _insert(client, "metrics_live", [*METRIC_COLUMNS, "src_partition", "src_offset"],
             [row for row in sourced if row[0] >= final_until - timedelta(seconds=10)], progress)
+    # the closed sessions of the last minutes fill their sessions_1m minutes through the materialized view
+    closed_from = (now - plan.closed_sessions_history).replace(second=0)
     _insert(client, "sessions_1m", ["ts", "country", "sessions", "with_cart", "abandoned", "converted"],
-            session_rows(plan, history, now, timedelta(minutes=1)), progress)
+            session_rows(plan, history, closed_from, timedelta(minutes=1)), progress)
     _insert(client, "sessions", ["session_end", "session_start", "session_id", "country", "events", "cart_adds",
                                  "checkouts", "purchased", "abandoned", "revenue", "src_partition", "src_offset"],
-            _closed_sessions(plan, recent, final_until), progress)
+            _closed_sessions(plan, closed_from, final_until), progress)
     _insert(client, "payment_latency_1s", ["ts", "country", "gateway", "attempts", "failures", "bucket_keys",
                                            "bucket_counts", "src_partition", "src_offset"],
             _payment_rows(plan, recent, final_until), progress)
@@ -182,7 +207,7 @@ def _closed_sessions(plan: DemoPlan, start: datetime, end: datetime) -> list[lis
     while when < end:
         for country in MARKETS:
             for _ in range(poisson(rng, plan.events_per_s / 6 * _share(country) * 10)):
-                carts = _binomial(rng, 3, 0.35)
+                carts = 1 + _binomial(rng, 2, 0.35) if rng.random() < 0.35 else 0  # as session_rows' with_cart
                 purchased = int(carts > 0 and rng.random() < 0.3)
                 length = timedelta(seconds=rng.uniform(20, 600))
                 rows.append([when, when - length, uuid.UUID(int=rng.getrandbits(128)).hex, country,

@@ -79,8 +79,8 @@ def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:
     return problems
 
 
-def lint(paths: list[Path], client: Client, now: datetime | None = None,
-         progress: Callable[[str], None] = lambda _: None) -> LintReport:
+def check_files(paths: list[Path]) -> LintReport:
+    """Everything but the queries: each file's JSON and model, uids, datasources, panel hygiene."""
     report = LintReport()
     for path in paths:
         loaded = load(path)
@@ -88,12 +88,23 @@ def lint(paths: list[Path], client: Client, now: datetime | None = None,
             report.problems.append(loaded)
         else:
             report.files.append(loaded)
-    datasources = provisioned_datasources()
-    report.problems += check_dashboards(report.files, datasources)
+    report.problems += check_dashboards(report.files, provisioned_datasources())
     report.problems += annotation_target_problems(report.files)
-    runner = QueryRunner(client, datasources, PromQLChecker(), now or datetime.now(UTC))
+    return report
+
+
+def run_queries(report: LintReport, client: Client, now: datetime | None = None,
+                progress: Callable[[str], None] = lambda _: None) -> None:
+    """Run every query of the report's loaded files on ``client`` and add what does not fit its panel."""
+    runner = QueryRunner(client, provisioned_datasources(), PromQLChecker(), now or datetime.now(UTC))
     for file in report.files:
         report.problems += runner.check(file)
         progress(f"{file.path.name}: queries run")
     report.executed = list(runner.results())
+
+
+def lint(paths: list[Path], client: Client, now: datetime | None = None,
+         progress: Callable[[str], None] = lambda _: None) -> LintReport:
+    report = check_files(paths)
+    run_queries(report, client, now, progress)
     return report
