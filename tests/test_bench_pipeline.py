@@ -58,4 +58,7 @@ def test_a_short_run_reports_every_figure_from_its_own_stack() -> None:
     assert re.search(r"in metrics_1s .*whole load p95 \d+\.\d+ s", out), out  # the final windows, too
     cpu = re.search(r"CPU seconds until caught up \(µs per event\): (.*)", out)
     assert cpu is not None and all(name in cpu.group(1) for name in ("ingest", "aggregate", "broker", "clickhouse"))
+    busy = re.search(r"CPU cores busy during the load .*: p50 (\d+\.\d+), p95 (\d+\.\d+), max (\d+\.\d+) of", out)
+    assert busy is not None and 0 < float(busy.group(1)) <= float(busy.group(2)) <= float(busy.group(3)), out
+    assert re.search(r"CPU \{'generator \+ bench': \d+\.\d+, .*'ingest': \d+\.\d+", result.stderr), result.stderr
     assert re.search(r"bare consumer ceiling \(read \+ parse only\): [\d,]+ events/s", out), out

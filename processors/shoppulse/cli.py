@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -42,7 +43,7 @@ app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
 
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # progress lines stay whole in a log
 
 
 class Shutdown(BaseException):
@@ -435,7 +436,7 @@ def bench_pipeline(
     seconds: Annotated[float, typer.Option(min=10, help="How long to hold it.")] = 60,
 ) -> None:
     """Events/s through ingestion + aggregation + sink, lag and RSS over time, latency, and the ceiling."""
-    from shoppulse.bench.pipeline import LATENCY_POLL_S, WARM_UP_S, measure
+    from shoppulse.bench.pipeline import LATENCY_POLL_S, SAMPLE_EVERY_S, WARM_UP_S, measure, percentile
 
     settings = _settings()
     setup_logging("WARNING")
@@ -467,6 +468,11 @@ def bench_pipeline(
         console.print("CPU seconds until caught up (µs per event): " + ", ".join(
             f"{name} {seconds:,.0f} ({seconds / result.sent * 1e6:,.0f})"
             for name, seconds in sorted(result.cpu_s.items(), key=lambda item: -item[1])), highlight=False)
+    busy = sorted(sum(s.cpu_cores.values()) for s in load)
+    if busy:
+        console.print(f"CPU cores busy during the load (all processes, per {SAMPLE_EVERY_S:.0f} s sample): "
+                      f"p50 {percentile(busy, 0.5):.2f}, p95 {percentile(busy, 0.95):.2f}, max {busy[-1]:.2f} "
+                      f"of {os.cpu_count()}", highlight=False)
     ceiling = result.ceiling_per_s
     console.print(f"bare consumer ceiling (read + parse only): {ceiling:,.0f} events/s; pipeline / ceiling = "
                   f"{result.sustained_per_s / ceiling if ceiling else float('nan'):.2f}", highlight=False)

@@ -63,6 +63,7 @@ class Sample:
     aggregated_per_s: float
     lag: dict[str, int]
     rss_mb: dict[str, float]
+    cpu_cores: dict[str, float]  # CPU time per second since the last sample, per process (2 = both cores)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
     ends = KafkaConsumer(bootstrap_servers=bootstrap)
     client = clickhouse.connect(settings)
     started = time.monotonic()
-    last = {"t": started, "ingest": 0, "aggregate": 0}
+    last = {"t": started, "ingest": 0, "aggregate": 0, "cpu": cpu_seconds()}
     next_sample = started + SAMPLE_EVERY_S
     try:
         while not done.is_set() or not result.caught_up_s:
@@ -193,7 +194,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
                 if done.is_set() and s.lag["ingest"] + s.lag["aggregate"] <= 2 * len(s.lag) * 6:
                     result.caught_up_s = s.elapsed_s  # within the transaction markers of each partition
                 report(f"{s.elapsed_s:5.0f} s  ingested {s.ingested_per_s:8,.0f}/s  aggregated "
-                       f"{s.aggregated_per_s:8,.0f}/s  lag {s.lag}  RSS MB {s.rss_mb}")
+                       f"{s.aggregated_per_s:8,.0f}/s  lag {s.lag}  RSS MB {s.rss_mb}  CPU {s.cpu_cores}")
             time.sleep(LATENCY_POLL_S)
         _poll_latency(client, latency)  # what the last checkpoints wrote
     finally:
@@ -240,10 +241,12 @@ def _sample(admin: KafkaAdminClient, ends: KafkaConsumer, processors: dict[str, 
         lag[name] = sum(max(0, end_offsets[tp] - o) for tp, o in offsets.items())
         done[name] = sum(offsets.values())
     seconds = now - last["t"]
+    cpu = cpu_seconds()
     sample = Sample(now - started, (done["ingest"] - last["ingest"]) / seconds,
                     (done["aggregate"] - last["aggregate"]) / seconds, lag,
-                    {n: round(rss_mb(p.pid), 1) for n, p in processors.items()})
-    last.update({"t": now, **done})
+                    {n: round(rss_mb(p.pid), 1) for n, p in processors.items()},
+                    {n: round((used - last["cpu"].get(n, 0.0)) / seconds, 2) for n, used in cpu.items()})
+    last.update({"t": now, "cpu": cpu, **done})
     return sample
 
 
