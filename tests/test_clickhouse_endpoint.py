@@ -187,6 +187,34 @@ def test_session_keeps_settings_between_requests(clickhouse_endpoint: EndpointPr
     assert other.command("SELECT getSetting('max_threads')") != 1
 
 
+def test_requests_outside_a_session_start_afresh_though_connections_are_reused(
+        clickhouse_endpoint: EndpointProcess) -> None:
+    """Idle connections serve later requests with the same settings: nothing a request did to
+    its session (SET, USE, a temporary table, a failed query) reaches the next one."""
+    def run(query: str, **settings: str) -> requests.Response:
+        return requests.post(clickhouse_endpoint.url, params={"query": query, **settings}, auth=AUTH, timeout=10)
+
+    def opened() -> float:
+        metrics = requests.get(f"{clickhouse_endpoint.url}/metrics", timeout=10).text
+        return float(next(line.split()[1] for line in metrics.splitlines()
+                          if line.startswith("shoppulse_clickhouse_connections_opened_total ")))
+
+    before = opened()
+    for _ in range(3):  # the second and third rounds are served by idle connections
+        assert run("SELECT getSetting('max_threads')", max_threads="1").text == "1\n"
+        assert run("SELECT getSetting('max_threads')").text != "1\n"
+        assert run("SET max_threads = 1").ok
+        assert run("SELECT getSetting('max_threads')").text != "1\n"
+        assert run("USE system").ok
+        assert run("SELECT currentDatabase()").text == "default\n"
+        assert run("CREATE TEMPORARY TABLE scratch (a Int8)").ok
+        assert run("EXISTS TEMPORARY TABLE scratch").text == "0\n"
+        assert not run("SELECT no_such_column").ok
+        assert run("SELECT 1").text == "1\n"
+    # Per round: the statements that change session state (and the failed one) close theirs.
+    assert opened() - before <= 2 + 3 * 4
+
+
 def test_a_session_used_by_two_requests_at_once_is_locked(clickhouse_endpoint: EndpointProcess) -> None:
     params = {"session_id": "busy-session"}
     slow_status: list[int] = []

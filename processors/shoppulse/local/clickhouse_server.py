@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +42,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shoppulse.local.http_body import BadBodyError, PeekableBody, decoded_chunks, raw_chunks
 from shoppulse.local.process import StartupError
-from shoppulse.sql_text import NeedMoreTextError, UnterminatedError, output_format, split_insert
+from shoppulse.sql_text import NeedMoreTextError, UnterminatedError, first_word, output_format, split_insert
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ MAX_QUERY_SIZE = 256 * 1024  # ClickHouse's default max_query_size, bytes
 MAX_QUERY_BODY = 16 * 1024 * 1024  # a non-INSERT body is query text; refuse absurd ones
 BUFFER_BEFORE_STREAMING = 1 << 20  # results up to this size get a Content-Length
 SESSION_TIMEOUT_S = 60
+# Statements after which a connection is as it was opened (no SET, USE or temporary table), so it
+# may serve the next request with the same settings and database; at most this many wait idle.
+STATELESS_STATEMENTS = frozenset({"SELECT", "WITH", "INSERT", "EXPLAIN", "SHOW", "DESCRIBE", "DESC", "EXISTS"})
+MAX_IDLE_PER_KEY = 4
 SOCKET_TIMEOUT_S = 300
 DEFAULT_FORMAT = "TabSeparated"
 
@@ -167,9 +171,40 @@ class Engine:
         version, timezone = str(self._root.query("SELECT version(), timezone()", "TSV")).strip().split("\t")
         self.version = version
         self.timezone = timezone
+        self._idle: dict[tuple[tuple[tuple[str, str], ...], str | None], list[Any]] = {}
+        self._idle_lock = threading.Lock()
+        self._closed = False
+        self.on_connect: Callable[[], None] = lambda: None
+
+    @contextlib.contextmanager
+    def stateless(self, settings: dict[str, str], database: str | None, statement: str) -> Iterator[Any]:
+        """A connection for one request outside a session: an idle one opened with the same
+        settings and database if there is one, else a fresh one. Opening one and applying its
+        settings costs about as much as a small query, and the processors' sinks, the sidecar and
+        the dashboards send many small queries. It goes back idle only after a statement that
+        succeeded and cannot change session state (``STATELESS_STATEMENTS``)."""
+        key = (tuple(sorted(settings.items())), database)
+        with self._idle_lock:
+            idle = self._idle.get(key)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            conn = self.connect(settings, database)
+        reusable = first_word(statement) in STATELESS_STATEMENTS
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        with self._idle_lock:
+            idle = self._idle.setdefault(key, [])
+            if reusable and not self._closed and len(idle) < MAX_IDLE_PER_KEY:
+                idle.append(conn)
+                return
+        conn.close()
 
     def connect(self, settings: dict[str, str], database: str | None) -> Any:
         """A fresh connection (its own session context) with ``settings`` applied."""
+        self.on_connect()
         conn = chdb.connect(str(self.path))
         try:
             readonly = settings.get("readonly")
@@ -186,6 +221,13 @@ class Engine:
         return conn
 
     def close(self) -> None:
+        with self._idle_lock:
+            self._closed = True
+            idle = [conn for conns in self._idle.values() for conn in conns]
+            self._idle.clear()
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.close()
         with contextlib.suppress(Exception):
             self._root.close()
         self._lock_file.close()
@@ -256,6 +298,8 @@ class EndpointMetrics:
                                      registry=self.registry)
         self.errors = Counter("shoppulse_clickhouse_errors", "ClickHouse errors returned, by code",
                               ["code"], registry=self.registry)
+        self.connections = Counter("shoppulse_clickhouse_connections_opened",
+                                   "Engine connections opened (idle ones serve later requests)", registry=self.registry)
 
 
 @dataclass
@@ -281,6 +325,7 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
         self.engine = engine
         self.sessions = Sessions(engine)
         self.metrics = EndpointMetrics()
+        engine.on_connect = self.metrics.connections.inc
         self.user = user
         self.password = password
         self.readers = {name: secret for name, secret in (readers or {}).items() if name != user}
@@ -432,7 +477,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         statement, insert = self._statement(query_param, body)
         if not statement.strip():
             raise ClickHouseError(SYNTAX_ERROR, "Empty query (SYNTAX_ERROR)")
-        with self._connection(request) as conn:
+        with self._connection(request, statement) as conn:
             if insert is not None:
                 fmt, data = insert
                 self._run_insert(conn, statement, fmt, data, request)
@@ -469,7 +514,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         return rest.decode(), None
 
     @contextlib.contextmanager
-    def _connection(self, request: _Request) -> Iterator[Any]:
+    def _connection(self, request: _Request, statement: str) -> Iterator[Any]:
         engine = self.server.engine
         session_id = request.params.get("session_id")
         if session_id and "readonly" not in request.settings:
@@ -482,11 +527,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                     conn.query(f"USE {_identifier(request.database)}")
                 yield conn
             return
-        conn = engine.connect(request.settings, request.database)
-        try:
+        with engine.stateless(request.settings, request.database, statement) as conn:
             yield conn
-        finally:
-            conn.close()
 
     def _run_insert(self, conn: Any, head: str, fmt: str, data: Iterator[bytes], request: _Request) -> None:
         started = time.perf_counter()
