@@ -23,3 +23,12 @@ def test_each_processor_has_its_own_commit_interval(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SHOPPULSE_AGGREGATE_COMMIT_INTERVAL_S", "0")
     with pytest.raises(SettingsError, match="SHOPPULSE_AGGREGATE_COMMIT_INTERVAL_S"):
         load_settings()
+
+
+def test_the_aggregation_runs_niced_within_the_niceness_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().aggregate_nice == 5
+    monkeypatch.setenv("SHOPPULSE_AGGREGATE_NICE", "0")
+    assert load_settings().aggregate_nice == 0
+    monkeypatch.setenv("SHOPPULSE_AGGREGATE_NICE", "20")
+    with pytest.raises(SettingsError, match="SHOPPULSE_AGGREGATE_NICE"):
+        load_settings()

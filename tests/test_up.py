@@ -89,6 +89,10 @@ def children_named(parent: int, command: str) -> list[int]:
     return found
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 @pytest.fixture
 def running_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict, dict[str, str]]]:
     env = stack_env(tmp_path / "stack")
@@ -136,6 +140,9 @@ def test_up_starts_a_healthy_stack_and_sigterm_stops_all_of_it(running_stack) ->
     assert wait_for(lambda: ingest_total(sidecar, "shoppulse_sidecar_steps_total") > 0, 90)
     truth = (Path(env["SHOPPULSE_DATA_DIR"]) / "ground_truth.jsonl").read_text().splitlines()
     assert json.loads(truth[0])["kind"] == "payment_outage"
+
+    # When the cores are contended, ingestion (the live figures) goes before the aggregation.
+    assert niceness(components["aggregate"]["pid"]) == niceness(components["ingest"]["pid"]) + 5
 
     child_pids = [c["pid"] for c in components.values() if c["pid"]]
     process.send_signal(signal.SIGTERM)

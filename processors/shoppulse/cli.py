@@ -457,7 +457,7 @@ def bench_pipeline(
     for table in latency.tables:
         steady, whole = latency.steady[table], latency.whole(table)
         console.print(f"event -> queryable in {table} (send -> counted, per event, "
-                      f"within {LATENCY_POLL_S} s): "
+                      f"within {LATENCY_POLL_S[table]} s): "
                       f"p50 {steady.percentile(0.5):.2f} s, p95 {steady.percentile(0.95):.2f} s, "
                       f"max {steady.max:.2f} s over {steady.count:,} events after {WARM_UP_S} s of warm-up; "
                       f"whole load p95 {whole.percentile(0.95):.2f} s, {latency.not_counted(table):,} never counted",

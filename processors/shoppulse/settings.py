@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     ingest_commit_interval_s: float = Field(default=0.5, ge=0.05, le=60)
     aggregate_commit_interval_s: float = Field(default=1.0, ge=0.05, le=60)
     commit_interval_s: str | None = Field(default=None, exclude=True)  # replaced by the two above: refused
+    # The aggregation's CPU niceness: when the cores are contended, ingestion (which keeps
+    # metrics_live fresh) goes first; the aggregation has its grace period of slack and catches up.
+    aggregate_nice: int = Field(default=5, ge=0, le=19)
 
     prometheus_port: int = 9090
     metrics_port: int = 9464

@@ -25,6 +25,7 @@ counted (``shoppulse_aggregate_session_late_events_total``) and left out of its 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from prometheus_client import Counter, start_http_server
@@ -192,9 +193,11 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
 
 def run(settings: Settings) -> None:
     """Run the aggregation processor until SIGTERM/SIGINT, exposing Prometheus metrics."""
+    os.nice(settings.aggregate_nice)
     start_http_server(settings.aggregate_metrics_port, addr=settings.host)
     export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, CLEAN_EVENTS.name, "aggregate")
     log.info("aggregation starting", extra={"bootstrap": settings.kafka_bootstrap,
                                             "grace_ms": settings.window_grace_ms,
-                                            "session_gap_ms": settings.session_gap_ms})
+                                            "session_gap_ms": settings.session_gap_ms,
+                                            "nice": os.nice(0)})
     built_once_topics_are_visible(lambda: build_app(settings)).run()
