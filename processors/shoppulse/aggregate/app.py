@@ -45,7 +45,7 @@ from shoppulse.aggregate.store_metrics import (
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
-from shoppulse.streaming import built_once_topics_are_visible, processor_app
+from shoppulse.streaming import built_once_topics_are_visible, processor_app, run_processor
 from shoppulse.topics import CLEAN_EVENTS
 
 log = logging.getLogger(__name__)
@@ -200,4 +200,4 @@ def run(settings: Settings) -> None:
                                             "grace_ms": settings.window_grace_ms,
                                             "session_gap_ms": settings.session_gap_ms,
                                             "nice": os.nice(0)})
-    built_once_topics_are_visible(lambda: build_app(settings)).run()
+    run_processor(built_once_topics_are_visible(lambda: build_app(settings)))

@@ -11,6 +11,7 @@ form and the processors warm up, are reported apart from the steady state."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -177,6 +178,7 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
         result.sent, result.seconds = final.sent, final.elapsed_s
         done.set()
 
+    gc.freeze()  # what the bench built so far lives as long as it: full collections need not scan it
     threading.Thread(target=load, daemon=True).start()
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     ends = KafkaConsumer(bootstrap_servers=bootstrap)

@@ -35,7 +35,7 @@ from shoppulse.ingest.dedup import first_sighting
 from shoppulse.ingest.live_metrics import live_metrics_table
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
-from shoppulse.streaming import built_once_topics_are_visible, processor_app
+from shoppulse.streaming import built_once_topics_are_visible, processor_app, run_processor
 from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
 
 log = logging.getLogger(__name__)
@@ -163,4 +163,4 @@ def run(settings: Settings) -> None:
     export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, RAW_EVENTS.name, "ingest")
     log.info("ingestion starting", extra={"bootstrap": settings.kafka_bootstrap,
                                           "metrics_port": settings.ingest_metrics_port, "demo": settings.demo})
-    built_once_topics_are_visible(lambda: build_app(settings, hasher)).run()
+    run_processor(built_once_topics_are_visible(lambda: build_app(settings, hasher)))
