@@ -183,13 +183,16 @@ class Engine:
         settings costs about as much as a small query, and the processors' sinks, the sidecar and
         the dashboards send many small queries. It goes back idle only after a statement that
         succeeded and cannot change session state (``STATELESS_STATEMENTS``)."""
+        try:
+            reusable = first_word(statement) in STATELESS_STATEMENTS
+        except UnterminatedError:  # the engine reports the syntax error
+            reusable = False
         key = (tuple(sorted(settings.items())), database)
         with self._idle_lock:
             idle = self._idle.get(key)
             conn = idle.pop() if idle else None
         if conn is None:
             conn = self.connect(settings, database)
-        reusable = first_word(statement) in STATELESS_STATEMENTS
         try:
             yield conn
         except BaseException:
