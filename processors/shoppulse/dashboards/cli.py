@@ -58,16 +58,17 @@ def lint_command(
     files, settings = _files_and_settings(paths)
     now = datetime.now(UTC).replace(microsecond=0)
     report = check_files(files)
-    with console.status("preparing ClickHouse…") as status:
-        def progress(line: str) -> None:
-            status.update(line)
+    if report.files:  # when no file loads there is no query to run and no database to prepare
+        with console.status("preparing ClickHouse…") as status:
+            def progress(line: str) -> None:
+                status.update(line)
 
-        if report.files and clickhouse_url:
-            client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
-            run_queries(report, client, now, progress)
-        elif report.files:  # when no file loads there is no query to run and no database to prepare
-            with demo_database(settings, now, progress) as client:
+            if clickhouse_url:
+                client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
                 run_queries(report, client, now, progress)
+            else:
+                with demo_database(settings, now, progress) as client:
+                    run_queries(report, client, now, progress)
     for problem in report.problems:
         console.print(str(problem), highlight=False, markup=False)
     queries = len(report.executed)

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
 from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
-from shoppulse.dashboards.model import DashboardFile, Problem, load, provisioned_datasources
+from shoppulse.dashboards.model import DashboardFile, Datasource, Problem, load, provisioned_datasources
 from shoppulse.dashboards.promql import PromQLChecker
 from shoppulse.dashboards.queries import Executed, QueryRunner
 from shoppulse.dashboards.structure import check_dashboards
@@ -27,6 +27,7 @@ from shoppulse.sink.migrations import migrate
 class LintReport:
     files: list[DashboardFile] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    datasources: dict[str, Datasource] = field(default_factory=dict)  # Grafana's provisioned ones, by uid
     executed: list[Executed] = field(default_factory=list)
 
     @property
@@ -81,14 +82,14 @@ def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:
 
 def check_files(paths: list[Path]) -> LintReport:
     """Everything but the queries: each file's JSON and model, uids, datasources, panel hygiene."""
-    report = LintReport()
+    report = LintReport(datasources=provisioned_datasources())
     for path in paths:
         loaded = load(path)
         if isinstance(loaded, Problem):
             report.problems.append(loaded)
         else:
             report.files.append(loaded)
-    report.problems += check_dashboards(report.files, provisioned_datasources())
+    report.problems += check_dashboards(report.files, report.datasources)
     report.problems += annotation_target_problems(report.files)
     return report
 
@@ -96,7 +97,7 @@ def check_files(paths: list[Path]) -> LintReport:
 def run_queries(report: LintReport, client: Client, now: datetime | None = None,
                 progress: Callable[[str], None] = lambda _: None) -> None:
     """Run every query of the report's loaded files on ``client`` and add what does not fit its panel."""
-    runner = QueryRunner(client, provisioned_datasources(), PromQLChecker(), now or datetime.now(UTC))
+    runner = QueryRunner(client, report.datasources, PromQLChecker(), now or datetime.now(UTC))
     for file in report.files:
         report.problems += runner.check(file)
         progress(f"{file.path.name}: queries run")

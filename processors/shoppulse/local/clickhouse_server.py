@@ -198,11 +198,12 @@ class Engine:
         except BaseException:
             conn.close()
             raise
-        with self._idle_lock:
-            idle = self._idle.setdefault(key, [])
-            if reusable and not self._closed and len(idle) < MAX_IDLE_PER_KEY:
-                idle.append(conn)
-                return
+        if reusable:
+            with self._idle_lock:
+                idle = self._idle.setdefault(key, [])
+                if not self._closed and len(idle) < MAX_IDLE_PER_KEY:
+                    idle.append(conn)
+                    return
         conn.close()
 
     def connect(self, settings: dict[str, str], database: str | None) -> Any:
