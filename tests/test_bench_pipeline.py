@@ -62,3 +62,19 @@ def test_a_short_run_reports_every_figure_from_its_own_stack() -> None:
     assert busy is not None and 0 < float(busy.group(1)) <= float(busy.group(2)) <= float(busy.group(3)), out
     assert re.search(r"CPU \{'generator \+ bench': \d+\.\d+, .*'ingest': \d+\.\d+", result.stderr), result.stderr
     assert re.search(r"bare consumer ceiling \(read \+ parse only\): [\d,]+ events/s", out), out
+
+
+@pytest.mark.integration
+def test_the_aggregation_bench_drains_a_clean_backlog_it_sent_first() -> None:
+    """`shoppulse bench aggregate` sends a backlog of clean events to its own broker, then starts the
+    aggregation alone and measures its rate from its event counter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
+    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "aggregate", "--events", "50000",
+                             "--seconds", "5"], env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r"aggregation: ([\d,]+) events/s \(([\d,]+) events in (\d+) s of a 50,000-event backlog\)",
+                      result.stdout)
+    assert found is not None, result.stdout
+    rate, measured = (int(found.group(i).replace(",", "")) for i in (1, 2))
+    assert 0 < measured <= 50_000 - 20_000 and rate > 0  # measured after the first 20,000 (the warm-up)

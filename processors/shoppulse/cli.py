@@ -430,6 +430,28 @@ def bench_ingest(
                   highlight=False)
 
 
+@bench_app.command("aggregate")
+def bench_aggregate(
+    events: Annotated[int, typer.Option(min=50_000, max=5_000_000, help="Clean events in the backlog.")] = 400_000,
+    seconds: Annotated[float, typer.Option(min=5, help="How long to measure the aggregation for.")] = 30,
+) -> None:
+    """The aggregation alone draining a backlog of clean events (windows, sessions, ClickHouse sink)."""
+    from shoppulse.bench.aggregate import measure
+    from shoppulse.local.scratch import ProcessorDiedError
+
+    settings = _settings()
+    setup_logging("WARNING")
+    _on_signal_raise_shutdown()  # SIGTERM unwinds through measure(), which stops every process it started
+    try:
+        result = measure(settings, events, seconds, report=lambda line: err.print(line, highlight=False))
+    except ProcessorDiedError as exc:
+        _fail(str(exc))
+    except (Shutdown, KeyboardInterrupt):
+        _fail("stopped before the benchmark finished: no figures")
+    console.print(f"aggregation: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in "
+                  f"{result.seconds:.0f} s of a {result.events:,}-event backlog)", highlight=False)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events/s the load generator holds.")] = 5000,

@@ -95,6 +95,10 @@ class ScratchPipeline:
                     return sample.value
         return None
 
+    def start(self) -> None:
+        for process in self.processes.values():
+            process.start()
+
     def log_tails(self, lines: int = 8) -> str:
         return "\n".join(f"--- {name}:\n{tail(p.log_path, lines)}" for name, p in self.processes.items())
 
@@ -102,10 +106,12 @@ class ScratchPipeline:
 @contextlib.contextmanager
 def scratch_pipeline(settings: Settings, processors: Sequence[str] = ("ingest", "aggregate"),
                      args: dict[str, list[str]] | None = None, partitions: int | None = None,
-                     report: Callable[[str], None] = lambda _: None) -> Iterator[ScratchPipeline]:
+                     report: Callable[[str], None] = lambda _: None,
+                     start: bool = True) -> Iterator[ScratchPipeline]:
     """A broker, a migrated database, the topics (``partitions`` each, the setting's by default),
-    and ``processors`` running (``args`` adds command-line arguments per processor). PII is hashed
-    with a key made for this run."""
+    and ``processors`` running (``args`` adds command-line arguments per processor; with ``start``
+    False they start at the caller's ``ScratchPipeline.start()``). PII is hashed with a key made
+    for this run."""
     with tempfile.TemporaryDirectory(prefix="shoppulse-scratch-") as tmp, scratch_broker(settings) as bootstrap:
         folder = Path(tmp)
         report("starting ClickHouse")
@@ -121,12 +127,13 @@ def scratch_pipeline(settings: Settings, processors: Sequence[str] = ("ingest", 
             processes = {name: ManagedProcess(name, [sys.executable, "-m", "shoppulse", name,
                                                      *(args or {}).get(name, [])],
                                               folder / f"{name}.log", env=env) for name in processors}
-            report(f"starting {', '.join(processors)}")
-            for process in processes.values():
-                process.start()
+            pipeline = ScratchPipeline(scratch, processes,
+                                       {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()})
+            if start:
+                report(f"starting {', '.join(processors)}")
+                pipeline.start()
             try:
-                yield ScratchPipeline(scratch, processes,
-                                      {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()})
+                yield pipeline
             finally:
                 for process in processes.values():
                     process.stop()
