@@ -384,6 +384,11 @@ def loadgen(
                   f"duplicates {stream.tally.duplicates:,}", highlight=False)
 
 
+def _per_event(cpu_us: dict[str, float]) -> str:
+    """Each process's CPU µs per event, largest first."""
+    return ", ".join(f"{name} {us:.0f}" for name, us in sorted(cpu_us.items(), key=lambda item: -item[1]))
+
+
 @bench_app.command("loadgen")
 def bench_loadgen(
     rates: Annotated[list[float], typer.Option("--rate", min=10, max=50_000, help="Targets to hold.")] = [  # noqa: B006
@@ -428,6 +433,7 @@ def bench_ingest(
                   f"of a {result.events:,}-event backlog); bare consumer ceiling {result.ceiling_per_s:,.0f} events/s; "
                   f"ingestion / ceiling = {result.per_s / result.ceiling_per_s if result.ceiling_per_s else 0:.3f}",
                   highlight=False)
+    console.print(f"CPU µs per event: {_per_event(result.cpu_us_per_event())}", highlight=False)
 
 
 @bench_app.command("aggregate")
@@ -450,6 +456,7 @@ def bench_aggregate(
         _fail("stopped before the benchmark finished: no figures")
     console.print(f"aggregation: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in "
                   f"{result.seconds:.0f} s of a {result.events:,}-event backlog)", highlight=False)
+    console.print(f"CPU µs per event: {_per_event(result.cpu_us_per_event())}", highlight=False)
 
 
 @bench_app.command("pipeline")

@@ -10,10 +10,10 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shoppulse.bench.ingest import BACKLOG_DAY
+from shoppulse.bench.ingest import BACKLOG_DAY, DrainResult
+from shoppulse.bench.pipeline import cpu_seconds, cpu_seconds_since
 from shoppulse.events.clean import to_clean
 from shoppulse.events.currency import load_rates
 from shoppulse.events.pii import PiiHasher
@@ -28,17 +28,6 @@ EVENTS_IN = "shoppulse_aggregate_events_total"
 WARM_EVENTS = 20_000  # start measuring once this many are in: the consumer group and state are up
 BACKLOG_RATE = 5000.0  # events per second of event time, as in `shoppulse bench pipeline`
 POLL_EVERY = 1000
-
-
-@dataclass(frozen=True)
-class AggregateResult:
-    events: int
-    measured: float  # events counted over the measured span
-    seconds: float
-
-    @property
-    def per_s(self) -> float:
-        return self.measured / self.seconds if self.seconds else 0.0
 
 
 def send_clean_backlog(bootstrap: str, events: int, end: datetime) -> int:
@@ -63,7 +52,7 @@ def send_clean_backlog(bootstrap: str, events: int, end: datetime) -> int:
 
 
 def measure(settings: Settings, events: int, seconds: float,
-            report: Callable[[str], None] = lambda _: None) -> AggregateResult:
+            report: Callable[[str], None] = lambda _: None) -> DrainResult:
     """The aggregation's rate over ``seconds`` while it drains a backlog of ``events`` clean events,
     sent before it starts."""
     with scratch_pipeline(settings, ("aggregate",), report=report, start=False) as pipeline:
@@ -78,9 +67,10 @@ def measure(settings: Settings, events: int, seconds: float,
         while events_in() < WARM_EVENTS:
             pipeline.check_alive()
             time.sleep(0.5)
-        first, started = events_in(), time.monotonic()
+        first, started, cpu = events_in(), time.monotonic(), cpu_seconds()
         report(f"measuring for up to {seconds:.0f} s")
         while time.monotonic() - started < seconds and events_in() < sent:
             pipeline.check_alive()
             time.sleep(1)
-        return AggregateResult(sent, events_in() - first, time.monotonic() - started)
+        last, elapsed = events_in(), time.monotonic() - started
+        return DrainResult(sent, last - first, elapsed, cpu_seconds_since(cpu))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from shoppulse.bench.pipeline import bare_consumer_rate
+from shoppulse.bench.pipeline import bare_consumer_rate, cpu_seconds, cpu_seconds_since
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_replay
 from shoppulse.local.scratch import scratch_pipeline
@@ -21,15 +21,27 @@ BACKLOG_DAY = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class IngestResult:
-    events: int
+class DrainResult:
+    """A processor draining a backlog: how many events it got through, and at what cost."""
+
+    events: int  # in the backlog
     measured: float  # events counted over the measured span
     seconds: float
-    ceiling_per_s: float
+    cpu_s: dict[str, float]  # CPU seconds of each process over the measured span
 
     @property
     def per_s(self) -> float:
         return self.measured / self.seconds if self.seconds else 0.0
+
+    def cpu_us_per_event(self) -> dict[str, float]:
+        if not self.measured:
+            return {}
+        return {process: 1e6 * seconds / self.measured for process, seconds in self.cpu_s.items()}
+
+
+@dataclass(frozen=True)
+class IngestResult(DrainResult):
+    ceiling_per_s: float
 
 
 def measure(settings: Settings, events: int, seconds: float,
@@ -47,10 +59,10 @@ def measure(settings: Settings, events: int, seconds: float,
         while (events_in() or 0) < WARM_EVENTS:
             pipeline.check_alive()
             time.sleep(0.5)
-        first, started = events_in() or 0.0, time.monotonic()
+        first, started, cpu = events_in() or 0.0, time.monotonic(), cpu_seconds()
         while time.monotonic() - started < seconds and (events_in() or 0) < sent:
             pipeline.check_alive()
             time.sleep(1)
-        last, elapsed = events_in() or 0.0, time.monotonic() - started
+        last, elapsed, used = events_in() or 0.0, time.monotonic() - started, cpu_seconds_since(cpu)
         report("measuring the bare consumer ceiling…")
-        return IngestResult(sent, last - first, elapsed, bare_consumer_rate(pipeline.bootstrap, sent))
+        return IngestResult(sent, last - first, elapsed, used, bare_consumer_rate(pipeline.bootstrap, sent))

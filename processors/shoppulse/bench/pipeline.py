@@ -119,6 +119,11 @@ def cpu_seconds() -> dict[str, float]:
     return usage
 
 
+def cpu_seconds_since(before: dict[str, float]) -> dict[str, float]:
+    """``cpu_seconds()`` used since ``before`` (an earlier ``cpu_seconds()``), per process."""
+    return {name: used - before.get(name, 0.0) for name, used in cpu_seconds().items()}
+
+
 def _process_name(argv: list[bytes]) -> str:
     words = [word.decode(errors="replace") for word in argv if word]
     if words and words[0].endswith("java"):
