@@ -19,7 +19,7 @@ def test_the_replaced_commit_interval_names_its_successors(monkeypatch: pytest.M
 def test_each_processor_has_its_own_commit_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPPULSE_INGEST_COMMIT_INTERVAL_S", "0.25")
     settings = load_settings()
-    assert (settings.ingest_commit_interval_s, settings.aggregate_commit_interval_s) == (0.25, 1.0)
+    assert (settings.ingest_commit_interval_s, settings.aggregate_commit_interval_s) == (0.25, 2.0)
     monkeypatch.setenv("SHOPPULSE_AGGREGATE_COMMIT_INTERVAL_S", "0")
     with pytest.raises(SettingsError, match="SHOPPULSE_AGGREGATE_COMMIT_INTERVAL_S"):
         load_settings()

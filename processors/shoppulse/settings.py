@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # How often each processor commits. Ingestion's interval sets how fresh metrics_live is;
     # the aggregation's how soon a closed window is in metrics_1s (which the sidecar reads).
     ingest_commit_interval_s: float = Field(default=0.5, ge=0.05, le=60)
-    aggregate_commit_interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    aggregate_commit_interval_s: float = Field(default=2.0, ge=0.05, le=60)
     commit_interval_s: str | None = Field(default=None, exclude=True)  # replaced by the two above: refused
     # The aggregation's CPU niceness: when the cores are contended, ingestion (which keeps
     # metrics_live fresh) goes first; the aggregation has its grace period of slack and catches up.
