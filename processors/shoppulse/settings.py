@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_version: str = KAFKA_VERSION
     kafka_heap: str = "512m"
-    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication: int = Field(default=1, ge=1, le=10)
 
     clickhouse_url: str | None = Field(default=None, validation_alias="CLICKHOUSE_URL")
