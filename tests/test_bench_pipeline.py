@@ -70,11 +70,35 @@ def test_the_aggregation_bench_drains_a_clean_backlog_it_sent_first() -> None:
     aggregation alone and measures its rate from its event counter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
     env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)
-    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "aggregate", "--events", "50000",
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "aggregate", "--events", "200000",
                              "--seconds", "5"], env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    found = re.search(r"aggregation: ([\d,]+) events/s \(([\d,]+) events in (\d+) s of a 50,000-event backlog\)",
+    found = re.search(r"aggregation: ([\d,]+) events/s \(([\d,]+) events in (\d+) s of a 200,000-event backlog\)",
                       result.stdout)
     assert found is not None, result.stdout
     rate, measured = (int(found.group(i).replace(",", "")) for i in (1, 2))
-    assert 0 < measured <= 50_000 - 20_000 and rate > 0  # measured after the first 20,000 (the warm-up)
+    assert 0 < measured <= 200_000 - 20_000 and rate > 0  # measured after the first 20,000 (the warm-up)
+    assert re.search(r"CPU µs per event: .*aggregate \d+", result.stdout), result.stdout
+
+
+class CountingPipeline:
+    """Stands in for a scratch pipeline: a processor whose event counter reads ``counts`` in turn."""
+
+    def __init__(self, counts: list[float]) -> None:
+        self.counts = counts
+
+    def check_alive(self) -> None:
+        pass
+
+    def metric(self, _process: str, _name: str) -> float:
+        return self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+
+
+def test_a_drain_is_measured_from_the_first_count_past_the_warm_up() -> None:
+    from shoppulse.bench.drain import WARM_EVENTS, drain
+
+    result = drain(CountingPipeline([0, WARM_EVENTS + 5_000, 60_000, 90_000]), "aggregate", "c", 90_000, 30)
+    assert result.measured == 90_000 - WARM_EVENTS - 5_000 and result.per_s > 0
+    assert result.cpu_s and all(seconds >= 0 for seconds in result.cpu_s.values())
+    drained_at_once = drain(CountingPipeline([90_000]), "aggregate", "c", 90_000, 30)  # a backlog too small
+    assert drained_at_once.measured == 0 and drained_at_once.cpu_us_per_event() == {}

@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +21,9 @@ from shoppulse.alerting.cli import alerts_app
 from shoppulse.dashboards.cli import dashboards_app
 from shoppulse.logs import setup_logging
 from shoppulse.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from shoppulse.bench.drain import DrainResult
 
 # quixstreams imports authlib's httpx integration, which warns about itself at import time; authlib
 # installs an "always" filter for its warnings when imported, so ours has to be added after it.
@@ -48,6 +52,9 @@ err = Console(stderr=True, soft_wrap=True)  # progress lines stay whole in a log
 
 class Shutdown(BaseException):
     """SIGTERM or SIGINT asked the process to stop."""
+
+
+DrainResultT = TypeVar("DrainResultT", bound="DrainResult")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -410,14 +417,9 @@ def bench_loadgen(
     console.print(f"generator ceiling (no Kafka, one core): {ceiling:,.0f} events/s", highlight=False)
 
 
-@bench_app.command("ingest")
-def bench_ingest(
-    events: Annotated[int, typer.Option(min=50_000, max=5_000_000, help="Events in the backlog.")] = 400_000,
-    seconds: Annotated[float, typer.Option(min=5, help="How long to measure ingestion for.")] = 40,
-) -> None:
-    """Ingestion alone draining a backlog (validation, de-duplication, clean and dead-letter topics),
-    beside a bare consumer of the same events."""
-    from shoppulse.bench.ingest import measure
+def _drain(measure: Callable[..., DrainResultT], events: int, seconds: float) -> DrainResultT:
+    """Run one processor's backlog benchmark (``bench ingest``, ``bench aggregate``): its result,
+    or a clear failure when the processor died or the run was stopped."""
     from shoppulse.local.scratch import ProcessorDiedError
 
     settings = _settings()
@@ -429,6 +431,22 @@ def bench_ingest(
         _fail(str(exc))
     except (Shutdown, KeyboardInterrupt):
         _fail("stopped before the benchmark finished: no figures")
+    if not result.measured:
+        _fail(f"the processor got through all {events:,} events before it could be measured: give it a larger "
+              "backlog (--events)")
+    return result
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    events: Annotated[int, typer.Option(min=50_000, max=5_000_000, help="Events in the backlog.")] = 400_000,
+    seconds: Annotated[float, typer.Option(min=5, help="How long to measure ingestion for.")] = 40,
+) -> None:
+    """Ingestion alone draining a backlog (validation, de-duplication, clean and dead-letter topics),
+    beside a bare consumer of the same events."""
+    from shoppulse.bench.ingest import measure
+
+    result = _drain(measure, events, seconds)
     console.print(f"ingestion: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in {result.seconds:.0f} s "
                   f"of a {result.events:,}-event backlog); bare consumer ceiling {result.ceiling_per_s:,.0f} events/s; "
                   f"ingestion / ceiling = {result.per_s / result.ceiling_per_s if result.ceiling_per_s else 0:.3f}",
@@ -443,17 +461,8 @@ def bench_aggregate(
 ) -> None:
     """The aggregation alone draining a backlog of clean events (windows, sessions, ClickHouse sink)."""
     from shoppulse.bench.aggregate import measure
-    from shoppulse.local.scratch import ProcessorDiedError
 
-    settings = _settings()
-    setup_logging("WARNING")
-    _on_signal_raise_shutdown()  # SIGTERM unwinds through measure(), which stops every process it started
-    try:
-        result = measure(settings, events, seconds, report=lambda line: err.print(line, highlight=False))
-    except ProcessorDiedError as exc:
-        _fail(str(exc))
-    except (Shutdown, KeyboardInterrupt):
-        _fail("stopped before the benchmark finished: no figures")
+    result = _drain(measure, events, seconds)
     console.print(f"aggregation: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in "
                   f"{result.seconds:.0f} s of a {result.events:,}-event backlog)", highlight=False)
     console.print(f"CPU µs per event: {_per_event(result.cpu_us_per_event())}", highlight=False)

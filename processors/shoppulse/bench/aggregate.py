@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from shoppulse.bench.ingest import BACKLOG_DAY, DrainResult
-from shoppulse.bench.pipeline import cpu_seconds, cpu_seconds_since
+from shoppulse.bench.drain import DrainResult, drain
+from shoppulse.bench.ingest import BACKLOG_DAY
 from shoppulse.events.clean import to_clean
 from shoppulse.events.currency import load_rates
 from shoppulse.events.pii import PiiHasher
@@ -25,7 +24,6 @@ from shoppulse.settings import Settings
 from shoppulse.topics import CLEAN_EVENTS
 
 EVENTS_IN = "shoppulse_aggregate_events_total"
-WARM_EVENTS = 20_000  # start measuring once this many are in: the consumer group and state are up
 BACKLOG_RATE = 5000.0  # events per second of event time, as in `shoppulse bench pipeline`
 POLL_EVERY = 1000
 
@@ -61,16 +59,4 @@ def measure(settings: Settings, events: int, seconds: float,
         report("starting the aggregation")
         pipeline.start()
 
-        def events_in() -> float:
-            return pipeline.metric("aggregate", EVENTS_IN) or 0.0
-
-        while events_in() < WARM_EVENTS:
-            pipeline.check_alive()
-            time.sleep(0.5)
-        first, started, cpu = events_in(), time.monotonic(), cpu_seconds()
-        report(f"measuring for up to {seconds:.0f} s")
-        while time.monotonic() - started < seconds and events_in() < sent:
-            pipeline.check_alive()
-            time.sleep(1)
-        last, elapsed = events_in(), time.monotonic() - started
-        return DrainResult(sent, last - first, elapsed, cpu_seconds_since(cpu))
+        return drain(pipeline, "aggregate", EVENTS_IN, sent, seconds)
