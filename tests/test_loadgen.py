@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from shoppulse.events.schema import EventBase
 from shoppulse.events.validate import validate
-from shoppulse.loadgen.generator import BadInput, EventStream
+from shoppulse.loadgen.generator import BadInput, EventStream, uuid4_text
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
 from shoppulse.loadgen.scenario import ScenarioError, load_scenario, schedule, write_ground_truth
 from shoppulse.settings import PROJECT_ROOT
@@ -26,6 +27,11 @@ NOON_UTC = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def events(stream: EventStream, n: int, when: datetime) -> list[dict]:
     return [json.loads(stream.next(when).value) for _ in range(n)]
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_event_ids_are_the_random_uuids_the_uuid_module_makes_of_the_same_bits(bits: int) -> None:
+    assert uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
 
 
 def test_every_generated_event_is_valid_and_sessions_walk_the_funnel() -> None:

@@ -187,7 +187,9 @@ def _run_load(settings: Settings, bootstrap: str, rate: float, seconds: float,
     threading.Thread(target=load, daemon=True).start()
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     ends = KafkaConsumer(bootstrap_servers=bootstrap)
-    client = clickhouse.connect(settings)
+    # The polls are small reads on the machine being measured: one thread each spares the engine
+    # scheduling a pool of them per query.
+    client = clickhouse.connect(settings, max_threads=1)
     started = time.monotonic()
     last = {"t": started, "ingest": 0, "aggregate": 0, "cpu": cpu_seconds()}
     next_poll = dict.fromkeys(LATENCY_TABLES, started)

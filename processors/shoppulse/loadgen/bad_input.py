@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+import orjson
 
 from shoppulse.events.validate import MAX_EVENT_BYTES, Reason
 
@@ -14,7 +15,7 @@ Corruptor = Callable[[dict[str, Any], datetime], bytes]
 
 
 def _dumps(event: dict[str, Any]) -> bytes:
-    return json.dumps(event).encode()
+    return orjson.dumps(event)
 
 
 def _with(event: dict[str, Any], **changes: Any) -> bytes:

@@ -129,10 +129,10 @@ def scratch_pipeline(settings: Settings, processors: Sequence[str] = ("ingest", 
                                               folder / f"{name}.log", env=env) for name in processors}
             pipeline = ScratchPipeline(scratch, processes,
                                        {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()})
-            if start:
-                report(f"starting {', '.join(processors)}")
-                pipeline.start()
             try:
+                if start:
+                    report(f"starting {', '.join(processors)}")
+                    pipeline.start()
                 yield pipeline
             finally:
                 for process in processes.values():
