@@ -158,21 +158,36 @@ def test_url_parameters_are_settings_and_query_parameters(clickhouse_endpoint: E
     assert response.text == "1\t42\n"
     bad = requests.post(clickhouse_endpoint.url, params={"query": "SELECT 1", "no_such_setting": "1"},
                         auth=AUTH, timeout=10)
-    assert bad.status_code == 400
+    assert bad.status_code == 404
     assert bad.headers["X-ClickHouse-Exception-Code"] == "115"
+
+
+@pytest.mark.parametrize(("query", "status", "code"), [
+    ("SELECT no_such_column", 404, "47"),  # UNKNOWN_IDENTIFIER
+    ("SELECT * FROM no_such_table", 404, "60"),  # UNKNOWN_TABLE
+    ("SELECT no_such_function(1)", 404, "46"),  # UNKNOWN_FUNCTION
+    ("SELEC 1", 400, "62"),  # SYNTAX_ERROR
+    ("SELECT toDate('not a date')", 400, "38"),  # CANNOT_PARSE_DATE
+    ("SELECT throwIf(1)", 500, "395"),  # any other error
+])
+def test_errors_have_the_http_status_clickhouse_gives_them(clickhouse_endpoint: EndpointProcess, query: str,
+                                                            status: int, code: str) -> None:
+    response = requests.post(clickhouse_endpoint.url, data=query, auth=AUTH, timeout=10)
+    assert (response.status_code, response.headers["X-ClickHouse-Exception-Code"]) == (status, code)
+    assert response.text.startswith(f"Code: {code}. DB::Exception:")
 
 
 def test_get_requests_are_read_only(clickhouse_endpoint: EndpointProcess) -> None:
     response = requests.get(clickhouse_endpoint.url, params={"query": "CREATE TABLE never (a Int8) ENGINE = Memory"},
                             auth=AUTH, timeout=10)
-    assert response.status_code == 403
+    assert response.status_code == 500  # ClickHouse gives READONLY no status of its own
     assert response.headers["X-ClickHouse-Exception-Code"] == "164"
     assert response.text.startswith("Code: 164. DB::Exception:")
 
 
 def test_wrong_password_is_refused(clickhouse_endpoint: EndpointProcess) -> None:
     response = requests.post(clickhouse_endpoint.url, data="SELECT 1", auth=("default", "wrong"), timeout=10)
-    assert response.status_code == 401
+    assert response.status_code == 403
     assert response.headers["X-ClickHouse-Exception-Code"] == "516"
     with pytest.raises(DatabaseError):
         clickhouse_connect.get_client(dsn=clickhouse_endpoint.url, password="wrong")

@@ -76,7 +76,6 @@ SYNTAX_ERROR = 62
 NOT_IMPLEMENTED = 48
 UNKNOWN_SETTING = 115
 READONLY = 164
-QUERY_IS_TOO_LARGE = 212
 SESSION_IS_LOCKED = 373
 SESSION_NOT_FOUND = 372
 CANNOT_PARSE_INPUT = 27
@@ -84,15 +83,24 @@ AUTHENTICATION_FAILED = 516
 STREAMING_NOT_SUPPORTED = 36
 STD_EXCEPTION = 1001
 
+# The HTTP status of an error, as ClickHouse's server gives it (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp);
+# every other code is 500. Clients and scripts that branch on the status see what a ClickHouse server sends.
 _STATUS_BY_CODE = {
-    **dict.fromkeys((192, 193, 194, AUTHENTICATION_FAILED), 401),
-    **dict.fromkeys((READONLY, 291, 497), 403),
-    **dict.fromkeys((46, 50, 60, 73, 81), 404),  # unknown function, type, table, format, database
-    **dict.fromkeys((6, 25, 26, CANNOT_PARSE_INPUT, 32, 33, 36, 38, 41, 43, 47, 53, SYNTAX_ERROR, 69, 72,
-                     UNKNOWN_SETTING, 117, 130, 190, SESSION_NOT_FOUND, SESSION_IS_LOCKED, 456, 457, 472), 400),
-    QUERY_IS_TOO_LARGE: 413,
+    194: 401,  # REQUIRED_PASSWORD
+    # UNKNOWN_USER, WRONG_PASSWORD, SET_NON_GRANTED_ROLE, ACCESS_DENIED, AUTHENTICATION_FAILED
+    **dict.fromkeys((192, 193, 512, 497, AUTHENTICATION_FAILED), 403),
+    # bad arguments, text that does not parse, bad column lists, ASTs too deep or big, type mismatches
+    **dict.fromkeys((36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, CANNOT_PARSE_INPUT, 376, 15, 44, 37, 123, 8,
+                     167, 168, 223, SYNTAX_ERROR, 117, 53, 321), 400),
+    # unknown table, function, identifier, type, storage, database, setting, sorting direction, aggregate
+    # function, format, database engine, type of query, role
+    **dict.fromkeys((60, 46, 47, 50, 56, 81, UNKNOWN_SETTING, 152, 63, 73, 336, 78, 511), 404),
+    229: 413,  # QUERY_IS_TOO_LARGE
     NOT_IMPLEMENTED: 501,
-    UNSUPPORTED_METHOD: 501,
+    **dict.fromkeys((209, 76, 439), 503),  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
+    381: 411,  # HTTP_LENGTH_REQUIRED
+    159: 408,  # TIMEOUT_EXCEEDED
+    779: 415,  # UNSUPPORTED_MEDIA_TYPE
 }
 
 _CONTENT_TYPES = {
@@ -505,9 +513,9 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 break
             except NeedMoreTextError:
                 if len(prefix) > MAX_QUERY_SIZE:
-                    raise ClickHouseError(QUERY_IS_TOO_LARGE,
-                                          f"Max query size exceeded: the INSERT head is over {MAX_QUERY_SIZE} bytes "
-                                          "(QUERY_IS_TOO_LARGE)") from None
+                    raise ClickHouseError(SYNTAX_ERROR,  # what the server's parser says of an over-long query
+                                          f"Syntax error: Max query size exceeded: the INSERT head is over "
+                                          f"{MAX_QUERY_SIZE} bytes (SYNTAX_ERROR)") from None
                 more = body.read_more()
                 if more is not None:
                     prefix += more
