@@ -81,6 +81,28 @@ def test_the_aggregation_bench_drains_a_clean_backlog_it_sent_first() -> None:
     assert re.search(r"CPU µs per event: .*aggregate \d+", result.stdout), result.stdout
 
 
+@pytest.mark.integration
+def test_the_floor_bench_copies_every_event_of_its_backlog_and_prices_the_hop() -> None:
+    """`shoppulse bench floor` copies a raw backlog with a bare exactly-once Quix Streams application
+    and prints its CPU and the broker's per event, and the cores a rate would take at that cost."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
+    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "floor", "--events", "60000",
+                             "--rate", "10000"], env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r"copy: ([\d,]+) events/s \(([\d,]+) events in [\d.]+ s of a ([\d,]+)-event backlog\)",
+                      result.stdout)
+    assert found is not None, result.stdout
+    rate, measured, backlog = (int(found.group(i).replace(",", "")) for i in (1, 2, 3))
+    assert rate > 0 and measured == backlog - 20_000  # every event after the warm-up went through the copy
+    line = re.search(r"CPU µs per event: (.*)", result.stdout)
+    assert line is not None, result.stdout
+    cpu = {name: int(us) for name, us in re.findall(r"([a-z +]+?) (\d+)(?:, |$)", line.group(1))}
+    assert cpu.get("copy app", 0) > 0 and cpu.get("broker", 0) > 0, line.group(0)
+    assert re.search(r"10,000 events/s through the pipeline's two such hops .* need at least [\d.]+ cores",
+                     result.stdout), result.stdout
+
+
 class CountingPipeline:
     """Stands in for a scratch pipeline: a processor whose event counter reads ``counts`` in turn."""
 

@@ -468,6 +468,27 @@ def bench_aggregate(
     console.print(f"CPU µs per event: {_per_event(result.cpu_us_per_event())}", highlight=False)
 
 
+@bench_app.command("floor")
+def bench_floor(
+    events: Annotated[int, typer.Option(min=50_000, max=5_000_000, help="Raw events in the backlog.")] = 300_000,
+    seconds: Annotated[float, typer.Option(min=5, help="How long to wait for the copy to go idle.")] = 60,
+    rate: Annotated[float, typer.Option(min=10, help="The rate to work out the cores for.")] = 50_000,
+) -> None:
+    """The least CPU per event of one exactly-once Quix Streams hop here: an application built like
+    the processors that only copies each raw event to another topic, draining a backlog."""
+    from shoppulse.bench.floor import COPY_APP, measure
+
+    result = _drain(measure, events, seconds)
+    per_event = result.cpu_us_per_event()
+    hop = per_event.get(COPY_APP, 0.0) + per_event.get("broker", 0.0)
+    console.print(f"copy: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in {result.seconds:.1f} s of a "
+                  f"{result.events:,}-event backlog)", highlight=False)
+    console.print(f"CPU µs per event: {_per_event(per_event)}", highlight=False)
+    console.print(f"{rate:,.0f} events/s through the pipeline's two such hops (ingestion, aggregation) need at least "
+                  f"{2 * rate * hop / 1e6:.1f} cores for the copying alone, of the {os.cpu_count()} here",
+                  highlight=False)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events/s the load generator holds.")] = 5000,

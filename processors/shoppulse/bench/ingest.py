@@ -19,6 +19,15 @@ EVENTS_IN = "shoppulse_ingest_events_in_total"
 BACKLOG_DAY = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 
+def send_raw_backlog(bootstrap: str, events: int) -> int:
+    """About ``events`` generated raw events (1 % invalid, 1 % duplicates) on the raw topic, 1,000 per
+    second of event time up to BACKLOG_DAY; returns how many were sent."""
+    rate = 1000.0
+    span = timedelta(seconds=events / rate)
+    stream = EventStream(rate, bad=BadInput(invalid=0.01, duplicates=0.01), seed=1)
+    return run_replay(make_producer(bootstrap), stream, rate, BACKLOG_DAY - span, BACKLOG_DAY)
+
+
 @dataclass(frozen=True)
 class IngestResult(DrainResult):
     ceiling_per_s: float
@@ -28,11 +37,8 @@ def measure(settings: Settings, events: int, seconds: float,
             report: Callable[[str], None] = lambda _: None) -> IngestResult:
     """``events`` (1 % invalid, 1 % duplicates) sent as a backlog, then ingestion's rate over ``seconds``."""
     with scratch_pipeline(settings, ("ingest",), report=report) as pipeline:
-        rate = 1000.0
-        span = timedelta(seconds=events / rate)
-        stream = EventStream(rate, bad=BadInput(invalid=0.01, duplicates=0.01), seed=1)
         report(f"sending a backlog of about {events:,} events")
-        sent = run_replay(make_producer(pipeline.bootstrap), stream, rate, BACKLOG_DAY - span, BACKLOG_DAY)
+        sent = send_raw_backlog(pipeline.bootstrap, events)
         drained = drain(pipeline, "ingest", EVENTS_IN, sent, seconds)
         report("measuring the bare consumer ceiling…")
         return IngestResult(drained.events, drained.measured, drained.seconds, drained.cpu_s,
