@@ -39,15 +39,22 @@ def test_cpu_seconds_counts_a_child_process_and_this_one() -> None:
         child.wait()
 
 
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """``shoppulse bench *args`` as a user runs it, with its own broker and ClickHouse (no configured
+    ones from the environment), reusing the Kafka jars the suite fetched; it must succeed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
+    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", *args], env=env, capture_output=True,
+                            text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 @pytest.mark.integration
 def test_a_short_run_reports_every_figure_from_its_own_stack() -> None:
     """`shoppulse bench pipeline` starts its own broker, ClickHouse and processors, and prints the
     held rate, lag, per-event latency of both tables, RSS, CPU per process and the ceiling."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
-    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)  # the Kafka jars the suite fetched
-    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "pipeline", "--rate", "300", "--seconds",
-                             "10"], env=env, capture_output=True, text=True, timeout=240, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_bench("pipeline", "--rate", "300", "--seconds", "10")
     out = result.stdout
     sent = int(re.search(r"load: ([\d,]+) events", out).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert 0.9 * 300 * 10 <= sent <= 1.1 * 300 * 10
@@ -68,11 +75,7 @@ def test_a_short_run_reports_every_figure_from_its_own_stack() -> None:
 def test_the_aggregation_bench_drains_a_clean_backlog_it_sent_first() -> None:
     """`shoppulse bench aggregate` sends a backlog of clean events to its own broker, then starts the
     aggregation alone and measures its rate from its event counter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
-    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)
-    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "aggregate", "--events", "200000",
-                             "--seconds", "5"], env=env, capture_output=True, text=True, timeout=240, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_bench("aggregate", "--events", "200000", "--seconds", "5")
     found = re.search(r"aggregation: ([\d,]+) events/s \(([\d,]+) events in (\d+) s of a 200,000-event backlog\)",
                       result.stdout)
     assert found is not None, result.stdout
@@ -85,11 +88,7 @@ def test_the_aggregation_bench_drains_a_clean_backlog_it_sent_first() -> None:
 def test_the_floor_bench_copies_every_event_of_its_backlog_and_prices_the_hop() -> None:
     """`shoppulse bench floor` copies a raw backlog with a bare exactly-once Quix Streams application
     and prints its CPU and the broker's per event, and the cores a rate would take at that cost."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPPULSE_", "CLICKHOUSE_", "KAFKA_"))}
-    env["SHOPPULSE_CACHE_DIR"] = str(load_settings().cache_dir)
-    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "floor", "--events", "60000",
-                             "--rate", "10000"], env=env, capture_output=True, text=True, timeout=240, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_bench("floor", "--events", "60000", "--rate", "10000")
     found = re.search(r"copy: ([\d,]+) events/s \(([\d,]+) events in [\d.]+ s of a ([\d,]+)-event backlog\)",
                       result.stdout)
     assert found is not None, result.stdout
