@@ -476,9 +476,12 @@ def bench_floor(
 ) -> None:
     """The least CPU per event of one exactly-once Quix Streams hop here: an application built like
     the processors that only copies each raw event to another topic, draining a backlog."""
-    from shoppulse.bench.floor import COPY_APP, measure
+    from shoppulse.bench.floor import COPY_APP, CopyStalledError, measure
 
-    result = _drain(measure, events, seconds)
+    try:
+        result = _drain(measure, events, seconds)
+    except CopyStalledError as exc:
+        _fail(str(exc))
     per_event = result.cpu_us_per_event()
     hop = per_event.get(COPY_APP, 0.0) + per_event.get("broker", 0.0)
     console.print(f"copy: {result.per_s:,.0f} events/s ({result.measured:,.0f} events in {result.seconds:.1f} s of a "

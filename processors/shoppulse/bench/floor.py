@@ -66,6 +66,11 @@ def measure(settings: Settings, events: int, seconds: float,
         report("copying")
         app.run(timeout=seconds, count=sent, collect=False)
         if meter.result is None:
-            return DrainResult(sent, 0.0, 0.0, {})
+            raise CopyStalledError(f"the copy application got {meter.count:,} of the {sent:,} events and then none "
+                                   f"for {seconds:.0f} s: see the broker's log, or allow longer (--seconds)")
         return meter.result
+
+
+class CopyStalledError(RuntimeError):
+    """The copy application stopped getting events before it had the whole backlog."""
 
