@@ -418,7 +418,7 @@ def bench_loadgen(
 
 
 def _drain(measure: Callable[..., DrainResultT], events: int, seconds: float) -> DrainResultT:
-    """Run one processor's backlog benchmark (``bench ingest``, ``bench aggregate``): its result,
+    """Run one backlog benchmark (``bench ingest``, ``bench aggregate``, ``bench floor``): its result,
     or a clear failure when the processor died or the run was stopped."""
     from shoppulse.local.scratch import ProcessorDiedError
 

@@ -21,7 +21,7 @@ from shoppulse.bench.pipeline import cpu_seconds, cpu_seconds_since
 from shoppulse.local.scratch import scratch_broker
 from shoppulse.settings import Settings
 from shoppulse.streaming import processor_app
-from shoppulse.topics import PIPELINE_TOPICS, RAW_EVENTS, TopicSpec, create_topics
+from shoppulse.topics import RAW_EVENTS, TopicSpec, create_topics
 
 COPY_TOPIC = TopicSpec("bench.floor.copy", "raw events copied by the floor benchmark's application")
 CONSUMER_GROUP = "shoppulse-bench-floor"
@@ -54,7 +54,7 @@ def measure(settings: Settings, events: int, seconds: float,
             report: Callable[[str], None] = lambda _: None) -> DrainResult:
     """The copy application draining a backlog of ``events`` raw events (``seconds`` bounds the wait)."""
     with scratch_broker(settings) as bootstrap, tempfile.TemporaryDirectory(prefix="shoppulse-floor-") as folder:
-        create_topics(bootstrap, settings.topic_partitions, specs=(*PIPELINE_TOPICS, COPY_TOPIC))
+        create_topics(bootstrap, settings.topic_partitions, specs=(RAW_EVENTS, COPY_TOPIC))
         report(f"sending a backlog of about {events:,} raw events")
         sent = send_raw_backlog(bootstrap, events)
         scratch = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, "data_dir": Path(folder)})
