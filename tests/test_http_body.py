@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import lzma
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoppulse.local.http_body import BadBodyError, PeekableBody, decoded_chunks, raw_chunks
+from shoppulse.local.http_body import DECODED_CHUNK, BadBodyError, PeekableBody, decoded_chunks, raw_chunks
 
 
 def chunked(data: bytes, sizes: list[int]) -> bytes:
@@ -82,3 +83,30 @@ def test_a_peeked_prefix_is_given_back_unchanged() -> None:
     body.push_back(first or b"")
     assert b"".join(body) == b"abcdef"
     assert body.exhausted
+
+
+@given(st.binary(max_size=2000), st.sampled_from(["gzip", "deflate", "xz", "lz4", "zstd"]))
+def test_any_bytes_under_any_encoding_decode_or_raise_a_clear_error(data: bytes, encoding: str) -> None:
+    with contextlib.suppress(BadBodyError):
+        b"".join(decoded_chunks(iter([data[:7], data[7:]]), encoding))
+
+
+@given(st.binary(min_size=1, max_size=3000), st.sampled_from(["gzip", "deflate", "xz", "lz4"]),
+       st.floats(min_value=0.05, max_value=0.95))
+def test_a_truncated_stream_is_refused_after_what_it_decoded(data: bytes, encoding: str, cut: float) -> None:
+    compress = {"gzip": gzip.compress, "deflate": zlib.compress, "xz": lzma.compress,
+                "lz4": lz4.frame.compress}[encoding]
+    packed = compress(data)
+    with pytest.raises(BadBodyError, match=r"truncated|not valid"):
+        b"".join(decoded_chunks(iter([packed[: max(1, int(len(packed) * cut))]]), encoding))
+
+
+def test_a_bomb_decodes_in_bounded_pieces() -> None:
+    bomb = zlib.compress(b"\0" * (64 << 20))
+    assert max(len(piece) for piece in decoded_chunks(iter([bomb]), "deflate")) <= DECODED_CHUNK
+
+
+def test_negative_or_odd_chunk_sizes_are_refused() -> None:
+    for size in (b"-5", b"0x5", b"1_0", b"+5", b"ffffffffffffffffffff"):
+        with pytest.raises(BadBodyError, match="not a hex chunk size"):
+            b"".join(raw_chunks(io.BytesIO(size + b"\r\nabcde\r\n0\r\n\r\n"), None, chunked=True))

@@ -194,3 +194,12 @@ def output_format(text: str) -> str | None:
 
 def _upper(text: str, tok: Token) -> str:
     return text[tok.start:tok.end].upper()
+
+
+def into_outfile(text: str) -> bool:
+    """Whether the statement writes its result to a file (``INTO OUTFILE``), which a ClickHouse
+    server refuses over HTTP."""
+    words = [t for t in tokens(text) if t.kind != "other"]
+    return any(tok.kind == "word" and nxt.kind == "word" and _upper(text, tok) == "INTO"
+               and _upper(text, nxt) == "OUTFILE" for tok, nxt in itertools.pairwise(words))
+

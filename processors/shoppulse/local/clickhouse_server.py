@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
+import hmac
 import json
 import logging
-import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,21 +39,57 @@ import chdb
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from shoppulse.local.http_body import BadBodyError, PeekableBody, decoded_chunks, raw_chunks
+from shoppulse.local.clickhouse_engine import (
+    MAX_SESSION_TIMEOUT_S,
+    SESSION_TIMEOUT_S,
+    Engine,
+    Sessions,
+    _identifier,
+    _literal,
+)
+from shoppulse.local.clickhouse_errors import (
+    AUTHENTICATION_FAILED,
+    CANNOT_PARSE_INPUT,
+    CANNOT_PARSE_TEXT,
+    INTO_OUTFILE_NOT_ALLOWED,
+    INVALID_SESSION_TIMEOUT,
+    NOT_IMPLEMENTED,
+    READONLY,
+    SOCKET_TIMEOUT,
+    STD_EXCEPTION,
+    STREAMING_NOT_SUPPORTED,
+    SYNTAX_ERROR,
+    TOO_MANY_ROWS_OR_BYTES,
+    UNKNOWN_SETTING,
+    UNSUPPORTED_METHOD,
+    ClickHouseError,
+)
+from shoppulse.local.http_body import BadBodyError, BodyTooLongError, PeekableBody, decoded_chunks, raw_chunks
+from shoppulse.local.http_connection import (
+    HEADERS_TIMEOUT_S,
+    RECEIVE_TIMEOUT_S,
+    SEND_TIMEOUT_S,
+    client_has_gone,
+    deadline_reader,
+)
 from shoppulse.local.process import StartupError
-from shoppulse.sql_text import NeedMoreTextError, UnterminatedError, first_word, output_format, split_insert
+from shoppulse.local.reader_access import MAX_RESULT_BYTES, check_reader_statement, reader_settings
+from shoppulse.sql_text import (
+    NeedMoreTextError,
+    UnterminatedError,
+    into_outfile,
+    output_format,
+    split_insert,
+    split_statements,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY_SIZE = 256 * 1024  # ClickHouse's default max_query_size, bytes
-MAX_QUERY_BODY = 16 * 1024 * 1024  # a non-INSERT body is query text; refuse absurd ones
+MAX_QUERY_SIZE = 256 * 1024  # ClickHouse's default max_query_size, bytes: the longest query text
 BUFFER_BEFORE_STREAMING = 1 << 20  # results up to this size get a Content-Length
-SESSION_TIMEOUT_S = 60
-# Statements after which a connection is as it was opened (no SET, USE or temporary table), so it
-# may serve the next request with the same settings and database; at most this many wait idle.
-STATELESS_STATEMENTS = frozenset({"SELECT", "WITH", "INSERT", "EXPLAIN", "SHOW", "DESCRIBE", "DESC", "EXISTS"})
-MAX_IDLE_PER_KEY = 4
-SOCKET_TIMEOUT_S = 300
+LISTEN_BACKLOG = 4096  # ClickHouse's listen_backlog (the kernel may cap it at somaxconn)
+MAX_CONNECTIONS = 1024  # connections served at once, a thread each; more are closed at once
+MAX_URL_PARAMS = 1000
 DEFAULT_FORMAT = "TabSeparated"
 
 # URL parameters that are part of the HTTP protocol, not settings.
@@ -67,41 +102,6 @@ _PROTOCOL_PARAMS = frozenset({
     "output_format_parallel_formatting",
 })
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ERROR = re.compile(r"Code:\s*(\d+)\.\s*(?:DB::Exception:\s*)?(.*)", re.S)
-_ERROR_NAME = re.compile(r"\(([A-Z_]+)\)\s*(?:\(version [^)]*\))?\s*$")
-
-# ClickHouse error codes used by the endpoint itself.
-UNSUPPORTED_METHOD = 1
-SYNTAX_ERROR = 62
-NOT_IMPLEMENTED = 48
-UNKNOWN_SETTING = 115
-READONLY = 164
-SESSION_IS_LOCKED = 373
-SESSION_NOT_FOUND = 372
-CANNOT_PARSE_INPUT = 27
-AUTHENTICATION_FAILED = 516
-STREAMING_NOT_SUPPORTED = 36
-STD_EXCEPTION = 1001
-
-# The HTTP status of an error, as ClickHouse's server gives it (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp);
-# every other code is 500. Clients and scripts that branch on the status see what a ClickHouse server sends.
-_STATUS_BY_CODE = {
-    194: 401,  # REQUIRED_PASSWORD
-    # UNKNOWN_USER, WRONG_PASSWORD, SET_NON_GRANTED_ROLE, ACCESS_DENIED, AUTHENTICATION_FAILED
-    **dict.fromkeys((192, 193, 512, 497, AUTHENTICATION_FAILED), 403),
-    # bad arguments, text that does not parse, bad column lists, ASTs too deep or big, type mismatches
-    **dict.fromkeys((36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, CANNOT_PARSE_INPUT, 376, 15, 44, 37, 123, 8,
-                     167, 168, 223, SYNTAX_ERROR, 117, 53, 321), 400),
-    # unknown table, function, identifier, type, storage, database, setting, sorting direction, aggregate
-    # function, format, database engine, type of query, role
-    **dict.fromkeys((60, 46, 47, 50, 56, 81, UNKNOWN_SETTING, 152, 63, 73, 336, 78, 511), 404),
-    229: 413,  # QUERY_IS_TOO_LARGE
-    NOT_IMPLEMENTED: 501,
-    **dict.fromkeys((209, 76, 439), 503),  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
-    381: 411,  # HTTP_LENGTH_REQUIRED
-    159: 408,  # TIMEOUT_EXCEEDED
-    779: 415,  # UNSUPPORTED_MEDIA_TYPE
-}
 
 _CONTENT_TYPES = {
     "json": "application/json; charset=UTF-8",
@@ -117,187 +117,6 @@ _CONTENT_TYPES = {
 }
 
 
-class ClickHouseError(Exception):
-    """An error in ClickHouse's terms: a numeric code and the exception text."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def from_engine(cls, exc: BaseException) -> ClickHouseError:
-        text = str(exc).strip()
-        text = re.sub(r"^(Streaming (query|insert) (failed|finish failed):\s*)", "", text)
-        match = _ERROR.search(text)
-        if match is None:
-            return cls(1000, text or type(exc).__name__)
-        return cls(int(match.group(1)), match.group(2).strip())
-
-    @property
-    def http_status(self) -> int:
-        return _STATUS_BY_CODE.get(self.code, 500)
-
-    def body(self, version: str) -> bytes:
-        text = self.message
-        if _ERROR_NAME.search(text) is None:
-            text = f"{text}."
-        if "(version " not in text:
-            text = f"{text} (version {version})"
-        return f"Code: {self.code}. DB::Exception: {text}\n".encode()
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-class Engine:
-    """The embedded ClickHouse engine over one database folder, owned by this process."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (path / ".owner.lock").open("a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = (path / ".owner.lock").read_text().strip() or "another process"
-            raise StartupError(
-                f"the ClickHouse data folder {path} is already owned by pid {owner}: "
-                "stop that process or use another SHOPPULSE_DATA_DIR"
-            ) from None
-        self._lock_file.seek(0)
-        self._lock_file.truncate()
-        self._lock_file.write(str(os.getpid()))
-        self._lock_file.flush()
-        # The root connection keeps the embedded server alive for the process' lifetime.
-        self._root = chdb.connect(str(path))
-        version, timezone = str(self._root.query("SELECT version(), timezone()", "TSV")).strip().split("\t")
-        self.version = version
-        self.timezone = timezone
-        self._idle: dict[tuple[tuple[tuple[str, str], ...], str | None], list[Any]] = {}
-        self._idle_lock = threading.Lock()
-        self._closed = False
-        self.on_connect: Callable[[], None] = lambda: None
-
-    @contextlib.contextmanager
-    def stateless(self, settings: dict[str, str], database: str | None, statement: str) -> Iterator[Any]:
-        """A connection for one request outside a session: an idle one opened with the same
-        settings and database if there is one, else a fresh one. Opening one and applying its
-        settings costs about as much as a small query, and the processors' sinks, the sidecar and
-        the dashboards send many small queries. It goes back idle only after a statement that
-        succeeded and cannot change session state (``STATELESS_STATEMENTS``)."""
-        try:
-            reusable = first_word(statement) in STATELESS_STATEMENTS
-        except UnterminatedError:  # the engine reports the syntax error
-            reusable = False
-        key = (tuple(sorted(settings.items())), database)
-        with self._idle_lock:
-            idle = self._idle.get(key)
-            conn = idle.pop() if idle else None
-        if conn is None:
-            conn = self.connect(settings, database)
-        try:
-            yield conn
-        except BaseException:
-            conn.close()
-            raise
-        if reusable:
-            with self._idle_lock:
-                idle = self._idle.setdefault(key, [])
-                if not self._closed and len(idle) < MAX_IDLE_PER_KEY:
-                    idle.append(conn)
-                    return
-        conn.close()
-
-    def connect(self, settings: dict[str, str], database: str | None) -> Any:
-        """A fresh connection (its own session context) with ``settings`` applied."""
-        self.on_connect()
-        conn = chdb.connect(str(self.path))
-        try:
-            readonly = settings.get("readonly")
-            for name, value in settings.items():
-                if name != "readonly":
-                    conn.query(f"SET {name} = {_literal(value)}")
-            if readonly is not None:
-                conn.query(f"SET readonly = {_literal(readonly)}")
-            if database:
-                conn.query(f"USE {_identifier(database)}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def close(self) -> None:
-        with self._idle_lock:
-            self._closed = True
-            idle = [conn for conns in self._idle.values() for conn in conns]
-            self._idle.clear()
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.close()
-        with contextlib.suppress(Exception):
-            self._root.close()
-        self._lock_file.close()
-
-
-@dataclass
-class _Session:
-    conn: Any
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    timeout_s: float = SESSION_TIMEOUT_S
-    last_used: float = field(default_factory=time.monotonic)
-
-
-class Sessions:
-    """HTTP sessions (``session_id``): a connection whose SET statements and temporary
-    tables persist between requests, used by one request at a time, dropped when idle."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._sessions: dict[str, _Session] = {}
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def use(self, session_id: str, timeout_s: float, check: bool) -> Iterator[Any]:
-        self.expire()
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                if check:
-                    raise ClickHouseError(SESSION_NOT_FOUND, f"Session {session_id} not found (SESSION_NOT_FOUND)")
-                session = _Session(self._engine.connect({}, None), timeout_s=timeout_s)
-                self._sessions[session_id] = session
-        if not session.lock.acquire(blocking=False):
-            raise ClickHouseError(SESSION_IS_LOCKED,
-                                  f"Session {session_id} is locked by a concurrent client (SESSION_IS_LOCKED)")
-        try:
-            yield session.conn
-        finally:
-            session.last_used = time.monotonic()
-            session.timeout_s = timeout_s
-            session.lock.release()
-
-    def expire(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for sid, session in list(self._sessions.items()):
-                if now - session.last_used > session.timeout_s and session.lock.acquire(blocking=False):
-                    del self._sessions[sid]
-                    session.conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            for session in self._sessions.values():
-                with contextlib.suppress(Exception):
-                    session.conn.close()
-            self._sessions.clear()
-
-
 class EndpointMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -310,6 +129,9 @@ class EndpointMetrics:
                                      registry=self.registry)
         self.errors = Counter("shoppulse_clickhouse_errors", "ClickHouse errors returned, by code",
                               ["code"], registry=self.registry)
+        self.refused_connections = Counter("shoppulse_clickhouse_refused_connections",
+                                           "Client connections closed at once: MAX_CONNECTIONS were being served",
+                                           registry=self.registry)
         self.connections = Counter("shoppulse_clickhouse_connections_opened",
                                    "Engine connections opened (idle ones serve later requests)", registry=self.registry)
 
@@ -322,16 +144,22 @@ class _Request:
     query_id: str
     default_format: str
     database: str | None
+    reader: bool = False
+
+
+class ClientGoneError(Exception):
+    """The client closed its connection before its result was complete."""
 
 
 class ClickHouseHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], engine: Engine, user: str, password: str,
                  readers: dict[str, str] | None = None) -> None:
         """``readers`` (user -> password) may only read: the engine has no access storage of its own,
-        so the endpoint enforces them as ClickHouse's readonly setting (the grafana_reader role's job
+        so the endpoint decides what they may run (``reader_access``; the grafana_reader role's job
         on a real server)."""
         super().__init__(address, ClickHouseHandler)
         self.engine = engine
@@ -341,6 +169,22 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
         self.user = user
         self.password = password
         self.readers = {name: secret for name, secret in (readers or {}).items() if name != user}
+        self._connection_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, up to ``MAX_CONNECTIONS``; a connection beyond that is closed at once
+        (as ClickHouse's max_connections does), so a flood cannot take every thread and memory."""
+        if not self._connection_slots.acquire(blocking=False):
+            self.metrics.refused_connections.inc()
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_slots.release()
 
 
 class ClickHouseHandler(BaseHTTPRequestHandler):
@@ -353,7 +197,28 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.request.settimeout(SOCKET_TIMEOUT_S)
+        self.connection.settimeout(SEND_TIMEOUT_S)
+        self.rfile, self._reader = deadline_reader(self.connection)
+
+    def handle_one_request(self) -> None:
+        # The request line and headers, and a keep-alive connection's wait for them, have one deadline.
+        self._reader.deadline = time.monotonic() + HEADERS_TIMEOUT_S
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self._reader.deadline = None  # the body's reads each wait up to RECEIVE_TIMEOUT_S
+        return parsed
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line or header, one too long),
+        answered like every other error: an HTTP/1.1 status line and ClickHouse's error format."""
+        if self.request_version == "HTTP/0.9":  # else the answer would have no status line
+            self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self._send_error(ClickHouseError(CANNOT_PARSE_INPUT, f"Malformed HTTP request: {(message or '')[:200]} "
+                                                                 "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)"), "", code)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http " + format % args)
@@ -370,27 +235,26 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         started = time.perf_counter()
         if url.path in ("/ping", "/replicas_status") or (url.path == "/" and not url.query and readonly_by_method):
-            self._drain_body()
+            self._skip_body()
             self._send(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
             return
         if url.path == "/metrics":
-            self._drain_body()
+            self._skip_body()
             self._send(200, generate_latest(self.server.metrics.registry), {"Content-Type": CONTENT_TYPE_LATEST})
             return
         if url.path not in ("/", "/query"):
-            self._drain_body()
-            self._send_error(ClickHouseError(UNSUPPORTED_METHOD, f"There is no handle {url.path}"), "", 404)
+            self._skip_body()
+            self._send_error(ClickHouseError(UNSUPPORTED_METHOD, f"There is no handle {url.path[:100]}"), "", 404)
             return
         kind = "query"
         query_id = ""
         try:
-            request = self._parse_request(url.query, readonly_by_method)
+            request = self._parse_request(url.query)
             query_id = request.query_id
-            if self._authenticate(request.params) in self.server.readers:
-                request.settings["readonly"] = "2"  # reads only, whatever the request asked for
-            body = PeekableBody(decoded_chunks(
-                raw_chunks(self.rfile, self._content_length(), self._is_chunked()),
-                self.headers.get("Content-Encoding", "")))
+            self._authorize(request, self._authenticate(request.params), readonly_by_method)
+            content_length, chunked = self._body_framing()
+            body = PeekableBody(decoded_chunks(raw_chunks(self.rfile, content_length, chunked),
+                                               self.headers.get("Content-Encoding", "")))
             if request.params.get("decompress") in ("1", "true"):
                 raise ClickHouseError(NOT_IMPLEMENTED, "decompress=1 (ClickHouse's native block compression) is "
                                       "not supported by the local endpoint: use Content-Encoding instead")
@@ -399,27 +263,37 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         except ClickHouseError as exc:
             self._fail(kind, exc, query_id)
         except BadBodyError as exc:
-            self._fail(kind, ClickHouseError(CANNOT_PARSE_INPUT, str(exc)), query_id)
+            self._fail(kind, ClickHouseError(CANNOT_PARSE_INPUT, f"{exc} (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"),
+                       query_id)
         except (NeedMoreTextError, UnterminatedError) as exc:
-            self._fail(kind, ClickHouseError(SYNTAX_ERROR, f"Syntax error: {exc}"), query_id)
+            self._fail(kind, ClickHouseError(SYNTAX_ERROR, f"Syntax error: {exc} (SYNTAX_ERROR)"), query_id)
         except (RuntimeError, chdb.ChdbError) as exc:
             self._fail(kind, ClickHouseError.from_engine(exc), query_id)
-        except Exception as exc:  # a bug of ours must still give the client an answer
-            log.exception("endpoint error", extra={"query_id": query_id})
-            self._fail(kind, ClickHouseError(STD_EXCEPTION, f"{type(exc).__name__}: {exc} (STD_EXCEPTION)"), query_id)
+        except TimeoutError:
+            self._fail(kind, ClickHouseError(SOCKET_TIMEOUT, f"The request body did not arrive within "
+                                                             f"{RECEIVE_TIMEOUT_S:g} s (SOCKET_TIMEOUT)"), query_id)
+        except (ClientGoneError, ConnectionError):
+            self.server.metrics.requests.labels(kind, "client_gone").inc()
+            self.close_connection = True
+        except Exception as exc:  # a bug of ours must still give the client an answer, without our internals
+            log.exception("endpoint error", extra={"query_id": query_id, "error_type": type(exc).__name__})
+            self._fail(kind, ClickHouseError(STD_EXCEPTION, "Internal error of the local endpoint; its log has the "
+                                                            "details (STD_EXCEPTION)"), query_id)
         finally:
             self.server.metrics.seconds.labels(kind).observe(time.perf_counter() - started)
 
     def _fail(self, kind: str, exc: ClickHouseError, query_id: str) -> None:
         self.server.metrics.requests.labels(kind, "error").inc()
         self.server.metrics.errors.labels(str(exc.code)).inc()
-        log.info("query failed", extra={"query_id": query_id, "code": exc.code, "error": exc.message[:300]})
+        # The code only: the message may quote the statement and its literals.
+        log.info("query failed", extra={"query_id": query_id, "code": exc.code, "error": exc.name})
         # The rest of the body may still be on the wire: the connection cannot be reused.
         self.close_connection = True
-        self._send_error(exc, query_id)
+        with contextlib.suppress(OSError):
+            self._send_error(exc, query_id)
 
-    def _parse_request(self, query_string: str, readonly_by_method: bool) -> _Request:
-        params = dict(parse_qsl(query_string, keep_blank_values=True))
+    def _parse_request(self, query_string: str) -> _Request:
+        params = dict(parse_qsl(query_string, keep_blank_values=True, max_num_fields=MAX_URL_PARAMS))
         settings: dict[str, str] = {}
         query_params: dict[str, str] = {}
         for name, value in params.items():
@@ -427,12 +301,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 query_params[name[len("param_"):]] = value
             elif name not in _PROTOCOL_PARAMS:
                 if not _SETTING_NAME.match(name):
-                    raise ClickHouseError(UNKNOWN_SETTING, f"Unknown setting '{name}' (UNKNOWN_SETTING)")
+                    raise ClickHouseError(UNKNOWN_SETTING, f"Unknown setting '{name[:100]}' (UNKNOWN_SETTING)")
                 settings[name] = value
-        if readonly_by_method and settings.get("readonly", "0") in ("0", ""):
-            settings["readonly"] = "2"  # as ClickHouse does: GET requests cannot change data
-        if settings.get("readonly") == "1" and len(settings) > 1:
-            raise ClickHouseError(READONLY, "Cannot modify settings in readonly mode (READONLY)")
         return _Request(
             params=params, settings=settings, query_params=query_params,
             query_id=params.get("query_id") or str(uuid.uuid4()),
@@ -440,45 +310,70 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             database=params.get("database") or None,
         )
 
+    def _authorize(self, request: _Request, user: str, readonly_by_method: bool) -> None:
+        """Settings the user may run the request with: a reader's are decided by ``reader_settings``."""
+        if user in self.server.readers:
+            request.settings = reader_settings(request.settings, self.server.engine.setting_value)
+            request.reader = True
+            return
+        if readonly_by_method and request.settings.get("readonly", "0") in ("0", ""):
+            request.settings["readonly"] = "2"  # as ClickHouse does: GET requests cannot change data
+        if request.settings.get("readonly") == "1" and len(request.settings) > 1:
+            raise ClickHouseError(READONLY, "Cannot modify settings in readonly mode (READONLY)")
+
     def _authenticate(self, params: dict[str, str]) -> str:
-        """The authenticated user name."""
+        """The authenticated user name. Credentials come from one source — the Authorization header,
+        the X-ClickHouse-User/Key headers or the user/password parameters — as on a ClickHouse server."""
+        headers = self.headers
+        sources = [name for name, given in (
+            ("the Authorization header", "Authorization" in headers),
+            ("X-ClickHouse-User/Key headers", "X-ClickHouse-User" in headers or "X-ClickHouse-Key" in headers),
+            ("user/password parameters", "user" in params or "password" in params)) if given]
+        if len(sources) > 1:
+            raise ClickHouseError(AUTHENTICATION_FAILED,
+                                  f"Invalid authentication: it is not allowed to use {' and '.join(sources)} "
+                                  "simultaneously (AUTHENTICATION_FAILED)")
         user, password = params.get("user"), params.get("password")
         auth = self.headers.get("Authorization", "")
-        if auth.lower().startswith("basic "):
+        if auth:
+            if not auth.lower().startswith("basic "):
+                raise ClickHouseError(AUTHENTICATION_FAILED, "Only Basic authorization is supported "
+                                                             "(AUTHENTICATION_FAILED)")
             try:
-                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+                user, _, password = base64.b64decode(auth[6:], validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
-                raise ClickHouseError(AUTHENTICATION_FAILED, "Malformed Basic authorization header") from None
+                raise ClickHouseError(AUTHENTICATION_FAILED, "Malformed Basic authorization header "
+                                                             "(AUTHENTICATION_FAILED)") from None
         user = self.headers.get("X-ClickHouse-User", user) or "default"
         password = self.headers.get("X-ClickHouse-Key", password) or ""
-        known = (user == self.server.user and password == self.server.password) or (
-            user in self.server.readers and password == self.server.readers[user])
+        known = (user == self.server.user and hmac.compare_digest(password, self.server.password)) or (
+            user in self.server.readers and hmac.compare_digest(password, self.server.readers[user]))
         if not known:
             raise ClickHouseError(
                 AUTHENTICATION_FAILED,
-                f"{user}: Authentication failed: password is incorrect, or there is no user with such name "
+                f"{user[:100]}: Authentication failed: password is incorrect, or there is no user with such name "
                 "(AUTHENTICATION_FAILED)")
         return user
 
-    def _content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        if value is None:
-            return None
-        try:
-            length = int(value)
-        except ValueError:
-            raise BadBodyError(f"Content-Length {value!r} is not a number") from None
-        if length < 0:
-            raise BadBodyError("negative Content-Length")
-        return length
+    def _body_framing(self) -> tuple[int | None, bool]:
+        """The body's Content-Length and whether it is chunked; ambiguous framing (two lengths, a length
+        and chunked transfer: the request smuggling cases of RFC 9112 §6.3) is refused."""
+        lengths = self.headers.get_all("Content-Length") or []
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if len(lengths) > 1:
+            raise BadBodyError("more than one Content-Length header")
+        if lengths and chunked:
+            raise BadBodyError("both Content-Length and Transfer-Encoding: chunked")
+        if not lengths:
+            return None, chunked
+        if not lengths[0].strip().isdigit():
+            raise BadBodyError(f"Content-Length {lengths[0][:20]!r} is not a non-negative number")
+        return int(lengths[0]), False
 
-    def _is_chunked(self) -> bool:
-        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-
-    def _drain_body(self) -> None:
-        with contextlib.suppress(BadBodyError, ValueError):
-            for _ in raw_chunks(self.rfile, self._content_length(), self._is_chunked()):
-                pass
+    def _skip_body(self) -> None:
+        """A request with a body the handler does not read: the connection closes after the answer."""
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in self.headers:
+            self.close_connection = True
 
     # -- execution ------------------------------------------------------------------------
 
@@ -489,6 +384,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         statement, insert = self._statement(query_param, body)
         if not statement.strip():
             raise ClickHouseError(SYNTAX_ERROR, "Empty query (SYNTAX_ERROR)")
+        if insert is None and into_outfile(statement):
+            raise ClickHouseError(INTO_OUTFILE_NOT_ALLOWED, "INTO OUTFILE is not allowed (INTO_OUTFILE_NOT_ALLOWED)")
+        if request.reader:
+            self._check_reader(statement, insert is not None, request)
         with self._connection(request, statement) as conn:
             if insert is not None:
                 fmt, data = insert
@@ -497,15 +396,26 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self._run_query(conn, statement, request)
             return "query"
 
+    def _check_reader(self, statement: str, is_insert: bool, request: _Request) -> None:
+        if is_insert:
+            raise ClickHouseError(READONLY, "Cannot execute query in readonly mode: a read-only user may not "
+                                            "INSERT (READONLY)")
+        if len(split_statements(statement)) > 1:
+            raise ClickHouseError(SYNTAX_ERROR, "Syntax error (Multi-statements are not allowed) (SYNTAX_ERROR)")
+        engine = self.server.engine
+        check_reader_statement(engine.explain_ast(statement, request.query_params),
+                               engine.table_functions)
+
     def _statement(self, query_param: str, body: PeekableBody) -> tuple[str, tuple[str, Iterator[bytes]] | None]:
-        """The statement text, and for an INSERT with inline rows: their format and bytes."""
+        """The statement text, and for an INSERT with inline rows: their format and bytes. Query text
+        longer than ClickHouse's max_query_size is refused as its parser refuses it."""
         if query_param:
             text = query_param + "\n"  # ClickHouse joins the parameter and the body with a newline
             split = split_insert(text)
             if split is not None:
                 return split.head, (split.format, _prepend(text[split.data_offset:].encode(), body))
-            rest = body.read_all(MAX_QUERY_BODY)
-            return (text + rest.decode() if rest else query_param), None
+            rest = _query_text(body, MAX_QUERY_SIZE - len(text))
+            return (text + _decoded(rest) if rest else query_param), None
         prefix = b""
         while True:
             try:
@@ -513,24 +423,22 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 break
             except NeedMoreTextError:
                 if len(prefix) > MAX_QUERY_SIZE:
-                    raise ClickHouseError(SYNTAX_ERROR,  # what the server's parser says of an over-long query
-                                          f"Syntax error: Max query size exceeded: the INSERT head is over "
-                                          f"{MAX_QUERY_SIZE} bytes (SYNTAX_ERROR)") from None
+                    raise _query_too_large("the INSERT head") from None
                 more = body.read_more()
                 if more is not None:
                     prefix += more
         if split is not None:
-            head = split.head.encode("latin-1").decode()
+            head = _decoded(split.head.encode("latin-1"))
             return head, (split.format, _prepend(prefix[split.data_offset:], body))
-        rest = prefix + body.read_all(MAX_QUERY_BODY)
-        return rest.decode(), None
+        rest = prefix + _query_text(body, MAX_QUERY_SIZE - len(prefix))
+        return _decoded(rest), None
 
     @contextlib.contextmanager
     def _connection(self, request: _Request, statement: str) -> Iterator[Any]:
         engine = self.server.engine
         session_id = request.params.get("session_id")
-        if session_id and "readonly" not in request.settings:
-            timeout = float(request.params.get("session_timeout") or SESSION_TIMEOUT_S)
+        if session_id and not request.reader and "readonly" not in request.settings:
+            timeout = _session_timeout(request.params.get("session_timeout"))
             check = request.params.get("session_check") in ("1", "true")
             with self.server.sessions.use(session_id, timeout, check) as conn:
                 for name, value in request.settings.items():
@@ -543,6 +451,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             yield conn
 
     def _run_insert(self, conn: Any, head: str, fmt: str, data: Iterator[bytes], request: _Request) -> None:
+        """Rows stream into the engine as they arrive; the INSERT commits only when the whole body
+        arrived intact (a truncated or corrupt body cancels it, so nothing of it is kept)."""
         started = time.perf_counter()
         inserter = conn.send_insert(head, fmt)
         try:
@@ -559,37 +469,53 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self._send(200, b"", self._headers(request, DEFAULT_FORMAT, summary))
 
     def _run_query(self, conn: Any, statement: str, request: _Request) -> None:
+        """The result is buffered up to BUFFER_BEFORE_STREAMING (then it has a Content-Length and a
+        late error is still an HTTP error), streamed after that. The query is cancelled when its client
+        goes away, and a reader's result stops at ``reader_access.MAX_RESULT_BYTES``."""
         started = time.perf_counter()
         fmt = request.default_format
         shown_format = output_format(statement) or fmt
-        chunks = self._result_chunks(conn, statement, fmt, request.query_params)
+        stream = self._result_stream(conn, statement, fmt, request.query_params)
+        limit = MAX_RESULT_BYTES if request.reader else None
         wait = request.params.get("wait_end_of_query") in ("1", "true")
         buffered, size, rows = [], 0, 0
         finished = False
-        for chunk in chunks:
-            buffered.append(chunk.bytes())
-            size += len(buffered[-1])
-            rows += chunk.rows_read()
-            if size > BUFFER_BEFORE_STREAMING and not wait:
-                break
-        else:
-            finished = True
+        try:
+            for chunk in stream:
+                buffered.append(chunk.bytes())
+                size += len(buffered[-1])
+                rows += chunk.rows_read()
+                self._check_result(size, limit)
+                if size > BUFFER_BEFORE_STREAMING and not wait:
+                    break
+            else:
+                finished = True
+        except BaseException:
+            _cancel(stream)
+            raise
         headers = self._headers(request, shown_format, _summary(read_rows=rows, result_bytes=size,
                                                                  elapsed_s=time.perf_counter() - started))
         if finished:
             self._send(200, b"".join(buffered), headers)
             return
-        self._send_chunked(headers, buffered, (c.bytes() for c in chunks))
+        self._send_chunked(headers, buffered, stream, size, limit)
 
-    def _result_chunks(self, conn: Any, statement: str, fmt: str, params: dict[str, str]) -> Iterator[Any]:
+    def _check_result(self, size: int, limit: int | None) -> None:
+        if limit is not None and size > limit:
+            raise ClickHouseError(TOO_MANY_ROWS_OR_BYTES, f"Limit for result exceeded, max bytes: {limit} "
+                                                          "(TOO_MANY_ROWS_OR_BYTES)")
+        if client_has_gone(self.connection):
+            raise ClientGoneError()
+
+    @staticmethod
+    def _result_stream(conn: Any, statement: str, fmt: str, params: dict[str, str]) -> Any:
         try:
-            stream = conn.send_query(statement, fmt, params=params)
+            return conn.send_query(statement, fmt, params=params)
         except (RuntimeError, chdb.ChdbError) as exc:
             error = ClickHouseError.from_engine(exc)
             if error.code != STREAMING_NOT_SUPPORTED or "Streaming query is not supported" not in error.message:
                 raise error from None
             return iter([conn.query(statement, fmt, params=params)])
-        return iter(stream)
 
     # -- responses ------------------------------------------------------------------------
 
@@ -612,24 +538,32 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _send_chunked(self, headers: dict[str, str], first: list[bytes], rest: Iterator[bytes]) -> None:
+    def _send_chunked(self, headers: dict[str, str], first: list[bytes], stream: Any, size: int,
+                      limit: int | None) -> None:
         self.send_response(200)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            for piece in [*first]:
+            for piece in first:
                 self._write_chunk(piece)
-            for piece in rest:
+            for chunk in stream:
+                piece = chunk.bytes()
+                size += len(piece)
+                self._check_result(size, limit)
                 self._write_chunk(piece)
-        except (RuntimeError, chdb.ChdbError) as exc:
+        except (RuntimeError, chdb.ChdbError, ClickHouseError) as exc:
             # Like ClickHouse: the error text goes into the body and the stream is cut
             # without its terminating chunk, so the client sees a failed response.
-            error = ClickHouseError.from_engine(exc)
+            _cancel(stream)
+            error = exc if isinstance(exc, ClickHouseError) else ClickHouseError.from_engine(exc)
             self._write_chunk(error.body(self.server.engine.version))
             self.close_connection = True
             return
+        except BaseException:  # the client went away: stop the query
+            _cancel(stream)
+            raise
         self.wfile.write(b"0\r\n\r\n")
 
     def _write_chunk(self, piece: bytes) -> None:
@@ -649,6 +583,43 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
+
+
+def _cancel(stream: Any) -> None:
+    with contextlib.suppress(Exception):
+        getattr(stream, "cancel", lambda: None)()
+
+
+def _query_text(body: PeekableBody, limit: int) -> bytes:
+    try:
+        return body.read_all(max(limit, 0))
+    except BodyTooLongError:
+        raise _query_too_large("the query") from None
+
+
+def _query_too_large(what: str) -> ClickHouseError:
+    return ClickHouseError(SYNTAX_ERROR,  # what the server's parser says of an over-long query
+                           f"Syntax error: Max query size exceeded: {what} is over {MAX_QUERY_SIZE} bytes "
+                           "(max_query_size) (SYNTAX_ERROR)")
+
+
+def _decoded(text: bytes) -> str:
+    try:
+        return text.decode()
+    except UnicodeDecodeError as exc:
+        raise ClickHouseError(CANNOT_PARSE_TEXT, f"The query text is not valid UTF-8 (byte {exc.start}) "
+                                                 "(CANNOT_PARSE_TEXT)") from None
+
+
+def _session_timeout(value: str | None) -> float:
+    """``session_timeout``: whole seconds from 1 to ClickHouse's max_session_timeout."""
+    if not value:
+        return SESSION_TIMEOUT_S
+    if not value.isdigit() or not 0 < int(value) <= MAX_SESSION_TIMEOUT_S:
+        raise ClickHouseError(INVALID_SESSION_TIMEOUT, f"Invalid session timeout: {value[:40]!r}, it must be whole "
+                                                       f"seconds from 1 to {MAX_SESSION_TIMEOUT_S} "
+                                                       "(INVALID_SESSION_TIMEOUT)")
+    return float(value)
 
 
 def _prepend(first: bytes, rest: PeekableBody) -> Iterator[bytes]:
