@@ -17,7 +17,7 @@ from shoppulse.events.clean import to_clean
 from shoppulse.events.currency import load_rates
 from shoppulse.events.pii import MissingPiiKeyError, PiiHasher
 from shoppulse.events.schema import EVENT_MODELS, EventBase, EventType, json_schemas
-from shoppulse.events.validate import MAX_EVENT_BYTES, Reason, Rejection, validate
+from shoppulse.events.validate import MAX_EVENT_BYTES, Reason, Rejection, TimeLimits, validate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HASHER = PiiHasher(b"k" * 32)
@@ -62,6 +62,11 @@ def test_the_catalogue_has_one_valid_example_per_event_type() -> None:
     ({"amount": {"value": 1}}, Reason.WRONG_TYPE),
     ({"items": "three"}, Reason.WRONG_TYPE),
     ({"event_time": (NOW + timedelta(hours=1)).isoformat()}, Reason.TIME_IN_FUTURE),
+    ({"event_time": "1969-12-31T23:59:59Z"}, Reason.TIME_TOO_OLD),
+    ({"event_time": "1970-01-01T00:00:00Z"}, Reason.TIME_TOO_OLD),
+    ({"event_time": -1}, Reason.TIME_TOO_OLD),
+    ({"event_time": "1026-11-25T12:00:00Z"}, Reason.TIME_TOO_OLD),
+    ({"event_time": (NOW - timedelta(days=7, seconds=1)).isoformat()}, Reason.TIME_TOO_OLD),
     ({"schema_version": 2}, Reason.UNSUPPORTED_VERSION),
     ({"coupon": "X"}, Reason.UNKNOWN_FIELD),
     ({"event_time": "2026-11-25T12:00:00"}, Reason.INVALID_VALUE),
@@ -170,3 +175,19 @@ def test_an_ip_is_accepted_exactly_when_pythons_ipaddress_parses_it(text: str) -
         assert isinstance(result, EventBase), (text, result)
     else:
         assert isinstance(result, Rejection) and result.reason is Reason.INVALID_VALUE, (text, result)
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**11))
+def test_event_time_is_accepted_only_within_its_limits_of_arrival(offset_s: int) -> None:
+    limits = TimeLimits(max_skew=timedelta(seconds=300), max_age=timedelta(days=7))
+    document = {**example("purchase"), "event_time": NOW.timestamp() + offset_s}
+    try:
+        moment = NOW + timedelta(seconds=offset_s)
+    except OverflowError:
+        moment = None
+    result = validate(json.dumps(document).encode(), NOW, limits)
+    if moment is not None and NOW - limits.max_age <= moment <= NOW + limits.max_skew:
+        assert isinstance(result, EventBase)
+    else:
+        assert isinstance(result, Rejection)
+        assert result.reason in (Reason.TIME_TOO_OLD, Reason.TIME_IN_FUTURE, Reason.INVALID_VALUE)

@@ -5,6 +5,7 @@ PII from the generator survives anywhere downstream."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import signal
 import subprocess
@@ -13,23 +14,26 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
+from kafka import KafkaProducer
 
 from conftest import TEST_PASSWORD, EndpointProcess, start_broker
 from pipeline_harness import read_all
 from shoppulse import clickhouse
+from shoppulse.events.catalogue import catalogue_examples
 from shoppulse.events.validate import Reason
-from shoppulse.ingest.app import received_at_ms
+from shoppulse.ingest.app import DEAD_LETTER_ORIGINAL_BYTES, received_at_ms
 from shoppulse.loadgen.bad_input import BAD_KINDS
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
 from shoppulse.local.process import free_port
 from shoppulse.settings import PROJECT_ROOT
 from shoppulse.sink.migrations import migrate
-from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, create_topics
+from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS, create_topics
 
 pytestmark = pytest.mark.integration
 PII_KEY = "test-pii-key-0123456789abcdef"
@@ -50,20 +54,28 @@ def pipeline(kafka_libs: Path, clickhouse_endpoint: EndpointProcess,
            "SHOPPULSE_PII_KEY": PII_KEY, "SHOPPULSE_DATA_DIR": str(tmp_path_factory.mktemp("ingest-data")),
            "SHOPPULSE_INGEST_METRICS_PORT": str(metrics_port), "PATH": "/usr/bin:/bin"}
     log = tmp_path_factory.mktemp("ingest-log") / "ingest.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "shoppulse", "ingest"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+    running = {"bootstrap": broker.bootstrap, "settings": settings, "metrics": f"http://127.0.0.1:{metrics_port}",
+               "process": start_ingest(env, log), "log": log, "env": env}
     try:
-        yield {"bootstrap": broker.bootstrap, "settings": settings, "metrics": f"http://127.0.0.1:{metrics_port}",
-               "process": process, "log": log}
+        yield running
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_ingest(running["process"])
         broker.stop()
+
+
+def start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "shoppulse", "ingest"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop_ingest(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +108,9 @@ def test_exactly_the_invalid_events_are_dead_lettered_each_with_its_reason(pipel
     for letter in letters:
         assert letter["detail"]
         assert letter["source"]["topic"] == "shop.events.raw" and letter["source"]["offset"] >= 0
-        assert len(base64.b64decode(letter["original_b64"])) == letter["size_bytes"]
+        original = base64.b64decode(letter["original_b64"])
+        assert len(original) == min(letter["size_bytes"], DEAD_LETTER_ORIGINAL_BYTES)
+        assert letter["original_truncated"] == (letter["size_bytes"] > DEAD_LETTER_ORIGINAL_BYTES)
 
 
 def test_dead_letters_and_a_sample_land_in_clickhouse_with_no_pii(pipeline: dict, sent: EventStream) -> None:
@@ -151,3 +165,58 @@ def test_a_dead_letter_is_received_when_its_message_reached_kafka_unless_that_is
     assert received_at_ms(now + 60_000, now) == now  # from the future: when ingestion saw it
     assert received_at_ms(0, now) == now  # older than dead_letters keeps rows: when ingestion saw it
     assert received_at_ms(-1, now) == now  # no timestamp
+
+
+def test_poison_pills_are_dead_lettered_and_a_restart_replays_nothing_twice(pipeline: dict, sent: EventStream) -> None:
+    """A 900 KB message (its base64 would not fit the dead-letter topic) and an event from before 1970
+    (ClickHouse's DateTime cannot hold it) once stopped ingestion for good; now each is one dead letter,
+    the events after them flow, and a restart of ingestion replays none of it a second time."""
+    read_all(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid, settle_s=0)  # the run is through
+    now = datetime.now(UTC)
+    huge = b'{"pad": "' + b"x" * 900_000 + b'"}'
+    before_1970 = json.dumps({**catalogue_purchase(), "event_id": str(uuid.uuid4()),
+                              "event_time": "1969-12-31T23:59:59Z"}).encode()
+    after = [json.dumps({**catalogue_purchase(), "event_id": str(uuid.uuid4()), "event_time": now.isoformat()})
+             .encode() for _ in range(2)]
+    producer = KafkaProducer(bootstrap_servers=pipeline["bootstrap"], max_request_size=2_000_000)
+    for raw in (huge, before_1970, after[0]):
+        producer.send(RAW_EVENTS.name, key=b"s-poison", value=raw)
+    producer.flush()
+    poison = {hashlib.sha256(raw).hexdigest(): raw for raw in (huge, before_1970)}
+    dead_before = sent.tally.invalid_total
+    letters = [json.loads(m.value) for m in read_all(pipeline["bootstrap"], DEAD_LETTERS.name, dead_before + 2)]
+    clean = read_all(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid + 1, settle_s=0)
+    assert json.loads(after[0])["event_id"] in {json.loads(m.value)["event_id"] for m in clean}, \
+        f"ingestion stopped after the poison pills: {pipeline['log'].read_text()[-2000:]}"
+    mine = {letter["sha256"]: letter for letter in letters if letter["sha256"] in poison}
+    assert {digest: mine[digest]["reason"] for digest in mine} == {
+        hashlib.sha256(huge).hexdigest(): "oversized", hashlib.sha256(before_1970).hexdigest(): "time_too_old"}
+    big = mine[hashlib.sha256(huge).hexdigest()]
+    assert big["size_bytes"] == len(huge) and big["original_truncated"] is True
+    assert base64.b64decode(big["original_b64"]) == huge[:DEAD_LETTER_ORIGINAL_BYTES]
+
+    stop_ingest(pipeline["process"])
+    pipeline["process"] = start_ingest(pipeline["env"], pipeline["log"])
+    producer.send(RAW_EVENTS.name, key=b"s-poison", value=after[1])
+    producer.flush()
+    producer.close()
+    clean = read_all(pipeline["bootstrap"], CLEAN_EVENTS.name, sent.tally.valid + 2)
+    ids = Counter(json.loads(m.value)["event_id"] for m in clean)
+    assert [ids[json.loads(raw)["event_id"]] for raw in after] == [1, 1]
+    assert len(clean) == sent.tally.valid + 2
+    letters = [json.loads(m.value) for m in read_all(pipeline["bootstrap"], DEAD_LETTERS.name, dead_before + 2)]
+    assert len(letters) == dead_before + 2
+    client = clickhouse.connect(pipeline["settings"])
+    deadline = time.monotonic() + 60
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = client.query("SELECT sha256, count() FROM dead_letters WHERE sha256 IN {d:Array(String)} "
+                            "GROUP BY sha256", parameters={"d": list(poison)}).result_rows
+        if len(rows) == 2:
+            break
+        time.sleep(0.5)
+    assert sorted(count for _, count in rows) == [1, 1]
+
+
+def catalogue_purchase() -> dict:
+    return next(json.loads(raw) for raw in catalogue_examples() if json.loads(raw)["event_type"] == "purchase")

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = 9465
     aggregate_metrics_port: int = 9466
     sidecar_metrics_port: int = 9467
+    # How far an event's time may be ahead of / behind the moment ingestion received it (else a dead letter).
+    max_clock_skew_s: int = Field(default=300, ge=0, le=86_400)
+    max_event_age_s: int = Field(default=7 * 86_400, ge=60, le=366 * 86_400)
     window_grace_ms: int = Field(default=3000, ge=0, le=3_600_000)
     session_gap_ms: int = Field(default=300_000, ge=1000, le=86_400_000)
     session_grace_ms: int = Field(default=10_000, ge=0, le=3_600_000)

@@ -23,8 +23,11 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-RAW_EVENTS = TopicSpec("shop.events.raw", "events as the shop sends them (untrusted bytes)",
-                       {"retention.ms": str(WEEK_MS)})
+# The largest raw message the broker takes (Kafka's default, set explicitly so a broker configured otherwise
+# does not change it): ingestion dead-letters anything over 16 KB with its head, size and digest.
+RAW_MAX_MESSAGE_BYTES = 1_048_588
+RAW_EVENTS = TopicSpec("shop.events.raw", "events as the shop sends them (untrusted bytes, at most 1 MiB each)",
+                       {"retention.ms": str(WEEK_MS), "max.message.bytes": str(RAW_MAX_MESSAGE_BYTES)})
 CLEAN_EVENTS = TopicSpec("shop.events.clean", "validated, de-duplicated, PII-hashed events",
                          {"retention.ms": str(WEEK_MS)})
 DEAD_LETTERS = TopicSpec("shop.events.dead-letter", "rejected events with their reason and source offset",

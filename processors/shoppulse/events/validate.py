@@ -6,7 +6,7 @@ an invalid event may still carry PII."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import ValidationError
@@ -15,6 +15,8 @@ from shoppulse.events.schema import SHOP_EVENT, EventBase
 
 MAX_EVENT_BYTES = 16 * 1024
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_EVENT_AGE = timedelta(days=7)  # the raw topic's retention: older is a corrupt or replayed-wrong clock
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # whatever the limits: ClickHouse DateTime starts at 1970
 _AMOUNT_FIELDS = frozenset({"amount", "price", "unit_price", "cart_value"})
 
 
@@ -32,8 +34,20 @@ class Reason(StrEnum):
     UNKNOWN_COUNTRY = "unknown_country"
     NEGATIVE_AMOUNT = "negative_amount"
     TIME_IN_FUTURE = "time_in_future"
+    TIME_TOO_OLD = "time_too_old"
     INVALID_VALUE = "invalid_value"
     MISSING_KEY = "missing_key"  # transport: raw events must be keyed by session_id
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """How far an event's time may be ahead of (clock skew) or behind (age) the moment it was received."""
+
+    max_skew: timedelta = MAX_CLOCK_SKEW
+    max_age: timedelta = MAX_EVENT_AGE
+
+
+DEFAULT_LIMITS = TimeLimits()
 
 
 @dataclass(frozen=True)
@@ -45,8 +59,9 @@ class Rejection:
 _TYPE_ERRORS = ("_type", "_parsing", "_instance")
 
 
-def validate(raw: bytes, now: datetime) -> EventBase | Rejection:
-    """Validate one raw event against the contract; ``now`` bounds how far ahead event_time may be."""
+def validate(raw: bytes, now: datetime, limits: TimeLimits = DEFAULT_LIMITS) -> EventBase | Rejection:
+    """Validate one raw event against the contract; its event_time must lie within ``limits`` of
+    ``now`` (the moment it was received) and after EARLIEST_EVENT_TIME."""
     if len(raw) > MAX_EVENT_BYTES:
         return Rejection(Reason.OVERSIZED, f"{len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed")
     try:
@@ -57,9 +72,13 @@ def validate(raw: bytes, now: datetime) -> EventBase | Rejection:
         return Rejection(Reason.INVALID_VALUE, "a number is too large")
     except (ValueError, RecursionError) as exc:  # pragma: no cover - pydantic reports these as errors
         return Rejection(Reason.BAD_JSON, type(exc).__name__)
-    if event.event_time > now + MAX_CLOCK_SKEW:
+    if event.event_time > now + limits.max_skew:
         return Rejection(Reason.TIME_IN_FUTURE,
-                         f"event_time is more than {int(MAX_CLOCK_SKEW.total_seconds())} s ahead of ingestion time")
+                         f"event_time is more than {int(limits.max_skew.total_seconds())} s ahead of ingestion time")
+    if event.event_time < max(now - limits.max_age, EARLIEST_EVENT_TIME):
+        return Rejection(Reason.TIME_TOO_OLD,
+                         f"event_time is more than {int(limits.max_age.total_seconds())} s before ingestion time "
+                         f"or before {EARLIEST_EVENT_TIME:%Y-%m-%d}")
     return event
 
 

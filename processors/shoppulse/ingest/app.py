@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.events.clean import CleanEvent, to_clean
 from shoppulse.events.currency import RatesTable, load_rates
 from shoppulse.events.pii import PiiHasher
-from shoppulse.events.validate import Reason, Rejection, validate
+from shoppulse.events.validate import MAX_EVENT_BYTES, Reason, Rejection, TimeLimits, validate
 from shoppulse.ingest import metrics
 from shoppulse.ingest.dedup import first_sighting
 from shoppulse.ingest.live_metrics import live_metrics_table
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 CONSUMER_GROUP = "shoppulse-ingest"
 SAMPLE_PER_MILLE = 10  # share of clean events copied to ClickHouse events_sample
 DEAD_LETTER_TTL_MS = 90 * 86_400_000  # dead_letters' TTL (clickhouse/0002_ingestion.sql)
+# A dead letter carries its original whole up to this size, else its head (with the whole's size and
+# digest): a raw message may be up to the topic's max.message.bytes, and its base64 would not fit.
+DEAD_LETTER_ORIGINAL_BYTES = MAX_EVENT_BYTES
 
 DEAD_LETTER_COLUMNS = ["received_at", "reason", "detail", "size_bytes", "sha256"]
 SAMPLE_COLUMNS = ["event_time", "event_id", "event_type", "country", "device", "session_id", "user_hash",
@@ -71,9 +74,10 @@ class DeadLetter(dict[str, Any]):
 class Classifier:
     """Turns one raw message into its clean event, its dead letter, or None for a retried duplicate."""
 
-    def __init__(self, hasher: PiiHasher, rates: RatesTable) -> None:
+    def __init__(self, hasher: PiiHasher, rates: RatesTable, limits: TimeLimits | None = None) -> None:
         self._hasher = hasher
         self._rates = rates
+        self._limits = limits or TimeLimits()
 
     def classify(self, raw: bytes | None, key: bytes | None, timestamp: int, _headers: Any,
                  state: State) -> CleanEvent | DeadLetter | None:
@@ -82,7 +86,7 @@ class Classifier:
         received = received_at_ms(timestamp, int(time.time() * 1000))
         if key is None:
             return self._dead(raw, key, Reason.MISSING_KEY, "raw events must be keyed by session_id", received)
-        result = validate(raw, datetime.fromtimestamp(received / 1000, UTC))
+        result = validate(raw, datetime.fromtimestamp(received / 1000, UTC), self._limits)
         if isinstance(result, Rejection):
             return self._dead(raw, key, result.reason, result.detail, received)
         if not first_sighting(result.event_id.bytes, state):
@@ -100,7 +104,8 @@ class Classifier:
             "reason": str(reason), "detail": detail, "received_at_ms": received,
             "size_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
             "source": {"topic": context.topic, "partition": context.partition, "offset": context.offset},
-            "original_b64": base64.b64encode(raw).decode(),
+            "original_b64": base64.b64encode(raw[:DEAD_LETTER_ORIGINAL_BYTES]).decode(),
+            "original_truncated": len(raw) > DEAD_LETTER_ORIGINAL_BYTES,
         }, key)
 
 
@@ -134,6 +139,11 @@ def ingest_tables() -> list[Table]:
             Table("events_sample", SAMPLE_COLUMNS, sample_rows)]
 
 
+def time_limits(settings: Settings) -> TimeLimits:
+    return TimeLimits(max_skew=timedelta(seconds=settings.max_clock_skew_s),
+                      max_age=timedelta(seconds=settings.max_event_age_s))
+
+
 def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = None,
               consumer_group: str = CONSUMER_GROUP) -> Application:
     """One chain without a branch: Quix copies every message at a branch (a pickle round trip),
@@ -142,7 +152,7 @@ def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = 
     raw = app.topic(RAW_EVENTS.name, key_deserializer="bytes", value_deserializer="bytes")
     clean_topic = app.topic(CLEAN_EVENTS.name, key_serializer="str", value_serializer="json")
     dead_topic = app.topic(DEAD_LETTERS.name, key_serializer="bytes", value_serializer="json")
-    classifier = Classifier(hasher, rates or load_rates())
+    classifier = Classifier(hasher, rates or load_rates(), time_limits(settings))
 
     def connect() -> Any:
         return clickhouse.connect(settings)

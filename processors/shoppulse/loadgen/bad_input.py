@@ -46,6 +46,7 @@ CORRUPTORS: dict[Reason, Corruptor] = {
     Reason.NEGATIVE_AMOUNT: lambda e, _: _dumps({**_common(e), "event_type": "checkout_start",
                                                  "cart_value": "-12.50", "currency": "USD", "items": 1}),
     Reason.TIME_IN_FUTURE: lambda e, now: _with(e, event_time=(now + timedelta(days=1)).isoformat()),
+    Reason.TIME_TOO_OLD: lambda e, _: _with(e, event_time="1969-12-31T23:59:59Z"),
     Reason.INVALID_VALUE: lambda e, _: _with(e, device="toaster"),
 }
 BAD_KINDS: tuple[Reason, ...] = (*CORRUPTORS, Reason.MISSING_KEY)
