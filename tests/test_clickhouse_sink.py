@@ -4,6 +4,7 @@ exactly once per source offset — also when a flush wrote some tables and then 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ from quixstreams.sinks import SinkBackpressureError
 
 from conftest import EndpointProcess
 from shoppulse import clickhouse
-from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table, sum_by_key
+from shoppulse.settings import PROJECT_ROOT
+from shoppulse.sink.clickhouse_sink import DEAD_LETTER_TABLE, ClickHouseSink, Table, sum_by_key
 
 pytestmark = pytest.mark.integration
 TOPIC = "clean-events"
+BASE = 1_764_000_000  # a moment in 2025, in Unix seconds
 
 
 class InsertFailsOnce:
@@ -104,3 +107,77 @@ def test_a_flush_that_lost_clickhouse_after_one_table_is_replayed_exactly_once(
 def test_a_sink_needs_distinct_tables(clickhouse_endpoint: EndpointProcess) -> None:
     with pytest.raises(ValueError, match="distinct tables"):
         ClickHouseSink(lambda: None, [Table("a", ["n"], lambda n: ([n],)), Table("a", ["n"], lambda n: ([n],))])
+
+
+class CrashAfterDeadLetters:
+    """A real client that fails (as ClickHouse gone) the first INSERT into a table after the dead letters'."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.dead_letters_written = False
+        self.crashed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def insert(self, table: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        if table == DEAD_LETTER_TABLE:
+            self.dead_letters_written = True
+        elif self.dead_letters_written and not self.crashed:
+            self.crashed = True
+            raise OperationalError("Connection refused")
+        return self._client.insert(table, *args, **kwargs)
+
+
+def test_rows_clickhouse_cannot_hold_are_dead_lettered_once_and_the_rest_written(
+        ch: Client, clickhouse_endpoint: EndpointProcess, table_name: str) -> None:
+    """A value whose row is outside its column's type (a time before 1970, a number too big) once failed
+    every replay of its checkpoint; now it is recorded in sink_dead_letters and the others are written —
+    also across a crash between the two INSERTs."""
+    ch.command((PROJECT_ROOT / "clickhouse" / "0015_sink_dead_letters.sql").read_text())
+    ch.command(f"CREATE TABLE {table_name} (ts DateTime, n UInt8, src_partition UInt16, src_offset UInt64) "
+               "ENGINE = MergeTree ORDER BY (src_partition, src_offset)")
+    sums = f"{table_name}_sums"
+    ch.command(f"CREATE TABLE {sums} (k UInt8, ts DateTime, src_partition UInt16, src_offset UInt64) "
+               "ENGINE = MergeTree ORDER BY (src_partition, src_offset)")
+    settings = clickhouse_endpoint.settings()
+    flaky = CrashAfterDeadLetters(clickhouse.connect(settings, database="default"))
+
+    def sink() -> ClickHouseSink:
+        return ClickHouseSink(lambda: flaky, [
+            Table(table_name, ["ts", "n"], lambda v: ([datetime.fromtimestamp(v[0], UTC), v[1]],)),
+            Table(sums, ["k", "ts"], lambda v: ([1, v[0] - BASE],),  # seconds after BASE, summed
+                  collapse=sum_by_key(1, finish=lambda row: [row[0], datetime.fromtimestamp(BASE + row[1], UTC),
+                                                             *row[2:]])),
+        ], retry_after=0.1)
+
+    values = [(BASE + i, i) for i in range(10)]
+    values[3] = (-(10**10), 3)  # before 1970
+    values[6] = (BASE + 6, 300)  # not a UInt8
+
+    def add_all(target: ClickHouseSink) -> None:
+        for offset, value in enumerate(values):
+            target.add(value=value, key=b"k", timestamp=0, headers=[], topic=TOPIC, partition=0, offset=offset)
+
+    first = sink()
+    add_all(first)
+    with pytest.raises(SinkBackpressureError):
+        first.flush()
+    assert flaky.crashed
+    replay = sink()  # the checkpoint is replayed from the last commit
+    add_all(replay)
+    replay.flush()
+    written = ch.query(f"SELECT n FROM {table_name} ORDER BY n").result_rows
+    assert written == [(n,) for n in range(10) if n not in (3, 6)]
+    dead = ch.query("SELECT target, src_offset, count() FROM sink_dead_letters WHERE target IN {t:Array(String)} "
+                    "GROUP BY 1, 2 ORDER BY 1, 2", parameters={"t": [table_name, sums]}).result_rows
+    assert dead == [(table_name, 3, 1), (table_name, 6, 1), (sums, 3, 1)]
+    # the sums table: the one value before 1970 is dead, the others are summed into one row
+    assert ch.query(f"SELECT toUnixTimestamp(ts), src_offset FROM {sums}").result_rows == [
+        (BASE + sum(v[0] - BASE for v in values if v[0] > 0), 9)]
+    again = sink()
+    add_all(again)
+    again.flush()  # a true replay: nothing written twice
+    assert ch.query(f"SELECT count() FROM {table_name}").result_rows == [(8,)]
+    assert ch.query("SELECT count() FROM sink_dead_letters WHERE target IN {t:Array(String)}",
+                    parameters={"t": [table_name, sums]}).result_rows == [(3,)]

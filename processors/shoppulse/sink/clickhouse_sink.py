@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -10,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 from clickhouse_connect.driver.insert import InsertContext
+from clickhouse_connect.driver.transform import NativeTransform
 from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
@@ -19,6 +22,9 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5.0
 SOURCE_COLUMNS = ("src_partition", "src_offset")
+DEAD_LETTER_TABLE = "sink_dead_letters"  # clickhouse/0015
+DEAD_LETTER_COLUMNS = ("target", "reason", "row", *SOURCE_COLUMNS)
+DEAD_ROW_CHARS = 4096  # of a dead row's JSON kept
 
 Rows = list[list[Any]]
 SINK_ROWS = Counter("shoppulse_sink_rows", "Rows written to ClickHouse", ["table"])
@@ -27,6 +33,8 @@ SINK_BATCH_ROWS = Histogram("shoppulse_sink_batch_rows", "Rows per INSERT", ["ta
                             buckets=(1, 10, 100, 1_000, 10_000, 100_000, 1_000_000))
 SINK_SECONDS = Histogram("shoppulse_sink_write_seconds", "Duration of one INSERT of a batch",
                          ["table"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+SINK_DEAD_ROWS = Counter("shoppulse_sink_dead_rows", "Rows ClickHouse cannot hold (a value outside its column's "
+                         "type), recorded in sink_dead_letters instead", ["table"])
 SINK_BACKPRESSURE = Counter("shoppulse_sink_backpressure", "Times ClickHouse was unreachable and the sink paused",
                             ["table"])
 
@@ -66,7 +74,13 @@ class ClickHouseSink(BatchingSink):
     When ClickHouse cannot be reached, the flush raises ``SinkBackpressureError``: Quix drops
     the in-memory batches, pauses the assignment and re-reads it from the last commit after
     ``retry_after`` seconds, so nothing is lost and the consumer does not race ahead.
-    A ClickHouse error about the data itself is raised as is: the checkpoint fails loudly."""
+
+    A row a table's column types cannot hold (a time before 1970 in a DateTime, a number out of
+    range) would fail every replay of its checkpoint and stall every partition behind it. So when a
+    table's INSERT fails on its data, each value's rows are tried alone: those that cannot be
+    written go to ``sink_dead_letters`` with the reason (and ``shoppulse_sink_dead_rows``), first,
+    then the table gets the others — the dead letters have a fence of their own, so a crash between
+    the two INSERTs records nothing twice. A data error no single value explains is raised as is."""
 
     def __init__(self, connect: Callable[[], Client], tables: Sequence[Table],
                  retry_after: float = RETRY_AFTER_S) -> None:
@@ -112,7 +126,8 @@ class ClickHouseSink(BatchingSink):
             fences = self._written_up_to(client, sorted({batch.partition for batch in batches}))
             inserts = [(table, rows) for table in self.tables
                        if (rows := self._fresh_rows(table, batches, fences.get(table.name, {})))]
-            self._insert_all(client, inserts)
+            for table, exc in self._insert_all(client, inserts):
+                self._write_around_dead_rows(client, table, batches, fences.get(table.name, {}), exc)
         except (OperationalError, ConnectionError) as exc:
             self._pause(exc)
         except DatabaseError as exc:
@@ -139,19 +154,64 @@ class ClickHouseSink(BatchingSink):
         SINK_SKIPPED.labels(table.name).inc(replayed)
         return rows
 
-    def _insert_all(self, client: Client, inserts: list[tuple[Table, Rows]]) -> None:
+    def _insert_all(self, client: Client, inserts: list[tuple[Table, Rows]]) -> list[tuple[Table, DataError]]:
         """One INSERT per table, side by side: each is mostly waiting for ClickHouse to write its
         part (and its materialized views'), and the processor waits for them all at every commit.
         All are waited for before a failure is raised, so that none is still in flight when a
-        replay reads the fences."""
+        replay reads the fences. Returns the tables whose rows could not be encoded for their columns."""
         contexts = [self._context(client, table) for table, _ in inserts]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=len(self.tables), thread_name_prefix="clickhouse-insert")
         futures = [self._pool.submit(self._insert, client, table, rows, context)
                    for (table, rows), context in zip(inserts, contexts, strict=True)]
         wait(futures)
-        for future in futures:
-            future.result()
+        bad_data: list[tuple[Table, DataError]] = []
+        for (table, _), future in zip(inserts, futures, strict=True):
+            exc = future.exception()
+            if isinstance(exc, DataError):
+                bad_data.append((table, exc))
+            elif exc is not None:
+                raise exc
+        return bad_data
+
+    def _write_around_dead_rows(self, client: Client, table: Table, batches: list[SinkBatch],
+                                fences: dict[int, int], error: DataError) -> None:
+        """The table's rows of the batches, each value's alone checked against the columns: the dead
+        ones into sink_dead_letters (above their own fence), then the rest into the table."""
+        probe = client.create_insert_context(table.name, [*table.columns, *SOURCE_COLUMNS])
+        good: Rows = []
+        dead: Rows = []
+        for batch in batches:
+            fence = fences.get(batch.partition, -1)
+            fresh: Rows = []
+            for item in batch:
+                produced = table.rows(item.value) if item.offset > fence else ()
+                rows = [[*row, batch.partition, item.offset] for row in produced]
+                if rows and table.collapse:
+                    rows = table.collapse(rows)
+                reason = _unencodable(probe, rows) if rows else None
+                if reason is None:
+                    fresh += [[*row, batch.partition, item.offset] for row in produced]
+                else:
+                    dead += [[table.name, reason, _as_json(row), batch.partition, item.offset] for row in rows]
+            good += table.collapse(fresh) if table.collapse and fresh else fresh
+        if not dead:
+            raise error
+        dead_fences = self._dead_letters_written_up_to(client, table.name, sorted({b.partition for b in batches}))
+        dead = [row for row in dead if row[-1] > dead_fences.get(row[-2], -1)]
+        if dead:
+            client.insert(DEAD_LETTER_TABLE, dead, column_names=list(DEAD_LETTER_COLUMNS))
+            SINK_DEAD_ROWS.labels(table.name).inc(len(dead))
+            log.warning("rows ClickHouse cannot hold recorded in sink_dead_letters",
+                        extra={"table": table.name, "rows": len(dead), "reason": dead[0][1][:200]})
+        if good:
+            self._insert(client, table, good, self._context(client, table))
+
+    def _dead_letters_written_up_to(self, client: Client, target: str, partitions: list[int]) -> dict[int, int]:
+        result = client.query(f"SELECT src_partition, max(src_offset) FROM {DEAD_LETTER_TABLE} WHERE target = "
+                              "{t:String} AND src_partition IN {ps:Array(UInt16)} GROUP BY src_partition",
+                              parameters={"t": target, "ps": partitions})
+        return {int(partition): int(highest) for partition, highest in result.result_rows}
 
     @staticmethod
     def _insert(client: Client, table: Table, rows: Rows, context: InsertContext) -> None:
@@ -221,6 +281,30 @@ def sum_by_key(key_columns: int, finish: Callable[[list[Any]], list[Any]] | None
         return folded
 
     return collapse
+
+
+def _unencodable(probe: InsertContext, rows: Rows) -> str | None:
+    """Why ``rows`` cannot be encoded for the probe's columns (None: they can). Encoding is what
+    clickhouse-connect does before sending an INSERT; nothing is sent here. (Its encoder logs each
+    failure with a traceback at ERROR: the sink logs one line for the rows it records instead.)"""
+    failures: list[Exception] = []
+    probe.data = rows
+    encoder_log = logging.getLogger("clickhouse_connect.driver.transform")
+    level, encoder_log.level = encoder_log.level, logging.CRITICAL
+    try:
+        for _ in NativeTransform.build_insert(probe, error_handler=failures.append):
+            pass
+    except (DataError, ValueError, TypeError, OverflowError, struct.error) as exc:
+        failures.append(exc)
+    finally:
+        encoder_log.setLevel(level)
+    if not failures:
+        return None
+    return str(failures[0]).splitlines()[0][:500] or type(failures[0]).__name__
+
+
+def _as_json(row: Sequence[Any]) -> str:
+    return json.dumps(row[:-2], default=str, ensure_ascii=False)[:DEAD_ROW_CHARS]
 
 
 def _is_unavailable(exc: DatabaseError) -> bool:
