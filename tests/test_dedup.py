@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoppulse.ingest.dedup import ID_BYTES, MAX_IDS_PER_KEY, SEEN, STATE_TTL, first_sighting
+from shoppulse.ingest.dedup import FORMAT_IDS, ID_BYTES, MAX_IDS_PER_KEY, SEEN, STATE_TTL, first_sighting
 
 
 class BytesState:
@@ -47,7 +47,7 @@ def test_the_session_keeps_its_newest_ids_and_refreshes_its_ttl() -> None:
     state = BytesState()
     ids = [i.to_bytes(ID_BYTES, "big") for i in range(MAX_IDS_PER_KEY + 5)]
     assert all(sightings(ids, state))
-    assert len(state.data[SEEN]) == MAX_IDS_PER_KEY * ID_BYTES
+    assert len(state.data[SEEN]) == 1 + MAX_IDS_PER_KEY * ID_BYTES
     assert sightings([ids[-1], ids[5], ids[4]], state) == [False, False, True]  # the oldest five are gone
     assert set(state.ttls) == {STATE_TTL}
 
@@ -55,3 +55,22 @@ def test_the_session_keeps_its_newest_ids_and_refreshes_its_ttl() -> None:
 def test_an_id_that_is_not_16_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         first_sighting(b"short", BytesState())  # type: ignore[arg-type]
+
+
+def test_values_written_before_the_format_byte_are_still_read() -> None:
+    state = BytesState()
+    old = bytes(range(16))
+    state.data[SEEN] = old  # as stored by an earlier version
+    assert sightings([old, bytes(range(1, 17)), old], state) == [False, True, False]
+    assert state.data[SEEN][:1] == FORMAT_IDS
+
+
+@given(st.binary(min_size=ID_BYTES, max_size=ID_BYTES))
+def test_no_stored_value_starts_like_a_ttl_stamp(event_id: bytes) -> None:
+    """Quix's TTL read path takes a value starting with 0x00 or 0xFF and a plausible epoch-ms for a
+    double-stamped one; the format byte rules both out for every id."""
+    state = BytesState()
+    first_sighting(event_id, state)  # type: ignore[arg-type]
+    stored = state.data[SEEN]
+    assert stored[0] not in (0x00, 0xFF)
+    assert int.from_bytes(stored[:8], "big") >= 2**56  # year 2.3 million as epoch-ms
