@@ -3,6 +3,8 @@ exactly once per source offset — also when a flush wrote some tables and then 
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -10,12 +12,15 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
+from kafka import KafkaAdminClient
 from quixstreams.sinks import SinkBackpressureError
 
 from conftest import EndpointProcess
 from shoppulse import clickhouse
 from shoppulse.settings import PROJECT_ROOT
 from shoppulse.sink.clickhouse_sink import DEAD_LETTER_TABLE, ClickHouseSink, Table, sum_by_key
+from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids, source_offset
+from shoppulse.topics import TopicSpec, create_topics
 
 pytestmark = pytest.mark.integration
 TOPIC = "clean-events"
@@ -181,3 +186,43 @@ def test_rows_clickhouse_cannot_hold_are_dead_lettered_once_and_the_rest_written
     assert ch.query(f"SELECT count() FROM {table_name}").result_rows == [(8,)]
     assert ch.query("SELECT count() FROM sink_dead_letters WHERE target IN {t:Array(String)}",
                     parameters={"t": [table_name, sums]}).result_rows == [(3,)]
+
+
+def test_a_recreated_topics_rows_are_written_and_a_replay_is_not(ch: Client, clickhouse_endpoint: EndpointProcess,
+                                                               kafka_bootstrap: str, table_name: str) -> None:
+    """A topic deleted and created again (a new cluster, a reset) numbers its offsets from 0 again; a
+    fence of partition and offset alone skipped its rows as if written. Topic ids tell them apart."""
+    ch.command((PROJECT_ROOT / "clickhouse" / "0017_sink_topic_epochs.sql").read_text())
+    ch.command(f"CREATE TABLE {table_name} (n UInt32, src_partition UInt16, src_offset UInt64) "
+               "ENGINE = MergeTree ORDER BY (src_partition, src_offset)")
+    topic = f"recreated-{uuid.uuid4().hex[:8]}"
+    settings = clickhouse_endpoint.settings()
+    topic_ids = kafka_topic_ids(kafka_bootstrap)
+
+    def write(values: list[int]) -> None:
+        """One process' sink writing offsets 0.. of the topic as it is now."""
+        sink = ClickHouseSink(lambda: clickhouse.connect(settings, database="default"),
+                              [Table(table_name, ["n"], lambda n: ([n],))], epochs=TopicEpochs(topic_ids))
+        for offset, value in enumerate(values):
+            sink.add(value=value, key=b"k", timestamp=0, headers=[], topic=topic, partition=0, offset=offset)
+        sink.flush()
+
+    create_topics(kafka_bootstrap, 1, specs=(TopicSpec(topic, "a topic recreated by the test"),))
+    first_id = topic_ids(topic)
+    write(list(range(10)))
+    write(list(range(10)))  # a replay
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 30
+        while topic in admin.list_topics() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    create_topics(kafka_bootstrap, 1, specs=(TopicSpec(topic, "a topic recreated by the test"),))
+    assert topic_ids(topic) != first_id
+    write([100, 101, 102, 103, 104])
+    write([100, 101, 102, 103, 104])  # a replay of the new topic's offsets
+    rows = ch.query(f"SELECT n, src_offset FROM {table_name} ORDER BY n").result_rows
+    assert [n for n, _ in rows] == [*range(10), 100, 101, 102, 103, 104]
+    assert [source_offset(stored) for _, stored in rows] == [*range(10), *range(5)]

@@ -46,6 +46,7 @@ from shoppulse.aggregate.store_metrics import (
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
+from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids
 from shoppulse.streaming import built_once_topics_are_visible, processor_app, run_processor
 from shoppulse.topics import CLEAN_EVENTS
 
@@ -197,7 +198,8 @@ def _session_late(_event: dict[str, Any]) -> None:
 def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Application:
     app = processor_app(settings, consumer_group, settings.aggregate_commit_interval_s)
     clean = app.topic(CLEAN_EVENTS.name, key_deserializer="str", value_deserializer="json")
-    tables = ClickHouseSink(lambda: clickhouse.connect(settings), aggregate_tables())
+    tables = ClickHouseSink(lambda: clickhouse.connect(settings), aggregate_tables(),
+                            epochs=TopicEpochs(kafka_topic_ids(settings.kafka_bootstrap)))
     sessions = SessionTracker(settings.session_gap_ms, settings.session_grace_ms, on_late=_session_late)
 
     (app.dataframe(clean)

@@ -35,6 +35,7 @@ from shoppulse.ingest.dedup import first_sighting
 from shoppulse.ingest.live_metrics import live_metrics_table
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
+from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids
 from shoppulse.streaming import built_once_topics_are_visible, processor_app, run_processor
 from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
 
@@ -162,7 +163,7 @@ def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = 
     sdf = sdf.set_timestamp(lambda value, *_: value["received_at_ms"] if is_dead(value) else value["event_time_ms"])
     sdf = sdf.to_topic(lambda value, *_: dead_topic if is_dead(value) else clean_topic,
                        key=lambda value: value.key if is_dead(value) else value["country"])
-    sdf.sink(ClickHouseSink(connect, ingest_tables()))
+    sdf.sink(ClickHouseSink(connect, ingest_tables(), epochs=TopicEpochs(kafka_topic_ids(settings.kafka_bootstrap))))
     return app
 
 

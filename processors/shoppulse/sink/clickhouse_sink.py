@@ -18,6 +18,8 @@ from clickhouse_connect.driver.transform import NativeTransform
 from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
+from shoppulse.sink.topic_epochs import OFFSET_BITS, TopicEpochs, TopicIdentityError
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5.0
@@ -65,7 +67,8 @@ class ClickHouseSink(BatchingSink):
     order a table's rows are written, which holds per partition when all rows of a table go
     through one sink instance, and one source topic per sink. The fence is read on every write
     rather than cached: after a rebalance another consumer may have written the same partition,
-    and the sink is not told.
+    and the sink is not told. Given ``epochs``, a row's offset carries its topic's incarnation
+    (``topic_epochs``): rows of a topic deleted and created again are written, not fenced as replays.
 
     One sink may serve several tables and several branches of a dataframe: a processor whose
     values feed five tables then adds each value to one sink, and Quix copies it once per branch
@@ -83,7 +86,7 @@ class ClickHouseSink(BatchingSink):
     the two INSERTs records nothing twice. A data error no single value explains is raised as is."""
 
     def __init__(self, connect: Callable[[], Client], tables: Sequence[Table],
-                 retry_after: float = RETRY_AFTER_S) -> None:
+                 retry_after: float = RETRY_AFTER_S, epochs: TopicEpochs | None = None) -> None:
         super().__init__()
         if not tables or len({table.name for table in tables}) != len(tables):
             raise ValueError(f"a ClickHouse sink needs one or more distinct tables, got {[t.name for t in tables]}")
@@ -94,6 +97,7 @@ class ClickHouseSink(BatchingSink):
         self._retry_after = retry_after
         self._topic: str | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._epochs = epochs
 
     def setup(self) -> None:
         """Connect early to fail fast on a bad configuration; a ClickHouse that is merely down
@@ -123,20 +127,22 @@ class ClickHouseSink(BatchingSink):
         try:
             client = self._client or self._connect()
             self._client = client
+            base = self._epochs.epoch(client, batches[0].topic) << OFFSET_BITS if self._epochs else 0
             fences = self._written_up_to(client, sorted({batch.partition for batch in batches}))
             inserts = [(table, rows) for table in self.tables
-                       if (rows := self._fresh_rows(table, batches, fences.get(table.name, {})))]
+                       if (rows := self._fresh_rows(table, batches, fences.get(table.name, {}), base))]
             for table, exc in self._insert_all(client, inserts):
-                self._write_around_dead_rows(client, table, batches, fences.get(table.name, {}), exc)
-        except (OperationalError, ConnectionError) as exc:
+                self._write_around_dead_rows(client, table, batches, fences.get(table.name, {}), base, exc)
+        except (OperationalError, ConnectionError, TopicIdentityError) as exc:
             self._pause(exc)
         except DatabaseError as exc:
             if not _is_unavailable(exc):
                 raise
             self._pause(exc)
 
-    def _fresh_rows(self, table: Table, batches: list[SinkBatch], fences: dict[int, int]) -> Rows:
-        """The table's rows of the batches' values above its fence (rows end with partition, offset)."""
+    def _fresh_rows(self, table: Table, batches: list[SinkBatch], fences: dict[int, int], base: int) -> Rows:
+        """The table's rows of the batches' values above its fence (rows end with partition, offset:
+        the Kafka offset plus ``base``, the topic's epoch in the high bits)."""
         rows: Rows = []
         replayed = 0
         for batch in batches:
@@ -146,8 +152,9 @@ class ClickHouseSink(BatchingSink):
                 produced = table.rows(item.value)
                 if not produced:
                     continue
-                if item.offset > fence:
-                    fresh += [[*row, batch.partition, item.offset] for row in produced]
+                offset = base + item.offset
+                if offset > fence:
+                    fresh += [[*row, batch.partition, offset] for row in produced]
                 else:
                     replayed += len(produced)
             rows += table.collapse(fresh) if table.collapse and fresh else fresh
@@ -175,7 +182,7 @@ class ClickHouseSink(BatchingSink):
         return bad_data
 
     def _write_around_dead_rows(self, client: Client, table: Table, batches: list[SinkBatch],
-                                fences: dict[int, int], error: DataError) -> None:
+                                fences: dict[int, int], base: int, error: DataError) -> None:
         """The table's rows of the batches, each value's alone checked against the columns: the dead
         ones into sink_dead_letters (above their own fence), then the rest into the table."""
         probe = client.create_insert_context(table.name, [*table.columns, *SOURCE_COLUMNS])
@@ -185,15 +192,16 @@ class ClickHouseSink(BatchingSink):
             fence = fences.get(batch.partition, -1)
             fresh: Rows = []
             for item in batch:
-                produced = table.rows(item.value) if item.offset > fence else ()
-                rows = [[*row, batch.partition, item.offset] for row in produced]
+                offset = base + item.offset
+                produced = table.rows(item.value) if offset > fence else ()
+                rows = [[*row, batch.partition, offset] for row in produced]
                 if rows and table.collapse:
                     rows = table.collapse(rows)
                 reason = _unencodable(probe, rows) if rows else None
                 if reason is None:
-                    fresh += [[*row, batch.partition, item.offset] for row in produced]
+                    fresh += [[*row, batch.partition, offset] for row in produced]
                 else:
-                    dead += [[table.name, reason, _as_json(row), batch.partition, item.offset] for row in rows]
+                    dead += [[table.name, reason, _as_json(row), batch.partition, offset] for row in rows]
             good += table.collapse(fresh) if table.collapse and fresh else fresh
         if not dead:
             raise error
