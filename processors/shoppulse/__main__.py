@@ -1,5 +1,5 @@
 """``python -m shoppulse`` runs the CLI (the stack starts its own children this way)."""
 
-from shoppulse.cli import app
+from shoppulse.cli import main
 
-app()
+main()

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shoppulse.alerting.cli import alerts_app
 from shoppulse.dashboards.cli import dashboards_app
 from shoppulse.logs import setup_logging
+from shoppulse.redact import env_secrets, redact
 from shoppulse.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -58,8 +60,8 @@ DrainResultT = TypeVar("DrainResultT", bound="DrainResult")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    for line in str(message).splitlines():
-        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    for line in redact(str(message), env_secrets()).splitlines():
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -196,11 +198,16 @@ def kafka_resolve() -> None:
 @kafka_app.command("topics")
 def kafka_topics() -> None:
     """Create the pipeline's topics on the configured broker (existing ones are kept)."""
+    from shoppulse.streaming import ProcessorStartError, require_broker
     from shoppulse.topics import create_topics
 
     settings = _settings()
     setup_logging()
-    created = create_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
+    try:
+        require_broker(settings.kafka_bootstrap, settings.kafka_connect_timeout_s)
+        created = create_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
+    except (ProcessorStartError, RuntimeError) as exc:
+        _fail(str(exc))
     console.print(f"{len(created)} topic(s) created on {settings.kafka_bootstrap}")
 
 
@@ -209,12 +216,13 @@ def ingest() -> None:
     """Run the ingestion processor: raw events -> clean events and dead letters."""
     from shoppulse.events.pii import MissingPiiKeyError
     from shoppulse.ingest.app import run
+    from shoppulse.streaming import ProcessorStartError
 
     settings = _settings()
     setup_logging()
     try:
         run(settings)
-    except MissingPiiKeyError as exc:
+    except (MissingPiiKeyError, ProcessorStartError) as exc:
         _fail(str(exc))
 
 
@@ -222,10 +230,14 @@ def ingest() -> None:
 def aggregate() -> None:
     """Run the aggregation processor: clean events -> windowed metrics, sessions, late events in ClickHouse."""
     from shoppulse.aggregate.app import run
+    from shoppulse.streaming import ProcessorStartError
 
     settings = _settings()
     setup_logging()
-    run(settings)
+    try:
+        run(settings)
+    except ProcessorStartError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -237,11 +249,15 @@ def sidecar(
     from datetime import timedelta
 
     from shoppulse.sidecar.main import run
+    from shoppulse.streaming import ProcessorStartError
 
     settings = _settings()
     setup_logging()
     stop = _stop_event_on_signals()
-    run(settings, stop, timedelta(minutes=warm_up_minutes))
+    try:
+        run(settings, stop, timedelta(minutes=warm_up_minutes))
+    except ProcessorStartError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -250,6 +266,7 @@ def detect(
     out: Annotated[Path | None, typer.Option(help="Where the scored CSV goes [default: stdout].")] = None,
 ) -> None:
     """Run the sidecar's detectors over any time series: a score in [0, 1] and an anomaly flag per point."""
+    from shoppulse.output_file import replaced_on_success
     from shoppulse.sidecar.csv_detect import CsvInputError, score_file
 
     if not csv_file.is_file():
@@ -258,12 +275,15 @@ def detect(
         if out is None:
             report = score_file(csv_file, sys.stdout)
         else:
-            with out.open("w", newline="") as handle:
+            with replaced_on_success(out) as handle:
                 report = score_file(csv_file, handle)
     except CsvInputError as exc:
         _fail(f"{csv_file}: {exc}", 2)
     except UnicodeDecodeError:
         _fail(f"{csv_file}: not a UTF-8 text file", 2)
+    except OSError as exc:
+        where = out if out is not None and exc.filename != str(csv_file) else csv_file
+        _fail(f"cannot {'write' if where == out else 'read'} {where}: {exc.strerror or exc}", 1)
     summary = f"{report.points:,} points, {report.flagged:,} flagged as anomalous"
     if report.precision is not None or report.recall is not None:
         precision = "-" if report.precision is None else f"{report.precision:.2f}"
@@ -597,8 +617,18 @@ def events_schemas() -> None:
         console.print(f"wrote {path}", highlight=False)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app(prog_name="shoppulse")
+def main() -> None:
+    """The console command: a failure no command foresaw is still one line on stderr and exit code 1
+    (SHOPPULSE_DEBUG=1 shows its traceback), with every secret of the environment hidden."""
+    try:
+        app(prog_name="shoppulse")
+    except Exception as exc:
+        if os.environ.get("SHOPPULSE_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:400] or "no message"
+        err.print(f"error: {type(exc).__name__}: {redact(text, env_secrets())} "
+                  "(set SHOPPULSE_DEBUG=1 for the traceback)", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

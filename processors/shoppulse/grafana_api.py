@@ -12,6 +12,8 @@ from typing import Any
 
 import requests
 
+from shoppulse.redact import redact_url
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
@@ -45,7 +47,7 @@ class GrafanaClient:
             response = self._session.request(method, f"{self.url}{path}", json=json, params=params,
                                              timeout=self._timeout)
         except requests.RequestException as exc:
-            raise GrafanaError(f"Grafana at {self.url} is unreachable ({type(exc).__name__}): "
+            raise GrafanaError(f"Grafana at {redact_url(self.url)} is unreachable ({type(exc).__name__}): "
                                "check GRAFANA_URL and that Grafana is running") from None
         try:
             body = response.json()

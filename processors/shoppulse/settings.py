@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shoppulse.redact import HIDDEN, redact, redact_url
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.4.0"
 
@@ -34,6 +36,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_version: str = KAFKA_VERSION
     kafka_heap: str = "512m"
+    kafka_connect_timeout_s: float = Field(default=30.0, gt=0, le=600)  # a processor's wait for the broker at start
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication: int = Field(default=1, ge=1, le=10)
 
@@ -96,7 +99,7 @@ class Settings(BaseSettings):
             return None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8123")
+            raise ValueError(f"{redact_url(url)!r} is not an http(s) URL such as http://localhost:8123")
         return url
 
     @field_validator("commit_interval_s")
@@ -145,8 +148,13 @@ def load_settings(**overrides: object) -> Settings:
                 continue
             field = str(error["loc"][0])
             env = _env_name(field)
-            lines.append(f"bad setting {env}={error.get('input')!r}: {error['msg']}")
+            shown = HIDDEN if field in _SECRET_FIELDS else redact(repr(error.get("input")))
+            lines.append(f"bad setting {env}={shown}: {redact(error['msg'])}")
         raise SettingsError("\n".join(lines)) from None
+
+
+_SECRET_FIELDS = frozenset({"clickhouse_password", "clickhouse_grafana_password", "grafana_token", "openai_api_key",
+                            "pii_key"})
 
 
 def _env_name(field: str) -> str:

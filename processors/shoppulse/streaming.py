@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from prometheus_client import start_http_server
 from quixstreams import Application
 from quixstreams.models.topics.exceptions import TopicNotFoundError
 from quixstreams.state.rocksdb import RocksDBOptions
@@ -29,6 +33,59 @@ BATCHING_PRODUCER_CONFIG = {"linger.ms": 25}
 # processor's RSS climb for many minutes; ours is small, hot state, so bound RocksDB's memory.
 STATE_OPTIONS = RocksDBOptions(block_cache_size=64 * 1024 * 1024, write_buffer_size=8 * 1024 * 1024,
                                max_write_buffer_number=2)
+
+
+class ProcessorStartError(RuntimeError):
+    """A processor cannot start; the message says what is wrong and what to set."""
+
+
+def serve_metrics(port: int, host: str, setting: str) -> None:
+    """Expose the process' Prometheus metrics on ``host:port`` (``setting`` names the port's variable)."""
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise ProcessorStartError(f"cannot serve metrics on {host}:{port} ({exc.strerror}): another process uses "
+                                  f"the port; set {setting} to a free one") from None
+
+
+def require_broker(bootstrap: str, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for a broker of ``bootstrap`` to accept a connection, so that a wrong
+    address is one clear error rather than a client library's retries and traceback."""
+    addresses = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ProcessorStartError(f"KAFKA_BOOTSTRAP_SERVERS: {address.strip()!r} is not host:port")
+        try:
+            socket.getaddrinfo(host.strip("[]"), int(port))
+        except socket.gaierror as exc:
+            raise ProcessorStartError(f"the Kafka broker host {host} does not resolve ({exc.strerror}): "
+                                      "check KAFKA_BOOTSTRAP_SERVERS") from None
+        addresses.append((host.strip("[]"), int(port)))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for host, port in addresses:
+            try:
+                socket.create_connection((host, port), timeout=min(5.0, timeout_s)).close()
+                return
+            except OSError as exc:
+                last = exc
+        if time.monotonic() >= deadline:
+            raise ProcessorStartError(f"no Kafka broker answers at {bootstrap} within {timeout_s:g} s "
+                                      f"({last.strerror or last}): start it or set KAFKA_BOOTSTRAP_SERVERS")
+        time.sleep(0.5)
+
+
+def require_writable(folder: Path, setting: str) -> None:
+    """``folder`` exists (created if need be) and this process may write in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ProcessorStartError(f"cannot write in {folder} ({exc.strerror}): set {setting} to a folder this "
+                                  "user may write") from None
 
 
 def processor_app(settings: Settings, consumer_group: str, commit_interval_s: float) -> Application:

@@ -77,11 +77,19 @@ def panel_name(panel: dict[str, Any]) -> str:
 
 
 def load(path: Path) -> DashboardFile | Problem:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return Problem(path, 1, "file", f"not UTF-8 text (byte {exc.start}): a dashboard is a JSON file")
+    except OSError as exc:
+        return Problem(path, 1, "file", f"cannot be read: {exc.strerror}")
     try:
         model = json.loads(text)
     except json.JSONDecodeError as exc:
         return Problem(path, exc.lineno, "file", f"not valid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return Problem(path, 1, "file", "JSON nested deeper than the parser follows: a dashboard model is a few "
+                                        "levels deep")
     if not isinstance(model, dict):
         return Problem(path, 1, "file", "a dashboard file must hold one JSON object (the dashboard model)")
     return DashboardFile(path, text, model)

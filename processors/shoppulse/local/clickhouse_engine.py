@@ -53,8 +53,12 @@ class Engine:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (path / ".owner.lock").open("a+")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = (path / ".owner.lock").open("a+")
+        except OSError as exc:
+            raise StartupError(f"cannot use {path} as the ClickHouse data folder ({exc.strerror}): choose a folder "
+                               "this user may write (--data-dir, or SHOPPULSE_DATA_DIR for the stack)") from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,6 +14,7 @@ from rich.text import Text
 from shoppulse import clickhouse
 from shoppulse.local.pipeline import IngestRates, StoreKpis
 from shoppulse.local.stack import LocalStack
+from shoppulse.redact import redact_url
 
 REFRESH_S = 1.0
 HEALTH_EVERY_S = 2.0
@@ -44,7 +45,7 @@ def render(stack: LocalStack, ingest: IngestRates | None = None, store: StoreKpi
     s = stack.settings
     footer = Text(
         f"data: {stack.data_dir}   KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap}   "
-        f"CLICKHOUSE_URL={s.clickhouse_http_url}\n"
+        f"CLICKHOUSE_URL={redact_url(s.clickhouse_http_url)}\n"
         "Ctrl-C stops everything this command started.", style="dim")
     return Panel(Group(*parts, footer), title="shoppulse — local stack", border_style="blue")
 

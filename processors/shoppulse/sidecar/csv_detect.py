@@ -20,6 +20,8 @@ from typing import TextIO
 from shoppulse.sidecar.detectors import Point, RobustZ, SeriesDetector
 from shoppulse.sidecar.regions import RegionTracker
 
+MAX_LINE_CHARS = 64 * 1024
+
 
 class CsvInputError(ValueError):
     """The CSV cannot be read as a time series; the message names the line and what to fix."""
@@ -47,16 +49,37 @@ def _timestamp(text: str, line: int) -> datetime:
     except ValueError:
         number = None
     if number is not None and math.isfinite(number):
-        return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+        try:
+            return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise CsvInputError(f"line {line}: timestamp {text[:40]!r} is outside the years 1 to 9999") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise CsvInputError(f"line {line}: timestamp {text!r} is neither ISO 8601 nor Unix seconds") from None
+        raise CsvInputError(f"line {line}: timestamp {text[:40]!r} is neither ISO 8601 nor Unix seconds") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _bounded_lines(handle: TextIO) -> Iterator[str]:
+    """The file's lines, refusing one longer than MAX_LINE_CHARS before it is read whole."""
+    number = 0
+    while line := handle.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise CsvInputError(f"line {number}: longer than {MAX_LINE_CHARS:,} characters; a time series row is "
+                                "a timestamp, a value and a label")
+        yield line
+
+
 def read_rows(handle: TextIO) -> Iterator[Row]:
-    reader = csv.DictReader(handle)
+    reader = csv.DictReader(_bounded_lines(handle))
+    try:
+        yield from _rows(reader)
+    except csv.Error as exc:
+        raise CsvInputError(f"line {reader.line_num}: {exc}") from None
+
+
+def _rows(reader: csv.DictReader[str]) -> Iterator[Row]:
     fields = {name.strip().lower(): name for name in reader.fieldnames or []}
     if "timestamp" not in fields or "value" not in fields:
         raise CsvInputError(f"the header must name 'timestamp' and 'value' columns (found {reader.fieldnames})")
@@ -107,7 +130,8 @@ class Report:
 
 
 def score_file(source: Path, out: TextIO) -> Report:
-    with source.open(newline="") as handle:
+    """Score ``source`` into ``out``. A header may start with a byte-order mark (as spreadsheets write)."""
+    with source.open(newline="", encoding="utf-8-sig") as handle:
         scored = list(detect(read_rows(handle)))
     writer = csv.writer(out)
     labelled = bool(scored) and scored[0].row.label is not None

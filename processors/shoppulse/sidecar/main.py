@@ -8,22 +8,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from prometheus_client import start_http_server
-
 from shoppulse import clickhouse
 from shoppulse.grafana_api import GrafanaClient
+from shoppulse.redact import redact_url
 from shoppulse.settings import Settings
 from shoppulse.sidecar.annotations import AnnotationSyncer
 from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.app import run as detect
 from shoppulse.sidecar.explain import InsightPayload
 from shoppulse.sidecar.llm import InsightWriter
+from shoppulse.streaming import serve_metrics
 
 log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30)) -> None:
-    start_http_server(settings.sidecar_metrics_port, addr=settings.host)
+    serve_metrics(settings.sidecar_metrics_port, settings.host, "SHOPPULSE_SIDECAR_METRICS_PORT")
     syncer = None
     if settings.grafana_url and settings.grafana_token:
         syncer = AnnotationSyncer(lambda: clickhouse.connect(settings),
@@ -34,7 +34,7 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
                     "annotations (create a service account with the annotations:write permission and export "
                     "its token as GRAFANA_TOKEN)")
     log.info("sidecar starting", extra={"metrics_port": settings.sidecar_metrics_port,
-                                        "grafana": settings.grafana_url or "-",
+                                        "grafana": redact_url(settings.grafana_url or "-"),
                                         "insights": f"llm {settings.llm_model}" if settings.openai_api_key
                                         else "template"})
     client = clickhouse.connect(settings)
