@@ -27,6 +27,7 @@ from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
 from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.dashboards.lint import check_files, run_queries
+from shoppulse.local.clickhouse_engine import MAX_SESSIONS
 from shoppulse.local.http_connection import HEADERS_TIMEOUT_S
 from shoppulse.settings import PROJECT_ROOT
 
@@ -331,3 +332,26 @@ def test_a_query_is_cancelled_when_its_client_goes_away(endpoint: EndpointProces
     while running() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert running() == 0, "the query kept running after its client closed the connection"
+
+
+def test_sessions_are_capped_and_their_timeout_is_whole_seconds(endpoint: EndpointProcess) -> None:
+    def in_session(session: str, timeout: str = "60") -> requests.Response:
+        return requests.post(f"{endpoint.url}/", params={"session_id": session, "session_timeout": timeout},
+                             data=b"SELECT 1", auth=("default", TEST_PASSWORD), timeout=30)
+
+    prefix = uuid.uuid4().hex[:8]
+    answers = [in_session(f"{prefix}-{n}") for n in range(MAX_SESSIONS + 1)]
+    assert all(a.ok for a in answers[:MAX_SESSIONS]), [a.text for a in answers if not a.ok][:1]
+    assert "USER_SESSION_LIMIT_EXCEEDED" in answers[-1].text
+    assert in_session(f"{prefix}-0").ok, "an open session is still served"
+    for bad in ("nan", "inf", "0", "-5", "3601", "1.5"):
+        assert "INVALID_SESSION_TIMEOUT" in in_session(f"{prefix}-0", bad).text
+
+
+def test_a_failing_querys_text_stays_out_of_the_log(endpoint: EndpointProcess) -> None:
+    literal = f"card-{uuid.uuid4().hex}"
+    answer = post(endpoint, f"SELECT '{literal}' FROM no_such_table_here")
+    assert answer.status_code == 404
+    time.sleep(0.5)
+    log = endpoint.process.log_path.read_text()
+    assert "UNKNOWN_TABLE" in log and literal not in log

@@ -13,7 +13,7 @@ from quixstreams import Application
 from conftest import start_broker
 from shoppulse.local.kafka import MissingToolError, require_java, require_maven, resolve_kafka
 from shoppulse.settings import load_settings
-from shoppulse.topics import PIPELINE_TOPICS, TopicSpec, create_topics
+from shoppulse.topics import PIPELINE_TOPICS, RAW_EVENTS, RAW_MAX_MESSAGE_BYTES, TopicSpec, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,13 @@ def test_cluster_ids_starting_with_a_dash_still_format(kafka_libs: Path, tmp_pat
     broker = start_broker(kafka_libs, tmp_path / "kafka")
     broker.stop()
     assert "cluster.id=-AAAA" in (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+
+
+def test_the_raw_topic_takes_messages_up_to_its_documented_limit(kafka_bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    create_topics(kafka_bootstrap, 3)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, RAW_EVENTS.name)
+    config = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert int(config["max.message.bytes"].value) == RAW_MAX_MESSAGE_BYTES
