@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from shoppulse.bench.drain import DrainResult, drain
-from shoppulse.bench.ingest import BACKLOG_DAY
+from shoppulse.bench.ingest import backlog_end
 from shoppulse.events.clean import to_clean
 from shoppulse.events.currency import load_rates
 from shoppulse.events.pii import PiiHasher
@@ -55,7 +55,7 @@ def measure(settings: Settings, events: int, seconds: float,
     sent before it starts."""
     with scratch_pipeline(settings, ("aggregate",), report=report, start=False) as pipeline:
         report(f"sending a backlog of {events:,} clean events")
-        sent = send_clean_backlog(pipeline.bootstrap, events, BACKLOG_DAY)
+        sent = send_clean_backlog(pipeline.bootstrap, events, backlog_end())
         report("starting the aggregation")
         pipeline.start()
 

@@ -16,16 +16,23 @@ from shoppulse.local.scratch import scratch_pipeline
 from shoppulse.settings import Settings
 
 EVENTS_IN = "shoppulse_ingest_events_in_total"
-BACKLOG_DAY = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def backlog_end() -> datetime:
+    """Where a benchmark's backlog ends in event time: the last whole hour before now. Relative to now,
+    so the topics' retention (7 days) never deletes a backlog while it is read and ingestion's time
+    bounds accept it, whatever the day the benchmark runs."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
 def send_raw_backlog(bootstrap: str, events: int) -> int:
     """About ``events`` generated raw events (1 % invalid, 1 % duplicates) on the raw topic, 1,000 per
-    second of event time up to BACKLOG_DAY; returns how many were sent."""
+    second of event time up to ``backlog_end()``; returns how many were sent."""
     rate = 1000.0
     span = timedelta(seconds=events / rate)
     stream = EventStream(rate, bad=BadInput(invalid=0.01, duplicates=0.01), seed=1)
-    return run_replay(make_producer(bootstrap), stream, rate, BACKLOG_DAY - span, BACKLOG_DAY)
+    end = backlog_end()
+    return run_replay(make_producer(bootstrap), stream, rate, end - span, end)
 
 
 @dataclass(frozen=True)
