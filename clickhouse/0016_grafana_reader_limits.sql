@@ -1,2 +1,2 @@
--- grafana_reader's limits, the same the local endpoint enforces (processors/shoppulse/local/reader_access.py): the query timeout Grafana's plugin sets stays within 1..300 s (0 would lift it), and a result is at most 256 MiB.
+-- grafana_reader's limits, the same the local endpoint enforces (processors/shoppulse/devstack/reader_access.py): the query timeout Grafana's plugin sets stays within 1..300 s (0 would lift it), and a result is at most 256 MiB.
 ALTER SETTINGS PROFILE grafana_reader SETTINGS readonly = 1, max_execution_time = 60 MIN 1 MAX 300 CHANGEABLE_IN_READONLY, max_result_bytes = 268435456, result_overflow_mode = 'throw';

@@ -13,8 +13,8 @@ import requests
 from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
-from shoppulse.local.kafka import KafkaBroker, resolve_kafka
-from shoppulse.local.process import ManagedProcess, free_port, tail, wait_until
+from shoppulse.devstack.kafka import KafkaBroker, resolve_kafka
+from shoppulse.devstack.process import ManagedProcess, free_port, tail, wait_until
 from shoppulse.settings import Settings, load_settings
 from shoppulse.sink.migrations import migrate
 

@@ -21,10 +21,10 @@ from typing import Any
 from kafka import KafkaConsumer
 
 from shoppulse import clickhouse
-from shoppulse.aggregate.histogram import bucket
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES
-from shoppulse.local.kafka import KafkaBroker
-from shoppulse.local.process import free_port
+from shoppulse.devstack.kafka import KafkaBroker
+from shoppulse.devstack.process import free_port
+from shoppulse.events.histogram import bucket
 from shoppulse.settings import PROJECT_ROOT, Settings
 from shoppulse.sink.migrations import migrate
 from shoppulse.topics import CLEAN_EVENTS, create_topics

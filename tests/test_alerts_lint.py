@@ -14,9 +14,9 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from shoppulse.alerting.files import alerting_paths
-from shoppulse.alerting.lint import lint
-from shoppulse.dashboards.lint import demo_database
+from shoppulse.ascode.alerting.files import alerting_paths
+from shoppulse.ascode.alerting.lint import lint
+from shoppulse.ascode.dashboards.lint import demo_database
 from shoppulse.settings import PROJECT_ROOT, load_settings
 
 pytestmark = pytest.mark.integration

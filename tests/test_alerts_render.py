@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoppulse.alerting.render import FALLBACK_RECEIVER, RenderError, render
+from shoppulse.ascode.alerting.render import FALLBACK_RECEIVER, RenderError, render
 
 SECRET = "https://hooks.slack.example/T000/B000/very-secret"
 

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from shoppulse.ascode.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
 
-from shoppulse.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
-from shoppulse.alerting.evaluate import Evaluation, RuleEvaluator
-from shoppulse.alerting.expressions import ExpressionError, evaluate
-from shoppulse.alerting.files import alerting_paths, load
-from shoppulse.alerting.replay import Firing, RuleReplay, RuleStates, replay, report_lines
-from shoppulse.dashboards.model import provisioned_datasources
+from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
+from shoppulse.ascode.alerting.expressions import ExpressionError, evaluate
+from shoppulse.ascode.alerting.files import alerting_paths, load
+from shoppulse.ascode.alerting.replay import Firing, RuleReplay, RuleStates, replay, report_lines
+from shoppulse.devstack.recording import RecordedRun, recorded_run
+from shoppulse.grafana.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
-from shoppulse.local.recording import RecordedRun, recorded_run
 from shoppulse.settings import PROJECT_ROOT, load_settings
 
 COMMAND_SPAN = timedelta(minutes=25)  # the first incident (+10m to +15m) and its aftermath
@@ -171,7 +171,7 @@ def test_an_expression_reading_a_missing_query_is_an_error() -> None:
 
 
 def test_replay_over_a_database_says_what_is_wrong_with_its_arguments() -> None:
-    from shoppulse.local.process import free_port
+    from shoppulse.devstack.process import free_port
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "shoppulse", "alerts", "replay", *args], check=False,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shoppulse.local.process import free_port
+from shoppulse.devstack.process import free_port
 
 SECRET = "hunter2-s3cr3t-value"
 BASE_ENV = {"PATH": "/usr/bin:/bin", "SHOPPULSE_PII_KEY": "cli-test-pii-key-0123456789abcdef",

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
-from shoppulse.local.process import StartupError
+from shoppulse.devstack.process import StartupError
 
 pytestmark = pytest.mark.integration
 AUTH = ("default", TEST_PASSWORD)
@@ -292,7 +292,7 @@ def test_data_survives_an_endpoint_restart_and_the_folder_has_one_owner(tmp_path
         client.command("CREATE TABLE kept (n UInt32) ENGINE = MergeTree ORDER BY n")
         client.insert("kept", [[1], [2], [3]], column_names=["n"])
         with pytest.raises(StartupError, match="already owned by pid"):
-            from shoppulse.local.clickhouse_server import Engine
+            from shoppulse.devstack.clickhouse_server import Engine
 
             Engine(tmp_path / "db")
     finally:

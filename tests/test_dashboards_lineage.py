@@ -7,16 +7,16 @@ import re
 from pathlib import Path
 
 from shoppulse.aggregate.app import aggregate_tables
-from shoppulse.dashboards.lineage import (
+from shoppulse.ascode.dashboards.lineage import (
     AGGREGATION,
     INGESTION,
     TABLE_WRITERS,
     lineage_problems,
     tables_read,
 )
-from shoppulse.dashboards.model import load, provisioned_datasources
-from shoppulse.dashboards.promql import metric_names
-from shoppulse.dashboards.structure import check_dashboards
+from shoppulse.ascode.dashboards.structure import check_dashboards
+from shoppulse.grafana.model import load, provisioned_datasources
+from shoppulse.grafana.promql import metric_names
 from shoppulse.ingest.app import ingest_tables
 from shoppulse.settings import PROJECT_ROOT
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shoppulse.dashboards.interpolate import InterpolationError, QueryContext, clickhouse_query, prometheus_query
-from shoppulse.dashboards.model import dashboard_paths
+from shoppulse.grafana.interpolate import InterpolationError, QueryContext, clickhouse_query, prometheus_query
+from shoppulse.grafana.model import dashboard_paths
 from shoppulse.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
@@ -178,8 +178,8 @@ def test_preview_renders_every_dashboard_from_query_results(tmp_path: Path) -> N
 
 
 def test_the_sidecars_annotation_panels_must_exist(tmp_path: Path) -> None:
-    from shoppulse.dashboards.lint import annotation_target_problems
-    from shoppulse.dashboards.model import load
+    from shoppulse.ascode.dashboards.lint import annotation_target_problems
+    from shoppulse.grafana.model import load
 
     shipped = [load(p) for p in dashboard_paths()]
     assert annotation_target_problems(shipped) == []  # type: ignore[arg-type]

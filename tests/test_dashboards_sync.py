@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shoppulse.dashboards.model import dashboard_paths
-from shoppulse.dashboards.sync import render
+from shoppulse.ascode.dashboards.sync import render
+from shoppulse.devstack.grafana_double import fake_grafana
+from shoppulse.grafana.model import dashboard_paths
 from shoppulse.grafana_api import GrafanaClient
-from shoppulse.grafana_double import fake_grafana
 from shoppulse.settings import PROJECT_ROOT
 
 TOKEN = "glsa_test_service_account_token"

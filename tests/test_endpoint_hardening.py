@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
-from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
-from shoppulse.dashboards.lint import check_files, run_queries
-from shoppulse.local.clickhouse_engine import MAX_SESSIONS
-from shoppulse.local.http_connection import HEADERS_TIMEOUT_S
+from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
+from shoppulse.ascode.dashboards.lint import check_files, run_queries
+from shoppulse.devstack.clickhouse_engine import MAX_SESSIONS
+from shoppulse.devstack.http_connection import HEADERS_TIMEOUT_S
 from shoppulse.settings import PROJECT_ROOT
 
 try:

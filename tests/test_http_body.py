@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoppulse.local.http_body import DECODED_CHUNK, BadBodyError, PeekableBody, decoded_chunks, raw_chunks
+from shoppulse.devstack.http_body import DECODED_CHUNK, BadBodyError, PeekableBody, decoded_chunks, raw_chunks
 
 
 def chunked(data: bytes, sizes: list[int]) -> bytes:

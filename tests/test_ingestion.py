@@ -24,13 +24,13 @@ from kafka import KafkaProducer
 from conftest import TEST_PASSWORD, EndpointProcess, start_broker
 from pipeline_harness import read_all
 from shoppulse import clickhouse
+from shoppulse.devstack.process import free_port
 from shoppulse.events.catalogue import catalogue_examples
 from shoppulse.events.validate import Reason
 from shoppulse.ingest.app import DEAD_LETTER_ORIGINAL_BYTES, received_at_ms
 from shoppulse.loadgen.bad_input import BAD_KINDS
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
-from shoppulse.local.process import free_port
 from shoppulse.settings import PROJECT_ROOT
 from shoppulse.sink.migrations import migrate
 from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS, create_topics

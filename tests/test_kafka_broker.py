@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from quixstreams import Application
 
 from conftest import start_broker
-from shoppulse.local.kafka import MissingToolError, require_java, require_maven, resolve_kafka
+from shoppulse.devstack.kafka import MissingToolError, require_java, require_maven, resolve_kafka
 from shoppulse.settings import load_settings
 from shoppulse.topics import PIPELINE_TOPICS, RAW_EVENTS, RAW_MAX_MESSAGE_BYTES, TopicSpec, create_topics
 
@@ -99,7 +99,7 @@ def test_missing_java_or_maven_says_what_to_install(monkeypatch: pytest.MonkeyPa
 
 def test_cluster_ids_starting_with_a_dash_still_format(kafka_libs: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import shoppulse.local.kafka as kafka_module
+    import shoppulse.devstack.kafka as kafka_module
 
     monkeypatch.setattr(kafka_module, "new_cluster_id", lambda: "-" + "A" * 21)
     broker = start_broker(kafka_libs, tmp_path / "kafka")

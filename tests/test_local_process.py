@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from shoppulse.local.process import ManagedProcess
+from shoppulse.devstack.process import ManagedProcess
 
 # Forgets the first SIGTERM (as a Quix Streams processor does when it arrives while its loop starts).
 FORGETS_FIRST_SIGTERM = """

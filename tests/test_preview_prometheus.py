@@ -13,10 +13,10 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from shoppulse.dashboards.model import DASHBOARDS_DIR, load
-from shoppulse.dashboards.prometheus_data import PrometheusError, legend, prometheus_results
-from shoppulse.local.process import free_port, wait_until
-from shoppulse.local.prometheus import prometheus_process
+from shoppulse.ascode.dashboards.prometheus_data import PrometheusError, legend, prometheus_results
+from shoppulse.devstack.process import free_port, wait_until
+from shoppulse.devstack.prometheus import prometheus_process
+from shoppulse.grafana.model import DASHBOARDS_DIR, load
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoppulse.local.clickhouse_errors import ClickHouseError
-from shoppulse.local.reader_access import (
+from shoppulse.devstack.clickhouse_errors import ClickHouseError
+from shoppulse.devstack.reader_access import (
     MAX_EXECUTION_S,
     check_reader_statement,
     reader_engine_settings,

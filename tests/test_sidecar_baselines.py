@@ -15,7 +15,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
-from shoppulse.aggregate.store_metrics import METRICS_COLUMNS
+from shoppulse.events.store_metrics import METRICS_COLUMNS
 from shoppulse.sidecar import baselines
 from shoppulse.sidecar.seasonal import METRICS
 

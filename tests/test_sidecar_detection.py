@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoppulse.aggregate.histogram import bucket, quantile
-from shoppulse.dashboards.demo_data import poisson
+from shoppulse.ascode.dashboards.demo_data import poisson
+from shoppulse.events.histogram import bucket, quantile
 from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict, half_space_trees
 from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
 from shoppulse.sidecar.regions import RegionTracker, SeasonalBand, severity
@@ -224,8 +224,8 @@ def test_a_value_outside_the_seasonal_band_corroborates() -> None:
 
 
 def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alerts() -> None:
+    from shoppulse.bench.detection import OpenedRegion, score
     from shoppulse.loadgen.scenario import Incident, Scenario, schedule
-    from shoppulse.sidecar.scoring import OpenedRegion, score
 
     outage = Scenario(name="t", incidents=[Incident(kind="payment_outage", countries=["DE"], start_after_s=600,
                                                     duration_s=300)])

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import EndpointProcess
+from shoppulse.ascode.dashboards.demo_data import DemoPlan
 from shoppulse.bench.annotate import AggregateFeeder
-from shoppulse.dashboards.demo_data import DemoPlan
-from shoppulse.grafana_double import fake_grafana
-from shoppulse.local.process import ManagedProcess, free_port
+from shoppulse.devstack.grafana_double import fake_grafana
+from shoppulse.devstack.process import ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "glsa_restart"

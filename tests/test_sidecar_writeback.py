@@ -13,9 +13,9 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
-from shoppulse.dashboards.demo_data import DemoPlan, load_demo_data
+from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
+from shoppulse.devstack.grafana_double import fake_grafana
 from shoppulse.grafana_api import GrafanaClient
-from shoppulse.grafana_double import fake_grafana
 from shoppulse.sidecar.annotations import sync
 from shoppulse.sidecar.app import Sidecar
 

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoppulse.aggregate.store_metrics import TABLE_COUNTERS, StoreMetrics, event_counts
+from shoppulse.events.store_metrics import TABLE_COUNTERS, StoreMetrics, event_counts
 
 EVENT_TYPES = ("product_view", "add_to_cart", "remove_from_cart", "checkout_start", "payment_attempt", "purchase")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shoppulse.local.process import free_port, port_in_use
+from shoppulse.devstack.process import free_port, port_in_use
 from shoppulse.settings import PROJECT_ROOT, load_settings
 
 pytestmark = pytest.mark.integration

@@ -36,14 +36,14 @@ from quixstreams.state import State
 
 from shoppulse import clickhouse
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is_abandoned
-from shoppulse.aggregate.store_metrics import (
+from shoppulse.consumer_lag import export_consumer_lag
+from shoppulse.events.store_metrics import (
     METRICS_COLUMNS,
     TABLE_COUNTERS,
     StoreMetrics,
     to_datetime,
     to_money,
 )
-from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
 from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids

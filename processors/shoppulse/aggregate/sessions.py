@@ -31,7 +31,7 @@ from typing import Any
 
 from quixstreams.state import State
 
-from shoppulse.aggregate.store_metrics import to_units
+from shoppulse.events.store_metrics import to_units
 
 # Views are left out of the session pass (70 % of traffic): abandonment depends on cart events only.
 SESSION_EVENT_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout_start", "payment_attempt", "purchase"})

@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 
 from shoppulse.bench.drain import DrainResult, drain
 from shoppulse.bench.ingest import backlog_end
+from shoppulse.devstack.scratch import scratch_pipeline
 from shoppulse.events.clean import to_clean
 from shoppulse.events.currency import load_rates
 from shoppulse.events.pii import PiiHasher
 from shoppulse.events.validate import Rejection, validate
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer
-from shoppulse.local.scratch import scratch_pipeline
 from shoppulse.settings import Settings
 from shoppulse.topics import CLEAN_EVENTS
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
-from shoppulse.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
-from shoppulse.grafana_double import fake_grafana
-from shoppulse.local.process import ManagedProcess, free_port
-from shoppulse.local.scratch import scratch_clickhouse
+from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
+from shoppulse.devstack.grafana_double import fake_grafana
+from shoppulse.devstack.process import ManagedProcess, free_port
+from shoppulse.devstack.scratch import scratch_clickhouse
 from shoppulse.settings import Settings
 from shoppulse.sink.migrations import migrate
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
+from shoppulse.ascode.dashboards.queries import Executed, QueryRunner
 from shoppulse.bench.pipeline import percentile
-from shoppulse.dashboards.model import DashboardFile, load, provisioned_datasources
-from shoppulse.dashboards.promql import PromQLChecker
-from shoppulse.dashboards.queries import Executed, QueryRunner
+from shoppulse.devstack.scratch import scratch_clickhouse
+from shoppulse.grafana.model import DashboardFile, load, provisioned_datasources
+from shoppulse.grafana.promql import PromQLChecker
 from shoppulse.loadgen.markets import MARKETS
-from shoppulse.local.scratch import scratch_clickhouse
 from shoppulse.settings import Settings
 from shoppulse.sink.migrations import migrate
 

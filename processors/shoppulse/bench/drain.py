@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from shoppulse.bench.pipeline import cpu_seconds, cpu_seconds_since
-from shoppulse.local.scratch import ScratchPipeline
+from shoppulse.devstack.scratch import ScratchPipeline
 
 WARM_EVENTS = 20_000  # start measuring once this many are in: the consumer group and state are up
 POLL_S = 0.2

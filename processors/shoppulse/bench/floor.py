@@ -18,7 +18,7 @@ from typing import Any
 from shoppulse.bench.drain import WARM_EVENTS, DrainResult
 from shoppulse.bench.ingest import send_raw_backlog
 from shoppulse.bench.pipeline import cpu_seconds, cpu_seconds_since
-from shoppulse.local.scratch import scratch_broker
+from shoppulse.devstack.scratch import scratch_broker
 from shoppulse.settings import Settings
 from shoppulse.streaming import processor_app
 from shoppulse.topics import RAW_EVENTS, TopicSpec, create_topics

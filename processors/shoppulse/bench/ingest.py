@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 from shoppulse.bench.drain import DrainResult, drain
 from shoppulse.bench.pipeline import bare_consumer_rate
+from shoppulse.devstack.scratch import scratch_pipeline
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_replay
-from shoppulse.local.scratch import scratch_pipeline
 from shoppulse.settings import Settings
 
 EVENTS_IN = "shoppulse_ingest_events_in_total"

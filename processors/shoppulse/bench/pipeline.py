@@ -29,10 +29,10 @@ from quixstreams.kafka import Consumer
 
 from shoppulse import clickhouse
 from shoppulse.bench.event_latency import EventLatency
+from shoppulse.devstack.process import ManagedProcess
+from shoppulse.devstack.scratch import scratch_pipeline
 from shoppulse.loadgen.generator import Emission, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
-from shoppulse.local.process import ManagedProcess
-from shoppulse.local.scratch import scratch_pipeline
 from shoppulse.settings import Settings
 from shoppulse.topics import RAW_EVENTS
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoppulse.aggregate.store_metrics import METRICS_COLUMNS, event_counts, to_datetime, to_money
+from shoppulse.events.store_metrics import METRICS_COLUMNS, event_counts, to_datetime, to_money
 from shoppulse.sink.clickhouse_sink import Table, sum_by_key
 
 SECOND_MS = 1000

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
-from shoppulse.aggregate.histogram import quantile
+from shoppulse.events.histogram import quantile
 from shoppulse.sidecar.detectors import Point
 from shoppulse.sidecar.regions import SeasonalBand
 

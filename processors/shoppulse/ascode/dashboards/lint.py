@@ -1,0 +1,111 @@
+"""``shoppulse dashboards lint``: static checks, then every query run against the schema and demo data."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from shoppulse import clickhouse
+from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
+from shoppulse.ascode.dashboards.queries import Executed, QueryRunner
+from shoppulse.ascode.dashboards.structure import check_dashboards
+from shoppulse.devstack.clickhouse_server import embedded_endpoint
+from shoppulse.grafana.model import DashboardFile, Datasource, Problem, load, provisioned_datasources
+from shoppulse.grafana.promql import PromQLChecker
+from shoppulse.settings import Settings
+from shoppulse.sidecar import annotations
+from shoppulse.sink.migrations import migrate
+
+
+@dataclass
+class LintReport:
+    files: list[DashboardFile] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    datasources: dict[str, Datasource] = field(default_factory=dict)  # Grafana's provisioned ones, by uid
+    executed: list[Executed] = field(default_factory=list)
+
+    @property
+    def panels(self) -> int:
+        return sum(1 for f in self.files for _ in f.panels())
+
+
+@contextlib.contextmanager
+def throwaway_database(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
+    """A throwaway embedded ClickHouse with the migrations applied, empty."""
+    with tempfile.TemporaryDirectory(prefix="shoppulse-demo-") as folder, \
+            embedded_endpoint(Path(folder) / "clickhouse") as url:
+        local = settings.model_copy(update={"clickhouse_url": url, "clickhouse_user": "default",
+                                            "clickhouse_password": ""})
+        applied = migrate(lambda database: clickhouse.connect(local, database), local.clickhouse_database,
+                          local.migrations_dir)
+        progress(f"schema: {len(applied)} migrations applied")
+        client = clickhouse.connect(local)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def demo_database(settings: Settings, now: datetime,
+                  progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
+    """A throwaway embedded ClickHouse with the migrations applied and the demo data loaded."""
+    with throwaway_database(settings, progress) as client:
+        load_demo_data(client, DemoPlan(now=now), progress)
+        yield client
+
+
+def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:
+    """The sidecar draws anomalies on panels named in its code: they must exist and show time series."""
+    source = Path(annotations.__file__)
+    line = next((n for n, text in enumerate(source.read_text().splitlines(), 1) if text.startswith("PANELS")), 1)
+    by_uid = {f.uid: f for f in files}
+    problems = []
+    for metric, (uid, panel_id) in annotations.PANELS.items():
+        file = by_uid.get(uid)
+        if file is None or panel_id is None:
+            continue
+        panel = next((p for p in file.panels() if p.get("id") == panel_id), None)
+        if panel is None or panel.get("type") != "timeseries":
+            problems.append(Problem(source, line, f"PANELS[{metric!r}]",
+                                    f"the sidecar annotates panel {panel_id} of {uid} ({file.path.name}), which is "
+                                    f"{'missing' if panel is None else 'a ' + str(panel.get('type'))}: "
+                                    "point it at the time series panel of that metric"))
+    return problems
+
+
+def check_files(paths: list[Path]) -> LintReport:
+    """Everything but the queries: each file's JSON and model, uids, datasources, panel hygiene."""
+    report = LintReport(datasources=provisioned_datasources())
+    for path in paths:
+        loaded = load(path)
+        if isinstance(loaded, Problem):
+            report.problems.append(loaded)
+        else:
+            report.files.append(loaded)
+    report.problems += check_dashboards(report.files, report.datasources)
+    report.problems += annotation_target_problems(report.files)
+    return report
+
+
+def run_queries(report: LintReport, client: Client, now: datetime | None = None,
+                progress: Callable[[str], None] = lambda _: None) -> None:
+    """Run every query of the report's loaded files on ``client`` and add what does not fit its panel."""
+    runner = QueryRunner(client, report.datasources, PromQLChecker(), now or datetime.now(UTC))
+    for file in report.files:
+        report.problems += runner.check(file)
+        progress(f"{file.path.name}: queries run")
+    report.executed = list(runner.results())
+
+
+def lint(paths: list[Path], client: Client, now: datetime | None = None,
+         progress: Callable[[str], None] = lambda _: None) -> LintReport:
+    report = check_files(paths)
+    run_queries(report, client, now, progress)
+    return report

@@ -1,0 +1,102 @@
+"""``shoppulse ingest``, ``aggregate``, ``sidecar`` and ``detect``: the runtime processors, one per command."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoppulse.cli.common import (
+    app,
+    err,
+    fail,
+    settings_or_fail,
+    stop_event_on_signals,
+)
+from shoppulse.logs import setup_logging
+
+
+@app.command()
+def ingest() -> None:
+    """Run the ingestion processor: raw events -> clean events and dead letters."""
+    from shoppulse.events.pii import MissingPiiKeyError
+    from shoppulse.ingest.app import run
+    from shoppulse.streaming import ProcessorStartError
+
+    settings = settings_or_fail()
+    setup_logging()
+    try:
+        run(settings)
+    except (MissingPiiKeyError, ProcessorStartError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def aggregate() -> None:
+    """Run the aggregation processor: clean events -> windowed metrics, sessions, late events in ClickHouse."""
+    from shoppulse.aggregate.app import run
+    from shoppulse.streaming import ProcessorStartError
+
+    settings = settings_or_fail()
+    setup_logging()
+    try:
+        run(settings)
+    except ProcessorStartError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def sidecar(
+    warm_up_minutes: Annotated[float, typer.Option(min=0, max=1440,
+                                                   help="Minutes of history replayed at start.")] = 30,
+) -> None:
+    """The anomaly sidecar: detect on the final aggregates, explain, write anomalies and Grafana annotations."""
+
+    from shoppulse.sidecar.main import run
+    from shoppulse.streaming import ProcessorStartError
+
+    settings = settings_or_fail()
+    setup_logging()
+    stop = stop_event_on_signals()
+    try:
+        run(settings, stop, timedelta(minutes=warm_up_minutes))
+    except ProcessorStartError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def detect(
+    csv_file: Annotated[Path, typer.Option("--csv", help="A CSV with timestamp,value (and optional label) columns.")],
+    out: Annotated[Path | None, typer.Option(help="Where the scored CSV goes [default: stdout].")] = None,
+) -> None:
+    """Run the sidecar's detectors over any time series: a score in [0, 1] and an anomaly flag per point."""
+    from shoppulse.output_file import replaced_on_success
+    from shoppulse.sidecar.csv_detect import CsvInputError, score_file
+
+    if not csv_file.is_file():
+        fail(f"no such file: {csv_file}", 2)
+    try:
+        if out is None:
+            report = score_file(csv_file, sys.stdout)
+        else:
+            with replaced_on_success(out) as handle:
+                report = score_file(csv_file, handle)
+    except CsvInputError as exc:
+        fail(f"{csv_file}: {exc}", 2)
+    except UnicodeDecodeError:
+        fail(f"{csv_file}: not a UTF-8 text file", 2)
+    except OSError as exc:
+        where = out if out is not None and exc.filename != str(csv_file) else csv_file
+        fail(f"cannot {'write' if where == out else 'read'} {where}: {exc.strerror or exc}", 1)
+    summary = f"{report.points:,} points, {report.flagged:,} flagged as anomalous"
+    if report.precision is not None or report.recall is not None:
+        precision = "-" if report.precision is None else f"{report.precision:.2f}"
+        recall = "-" if report.recall is None else f"{report.recall:.2f}"
+        summary += (f"; against the labels: point precision {precision}, recall {recall}; "
+                    f"{report.events_detected} of {report.events} labelled events detected")
+    err.print(summary, highlight=False)
+
+

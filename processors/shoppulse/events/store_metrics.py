@@ -1,0 +1,93 @@
+"""One aggregator for all store metrics of a country-second, so a window costs one state update per event.
+
+The value is a small dict of counters; revenue is summed in integer units of 0.0001 USD so that
+sums are exact (the clean event carries it as a 4-decimal string)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from quixstreams.dataframe.windows.aggregations import Aggregator
+
+from shoppulse.events.histogram import bucket
+
+REVENUE_UNITS = 10_000  # 1 unit = 0.0001 USD
+_COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remove_from_cart": "cart_removes",
+             "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders"}
+# Every counter, in the order of the metrics tables' columns (revenue last).
+TABLE_COUNTERS = ("product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts", "payment_failures",
+                  "orders", "items", "revenue_units")
+# The columns of metrics_1s and metrics_live (the counters, with revenue as money).
+METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts",
+                   "payment_failures", "orders", "items", "revenue"]
+_ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
+              for event_type, counter in _COUNTERS.items()}
+_FAILURES, _ITEMS, _REVENUE = (TABLE_COUNTERS.index(name) for name in ("payment_failures", "items", "revenue_units"))
+
+
+def to_units(amount: str) -> int:
+    return int(Decimal(amount) * REVENUE_UNITS)
+
+
+def to_money(units: int) -> Decimal:
+    return Decimal(units) / REVENUE_UNITS
+
+
+def to_datetime(ms: int) -> datetime:
+    """An event time in epoch milliseconds as the metrics tables' UTC timestamp."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def event_counts(event: dict[str, Any]) -> list[int]:
+    """What one event adds to each counter, in ``TABLE_COUNTERS`` order: what ``StoreMetrics``
+    counts of it, without a dict per event (ingestion's live sums fold every event at each checkpoint)."""
+    event_type = event["event_type"]
+    counts = list(_ONE_EVENT[event_type])
+    if event_type == "purchase":
+        counts[_ITEMS] = event["items"]
+        counts[_REVENUE] = to_units(event["amount"])
+    elif event_type == "payment_attempt" and event["result"] == "failure":
+        counts[_FAILURES] = 1
+    return counts
+
+
+class StoreMetrics(Aggregator):
+    """Funnel counts, orders, items, revenue and per-gateway payment latency histograms."""
+
+    def initialize(self) -> dict[str, Any]:
+        return {"payments": {}}
+
+    def agg(self, old: dict[str, Any], new: dict[str, Any], timestamp: int) -> dict[str, Any]:
+        event_type = new["event_type"]
+        name = _COUNTERS[event_type]
+        old[name] = old.get(name, 0) + 1
+        if event_type == "purchase":
+            old["items"] = old.get("items", 0) + new["items"]
+            old["revenue_units"] = old.get("revenue_units", 0) + to_units(new["amount"])
+        elif event_type == "payment_attempt":
+            failed = new["result"] == "failure"
+            if failed:
+                old["payment_failures"] = old.get("payment_failures", 0) + 1
+            gateway = old["payments"].setdefault(new["gateway"], {"attempts": 0, "failures": 0, "latency": {}})
+            gateway["attempts"] += 1
+            gateway["failures"] += int(failed)
+            key = str(bucket(new["latency_ms"]))  # str keys: the state is JSON
+            gateway["latency"][key] = gateway["latency"].get(key, 0) + 1
+        return old
+
+    def merge(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        merged = {name: a.get(name, 0) + b.get(name, 0) for name in TABLE_COUNTERS}
+        payments = {g: dict(v, latency=dict(v["latency"])) for g, v in a["payments"].items()}
+        for g, v in b["payments"].items():
+            target = payments.setdefault(g, {"attempts": 0, "failures": 0, "latency": {}})
+            target["attempts"] += v["attempts"]
+            target["failures"] += v["failures"]
+            for k, n in v["latency"].items():
+                target["latency"][k] = target["latency"].get(k, 0) + n
+        merged["payments"] = payments
+        return merged
+
+    def result(self, value: dict[str, Any]) -> dict[str, Any]:
+        return value
