@@ -13,12 +13,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from shoppulse.ascode.alerting.cli import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
 
 from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import ExpressionError, evaluate
 from shoppulse.ascode.alerting.files import alerting_paths, load
-from shoppulse.ascode.alerting.replay import Firing, RuleReplay, RuleStates, replay, report_lines
+from shoppulse.ascode.alerting.replay import (
+    REPLAY_AFTER_MINUTES,
+    Firing,
+    RuleReplay,
+    RuleStates,
+    fixed_week_time,
+    parse_moment,
+    replay,
+    report_lines,
+)
 from shoppulse.devstack.recording import RecordedRun, recorded_run
 from shoppulse.grafana.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shoppulse.ascode.alerting.files import ALERTING_DIR, alerting_paths
+from shoppulse.ascode.alerting.replay import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
 from shoppulse.cli.common import console, fail
 from shoppulse.cli.dashboards import dashboard_files_and_settings
 from shoppulse.settings import PROJECT_ROOT, Settings
@@ -20,18 +21,7 @@ if TYPE_CHECKING:
     from shoppulse.ascode.alerting.files import AlertingFiles
     from shoppulse.ascode.alerting.replay import RuleReplay
 
-REPLAY_AFTER_MINUTES = 15
 alerts_app = typer.Typer(help="Grafana alerting as code (alerting/).", no_args_is_help=True)
-
-
-def fixed_week_time(now: datetime) -> datetime:
-    """The latest Tuesday 11:00 UTC at least a day ago: every replay plays the same hours of the
-    store's week (traffic follows each country's local time of day), whenever it runs; at that hour
-    every market with a scripted incident is awake (Tokyo's evening, Europe's lunch, US morning)."""
-    moment = (now - timedelta(days=1)).replace(hour=11, minute=0, second=0, microsecond=0)
-    while moment.weekday() != 1 or moment > now - timedelta(days=1):
-        moment -= timedelta(days=1)
-    return moment
 
 
 def _alerting_files(paths: list[Path] | None) -> list[Path]:
@@ -69,27 +59,6 @@ def lint_command(
     if report.problems:
         fail(f"{len(report.problems)} problem(s) in {summary}")
     console.print(f"[green]ok[/]: {summary}", highlight=False)
-
-
-def parse_moment(text: str, now: datetime) -> datetime:
-    """``now``, ``now-<duration>`` (Grafana's relative time, e.g. now-2h) or an ISO 8601 time (UTC if no
-    offset is given)."""
-    from shoppulse.ascode.alerting.files import parse_duration
-
-    text = text.strip()
-    if text == "now":
-        return now
-    if text.startswith("now-"):
-        ago = parse_duration(text[4:])
-        if ago is None:
-            raise ValueError(f"{text!r}: after now- comes a duration such as 90m, 2h or 1d")
-        return now - ago
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither now, now-<duration> nor an ISO 8601 time "
-                         "(2026-11-24T11:00:00Z)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @alerts_app.command("replay")

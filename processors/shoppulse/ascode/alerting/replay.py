@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shoppulse.ascode.alerting.evaluate import Evaluation, NotEvaluableError, RuleEvaluator
@@ -159,3 +159,35 @@ def report_lines(results: list[RuleReplay], origin: datetime) -> list[str]:
         for at, error in result.errors[:3]:
             lines.append(f"  error at {_offset(at, origin)}: {error}")
     return lines
+
+
+REPLAY_AFTER_MINUTES = 15  # a recorded run's first minutes warm the sidecar's baselines up: not replayed
+
+
+def fixed_week_time(now: datetime) -> datetime:
+    """The latest Tuesday 11:00 UTC at least a day ago: every replay plays the same hours of the
+    store's week (traffic follows each country's local time of day), whenever it runs; at that hour
+    every market with a scripted incident is awake (Tokyo's evening, Europe's lunch, US morning)."""
+    moment = (now - timedelta(days=1)).replace(hour=11, minute=0, second=0, microsecond=0)
+    while moment.weekday() != 1 or moment > now - timedelta(days=1):
+        moment -= timedelta(days=1)
+    return moment
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """``now``, ``now-<duration>`` (Grafana's relative time, e.g. now-2h) or an ISO 8601 time (UTC if no
+    offset is given)."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("now-"):
+        ago = parse_duration(text[4:])
+        if ago is None:
+            raise ValueError(f"{text!r}: after now- comes a duration such as 90m, 2h or 1d")
+        return now - ago
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither now, now-<duration> nor an ISO 8601 time "
+                         "(2026-11-24T11:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
