@@ -1,4 +1,5 @@
-# The shoppulse image: processors, anomaly sidecar, load generator and the `shoppulse` CLI.
+# The shoppulse image: one image, one process per container (`shoppulse ingest`, `aggregate`, `sidecar`,
+# `db migrate`…, as docker-compose.yml runs them); without a command it runs the whole local stack.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

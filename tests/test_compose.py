@@ -26,7 +26,12 @@ def bind_mounts(service: dict) -> list[tuple[str, str]]:
     return mounts
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
+ONE_SHOT = {name for name, service in SERVICES.items() if service.get("restart") == "no"}
+PROCESSORS = {"ingest": "ingest", "aggregate": "aggregate", "sidecar": "sidecar"}
+SCALABLE = ("ingest", "aggregate")
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT))
 def test_every_service_has_a_health_check(name: str) -> None:
     check = SERVICES[name].get("healthcheck", {})
     assert check.get("test"), f"service {name} has no health check"
@@ -47,11 +52,51 @@ def test_named_volumes_are_declared() -> None:
                 assert source in COMPOSE.get("volumes", {}), f"{name} uses undeclared volume {source}"
 
 
-def test_services_start_after_their_dependencies_are_healthy() -> None:
+def test_services_start_after_their_dependencies_are_healthy_or_done() -> None:
     for name, service in SERVICES.items():
         for dependency, rule in service.get("depends_on", {}).items():
             assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
-            assert rule["condition"] == "service_healthy", f"{name} starts before {dependency} is healthy"
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert rule["condition"] == expected, f"{name} starts before {dependency} is {expected}"
+
+
+def test_migrations_topics_and_alerting_files_are_a_one_shot_service_everything_waits_for() -> None:
+    assert {"migrate"} == ONE_SHOT
+    script = " ".join(SERVICES["migrate"]["entrypoint"])
+    assert "shoppulse db migrate" in script and "shoppulse kafka topics" in script
+    for name in (*PROCESSORS, "loadgen", "grafana"):
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize(("name", "command"), PROCESSORS.items())
+def test_each_processor_is_a_service_of_its_own(name: str, command: str) -> None:
+    service = SERVICES[name]
+    assert service["command"] == [command], f"{name} runs {service.get('command')}, not one processor"
+    assert "up" not in service.get("entrypoint", []) and "up" not in service["command"]
+    assert service["environment"]["SHOPPULSE_HOST"] == "0.0.0.0", "Prometheus scrapes it from another container"
+
+
+@pytest.mark.parametrize("name", SCALABLE)
+def test_scaled_services_fix_no_host_port_name_or_state_volume(name: str) -> None:
+    """`docker compose up --scale ingest=3`: instances must not collide on a host port, a container name or
+    a state folder (each keeps its state in its own container; Kafka's changelog topics restore it)."""
+    service = SERVICES[name]
+    assert "ports" not in service and "container_name" not in service
+    assert not service.get("volumes"), f"{name}'s instances would share a state folder"
+
+
+def test_prometheus_scrapes_every_instance_of_a_scaled_service() -> None:
+    config = yaml.safe_load((PROJECT_ROOT / "prometheus" / "prometheus.yml").read_text())
+    discovered = {name for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+                  for name in sd["names"]}
+    assert set(PROCESSORS) <= discovered
+
+
+def test_the_load_generator_runs_only_in_the_demo_profile() -> None:
+    assert SERVICES["loadgen"]["profiles"] == ["demo"]
+    assert SERVICES["loadgen"]["command"][0] == "loadgen"
+    other = [name for name, s in SERVICES.items() if name != "loadgen" and "loadgen" in str(s.get("command", ""))]
+    assert not other, f"{other} run the load generator outside the demo profile"
 
 
 def test_the_project_image_builds_from_files_that_exist() -> None:
@@ -72,10 +117,10 @@ def test_grafana_gets_the_clickhouse_plugin_and_our_provisioning() -> None:
     assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"} <= targets
     # Alerting comes from the volume `shoppulse alerts render` fills before Grafana starts.
     alerting = next(v for v in grafana["volumes"] if ":/etc/grafana/provisioning/alerting" in v).split(":")[0]
-    shoppulse = SERVICES["shoppulse"]
-    renders_into = next(v.split(":")[1] for v in shoppulse["volumes"] if v.startswith(f"{alerting}:"))
-    assert f"alerts render {renders_into}" in " ".join(shoppulse["entrypoint"])
-    assert grafana["depends_on"]["shoppulse"]["condition"] == "service_healthy"
+    migrate = SERVICES["migrate"]
+    renders_into = next(v.split(":")[1] for v in migrate["volumes"] if v.startswith(f"{alerting}:"))
+    assert f"alerts render {renders_into}" in " ".join(migrate["entrypoint"])
+    assert grafana["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_kafka_runs_in_kraft_mode_without_zookeeper() -> None:
