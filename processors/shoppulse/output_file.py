@@ -8,7 +8,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 NEW_FILE_MODE = 0o644
 
@@ -29,7 +29,7 @@ def replaced_on_success(path: Path) -> Iterator[TextIO]:
                                          suffix=".partial", delete=False)
     try:
         with handle:
-            yield handle
+            yield cast(TextIO, handle)
         os.chmod(handle.name, mode)
         os.replace(handle.name, path)
     except BaseException:

@@ -51,7 +51,7 @@ def serve_metrics(port: int, host: str, setting: str) -> None:
 def require_broker(bootstrap: str, timeout_s: float) -> None:
     """Wait up to ``timeout_s`` for a broker of ``bootstrap`` to accept a connection, so that a wrong
     address is one clear error rather than a client library's retries and traceback."""
-    addresses = []
+    addresses: list[tuple[str, int]] = []
     for address in bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
         if not host or not port.isdigit():
@@ -64,9 +64,9 @@ def require_broker(bootstrap: str, timeout_s: float) -> None:
         addresses.append((host.strip("[]"), int(port)))
     deadline = time.monotonic() + timeout_s
     while True:
-        for host, port in addresses:
+        for host_port in addresses:
             try:
-                socket.create_connection((host, port), timeout=min(5.0, timeout_s)).close()
+                socket.create_connection(host_port, timeout=min(5.0, timeout_s)).close()
                 return
             except OSError as exc:
                 last = exc

@@ -183,10 +183,10 @@ class LateEvents:
     def __init__(self, sink: ClickHouseSink) -> None:
         self._sink = sink
 
-    def __call__(self, value: dict[str, Any], key: Any, timestamp_ms: int, late_by_ms: int, _start: int,
-                 _end: int, _store_name: str, topic: str, partition: int, offset: int) -> bool:
+    def __call__(self, value: dict[str, Any], key: Any, timestamp_ms: int, late_by_ms: int, start: int,
+                 end: int, store_name: str, topic: str, partition: int, offset: int) -> bool:
         LATE_EVENTS.labels(key).inc()
-        self._sink.add({**value, "late_by_ms": late_by_ms}, key, timestamp_ms, None, topic, partition, offset)
+        self._sink.add({**value, "late_by_ms": late_by_ms}, key, timestamp_ms, [], topic, partition, offset)
         return False
 
 

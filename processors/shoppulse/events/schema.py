@@ -148,7 +148,7 @@ EVENT_MODELS: dict[EventType, type[EventBase]] = {
     EventType.REMOVE_FROM_CART: RemoveFromCart, EventType.CHECKOUT_START: CheckoutStart,
     EventType.PAYMENT_ATTEMPT: PaymentAttempt, EventType.PURCHASE: Purchase,
 }
-SHOP_EVENT = TypeAdapter(ShopEvent)
+SHOP_EVENT: TypeAdapter[ShopEvent] = TypeAdapter(ShopEvent)
 
 
 def json_schemas() -> dict[str, dict[str, object]]:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import cast
 
 MOVED_Z = 3.0
 SYSTEMIC_SHARE = 0.4
@@ -90,7 +91,7 @@ def template_insight(payload: InsightPayload, opened_at: datetime) -> str:
             f"at {opened_at:%H:%M} UTC over the last {payload.window}.")
     same_country = [s for s in payload.correlated_signals if s["country"] == payload.country]
     if same_country:
-        moved = ", ".join(f"{LABELS.get(str(s['metric']), (s['metric'],))[0]} {float(s['delta_pct']):+.0f}%"
+        moved = ", ".join(f"{LABELS.get(str(s['metric']), (s['metric'],))[0]} {cast(float, s['delta_pct']):+.0f}%"
                           for s in same_country[:3])
         text += f" Moving with it in {where}: {moved}."
     if payload.country != "ALL":

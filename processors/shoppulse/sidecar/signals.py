@@ -108,7 +108,7 @@ def points_by_country(totals: dict[str, Totals], histograms: dict[str, dict[int,
                       window_s: float) -> dict[str, dict[str, Point]]:
     """Each country's points and the whole store's (``ALL``: totals summed, histograms merged)."""
     result: dict[str, dict[str, Point]] = {}
-    everything, all_latency = Totals(), defaultdict(int)
+    everything, all_latency = Totals(), defaultdict[int, int](int)
     for country in sorted(set(totals) | set(histograms)):
         result[country] = points(totals.get(country, Totals()), histograms.get(country, {}), window_s)
         everything = everything + totals.get(country, Totals())

@@ -6,7 +6,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +49,7 @@ class Table:
 
     name: str
     columns: Sequence[str]
-    rows: Callable[[Any], Iterable[Sequence[Any]]]
+    rows: Callable[[Any], Sequence[Sequence[Any]]]
     collapse: Callable[[Rows], Rows] | None = None
 
 
