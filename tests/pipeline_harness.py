@@ -89,9 +89,17 @@ class Pipeline:
     env: dict[str, str]
     ingest: Processor
     aggregate: Processor
+    # More instances of each processor, in the same consumer groups: each with its own state folder
+    # and metrics ports, as separate containers would have.
+    replicas: list[Processor] = field(default_factory=list)
+
+    @property
+    def processors(self) -> list[Processor]:
+        return [self.ingest, self.aggregate, *self.replicas]
 
     @classmethod
-    def start(cls, broker: KafkaBroker, endpoint_url: str, password: str, workdir: Path) -> Pipeline:
+    def start(cls, broker: KafkaBroker, endpoint_url: str, password: str, workdir: Path,
+              instances: int = 1) -> Pipeline:
         database = f"agg_{uuid.uuid4().hex[:8]}"
         settings = Settings(clickhouse_url=endpoint_url, clickhouse_password=password, clickhouse_database=database,
                             kafka_bootstrap_servers=broker.bootstrap)
@@ -104,10 +112,17 @@ class Pipeline:
                "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port()),
                "SHOPPULSE_WINDOW_GRACE_MS": str(GRACE_MS), "SHOPPULSE_SESSION_GAP_MS": str(SESSION_GAP_MS),
                "SHOPPULSE_SESSION_GRACE_MS": str(SESSION_GRACE_MS), "PATH": "/usr/bin:/bin"}
+        replicas = []
+        for n in range(2, instances + 1):
+            own = {**env, "SHOPPULSE_DATA_DIR": str(workdir / f"instance-{n}"),
+                   "SHOPPULSE_INGEST_METRICS_PORT": str(free_port()),
+                   "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port())}
+            replicas += [Processor("ingest", own, workdir / f"ingest-{n}.log"),
+                         Processor("aggregate", own, workdir / f"aggregate-{n}.log")]
         pipeline = cls(broker, settings, env, Processor("ingest", env, workdir / "ingest.log"),
-                       Processor("aggregate", env, workdir / "aggregate.log"))
-        pipeline.ingest.start()
-        pipeline.aggregate.start()
+                       Processor("aggregate", env, workdir / "aggregate.log"), replicas)
+        for processor in pipeline.processors:
+            processor.start()
         try:
             pipeline.wait_ready()
         except BaseException:
@@ -121,6 +136,7 @@ class Pipeline:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        members = 1 + len(self.replicas) // 2
         admin = KafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
         deadline = time.monotonic() + timeout_s
         try:
@@ -130,8 +146,8 @@ class Pipeline:
                 except KafkaError:  # the group coordinator is still loading
                     time.sleep(0.5)
                     continue
-                if all(str(g.get("group_state", g.get("state"))).lower() == "stable" and g.get("members")
-                       for g in groups.values()):
+                if all(str(g.get("group_state", g.get("state"))).lower() == "stable"
+                       and len(g.get("members") or ()) == members for g in groups.values()):
                     return
                 time.sleep(0.5)
         finally:
@@ -139,8 +155,8 @@ class Pipeline:
         raise AssertionError(f"processors not ready:\n{self.logs()}")
 
     def stop(self) -> None:
-        self.ingest.stop()
-        self.aggregate.stop()
+        for processor in self.processors:
+            processor.stop()
 
     def wait_caught_up(self, timeout_s: float = 120) -> None:
         """Until both processors have committed every message of every topic they read (lag 0)."""
@@ -176,7 +192,7 @@ class Pipeline:
         return clickhouse.connect(self.settings)
 
     def logs(self) -> str:
-        return "\n".join(p.log.read_text()[-3000:] for p in (self.ingest, self.aggregate) if p.log.exists())
+        return "\n".join(p.log.read_text()[-3000:] for p in self.processors if p.log.exists())
 
 
 @dataclass
