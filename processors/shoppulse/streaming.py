@@ -88,6 +88,14 @@ def require_writable(folder: Path, setting: str) -> None:
                                   "user may write") from None
 
 
+def prepare_processor(settings: Settings, metrics_port: int, port_setting: str) -> None:
+    """What a processor checks and starts before its application: a data folder it may write, its
+    metrics on ``metrics_port`` (``port_setting`` names that port's variable) and a broker that answers."""
+    require_writable(settings.data_dir, "SHOPPULSE_DATA_DIR")
+    serve_metrics(metrics_port, settings.host, port_setting)
+    require_broker(settings.kafka_bootstrap, settings.kafka_connect_timeout_s)
+
+
 def processor_app(settings: Settings, consumer_group: str, commit_interval_s: float) -> Application:
     """Exactly-once (produced messages, state and offsets commit together), reading from the
     earliest offset on first start, with its state in the data folder."""

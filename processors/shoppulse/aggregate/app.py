@@ -47,14 +47,7 @@ from shoppulse.events.store_metrics import (
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
 from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids
-from shoppulse.streaming import (
-    built_once_topics_are_visible,
-    processor_app,
-    require_broker,
-    require_writable,
-    run_processor,
-    serve_metrics,
-)
+from shoppulse.streaming import built_once_topics_are_visible, prepare_processor, processor_app, run_processor
 from shoppulse.topics import CLEAN_EVENTS
 
 log = logging.getLogger(__name__)
@@ -222,9 +215,7 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
 def run(settings: Settings) -> None:
     """Run the aggregation processor until SIGTERM/SIGINT, exposing Prometheus metrics."""
     os.nice(settings.aggregate_nice)
-    require_writable(settings.data_dir, "SHOPPULSE_DATA_DIR")
-    serve_metrics(settings.aggregate_metrics_port, settings.host, "SHOPPULSE_AGGREGATE_METRICS_PORT")
-    require_broker(settings.kafka_bootstrap, settings.kafka_connect_timeout_s)
+    prepare_processor(settings, settings.aggregate_metrics_port, "SHOPPULSE_AGGREGATE_METRICS_PORT")
     export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, CLEAN_EVENTS.name, "aggregate")
     log.info("aggregation starting", extra={"bootstrap": settings.kafka_bootstrap,
                                             "grace_ms": settings.window_grace_ms,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +18,19 @@ from shoppulse.cli.common import (
     stop_event_on_signals,
 )
 from shoppulse.logs import setup_logging
+from shoppulse.settings import Settings
+
+
+def _run(run: Callable[[Settings], None], *refusals: type[Exception]) -> None:
+    """A processor until SIGTERM/SIGINT; what keeps it from starting is one line."""
+    from shoppulse.streaming import ProcessorStartError
+
+    settings = settings_or_fail()
+    setup_logging()
+    try:
+        run(settings)
+    except (ProcessorStartError, *refusals) as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -24,28 +38,16 @@ def ingest() -> None:
     """Run the ingestion processor: raw events -> clean events and dead letters."""
     from shoppulse.events.pii import MissingPiiKeyError
     from shoppulse.ingest.app import run
-    from shoppulse.streaming import ProcessorStartError
 
-    settings = settings_or_fail()
-    setup_logging()
-    try:
-        run(settings)
-    except (MissingPiiKeyError, ProcessorStartError) as exc:
-        fail(str(exc))
+    _run(run, MissingPiiKeyError)
 
 
 @app.command()
 def aggregate() -> None:
     """Run the aggregation processor: clean events -> windowed metrics, sessions, late events in ClickHouse."""
     from shoppulse.aggregate.app import run
-    from shoppulse.streaming import ProcessorStartError
 
-    settings = settings_or_fail()
-    setup_logging()
-    try:
-        run(settings)
-    except ProcessorStartError as exc:
-        fail(str(exc))
+    _run(run)
 
 
 @app.command()
@@ -54,17 +56,9 @@ def sidecar(
                                                    help="Minutes of history replayed at start.")] = 30,
 ) -> None:
     """The anomaly sidecar: detect on the final aggregates, explain, write anomalies and Grafana annotations."""
-
     from shoppulse.sidecar.main import run
-    from shoppulse.streaming import ProcessorStartError
 
-    settings = settings_or_fail()
-    setup_logging()
-    stop = stop_event_on_signals()
-    try:
-        run(settings, stop, timedelta(minutes=warm_up_minutes))
-    except ProcessorStartError as exc:
-        fail(str(exc))
+    _run(lambda settings: run(settings, stop_event_on_signals(), timedelta(minutes=warm_up_minutes)))
 
 
 @app.command()

@@ -35,14 +35,7 @@ from shoppulse.ingest.live_metrics import live_metrics_table
 from shoppulse.settings import Settings
 from shoppulse.sink.clickhouse_sink import ClickHouseSink, Table
 from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids
-from shoppulse.streaming import (
-    built_once_topics_are_visible,
-    processor_app,
-    require_broker,
-    require_writable,
-    run_processor,
-    serve_metrics,
-)
+from shoppulse.streaming import built_once_topics_are_visible, prepare_processor, processor_app, run_processor
 from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS
 
 log = logging.getLogger(__name__)
@@ -176,9 +169,7 @@ def build_app(settings: Settings, hasher: PiiHasher, rates: RatesTable | None = 
 def run(settings: Settings) -> None:
     """Run the ingestion processor until SIGTERM/SIGINT, exposing Prometheus metrics."""
     hasher = PiiHasher.from_settings(settings.pii_key, settings.demo)
-    require_writable(settings.data_dir, "SHOPPULSE_DATA_DIR")
-    serve_metrics(settings.ingest_metrics_port, settings.host, "SHOPPULSE_INGEST_METRICS_PORT")
-    require_broker(settings.kafka_bootstrap, settings.kafka_connect_timeout_s)
+    prepare_processor(settings, settings.ingest_metrics_port, "SHOPPULSE_INGEST_METRICS_PORT")
     export_consumer_lag(settings.kafka_bootstrap, CONSUMER_GROUP, RAW_EVENTS.name, "ingest")
     log.info("ingestion starting", extra={"bootstrap": settings.kafka_bootstrap,
                                           "metrics_port": settings.ingest_metrics_port, "demo": settings.demo})
