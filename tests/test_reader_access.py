@@ -52,7 +52,7 @@ def test_any_other_setting_may_only_keep_its_value(requested: dict[str, str]) ->
     assert unchanged and settings == ours
 
 
-TABLE_FUNCTIONS = ["file", "url", "numbers", "values", "s3", "remote", "executable", "view"]
+TABLE_FUNCTIONS = frozenset({"file", "url", "numbers", "values", "s3", "remote", "executable", "view"})
 
 
 @pytest.mark.parametrize(("ast", "error"), [

@@ -153,8 +153,7 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError("\n".join(lines)) from None
 
 
-_SECRET_FIELDS = frozenset({"clickhouse_password", "clickhouse_grafana_password", "grafana_token", "openai_api_key",
-                            "pii_key"})
+_SECRET_FIELDS = frozenset(name for name, info in Settings.model_fields.items() if not info.repr)
 
 
 def _env_name(field: str) -> str:

@@ -24,9 +24,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from shoppulse.devstack.clickhouse_errors import (
     ACCESS_DENIED,
@@ -89,7 +90,7 @@ def _bounded_execution_time(value: str) -> str:
     return value
 
 
-def check_reader_statement(ast: str, table_functions: Iterable[str]) -> None:
+def check_reader_statement(ast: str, table_functions: frozenset[str]) -> None:
     """Refuse what a reader may not run, given the statement's ``EXPLAIN AST`` text and the
     engine's table function names. Raises ACCESS_DENIED or READONLY."""
     lines = [line for line in ast.splitlines() if line.strip()]
@@ -102,8 +103,7 @@ def check_reader_statement(ast: str, table_functions: Iterable[str]) -> None:
             READONLY,
             f"Cannot execute query in readonly mode: a read-only user may run SELECT, SHOW, DESCRIBE, EXISTS and "
             f"EXPLAIN of them, not {root or 'this statement'} (READONLY)")
-    outside = {name.lower() for name in table_functions} - {name.lower() for name in SAFE_TABLE_FUNCTIONS}
-    outside |= {name.lower() for name in HOST_FUNCTIONS}
+    outside = _reaching_outside(table_functions)
     for line in lines:
         if _SETTINGS_CLAUSE.match(line):
             raise ClickHouseError(READONLY, "Cannot modify settings in readonly mode: a read-only user's statement "
@@ -114,6 +114,14 @@ def check_reader_statement(ast: str, table_functions: Iterable[str]) -> None:
                 ACCESS_DENIED,
                 f"Not enough privileges: {function.group(1)}() reaches outside the database (files, URLs, other "
                 "servers or processes) and a read-only user may not call it (ACCESS_DENIED)")
+
+
+@functools.cache
+def _reaching_outside(table_functions: frozenset[str]) -> frozenset[str]:
+    """The lower-cased names of the functions a reader may not call, of the engine's table functions
+    (computed once per engine, not per request)."""
+    safe = {name.lower() for name in SAFE_TABLE_FUNCTIONS}
+    return frozenset({name.lower() for name in table_functions} - safe | {name.lower() for name in HOST_FUNCTIONS})
 
 
 def _root(lines: list[str]) -> str:

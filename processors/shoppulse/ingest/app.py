@@ -28,7 +28,7 @@ from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.events.clean import CleanEvent, to_clean
 from shoppulse.events.currency import RatesTable, load_rates
 from shoppulse.events.pii import PiiHasher
-from shoppulse.events.validate import MAX_EVENT_BYTES, Reason, Rejection, TimeLimits, validate
+from shoppulse.events.validate import DEFAULT_LIMITS, MAX_EVENT_BYTES, Reason, Rejection, TimeLimits, validate
 from shoppulse.ingest import metrics
 from shoppulse.ingest.dedup import first_sighting
 from shoppulse.ingest.live_metrics import live_metrics_table
@@ -77,7 +77,7 @@ class Classifier:
     def __init__(self, hasher: PiiHasher, rates: RatesTable, limits: TimeLimits | None = None) -> None:
         self._hasher = hasher
         self._rates = rates
-        self._limits = limits or TimeLimits()
+        self._limits = limits or DEFAULT_LIMITS
 
     def classify(self, raw: bytes | None, key: bytes | None, timestamp: int, _headers: Any,
                  state: State) -> CleanEvent | DeadLetter | None:
