@@ -20,12 +20,13 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
+from checkout import ROOT
 from shoppulse import clickhouse
 from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES
 from shoppulse.devstack.kafka import KafkaBroker
 from shoppulse.devstack.process import free_port
 from shoppulse.events.histogram import bucket
-from shoppulse.settings import PROJECT_ROOT, Settings
+from shoppulse.settings import Settings
 from shoppulse.sink.migrations import migrate
 from shoppulse.topics import CLEAN_EVENTS, create_topics
 
@@ -103,7 +104,7 @@ class Pipeline:
         database = f"agg_{uuid.uuid4().hex[:8]}"
         settings = Settings(clickhouse_url=endpoint_url, clickhouse_password=password, clickhouse_database=database,
                             kafka_bootstrap_servers=broker.bootstrap)
-        migrate(lambda db: clickhouse.connect(settings, db), database, PROJECT_ROOT / "clickhouse")
+        migrate(lambda db: clickhouse.connect(settings, db), database, ROOT / "clickhouse")
         create_topics(broker.bootstrap, PARTITIONS)
         env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CLICKHOUSE_URL": endpoint_url,
                "CLICKHOUSE_PASSWORD": password, "SHOPPULSE_CLICKHOUSE_DATABASE": database,

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
+from checkout import ROOT
 from shoppulse.ascode.alerting.files import alerting_paths
 from shoppulse.ascode.alerting.lint import lint
 from shoppulse.ascode.dashboards.lint import demo_database
-from shoppulse.settings import PROJECT_ROOT, load_settings
+from shoppulse.settings import load_settings
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -51,7 +52,7 @@ def edit(path: Path, old: str, new: str) -> int:
 
 def test_the_cli_passes_on_the_shipped_files() -> None:
     done = subprocess.run([sys.executable, "-m", "shoppulse", "alerts", "lint"], capture_output=True, text=True,
-                          timeout=300, check=False, cwd=PROJECT_ROOT)
+                          timeout=300, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok: 6 file(s), 7 rules" in done.stdout
 

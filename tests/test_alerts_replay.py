@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from checkout import ROOT
 from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import ExpressionError, evaluate
 from shoppulse.ascode.alerting.files import alerting_paths, load
@@ -30,7 +31,7 @@ from shoppulse.ascode.alerting.replay import (
 from shoppulse.devstack.recording import RecordedRun, recorded_run
 from shoppulse.grafana.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
-from shoppulse.settings import PROJECT_ROOT, load_settings
+from shoppulse.settings import load_settings
 
 COMMAND_SPAN = timedelta(minutes=25)  # the first incident (+10m to +15m) and its aftermath
 # Recording ~2 h of traffic through the pipeline takes minutes (longer on a slow or busy machine).
@@ -47,7 +48,7 @@ def country_of(firing: Firing) -> str:
 
 @pytest.fixture(scope="module")
 def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str]]:
-    scenario = load_scenario(PROJECT_ROOT / "scenarios" / "all-incidents.yaml")
+    scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
     # Lighter than the command's defaults (100 events/s, an hour of warm-up) to keep the suite short:
     # the rules' baselines need 40 minutes of history, which the first incident (at +10m) has.
     with recorded_run(load_settings(), scenario, 60, timedelta(minutes=30), timedelta(minutes=12),

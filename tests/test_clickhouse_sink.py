@@ -15,9 +15,9 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from kafka import KafkaAdminClient
 from quixstreams.sinks import SinkBackpressureError
 
+from checkout import ROOT
 from conftest import EndpointProcess
 from shoppulse import clickhouse
-from shoppulse.settings import PROJECT_ROOT
 from shoppulse.sink.clickhouse_sink import DEAD_LETTER_TABLE, ClickHouseSink, Table, sum_by_key
 from shoppulse.sink.topic_epochs import TopicEpochs, kafka_topic_ids, source_offset
 from shoppulse.topics import TopicSpec, create_topics
@@ -139,7 +139,7 @@ def test_rows_clickhouse_cannot_hold_are_dead_lettered_once_and_the_rest_written
     """A value whose row is outside its column's type (a time before 1970, a number too big) once failed
     every replay of its checkpoint; now it is recorded in sink_dead_letters and the others are written —
     also across a crash between the two INSERTs."""
-    ch.command((PROJECT_ROOT / "clickhouse" / "0015_sink_dead_letters.sql").read_text())
+    ch.command((ROOT / "clickhouse" / "0015_sink_dead_letters.sql").read_text())
     ch.command(f"CREATE TABLE {table_name} (ts DateTime, n UInt8, src_partition UInt16, src_offset UInt64) "
                "ENGINE = MergeTree ORDER BY (src_partition, src_offset)")
     sums = f"{table_name}_sums"
@@ -192,7 +192,7 @@ def test_a_recreated_topics_rows_are_written_and_a_replay_is_not(ch: Client, cli
                                                                kafka_bootstrap: str, table_name: str) -> None:
     """A topic deleted and created again (a new cluster, a reset) numbers its offsets from 0 again; a
     fence of partition and offset alone skipped its rows as if written. Topic ids tell them apart."""
-    ch.command((PROJECT_ROOT / "clickhouse" / "0017_sink_topic_epochs.sql").read_text())
+    ch.command((ROOT / "clickhouse" / "0017_sink_topic_epochs.sql").read_text())
     ch.command(f"CREATE TABLE {table_name} (n UInt32, src_partition UInt16, src_offset UInt64) "
                "ENGINE = MergeTree ORDER BY (src_partition, src_offset)")
     topic = f"recreated-{uuid.uuid4().hex[:8]}"

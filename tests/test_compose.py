@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoppulse.settings import PROJECT_ROOT
+from checkout import ROOT
 
-COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 
 
@@ -41,7 +41,7 @@ def test_every_service_has_a_health_check(name: str) -> None:
 @pytest.mark.parametrize(("name", "source", "target"),
                          [(n, s, t) for n, svc in SERVICES.items() for s, t in bind_mounts(svc)])
 def test_every_mounted_path_exists(name: str, source: str, target: str) -> None:
-    assert (PROJECT_ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
+    assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
 
 
 def test_named_volumes_are_declared() -> None:
@@ -86,7 +86,7 @@ def test_scaled_services_fix_no_host_port_name_or_state_volume(name: str) -> Non
 
 
 def test_prometheus_scrapes_every_instance_of_a_scaled_service() -> None:
-    config = yaml.safe_load((PROJECT_ROOT / "prometheus" / "prometheus.yml").read_text())
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     discovered = {name for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
                   for name in sd["names"]}
     assert set(PROCESSORS) <= discovered
@@ -102,12 +102,22 @@ def test_the_load_generator_runs_only_in_the_demo_profile() -> None:
 def test_the_project_image_builds_from_files_that_exist() -> None:
     built = [s for s in SERVICES.values() if "build" in s]
     assert built, "the project's own image is part of the stack"
-    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
     for line in dockerfile.splitlines():
-        if line.startswith("COPY "):
+        if line.startswith("COPY ") and "--from=" not in line:
             for source in line.split()[1:-1]:
-                assert (PROJECT_ROOT / source).exists(), f"Dockerfile copies missing {source}"
-    assert "pip install -e ." in dockerfile, "the image finds clickhouse/ and scenarios/ beside the package"
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+    assert "pip install -e" not in dockerfile, "the image installs the wheel, not the build context"
+    assert "pip wheel" in dockerfile
+    # the wheel's project files (setup.py) are all in the build context
+    setup = (ROOT / "setup.py").read_text()
+    bundled = re.search(r"PROJECT_FILES = \((.*?)\)", setup, re.S)
+    assert bundled
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ") and "--from=" not in line}
+    for name in re.findall(r'"([^"]+)"', bundled.group(1)):
+        assert name in copied, f"the wheel bundles {name}, which the Dockerfile does not copy"
+    assert {"setup.py", "MANIFEST.in"} <= {part for line in dockerfile.splitlines() if line.startswith("COPY ")
+                                           for part in line.split()[1:-1]}
 
 
 def test_grafana_gets_the_clickhouse_plugin_and_our_provisioning() -> None:
@@ -131,14 +141,14 @@ def test_kafka_runs_in_kraft_mode_without_zookeeper() -> None:
 
 
 def test_secrets_come_from_the_environment_only() -> None:
-    text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    text = (ROOT / "docker-compose.yml").read_text()
     for match in re.finditer(r"(PASSWORD|TOKEN|WEBHOOK_URL|ROUTING_KEY):\s*(\S+)", text):
         assert match.group(2).startswith("${"), f"{match.group(0)} is not taken from the environment"
 
 
 def test_provisioning_files_reference_environment_variables_compose_provides() -> None:
     env = SERVICES["grafana"]["environment"]
-    for path in (PROJECT_ROOT / "grafana" / "provisioning").rglob("*.yaml"):
+    for path in (ROOT / "grafana" / "provisioning").rglob("*.yaml"):
         document = yaml.safe_load(path.read_text())
         assert document["apiVersion"] == 1, f"{path} lacks apiVersion: 1"
         for variable in re.findall(r"\$\{(\w+)\}", path.read_text()):
@@ -148,6 +158,6 @@ def test_provisioning_files_reference_environment_variables_compose_provides() -
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is needed; ./dev installs it"
-    result = subprocess.run([promtool, "check", "config", str(PROJECT_ROOT / "prometheus" / "prometheus.yml")],
+    result = subprocess.run([promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

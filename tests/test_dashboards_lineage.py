@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from checkout import ROOT
 from shoppulse.aggregate.app import aggregate_tables
 from shoppulse.ascode.dashboards.lineage import (
     AGGREGATION,
@@ -18,7 +19,6 @@ from shoppulse.ascode.dashboards.structure import check_dashboards
 from shoppulse.grafana.model import load, provisioned_datasources
 from shoppulse.grafana.promql import metric_names
 from shoppulse.ingest.app import ingest_tables
-from shoppulse.settings import PROJECT_ROOT
 
 CREATED = re.compile(r"CREATE (?:TABLE|VIEW|MATERIALIZED VIEW) IF NOT EXISTS (\w+)")
 
@@ -65,11 +65,11 @@ def test_the_map_agrees_with_what_the_sinks_write_and_what_the_migrations_create
         assert INGESTION in TABLE_WRITERS[table.name], table.name
     for table in aggregate_tables():
         assert AGGREGATION in TABLE_WRITERS[table.name], table.name
-    migrations = (PROJECT_ROOT / "clickhouse").glob("*.sql")
+    migrations = (ROOT / "clickhouse").glob("*.sql")
     created = {name for path in migrations for name in CREATED.findall(path.read_text())}
     assert set(TABLE_WRITERS) <= created
 
 
 def test_every_shipped_panel_says_where_its_numbers_come_from() -> None:
-    files = [load(path) for path in sorted(Path(PROJECT_ROOT / "grafana" / "dashboards").glob("*.json"))]
+    files = [load(path) for path in sorted(Path(ROOT / "grafana" / "dashboards").glob("*.json"))]
     assert not [str(problem) for problem in check_dashboards(files, provisioned_datasources())]  # type: ignore[arg-type]

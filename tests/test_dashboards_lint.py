@@ -14,17 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from checkout import ROOT
 from shoppulse.grafana.interpolate import InterpolationError, QueryContext, clickhouse_query, prometheus_query
 from shoppulse.grafana.model import dashboard_paths
-from shoppulse.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
-STORE_LIVE = PROJECT_ROOT / "grafana" / "dashboards" / "store-live.json"
+STORE_LIVE = ROOT / "grafana" / "dashboards" / "store-live.json"
 
 
 def lint(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shoppulse", "dashboards", "lint", *map(str, paths)],
-                          capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_ROOT)
+                          capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
 
 
 def store_live() -> dict[str, Any]:
@@ -166,7 +166,7 @@ def test_quoted_variable_values_reach_clickhouse_unchanged(ch: Any, values: list
 
 def test_preview_renders_every_dashboard_from_query_results(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "shoppulse", "dashboards", "preview", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_ROOT)
+                          capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "lint:" not in done.stderr
     for path in dashboard_paths():

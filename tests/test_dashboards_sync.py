@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from checkout import ROOT
 from shoppulse.ascode.dashboards.sync import render
 from shoppulse.devstack.grafana_double import fake_grafana
 from shoppulse.grafana.model import dashboard_paths
 from shoppulse.grafana_api import GrafanaClient
-from shoppulse.settings import PROJECT_ROOT
 
 TOKEN = "glsa_test_service_account_token"
 
@@ -23,7 +23,7 @@ TOKEN = "glsa_test_service_account_token"
 def shoppulse(*args: str, url: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GRAFANA_URL": url, "GRAFANA_TOKEN": token}
     return subprocess.run([sys.executable, "-m", "shoppulse", "dashboards", *args], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=PROJECT_ROOT, env=env)
+                          timeout=120, check=False, cwd=ROOT, env=env)
 
 
 @pytest.fixture
@@ -108,5 +108,5 @@ def test_bad_token_and_missing_settings_fail_clearly(repo_copy: Path) -> None:
     assert unreachable.returncode == 1 and "unreachable" in unreachable.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_URL", "GRAFANA_TOKEN")}
     done = subprocess.run([sys.executable, "-m", "shoppulse", "dashboards", "export"], capture_output=True, text=True,
-                          timeout=60, check=False, cwd=PROJECT_ROOT, env=env)
+                          timeout=60, check=False, cwd=ROOT, env=env)
     assert done.returncode == 2 and "GRAFANA_URL is not set" in done.stderr

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoppulse.settings import PROJECT_ROOT
+from checkout import ROOT
 from shoppulse.sidecar.csv_detect import CsvInputError, detect, read_rows
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shoppulse", "detect", *args], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=PROJECT_ROOT)
+                          timeout=120, check=False, cwd=ROOT)
 
 
 def test_a_labelled_drop_is_found_and_scored(tmp_path: Path) -> None:

@@ -23,13 +23,13 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from checkout import ROOT
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
 from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.ascode.dashboards.lint import check_files, run_queries
 from shoppulse.devstack.clickhouse_engine import MAX_SESSIONS
 from shoppulse.devstack.http_connection import HEADERS_TIMEOUT_S
-from shoppulse.settings import PROJECT_ROOT
 
 try:
     from compression import zstd  # type: ignore[import-not-found]
@@ -170,7 +170,7 @@ def test_the_reader_runs_every_dashboard_query(endpoint: EndpointProcess) -> Non
                                                   database=settings.clickhouse_database,
                                                   autogenerate_session_id=False)
     try:
-        report = check_files(sorted((PROJECT_ROOT / "grafana" / "dashboards").glob("*.json")))
+        report = check_files(sorted((ROOT / "grafana" / "dashboards").glob("*.json")))
         run_queries(report, reader_client, now)
     finally:
         reader_client.close()

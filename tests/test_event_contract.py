@@ -12,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoppulse.events.catalogue import SCHEMAS_DIR, catalogue_examples, render_schema
+from shoppulse.events.catalogue import catalogue_examples, render_schema
 from shoppulse.events.clean import to_clean
 from shoppulse.events.currency import load_rates
 from shoppulse.events.pii import MissingPiiKeyError, PiiHasher
-from shoppulse.events.schema import EVENT_MODELS, EventBase, EventType, json_schemas
+from shoppulse.events.schema import EVENT_MODELS, SCHEMA_VERSION, EventBase, EventType, json_schemas
 from shoppulse.events.validate import MAX_EVENT_BYTES, Reason, Rejection, TimeLimits, validate
+from shoppulse.project_files import schemas_dir
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HASHER = PiiHasher(b"k" * 32)
@@ -39,7 +40,7 @@ def check(document: dict[str, Any] | bytes, now: datetime = NOW) -> EventBase | 
 
 def test_checked_in_json_schemas_are_generated_from_the_models() -> None:
     for name, schema in json_schemas().items():
-        path = SCHEMAS_DIR / name
+        path = schemas_dir(SCHEMA_VERSION) / name
         assert path.exists(), f"{path} is missing: run `shoppulse events schemas`"
         assert path.read_text() == render_schema(schema), f"{path} is stale: run `shoppulse events schemas`"
 

@@ -21,6 +21,7 @@ import pytest
 import requests
 from kafka import KafkaProducer
 
+from checkout import ROOT
 from conftest import TEST_PASSWORD, EndpointProcess, start_broker
 from pipeline_harness import read_all
 from shoppulse import clickhouse
@@ -31,7 +32,6 @@ from shoppulse.ingest.app import DEAD_LETTER_ORIGINAL_BYTES, received_at_ms
 from shoppulse.loadgen.bad_input import BAD_KINDS
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer, run_live
-from shoppulse.settings import PROJECT_ROOT
 from shoppulse.sink.migrations import migrate
 from shoppulse.topics import CLEAN_EVENTS, DEAD_LETTERS, RAW_EVENTS, create_topics
 
@@ -46,7 +46,7 @@ def pipeline(kafka_libs: Path, clickhouse_endpoint: EndpointProcess,
     broker = start_broker(kafka_libs, tmp_path_factory.mktemp("ingest-kafka"))
     database = f"ingest_{uuid.uuid4().hex[:8]}"
     settings = clickhouse_endpoint.settings(clickhouse_database=database)
-    migrate(lambda db: clickhouse.connect(settings, db), database, PROJECT_ROOT / "clickhouse")
+    migrate(lambda db: clickhouse.connect(settings, db), database, ROOT / "clickhouse")
     create_topics(broker.bootstrap, 3)
     metrics_port = free_port()
     env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CLICKHOUSE_URL": clickhouse_endpoint.url,

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from checkout import ROOT
 from shoppulse.events.schema import EventBase
 from shoppulse.events.validate import validate
 from shoppulse.loadgen.generator import BadInput, EventStream, uuid4_text
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
 from shoppulse.loadgen.scenario import ScenarioError, load_scenario, schedule, write_ground_truth
-from shoppulse.settings import PROJECT_ROOT
 
 NOON_UTC = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -112,7 +112,7 @@ def test_a_flash_sale_adds_its_country_traffic_and_leaves_the_others_alone(tmp_p
 
 
 def test_shipped_scenarios_load() -> None:
-    for path in (PROJECT_ROOT / "scenarios").glob("*.yaml"):
+    for path in (ROOT / "scenarios").glob("*.yaml"):
         assert load_scenario(path).incidents, path
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from checkout import ROOT
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
 from shoppulse.aggregate.app import aggregate_tables
 from shoppulse.ingest.app import ingest_tables
-from shoppulse.settings import PROJECT_ROOT
 from shoppulse.sink.clickhouse_sink import fence_query
 from shoppulse.sink.migrations import (
     MigrationError,
@@ -109,7 +109,7 @@ def test_shipped_migrations_apply_through_the_cli(clickhouse_endpoint: EndpointP
     command = [sys.executable, "-m", "shoppulse", "db", "migrate"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert first.returncode == 0, first.stderr
-    shipped = sorted(p.name for p in (PROJECT_ROOT / "clickhouse").glob("*.sql"))
+    shipped = sorted(p.name for p in (ROOT / "clickhouse").glob("*.sql"))
     assert f"{len(shipped)} migration(s) applied" in first.stdout
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert "0 migration(s) applied" in again.stdout
@@ -124,7 +124,7 @@ def test_cli_reports_an_unreachable_clickhouse_in_one_line(tmp_path: Path) -> No
 
 
 def test_shipped_migration_files_are_documented_in_their_first_line() -> None:
-    for migration in discover(PROJECT_ROOT / "clickhouse"):
+    for migration in discover(ROOT / "clickhouse"):
         first = migration.path.read_text().splitlines()[0]
         assert first.startswith("-- ") and len(first) > 20, f"{migration.name} lacks its one-line description"
 
@@ -155,7 +155,7 @@ def test_every_sink_table_answers_the_fence_from_its_projection(clickhouse_endpo
                                                                 database: str) -> None:
     """The fence query each checkpoint runs reads the ``sink_fence`` projection of every table a
     processor's sink writes, not the table: its cost must not grow with the table."""
-    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, PROJECT_ROOT / "clickhouse")
+    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, ROOT / "clickhouse")
     client = clickhouse.connect(clickhouse_endpoint.settings(), database)
     names = [table.name for table in [*ingest_tables(), *aggregate_tables()]]
     for name in names:  # two parts, as two checkpoints would write, of rows within the table's TTL
@@ -171,7 +171,7 @@ def test_every_sink_table_answers_the_fence_from_its_projection(clickhouse_endpo
 
 def test_the_freshness_watermark_is_read_from_projections(clickhouse_endpoint: EndpointProcess, database: str) -> None:
     """Every dashboard panel on metrics_now reads the watermark: it must not scan the tables it watches."""
-    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, PROJECT_ROOT / "clickhouse")
+    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, ROOT / "clickhouse")
     client = clickhouse.connect(clickhouse_endpoint.settings(), database)
     for name in ("metrics_1s", "payment_latency_1s", "sessions"):
         time = TTL_COLUMNS[name]

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from shoppulse.ascode.dashboards.prometheus_data import PrometheusError, legend, prometheus_results
 from shoppulse.devstack.process import free_port, wait_until
 from shoppulse.devstack.prometheus import prometheus_process
-from shoppulse.grafana.model import DASHBOARDS_DIR, load
+from shoppulse.grafana.model import load
+from shoppulse.project_files import dashboards_dir
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_pipeline_health_panels_are_drawn_from_prometheus_series(prometheus: str) -> None:
-    file = load(DASHBOARDS_DIR / "pipeline-health.json")
+    file = load(dashboards_dir() / "pipeline-health.json")
     assert not isinstance(file, Exception)
     results = prometheus_results(file, prometheus, datetime.now(UTC))
     events = [e for e in results if e.panel.get("title") == "Events in / out per second"]
@@ -74,6 +75,6 @@ def test_legend_fills_labels_like_grafana() -> None:
 
 
 def test_a_prometheus_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
-    file = load(DASHBOARDS_DIR / "pipeline-health.json")
+    file = load(dashboards_dir() / "pipeline-health.json")
     with pytest.raises(PrometheusError, match="did not answer"):
         prometheus_results(file, f"http://127.0.0.1:{free_port()}", datetime.now(UTC))

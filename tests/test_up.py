@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from checkout import ROOT
 from shoppulse.devstack.process import free_port, port_in_use
-from shoppulse.settings import PROJECT_ROOT, load_settings
+from shoppulse.settings import load_settings
 
 pytestmark = pytest.mark.integration
 READY_WITHIN_S = 60
@@ -97,7 +98,7 @@ def niceness(pid: int) -> int:
 def running_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict, dict[str, str]]]:
     env = stack_env(tmp_path / "stack")
     process = subprocess.Popen([sys.executable, "-m", "shoppulse", "up", "--no-live", "--rate", "200"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         started = time.monotonic()
         state = wait_for_state(tmp_path / "stack", process, READY_WITHIN_S)

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shoppulse import project_files
 from shoppulse.redact import HIDDEN, redact, redact_url
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.4.0"
 
 
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
 
     prometheus_port: int = 9090
     metrics_port: int = 9464
-    migrations_dir: Path = PROJECT_ROOT / "clickhouse"
+    migrations_dir: Path = Field(default_factory=project_files.migrations_dir)
 
     @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port",
                      "ingest_metrics_port", "aggregate_metrics_port", "sidecar_metrics_port")

@@ -15,6 +15,9 @@ from shoppulse.cli.common import app, err
 from shoppulse.cli.dashboards import dashboards_app
 from shoppulse.redact import env_secrets, redact
 
+# The modules of the optional extras (pyproject.toml) and the extra that brings each.
+OPTIONAL_EXTRAS = {"chdb": "local", "matplotlib": "previews", "openai": "llm"}
+
 app.add_typer(stack.db_app, name="db")
 app.add_typer(stack.clickhouse_app, name="clickhouse")
 app.add_typer(stack.kafka_app, name="kafka")
@@ -32,6 +35,12 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("SHOPPULSE_DEBUG"):
             raise
+        missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
+        extra = OPTIONAL_EXTRAS.get(missing.partition(".")[0])
+        if extra is not None:
+            err.print(f"error: this command needs {missing}, which comes with the {extra} extra: "
+                      f"pip install 'shoppulse[{extra}]'", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(2)
         text = " ".join(str(exc).split())[:400] or "no message"
         err.print(f"error: {type(exc).__name__}: {redact(text, env_secrets())} "
                   "(set SHOPPULSE_DEBUG=1 for the traceback)", highlight=False, markup=False, soft_wrap=True)

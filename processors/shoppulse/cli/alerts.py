@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shoppulse.ascode.alerting.files import ALERTING_DIR, alerting_paths
+from shoppulse.ascode.alerting.files import alerting_paths
 from shoppulse.ascode.alerting.replay import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
 from shoppulse.cli.common import console, fail
 from shoppulse.cli.dashboards import dashboard_files_and_settings
-from shoppulse.settings import PROJECT_ROOT, Settings
+from shoppulse.project_files import alerting_dir, scenarios_dir
+from shoppulse.settings import Settings
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -30,7 +31,7 @@ def _alerting_files(paths: list[Path] | None) -> list[Path]:
     if missing:
         fail(f"no such alerting file: {', '.join(map(str, missing))}", 2)
     if not files:
-        fail(f"no alerting files (*.yaml in {ALERTING_DIR})", 2)
+        fail(f"no alerting files (*.yaml in {alerting_dir()})", 2)
     return files
 
 
@@ -63,8 +64,8 @@ def lint_command(
 
 @alerts_app.command("replay")
 def replay_command(
-    scenario: Annotated[Path, typer.Option(help="The load generator's scenario to record and replay.")] =
-        PROJECT_ROOT / "scenarios" / "all-incidents.yaml",
+    scenario: Annotated[Path | None, typer.Option(help="The load generator's scenario to record and replay "
+                                                  "[default: the shipped scenarios/all-incidents.yaml].")] = None,
     rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded run.")] = 100.0,
     warm_up_minutes: Annotated[int, typer.Option(min=0, max=600, help="Quiet traffic before the scenario "
                                                  "starts (the rules' baselines need history).")] = 60,
@@ -128,13 +129,14 @@ def _print(results: list[RuleReplay], origin: datetime) -> None:
         console.print(line, highlight=False, markup=False)
 
 
-def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: Path, rate: float,
+def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: Path | None, rate: float,
                            warm_up_minutes: int, tail_minutes: int, seed: int) -> None:
     from shoppulse.devstack.process import StartupError
     from shoppulse.devstack.recording import RecordingError, recorded_run
     from shoppulse.devstack.scratch import ProcessorDiedError
     from shoppulse.loadgen.scenario import ScenarioError, load_scenario
 
+    scenario = scenario or scenarios_dir() / "all-incidents.yaml"
     try:
         plan = load_scenario(scenario)
     except (ScenarioError, OSError) as exc:

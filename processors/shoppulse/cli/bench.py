@@ -21,7 +21,7 @@ from shoppulse.cli.common import (
     settings_or_fail,
 )
 from shoppulse.logs import setup_logging
-from shoppulse.settings import PROJECT_ROOT
+from shoppulse.project_files import scenarios_dir
 
 if TYPE_CHECKING:
     from shoppulse.bench.drain import DrainResult
@@ -51,7 +51,7 @@ def score(
     settings = settings_or_fail()
     setup_logging("WARNING")
     on_signal_raise_shutdown()  # SIGTERM unwinds through the recordings, which stop what they started
-    files = scenarios or [PROJECT_ROOT / "scenarios" / name for name in ("default.yaml", "all-incidents.yaml")]
+    files = scenarios or [scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml")]
     try:
         loaded = [load_scenario(path) for path in files]
     except ScenarioError as exc:
@@ -90,7 +90,8 @@ def loadgen(
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Events per second to hold.")] = 200,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
-    scenario: Annotated[Path | None, typer.Option(help="YAML file of scripted incidents.")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="YAML file of scripted incidents, or the name of a shipped "
+                                                  "one (default, all-incidents).")] = None,
     ground_truth: Annotated[Path, typer.Option(help="JSONL file the incidents' ground truth is appended to.")] = Path(
         ".shoppulse/ground_truth.jsonl"),
     invalid_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of invalid events.")] = 0.0,

@@ -39,13 +39,20 @@ def lint_command(
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
     clickhouse_url: Annotated[str | None, typer.Option(
-        help="Run the queries on this ClickHouse (schema and data in place) instead of a throwaway "
-             "embedded one with demo data.")] = None,
+        help="Run the queries on this ClickHouse's database (SHOPPULSE_CLICKHOUSE_DATABASE, migrated) "
+             "instead of a throwaway embedded one with demo data.")] = None,
+    demo_data: Annotated[bool, typer.Option(
+        help="With --clickhouse-url: first load the demo data into that database, which must hold no "
+             "data yet (a scratch database).")] = False,
 ) -> None:
     """Check dashboards: JSON model, uids, datasource references, panel hygiene, and every query run
     against the real ClickHouse schema (PromQL through promtool), its result fitting its panel."""
     from shoppulse import clickhouse
-    from shoppulse.ascode.dashboards.lint import check_files, demo_database, run_queries
+    from shoppulse.ascode.dashboards.lint import NotEmptyError, check_files, demo_database, load_demo_into, run_queries
+
+    if demo_data and not clickhouse_url:
+        fail("--demo-data loads the demo data into the ClickHouse of --clickhouse-url; without it the lint "
+             "already uses a throwaway one with demo data", 2)
 
     files, settings = dashboard_files_and_settings(paths)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -57,6 +64,11 @@ def lint_command(
 
             if clickhouse_url:
                 client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
+                if demo_data:
+                    try:
+                        load_demo_into(client, now, progress)
+                    except NotEmptyError as exc:
+                        fail(str(exc), 2)
                 run_queries(report, client, now, progress)
             else:
                 with demo_database(settings, now, progress) as client:

@@ -38,15 +38,16 @@ def up(
 ) -> None:
     """Start the local stack (Kafka, ClickHouse endpoint, Prometheus, ingestion, load generator), live."""
     from shoppulse.devstack.live_view import watch
-    from shoppulse.devstack.pipeline import DEFAULT_SCENARIO, pipeline_processors
+    from shoppulse.devstack.pipeline import default_scenario, pipeline_processors
     from shoppulse.devstack.process import StartupError
     from shoppulse.devstack.stack import LocalStack
+    from shoppulse.loadgen.scenario import scenario_file
 
     settings = settings_or_fail()
     setup_logging("WARNING")
-    scenario = scenario or DEFAULT_SCENARIO
+    scenario = scenario_file(scenario) if scenario else default_scenario()
     if pipeline and loadgen and not scenario.is_file():
-        fail(f"scenario file {scenario} does not exist: pass --scenario PATH", 2)
+        fail(f"scenario file {scenario} does not exist: pass --scenario PATH (or default, all-incidents)", 2)
     processors = pipeline_processors(settings, rate if loadgen else None, scenario.resolve()) if pipeline else []
     stack = LocalStack(settings, with_prometheus=prometheus, processors=processors)
     on_signal_raise_shutdown()

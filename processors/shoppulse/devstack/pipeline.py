@@ -12,14 +12,18 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoppulse.devstack.stack import ProcessorSpec
-from shoppulse.settings import PROJECT_ROOT, Settings
+from shoppulse.project_files import scenarios_dir
+from shoppulse.settings import Settings
 
-DEFAULT_SCENARIO = PROJECT_ROOT / "scenarios" / "default.yaml"
 DEFAULT_RATE = 300.0
 
 
+def default_scenario() -> Path:
+    return scenarios_dir() / "default.yaml"
+
+
 def pipeline_processors(settings: Settings, loadgen_rate: float | None = DEFAULT_RATE,
-                        scenario: Path | None = DEFAULT_SCENARIO) -> list[ProcessorSpec]:
+                        scenario: Path | None = None) -> list[ProcessorSpec]:
     """Ingestion, aggregation, the anomaly sidecar, and the load generator unless ``loadgen_rate`` is
     None. Without a PII key the local stack runs in demo mode, which hashes with a built-in key."""
     env = {} if settings.pii_key else {"SHOPPULSE_DEMO": "1"}

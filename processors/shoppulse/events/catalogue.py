@@ -7,10 +7,8 @@ import re
 from pathlib import Path
 
 from shoppulse.events.schema import SCHEMA_VERSION, json_schemas
-from shoppulse.settings import PROJECT_ROOT
+from shoppulse.project_files import event_catalogue, schemas_dir
 
-SCHEMAS_DIR = PROJECT_ROOT / "docs" / "schemas" / f"v{SCHEMA_VERSION}"
-CATALOGUE = PROJECT_ROOT / "docs" / "events.md"
 _JSON_BLOCK = re.compile(r"```json\n(.*?)```", re.S)
 
 
@@ -18,7 +16,8 @@ def render_schema(schema: dict[str, object]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def write_schemas(folder: Path = SCHEMAS_DIR) -> list[Path]:
+def write_schemas(folder: Path | None = None) -> list[Path]:
+    folder = folder or schemas_dir(SCHEMA_VERSION)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, schema in json_schemas().items():
@@ -28,6 +27,7 @@ def write_schemas(folder: Path = SCHEMAS_DIR) -> list[Path]:
     return written
 
 
-def catalogue_examples(path: Path = CATALOGUE) -> list[bytes]:
+def catalogue_examples(path: Path | None = None) -> list[bytes]:
     """The raw bytes of every JSON example in the catalogue, in order."""
+    path = path or event_catalogue()
     return [block.strip().encode() for block in _JSON_BLOCK.findall(path.read_text())]

@@ -10,10 +10,8 @@ from typing import Any
 
 import yaml
 
-from shoppulse.settings import PROJECT_ROOT
+from shoppulse.project_files import dashboards_dir, datasources_dir
 
-DASHBOARDS_DIR = PROJECT_ROOT / "grafana" / "dashboards"
-DATASOURCES_DIR = PROJECT_ROOT / "grafana" / "provisioning" / "datasources"
 CLICKHOUSE_TYPE = "grafana-clickhouse-datasource"
 PROMETHEUS_TYPE = "prometheus"
 GRAFANA_TYPE = "grafana"  # Grafana's built-in "-- Grafana --" datasource (annotations)
@@ -95,8 +93,8 @@ def load(path: Path) -> DashboardFile | Problem:
     return DashboardFile(path, text, model)
 
 
-def dashboard_paths(folder: Path = DASHBOARDS_DIR) -> list[Path]:
-    return sorted(folder.glob("*.json"))
+def dashboard_paths(folder: Path | None = None) -> list[Path]:
+    return sorted((folder or dashboards_dir()).glob("*.json"))
 
 
 @dataclass(frozen=True)
@@ -106,10 +104,10 @@ class Datasource:
     type: str
 
 
-def provisioned_datasources(folder: Path = DATASOURCES_DIR) -> dict[str, Datasource]:
+def provisioned_datasources(folder: Path | None = None) -> dict[str, Datasource]:
     """The datasources Grafana is provisioned with, by uid."""
     found: dict[str, Datasource] = {}
-    for path in sorted(folder.glob("*.y*ml")):
+    for path in sorted((folder or datasources_dir()).glob("*.y*ml")):
         document = yaml.safe_load(path.read_text()) or {}
         for entry in document.get("datasources") or []:
             found[entry["uid"]] = Datasource(entry["name"], entry["uid"], entry["type"])

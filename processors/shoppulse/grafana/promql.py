@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from shoppulse.settings import PROJECT_ROOT
+import shoppulse
 
-SOURCE_DIR = PROJECT_ROOT / "processors" / "shoppulse"
+SOURCE_DIR = Path(shoppulse.__file__).resolve().parent
 _DEFINITION = re.compile(r"\b(Counter|Gauge|Histogram|Summary|Info|Enum|GaugeMetricFamily)\(\s*\"(shoppulse_\w+)\"")
 _SUFFIXES = {
     "Counter": ("_total", "_created"),

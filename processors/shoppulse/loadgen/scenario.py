@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shoppulse.events.schema import Country
+from shoppulse.project_files import scenarios_dir
 
 IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge"]
 
@@ -47,7 +48,17 @@ class ScenarioError(ValueError):
     """A scenario file is missing or does not follow the format; the message says where."""
 
 
+def scenario_file(path: Path) -> Path:
+    """``path`` itself, or for a bare name that is no file here (``default``, ``all-incidents.yaml``)
+    the scenario of that name shipped with shoppulse."""
+    if path.is_file() or path.parent != Path("."):
+        return path
+    shipped = scenarios_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+    return shipped if shipped.is_file() else path
+
+
 def load_scenario(path: Path) -> Scenario:
+    path = scenario_file(path)
     try:
         document = yaml.safe_load(path.read_text())
     except OSError as exc:

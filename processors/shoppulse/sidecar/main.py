@@ -16,13 +16,19 @@ from shoppulse.sidecar.annotations import AnnotationSyncer
 from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.app import run as detect
 from shoppulse.sidecar.explain import InsightPayload
-from shoppulse.sidecar.llm import InsightWriter
-from shoppulse.streaming import serve_metrics
+from shoppulse.streaming import ProcessorStartError, serve_metrics
 
 log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30)) -> None:
+    if settings.openai_api_key:  # the LLM client is an extra: say so before anything starts
+        try:
+            from shoppulse.sidecar.llm import InsightWriter
+        except ModuleNotFoundError as exc:
+            raise ProcessorStartError(f"OPENAI_API_KEY is set but the OpenAI client is not installed ({exc.name}): "
+                                      "pip install 'shoppulse[llm]', or unset OPENAI_API_KEY for template "
+                                      "insights") from exc
     serve_metrics(settings.sidecar_metrics_port, settings.host, "SHOPPULSE_SIDECAR_METRICS_PORT")
     syncer = None
     if settings.grafana_url and settings.grafana_token:

@@ -13,10 +13,8 @@ from typing import Any
 import yaml
 
 from shoppulse.grafana.model import Problem
-from shoppulse.settings import PROJECT_ROOT
+from shoppulse.project_files import alerting_dir
 
-ALERTING_DIR = PROJECT_ROOT / "alerting"
-RUNBOOKS_DIR = ALERTING_DIR / "runbooks"
 # The top-level lists of Grafana's alerting file provisioning (apiVersion 1).
 SECTIONS = ("groups", "deleteRules", "contactPoints", "deleteContactPoints", "policies", "resetPolicies",
             "templates", "deleteTemplates", "muteTimes", "deleteMuteTimes")
@@ -84,8 +82,8 @@ class AlertingFiles:
                     yield Located(point.path, after, receiver, point.item)
 
 
-def alerting_paths(folder: Path = ALERTING_DIR) -> list[Path]:
-    return sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml", ".json"))
+def alerting_paths(folder: Path | None = None) -> list[Path]:
+    return sorted(p for p in (folder or alerting_dir()).glob("*") if p.suffix in (".yaml", ".yml", ".json"))
 
 
 def load(paths: list[Path]) -> AlertingFiles:

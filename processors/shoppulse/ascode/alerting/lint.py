@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from shoppulse.ascode.alerting import gotemplate
 from shoppulse.ascode.alerting.evaluate import EXPRESSION_UID, NotEvaluableError, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import EXPRESSION_TYPES, ExpressionError, parse_math, references
-from shoppulse.ascode.alerting.files import RUNBOOKS_DIR, AlertingFiles, Located, load, parse_duration
+from shoppulse.ascode.alerting.files import AlertingFiles, Located, load, parse_duration
 from shoppulse.grafana.model import PROMETHEUS_TYPE, Datasource, Problem, dashboard_paths, provisioned_datasources
 from shoppulse.grafana.model import load as load_dashboard
 from shoppulse.grafana.promql import PromQLChecker
@@ -186,7 +186,7 @@ class RuleChecker:
         if not runbook:
             add(located.problem(where, "runbook_url must be ${SHOPPULSE_RUNBOOK_BASE_URL}/<file>.md, a runbook "
                                        "in alerting/runbooks/"))
-        elif not (RUNBOOKS_DIR / runbook.group(1)).is_file():
+        elif not (located.path.parent / "runbooks" / runbook.group(1)).is_file():
             add(located.problem(where, f"runbook {runbook.group(1)} does not exist in alerting/runbooks/"))
         dashboard = str(rule.get("dashboardUid") or "")
         if dashboard not in self.dashboards:

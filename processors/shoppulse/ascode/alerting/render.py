@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from shoppulse.ascode.alerting.files import ALERTING_DIR, alerting_paths
+from shoppulse.ascode.alerting.files import alerting_paths
 
 SLACK, PAGERDUTY = "slack-oncall", "pagerduty-oncall"
 FALLBACK_RECEIVER = "grafana-default-email"  # exists in every Grafana organisation
@@ -68,7 +68,7 @@ def _without_receivers(route: dict[str, Any], gone: set[str]) -> dict[str, Any]:
     return kept
 
 
-def render(out: Path, env: Mapping[str, str] | None = None, source: Path = ALERTING_DIR) -> Rendered:
+def render(out: Path, env: Mapping[str, str] | None = None, source: Path | None = None) -> Rendered:
     env = os.environ if env is None else env
     result = Rendered()
     gone: set[str] = set()

@@ -15,7 +15,6 @@ from shoppulse import clickhouse
 from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.ascode.dashboards.queries import Executed, QueryRunner
 from shoppulse.ascode.dashboards.structure import check_dashboards
-from shoppulse.devstack.clickhouse_server import embedded_endpoint
 from shoppulse.grafana.model import DashboardFile, Datasource, Problem, load, provisioned_datasources
 from shoppulse.grafana.promql import PromQLChecker
 from shoppulse.settings import Settings
@@ -37,7 +36,9 @@ class LintReport:
 
 @contextlib.contextmanager
 def throwaway_database(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
-    """A throwaway embedded ClickHouse with the migrations applied, empty."""
+    """A throwaway embedded ClickHouse with the migrations applied, empty (needs the ``local`` extra)."""
+    from shoppulse.devstack.clickhouse_server import embedded_endpoint
+
     with tempfile.TemporaryDirectory(prefix="shoppulse-demo-") as folder, \
             embedded_endpoint(Path(folder) / "clickhouse") as url:
         local = settings.model_copy(update={"clickhouse_url": url, "clickhouse_user": "default",
@@ -52,12 +53,27 @@ def throwaway_database(settings: Settings, progress: Callable[[str], None] = lam
             client.close()
 
 
+class NotEmptyError(RuntimeError):
+    """Demo data was asked for in a database that already holds data."""
+
+
+def load_demo_into(client: Client, now: datetime, progress: Callable[[str], None] = lambda _: None) -> None:
+    """The demo data in ``client``'s database, which must be migrated and hold no metrics yet: the
+    demo data never mixes with real data."""
+    rows = client.command("SELECT count() FROM metrics_1m")
+    if rows:
+        raise NotEmptyError(f"database {client.database} already holds {rows} metric rows: load the demo data "
+                            "into a scratch database (SHOPPULSE_CLICKHOUSE_DATABASE=lint_scratch shoppulse "
+                            "db migrate), never beside real data")
+    load_demo_data(client, DemoPlan(now=now), progress)
+
+
 @contextlib.contextmanager
 def demo_database(settings: Settings, now: datetime,
                   progress: Callable[[str], None] = lambda _: None) -> Iterator[Client]:
     """A throwaway embedded ClickHouse with the migrations applied and the demo data loaded."""
     with throwaway_database(settings, progress) as client:
-        load_demo_data(client, DemoPlan(now=now), progress)
+        load_demo_into(client, now, progress)
         yield client
 
 
