@@ -23,9 +23,9 @@ TOPIC_VISIBLE_ATTEMPTS = 5
 # Event-time processing needs the partitions of a topic interleaved finely, also while catching up
 # on a backlog: small per-partition fetches keep the disorder this adds to a few hundred events.
 # The broker answers a fetch once 64 KiB are ready or after 50 ms, and producers wait up to 25 ms
-# to fill a batch: with librdkafka's defaults (answer at the first byte, 5 ms linger) the broker
-# served hundreds of tiny requests a second and took 40 % of a core at 5,000 events/s; with
-# these, 28 % (`shoppulse bench pipeline --rate 5000`), for at most 75 ms more per hop.
+# to fill a batch: librdkafka's defaults (answer at the first byte, 5 ms linger) have the broker
+# serve hundreds of tiny requests a second, a large share of its CPU at a few thousand events/s
+# (`shoppulse bench pipeline` measures it); these cost at most 75 ms more per hop.
 INTERLEAVED_CONSUMER_CONFIG = {"max.partition.fetch.bytes": 64 * 1024, "fetch.min.bytes": 64 * 1024,
                                "fetch.wait.max.ms": 50}
 BATCHING_PRODUCER_CONFIG = {"linger.ms": 25}

@@ -42,7 +42,7 @@ def _aware(value: datetime) -> datetime:
 
 def _ip_address(value: str) -> str:
     """An IPv4 (dotted quad, no leading zeros) or IPv6 address, checked by the C library's inet_pton:
-    Python's ``ipaddress`` parses in Python and was 40 % of validating an event that carries one (the
+    Python's ``ipaddress`` parses in Python, a large part of validating an event that carries one (the
     address is dropped at ingestion; only its form is checked). Zone ids (``%eth0``) are not accepted."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
