@@ -3,6 +3,7 @@ results in Grafana (the API double), and it is closed when the anomaly ends."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from checkout import ROOT
 from conftest import EndpointProcess
 from shoppulse.ascode.dashboards.demo_data import DemoPlan
 from shoppulse.bench.annotate import AggregateFeeder
-from shoppulse.devstack.grafana_double import fake_grafana
+from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.devstack.process import ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -40,7 +42,8 @@ def test_a_killed_sidecar_leaves_exactly_one_region_closed_when_the_outage_ends(
     now = datetime.now(UTC).replace(microsecond=0)
     feeder = AggregateFeeder(client, DemoPlan(now=now + timedelta(days=1), events_per_s=3000), now)
     feeder.preload(timedelta(minutes=32))
-    with fake_grafana(TOKEN) as (url, grafana):
+    with grafana_standin(TOKEN) as (url, grafana):
+        grafana.provision(json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text()))
         env = {**os.environ, "CLICKHOUSE_URL": settings.clickhouse_http_url,
                "CLICKHOUSE_PASSWORD": settings.clickhouse_password,
                "SHOPPULSE_CLICKHOUSE_DATABASE": settings.clickhouse_database,

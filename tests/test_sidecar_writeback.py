@@ -12,11 +12,12 @@ from decimal import Decimal
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from checkout import ROOT
 from conftest import EndpointProcess
 from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
-from shoppulse.devstack.grafana_double import fake_grafana
+from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.grafana_api import GrafanaClient
-from shoppulse.sidecar.annotations import sync
+from shoppulse.sidecar.annotations import PARK_BACKOFF_S, AnnotationSync, missing_permissions, sync
 from shoppulse.sidecar.app import Sidecar
 
 pytestmark = pytest.mark.integration
@@ -55,10 +56,15 @@ def run_sidecar(client: Client, until: datetime | None = None) -> Sidecar:
         sidecar.start(timedelta(hours=2))
     else:
         sidecar.last_step = NOW - timedelta(hours=2) - timedelta(seconds=NOW.timestamp() % 10)
-        while sidecar.last_step + timedelta(seconds=10) <= until:
-            sidecar.last_step += timedelta(seconds=10)
-            sidecar.score_step(sidecar.last_step)
+        advance(sidecar, until)
     return sidecar
+
+
+def advance(sidecar: Sidecar, until: datetime) -> None:
+    """Score the steps after the sidecar's last one until ``until``, writing as it goes."""
+    while sidecar.last_step + timedelta(seconds=10) <= until:
+        sidecar.last_step += timedelta(seconds=10)
+        sidecar.score_step(sidecar.last_step)
 
 
 def anomalies(client: Client) -> list[tuple]:
@@ -97,7 +103,8 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
     demo.command("TRUNCATE TABLE insights")
     demo.command("TRUNCATE TABLE grafana_annotations")
     incident = PLAN.incident
-    with fake_grafana(TOKEN) as (url, grafana_state):
+    with grafana_standin(TOKEN) as (url, grafana_state):
+        grafana_state.provision(json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text()))
         grafana = GrafanaClient(url, TOKEN)
         # The sidecar runs into the middle of the outage while Grafana is down: nothing is lost.
         grafana_state.down = True
@@ -128,6 +135,83 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
             assert annotation["timeEnd"] == int(end.timestamp() * 1000) > annotation["time"]
         posts = [r for r in grafana_state.requests if r[0] == "POST" and r[1] == "/api/annotations"]
         assert len(posts) == len(open_regions)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _posts(state: object) -> int:
+    return len([r for r in state.requests if r[0] == "POST" and r[1] == "/api/annotations"])  # type: ignore[attr-defined]
+
+
+def _fresh(demo: Client) -> None:
+    for table in ("anomalies", "insights", "grafana_annotations"):
+        demo.command(f"TRUNCATE TABLE {table}")
+
+
+def test_a_region_deleted_in_grafana_is_drawn_again_once_and_a_refused_one_blocks_no_other(demo: Client) -> None:
+    _fresh(demo)
+    incident = PLAN.incident
+    with grafana_standin(TOKEN) as (url, state):
+        state.provision(json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text()))
+        clock = Clock()
+        syncer = AnnotationSync(demo, GrafanaClient(url, TOKEN), clock)
+        sidecar = run_sidecar(demo, until=incident.start + timedelta(minutes=5))
+        assert syncer.run_pass() == 0
+        regions = sorted(state.annotations.values(), key=lambda a: a["time"])
+        assert len(regions) >= 3
+        created = _posts(state)
+        deleted, refused = regions[0], regions[1]
+        state.delete_annotation(deleted["id"])  # someone removes the region in Grafana
+        state.fail("PATCH", f"/api/annotations/{refused['id']}", 403, "You'll need additional permissions to "
+                   "perform this action. Permissions needed: annotations:write", times=10_000)
+        advance(sidecar, NOW)  # every region closes
+        assert syncer.run_pass() == 1  # only the refused one waits; every other region is closed
+        assert syncer.run_pass() == 1  # parked: not retried at once, and nothing else repeats
+        assert _posts(state) == created + 1  # the deleted region, drawn again exactly once
+        tags = lambda a: next(t for t in a["tags"] if t.startswith("anomaly_id:"))  # noqa: E731
+        redrawn = [a for a in state.annotations.values() if tags(a) == tags(deleted)]
+        assert len(redrawn) == 1 and redrawn[0]["timeEnd"] > redrawn[0]["time"]
+        others = [a for a in state.annotations.values() if a["id"] != refused["id"]]
+        assert all(a["timeEnd"] > a["time"] for a in others)
+        assert state.annotations[refused["id"]]["timeEnd"] == refused["time"]  # still open in Grafana
+        # Grafana lets it through again: after its back-off the parked one closes too.
+        state.failures.clear()
+        clock.now += PARK_BACKOFF_S[1]
+        assert syncer.run_pass() == 0
+        assert state.annotations[refused["id"]]["timeEnd"] > refused["time"]
+        assert _posts(state) == created + 1
+
+
+def test_without_the_dashboard_in_grafana_regions_go_organisation_wide_once_across_restarts(demo: Client) -> None:
+    """The wall dashboard is not in this Grafana (or the token may not read it): Grafana answers a
+    lookup by that dashboard with 400, and would store a region naming it organisation-wide anyway."""
+    _fresh(demo)
+    with grafana_standin(TOKEN) as (url, state):
+        grafana = GrafanaClient(url, TOKEN)
+        with pytest.raises(Exception, match="400 Invalid dashboard UID in annotation request"):
+            grafana.find_annotations(["anomaly"], "shoppulse-store-live")
+        run_sidecar(demo, until=NOW)
+        assert sync(demo, grafana) == 0
+        regions = list(state.annotations.values())
+        assert regions and all(a["dashboardUID"] == "" and a["dashboardId"] == 0 for a in regions)
+        # a crash lost our records; the restarted syncer finds each region by its tag, wherever it is
+        demo.command("TRUNCATE TABLE grafana_annotations")
+        assert sync(demo, grafana) == 0
+        assert len(state.annotations) == len(regions) == _posts(state)
+
+
+def test_the_tokens_missing_permissions_are_named(demo: Client) -> None:
+    with grafana_standin(TOKEN) as (url, state):
+        grafana = GrafanaClient(url, TOKEN)
+        assert missing_permissions(grafana) == []
+        del state.permissions["annotations:create"], state.permissions["dashboards:read"]
+        assert missing_permissions(grafana) == ["annotations:create", "dashboards:read"]
 
 
 def test_seasonal_bands_are_written_only_for_series_with_enough_history(demo: Client) -> None:

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     grafana_url: str | None = Field(default=None, validation_alias="GRAFANA_URL")
     grafana_token: str | None = Field(default=None, validation_alias="GRAFANA_TOKEN", repr=False)
     grafana_folder: str = "shoppulse"
+    grafana_timeout_s: float = Field(default=10.0, gt=0, le=300)  # one Grafana API call, retries aside
 
     openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY", repr=False)
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")

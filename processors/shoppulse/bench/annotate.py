@@ -10,6 +10,7 @@ the anomaly region (its first ``anomalies`` row) to (c) the annotation existing 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -23,9 +24,10 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse import clickhouse
 from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
-from shoppulse.devstack.grafana_double import fake_grafana
+from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.devstack.process import ManagedProcess, free_port
 from shoppulse.devstack.scratch import scratch_clickhouse
+from shoppulse.project_files import dashboards_dir
 from shoppulse.settings import Settings
 from shoppulse.sink.migrations import migrate
 
@@ -76,8 +78,9 @@ class AggregateFeeder:
 
 def measure(settings: Settings, outages: int, report: Callable[[str], None] = lambda _: None) -> list[Timing]:
     with tempfile.TemporaryDirectory(prefix="shoppulse-bench-annotate-") as folder, \
-            scratch_clickhouse(settings, Path(folder)) as endpoint, fake_grafana(TOKEN) as (grafana_url, grafana):
+            scratch_clickhouse(settings, Path(folder)) as endpoint, grafana_standin(TOKEN) as (grafana_url, grafana):
         migrate(lambda db: clickhouse.connect(endpoint, db), endpoint.clickhouse_database, endpoint.migrations_dir)
+        grafana.provision(json.loads((dashboards_dir() / "store-live.json").read_text()))  # as compose's Grafana
         client = clickhouse.connect(endpoint)
         now = datetime.now(UTC).replace(microsecond=0)
         plan = DemoPlan(now=now + timedelta(days=1), events_per_s=3000)  # its own incident lies far ahead

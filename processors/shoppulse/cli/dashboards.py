@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse.cli.common import console, err, fail
 from shoppulse.grafana.model import dashboard_paths
-from shoppulse.grafana_api import GrafanaClient
+from shoppulse.grafana_api import GrafanaClient, can_authenticate
 from shoppulse.logs import setup_logging
 from shoppulse.settings import Settings, SettingsError, load_settings
 
@@ -89,9 +89,10 @@ def _grafana() -> tuple[GrafanaClient, str]:
         fail(str(exc), 2)
     if not settings.grafana_url:
         fail("GRAFANA_URL is not set: point it at Grafana, e.g. GRAFANA_URL=http://localhost:3000", 2)
-    if not settings.grafana_token:
+    if not can_authenticate(settings.grafana_url, settings.grafana_token):
         fail("GRAFANA_TOKEN is not set: create a service-account token (Editor) in Grafana and export it", 2)
-    return GrafanaClient(settings.grafana_url, settings.grafana_token), settings.grafana_folder
+    return (GrafanaClient(settings.grafana_url, settings.grafana_token, settings.grafana_timeout_s),
+            settings.grafana_folder)
 
 
 @dashboards_app.command("export")
@@ -111,8 +112,12 @@ def export_command(
     except GrafanaError as exc:
         fail(str(exc))
     for item in done:
-        console.print(f"{'written ' if item.changed else 'same    '} {item.path}  ({item.uid})", highlight=False)
-    console.print(f"{len(done)} dashboard(s) exported, {sum(i.changed for i in done)} changed", highlight=False)
+        if item.skipped:
+            err.print(f"skipped  {item.uid}: {item.skipped}", highlight=False, markup=False)
+        else:
+            console.print(f"{'written ' if item.changed else 'same    '} {item.path}  ({item.uid})", highlight=False)
+    exported = [item for item in done if not item.skipped]
+    console.print(f"{len(exported)} dashboard(s) exported, {sum(i.changed for i in exported)} changed", highlight=False)
 
 
 @dashboards_app.command("push")
@@ -121,7 +126,9 @@ def push_command(
         help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite even if the dashboard changed in Grafana meanwhile.")] = False,
 ) -> None:
-    """Push the Git dashboards to Grafana (GRAFANA_URL, GRAFANA_TOKEN) into the shoppulse folder."""
+    """Push the Git dashboards to a Grafana that does not provision them (GRAFANA_URL, GRAFANA_TOKEN), into
+    the folder SHOPPULSE_GRAFANA_FOLDER. Edits made in Grafana since the last export are never overwritten
+    without --force; a dashboard that Grafana provisions from files stops the push."""
     from shoppulse.ascode.dashboards.sync import push
     from shoppulse.grafana_api import GrafanaError
 

@@ -3,9 +3,12 @@
 The ``anomalies`` table is the durable queue: a sync pass reads the anomalies whose annotation is
 missing or whose close has not reached Grafana yet (``grafana_annotations`` records what was
 done) and makes Grafana match. Each step is idempotent: before creating, the annotation is looked
-up by its ``anomaly_id:<uuid>`` tag, so a crash between Grafana's answer and our record never
-makes a second one. The pass runs in its own thread; when Grafana is unreachable it backs off and
-tries again — detection never waits for it, and nothing is lost.
+up by its ``anomaly_id:<uuid>`` tag across the organisation, so a crash between Grafana's answer
+and our record never makes a second one, wherever the first was drawn. A region drawn on the wall
+dashboard's panel when Grafana has that dashboard, organisation-wide otherwise (said once in the
+log); a region deleted in Grafana is drawn again when it closes. An anomaly whose annotation Grafana
+refuses is parked with its reason and retried on its own back-off, never blocking the others; when
+Grafana as a whole is unreachable the pass stops and backs off. Detection never waits for any of it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge, Histogram
 
-from shoppulse.grafana_api import GrafanaClient, GrafanaError
+from shoppulse.grafana_api import GrafanaClient, GrafanaError, GrafanaTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,16 @@ WALL_DASHBOARD = "shoppulse-store-live"
 # Where each metric's anomalies are drawn: the panel that shows the metric over time, else the
 # dashboard as a whole (panel None). `shoppulse dashboards lint` checks these panels exist.
 PANELS: dict[str, tuple[str, int | None]] = {"orders_per_s": (WALL_DASHBOARD, 7)}
-BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # while Grafana as a whole fails
+PARK_BACKOFF_S = (5.0, 15.0, 60.0, 300.0, 900.0)  # while Grafana refuses one anomaly's annotation
+DASHBOARD_RECHECK_S = 300.0
+# What the sidecar's token needs (Grafana's RBAC actions): draw and close regions, find them again.
+REQUIRED_PERMISSIONS = ("annotations:create", "annotations:write", "annotations:read", "dashboards:read")
 
 ANNOTATIONS = Counter("shoppulse_sidecar_annotations", "Grafana annotation writes", ["action", "outcome"])
 PENDING = Gauge("shoppulse_sidecar_annotations_pending", "Anomalies whose Grafana annotation is not up to date")
+PARKED = Gauge("shoppulse_sidecar_annotations_parked",
+               "Anomalies whose annotation Grafana refused, waiting for their own retry")
 ONSET_TO_ANNOTATION = Histogram("shoppulse_sidecar_onset_to_annotation_seconds",
                                 "From an anomaly's detection to its annotation in Grafana",
                                 buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
@@ -82,48 +91,141 @@ def _record(client: Client, item: PendingAnnotation, annotation_id: int, closed:
                   column_names=["anomaly_id", "annotation_id", "closed_synced", "synced_at"])
 
 
-def sync_one(client: Client, grafana: GrafanaClient, item: PendingAnnotation) -> None:
-    dashboard, panel = PANELS.get(item.metric, (WALL_DASHBOARD, None))
-    annotation_id = item.annotation_id
-    if annotation_id is None:
-        found = grafana.find_annotations([f"anomaly_id:{item.anomaly_id}"], dashboard)
+def grafana_wide(exc: GrafanaError) -> bool:
+    """A failure of Grafana as a whole (unreachable, overloaded, timing out), not of one annotation."""
+    return exc.status is None or exc.status == 429 or exc.status >= 500 or isinstance(exc, GrafanaTimeoutError)
+
+
+@dataclass
+class Parked:
+    """An anomaly whose annotation Grafana keeps refusing: retried later, never blocking the others."""
+
+    attempts: int
+    retry_at: float
+    reason: str
+
+
+def missing_permissions(grafana: GrafanaClient) -> list[str] | None:
+    """The permissions the syncer needs that the token lacks; None when Grafana does not say."""
+    held = grafana.permissions()
+    if held is None:
+        return None
+    return [action for action in REQUIRED_PERMISSIONS if action not in held]
+
+
+class AnnotationSync:
+    """Makes Grafana match the anomalies table, one anomaly at a time, remembering which ones fail."""
+
+    def __init__(self, client: Client, grafana: GrafanaClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self._client, self._grafana, self._clock = client, grafana, clock
+        self.parked: dict[uuid.UUID, Parked] = {}
+        self._dashboards: dict[str, tuple[float, bool]] = {}  # uid -> (checked at, readable)
+
+    def run_pass(self) -> int:
+        """One pass; returns how many anomalies still wait (0 when Grafana is up to date). Stops early
+        when Grafana as a whole fails: the other anomalies would fail the same way."""
+        items = pending(self._client)
+        PENDING.set(len(items))
+        now = self._clock()
+        waiting = 0
+        for index, item in enumerate(items):
+            parked = self.parked.get(item.anomaly_id)
+            if parked is not None and parked.retry_at > now:
+                waiting += 1
+                continue
+            try:
+                self.sync_one(item)
+            except GrafanaError as exc:
+                ANNOTATIONS.labels("write", "error").inc()
+                if grafana_wide(exc):
+                    log.warning("grafana unavailable, annotations wait", extra={"error": str(exc)[:200]})
+                    return waiting + len(items) - index
+                self._park(item, exc)
+                waiting += 1
+                continue
+            self.parked.pop(item.anomaly_id, None)
+        PARKED.set(len(self.parked))
+        return waiting
+
+    def _park(self, item: PendingAnnotation, exc: GrafanaError) -> None:
+        attempts = self.parked[item.anomaly_id].attempts + 1 if item.anomaly_id in self.parked else 1
+        delay = PARK_BACKOFF_S[min(attempts, len(PARK_BACKOFF_S)) - 1]
+        self.parked[item.anomaly_id] = Parked(attempts, self._clock() + delay, str(exc)[:200])
+        PARKED.set(len(self.parked))
+        log.warning("grafana refused an annotation; parked, the others go on",
+                    extra={"anomaly_id": str(item.anomaly_id), "attempts": attempts, "retry_in_s": delay,
+                           "error": str(exc)[:200]})
+
+    def _dashboard_readable(self, uid: str) -> bool:
+        """Whether Grafana has the dashboard and lets us read it (checked every few minutes)."""
+        checked = self._dashboards.get(uid)
+        if checked is not None and self._clock() - checked[0] < DASHBOARD_RECHECK_S:
+            return checked[1]
+        try:
+            readable = self._grafana.get_dashboard(uid) is not None
+        except GrafanaError as exc:
+            if exc.status != 403:
+                raise
+            readable = False
+        if not readable and (checked is None or checked[1]):
+            log.warning("dashboard not found in Grafana (not provisioned there, or the token may not read it): "
+                        "anomaly regions go organisation-wide until it is",
+                        extra={"dashboard": uid})
+        self._dashboards[uid] = (self._clock(), readable)
+        return readable
+
+    def _adopt_or_create(self, item: PendingAnnotation) -> tuple[int, bool]:
+        """The annotation of this anomaly: one Grafana already has (found by its anomaly_id tag,
+        wherever it is), else a new one. True when it was created in the anomaly's current state."""
+        found = self._grafana.find_annotations([f"anomaly_id:{item.anomaly_id}"])
         if found:
-            annotation_id = int(found[0]["id"])
             ANNOTATIONS.labels("adopt", "ok").inc()
-        else:
-            body: dict[str, Any] = {"dashboardUID": dashboard, "time": _ms(item.opened_at),
-                                    "timeEnd": _ms(item.closed_at or item.opened_at), "tags": tags(item),
-                                    "text": item.text or f"{item.metric} anomaly in {item.country}"}
+            return int(found[0]["id"]), False
+        dashboard, panel = PANELS.get(item.metric, (WALL_DASHBOARD, None))
+        body: dict[str, Any] = {"time": _ms(item.opened_at), "timeEnd": _ms(item.closed_at or item.opened_at),
+                                "tags": tags(item), "text": item.text or f"{item.metric} anomaly in {item.country}"}
+        if self._dashboard_readable(dashboard):
+            body["dashboardUID"] = dashboard
             if panel is not None:
                 body["panelId"] = panel
-            annotation_id = grafana.create_annotation(body)
-            ANNOTATIONS.labels("create", "ok").inc()
-            ONSET_TO_ANNOTATION.observe(max(0.0, (datetime.now(UTC) - item.detected_at.replace(
-                tzinfo=item.detected_at.tzinfo or UTC)).total_seconds()))
-        _record(client, item, annotation_id, closed=False)
-    if item.closed_at is not None:
-        grafana.patch_annotation(annotation_id, {"timeEnd": _ms(item.closed_at), "tags": tags(item)})
+        annotation_id = self._grafana.create_annotation(body)
+        ANNOTATIONS.labels("create", "ok").inc()
+        ONSET_TO_ANNOTATION.observe(max(0.0, (datetime.now(UTC) - item.detected_at.replace(
+            tzinfo=item.detected_at.tzinfo or UTC)).total_seconds()))
+        return annotation_id, True
+
+    def sync_one(self, item: PendingAnnotation) -> None:
+        annotation_id = item.annotation_id
+        if annotation_id is None:
+            annotation_id, current = self._adopt_or_create(item)
+            _record(self._client, item, annotation_id, closed=current and item.closed_at is not None)
+            if current:
+                return
+        if item.closed_at is None:
+            return
+        try:
+            self._grafana.patch_annotation(annotation_id, {"timeEnd": _ms(item.closed_at), "tags": tags(item)})
+        except GrafanaError as exc:
+            if exc.status != 404:
+                raise
+            # deleted in Grafana: the region is drawn again, once (adopted if another copy exists)
+            log.warning("annotation gone from Grafana; drawn again",
+                        extra={"anomaly_id": str(item.anomaly_id), "annotation_id": annotation_id})
+            ANNOTATIONS.labels("recreate", "ok").inc()
+            annotation_id, current = self._adopt_or_create(item)
+            if not current:
+                self._grafana.patch_annotation(annotation_id, {"timeEnd": _ms(item.closed_at), "tags": tags(item)})
         ANNOTATIONS.labels("close", "ok").inc()
-        _record(client, item, annotation_id, closed=True)
+        _record(self._client, item, annotation_id, closed=True)
 
 
 def sync(client: Client, grafana: GrafanaClient) -> int:
-    """One pass; returns how many anomalies still wait (0 when Grafana is up to date)."""
-    items = pending(client)
-    PENDING.set(len(items))
-    for index, item in enumerate(items):
-        try:
-            sync_one(client, grafana, item)
-        except GrafanaError as exc:
-            ANNOTATIONS.labels("write", "error").inc()
-            log.warning("grafana annotation not written, will retry",
-                        extra={"anomaly_id": str(item.anomaly_id), "error": str(exc)[:200]})
-            return len(items) - index
-    return 0
+    """One pass with no memory of earlier ones; returns how many anomalies still wait."""
+    return AnnotationSync(client, grafana).run_pass()
 
 
 class AnnotationSyncer(threading.Thread):
-    """Runs ``sync`` whenever asked (``wake``) and on a timer, backing off while Grafana fails."""
+    """Runs passes whenever asked (``wake``) and on a timer, backing off while Grafana as a whole fails."""
 
     def __init__(self, connect: Callable[[], Client], grafana: GrafanaClient, interval_s: float = 1.0) -> None:
         super().__init__(name="grafana-annotations", daemon=True)
@@ -137,18 +239,31 @@ class AnnotationSyncer(threading.Thread):
         self._stop.set()
         self._wake.set()
 
+    def _check_permissions(self) -> None:
+        try:
+            missing = missing_permissions(self._grafana)
+        except GrafanaError as exc:
+            log.warning("cannot read the token's permissions from Grafana", extra={"error": str(exc)[:200]})
+            return
+        if missing:
+            log.warning(f"GRAFANA_TOKEN lacks {', '.join(missing)}: give its service account these permissions "
+                        "(annotations:create and annotations:write draw and close regions, annotations:read and "
+                        "dashboards:read find them again)", extra={"missing": missing})
+
     def run(self) -> None:
+        self._check_permissions()
         client = self._connect()
+        state = AnnotationSync(client, self._grafana)
         failures = 0
         while not self._stop.is_set():
             try:
-                left = sync(client, self._grafana)
+                left = state.run_pass()
+                grafana_down = left > len(state.parked)
             except Exception as exc:  # ClickHouse away: same treatment, try again later
                 log.warning("annotation sync failed", extra={"error": str(exc)[:200]})
-                left = -1
-            failures = failures + 1 if left else 0
+                grafana_down = True
+            failures = failures + 1 if grafana_down else 0
             delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1] if failures else self._interval
             self._wake.wait(delay)
             self._wake.clear()
-            time.sleep(0)
         client.close()

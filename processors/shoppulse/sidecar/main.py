@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from shoppulse import clickhouse
-from shoppulse.grafana_api import GrafanaClient
+from shoppulse.grafana_api import GrafanaClient, can_authenticate
 from shoppulse.redact import redact_url
 from shoppulse.settings import Settings
 from shoppulse.sidecar.annotations import AnnotationSyncer
@@ -31,14 +31,15 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
                                       "insights") from exc
     serve_metrics(settings.sidecar_metrics_port, settings.host, "SHOPPULSE_SIDECAR_METRICS_PORT")
     syncer = None
-    if settings.grafana_url and settings.grafana_token:
+    if settings.grafana_url and can_authenticate(settings.grafana_url, settings.grafana_token):
         syncer = AnnotationSyncer(lambda: clickhouse.connect(settings),
-                                  GrafanaClient(settings.grafana_url, settings.grafana_token))
+                                  GrafanaClient(settings.grafana_url, settings.grafana_token,
+                                                settings.grafana_timeout_s))
         syncer.start()
     else:
         log.warning("GRAFANA_URL or GRAFANA_TOKEN is not set: anomalies go to ClickHouse only, no Grafana "
-                    "annotations (create a service account with the annotations:write permission and export "
-                    "its token as GRAFANA_TOKEN)")
+                    "annotations (create a service account with annotations:create, annotations:write, "
+                    "annotations:read and dashboards:read, and export its token as GRAFANA_TOKEN)")
     log.info("sidecar starting", extra={"metrics_port": settings.sidecar_metrics_port,
                                         "grafana": redact_url(settings.grafana_url or "-"),
                                         "insights": f"llm {settings.llm_model}" if settings.openai_api_key
