@@ -64,8 +64,9 @@ def shape_problems(panel: dict[str, Any], target: dict[str, Any], result: Result
     described = ", ".join(f"{c} {t}" for c, t in zip(result.columns, result.types, strict=True))
     problems: list[str] = []
     if kind in ("timeseries", "heatmap", "state-timeline"):
-        if target.get("queryType") != "timeSeries":
-            problems.append(f"a {kind} panel needs queryType timeSeries (got {target.get('queryType')!r})")
+        if target.get("format") != 0:
+            problems.append(f"a {kind} panel needs the time series format (format 0, queryType timeseries; got "
+                            f"format {target.get('format')!r})")
         if not times:
             problems.append(f"a {kind} panel needs a time column; the result has {described}")
         elif not _ascending(result.values(times[0])):

@@ -19,7 +19,15 @@ from shoppulse.ascode.alerting import gotemplate
 from shoppulse.ascode.alerting.evaluate import EXPRESSION_UID, NotEvaluableError, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import EXPRESSION_TYPES, ExpressionError, parse_math, references
 from shoppulse.ascode.alerting.files import AlertingFiles, Located, load, parse_duration
-from shoppulse.grafana.model import PROMETHEUS_TYPE, Datasource, Problem, dashboard_paths, provisioned_datasources
+from shoppulse.grafana.clickhouse_plugin import target_problems
+from shoppulse.grafana.model import (
+    CLICKHOUSE_TYPE,
+    PROMETHEUS_TYPE,
+    Datasource,
+    Problem,
+    dashboard_paths,
+    provisioned_datasources,
+)
 from shoppulse.grafana.model import load as load_dashboard
 from shoppulse.grafana.promql import PromQLChecker
 
@@ -234,6 +242,9 @@ class RuleChecker:
                     and window["from"] > window.get("to", 0) >= 0):
                 add(located.problem(f"{where} {ref}", "relativeTimeRange needs from > to >= 0 (seconds before the "
                                                       "evaluation)"))
+            if datasource.type == CLICKHOUSE_TYPE:
+                for message in target_problems(model):
+                    add(located.problem(f"{where} {ref}", message))
             if datasource.type == PROMETHEUS_TYPE:
                 for message in self.promql.problems(str(model.get("expr", ""))):
                     add(located.problem(f"{where} {ref}", message))

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from shoppulse.ascode.dashboards.lineage import lineage_problems, panel_queries
+from shoppulse.grafana.clickhouse_plugin import target_problems
 from shoppulse.grafana.model import (
     CLICKHOUSE_TYPE,
     GRAFANA_TYPE,
@@ -27,7 +28,6 @@ PANEL_TYPES = frozenset({
     "piechart", "text", "state-timeline", "histogram", "news", "logs",
 })
 WITHOUT_UNIT = frozenset({"row", "text", "news", "logs"})
-QUERY_TYPES = frozenset({"table", "timeSeries", "logs", "traces"})
 _VARIABLE_REF = re.compile(r"^\$\{?(\w+)\}?$")
 
 
@@ -133,9 +133,7 @@ def _panel_problems(panel: dict[str, Any], datasources: dict[str, Datasource], v
         if kind_of == CLICKHOUSE_TYPE:
             if target.get("editorType") != "sql" or not str(target.get("rawSql") or "").strip():
                 messages.append(f"query {ref}: ClickHouse queries are kept as SQL (editorType sql, rawSql)")
-            if target.get("queryType") not in QUERY_TYPES:
-                messages.append(f"query {ref}: queryType {target.get('queryType')!r} is not one of "
-                                f"{sorted(QUERY_TYPES)}")
+            messages += [f"query {ref}: {message}" for message in target_problems(target)]
         elif kind_of == PROMETHEUS_TYPE and not str(target.get("expr") or "").strip():
             messages.append(f"query {ref}: Prometheus query has no expr")
     return messages
