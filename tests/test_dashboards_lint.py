@@ -6,7 +6,7 @@ import copy
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkout import ROOT
+from shoppulse.ascode.dashboards.queries import panel_context
 from shoppulse.grafana.interpolate import InterpolationError, QueryContext, clickhouse_query, prometheus_query
 from shoppulse.grafana.model import dashboard_paths
+from shoppulse.grafana.time_range import TimeRangeError
 
 pytestmark = pytest.mark.integration
 STORE_LIVE = ROOT / "grafana" / "dashboards" / "store-live.json"
@@ -125,7 +127,7 @@ def test_invalid_json_points_at_its_line(tmp_path: Path) -> None:
 
 
 CONTEXT = QueryContext(datetime(2026, 11, 25, 10, tzinfo=UTC), datetime(2026, 11, 25, 12, tzinfo=UTC),
-                       interval_s=30, variables={"country": ["DE", "FR"]})
+                       interval_ms=30_000, variables={"country": ["DE", "FR"]})
 
 
 def test_macros_expand_as_the_clickhouse_plugin_does() -> None:
@@ -135,7 +137,67 @@ def test_macros_expand_as_the_clickhouse_plugin_does() -> None:
                    "ts >= toDateTime(1795600800) AND ts <= toDateTime(1795608000) "
                    "AND country IN ('DE','FR') AND ts > toDateTime(1795600800) - 30")
     assert prometheus_query('rate(x{country=~"$country"}[$__rate_interval])', CONTEXT) == \
-        'rate(x{country=~"(DE|FR)"}[120s])'
+        'rate(x{country=~"(DE|FR)"}[1m])'
+
+
+NOW = datetime(2026, 11, 25, 12, 0, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("dashboard_time", "panel", "interval"), [
+    ({"from": "now-1h", "to": "now"}, {"gridPos": {"w": 24}}, "2s"),  # 3,600 s over 1,920 px: 1.875 s -> 2 s
+    ({"from": "now-1h", "to": "now"}, {"gridPos": {"w": 6}}, "10s"),  # 480 px: 7.5 s -> 10 s
+    ({"from": "now-24h", "to": "now"}, {"gridPos": {"w": 24}}, "1m"),  # 45 s is rounded up to 1 m
+    ({"from": "now-7d", "to": "now"}, {"gridPos": {"w": 12}}, "10m"),  # 630 s -> 10 m, not "630s"
+    ({"from": "now-1h", "to": "now"}, {"maxDataPoints": 100}, "30s"),  # 36 s -> 30 s
+    ({"from": "now-1h", "to": "now"}, {"gridPos": {"w": 24}, "interval": "1m"}, "1m"),  # the panel's minimum
+    ({"from": "now-5m", "to": "now"}, {"gridPos": {"w": 24}}, "200ms"),  # 156 ms -> 200 ms
+])
+def test_interval_is_grafanas_for_the_range_and_the_panel(dashboard_time: dict[str, str], panel: dict[str, Any],
+                                                          interval: str) -> None:
+    context = panel_context(dashboard_time, panel, NOW, {})
+    assert clickhouse_query("SELECT '$__interval'", context) == f"SELECT '{interval}'"
+
+
+def test_a_panel_runs_over_the_dashboards_range_its_relative_time_and_its_shift() -> None:
+    hour = panel_context({"from": "now-1h", "to": "now"}, {}, NOW, {})
+    assert (hour.time_from, hour.time_to) == (NOW - timedelta(hours=1), NOW)
+    day = panel_context({"from": "now-1h", "to": "now"}, {"timeFrom": "24h"}, NOW, {})
+    assert (day.time_from, day.time_to) == (NOW - timedelta(hours=24), NOW)
+    shifted = panel_context({"from": "now-6h", "to": "now"}, {"timeShift": "1d"}, NOW, {})
+    assert (shifted.time_from, shifted.time_to) == (NOW - timedelta(days=1, hours=6), NOW - timedelta(days=1))
+    today = panel_context({"from": "now/d", "to": "now"}, {}, NOW, {})
+    assert today.time_from == NOW.replace(hour=0, minute=0, second=0)
+    with pytest.raises(TimeRangeError, match="not relative to now"):
+        panel_context({"from": "2026-11-01T00:00:00Z", "to": "now"}, {}, NOW, {})
+
+
+def test_the_shipped_dashboards_are_linted_over_their_own_ranges() -> None:
+    ranges = {json.loads(p.read_text())["uid"]: json.loads(p.read_text())["time"]["from"] for p in dashboard_paths()}
+    assert ranges["shoppulse-store-live"] == "now-1h" and ranges["shoppulse-ai-layer"] == "now-24h"
+    context = panel_context({"from": ranges["shoppulse-ai-layer"], "to": "now"}, {"gridPos": {"w": 12}}, NOW, {})
+    assert context.time_to - context.time_from == timedelta(hours=24)
+
+
+@pytest.mark.parametrize("name", ["__range", "__range_s", "__range_ms", "__rate_interval"])
+def test_prometheus_only_globals_are_not_filled_for_clickhouse(name: str) -> None:
+    with pytest.raises(InterpolationError, match=r"Grafana fills .* for Prometheus queries, not for ClickHouse"):
+        clickhouse_query(f"SELECT ${name}", CONTEXT)
+    assert "$" not in prometheus_query(f"x[${name}]", CONTEXT)
+
+
+@pytest.mark.parametrize("name", ["__from", "__to", "__interval", "__interval_ms", "__dashboard", "__range"])
+def test_alert_queries_get_no_dashboard_globals(name: str) -> None:
+    alerting = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, alerting=True)
+    with pytest.raises(InterpolationError, match="Grafana's alerting never fills it"):
+        clickhouse_query(f"SELECT ${name}", alerting)
+    assert clickhouse_query("SELECT $__fromTime, $__interval_s", alerting) == \
+        "SELECT toDateTime(1795600800), 1"
+
+
+def test_sub_second_intervals_reach_the_millisecond_macros() -> None:
+    context = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 200)
+    assert clickhouse_query("SELECT $__timeInterval_ms(ts), $__interval_s, '$__interval'", context) == \
+        "SELECT toStartOfInterval(toDateTime64(ts, 3), INTERVAL 200 millisecond), 1, '200ms'"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -158,7 +220,7 @@ VALUES = st.lists(st.text(st.characters(exclude_characters="\\", exclude_categor
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(VALUES)
 def test_quoted_variable_values_reach_clickhouse_unchanged(ch: Any, values: list[str]) -> None:
-    context = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1, {"v": values})
+    context = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {"v": values})
     for fmt in ("singlequote", "sqlstring"):
         sql = clickhouse_query(f"SELECT [${{v:{fmt}}}]", context)
         assert ch.query(sql).result_rows[0][0] == values

@@ -14,8 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shoppulse.grafana.time_range import interval_text
+
 _VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]|\$(\w+)")
 _MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
+# Filled by Grafana for Prometheus queries only; in a ClickHouse query they reach ClickHouse as written.
+_DASHBOARD_ONLY = frozenset({"range", "range_s", "range_ms", "rate_interval"})
 
 
 class InterpolationError(ValueError):
@@ -24,26 +28,39 @@ class InterpolationError(ValueError):
 
 @dataclass(frozen=True)
 class QueryContext:
-    """The dashboard state a query is expanded for: time range, interval, variable values."""
+    """The state a query is expanded for: time range, interval, variable values, and whether it is a
+    dashboard's query (Grafana's frontend fills its global variables) or an alert rule's (Grafana's
+    alerting fills none: only the datasource's own macros are expanded)."""
 
     time_from: datetime
     time_to: datetime
-    interval_s: int = 1
+    interval_ms: int = 1000
     variables: dict[str, list[str]] = field(default_factory=dict)
+    alerting: bool = False
+    scrape_interval_ms: int = 15_000  # the Prometheus datasource's timeInterval, for $__rate_interval
+
+    @property
+    def interval_s(self) -> int:
+        """The ClickHouse plugin's interval in whole seconds, at least 1 (its ``$__interval_s``)."""
+        return max(self.interval_ms // 1000, 1)
 
     @property
     def range_s(self) -> int:
         return int((self.time_to - self.time_from).total_seconds())
 
-    def global_variables(self) -> dict[str, str]:
+    def global_variables(self, datasource_type: str) -> dict[str, str]:
+        """The ``$__`` variables Grafana fills before the datasource sees the query."""
+        if self.alerting:
+            return {}
         from_ms, to_ms = int(self.time_from.timestamp() * 1000), int(self.time_to.timestamp() * 1000)
-        return {
-            "__from": str(from_ms), "__to": str(to_ms),
-            "__interval": f"{self.interval_s}s", "__interval_ms": str(self.interval_s * 1000),
-            "__rate_interval": f"{max(4 * 15, self.interval_s * 4)}s",
-            "__range": f"{self.range_s}s", "__range_s": str(self.range_s), "__range_ms": str(self.range_s * 1000),
-            "__dashboard": "dashboard", "__org": "1", "__user": "lint",
-        }
+        found = {"__from": str(from_ms), "__to": str(to_ms), "__interval": interval_text(self.interval_ms),
+                 "__interval_ms": str(self.interval_ms), "__dashboard": "dashboard", "__org": "1", "__user": "lint"}
+        if datasource_type == "prometheus":  # the Prometheus datasource adds these itself
+            scrape = self.scrape_interval_ms
+            found |= {"__rate_interval": interval_text(max(4 * scrape, self.interval_ms + scrape)),
+                      "__range": f"{self.range_s}s", "__range_s": str(self.range_s),
+                      "__range_ms": str(self.range_s * 1000)}
+        return found
 
 
 def _quote_single(value: str) -> str:
@@ -78,7 +95,7 @@ def _default_format(values: list[str], datasource_type: str) -> str:
 
 def expand_variables(text: str, context: QueryContext, datasource_type: str) -> str:
     """Replace template and global variables; an unknown variable or format raises."""
-    known = {name: [value] for name, value in context.global_variables().items()} | context.variables
+    known = {name: [value] for name, value in context.global_variables(datasource_type).items()} | context.variables
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(3) or match.group(5)
@@ -116,7 +133,7 @@ def _range_filter(column: str, low: str, high: str) -> str:
 def _clickhouse_macros(context: QueryContext) -> dict[str, tuple[int | None, Callable[[list[str]], str]]]:
     """Macro name -> (argument count or None for no parentheses, expansion)."""
     start, end = context.time_from, context.time_to
-    interval = max(context.interval_s, 1)
+    interval = context.interval_s
     return {
         "fromTime": (None, lambda _: _to_datetime(start)),
         "toTime": (None, lambda _: _to_datetime(end)),
@@ -132,7 +149,7 @@ def _clickhouse_macros(context: QueryContext) -> dict[str, tuple[int | None, Cal
                             f"({_range_filter(a[1], _to_datetime(start), _to_datetime(end))})"),
         "timeInterval": (1, lambda a: f"toStartOfInterval(toDateTime({a[0]}), INTERVAL {interval} second)"),
         "timeInterval_ms": (1, lambda a: f"toStartOfInterval(toDateTime64({a[0]}, 3), "
-                                         f"INTERVAL {interval * 1000} millisecond)"),
+                                         f"INTERVAL {max(context.interval_ms, 1)} millisecond)"),
     }
 
 
@@ -143,7 +160,12 @@ def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
     def replace(match: re.Match[str]) -> str:
         name, raw_args = match.group(1), match.group(2)
         if name not in macros:
-            raise InterpolationError(f"unknown ClickHouse macro $__{name}: the plugin knows "
+            filled_elsewhere = "" if context.alerting or name not in _DASHBOARD_ONLY else (
+                f" (Grafana fills ${{__{name}}} for Prometheus queries, not for ClickHouse)")
+            if context.alerting and name in _DASHBOARD_ONLY | {"from", "to", "interval", "interval_ms",
+                                                               "dashboard", "org", "user"}:
+                filled_elsewhere = f" (${{__{name}}} is a dashboard variable: Grafana's alerting never fills it)"
+            raise InterpolationError(f"unknown ClickHouse macro $__{name}{filled_elsewhere}: the plugin knows "
                                      + ", ".join(f"$__{m}" for m in sorted(macros)))
         arity, expand = macros[name]
         args = [a.strip() for a in raw_args.split(",")] if raw_args else []

@@ -102,6 +102,7 @@ class Datasource:
     name: str
     uid: str
     type: str
+    min_interval: str | None = None  # jsonData.timeInterval: the lowest $__interval of its queries
 
 
 def provisioned_datasources(folder: Path | None = None) -> dict[str, Datasource]:
@@ -110,5 +111,7 @@ def provisioned_datasources(folder: Path | None = None) -> dict[str, Datasource]
     for path in sorted((folder or datasources_dir()).glob("*.y*ml")):
         document = yaml.safe_load(path.read_text()) or {}
         for entry in document.get("datasources") or []:
-            found[entry["uid"]] = Datasource(entry["name"], entry["uid"], entry["type"])
+            interval = (entry.get("jsonData") or {}).get("timeInterval")
+            found[entry["uid"]] = Datasource(entry["name"], entry["uid"], entry["type"],
+                                             str(interval) if interval else None)
     return found

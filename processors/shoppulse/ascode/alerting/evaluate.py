@@ -70,9 +70,12 @@ class RuleEvaluator:
 
     def sql(self, query: dict[str, Any], at: datetime) -> str:
         window = query.get("relativeTimeRange") or {}
+        model = query.get("model") or {}
+        # Grafana's alerting sends the model's intervalMs (1 s by default) and fills no template variable
         context = QueryContext(at - timedelta(seconds=int(window.get("from", 600))),
-                               at - timedelta(seconds=int(window.get("to", 0))))
-        return clickhouse_query(str((query.get("model") or {}).get("rawSql", "")), context)
+                               at - timedelta(seconds=int(window.get("to", 0))),
+                               int(model.get("intervalMs") or 1000), alerting=True)
+        return clickhouse_query(str(model.get("rawSql", "")), context)
 
     def run_query(self, query: dict[str, Any], at: datetime) -> tuple[Series, set[str]]:
         """The query's numeric data and its label names (known even when it returns no rows)."""

@@ -12,7 +12,7 @@ import requests
 
 from shoppulse.ascode.dashboards.queries import Executed, panel_context
 from shoppulse.grafana.interpolate import prometheus_query
-from shoppulse.grafana.model import PROMETHEUS_TYPE, DashboardFile
+from shoppulse.grafana.model import PROMETHEUS_TYPE, DashboardFile, provisioned_datasources
 from shoppulse.grafana.shapes import Result
 
 TIMEOUT_S = 10.0
@@ -47,18 +47,17 @@ def query_range(url: str, expression: str, start: datetime, end: datetime, step_
 def prometheus_results(file: DashboardFile, url: str, now: datetime) -> list[Executed]:
     """Every Prometheus target of the dashboard run over its panel's time range, one result per series."""
     found: list[Executed] = []
+    datasources = provisioned_datasources()
     for panel in file.panels():
         for target in panel.get("targets") or []:
             datasource = target.get("datasource") or panel.get("datasource") or {}
             if datasource.get("type") != PROMETHEUS_TYPE or not target.get("expr"):
                 continue
-            # The panel's own relative time, else the dashboard's range (now-1h -> 1h), as Grafana does.
-            span = str((file.model.get("time") or {}).get("from", "now-1h")).removeprefix("now-")
-            context = panel_context({"timeFrom": span, **panel}, now, {})
+            context = panel_context(file.model.get("time"), panel, now, {}, datasources.get(str(datasource.get("uid"))))
             expression = prometheus_query(str(target["expr"]), context)
             started = time.perf_counter()
             for series in query_range(url, expression, context.time_from, context.time_to,
-                                      max(context.interval_s, 5)):
+                                      max(context.interval_ms / 1000, 5)):
                 rows = [(datetime.fromtimestamp(float(t), UTC), float(v)) for t, v in series.get("values", [])]
                 result = Result(["time", legend(target, series.get("metric", {}))], ["DateTime", "Float64"], rows)
                 found.append(Executed(file, panel, target, expression, result, time.perf_counter() - started))

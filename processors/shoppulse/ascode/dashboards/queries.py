@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -21,11 +21,7 @@ from shoppulse.grafana.interpolate import InterpolationError, QueryContext, clic
 from shoppulse.grafana.model import CLICKHOUSE_TYPE, PROMETHEUS_TYPE, DashboardFile, Datasource, Problem, panel_name
 from shoppulse.grafana.promql import PromQLChecker
 from shoppulse.grafana.shapes import Result, shape_problems
-
-DEFAULT_RANGE = timedelta(hours=6)
-MAX_DATA_POINTS = 1000
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+from shoppulse.grafana.time_range import TimeRangeError, interval_ms, panel_interval_ms, panel_range
 
 
 @dataclass(frozen=True)
@@ -40,21 +36,15 @@ class Executed:
     seconds: float
 
 
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a Grafana duration like 30s, 15m, 24h or 7d")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
-
-
-def panel_context(panel: dict[str, Any], now: datetime, variables: dict[str, list[str]]) -> QueryContext:
-    """The time range and interval Grafana gives this panel (relative time override included)."""
-    span = parse_duration(panel["timeFrom"]) if panel.get("timeFrom") else DEFAULT_RANGE
-    start = now - span
-    interval = max(1, int(span.total_seconds()) // int(panel.get("maxDataPoints") or MAX_DATA_POINTS))
-    if panel.get("interval"):
-        interval = max(interval, int(parse_duration(panel["interval"]).total_seconds()))
-    return QueryContext(start, now, interval, variables)
+def panel_context(dashboard_time: dict[str, Any] | None, panel: dict[str, Any], now: datetime,
+                  variables: dict[str, list[str]], datasource: Datasource | None = None) -> QueryContext:
+    """The time range and interval Grafana gives this panel's queries: the dashboard's range, the
+    panel's relative time and shift, Grafana's interval for its resolution and minimum interval."""
+    start, end = panel_range(dashboard_time, panel, now)
+    min_interval = datasource.min_interval if datasource else None
+    interval = panel_interval_ms(panel, start, end, min_interval)
+    scrape = interval_ms(min_interval) if min_interval else 15_000
+    return QueryContext(start, end, interval, variables, scrape_interval_ms=scrape)
 
 
 class QueryRunner:
@@ -83,7 +73,8 @@ class QueryRunner:
             name, kind = variable.get("name"), variable.get("type")
             line = file.line_of(f'"name": "{name}"')
             if kind == "query":
-                context = QueryContext(self.now - DEFAULT_RANGE, self.now, 1, values)
+                start, end = panel_range(file.model.get("time"), {}, self.now)
+                context = QueryContext(start, end, 1000, values)
                 query = variable.get("query")
                 text = query.get("rawSql") if isinstance(query, dict) else query
                 try:
@@ -109,7 +100,11 @@ class QueryRunner:
         if datasource_problem(reference, self.datasources, variable_defs):
             return []  # reported by the structure checks
         kind = resolved_type(reference, self.datasources, variable_defs)
-        context = panel_context(panel, self.now, variables)
+        try:
+            context = panel_context(file.model.get("time"), panel, self.now, variables,
+                                    self.datasources.get(str((reference or {}).get("uid"))))
+        except TimeRangeError as exc:
+            return [Problem(file.path, file.panel_line(panel), panel_name(panel), str(exc))]
         where = f"{panel_name(panel)} query {target.get('refId')}"
         if kind == CLICKHOUSE_TYPE:
             text = str(target.get("rawSql") or "")
