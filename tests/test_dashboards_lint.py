@@ -185,13 +185,40 @@ def test_prometheus_only_globals_are_not_filled_for_clickhouse(name: str) -> Non
     assert "$" not in prometheus_query(f"x[${name}]", CONTEXT)
 
 
-@pytest.mark.parametrize("name", ["__from", "__to", "__interval", "__interval_ms", "__dashboard", "__range"])
+@pytest.mark.parametrize("name", ["__from", "__to", "__dashboard", "__range", "__rate_interval"])
 def test_alert_queries_get_no_dashboard_globals(name: str) -> None:
     alerting = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, alerting=True)
     with pytest.raises(InterpolationError, match="Grafana's alerting never fills it"):
         clickhouse_query(f"SELECT ${name}", alerting)
-    assert clickhouse_query("SELECT $__fromTime, $__interval_s", alerting) == \
-        "SELECT toDateTime(1795600800), 1"
+    # the backend's own macros (the plugin's and the SDK's defaults) work in alert rules too
+    assert clickhouse_query("SELECT $__fromTime, $__interval_s, '$__interval', $__interval_ms", alerting) == \
+        "SELECT toDateTime(1795600800), 1, '1s', 1000"
+
+
+@pytest.mark.parametrize(("text", "expanded"), [
+    # parentheses nest inside an argument; commas split only at the top
+    ("SELECT $__timeInterval(toDateTime(ts, 'UTC'))",
+     "SELECT toStartOfInterval(toDateTime(toDateTime(ts, 'UTC')), INTERVAL 30 second)"),
+    ("WHERE $__dateTimeFilter(toDate(ts), coalesce(ts, now()))",
+     "WHERE (toDate(ts) >= toDate('2026-11-25') AND toDate(ts) <= toDate('2026-11-25')) AND "
+     "(coalesce(ts, now()) >= toDateTime(1795600800) AND coalesce(ts, now()) <= toDateTime(1795608000))"),
+    # empty parentheses are part of a macro without arguments
+    ("SELECT $__fromTime(), $__toTime()", "SELECT toDateTime(1795600800), toDateTime(1795608000)"),
+    # the SDK's defaults under the plugin's macros
+    ("WHERE $__timeFrom(ts) AND $__timeTo(ts)", "WHERE ts >= '2026-11-25T10:00:00Z' AND ts <= '2026-11-25T12:00:00Z'"),
+    ("GROUP BY $__timeGroup(ts, day)", "GROUP BY datepart(day, ts),datepart(month, ts),datepart(year, ts)"),
+    ("SELECT '$__table$__column'", "SELECT ''"),
+    # a longer name is never taken for a shorter one
+    ("WHERE $__timeFilter_ms(ts)",
+     "WHERE ts >= fromUnixTimestamp64Milli(1795600800000) AND ts <= fromUnixTimestamp64Milli(1795608000000)"),
+])
+def test_macro_calls_parse_as_the_plugins_backend_parses_them(text: str, expanded: str) -> None:
+    assert clickhouse_query(text, CONTEXT) == expanded
+
+
+def test_an_unclosed_macro_bracket_is_refused() -> None:
+    with pytest.raises(InterpolationError, match="missing close bracket"):
+        clickhouse_query("WHERE $__timeFilter(ts", CONTEXT)
 
 
 def test_sub_second_intervals_reach_the_millisecond_macros() -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shoppulse.grafana.time_range import interval_text
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]|\$(\w+)")
-_MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
 # Filled by Grafana for Prometheus queries only; in a ClickHouse query they reach ClickHouse as written.
 _DASHBOARD_ONLY = frozenset({"range", "range_s", "range_ms", "rate_interval"})
 
@@ -130,11 +129,35 @@ def _range_filter(column: str, low: str, high: str) -> str:
     return f"{column} >= {low} AND {column} <= {high}"
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_TIME_GROUP_PARTS = ("minute", "hour", "day", "month", "year")
+
+
+def _time_group(args: list[str]) -> str:
+    """The SDK's default ``$__timeGroup(col, period)``: datepart() of the period and every larger one."""
+    if args[1] not in _TIME_GROUP_PARTS:
+        return ""
+    return ",".join(f"datepart({part}, {args[0]})" for part in _TIME_GROUP_PARTS[_TIME_GROUP_PARTS.index(args[1]):])
+
+
 def _clickhouse_macros(context: QueryContext) -> dict[str, tuple[int | None, Callable[[list[str]], str]]]:
-    """Macro name -> (argument count or None for no parentheses, expansion)."""
+    """Macro name -> (argument count, None when any, and expansion): the plugin's own macros over the
+    defaults of Grafana's plugin SDK (``data/sqlutil``), which its backend merges them onto."""
     start, end = context.time_from, context.time_to
     interval = context.interval_s
     return {
+        # grafana-plugin-sdk-go sqlutil.DefaultMacros
+        "interval": (None, lambda _: interval_text(context.interval_ms)),
+        "interval_ms": (None, lambda _: str(context.interval_ms)),
+        "timeFrom": (1, lambda a: f"{a[0]} >= '{_rfc3339(start)}'"),
+        "timeTo": (1, lambda a: f"{a[0]} <= '{_rfc3339(end)}'"),
+        "timeGroup": (2, _time_group),
+        "table": (None, lambda _: ""),  # a SQL editor target has no table or column of its own
+        "column": (None, lambda _: ""),
+        # grafana-clickhouse-datasource pkg/macros
         "fromTime": (None, lambda _: _to_datetime(start)),
         "toTime": (None, lambda _: _to_datetime(end)),
         "fromTime_ms": (None, lambda _: _to_datetime64(start)),
@@ -153,30 +176,58 @@ def _clickhouse_macros(context: QueryContext) -> dict[str, tuple[int | None, Cal
     }
 
 
+def _macro_arguments(text: str) -> tuple[list[str] | None, int]:
+    """The SDK's ``parseArgs``: a bracketed argument list at the start of ``text`` (parentheses nest,
+    commas split at the top level only), its arguments trimmed and its length; (None, 0) when there is
+    none, (None, -1) when a bracket is never closed."""
+    if not text.startswith("("):
+        return None, 0
+    args: list[str] = []
+    depth, current = 0, []
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+            if depth == 1:
+                continue
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return [*args, "".join(current).strip()], index + 1
+        elif char == "," and depth == 1:
+            args.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    return None, -1
+
+
 def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
-    """Expand grafana-clickhouse-datasource's macros; an unknown macro or a wrong argument count raises."""
+    """Expand macros as the plugin's backend does: longest names first, every occurrence of each call
+    replaced; an unknown macro, a wrong argument count or an unclosed bracket raises (the backend
+    refuses the query, or ClickHouse would get ``$__name`` as written)."""
     macros = _clickhouse_macros(context)
-
-    def replace(match: re.Match[str]) -> str:
-        name, raw_args = match.group(1), match.group(2)
-        if name not in macros:
-            filled_elsewhere = "" if context.alerting or name not in _DASHBOARD_ONLY else (
-                f" (Grafana fills ${{__{name}}} for Prometheus queries, not for ClickHouse)")
-            if context.alerting and name in _DASHBOARD_ONLY | {"from", "to", "interval", "interval_ms",
-                                                               "dashboard", "org", "user"}:
-                filled_elsewhere = f" (${{__{name}}} is a dashboard variable: Grafana's alerting never fills it)"
-            raise InterpolationError(f"unknown ClickHouse macro $__{name}{filled_elsewhere}: the plugin knows "
-                                     + ", ".join(f"$__{m}" for m in sorted(macros)))
+    for name in sorted(macros, key=len, reverse=True):
         arity, expand = macros[name]
-        args = [a.strip() for a in raw_args.split(",")] if raw_args else []
-        if arity is None:
-            suffix = f"({raw_args})" if raw_args is not None else ""
-            return expand([]) + suffix
-        if len(args) != arity:
-            raise InterpolationError(f"$__{name} takes {arity} argument(s), got {len(args)} in {match.group(0)}")
-        return expand(args)
-
-    return _MACRO.sub(replace, text)
+        while found := re.search(rf"\$__{name}\b", text):
+            args, length = _macro_arguments(text[found.end():])
+            if length < 0:
+                raise InterpolationError(f"$__{name}: failed to parse macro arguments (missing close bracket?)")
+            call = text[found.start():found.end() + length]
+            if arity is not None and len(args or []) != arity:
+                raise InterpolationError(f"$__{name} takes {arity} argument(s), got {len(args or [])} in {call}")
+            text = text.replace(call, expand(args or []))
+    leftover = re.search(r"\$__(\w+)", text)
+    if leftover:
+        name = leftover.group(1)
+        if context.alerting and name in _DASHBOARD_ONLY | {"from", "to", "dashboard", "org", "user"}:
+            why = f" (${{__{name}}} is a dashboard variable: Grafana's alerting never fills it)"
+        elif name in _DASHBOARD_ONLY:
+            why = f" (Grafana fills ${{__{name}}} for Prometheus queries, not for ClickHouse)"
+        else:
+            why = ""
+        raise InterpolationError(f"unknown ClickHouse macro $__{name}{why}: the plugin knows "
+                                 + ", ".join(f"$__{m}" for m in sorted(macros)))
+    return text
 
 
 def clickhouse_query(text: str, context: QueryContext) -> str:
