@@ -216,6 +216,23 @@ def test_macro_calls_parse_as_the_plugins_backend_parses_them(text: str, expande
     assert clickhouse_query(text, CONTEXT) == expanded
 
 
+def test_a_variable_without_a_format_is_the_plugins_format() -> None:
+    multi = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {"c": ["DE", "O'Hare"], "one": ["FR"],
+                                                                    "single": ["PL"]},
+                         multi=frozenset({"c", "one"}))
+    # quoted and joined, unescaped (as the plugin does), even with one value selected; a single value as is
+    assert clickhouse_query("IN ($c) IN ($one) = $single", multi) == "IN ('DE','O'Hare') IN ('FR') = PL"
+
+
+def test_conditional_all_is_the_condition_or_true_for_all() -> None:
+    text = "WHERE $__conditionalAll(country IN (${country:singlequote}), $country) AND 1"
+    picked = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {"country": ["DE"]})
+    assert clickhouse_query(text, picked) == "WHERE country IN ('DE') AND 1"
+    everything = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {"country": ["DE", "FR"]},
+                              all_selected=frozenset({"country"}))
+    assert clickhouse_query(text, everything) == "WHERE 1=1 AND 1"
+
+
 def test_an_unclosed_macro_bracket_is_refused() -> None:
     with pytest.raises(InterpolationError, match="missing close bracket"):
         clickhouse_query("WHERE $__timeFilter(ts", CONTEXT)

@@ -37,6 +37,8 @@ class QueryContext:
     variables: dict[str, list[str]] = field(default_factory=dict)
     alerting: bool = False
     scrape_interval_ms: int = 15_000  # the Prometheus datasource's timeInterval, for $__rate_interval
+    multi: frozenset[str] = frozenset()  # the variables with multi-value or All (their value is a list)
+    all_selected: frozenset[str] = frozenset()  # the variables whose current value is All
 
     @property
     def interval_s(self) -> int:
@@ -83,13 +85,33 @@ FORMATS: dict[str, Callable[[list[str]], str]] = {
 }
 
 
-def _default_format(values: list[str], datasource_type: str) -> str:
-    """Grafana's format when none is given: SQL datasources quote multi-values, Prometheus uses a regex."""
+def _default_format(values: list[str], datasource_type: str, multi: bool) -> str:
+    """The format when the query names none: Prometheus' regex; the ClickHouse plugin's own (its
+    ``format``): a multi-value variable's values quoted and joined, unescaped, even when one is
+    selected; a single-value variable's value as it is."""
     if datasource_type == "prometheus":
         return FORMATS["regex"](values)
-    if len(values) == 1:
-        return values[0]
-    return FORMATS["sqlstring"](values)
+    if multi:
+        return "'" + "','".join(values) + "'"
+    return ",".join(values)
+
+
+def apply_conditional_all(text: str, context: QueryContext) -> str:
+    """The plugin's ``$__conditionalAll(condition, $var)``: the condition, or ``1=1`` when the
+    variable's current value is All (or empty), applied before the variables, innermost last."""
+    macro = "$__conditionalAll("
+    while (index := text.rfind(macro)) != -1:
+        args, length = _macro_arguments(text[index + len(macro) - 1:])
+        if args is None or len(args) != 2 or length < 0:
+            raise InterpolationError("$__conditionalAll takes a condition and a variable: "
+                                     "$__conditionalAll(country IN ($country), $country)")
+        variable = re.search(r"(?<=\$\{)\w+(?=\})|(?<=\$)\w+", args[1])
+        condition = args[0]
+        if variable and (variable.group(0) in context.all_selected
+                         or context.variables.get(variable.group(0)) in ([], [""])):
+            condition = "1=1"
+        text = text[:index] + condition + text[index + len(macro) - 1 + length:]
+    return text
 
 
 def expand_variables(text: str, context: QueryContext, datasource_type: str) -> str:
@@ -105,7 +127,7 @@ def expand_variables(text: str, context: QueryContext, datasource_type: str) -> 
             raise InterpolationError(f"unknown template variable ${name}: define it under templating.list")
         values = known[name]
         if fmt is None:
-            return _default_format(values, datasource_type)
+            return _default_format(values, datasource_type, name in context.multi)
         if fmt not in FORMATS:
             raise InterpolationError(f"unknown variable format :{fmt} in {match.group(0)}")
         return FORMATS[fmt](values)
@@ -232,7 +254,8 @@ def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
 
 def clickhouse_query(text: str, context: QueryContext) -> str:
     """The SQL Grafana's ClickHouse plugin would run for ``text``."""
-    return expand_clickhouse_macros(expand_variables(text, context, "grafana-clickhouse-datasource"), context)
+    expanded = expand_variables(apply_conditional_all(text, context), context, "grafana-clickhouse-datasource")
+    return expand_clickhouse_macros(expanded, context)
 
 
 def prometheus_query(text: str, context: QueryContext) -> str:

@@ -37,14 +37,15 @@ class Executed:
 
 
 def panel_context(dashboard_time: dict[str, Any] | None, panel: dict[str, Any], now: datetime,
-                  variables: dict[str, list[str]], datasource: Datasource | None = None) -> QueryContext:
+                  variables: dict[str, list[str]], datasource: Datasource | None = None,
+                  multi: frozenset[str] = frozenset()) -> QueryContext:
     """The time range and interval Grafana gives this panel's queries: the dashboard's range, the
     panel's relative time and shift, Grafana's interval for its resolution and minimum interval."""
     start, end = panel_range(dashboard_time, panel, now)
     min_interval = datasource.min_interval if datasource else None
     interval = panel_interval_ms(panel, start, end, min_interval)
     scrape = interval_ms(min_interval) if min_interval else 15_000
-    return QueryContext(start, end, interval, variables, scrape_interval_ms=scrape)
+    return QueryContext(start, end, interval, variables, scrape_interval_ms=scrape, multi=multi)
 
 
 class QueryRunner:
@@ -101,8 +102,9 @@ class QueryRunner:
             return []  # reported by the structure checks
         kind = resolved_type(reference, self.datasources, variable_defs)
         try:
+            multi = frozenset(n for n, v in variable_defs.items() if v.get("multi") or v.get("includeAll"))
             context = panel_context(file.model.get("time"), panel, self.now, variables,
-                                    self.datasources.get(str((reference or {}).get("uid"))))
+                                    self.datasources.get(str((reference or {}).get("uid"))), multi)
         except TimeRangeError as exc:
             return [Problem(file.path, file.panel_line(panel), panel_name(panel), str(exc))]
         where = f"{panel_name(panel)} query {target.get('refId')}"
