@@ -21,7 +21,7 @@ from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.run import make_producer
 from shoppulse.topics import CLEAN_EVENTS, RAW_EVENTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # the heaviest run: crashes, outages, restarts
 EVENTS = 9000
 STEP_MS = 2
 PACE_EVERY, PACE_SLEEP_S = 25, 0.05  # 500 events/s: a run of 18 s
