@@ -72,6 +72,7 @@ from shoppulse.devstack.http_connection import (
     client_has_gone,
     deadline_reader,
 )
+from shoppulse.devstack.native_format import NativeFormatError, NativeReviser
 from shoppulse.devstack.process import StartupError
 from shoppulse.devstack.reader_access import MAX_RESULT_BYTES, check_reader_statement, reader_settings
 from shoppulse.sql_text import (
@@ -472,7 +473,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         fmt = request.default_format
         shown_format = output_format(statement) or fmt
+        revision = _client_revision(request.params.get("client_protocol_version"))
         stream = self._result_stream(conn, statement, fmt, request.query_params)
+        if revision and shown_format.lower() == "native":
+            stream = _RevisedStream(stream, revision)
         limit = MAX_RESULT_BYTES if request.reader else None
         wait = request.params.get("wait_end_of_query") in ("1", "true")
         buffered, size, rows = [], 0, 0
@@ -580,6 +584,46 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
+
+
+def _client_revision(value: str | None) -> int:
+    """The Native revision the client reads (``client_protocol_version``; 0 when not given)."""
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ClickHouseError(CANNOT_PARSE_TEXT, f"Cannot parse input: expected an unsigned integer as "
+                                                 f"client_protocol_version, got {value[:40]!r} (CANNOT_PARSE_TEXT)")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    data: bytes
+    rows: int
+
+    def bytes(self) -> bytes:
+        return self.data
+
+    def rows_read(self) -> int:
+        return self.rows
+
+
+class _RevisedStream:
+    """The engine's result with its Native blocks re-framed for the client's revision."""
+
+    def __init__(self, stream: Any, revision: int) -> None:
+        self._stream, self._reviser = stream, NativeReviser(revision)
+
+    def __iter__(self) -> Iterator[_Piece]:
+        try:
+            for chunk in self._stream:
+                yield _Piece(self._reviser.feed(chunk.bytes()), chunk.rows_read())
+            self._reviser.finish()
+        except NativeFormatError as exc:
+            raise ClickHouseError(NOT_IMPLEMENTED, f"{exc} (NOT_IMPLEMENTED)") from None
+
+    def cancel(self) -> None:
+        _cancel(self._stream)
 
 
 def _cancel(stream: Any) -> None:
