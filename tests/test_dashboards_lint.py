@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from checkout import ROOT
 from shoppulse.ascode.dashboards.queries import panel_context
-from shoppulse.grafana.interpolate import InterpolationError, QueryContext, clickhouse_query, prometheus_query
+from shoppulse.grafana.interpolate import (
+    InterpolationError,
+    QueryContext,
+    clickhouse_query,
+    expand_variables,
+    prometheus_query,
+)
 from shoppulse.grafana.model import dashboard_paths
 from shoppulse.grafana.time_range import TimeRangeError
 
@@ -231,6 +237,39 @@ def test_conditional_all_is_the_condition_or_true_for_all() -> None:
     everything = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {"country": ["DE", "FR"]},
                               all_selected=frozenset({"country"}))
     assert clickhouse_query(text, everything) == "WHERE 1=1 AND 1"
+
+
+FORMATS_CONTEXT = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000,
+                               {"c": ["DE", "FR"], "one": ["a.b"], "q": ["O'Hare", 'x"y'], "s": ["a b"]},
+                               multi=frozenset({"c", "one", "q"}))
+
+
+@pytest.mark.parametrize(("text", "expanded"), [
+    ("${one:regex}", "a\\.b"),  # one value selected: escaped, no group
+    ("${c:regex}", "(DE|FR)"),
+    ("${s:lucene}", "a\\ b"),
+    ("${c:lucene}", '("DE" OR "FR")'),
+    ("${s:percentencode}", "a%20b"),
+    ("${c:percentencode}", "%7BDE%2CFR%7D"),
+    ("${q:sqlstring}", "'O''Hare','x\\\"y'"),
+    ("${q:singlequote}", "'O\\'Hare','x\"y'"),
+    ("${c:queryparam}", "var-c=DE&var-c=FR"),
+    ("${c:json}", '["DE","FR"]'),
+    ("${s:json}", "a b"),
+    ("${c:text}", "DE + FR"),
+    ("${c:glob}", "{DE,FR}"),
+    ("${one:glob}", "a.b"),
+    ("${c:join:|}", "DE|FR"),
+    ("${c:distributed}", "DE,c=FR"),
+    ("${c:raw}", "DE,FR"),
+    ("${__from:date}", "2026-11-25T10:00:00.000Z"),
+    ("${__from:date:iso}", "2026-11-25T10:00:00.000Z"),
+    ("${__from:date:seconds}", "1795600800"),
+    ("${__to:date:ms}", "1795608000000"),
+    ("${__from:date:YYYY-MM-DD}", "2026-11-25"),
+])
+def test_variable_formats_are_grafanas(text: str, expanded: str) -> None:
+    assert expand_variables(text, FORMATS_CONTEXT, "grafana-clickhouse-datasource") == expanded
 
 
 def test_an_unclosed_macro_bracket_is_refused() -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shoppulse.grafana.time_range import interval_text
+from shoppulse.grafana.variable_formats import FormatError, apply_format
 
-_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]|\$(\w+)")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::([^}]+))?\}|\[\[(\w+)(?::([^\]]+))?\]\]|\$(\w+)")
 # Filled by Grafana for Prometheus queries only; in a ClickHouse query they reach ClickHouse as written.
 _DASHBOARD_ONLY = frozenset({"range", "range_s", "range_ms", "rate_interval"})
 
@@ -64,33 +65,12 @@ class QueryContext:
         return found
 
 
-def _quote_single(value: str) -> str:
-    """Grafana's ``singlequote``: quotes escaped with a backslash, backslashes left alone."""
-    return "'" + value.replace("'", "\\'") + "'"
-
-
-def _quote_sql(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-FORMATS: dict[str, Callable[[list[str]], str]] = {
-    "singlequote": lambda values: ",".join(_quote_single(v) for v in values),
-    "sqlstring": lambda values: ",".join(_quote_sql(v) for v in values),
-    "doublequote": lambda values: ",".join('"' + v.replace('"', '\\"') + '"' for v in values),
-    "csv": ",".join,
-    "pipe": "|".join,
-    "regex": lambda values: values[0] if len(values) == 1 else "(" + "|".join(re.escape(v) for v in values) + ")",
-    "raw": ",".join,
-    "text": " + ".join,
-}
-
-
 def _default_format(values: list[str], datasource_type: str, multi: bool) -> str:
     """The format when the query names none: Prometheus' regex; the ClickHouse plugin's own (its
     ``format``): a multi-value variable's values quoted and joined, unescaped, even when one is
     selected; a single-value variable's value as it is."""
     if datasource_type == "prometheus":
-        return FORMATS["regex"](values)
+        return apply_format("regex", [], values, multi, "")
     if multi:
         return "'" + "','".join(values) + "'"
     return ",".join(values)
@@ -128,9 +108,11 @@ def expand_variables(text: str, context: QueryContext, datasource_type: str) -> 
         values = known[name]
         if fmt is None:
             return _default_format(values, datasource_type, name in context.multi)
-        if fmt not in FORMATS:
-            raise InterpolationError(f"unknown variable format :{fmt} in {match.group(0)}")
-        return FORMATS[fmt](values)
+        fmt_name, *args = fmt.split(":")
+        try:
+            return apply_format(fmt_name, args, values, name in context.multi, name)
+        except FormatError as exc:
+            raise InterpolationError(f"{exc} (in {match.group(0)})") from None
 
     return _VARIABLE.sub(replace, text)
 
