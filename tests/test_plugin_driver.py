@@ -86,9 +86,8 @@ def test_every_shipped_query_runs_through_the_plugins_driver(endpoint: EndpointP
     for key, result in through_go.items():
         assert not result.get("error"), f"{key}: {result['error']}"
         expected = before[key]
-        if expected.column_names:  # an empty Native result carries no header block, so no names
-            assert result["columns"] == list(expected.column_names), key
-            assert result["types"] == [t.name for t in expected.column_types], key
+        assert result["columns"] == list(expected.column_names), key
+        assert result["types"] == [t.name for t in expected.column_types], key
         # a query reading up to now() may gain a row between the two runs
         assert result["rows"] in (len(expected.result_rows), after[key]), key
     assert sum(r["rows"] for r in through_go.values()) > 0
@@ -100,9 +99,14 @@ def test_the_driver_reads_every_type_the_endpoint_reframes(endpoint: EndpointPro
            "number % 2)) AS lc, (number, 'x') AS tup, map('k', number) AS m, toFixedString('ab', 2) AS fs, "
            "toUUID('00000000-0000-0000-0000-000000000001') AS u, toIPv4('10.0.0.1') AS ip, "
            "CAST('b', 'Enum8(\\'a\\' = 1, \\'b\\' = 2)') AS e FROM numbers(1000)")
-    result = plugin_driver(endpoint, "default", {"types": sql, "empty": "SELECT 1 AS x WHERE 0"})
+    empty = {"empty": "SELECT 1 AS x, 'a' AS s WHERE 0",
+             "limit 0": "SELECT number AS n FROM numbers(10) /* c */ LIMIT 0 -- the end\n",
+             "semicolon": "SELECT toDateTime64(0, 3, 'UTC') AS t LIMIT 0; -- and a comment"}
+    result = plugin_driver(endpoint, "default", {"types": sql, **empty})
     assert not result["types"].get("error"), result["types"]
     assert result["types"]["rows"] == 1000
     assert result["types"]["types"][-1].startswith("Enum8(")
-    assert result["empty"]["rows"] == 0 and not result["empty"].get("error")
+    # an empty result still names its columns, as a ClickHouse server's header block does
+    assert [(r["columns"], r["types"], r["rows"]) for r in (result[k] for k in empty)] == [
+        (["x", "s"], ["UInt8", "String"], 0), (["n"], ["UInt64"], 0), (["t"], ["DateTime64(3, 'UTC')"], 0)]
 

@@ -72,7 +72,7 @@ from shoppulse.devstack.http_connection import (
     client_has_gone,
     deadline_reader,
 )
-from shoppulse.devstack.native_format import NativeFormatError, NativeReviser
+from shoppulse.devstack.native_format import NativeFormatError, NativeReviser, describable, header_block
 from shoppulse.devstack.process import StartupError
 from shoppulse.devstack.reader_access import MAX_RESULT_BYTES, check_reader_statement, reader_settings
 from shoppulse.sql_text import (
@@ -494,12 +494,30 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         except BaseException:
             _cancel(stream)
             raise
+        if finished and size == 0 and shown_format.lower() == "native":
+            buffered = [self._empty_native(conn, statement, revision)]
+            size = len(buffered[0])
         headers = self._headers(request, shown_format, _summary(read_rows=rows, result_bytes=size,
                                                                  elapsed_s=time.perf_counter() - started))
         if finished:
             self._send(200, b"".join(buffered), headers)
             return
         self._send_chunked(headers, buffered, stream, size, limit)
+
+    @staticmethod
+    def _empty_native(conn: Any, statement: str, revision: int) -> bytes:
+        """The header block of an empty Native result (the engine writes none): the result's columns
+        from ``DESCRIBE`` of the query, framed for the client's revision."""
+        subquery = describable(statement)
+        if subquery is None:
+            return b""
+        try:
+            described = conn.query(f"DESCRIBE TABLE ({subquery}\n)", "JSONEachRow").bytes().decode()
+        except (RuntimeError, chdb.ChdbError):  # what the lexer took for its end was not: no header
+            return b""
+        columns = [(row["name"], row["type"]) for row in map(json.loads, described.splitlines()) if row]
+        reviser = NativeReviser(revision)
+        return reviser.feed(header_block(columns))
 
     def _check_result(self, size: int, limit: int | None) -> None:
         if limit is not None and size > limit:

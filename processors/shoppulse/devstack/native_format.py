@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import struct
 
+from shoppulse.sql_text import UnterminatedError, first_word, tokens
+
 MIN_REVISION_WITH_CUSTOM_SERIALIZATION = 54454
 FIXED_WIDTH = {
     "UInt8": 1, "Int8": 1, "Bool": 1, "Enum8": 1, "UInt16": 2, "Int16": 2, "Enum16": 2, "Date": 2,
@@ -137,6 +139,35 @@ def _skip_low_cardinality(reader: _Reader, inner: str, rows: int) -> None:
         skip(reader, dictionary, reader.uint64())
     indexes = reader.uint64()
     reader.take(_LC_INDEX_WIDTH[index_type & 0xFF] * indexes)
+
+
+def describable(statement: str) -> str | None:
+    """A SELECT without its top-level FORMAT clause and what follows its end (``;``, comments), to
+    DESCRIBE as a subquery; None for any other statement."""
+    try:
+        if first_word(statement) not in ("SELECT", "WITH"):
+            return None
+        end = len(statement)
+        last = 0
+        for tok in tokens(statement):
+            if tok.depth == 0 and (tok.kind == "semicolon"
+                                   or (tok.kind == "word" and statement[tok.start:tok.end].upper() == "FORMAT")):
+                end = tok.start
+                break
+            last = tok.end
+    except UnterminatedError:
+        return None
+    return statement[:min(end, last)]
+
+
+def header_block(columns: list[tuple[str, str]]) -> bytes:
+    """A Native block of no rows naming the result's columns, as a server sends for an empty result
+    (clients take the column names and types from it)."""
+    out = bytearray(_varint(len(columns)) + _varint(0))
+    for name, type_name in columns:
+        for text in (name.encode(), type_name.encode()):
+            out += _varint(len(text)) + text
+    return bytes(out)
 
 
 def _block_info() -> bytes:
