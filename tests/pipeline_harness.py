@@ -83,6 +83,16 @@ class Processor:
                 self.kill()
 
 
+def _committed_records_after(consumer: Any, positions: dict[Any, int]) -> bool:
+    """Whether any committed record follows these positions (markers and aborted data do not count:
+    a read_committed consumer skips them)."""
+    consumer.assign(list(positions))
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
+    # a fetch may take a moment to bring data that is there: three polls before saying there is none
+    return any(any(consumer.poll(timeout_ms=1000).values()) for _ in range(3))
+
+
 @dataclass
 class Pipeline:
     broker: KafkaBroker
@@ -180,8 +190,10 @@ class Pipeline:
                 except (KafkaError, KeyError):  # metadata of a topic not known yet, e.g. after a broker restart
                     time.sleep(0.5)
                     continue
-                # A committed offset may stop short of the end by the transaction markers only.
-                if offsets and all(ends[tp] - offsets[tp] <= 1 for tp in offsets):
+                # A committed offset may stop short of the end by transaction markers only: a commit
+                # marker, and abort markers of transactions the broker aborted when it restarted.
+                behind = {tp: offsets[tp] for tp in offsets if ends[tp] - offsets[tp] > 1}
+                if offsets and not (behind and _committed_records_after(consumer, behind)):
                     return
                 time.sleep(0.5)
         finally:
