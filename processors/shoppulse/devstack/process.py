@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,8 +41,30 @@ def require_free_port(host: str, port: int, what: str, setting: str) -> None:
         )
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_CHOSEN_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free right now (for tests and ephemeral components)."""
+    """A port free right now (for tests and ephemeral components), below the kernel's ephemeral range:
+    a port from that range (what binding port 0 gives) can be taken as the source port of any
+    outgoing connection before the process meant to listen on it has started."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randint(LOWEST_CHOSEN_PORT, max(LOWEST_CHOSEN_PORT, low - 1))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
