@@ -19,6 +19,7 @@ from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import PARK_BACKOFF_S, AnnotationSync, missing_permissions, sync
 from shoppulse.sidecar.app import Sidecar
+from shoppulse.sidecar.signals import read_windows
 
 pytestmark = pytest.mark.integration
 TOKEN = "glsa_sidecar_token"
@@ -62,9 +63,7 @@ def run_sidecar(client: Client, until: datetime | None = None) -> Sidecar:
 
 def advance(sidecar: Sidecar, until: datetime) -> None:
     """Score the steps after the sidecar's last one until ``until``, writing as it goes."""
-    while sidecar.last_step + timedelta(seconds=10) <= until:
-        sidecar.last_step += timedelta(seconds=10)
-        sidecar.score_step(sidecar.last_step)
+    sidecar.score_until(until)
 
 
 def anomalies(client: Client) -> list[tuple]:
@@ -96,6 +95,22 @@ def test_the_outage_is_found_within_a_minute_with_no_false_alert(demo: Client) -
     orders = json.loads(demo.query("SELECT payload FROM insights FINAL WHERE metric = 'orders_per_s' "
                                    "AND country = 'DE'").result_rows[0][0])
     assert any(s["metric"] == "payment_failure_rate" and s["country"] == "DE" for s in orders["correlated_signals"])
+
+
+def test_steps_read_in_one_batch_are_the_steps_read_one_by_one(demo: Client) -> None:
+    """A restart's replay reads an hour of steps in two queries; each step's points must be those of
+    that step's own window, at the slice boundaries too (the latency histograms merged the same way)."""
+    first = PLAN.incident.start - timedelta(minutes=3, seconds=PLAN.incident.start.timestamp() % 10)
+    ends = [first + timedelta(seconds=10 * i) for i in range(40)]
+    batched = read_windows(demo, ends, 60, 10)
+    assert list(batched) == ends
+    for end in ends:
+        alone = read_windows(demo, [end], 60, 10)[end]
+        assert batched[end] == alone, end
+    assert any(p["payment_failure_rate"].value > 0.2 for p in (batched[e]["DE"] for e in ends))  # the outage
+    assert "payment_latency_p95" in batched[ends[0]]["ALL"]
+    with pytest.raises(ValueError, match="whole number of steps"):
+        read_windows(demo, ends, 45, 10)
 
 
 def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: Client) -> None:
@@ -216,7 +231,7 @@ def test_the_tokens_missing_permissions_are_named(demo: Client) -> None:
 
 def test_seasonal_bands_are_written_only_for_series_with_enough_history(demo: Client) -> None:
     from shoppulse.sidecar.seasonal import refit
-    from shoppulse.sidecar.signals import read_seasonal_bands
+    from shoppulse.sidecar.signals import read_seasonal_bands, seasonal_bucket
 
     start = (NOW - timedelta(days=3)).replace(second=0)
     history = [[start + timedelta(minutes=m), "SE", 40, 10, 0, 5, 4, 0,
@@ -235,6 +250,7 @@ def test_seasonal_bands_are_written_only_for_series_with_enough_history(demo: Cl
     n, _, last, _ = by_key[("SE", "orders_per_s", "forecast")]
     assert n == 3 and last.replace(tzinfo=UTC) > NOW
     # What the sidecar's combination rule reads at a step: the band of the bucket holding it.
-    bands = read_seasonal_bands(demo, fitted_at + timedelta(minutes=5))
+    at = fitted_at + timedelta(minutes=5)
+    bands = read_seasonal_bands(demo, at)[seasonal_bucket(at)]
     assert bands[("orders_per_s", "SE")].lower < bands[("orders_per_s", "SE")].upper
     assert ("payment_failure_rate", "SE") not in bands  # the seasonal baseline covers orders and revenue only

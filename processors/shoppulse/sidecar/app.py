@@ -27,8 +27,8 @@ from prometheus_client import Counter, Gauge
 from shoppulse.sidecar import baselines, seasonal
 from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.regions import Change, Region, RegionTracker
-from shoppulse.sidecar.signals import read_seasonal_bands, read_window, watermark
+from shoppulse.sidecar.regions import Change, Region, RegionTracker, SeasonalBand
+from shoppulse.sidecar.signals import read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ STEP_S = 10
 WINDOW_S = 60
 REFIT_EVERY = timedelta(minutes=15)
 HISTORY = 30
+READ_BATCH_STEPS = 360  # an hour of steps per read while catching up
 
 STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
 REGIONS = Counter("shoppulse_sidecar_regions", "Anomaly region changes", ["change", "severity"])
@@ -132,21 +133,39 @@ class Sidecar:
         if self.last_step is None:
             self.last_step = newest - timedelta(seconds=newest.timestamp() % self.step_s) - timedelta(
                 seconds=self.step_s)
-        done = 0
-        while self.last_step + timedelta(seconds=self.step_s) <= newest:
-            following = self.last_step + timedelta(seconds=self.step_s)
-            self.score_step(following)
-            self.last_step = following
-            LAST_STEP.set(following.timestamp())
-            done += 1
+        done = self.score_until(newest)
         BEHIND.set((newest - self.last_step).total_seconds())
         return done
 
+    def score_until(self, until: datetime) -> int:
+        """Score the steps after the last one up to ``until``, reading them in batches of READ_BATCH_STEPS
+        (a restart's replay or a sidecar that fell behind reads hours in a few queries); returns how many."""
+        assert self.last_step is not None, "score_until needs the last step scored (start() sets it)"
+        done = 0
+        while self.last_step + timedelta(seconds=self.step_s) <= until:
+            ends: list[datetime] = []
+            following = self.last_step + timedelta(seconds=self.step_s)
+            while following <= until and len(ends) < READ_BATCH_STEPS:
+                ends.append(following)
+                following += timedelta(seconds=self.step_s)
+            windows = read_windows(self.client, ends, self.window_s, self.step_s)
+            bands = read_seasonal_bands(self.client, ends[0], ends[-1])
+            for end in ends:
+                self._score(end, windows[end], bands.get(seasonal_bucket(end), {}))
+                self.last_step = end
+                LAST_STEP.set(end.timestamp())
+                done += 1
+        return done
+
     def score_step(self, end: datetime) -> list[Change]:
-        """Score the window ending at ``end`` for every metric and country, with the seasonal bands
-        where fitted; write the region changes unless replaying."""
-        windows = read_window(self.client, end, self.window_s)
-        seasonal = read_seasonal_bands(self.client, end)
+        """Score the window ending at ``end`` alone (``score_until`` reads many steps at once)."""
+        windows = read_windows(self.client, [end], self.window_s, self.step_s)
+        return self._score(end, windows[end], read_seasonal_bands(self.client, end).get(seasonal_bucket(end), {}))
+
+    def _score(self, end: datetime, windows: dict[str, dict[str, Point]],
+               seasonal: dict[tuple[str, str], SeasonalBand]) -> list[Change]:
+        """Score one step's points for every metric and country, with the seasonal bands where fitted;
+        write the region changes unless replaying."""
         changes: list[Change] = []
         for country, points in windows.items():
             for metric, point in points.items():

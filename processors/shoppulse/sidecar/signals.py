@@ -72,36 +72,73 @@ def watermark(client: Client) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def read_window(client: Client, end: datetime, window_s: float) -> dict[str, dict[str, Point]]:
-    """country (and ALL) -> metric -> point, for the window ending at ``end``."""
-    start = end - timedelta(seconds=window_s)
-    parameters = {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)}
-    rows = client.query(
-        "SELECT country, sum(orders), sum(revenue), sum(product_views), sum(cart_adds), sum(payment_attempts), "
-        "sum(payment_failures), sum(checkouts) FROM metrics_1s WHERE ts >= {start:DateTime} AND ts < {end:DateTime} "
-        "GROUP BY country", parameters=parameters).result_rows
-    totals: dict[str, Totals] = {}
-    for country, *numbers in rows:
-        totals[str(country)] = Totals(*(float(n) if isinstance(n, Decimal | int | float) else 0.0 for n in numbers))
-    histograms: dict[str, dict[int, int]] = defaultdict(dict)
-    for country, merged in client.query(
-            "SELECT country, sumMap(bucket_keys, bucket_counts) FROM payment_latency_1s "
-            "WHERE ts >= {start:DateTime} AND ts < {end:DateTime} GROUP BY country",
+def read_windows(client: Client, ends: list[datetime], window_s: int,
+                 step_s: int) -> dict[datetime, dict[str, dict[str, Point]]]:
+    """step end -> country (and ALL) -> metric -> point, for the trailing window of each of ``ends`` (steps
+    ``step_s`` apart, ``window_s`` a multiple of ``step_s``). Two queries whatever the number of steps: the
+    seconds are summed per step-long slice, and each window adds up its slices."""
+    if not ends:
+        return {}
+    if window_s % step_s:
+        raise ValueError(f"the window ({window_s} s) must be a whole number of steps ({step_s} s)")
+    first = ends[0] - timedelta(seconds=window_s)
+    offset = int(first.timestamp()) % step_s
+    parameters = {"start": first.replace(tzinfo=None), "end": ends[-1].replace(tzinfo=None), "step": step_s,
+                  "offset": offset}
+    slice_of = "intDiv(toUnixTimestamp(ts) - {offset:Int64}, {step:Int64})"
+    totals: dict[int, dict[str, Totals]] = defaultdict(dict)
+    for index, country, *numbers in client.query(
+            f"SELECT {slice_of} AS slice, country, sum(orders), sum(revenue), sum(product_views), sum(cart_adds), "
+            "sum(payment_attempts), sum(payment_failures), sum(checkouts) FROM metrics_1s "
+            "WHERE ts >= {start:DateTime} AND ts < {end:DateTime} GROUP BY slice, country",
+            parameters=parameters).result_rows:
+        totals[int(index)][str(country)] = Totals(*(float(n) if isinstance(n, Decimal | int | float) else 0.0
+                                                    for n in numbers))
+    histograms: dict[int, dict[str, dict[int, int]]] = defaultdict(dict)
+    for index, country, merged in client.query(
+            f"SELECT {slice_of} AS slice, country, sumMap(bucket_keys, bucket_counts) FROM payment_latency_1s "
+            "WHERE ts >= {start:DateTime} AND ts < {end:DateTime} GROUP BY slice, country",
             parameters=parameters).result_rows:
         keys, counts = merged
-        histograms[str(country)] = {int(k): int(c) for k, c in zip(keys, counts, strict=True)}
-    return points_by_country(totals, histograms, window_s)
+        histograms[int(index)][str(country)] = {int(k): int(c) for k, c in zip(keys, counts, strict=True)}
+    per_window = window_s // step_s
+    found: dict[datetime, dict[str, dict[str, Point]]] = {}
+    for end in ends:
+        last = (int(end.timestamp()) - offset) // step_s - 1  # the slice ending at ``end``
+        window_totals: dict[str, Totals] = defaultdict(Totals)
+        window_histograms: dict[str, dict[int, int]] = defaultdict(dict)
+        for index in range(last - per_window + 1, last + 1):
+            for country, amounts in totals.get(index, {}).items():
+                window_totals[country] = window_totals[country] + amounts
+            for country, histogram in histograms.get(index, {}).items():
+                merged_histogram = window_histograms[country]
+                for key, count in histogram.items():
+                    merged_histogram[key] = merged_histogram.get(key, 0) + count
+        found[end] = points_by_country(window_totals, window_histograms, window_s)
+    return found
 
 
-def read_seasonal_bands(client: Client, at: datetime) -> dict[tuple[str, str], SeasonalBand]:
-    """(metric, country) -> the seasonal band of the 10-minute bucket holding ``at``, from the newest
-    fit that covers it (a fitted value, or a forecast made before the bucket began)."""
+def read_seasonal_bands(client: Client, first: datetime,
+                        last: datetime | None = None) -> dict[datetime, dict[tuple[str, str], SeasonalBand]]:
+    """10-minute bucket start -> (metric, country) -> the seasonal band of that bucket, for every bucket
+    from the one holding ``first`` to the one holding ``last`` (``first``'s alone without it), each from
+    the newest fit that covers it (a fitted value, or a forecast made before the bucket began)."""
     rows = client.query(
-        "SELECT metric, country, argMax(lower, fitted_at), argMax(upper, fitted_at) FROM expected_band "
-        "WHERE ts = toStartOfInterval({at:DateTime}, INTERVAL 10 MINUTE) AND kind IN ('seasonal', 'forecast') "
-        "GROUP BY metric, country", parameters={"at": at.replace(tzinfo=None)}).result_rows
-    return {(str(metric), str(country)): SeasonalBand(float(lower), float(upper))
-            for metric, country, lower, upper in rows}
+        "SELECT ts, metric, country, argMax(lower, fitted_at), argMax(upper, fitted_at) FROM expected_band "
+        "WHERE ts >= toStartOfInterval({first:DateTime}, INTERVAL 10 MINUTE) "
+        "AND ts <= toStartOfInterval({last:DateTime}, INTERVAL 10 MINUTE) AND kind IN ('seasonal', 'forecast') "
+        "GROUP BY ts, metric, country",
+        parameters={"first": first.replace(tzinfo=None), "last": (last or first).replace(tzinfo=None)}).result_rows
+    bands: dict[datetime, dict[tuple[str, str], SeasonalBand]] = defaultdict(dict)
+    for bucket, metric, country, lower, upper in rows:
+        start = bucket.replace(tzinfo=UTC) if bucket.tzinfo is None else bucket.astimezone(UTC)
+        bands[start][(str(metric), str(country))] = SeasonalBand(float(lower), float(upper))
+    return bands
+
+
+def seasonal_bucket(at: datetime) -> datetime:
+    """The start of the 10-minute bucket holding ``at`` (the seasonal bands' granularity)."""
+    return at - timedelta(seconds=int(at.timestamp()) % 600, microseconds=at.microsecond)
 
 
 def points_by_country(totals: dict[str, Totals], histograms: dict[str, dict[int, int]],
