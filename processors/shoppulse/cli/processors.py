@@ -61,31 +61,49 @@ def sidecar(
     _run(lambda settings: run(settings, stop_event_on_signals(), timedelta(minutes=warm_up_minutes)))
 
 
+MAX_ORDER_WARNINGS = 20  # a file with its clock set back warns line by line; thousands would bury the summary
+
+
 @app.command()
 def detect(
     csv_file: Annotated[Path, typer.Option("--csv", help="A CSV with timestamp,value (and optional label) columns.")],
-    out: Annotated[Path | None, typer.Option(help="Where the scored CSV goes [default: stdout].")] = None,
+    out: Annotated[str | None, typer.Option(help="Where the scored CSV goes ('-' or nothing: stdout).")] = None,
+    sort: Annotated[bool, typer.Option("--sort", help="Order the rows by time first (else they are scored in "
+                                                      "file order, with a warning for each timestamp out of "
+                                                      "order).")] = False,
 ) -> None:
-    """Run the sidecar's detectors over any time series: a score in [0, 1] and an anomaly flag per point."""
+    """Run the sidecar's detectors over any time series: a score in [0, 1] and an anomaly flag per row."""
     from shoppulse.output_file import replaced_on_success
     from shoppulse.sidecar.csv_detect import CsvInputError, score_file
 
     if not csv_file.is_file():
         fail(f"no such file: {csv_file}", 2)
+    warnings: list[str] = []
+    target = None if out in (None, "-") else Path(out)
     try:
-        if out is None:
-            report = score_file(csv_file, sys.stdout)
+        if target is None:
+            report = score_file(csv_file, sys.stdout, sort, warnings.append)
         else:
-            with replaced_on_success(out) as handle:
-                report = score_file(csv_file, handle)
+            with replaced_on_success(target) as handle:
+                report = score_file(csv_file, handle, sort, warnings.append)
     except CsvInputError as exc:
         fail(f"{csv_file}: {exc}", 2)
     except UnicodeDecodeError:
         fail(f"{csv_file}: not a UTF-8 text file", 2)
     except OSError as exc:
-        where = out if out is not None and exc.filename != str(csv_file) else csv_file
-        fail(f"cannot {'write' if where == out else 'read'} {where}: {exc.strerror or exc}", 1)
+        where = target if target is not None and exc.filename != str(csv_file) else csv_file
+        fail(f"cannot {'write' if where == target else 'read'} {where}: {exc.strerror or exc}", 1)
+    for warning in warnings[:MAX_ORDER_WARNINGS]:
+        err.print(f"warning: {csv_file}: {warning}", highlight=False, markup=False, soft_wrap=True)
+    if len(warnings) > MAX_ORDER_WARNINGS:
+        err.print(f"warning: {csv_file}: {len(warnings) - MAX_ORDER_WARNINGS:,} more timestamps out of order",
+                  highlight=False)
     summary = f"{report.points:,} points, {report.flagged:,} flagged as anomalous"
+    details = [f"{n:,} {what}" for n, what in ((report.missing, "missing values"),
+                                               (report.out_of_order, "timestamps out of order"),
+                                               (report.gaps, "gaps")) if n]
+    if details:
+        summary += f" ({', '.join(details)})"
     if report.precision is not None or report.recall is not None:
         precision = "-" if report.precision is None else f"{report.precision:.2f}"
         recall = "-" if report.recall is None else f"{report.recall:.2f}"

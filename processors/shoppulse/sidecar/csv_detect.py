@@ -2,18 +2,25 @@
 
 Input: a CSV with a header holding ``timestamp`` and ``value`` columns (and optionally ``label``,
 0/1, as in public benchmarks such as NAB or Yahoo S5). Timestamps are ISO 8601 or Unix seconds
-(milliseconds when larger than 1e11), strictly increasing. Output: the same rows with ``score`` in
-[0, 1] (the blended robust-z and Half-Space-Trees score) and ``anomaly`` (1 while a region is open,
-with the same hysteresis as the sidecar). With labels, point- and event-level scores are reported.
+(milliseconds when larger than 1e11). Real exports are untidy, so rows are taken in file order: a
+timestamp that repeats or goes back (a clock set back an hour, two sources merged) is scored where
+it stands with a warning naming its line, or the rows are ordered by time first (``sort``); a blank
+or not-a-number value (``NA``, ``NaN``, ``null``…) is a missing point, written out unscored with the
+anomaly flag of the region around it and never learned from; gaps in time are counted.
+
+Output: exactly one row per input row, with ``score`` in [0, 1] (the blended robust-z and
+Half-Space-Trees score) and ``anomaly`` (1 while a region is open, with the same hysteresis as the
+sidecar). With labels, point- and event-level scores are reported.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import TextIO
 
@@ -21,6 +28,8 @@ from shoppulse.sidecar.detectors import Point, RobustZ, SeriesDetector
 from shoppulse.sidecar.regions import RegionTracker
 
 MAX_LINE_CHARS = 64 * 1024
+MISSING = {"", "na", "n/a", "nan", "null", "none", "-"}  # how spreadsheets, pandas and R write a missing value
+GAP_STEPS = 5  # a pause longer than this many of the series' usual intervals counts as a gap
 
 
 class CsvInputError(ValueError):
@@ -31,14 +40,14 @@ class CsvInputError(ValueError):
 class Row:
     line: int
     timestamp: datetime
-    value: float
+    value: float | None  # None: missing
     label: int | None
 
 
 @dataclass(frozen=True)
 class Scored:
     row: Row
-    score: float
+    score: float | None  # None for a missing value
     anomaly: int
 
 
@@ -71,33 +80,41 @@ def _bounded_lines(handle: TextIO) -> Iterator[str]:
         yield line
 
 
-def read_rows(handle: TextIO) -> Iterator[Row]:
+def read_rows(handle: TextIO, warn: Callable[[str], None] = lambda _: None) -> Iterator[Row]:
+    """The rows in file order; ``warn`` hears of each timestamp that repeats or goes back."""
     reader = csv.DictReader(_bounded_lines(handle))
     try:
-        yield from _rows(reader)
+        yield from _rows(reader, warn)
     except csv.Error as exc:
         raise CsvInputError(f"line {reader.line_num}: {exc}") from None
 
 
-def _rows(reader: csv.DictReader[str]) -> Iterator[Row]:
+def _value(text: str, line: int) -> float | None:
+    if text.lower() in MISSING:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CsvInputError(f"line {line}: value {text!r} is not a number (leave it blank when it is "
+                            "missing)") from None
+    if not math.isfinite(value):
+        raise CsvInputError(f"line {line}: value {text!r} is not finite")
+    return value
+
+
+def _rows(reader: csv.DictReader[str], warn: Callable[[str], None]) -> Iterator[Row]:
     fields = {name.strip().lower(): name for name in reader.fieldnames or []}
     if "timestamp" not in fields or "value" not in fields:
         raise CsvInputError(f"the header must name 'timestamp' and 'value' columns (found {reader.fieldnames})")
-    previous: datetime | None = None
+    latest: datetime | None = None
     for record in reader:
         line = reader.line_num
-        raw_value = (record.get(fields["value"]) or "").strip()
-        try:
-            value = float(raw_value)
-        except ValueError:
-            raise CsvInputError(f"line {line}: value {raw_value!r} is not a number") from None
-        if not math.isfinite(value):
-            raise CsvInputError(f"line {line}: value {raw_value!r} is not finite")
+        value = _value((record.get(fields["value"]) or "").strip(), line)
         moment = _timestamp(record.get(fields["timestamp"]) or "", line)
-        if previous is not None and moment <= previous:
-            raise CsvInputError(f"line {line}: timestamp {moment.isoformat()} does not follow {previous.isoformat()}; "
-                                "sort the file by time and drop duplicate timestamps")
-        previous = moment
+        if latest is not None and moment <= latest:
+            how = "repeats" if moment == latest else f"goes back from {latest.isoformat()}"
+            warn(f"line {line}: timestamp {moment.isoformat()} {how}; scored in file order (--sort orders by time)")
+        latest = moment if latest is None else max(latest, moment)
         label = None
         if "label" in fields:
             raw_label = (record.get(fields["label"]) or "").strip()
@@ -107,12 +124,25 @@ def _rows(reader: csv.DictReader[str]) -> Iterator[Row]:
         yield Row(line, moment, value, label)
 
 
+def gaps(rows: list[Row]) -> int:
+    """Pauses longer than GAP_STEPS of the series' usual (median) interval between consecutive rows."""
+    intervals = [(b.timestamp - a.timestamp).total_seconds() for a, b in pairwise(rows)]
+    forward = sorted(d for d in intervals if d > 0)
+    if not forward:
+        return 0
+    usual = forward[len(forward) // 2]
+    return sum(1 for d in intervals if d > GAP_STEPS * usual)
+
+
 def detect(rows: Iterable[Row]) -> Iterator[Scored]:
     # Points of an arbitrary series may be far apart and trend: a baseline with a shorter memory (about
     # 20 points) that keeps creeping, slowly, inside an anomaly too.
     detector = SeriesDetector(seed=11, robust=RobustZ(alpha=0.05), absorb_after=0, absorb_spread=True)
     tracker = RegionTracker("value", "csv")
     for row in rows:
+        if row.value is None:  # nothing to judge or learn: the region around it (if any) carries on
+            yield Scored(row, None, int(tracker.is_open))
+            continue
         point = Point(row.value, 0.0, "level")
         verdict = detector.step(point, tracker.is_open)
         tracker.step(row.timestamp, row.value, verdict)
@@ -127,21 +157,36 @@ class Report:
     recall: float | None
     events: int
     events_detected: int
+    missing: int = 0
+    out_of_order: int = 0
+    gaps: int = 0
 
 
-def score_file(source: Path, out: TextIO) -> Report:
-    """Score ``source`` into ``out``. A header may start with a byte-order mark (as spreadsheets write)."""
+def score_file(source: Path, out: TextIO, sort: bool = False,
+               warn: Callable[[str], None] = lambda _: None) -> Report:
+    """Score ``source`` into ``out``, one row per input row (in time order with ``sort``, else in file
+    order, warning of each timestamp out of order). A header may start with a byte-order mark."""
+    out_of_order: list[str] = []
     with source.open(newline="", encoding="utf-8-sig") as handle:
-        scored = list(detect(read_rows(handle)))
+        rows = list(read_rows(handle, out_of_order.append))
+    if sort:
+        rows.sort(key=lambda row: row.timestamp)  # stable: rows of one timestamp keep their file order
+    else:
+        for warning in out_of_order:
+            warn(warning)
+    scored = list(detect(rows))
     writer = csv.writer(out)
     labelled = bool(scored) and scored[0].row.label is not None
     writer.writerow(["timestamp", "value", "score", "anomaly", *(["label"] if labelled else [])])
     for item in scored:
-        writer.writerow([item.row.timestamp.isoformat(), item.row.value, item.score, item.anomaly,
+        writer.writerow([item.row.timestamp.isoformat(), "" if item.row.value is None else item.row.value,
+                         "" if item.score is None else item.score, item.anomaly,
                          *([item.row.label] if labelled else [])])
     flagged = sum(s.anomaly for s in scored)
+    counts = {"missing": sum(1 for row in rows if row.value is None), "out_of_order": len(out_of_order),
+              "gaps": gaps(rows)}
     if not labelled:
-        return Report(len(scored), flagged, None, None, 0, 0)
+        return Report(len(scored), flagged, None, None, 0, 0, **counts)
     true_positive = sum(1 for s in scored if s.anomaly and s.row.label)
     positives = sum(1 for s in scored if s.row.label)
     events, detected, inside, hit = 0, 0, False, False
@@ -154,4 +199,4 @@ def score_file(source: Path, out: TextIO) -> Report:
             detected, inside = detected + int(hit), False
     detected += int(inside and hit)
     return Report(len(scored), flagged, true_positive / flagged if flagged else None,
-                  true_positive / positives if positives else None, events, detected)
+                  true_positive / positives if positives else None, events, detected, **counts)
