@@ -191,7 +191,8 @@ def test_prometheus_only_globals_are_not_filled_for_clickhouse(name: str) -> Non
     assert "$" not in prometheus_query(f"x[${name}]", CONTEXT)
 
 
-@pytest.mark.parametrize("name", ["__from", "__to", "__dashboard", "__range", "__rate_interval"])
+@pytest.mark.parametrize("name", ["__from", "__to", "__dashboard", "__org", "__user", "__range", "__range_s",
+                                  "__range_ms", "__rate_interval"])
 def test_alert_queries_get_no_dashboard_globals(name: str) -> None:
     alerting = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, alerting=True)
     with pytest.raises(InterpolationError, match="Grafana's alerting never fills it"):

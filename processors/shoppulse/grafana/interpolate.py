@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shoppulse.grafana.time_range import interval_text
@@ -223,7 +223,8 @@ def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
     leftover = re.search(r"\$__(\w+)", text)
     if leftover:
         name = leftover.group(1)
-        if context.alerting and name in _DASHBOARD_ONLY | {"from", "to", "dashboard", "org", "user"}:
+        dashboard_globals = replace(context, alerting=False).global_variables("prometheus")
+        if context.alerting and f"__{name}" in dashboard_globals:
             why = f" (${{__{name}}} is a dashboard variable: Grafana's alerting never fills it)"
         elif name in _DASHBOARD_ONLY:
             why = f" (Grafana fills ${{__{name}}} for Prometheus queries, not for ClickHouse)"
