@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,9 +14,18 @@ from hypothesis import strategies as st
 
 from shoppulse.ascode.dashboards.demo_data import poisson
 from shoppulse.events.histogram import bucket, quantile
-from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict, half_space_trees
+from shoppulse.sidecar.detectors import (
+    Opinion,
+    Point,
+    RobustZ,
+    SeasonalBand,
+    SeasonalBandDetector,
+    SeriesDetector,
+    Verdict,
+    half_space_trees,
+)
 from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
-from shoppulse.sidecar.regions import RegionTracker, SeasonalBand, severity
+from shoppulse.sidecar.regions import RegionTracker, severity
 from shoppulse.sidecar.signals import MIN_TRIALS
 
 STEP_S, WINDOW_S = 10, 60
@@ -188,15 +198,19 @@ def test_seasonal_fit_follows_the_daily_cycle_and_its_cone_widens() -> None:
     assert fit(stamps[:PERIOD], values[:PERIOD]) is None  # one day cannot show a daily season
 
 
-def strong(z: float = -5.0, hst: float = 0.3) -> Verdict:
-    """A step the robust z-score flags: 30 against an expected 50."""
-    return Verdict(z=z, score=0.6, hst=hst, expected=50.0, warm=True)
+def strong(z: float = -5.0, hst: float = 0.3, band: SeasonalBand | None = None) -> Verdict:
+    """A step the robust z-score flags: 30 against an expected 50, with River's score ``hst`` and the
+    seasonal band detector's opinion of 30 in ``band``."""
+    opinions = (Opinion("robust_z", min(1.0, abs(z) / 8), True if abs(z) >= 3 else None),
+                Opinion("half_space_trees", hst, True if hst >= 0.7 else None),
+                SeasonalBandDetector().score_one(Point(30.0, 0, "rate", band=band)))
+    return Verdict(z=z, score=0.6, expected=50.0, warm=True, opinions=opinions)
 
 
-def opening_step(verdicts: list[Verdict], seasonal: SeasonalBand | None = None) -> tuple[int, list[str]] | None:
+def opening_step(verdicts: list[Verdict]) -> tuple[int, list[str]] | None:
     tracker = RegionTracker("orders_per_s", "DE")
     for index, verdict in enumerate(verdicts):
-        change = tracker.step(START + timedelta(seconds=10 * index), 30.0, verdict, seasonal)
+        change = tracker.step(START + timedelta(seconds=10 * index), 30.0, verdict)
         if change is not None and change.kind == "opened":
             return index, change.region.detectors
     return None
@@ -215,12 +229,48 @@ def test_half_space_trees_agreeing_opens_the_region_at_the_first_strong_step() -
 
 def test_a_value_inside_the_seasonal_band_is_the_usual_for_the_time_of_week() -> None:
     usual = SeasonalBand(25.0, 60.0)  # 30 is what this hour of the week looks like
-    assert opening_step([strong()] * 5, usual) is None
-    assert opening_step([strong(z=-9.0)], usual) == (0, ["robust_z"])  # unless the evidence is overwhelming
+    assert opening_step([strong(band=usual)] * 5) is None
+    assert opening_step([strong(z=-9.0, band=usual)]) == (0, ["robust_z"])  # unless the evidence is overwhelming
 
 
 def test_a_value_outside_the_seasonal_band_corroborates() -> None:
-    assert opening_step([strong(), strong()], SeasonalBand(45.0, 55.0)) == (0, ["robust_z", "seasonal_band"])
+    assert opening_step([strong(band=SeasonalBand(45.0, 55.0))] * 2) == (0, ["robust_z", "seasonal_band"])
+
+
+@dataclass
+class Ceiling:
+    """A detector the sidecar does not ship: a hard limit an operator knows (learns nothing)."""
+
+    limit: float
+    name: str = "ceiling"
+    weight: float = 0.0
+
+    def score_one(self, point: Point) -> Opinion:
+        return Opinion(self.name, 1.0, True) if point.value > self.limit else Opinion(self.name, 0.0, False)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        pass
+
+
+def test_any_detector_on_the_list_corroborates_or_vetoes_by_its_opinion_alone() -> None:
+    """The combination rule names no detector: one added to a series' list takes part by its opinions."""
+    def opened(limit: float) -> list[tuple[int, list[str]]]:
+        baseline = RobustZ()
+        detector = SeriesDetector(seed=3, robust=baseline, detectors=[baseline, Ceiling(limit)])
+        tracker = RegionTracker("orders_per_s", "BR")
+        found = []
+        for index, point in enumerate(orders_stream(22_000, 2.0, seed=5, drop=(20_000, 20_600, 1.8))):
+            change = tracker.step(START + timedelta(seconds=STEP_S * index), point.value,
+                                  detector.step(point, tracker.is_open))
+            if change and change.kind == "opened":
+                found.append((index, change.region.detectors))
+        return found
+
+    corroborated = opened(limit=4.0)  # the spike (about 5.4 orders/s against 3) is above the ceiling
+    assert len(corroborated) == 1 and corroborated[0][1] == ["robust_z", "ceiling"]
+    assert opened(limit=1e9) == []  # below the ceiling the spike is "the usual": vetoed (short of |z| >= 8)
+    with_trees = SeriesDetector(seed=3)
+    assert [d.name for d in with_trees.detectors] == ["robust_z", "half_space_trees", "seasonal_band"]
 
 
 def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alerts() -> None:

@@ -18,16 +18,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
 
 from shoppulse.sidecar import baselines, seasonal
-from shoppulse.sidecar.detectors import Point, SeriesDetector, Verdict
+from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.regions import Change, Region, RegionTracker, SeasonalBand
+from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.signals import read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
@@ -168,12 +168,13 @@ class Sidecar:
         write the region changes unless replaying."""
         changes: list[Change] = []
         for country, points in windows.items():
-            for metric, point in points.items():
+            for metric, bare in points.items():
                 series = self._series(metric, country)
+                point = replace(bare, band=seasonal.get((metric, country)))
                 verdict = series.detector.step(point, series.tracker.is_open)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
-                change = series.tracker.step(end, point.value, verdict, seasonal.get((metric, country)))
+                change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)
         STEPS.inc()

@@ -1,20 +1,30 @@
 """Online detectors for one series (one metric in one country), fed one point per evaluation step.
 
+Every detector follows River's anomaly-detector idiom on the same ``Point``: ``score_one(point)``
+gives its ``Opinion`` (a score in [0, 1] and whether it sees the point as unusual, as the usual, or
+cannot tell) without learning, ``learn_one(point, weight)`` learns. A point carries its own context
+(the previous value, the seasonal band for its time of the week where one is fitted), so detectors
+need nothing else.
+
 * ``RobustZ``: an EWMA of the level and of the absolute deviation (a streaming median-like scale),
   with a noise floor from counting statistics — a rate of n events has a standard deviation of
   about sqrt(n), a ratio p over n trials sqrt(p(1-p)/n), a p95 (judged by its logarithm) that of a
-  sample quantile — so sparse series do not cry wolf. The baseline stops learning while the point
-  is anomalous, so an incident does not become normal.
-* ``HalfSpaceTrees``: River's online isolation detector on the level and its change; it assumes
-  features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
-* ``SeriesDetector`` runs both and blends them into a score in [0, 1] with a signed z.
+  sample quantile — so sparse series do not cry wolf. It is also the series' baseline: the expected
+  value and signed z that regions and insights report.
+* ``HalfSpaceTreesDetector``: River's online isolation detector on the level and its change; it
+  assumes features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
+* ``SeasonalBandDetector``: the statsmodels Holt-Winters band for this time of the week (fitted in
+  batches by ``seasonal.refit``, read with the point); inside it a value is the usual.
+* ``SeriesDetector`` runs a list of them, blends their scores by each detector's weight, and stops
+  them learning while the series is anomalous, so an incident does not become normal.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
+from typing import Protocol
 
 from river import anomaly, compose, preprocessing
 
@@ -35,6 +45,18 @@ LEARN_BELOW_Z = 3.0  # points this unusual (or inside a region) are not learned 
 ANOMALY_LEARNING_WEIGHT = 0.1
 ABSORB_AFTER_STEPS = 180  # 30 minutes at the sidecar's 10 s step
 Z_FOR_FULL_SCORE = 8.0
+HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing the point as unusual
+
+
+@dataclass(frozen=True)
+class SeasonalBand:
+    """The seasonal baseline's band for a series at one time of the week (``expected_band``)."""
+
+    lower: float
+    upper: float
+
+    def contains(self, value: float) -> bool:
+        return self.lower <= value <= self.upper
 
 
 @dataclass(frozen=True)
@@ -46,12 +68,16 @@ class Point:
     kind: str  # "rate" (events/s over window_s), "ratio" (successes/trials), "quantile" (a p95 of count samples),
     #            "log_quantile" (its logarithm, as the detectors judge it), "level"
     window_s: float = 60.0
+    band: SeasonalBand | None = None  # the seasonal band for this time of the week, where one is fitted
+    previous: float | None = None  # the series' previous value (on the judged scale), set by SeriesDetector
 
     def judged(self) -> Point:
-        """The point on the scale the detectors judge it: quantiles by their logarithm."""
+        """The point on the scale the detectors judge it: quantiles (and their band) by their logarithm."""
         if self.kind != "quantile":
             return self
-        return Point(math.log(max(self.value, 1e-9)), self.count, "log_quantile", self.window_s)
+        band = None if self.band is None else SeasonalBand(math.log(max(self.band.lower, 1e-9)),
+                                                           math.log(max(self.band.upper, 1e-9)))
+        return Point(math.log(max(self.value, 1e-9)), self.count, "log_quantile", self.window_s, band, self.previous)
 
     def noise_sd(self, expected: float | None = None) -> float:
         """The standard deviation counting alone would give the value: a ratio p of n trials varies by
@@ -71,12 +97,40 @@ class Point:
         return OVERDISPERSION * (abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s)
 
 
+@dataclass(frozen=True)
+class Opinion:
+    """What one detector makes of one point."""
+
+    detector: str
+    score: float  # in [0, 1]: how unusual the detector finds the point
+    unusual: bool | None  # True: an anomaly; False: the usual for this series (a veto); None: cannot tell
+
+
+class Detector(Protocol):
+    """River's anomaly-detector idiom on a ``Point``; ``weight`` below 1 is a point learned inside an
+    anomaly that has lasted (a level shift becoming the new normal), which a detector may decline."""
+
+    name: str
+    weight: float  # its share of the blended score
+
+    def score_one(self, point: Point) -> Opinion: ...
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None: ...
+
+
 @dataclass
 class RobustZ:
     alpha: float = 0.02  # per step; at a 10 s step the baseline's memory is about 8 minutes
+    absorb_spread: bool = False  # inside an anomaly, let its spread widen the baseline's too
     level: float | None = None
     deviation: float = 0.0
     seen: int = 0
+    name: str = "robust_z"
+    weight: float = 0.8
+
+    @property
+    def warm(self) -> bool:
+        return self.seen >= WARM_UP_POINTS
 
     def z(self, point: Point) -> float:
         if self.level is None:
@@ -85,9 +139,16 @@ class RobustZ:
         scale = max(1.4826 * self._corrected(), point.noise_sd(self.level), 1e-9)
         return (point.value - self.level) / scale
 
-    def learn(self, point: Point, weight: float = 1.0, spread: bool = True) -> None:
+    def score_one(self, point: Point) -> Opinion:
+        z = self.z(point)
+        if not self.warm:
+            return Opinion(self.name, 0.0, None)
+        return Opinion(self.name, min(1.0, abs(z) / Z_FOR_FULL_SCORE), True if abs(z) >= LEARN_BELOW_Z else None)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Huber-style: a residual counts at most ``CLIP_Z`` scales, so a drift that is starting does not
-        inflate the scale it is measured against (it would hide itself)."""
+        inflate the scale it is measured against (it would hide itself). A down-weighted point (inside
+        an anomaly) moves the level, and the spread only with ``absorb_spread``."""
         self.seen += 1
         if self.level is None:
             self.level = point.value
@@ -97,7 +158,7 @@ class RobustZ:
             scale = max(1.4826 * self._corrected(), point.noise_sd(self.level), 1e-9)
             residual = max(-CLIP_Z * scale, min(CLIP_Z * scale, residual))
         rate = self.alpha * weight
-        if spread:
+        if weight >= 1.0 or self.absorb_spread:
             self.deviation += rate * (abs(residual) - self.deviation)
         self.level += rate * residual
 
@@ -110,49 +171,101 @@ def half_space_trees(seed: int) -> compose.Pipeline:
                             anomaly.HalfSpaceTrees(n_trees=15, height=6, window_size=120, seed=seed))
 
 
+@dataclass
+class HalfSpaceTreesDetector:
+    """River's HalfSpaceTrees on the level and its change since the previous point. It corroborates
+    (never vetoes: a low isolation score says little) and learns from normal points only."""
+
+    seed: int = 7
+    model: compose.Pipeline | None = None
+    name: str = "half_space_trees"
+    weight: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.model = self.model or half_space_trees(self.seed)
+
+    @staticmethod
+    def features(point: Point) -> dict[str, float]:
+        return {"level": point.value,
+                "change": point.value - (point.previous if point.previous is not None else point.value)}
+
+    def score_one(self, point: Point) -> Opinion:
+        assert self.model is not None
+        score = float(self.model.score_one(self.features(point)))
+        return Opinion(self.name, score, True if score >= HST_AGREES else None)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        assert self.model is not None
+        if weight >= 1.0:
+            self.model.learn_one(self.features(point))
+
+
+@dataclass
+class SeasonalBandDetector:
+    """Inside the seasonal band a value is the usual for its time of the week (a veto on a fast
+    baseline that lags the daily swing); outside it, unusual. It learns offline: ``seasonal.refit``
+    fits Holt-Winters on the history in ClickHouse and the band arrives with each point."""
+
+    name: str = "seasonal_band"
+    weight: float = 0.0  # a veto or a corroboration, not a share of the score
+
+    def score_one(self, point: Point) -> Opinion:
+        band = point.band
+        if band is None:
+            return Opinion(self.name, 0.0, None)
+        if band.contains(point.value):
+            return Opinion(self.name, 0.0, False)
+        half_width = max((band.upper - band.lower) / 2, 1e-9)
+        outside = band.lower - point.value if point.value < band.lower else point.value - band.upper
+        return Opinion(self.name, min(1.0, outside / half_width), True)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        """Nothing to learn online: the band is refitted from ClickHouse."""
+
+
 @dataclass(frozen=True)
 class Verdict:
-    z: float
-    score: float  # in [0, 1]
-    hst: float  # River's score in [0, 1]
-    expected: float
+    z: float  # the baseline's signed z (0 until it is warm)
+    score: float  # in [0, 1], the detectors' scores blended by their weights
+    expected: float  # the baseline's level, on the point's own scale
     warm: bool
+    opinions: tuple[Opinion, ...] = ()
+
+
+def default_detectors(seed: int, baseline: RobustZ) -> list[Detector]:
+    return [baseline, HalfSpaceTreesDetector(seed), SeasonalBandDetector()]
 
 
 @dataclass
 class SeriesDetector:
     seed: int = 7
-    robust: RobustZ = field(default_factory=RobustZ)
-    hst: compose.Pipeline | None = None
+    robust: RobustZ = field(default_factory=RobustZ)  # the baseline, first among the detectors
+    detectors: list[Detector] = field(default_factory=list)
     previous: float | None = None
     absorb_after: int = ABSORB_AFTER_STEPS
-    absorb_spread: bool = False  # inside an anomaly, let its spread widen the baseline's too
     unusual_steps: int = 0
 
     def __post_init__(self) -> None:
-        self.hst = self.hst or half_space_trees(self.seed)
+        self.detectors = self.detectors or default_detectors(self.seed, self.robust)
 
     def step(self, point: Point, anomalous_before: bool) -> Verdict:
-        """Score ``point``, then learn from it unless it belongs to an anomaly; the verdict's expected
-        value is on the point's own scale."""
-        observed, point = point, point.judged()
-        z = self.robust.z(point)
-        features = {"level": point.value, "change": point.value - (self.previous if self.previous is not None
-                                                                    else point.value)}
-        assert self.hst is not None
-        hst = float(self.hst.score_one(features))
-        warm = self.robust.seen >= WARM_UP_POINTS
-        score = min(1.0, abs(z) / Z_FOR_FULL_SCORE) * 0.8 + 0.2 * hst if warm else 0.0
+        """Score ``point`` with every detector, then let them learn from it unless it belongs to an
+        anomaly; the verdict's expected value is on the point's own scale."""
+        observed, point = point, replace(point.judged(), previous=self.previous)
+        opinions = tuple(detector.score_one(point) for detector in self.detectors)
+        z, warm = self.robust.z(point), self.robust.warm
+        score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0
         expected = self.robust.level if self.robust.level is not None else point.value
-        if point is not observed:
+        if observed.kind == "quantile":
             expected = math.exp(expected)
         if not (anomalous_before or (warm and abs(z) >= LEARN_BELOW_Z)):
-            self.robust.learn(point)
-            self.hst.learn_one(features)
+            for detector in self.detectors:
+                detector.learn_one(point)
             self.unusual_steps = 0
         else:  # an incident must not become normal; a shift that lasts for hours eventually must
             self.unusual_steps += 1
             if self.unusual_steps > self.absorb_after:
-                self.robust.learn(point, weight=ANOMALY_LEARNING_WEIGHT, spread=self.absorb_spread)
+                for detector in self.detectors:
+                    detector.learn_one(point, weight=ANOMALY_LEARNING_WEIGHT)
         self.previous = point.value
-        return Verdict(z if warm else 0.0, score, hst, expected, warm)
+        return Verdict(z if warm else 0.0, min(1.0, score), expected, warm, opinions)

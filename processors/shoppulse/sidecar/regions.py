@@ -1,15 +1,15 @@
 """Anomaly regions from a stream of verdicts: open, update, close — with hysteresis so they do not flap.
 
-The combination rule. The robust z-score proposes: a step is *strong* when |z| >= ``open_z`` and the
-value is at least ``min_change_pct`` away from the expected one. The seasonal baseline vetoes: a
-strong step whose value lies inside the seasonal band for this time of the week (where a fitted
-one exists) is the usual daily swing the fast baseline lags behind, not an anomaly — unless the
-evidence is overwhelming (|z| >= ``open_at_once_z``). HalfSpaceTrees corroborates: a region opens
-after ``open_after`` consecutive strong steps, or at the first strong step when River's
-HalfSpaceTrees also scores it as unusual (>= ``HST_AGREES``) or the value is outside the seasonal
-band, or at once when |z| >= ``open_at_once_z``. It closes after ``close_after`` consecutive steps
-with |z| < ``close_z``. Its severity grows with the size of the deviation (|delta| against the
-expected value) and with its duration; its ``detectors`` name every detector that agreed when it
+The combination rule, over the detectors' opinions in the verdict (whichever detectors the series
+runs). The baseline's z proposes: a step is *strong* when |z| >= ``open_z`` and the value is at
+least ``min_change_pct`` away from the expected one. A detector that sees the value as the usual
+for this series (the seasonal band for this time of the week: the daily swing the fast baseline
+lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``).
+The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
+first strong step when a second detector also sees it as unusual, or at once when |z| >=
+``open_at_once_z``. It closes after ``close_after`` consecutive steps with |z| < ``close_z``.
+Its severity grows with the size of the deviation (|delta| against the expected value) and with
+its duration; its ``detectors`` name every detector that agreed when it
 opened. Its id is derived from the series and the step it opened at, so a restarted sidecar that
 replays the same data names the same region the same way (no duplicate annotations).
 """
@@ -24,18 +24,6 @@ from shoppulse.sidecar.detectors import Verdict
 
 NAMESPACE = uuid.UUID("5d7c1f1e-8a43-4c1e-9a0e-5b6f2b9d0c11")
 SEVERITIES = ("low", "medium", "high", "critical")
-HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing the point as unusual
-
-
-@dataclass(frozen=True)
-class SeasonalBand:
-    """The seasonal baseline's band for this series at this time of the week (``expected_band``)."""
-
-    lower: float
-    upper: float
-
-    def contains(self, value: float) -> bool:
-        return self.lower <= value <= self.upper
 
 
 def severity(delta_pct: float, duration: timedelta) -> str:
@@ -101,12 +89,11 @@ class RegionTracker:
     def is_open(self) -> bool:
         return self.region is not None
 
-    def step(self, at: datetime, observed: float, verdict: Verdict,
-             seasonal: SeasonalBand | None = None) -> Change | None:
+    def step(self, at: datetime, observed: float, verdict: Verdict) -> Change | None:
         magnitude = abs(verdict.z)
         band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
         if self.region is None:
-            agreeing = self._agreeing(verdict, observed, seasonal)
+            agreeing = self._agreeing(verdict, observed)
             if not agreeing:
                 self._above = 0
                 return None
@@ -132,18 +119,13 @@ class RegionTracker:
             return Change("closed", region)
         return Change("updated", region)
 
-    def _agreeing(self, verdict: Verdict, observed: float, seasonal: SeasonalBand | None) -> list[str]:
-        """The detectors that see this step as an anomaly, robust z first; none when z does not
-        (or the seasonal band vetoes it)."""
+    def _agreeing(self, verdict: Verdict, observed: float) -> list[str]:
+        """The detectors that see this step as an anomaly, in the series' order; none when the
+        baseline's z does not (or a detector vetoes it as the usual)."""
         magnitude = abs(verdict.z)
         change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
         if magnitude < self.open_z or change_pct < self.min_change_pct:
             return []
-        if seasonal is not None and seasonal.contains(observed) and magnitude < self.open_at_once_z:
-            return []  # usual for this time of the week
-        agreeing = ["robust_z"]
-        if verdict.hst >= HST_AGREES:
-            agreeing.append("half_space_trees")
-        if seasonal is not None and not seasonal.contains(observed):
-            agreeing.append("seasonal_band")
-        return agreeing
+        if magnitude < self.open_at_once_z and any(o.unusual is False for o in verdict.opinions):
+            return []
+        return [o.detector for o in verdict.opinions if o.unusual]

@@ -15,8 +15,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.events.histogram import quantile
-from shoppulse.sidecar.detectors import Point
-from shoppulse.sidecar.regions import SeasonalBand
+from shoppulse.sidecar.detectors import Point, SeasonalBand
 
 GLOBAL = "ALL"
 METRICS = ("orders_per_s", "revenue_per_s", "views_per_s", "conversion_rate", "abandonment_rate", "checkout_rate",
