@@ -134,7 +134,8 @@ def _skip_low_cardinality(reader: _Reader, inner: str, rows: int) -> None:
         return
     reader.uint64()  # the keys' serialization version (state prefix)
     index_type = reader.uint64()
-    dictionary = split_type(inner)[1][0] if split_type(inner)[0] == "Nullable" else inner
+    wrapper, wrapped = split_type(inner)
+    dictionary = wrapped[0] if wrapper == "Nullable" else inner  # the dictionary holds no NULL
     if index_type & _LC_HAS_ADDITIONAL_KEYS:
         skip(reader, dictionary, reader.uint64())
     indexes = reader.uint64()

@@ -150,6 +150,8 @@ class _Plan:
     model: dict[str, Any]
     current: dict[str, Any] | None
     expected: int | None  # the version we last saw in this Grafana
+    have: Any = None  # the version Grafana has (when it has the dashboard)
+    same: bool = False  # Grafana holds exactly the file's content
 
 
 def _provisioned(path: Path, uid: str, folder_uid: str) -> str:
@@ -187,15 +189,15 @@ def push(client: GrafanaClient, paths: list[Path], folder_uid: str, folder_title
         if not uid:
             raise GrafanaError(f"{path}: the dashboard has no uid; give it a stable one before pushing")
         known = versions.setdefault(path.parent, Versions(path.parent))
-        current = client.get_dashboard(uid)
-        expected = known.get(client.url, uid)
-        if current is not None:
-            have = current["meta"].get("version", current["dashboard"].get("version"))
-            if current["meta"].get("provisioned"):
+        plan = _Plan(path, uid, model, client.get_dashboard(uid), known.get(client.url, uid))
+        if plan.current is not None:
+            plan.have = plan.current["meta"].get("version", plan.current["dashboard"].get("version"))
+            plan.same = render(plan.current["dashboard"]) == render(model)
+            if plan.current["meta"].get("provisioned"):
                 problems.append(_provisioned(path, uid, folder_uid))
-            elif not force and have != expected and render(current["dashboard"]) != render(model):
-                problems.append(_conflict(path, uid, expected, have))
-        plans.append(_Plan(path, uid, model, current, expected))
+            elif not force and plan.have != plan.expected and not plan.same:
+                problems.append(_conflict(path, uid, plan.expected, plan.have))
+        plans.append(plan)
     if problems:
         raise PushRefusedError("nothing pushed:\n" + "\n".join(problems))
     client.ensure_folder(folder_uid, folder_title)
@@ -211,11 +213,9 @@ def push(client: GrafanaClient, paths: list[Path], folder_uid: str, folder_title
 
 def _save(client: GrafanaClient, plan: _Plan, folder_uid: str, force: bool, versions: Versions) -> Pushed:
     current = plan.current
-    if current is not None:
-        have = current["meta"].get("version", current["dashboard"].get("version"))
-        if render(current["dashboard"]) == render(plan.model) and current["meta"].get("folderUid") == folder_uid:
-            versions.set(client.url, plan.uid, have)  # Grafana holds exactly the file: safe to build on
-            return Pushed(plan.uid, plan.path, "unchanged", have)
+    if current is not None and plan.same and current["meta"].get("folderUid") == folder_uid:
+        versions.set(client.url, plan.uid, plan.have)  # Grafana holds exactly the file: safe to build on
+        return Pushed(plan.uid, plan.path, "unchanged", plan.have)
     body = normalise(plan.model)
     if current is not None:
         body["id"] = current["dashboard"].get("id")
