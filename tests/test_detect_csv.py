@@ -41,7 +41,8 @@ def test_a_labelled_drop_is_found_and_scored(tmp_path: Path) -> None:
     assert len(rows) == 3000 and list(rows[0]) == ["timestamp", "value", "score", "anomaly", "label"]
     flagged = [i for i, r in enumerate(rows) if r["anomaly"] == "1"]
     assert flagged and 2000 <= flagged[0] <= 2003 and all(1995 <= i <= 2080 for i in flagged)
-    assert max(float(r["score"]) for r in rows[2000:2060]) > 0.5 > max(float(r["score"]) for r in rows[500:1900])
+    inside = sorted(float(r["score"]) for r in rows[2000:2060])
+    assert inside[len(inside) // 2] > 0.9 > max(float(r["score"]) for r in rows[500:1900])  # most of it above all else
 
 
 @pytest.mark.parametrize(("text", "message"), [

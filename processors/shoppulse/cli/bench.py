@@ -346,3 +346,46 @@ def bench_annotate(
                   highlight=False)
 
 
+
+
+@bench_app.command("series")
+def bench_series(
+    corpus: Annotated[Path | None, typer.Option(
+        help="A folder of labelled timestamp,value,label CSVs (e.g. NAB's) [default: the generated corpus].")] = None,
+    write_corpus: Annotated[Path | None, typer.Option(
+        help="Write the generated corpus into this folder (and score it).")] = None,
+) -> None:
+    """The sidecar's detectors over labelled series: windows found (rewarded for early), false regions
+    per 1,000 points, per file and in all."""
+    import tempfile
+
+    from shoppulse.bench.real_series import score_folder, totals
+    from shoppulse.loadgen.series_corpus import write_corpus as generate
+    from shoppulse.sidecar.csv_detect import CsvInputError
+
+    if corpus is not None and write_corpus is not None:
+        fail("give --corpus (a folder to score) or --write-corpus (a folder to generate into), not both", 2)
+    if corpus is not None and not corpus.is_dir():
+        fail(f"no such folder: {corpus}", 2)
+    with tempfile.TemporaryDirectory(prefix="shoppulse-series-") as scratch:
+        folder = corpus or write_corpus or Path(scratch)
+        if corpus is None:
+            try:
+                generate(folder)
+            except OSError as exc:
+                fail(f"cannot write the corpus into {folder}: {exc.strerror or exc}", 1)
+        with err.status("scoring…") as status:
+            try:
+                scores = score_folder(folder, lambda name: status.update(f"scoring {name}…"))
+            except (CsvInputError, ValueError) as exc:
+                fail(str(exc), 2)
+    if not scores:
+        fail(f"{folder} holds no .csv file", 2)
+    for s in scores:
+        console.print(f"{s.name:<28} {s.points:>7,} points  windows {s.found}/{s.windows} found  "
+                      f"reward {s.reward:5.2f}  false regions {s.false_regions:>4} ({s.false_per_1000:.2f} per 1,000)",
+                      highlight=False)
+    t = totals(scores)
+    console.print(f"all {len(scores)} series: {t.points:,} points; {t.found} of {t.windows} labelled windows found "
+                  f"({t.recall:.0%}), reward {t.reward:.2f} of {t.windows}; {t.false_regions} false regions "
+                  f"({t.false_per_1000:.2f} per 1,000 points)", highlight=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Protocol
 
-from river import anomaly, compose, preprocessing
+from river import anomaly, compose, preprocessing, stats
 
 WARM_UP_POINTS = 60
 # Events come in sessions (several carts, retried payments), so counts vary more than independent
@@ -46,6 +46,12 @@ ANOMALY_LEARNING_WEIGHT = 0.1
 ABSORB_AFTER_STEPS = 180  # 30 minutes at the sidecar's 10 s step
 Z_FOR_FULL_SCORE = 8.0
 HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing the point as unusual
+# Self-calibration: how far out this series' own |z| reaches in its 0.5 % tail, against a normal
+# series' 2.81. A heavier tail (bursty arrivals, a noisier measurement than counting explains)
+# stretches the z scale by the ratio, so "|z| >= 4" keeps meaning "as rare as 4 sigma would be".
+TAIL_QUANTILE = 0.995
+NORMAL_TAIL_Z = NormalDist().inv_cdf(1 - (1 - TAIL_QUANTILE) / 2)
+CALIBRATE_AFTER = 360  # points seen before the tail estimate is trusted (an hour at the sidecar's 10 s step)
 
 
 @dataclass(frozen=True)
@@ -121,23 +127,50 @@ class Detector(Protocol):
 @dataclass
 class RobustZ:
     alpha: float = 0.02  # per step; at a 10 s step the baseline's memory is about 8 minutes
+    beta: float = 0.0  # how fast the trend follows (Holt's linear method); 0: a level without a trend
     absorb_spread: bool = False  # inside an anomaly, let its spread widen the baseline's too
     level: float | None = None
+    trend: float = 0.0
     deviation: float = 0.0
     seen: int = 0
     name: str = "robust_z"
     weight: float = 0.8
+    tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
+    calibrated: int = 0
 
     @property
     def warm(self) -> bool:
         return self.seen >= WARM_UP_POINTS
 
     def z(self, point: Point) -> float:
-        if self.level is None:
+        """The point's deviation from the level in this series' own units: scales of its spread (at
+        least the counting noise), stretched by how heavy its tail has turned out to be."""
+        return self._raw_z(point) / self.tail_factor()
+
+    def tail_factor(self) -> float:
+        if self.calibrated < CALIBRATE_AFTER:
+            return 1.0
+        return max(1.0, float(self.tail.get() or 0.0) / NORMAL_TAIL_Z)
+
+    def calibrate_one(self, point: Point) -> None:
+        """Learn how far this series' |z| reaches, from every point outside an anomaly region — the
+        unusual ones too: knowing how often the series looks unusual is the point."""
+        if self.warm:
+            self.tail.update(abs(self._raw_z(point)))
+            self.calibrated += 1
+
+    @property
+    def expected(self) -> float | None:
+        """The next point's expected value: the level, moved on by the trend."""
+        return None if self.level is None else self.level + self.trend
+
+    def _raw_z(self, point: Point) -> float:
+        expected = self.expected
+        if expected is None:
             return 0.0
         # Bias-corrected: early on the running deviation has absorbed only part of its weight.
-        scale = max(1.4826 * self._corrected(), point.noise_sd(self.level), 1e-9)
-        return (point.value - self.level) / scale
+        scale = max(1.4826 * self._corrected(), point.noise_sd(expected), 1e-9)
+        return (point.value - expected) / scale
 
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point)
@@ -150,17 +183,20 @@ class RobustZ:
         inflate the scale it is measured against (it would hide itself). A down-weighted point (inside
         an anomaly) moves the level, and the spread only with ``absorb_spread``."""
         self.seen += 1
-        if self.level is None:
+        expected = self.expected
+        if self.level is None or expected is None:
             self.level = point.value
             return
-        residual = point.value - self.level
+        residual = point.value - expected
         if self.seen > WARM_UP_POINTS:  # before that the scale itself is still being learned
-            scale = max(1.4826 * self._corrected(), point.noise_sd(self.level), 1e-9)
+            scale = max(1.4826 * self._corrected(), point.noise_sd(expected), 1e-9)
             residual = max(-CLIP_Z * scale, min(CLIP_Z * scale, residual))
         rate = self.alpha * weight
         if weight >= 1.0 or self.absorb_spread:
             self.deviation += rate * (abs(residual) - self.deviation)
-        self.level += rate * residual
+        self.level = expected + rate * residual
+        if weight >= 1.0:  # an anomaly, even one being absorbed, is no trend
+            self.trend += self.beta * rate * residual
 
     def _corrected(self) -> float:
         return self.deviation / (1 - (1 - self.alpha) ** max(self.seen - 1, 1))
@@ -255,9 +291,11 @@ class SeriesDetector:
         opinions = tuple(detector.score_one(point) for detector in self.detectors)
         z, warm = self.robust.z(point), self.robust.warm
         score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0
-        expected = self.robust.level if self.robust.level is not None else point.value
+        expected = self.robust.expected if self.robust.expected is not None else point.value
         if observed.kind == "quantile":
             expected = math.exp(expected)
+        if not anomalous_before:
+            self.robust.calibrate_one(point)
         if not (anomalous_before or (warm and abs(z) >= LEARN_BELOW_Z)):
             for detector in self.detectors:
                 detector.learn_one(point)
