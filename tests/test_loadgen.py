@@ -62,6 +62,35 @@ def test_traffic_follows_each_country_local_time() -> None:
     assert max(week) / min(week) > 1.5
 
 
+def test_a_stream_stamped_today_plays_the_traffic_of_the_week_time_it_is_shifted_to() -> None:
+    """A recording stamped in the last hours (inside every retention) plays a fixed hour of the week."""
+    week_time = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)  # a Tuesday: Europe's lunch, Tokyo's evening
+    today = datetime(2027, 3, 4, 2, 30, tzinfo=UTC)  # another weekday, at night in Europe
+    played = EventStream(200, seed=4)
+    shifted = EventStream(200, seed=4, traffic_shift=week_time - today)
+    unshifted = EventStream(200, seed=4)
+
+    def countries(stream: EventStream, start: datetime) -> Counter[str]:
+        return Counter(json.loads(stream.next(start + timedelta(seconds=i / 200)).value)["country"]
+                       for i in range(4000))
+
+    assert countries(shifted, today) == countries(played, week_time)  # the same shoppers, event for event
+    assert countries(unshifted, today) != countries(played, week_time)
+    event = json.loads(shifted.next(today + timedelta(seconds=30)).value)
+    assert event["event_time"].startswith("2027-03-04T02:30:")  # stamped in its own time
+
+
+def test_a_recording_is_stamped_in_the_last_hours_whatever_the_day() -> None:
+    from shoppulse.devstack.recording import PAST_THE_END, recent_start
+
+    scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
+    now = datetime(2026, 12, 9, 10, 59, 30, tzinfo=UTC)  # Wednesday morning: the last Tuesday 11:00 is 8 days old
+    start = recent_start(scenario, timedelta(minutes=12), now)
+    last_event = max(i.end for i in schedule(scenario, start)) + timedelta(minutes=12) + PAST_THE_END
+    assert now - timedelta(minutes=2) <= last_event <= now and start.second == 0
+    assert recent_start(None, timedelta(hours=6), now) == datetime(2026, 12, 9, 4, 56, tzinfo=UTC)
+
+
 def test_a_payment_outage_fails_payments_in_its_country_only_while_it_lasts(tmp_path: Path) -> None:
     scenario_file = tmp_path / "outage.yaml"
     scenario_file.write_text("name: t\nincidents:\n  - {kind: payment_outage, countries: [BR], "

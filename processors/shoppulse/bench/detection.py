@@ -19,7 +19,7 @@ from shoppulse.settings import Settings
 
 WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, for the baselines
 MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a false alert
-START = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays the same hours of the week
+PLAYS = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays the same hours of the week
 COUNTRIES = 12  # the store's
 
 
@@ -51,11 +51,11 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
         progress: Callable[[str], None] = lambda _: None) -> RunScore:
     """Record ``scenario``'s incidents after a warm-up and ``tail`` of traffic after the last one (all
     of the traffic scored, without a scenario), and score the regions the sidecar opened."""
-    with recorded_run(settings, scenario, rate, WARM_UP, tail, START, seed, progress) as (recorded, client):
+    with recorded_run(settings, scenario, rate, WARM_UP, tail, PLAYS, seed, progress) as (recorded, client):
         rows = client.query(
             "SELECT metric, country, opened_at, if(expected = 0, 0, 100 * (observed - expected) / expected) "
             "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
-            parameters={"start": START.replace(tzinfo=None)}).result_rows
+            parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
     opened = [OpenedRegion(str(metric), str(country), at.replace(tzinfo=UTC) if at.tzinfo is None else at, float(delta))
               for metric, country, at, delta in rows]
     return score(recorded.incidents, opened, recorded.end - recorded.start)

@@ -144,11 +144,11 @@ def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: P
     from shoppulse.cli.common import Shutdown, on_signal_raise_shutdown
 
     on_signal_raise_shutdown()  # SIGTERM unwinds through the recording, which stops what it started
-    start = fixed_week_time(datetime.now(UTC))
+    plays = fixed_week_time(datetime.now(UTC))
     try:
         with console.status("recording…") as status, \
                 recorded_run(settings, plan, rate, timedelta(minutes=warm_up_minutes), timedelta(minutes=tail_minutes),
-                             start, seed, status.update) as (run, client):
+                             plays, seed, status.update) as (run, client):
             # The rules look back up to 15 minutes: evaluate from when the run has that much history.
             results = _replay(files, client, run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end,
                               status.update)

@@ -49,13 +49,26 @@ class RecordedRun:
     events: int = 0
 
 
+def recent_start(scenario: Scenario | None, tail: timedelta, now: datetime) -> datetime:
+    """Where a run's scenario starts in event time: as late as lets its last event lie before ``now``
+    (on a whole minute), so every event is hours old at most — well inside the topics' retention, the
+    tables' TTL and ingestion's event-age bound, whatever the day it runs."""
+    length = max((timedelta(seconds=i.start_after_s + i.duration_s) for i in scenario.incidents),
+                 default=timedelta(0)) if scenario else timedelta(0)
+    latest = now - length - tail - PAST_THE_END - timedelta(minutes=1)
+    return latest.replace(second=0, microsecond=0)
+
+
 @contextlib.contextmanager
 def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, warm_up: timedelta, tail: timedelta,
-                 start: datetime, seed: int = 11,
+                 plays: datetime, seed: int = 11,
                  progress: Callable[[str], None] = lambda _: None) -> Iterator[tuple[RecordedRun, Client]]:
-    """``warm_up`` of quiet traffic, then ``scenario`` from ``start`` and ``tail`` after its last
-    incident (without a scenario: ``tail`` from ``start``), through a throwaway pipeline; yields the
-    run and a client of its database."""
+    """``warm_up`` of quiet traffic, then ``scenario`` and ``tail`` after its last incident (without a
+    scenario: ``tail``), through a throwaway pipeline; yields the run and a client of its database.
+    The events are stamped in the last hours (``recent_start``) and the traffic is that of the
+    markets' week from ``plays`` on (the scenario starts at that time of the week), so every run of
+    a scenario sees the same traffic."""
+    start = recent_start(scenario, tail, datetime.now(UTC))
     incidents = schedule(scenario, start) if scenario else []
     end = (max(i.end for i in incidents) if incidents else start) + tail
     run = RecordedRun(start - warm_up, start, end, incidents)
@@ -66,7 +79,8 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
                           partitions=1, report=progress) as pipeline:
         sidecar_metrics = pipeline.metrics_urls["sidecar"]
         wait_until(lambda: http_ok(sidecar_metrics), 60, "the sidecar", alive=pipeline.processes["sidecar"].is_running)
-        stream = EventStream(rate, incidents=incidents, bad=BadInput(invalid=INVALID_RATIO), seed=seed)
+        stream = EventStream(rate, incidents=incidents, bad=BadInput(invalid=INVALID_RATIO), seed=seed,
+                             traffic_shift=plays - start)
         run.events = run_replay(make_producer(pipeline.bootstrap), stream, rate, run.begin, end + PAST_THE_END,
                                 report=lambda done, sent: progress(f"sending the run: {done:.0%}, {sent:,} events"))
         _wait_scored(pipeline, end, progress)

@@ -88,8 +88,11 @@ class EventStream:
     """Draws events from a pool of live sessions sized for ``rate`` events/s."""
 
     def __init__(self, rate: float, incidents: list[ActiveIncident] | None = None, bad: BadInput | None = None,
-                 seed: int | None = None, record_pii: bool = False) -> None:
+                 seed: int | None = None, record_pii: bool = False, traffic_shift: timedelta = timedelta(0)) -> None:
+        """``traffic_shift``: the markets' time of the week the stream plays is the event time plus this
+        (a recording stamped in the last hours can play the traffic of a fixed hour of the week)."""
         self.rng = random.Random(seed)
+        self.traffic_shift = traffic_shift
         self.incidents = incidents or []
         self.bad = bad or BadInput()
         self.record_pii = record_pii
@@ -187,9 +190,10 @@ class EventStream:
                     active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude))
         self._effects = {c: effects_for(kinds) for c, kinds in active.items()}
         boost = {c: e.traffic_boost for c, e in self._effects.items() if e.traffic_boost != 1.0}
-        self._load = boosted_load(now, boost)
+        week_time = now + self.traffic_shift
+        self._load = boosted_load(week_time, boost)
         self.pool_size = min(MAX_POOL, int(self.usual_pool_size * self._load))
-        weights = country_weights(now, boost)
+        weights = country_weights(week_time, boost)
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))
         self._weights_at = now
