@@ -137,7 +137,9 @@ def gaps(rows: list[Row]) -> int:
 def detect(rows: Iterable[Row]) -> Iterator[Scored]:
     # Points of an arbitrary series may be far apart and trend: a baseline with a shorter memory (about
     # 20 points) that keeps creeping, slowly, inside an anomaly too.
-    detector = SeriesDetector(seed=11, robust=RobustZ(alpha=0.05, beta=0.3, absorb_spread=True), absorb_after=0)
+    # Without counts behind a value there is no counting floor: the series' own tail calibrates z.
+    baseline = RobustZ(alpha=0.05, beta=0.3, absorb_spread=True, self_calibrating=True)
+    detector = SeriesDetector(seed=11, robust=baseline, absorb_after=0)
     tracker = RegionTracker("value", "csv")
     for row in rows:
         if row.value is None:  # nothing to judge or learn: the region around it (if any) carries on

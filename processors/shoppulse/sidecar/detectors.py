@@ -128,6 +128,10 @@ class Detector(Protocol):
 class RobustZ:
     alpha: float = 0.02  # per step; at a 10 s step the baseline's memory is about 8 minutes
     beta: float = 0.0  # how fast the trend follows (Holt's linear method); 0: a level without a trend
+    # Stretch z by the series' own tail (below). Off for the store's count and ratio metrics: their
+    # counting floors already set the scale, and in `shoppulse score` the stretch cost the abandonment
+    # surge's detection (a ratio of few carts has a heavy tail against its learned spread).
+    self_calibrating: bool = False
     absorb_spread: bool = False  # inside an anomaly, let its spread widen the baseline's too
     level: float | None = None
     trend: float = 0.0
@@ -155,7 +159,7 @@ class RobustZ:
     def calibrate_one(self, point: Point) -> None:
         """Learn how far this series' |z| reaches, from every point outside an anomaly region — the
         unusual ones too: knowing how often the series looks unusual is the point."""
-        if self.warm:
+        if self.self_calibrating and self.warm:
             self.tail.update(abs(self._raw_z(point)))
             self.calibrated += 1
 
