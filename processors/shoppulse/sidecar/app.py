@@ -157,11 +157,6 @@ class Sidecar:
                 done += 1
         return done
 
-    def score_step(self, end: datetime) -> list[Change]:
-        """Score the window ending at ``end`` alone (``score_until`` reads many steps at once)."""
-        windows = read_windows(self.client, [end], self.window_s, self.step_s)
-        return self._score(end, windows[end], read_seasonal_bands(self.client, end).get(seasonal_bucket(end), {}))
-
     def _score(self, end: datetime, windows: dict[str, dict[str, Point]],
                seasonal: dict[tuple[str, str], SeasonalBand]) -> list[Change]:
         """Score one step's points for every metric and country, with the seasonal bands where fitted;

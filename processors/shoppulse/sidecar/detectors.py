@@ -172,9 +172,12 @@ class RobustZ:
         expected = self.expected
         if expected is None:
             return 0.0
-        # Bias-corrected: early on the running deviation has absorbed only part of its weight.
-        scale = max(1.4826 * self._corrected(), point.noise_sd(expected), 1e-9)
-        return (point.value - expected) / scale
+        return (point.value - expected) / self._scale(point, expected)
+
+    def _scale(self, point: Point, expected: float) -> float:
+        """The learned spread (bias-corrected: early on the running deviation has absorbed only part of
+        its weight), never below the counting noise of a point at the expected value."""
+        return max(1.4826 * self._corrected(), point.noise_sd(expected), 1e-9)
 
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point)
@@ -193,7 +196,7 @@ class RobustZ:
             return
         residual = point.value - expected
         if self.seen > WARM_UP_POINTS:  # before that the scale itself is still being learned
-            scale = max(1.4826 * self._corrected(), point.noise_sd(expected), 1e-9)
+            scale = self._scale(point, expected)
             residual = max(-CLIP_Z * scale, min(CLIP_Z * scale, residual))
         rate = self.alpha * weight
         if weight >= 1.0 or self.absorb_spread:
