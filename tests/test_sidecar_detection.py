@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from shoppulse.ascode.dashboards.demo_data import poisson
 from shoppulse.events.histogram import bucket, quantile
+from shoppulse.loadgen.series_corpus import corpus
 from shoppulse.sidecar.detectors import (
+    HalfSpaceTreesDetector,
+    LevelShiftCusum,
     Opinion,
     Point,
     RobustZ,
@@ -23,6 +26,7 @@ from shoppulse.sidecar.detectors import (
     SeriesDetector,
     Verdict,
     half_space_trees,
+    rarity_as_z,
 )
 from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
 from shoppulse.sidecar.regions import RegionTracker, severity
@@ -290,3 +294,60 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
     assert result.country_days == 12 * 3 / 24
     missed = score(incidents, opened[2:], timedelta(hours=3))
     assert [(s.detected, s.delay_s) for s in missed.incidents] == [(False, None)]
+
+
+def test_rarity_is_told_as_the_z_of_a_normal_tail_as_rare() -> None:
+    assert rarity_as_z(1.0) == 0.0
+    assert rarity_as_z(0.0455) == pytest.approx(2.0, abs=1e-3)  # two-sided
+    assert rarity_as_z(6.33e-5) == pytest.approx(4.0, abs=1e-3)
+    assert 37 < rarity_as_z(0.0) < 38  # no probability is too small to tell
+
+
+def openings(name: str, with_cusum: bool) -> list[tuple[int, list[str]]]:
+    """The regions opened over one series of the generated corpus, as detect --csv runs its detectors."""
+    series = next(s for s in corpus() if s.name == name)
+    baseline = RobustZ(alpha=0.05, beta=0.3, absorb_spread=True, self_calibrating=True)
+    detectors = [baseline, HalfSpaceTreesDetector(seed=11), *([LevelShiftCusum(baseline)] if with_cusum else [])]
+    detector = SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
+    tracker = RegionTracker("value", "csv")
+    found = []
+    for index, (at, value) in enumerate(zip(series.timestamps, series.values, strict=True)):
+        if value is None:
+            continue
+        change = tracker.step(at, value, detector.step(Point(value, 0.0, "level"), tracker.is_open))
+        if change and change.kind == "opened":
+            found.append((index, change.region.detectors))
+    return found
+
+
+def test_a_lasting_shift_no_single_point_shows_is_found_by_accumulating_evidence() -> None:
+    """Orders fall to 60 % for good (a lost channel): about two sigma a point, never the baseline's 4,
+    until the CUSUM's sum makes it as rare as 4 sigma — while the day's swing stays quiet."""
+    series = next(s for s in corpus() if s.name == "level_shift")
+    window = [i for i, label in enumerate(series.labels) if label]
+    inside = [(i, names) for i, names in openings("level_shift", with_cusum=True) if window[0] <= i <= window[-1]]
+    assert len(inside) == 1 and "cusum" in inside[0][1]
+    assert not [i for i, _ in openings("level_shift", with_cusum=False) if window[0] <= i <= window[-1]]
+    assert len(openings("seasonal_calm", with_cusum=True)) <= 1
+
+
+def test_the_cusum_learns_that_residuals_which_follow_one_another_have_a_heavier_tail() -> None:
+    """Independent noise keeps the textbook decay (2 * drift); noise that lingers (a baseline lagging a
+    swing) makes long sums common, so the same sum is told as less rare."""
+    def trained(lingering: float) -> LevelShiftCusum:
+        rng = random.Random(4)
+        baseline = RobustZ(alpha=0.005)  # a nearly fixed level with a learned spread
+        cusum = LevelShiftCusum(baseline)
+        noise = 0.0
+        for _ in range(3000):
+            noise = lingering * noise + math.sqrt(1 - lingering ** 2) * rng.gauss(0, 1)
+            point = Point(noise, 0.0, "level")
+            cusum.score_one(point)
+            baseline.learn_one(point)
+            cusum.learn_one(point)
+        return cusum
+
+    independent, lingering = trained(0.0), trained(0.8)
+    assert independent.decay() == pytest.approx(2 * independent.drift)
+    assert lingering.decay() < 0.5 * independent.decay()
+    assert lingering.surprise(10.0) < 3.0 and independent.surprise(10.0) > 4.0

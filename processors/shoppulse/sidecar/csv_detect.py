@@ -10,7 +10,8 @@ anomaly flag of the region around it and never learned from; gaps in time are co
 
 Output: exactly one row per input row, with ``score`` in [0, 1] (the blended robust-z and
 Half-Space-Trees score) and ``anomaly`` (1 while a region is open, with the same hysteresis as the
-sidecar). With labels, point- and event-level scores are reported.
+sidecar; a CUSUM over the baseline's z also opens one for a lasting shift no single point shows).
+With labels, point- and event-level scores are reported.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TextIO
 
-from shoppulse.sidecar.detectors import Point, RobustZ, SeriesDetector
+from shoppulse.sidecar.detectors import (
+    Detector,
+    HalfSpaceTreesDetector,
+    LevelShiftCusum,
+    Point,
+    RobustZ,
+    SeriesDetector,
+)
 from shoppulse.sidecar.regions import RegionTracker
 
 MAX_LINE_CHARS = 64 * 1024
@@ -139,7 +147,9 @@ def detect(rows: Iterable[Row]) -> Iterator[Scored]:
     # 20 points) that keeps creeping, slowly, inside an anomaly too.
     # Without counts behind a value there is no counting floor: the series' own tail calibrates z.
     baseline = RobustZ(alpha=0.05, beta=0.3, absorb_spread=True, self_calibrating=True)
-    detector = SeriesDetector(seed=11, robust=baseline, absorb_after=0)
+    # A lasting shift of a sigma or two (no point alone stands out) is found by accumulating evidence.
+    detectors: list[Detector] = [baseline, HalfSpaceTreesDetector(seed=11), LevelShiftCusum(baseline)]
+    detector = SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
     tracker = RegionTracker("value", "csv")
     for row in rows:
         if row.value is None:  # nothing to judge or learn: the region around it (if any) carries on

@@ -15,6 +15,9 @@ need nothing else.
   assumes features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
 * ``SeasonalBandDetector``: the statsmodels Holt-Winters band for this time of the week (fitted in
   batches by ``seasonal.refit``, read with the point); inside it a value is the usual.
+* ``LevelShiftCusum``: Page's two-sided CUSUM over the baseline's z, for a shift too small for any
+  one point to stand out that lasts (a lost channel: orders at 60 % for good). Its output is a tail
+  probability learned from the series' own sums, given as the z of a normal deviate as rare.
 * ``SeriesDetector`` runs a list of them, blends their scores by each detector's weight, and stops
   them learning while the series is anomalous, so an incident does not become normal.
 """
@@ -76,6 +79,7 @@ class Point:
     window_s: float = 60.0
     band: SeasonalBand | None = None  # the seasonal band for this time of the week, where one is fitted
     previous: float | None = None  # the series' previous value (on the judged scale), set by SeriesDetector
+    anomalous: bool = False  # the series is inside an anomaly region (set by SeriesDetector)
 
     def judged(self) -> Point:
         """The point on the scale the detectors judge it: quantiles (and their band) by their logarithm."""
@@ -83,7 +87,7 @@ class Point:
             return self
         band = None if self.band is None else SeasonalBand(math.log(max(self.band.lower, 1e-9)),
                                                            math.log(max(self.band.upper, 1e-9)))
-        return Point(math.log(max(self.value, 1e-9)), self.count, "log_quantile", self.window_s, band, self.previous)
+        return replace(self, value=math.log(max(self.value, 1e-9)), kind="log_quantile", band=band)
 
     def noise_sd(self, expected: float | None = None) -> float:
         """The standard deviation counting alone would give the value: a ratio p of n trials varies by
@@ -110,11 +114,16 @@ class Opinion:
     detector: str
     score: float  # in [0, 1]: how unusual the detector finds the point
     unusual: bool | None  # True: an anomaly; False: the usual for this series (a veto); None: cannot tell
+    # How rare the point is for this series, as the |z| of a normal deviate as rare: what lets a detector
+    # other than the baseline propose a region. 0 from a detector that does not measure rarity.
+    surprise: float = 0.0
 
 
 class Detector(Protocol):
-    """River's anomaly-detector idiom on a ``Point``; ``weight`` below 1 is a point learned inside an
-    anomaly that has lasted (a level shift becoming the new normal), which a detector may decline."""
+    """River's anomaly-detector idiom on a ``Point``. Every point is offered to ``learn_one``; a
+    ``weight`` below 1 marks an unusual one: 0 while it is news (nothing to learn from it), a small
+    weight once an anomaly has lasted (a level shift becoming the new normal), which a detector may
+    decline."""
 
     name: str
     weight: float  # its share of the blended score
@@ -183,12 +192,15 @@ class RobustZ:
         z = self.z(point)
         if not self.warm:
             return Opinion(self.name, 0.0, None)
-        return Opinion(self.name, min(1.0, abs(z) / Z_FOR_FULL_SCORE), True if abs(z) >= LEARN_BELOW_Z else None)
+        return Opinion(self.name, min(1.0, abs(z) / Z_FOR_FULL_SCORE), True if abs(z) >= LEARN_BELOW_Z else None,
+                       abs(z))
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Huber-style: a residual counts at most ``CLIP_Z`` scales, so a drift that is starting does not
         inflate the scale it is measured against (it would hide itself). A down-weighted point (inside
-        an anomaly) moves the level, and the spread only with ``absorb_spread``."""
+        an anomaly) moves the level, and the spread only with ``absorb_spread``; weight 0 nothing."""
+        if weight <= 0.0:
+            return
         self.seen += 1
         expected = self.expected
         if self.level is None or expected is None:
@@ -266,6 +278,74 @@ class SeasonalBandDetector:
         """Nothing to learn online: the band is refitted from ClickHouse."""
 
 
+def rarity_as_z(probability: float) -> float:
+    """The |z| of a two-sided normal tail with this probability: 1e-4 -> 3.89, 6.3e-5 -> 4.0."""
+    if probability >= 1.0:
+        return 0.0
+    return -NormalDist().inv_cdf(max(probability / 2, 1e-300))
+
+
+@dataclass
+class LevelShiftCusum:
+    """Page's CUSUM, both ways, over the baseline's z: each point adds its z beyond ``drift`` to a sum
+    that never falls below 0, so a shift of a sigma or two that lasts adds up, where no single point
+    reaches the baseline's cut-off. For independent normal z the sum's tail is exponential, P(S > s)
+    about exp(-2 * drift * s); residuals that follow one another (a baseline lagging a daily swing)
+    have a heavier one, so the decay rate is learned from the series' own sums (their 99th
+    percentile, over points outside anomalies), never steeper than the independent case. Its
+    surprise is the z of that tail probability."""
+
+    baseline: RobustZ
+    drift: float = 0.5  # k, in scales: half the smallest shift worth accumulating
+    high: float = 0.0
+    low: float = 0.0
+    tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(0.99))
+    calibrated: int = 0
+    name: str = "cusum"
+    weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
+    _pending: tuple[Point, float, float] | None = None
+
+    def _sums(self, point: Point) -> tuple[float, float]:
+        if self._pending is not None and self._pending[0] is point:
+            return self._pending[1], self._pending[2]
+        z = self.baseline.z(point)
+        sums = max(0.0, self.high + z - self.drift), max(0.0, self.low - z - self.drift)
+        self._pending = (point, *sums)  # learn_one follows score_one, after the baseline has learned
+        return sums
+
+    def decay(self) -> float:
+        independent = 2 * self.drift
+        if self.calibrated < CALIBRATE_AFTER:
+            return independent
+        return min(independent, math.log(100) / max(float(self.tail.get() or 0.0), 1e-9))
+
+    def surprise(self, total: float) -> float:
+        return rarity_as_z(math.exp(-self.decay() * total))
+
+    def score_one(self, point: Point) -> Opinion:
+        if not self.baseline.warm:
+            return Opinion(self.name, 0.0, None)
+        surprise = self.surprise(max(self._sums(point)))
+        return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
+                       True if surprise >= LEARN_BELOW_Z else None, surprise)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        """Add the point to the sums, unusual ones too (they are the evidence); inside an anomaly
+        region start them over, so the evidence that opened it does not open the next one. The tail
+        is learned from the usual points only."""
+        if not self.baseline.warm:
+            return
+        high, low = self._sums(point)
+        self._pending = None
+        if point.anomalous:
+            self.high, self.low = 0.0, 0.0
+            return
+        if weight >= 1.0:
+            self.tail.update(max(high, low))
+            self.calibrated += 1
+        self.high, self.low = high, low
+
+
 @dataclass(frozen=True)
 class Verdict:
     z: float  # the baseline's signed z (0 until it is warm)
@@ -294,7 +374,7 @@ class SeriesDetector:
     def step(self, point: Point, anomalous_before: bool) -> Verdict:
         """Score ``point`` with every detector, then let them learn from it unless it belongs to an
         anomaly; the verdict's expected value is on the point's own scale."""
-        observed, point = point, replace(point.judged(), previous=self.previous)
+        observed, point = point, replace(point.judged(), previous=self.previous, anomalous=anomalous_before)
         opinions = tuple(detector.score_one(point) for detector in self.detectors)
         z, warm = self.robust.z(point), self.robust.warm
         score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0
@@ -309,8 +389,8 @@ class SeriesDetector:
             self.unusual_steps = 0
         else:  # an incident must not become normal; a shift that lasts for hours eventually must
             self.unusual_steps += 1
-            if self.unusual_steps > self.absorb_after:
-                for detector in self.detectors:
-                    detector.learn_one(point, weight=ANOMALY_LEARNING_WEIGHT)
+            weight = ANOMALY_LEARNING_WEIGHT if self.unusual_steps > self.absorb_after else 0.0
+            for detector in self.detectors:
+                detector.learn_one(point, weight=weight)
         self.previous = point.value
         return Verdict(z if warm else 0.0, min(1.0, score), expected, warm, opinions)

@@ -1,8 +1,10 @@
 """Anomaly regions from a stream of verdicts: open, update, close — with hysteresis so they do not flap.
 
 The combination rule, over the detectors' opinions in the verdict (whichever detectors the series
-runs). The baseline's z proposes: a step is *strong* when |z| >= ``open_z`` and the value is at
-least ``min_change_pct`` away from the expected one. A detector that sees the value as the usual
+runs). The baseline's z proposes, and so does any detector that measures how rare a point is (its
+surprise, as a |z|: an accumulating detector sees a lasting shift no single point shows): a step
+is *strong* when the larger of |z| and every surprise is >= ``open_z`` and the value is at least
+``min_change_pct`` away from the expected one. A detector that sees the value as the usual
 for this series (the seasonal band for this time of the week: the daily swing the fast baseline
 lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``).
 The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
@@ -123,8 +125,9 @@ class RegionTracker:
         """The detectors that see this step as an anomaly, in the series' order; none when the
         baseline's z does not (or a detector vetoes it as the usual)."""
         magnitude = abs(verdict.z)
+        surprise = max([magnitude, *(o.surprise for o in verdict.opinions)])
         change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
-        if magnitude < self.open_z or change_pct < self.min_change_pct:
+        if surprise < self.open_z or change_pct < self.min_change_pct:
             return []
         if magnitude < self.open_at_once_z and any(o.unusual is False for o in verdict.opinions):
             return []
