@@ -97,6 +97,52 @@ def test_the_outage_is_found_within_a_minute_with_no_false_alert(demo: Client) -
     assert any(s["metric"] == "payment_failure_rate" and s["country"] == "DE" for s in orders["correlated_signals"])
 
 
+def lost_revenue_truth(client: Client) -> float:
+    """What the demo's outage cost DE: every payment attempt would have paid (3 % fail normally) at the
+    demo's mean order value of 65, against the revenue that came in."""
+    incident = PLAN.incident
+    attempts, revenue = client.query(
+        "SELECT sum(payment_attempts), sum(revenue) FROM metrics_1s WHERE country = 'DE' "
+        "AND ts >= {start:DateTime} AND ts < {end:DateTime}",
+        parameters={"start": incident.start.replace(tzinfo=None), "end": incident.end.replace(tzinfo=None)},
+    ).result_rows[0]
+    return float(attempts) * 0.97 * 65 - float(revenue)
+
+
+def incidents(client: Client) -> list[tuple]:
+    return client.query("SELECT incident_id, kind, countries, anomaly_ids, opened_at, resolved_at, revenue_at_risk, "
+                        "story FROM incidents FINAL ORDER BY opened_at").result_rows
+
+
+def test_the_outage_is_one_incident_with_its_revenue_at_risk_and_keeps_its_id_across_a_restart(demo: Client) -> None:
+    """Every region of the DE outage (DE's and the store's) is one incident: payment failures in DE,
+    with the revenue the failed payments cost, resolved once they are over. A sidecar that dies in the
+    middle and replays keeps the incident's id and adds to its stored revenue at risk."""
+    _fresh(demo)
+    outage = PLAN.incident
+    run_sidecar(demo, until=NOW)
+    [(incident_id, kind, countries, members, opened_at, resolved_at, at_risk, story)] = incidents(demo)
+    assert (kind, countries) == ("payment_failures", ["DE"])
+    regions = anomalies(demo)
+    assert sorted(map(str, members)) == sorted(str(r[4]) for r in regions)
+    assert {str(i) for (i,) in demo.query("SELECT incident_id FROM anomalies FINAL").result_rows} == {str(incident_id)}
+    assert outage.start <= opened_at.replace(tzinfo=UTC) <= outage.start + timedelta(seconds=60)
+    assert resolved_at is not None and resolved_at.replace(tzinfo=UTC) >= outage.end
+    truth = lost_revenue_truth(demo)
+    assert abs(at_risk - truth) <= 0.1 * truth, (at_risk, truth)
+    assert story.startswith(f"Payment failures in DE since {opened_at:%H:%M} UTC (resolved at") and "$" in story
+
+    _fresh(demo)  # again, dying five minutes into the outage and restarting after it is over
+    run_sidecar(demo, until=outage.start + timedelta(minutes=5))
+    [(first_id, _, _, _, _, unresolved, partial, _)] = incidents(demo)
+    assert first_id == incident_id and unresolved is None and 0 < partial < 0.5 * at_risk
+    run_sidecar(demo)
+    [(again_id, _, _, members_after, _, resolved_after, at_risk_after, _)] = incidents(demo)
+    assert again_id == incident_id and resolved_after == resolved_at
+    assert sorted(map(str, members_after)) == sorted(map(str, members))
+    assert abs(at_risk_after - at_risk) <= 0.01 * at_risk, (at_risk_after, at_risk)
+
+
 def test_steps_read_in_one_batch_are_the_steps_read_one_by_one(demo: Client) -> None:
     """A restart's replay reads an hour of steps in two queries; each step's points must be those of
     that step's own window, at the slice boundaries too (the latency histograms merged the same way)."""
@@ -114,9 +160,7 @@ def test_steps_read_in_one_batch_are_the_steps_read_one_by_one(demo: Client) -> 
 
 
 def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: Client) -> None:
-    demo.command("TRUNCATE TABLE anomalies")
-    demo.command("TRUNCATE TABLE insights")
-    demo.command("TRUNCATE TABLE grafana_annotations")
+    _fresh(demo)
     incident = PLAN.incident
     with grafana_standin(TOKEN) as (url, grafana_state):
         grafana_state.provision(json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text()))
@@ -165,7 +209,7 @@ def _posts(state: object) -> int:
 
 
 def _fresh(demo: Client) -> None:
-    for table in ("anomalies", "insights", "grafana_annotations"):
+    for table in ("anomalies", "insights", "incidents", "grafana_annotations"):
         demo.command(f"TRUNCATE TABLE {table}")
 
 

@@ -3,11 +3,13 @@
 Every ``step_s`` of event time that has become final (below the freshness watermark) is scored
 for every metric in every country and for the whole store. Region changes go to ``anomalies``
 (ReplacingMergeTree by anomaly id: the newest row wins), an insight to ``insights`` when a region
-opens, and the annotation syncer is woken to mirror them into Grafana.
+opens, the regions' incidents (``incidents.py``) to ``incidents`` when they change and every minute
+while open, and the annotation syncer is woken to mirror them into Grafana.
 
 State is rebuilt on start by replaying the last ``warm_up`` of steps from ClickHouse, which is
 deterministic: a region that was open when the sidecar died is found again with the same id, its
-insight has the same id, and its annotation is adopted rather than duplicated.
+insight has the same id, and its annotation is adopted rather than duplicated; an open incident
+keeps its id and adds to its stored revenue at risk what the replay saw after it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +29,7 @@ from prometheus_client import Counter, Gauge
 from shoppulse.sidecar import baselines, seasonal
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
+from shoppulse.sidecar.incidents import Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.signals import read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
@@ -37,15 +40,20 @@ WINDOW_S = 60
 REFIT_EVERY = timedelta(minutes=15)
 HISTORY = 30
 READ_BATCH_STEPS = 360  # an hour of steps per read while catching up
+INCIDENT_REFRESH_S = 60  # an open incident's row (revenue at risk, severity, story) is rewritten this often
 
 STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
 REGIONS = Counter("shoppulse_sidecar_regions", "Anomaly region changes", ["change", "severity"])
 OPEN = Gauge("shoppulse_sidecar_open_anomalies", "Anomaly regions open now")
+INCIDENTS = Counter("shoppulse_sidecar_incidents", "Incident changes", ["change", "kind"])
+OPEN_INCIDENTS = Gauge("shoppulse_sidecar_open_incidents", "Incidents not yet resolved")
 BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newest final second and the last step")
 LAST_STEP = Gauge("shoppulse_sidecar_last_step_seconds", "Event time (Unix seconds) up to which steps are scored")
 
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
-                   "lower", "upper", "score", "detectors", "updated_at", "detected_at"]
+                   "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id"]
+INCIDENT_COLUMNS = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at",
+                    "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at"]
 INSIGHT_COLUMNS = ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text", "source",
                    "payload"]
 
@@ -69,6 +77,8 @@ class Sidecar:
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     last_step: datetime | None = None
     replaying: bool = False
+    incidents: IncidentTracker = field(default_factory=IncidentTracker)
+    stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
 
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
@@ -95,11 +105,13 @@ class Sidecar:
 
     def _take_over(self) -> None:
         stored = self.client.query(
-            "SELECT anomaly_id, metric, country, opened_at, detected_at, observed, expected, lower, upper, score "
-            "FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
+            "SELECT anomaly_id, metric, country, opened_at, detected_at, incident_id, observed, expected, lower, "
+            "upper, score FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
         adopted: set[tuple[str, str]] = set()
-        for anomaly_id, metric, country, opened_at, detected_at, *last in stored:
+        for anomaly_id, metric, country, opened_at, detected_at, incident_id, *last in stored:
+            if incident_id is not None:  # a region closed below keeps the incident it was part of
+                self.stored_incident_of[anomaly_id] = incident_id
             series = self.series.get((metric, country))
             opened = opened_at.replace(tzinfo=UTC) if opened_at.tzinfo is None else opened_at
             if series is not None and series.tracker.region is not None:
@@ -122,8 +134,37 @@ class Sidecar:
         for (metric, country), series in self.series.items():
             if series.tracker.region is not None and (metric, country) not in adopted:
                 changes.append(Change("opened", series.tracker.region))  # opened while we were away
-        if changes and self.last_step is not None:
-            self._write(self.last_step, changes)
+        if self.last_step is not None:
+            incident_changes = self._take_over_incidents(self.last_step)
+            if changes or incident_changes:
+                self._write(self.last_step, changes, incident_changes)
+
+    def _take_over_incidents(self, at: datetime) -> list[IncidentChange]:
+        """An incident stored as open keeps its id, start and revenue at risk when the replay rebuilt
+        it (it holds one of its regions, under their stored ids), open or resolved meanwhile; one the
+        replay did not see is resolved now, as it was."""
+        stored = self.client.query(
+            "SELECT incident_id, anomaly_ids, opened_at, detected_at, revenue_at_risk, as_of, kind, countries, "
+            "metrics, severity, story FROM incidents FINAL WHERE resolved_at IS NULL").result_rows
+        changes: list[IncidentChange] = []
+        adopted: set[int] = set()
+        for incident_id, anomaly_ids, opened_at, detected_at, at_risk, as_of, *rest in stored:
+            members = {str(a) for a in anomaly_ids}
+            live = next((i for i in [*self.incidents.incidents, *self.incidents.resolved]
+                         if any(str(r.anomaly_id) in members for r in i.regions)), None)
+            if live is None:
+                kind, countries, metrics, severity, story = rest
+                self.client.insert("incidents", [[incident_id, kind, countries, metrics, anomaly_ids, opened_at,
+                                                  at, severity, at_risk, story, as_of, detected_at,
+                                                  datetime.now(UTC)]], column_names=INCIDENT_COLUMNS)
+                continue
+            after = _utc(as_of)
+            live.incident_id, live.opened_at, live.detected_at = incident_id, _utc(opened_at), detected_at
+            live.revenue_at_risk = float(at_risk) + sum(lost for step, lost in live.risk_steps if step > after)
+            adopted.add(id(live))
+            changes.append(IncidentChange("resolved" if live.resolved_at else "updated", live))
+        changes += [IncidentChange("opened", i) for i in self.incidents.incidents if id(i) not in adopted]
+        return changes
 
     def catch_up(self) -> int:
         """Score every step that became final since the last one; returns how many."""
@@ -172,13 +213,29 @@ class Sidecar:
                 change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)
+        incident_changes = self.incidents.step(end, [c.region for c in changes if c.kind == "opened"],
+                                               self._lost_revenue(windows), self.step_s)
+        if int(end.timestamp()) % INCIDENT_REFRESH_S == 0:
+            changed = {c.incident.incident_id for c in incident_changes}
+            incident_changes += [IncidentChange("updated", i) for i in self.incidents.incidents
+                                 if i.incident_id not in changed]
         STEPS.inc()
-        if changes and not self.replaying:
-            self._write(end, changes)
+        if (changes or incident_changes) and not self.replaying:
+            self._write(end, changes, incident_changes)
         OPEN.set(sum(1 for s in self.series.values() if s.tracker.is_open))
+        OPEN_INCIDENTS.set(len(self.incidents.incidents))
         return changes
 
-    def _write(self, at: datetime, changes: list[Change]) -> None:
+    def _lost_revenue(self, windows: dict[str, dict[str, Point]]) -> dict[str, float]:
+        """Expected minus observed revenue per second, by country (and ALL), at this step."""
+        lost = {}
+        for country in windows:
+            series = self.series.get(("revenue_per_s", country))
+            if series is not None and series.last is not None and series.last.warm and series.point is not None:
+                lost[country] = series.last.expected - series.point.value
+        return lost
+
+    def _write(self, at: datetime, changes: list[Change], incident_changes: Sequence[IncidentChange] = ()) -> None:
         now = datetime.now(UTC)
         anomalies, insights = [], []
         for change in changes:
@@ -186,9 +243,12 @@ class Sidecar:
             region.detected_at = region.detected_at or now
             severity = region.severity(at)
             REGIONS.labels(change.kind, severity).inc()
+            incident = self.incidents.incident_of(region)
             anomalies.append([region.anomaly_id, region.metric, region.country, region.opened_at, region.closed_at,
                               severity, region.observed, region.expected, region.lower, region.upper, region.score,
-                              region.detectors, now, region.detected_at])
+                              region.detectors, now, region.detected_at,
+                              incident.incident_id if incident is not None
+                              else self.stored_incident_of.get(region.anomaly_id)])
             if change.kind == "opened":
                 insights.append(self._insight(region, severity))
                 log.info("anomaly opened", extra={"metric": region.metric, "country": region.country,
@@ -196,10 +256,27 @@ class Sidecar:
             elif change.kind == "closed":
                 log.info("anomaly closed", extra={"metric": region.metric, "country": region.country,
                                                   "anomaly_id": str(region.anomaly_id)})
-        self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
+        if anomalies:
+            self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
         if insights:
             self.client.insert("insights", insights, column_names=INSIGHT_COLUMNS)
+        if incident_changes:
+            self.client.insert("incidents", [self._incident_row(c, at, now) for c in incident_changes],
+                               column_names=INCIDENT_COLUMNS)
         self.on_change()
+
+    @staticmethod
+    def _incident_row(change: IncidentChange, at: datetime, now: datetime) -> list[object]:
+        incident: Incident = change.incident
+        incident.detected_at = incident.detected_at or now
+        if change.kind != "updated":
+            INCIDENTS.labels(change.kind, incident.kind).inc()
+            log.info(f"incident {change.kind}", extra={"incident_id": str(incident.incident_id),
+                                                        "kind": incident.kind, "countries": incident.countries})
+        return [incident.incident_id, incident.kind, incident.countries, incident.metrics,
+                [r.anomaly_id for r in incident.regions], incident.opened_at, incident.resolved_at,
+                incident.severity(at), round(incident.revenue_at_risk, 2), incident.story(at), at,
+                incident.detected_at, now]
 
     def correlated(self, region: Region) -> list[Signal]:
         """Signals that moved with the region's: the same country's others, the same metric elsewhere."""
@@ -236,6 +313,10 @@ class Sidecar:
         if self.explain is not None:  # the model's wording replaces the template's when it arrives
             self.explain(payload, region.opened_at, region.anomaly_id, row)
         return row
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],

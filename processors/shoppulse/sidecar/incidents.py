@@ -1,0 +1,191 @@
+"""Incidents: the anomaly regions that share a root cause, told as one story with one lifecycle.
+
+A region joins an incident that is still open when it is the same country's (a payment outage
+moves the failure rate, orders, revenue and abandonment of one country), or when it is the same
+metric moving the same way as one of the incident's regions (the store-wide series a country
+drives, or one incident hitting several countries at once), or when it is a country's and the
+incident is store-wide with no country yet (the first country to move drives the store).
+Otherwise it opens an incident of its own. An incident resolves once all its regions have closed
+and ``resolve_after`` has passed with no region joining (so one that flaps is not paged twice); a
+region after that opens a new one.
+
+Everything is decided in event time (the sidecar's steps), so a restarted sidecar replaying the same
+data rebuilds the same incidents, and an incident's id is derived from its first region's (itself
+stable across restarts).
+
+Its kind is the most specific cause among its regions (``KINDS``, most specific first: a payment
+failure rate that rose explains the fall in orders beside it); its severity the worst of its
+regions', one level higher once it has lasted ``GROWS_AFTER``; its revenue at risk the expected
+minus the observed revenue of its countries, summed over the steps it is open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shoppulse.sidecar.regions import SEVERITIES, Region
+
+NAMESPACE = uuid.UUID("0b0f9f62-4a56-4f0e-8a55-3c1b2f1d6e47")
+GLOBAL = "ALL"
+RESOLVE_AFTER = timedelta(minutes=3)
+GROWS_AFTER = timedelta(minutes=30)
+# (metric, direction) -> kind, the most specific cause first.
+KINDS: tuple[tuple[str, int, str], ...] = (
+    ("payment_failure_rate", 1, "payment_failures"),
+    ("payment_latency_p95", 1, "checkout_latency"),
+    ("views_per_s", 1, "traffic_surge"),
+    ("abandonment_rate", 1, "cart_abandonment"),
+    ("checkout_rate", -1, "checkout_drop"),
+    ("conversion_rate", -1, "conversion_drop"),
+    ("views_per_s", -1, "traffic_drop"),
+    ("orders_per_s", -1, "sales_drop"),
+    ("revenue_per_s", -1, "sales_drop"),
+    ("orders_per_s", 1, "sales_surge"),
+    ("revenue_per_s", 1, "sales_surge"),
+)
+TITLES = {"payment_failures": "Payment failures", "checkout_latency": "Checkout latency regression",
+          "traffic_surge": "Traffic surge", "cart_abandonment": "Cart abandonment surge",
+          "checkout_drop": "Checkout drop", "conversion_drop": "Conversion drop", "traffic_drop": "Traffic drop",
+          "sales_drop": "Sales drop", "sales_surge": "Sales surge"}
+METRIC_NAMES = {"orders_per_s": "orders/s", "revenue_per_s": "revenue/s", "views_per_s": "product views/s",
+                "conversion_rate": "conversion", "abandonment_rate": "cart abandonment",
+                "checkout_rate": "checkout rate", "payment_failure_rate": "payment failure rate",
+                "payment_latency_p95": "payment latency p95"}
+
+
+def direction(region: Region) -> int:
+    """Which way the region's metric moved, at its largest (its latest value may be back to normal)."""
+    return 1 if region.peak_delta_pct >= 0 else -1
+
+
+def kind_of(regions: list[Region]) -> str:
+    moved = {(r.metric, direction(r)) for r in regions}
+    for metric, sign, kind in KINDS:
+        if (metric, sign) in moved:
+            return kind
+    first = regions[0]
+    return f"{first.metric}_{'up' if direction(first) > 0 else 'down'}"
+
+
+def incident_id(first: Region) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, str(first.anomaly_id))
+
+
+@dataclass
+class Incident:
+    regions: list[Region]  # in the order they joined; the first names the incident
+    opened_at: datetime
+    incident_id: uuid.UUID
+    resolved_at: datetime | None = None
+    revenue_at_risk: float = 0.0
+    detected_at: datetime | None = None  # wall clock, set when the incident is first written
+    # (step, revenue at risk added): a restarted sidecar adds to the stored sum what its replay saw after it
+    risk_steps: deque[tuple[datetime, float]] = field(default_factory=lambda: deque(maxlen=4320))
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.regions)
+
+    @property
+    def countries(self) -> list[str]:
+        named = sorted({r.country for r in self.regions if r.country != GLOBAL})
+        return named or [GLOBAL]
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({r.metric for r in self.regions})
+
+    @property
+    def is_open(self) -> bool:
+        return any(r.closed_at is None for r in self.regions)
+
+    def last_closed_at(self) -> datetime:
+        return max((r.closed_at or self.opened_at) for r in self.regions)
+
+    def severity(self, at: datetime) -> str:
+        worst = max(SEVERITIES.index(r.severity(at)) for r in self.regions)
+        if (self.resolved_at or at) - self.opened_at >= GROWS_AFTER:
+            worst += 1
+        return SEVERITIES[min(worst, len(SEVERITIES) - 1)]
+
+    def story(self, at: datetime) -> str:
+        """What, where, since when, what moved, and the revenue at risk so far, in one paragraph."""
+        where = "the whole store" if self.countries == [GLOBAL] else ", ".join(self.countries)
+        since = self.opened_at.strftime("%H:%M UTC")
+        state = f"resolved at {self.resolved_at.strftime('%H:%M UTC')}" if self.resolved_at else "ongoing"
+        moved = []
+        for region in sorted(self.regions, key=lambda r: -abs(r.peak_delta_pct))[:4]:
+            scope = "store-wide" if region.country == GLOBAL else region.country
+            moved.append(f"{METRIC_NAMES.get(region.metric, region.metric)} {scope} "
+                         f"{region.peak_delta_pct:+.0f} %")
+        title = TITLES.get(self.kind, self.kind.replace("_", " ").capitalize())
+        return (f"{title} in {where} since {since} ({state}, {self.severity(at)}): {'; '.join(moved)}. "
+                f"Revenue at risk so far: ${self.revenue_at_risk:,.0f}.")
+
+
+@dataclass(frozen=True)
+class IncidentChange:
+    kind: str  # opened | updated | resolved
+    incident: Incident
+
+
+@dataclass
+class IncidentTracker:
+    resolve_after: timedelta = RESOLVE_AFTER
+    incidents: list[Incident] = field(default_factory=list)  # not yet resolved
+    # the latest resolved, for a restarted sidecar whose replay saw one end that it had stored as open
+    resolved: deque[Incident] = field(default_factory=lambda: deque(maxlen=100))
+    by_region: dict[int, Incident] = field(default_factory=dict)  # id(region) -> its incident
+
+    def step(self, at: datetime, opened: list[Region], lost_revenue: dict[str, float],
+             step_s: float) -> list[IncidentChange]:
+        """Take the regions opened at ``at`` into incidents, add each open incident's revenue at risk
+        (``lost_revenue``: expected minus observed revenue per second, by country and ``ALL``) and
+        resolve those quiet for ``resolve_after``. Returns what changed."""
+        changes: dict[uuid.UUID, IncidentChange] = {}
+        for region in opened:
+            incident = self._joins(region)
+            if incident is None:
+                incident = Incident([region], at, incident_id(region))
+                self.incidents.append(incident)
+                changes[incident.incident_id] = IncidentChange("opened", incident)
+            else:
+                incident.regions.append(region)
+                changes.setdefault(incident.incident_id, IncidentChange("updated", incident))
+            self.by_region[id(region)] = incident
+        for incident in list(self.incidents):
+            if incident.is_open:
+                countries = incident.countries
+                lost = sum(max(0.0, lost_revenue.get(c, 0.0)) for c in countries) * step_s
+                if lost:
+                    incident.revenue_at_risk += lost
+                    incident.risk_steps.append((at, lost))
+            elif at - incident.last_closed_at() >= self.resolve_after:
+                incident.resolved_at = incident.last_closed_at()
+                self.incidents.remove(incident)
+                self.resolved.append(incident)
+                for region in incident.regions:
+                    self.by_region.pop(id(region), None)
+                changes[incident.incident_id] = IncidentChange("resolved", incident)
+        return list(changes.values())
+
+    def _joins(self, region: Region) -> Incident | None:
+        """The open incident this region belongs to: its country's first, else one where the same
+        metric moved the same way (a store-wide series, or a second country of one cause), else a
+        store-wide one no country has joined yet."""
+        same_country = [i for i in self.incidents
+                        if region.country != GLOBAL and any(r.country == region.country for r in i.regions)]
+        if same_country:
+            return same_country[-1]
+        same_move = [i for i in self.incidents
+                     if any(r.metric == region.metric and direction(r) == direction(region) for r in i.regions)]
+        if same_move:
+            return same_move[-1]
+        store_wide = [i for i in self.incidents if region.country != GLOBAL and i.countries == [GLOBAL]]
+        return store_wide[-1] if store_wide else None  # the first country to move drives the store's
+
+    def incident_of(self, region: Region) -> Incident | None:
+        return self.by_region.get(id(region))

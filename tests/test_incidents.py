@@ -1,0 +1,109 @@
+"""Incidents from anomaly regions: grouping by root cause, kind, lifecycle, ids and revenue at risk (unit tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shoppulse.sidecar.incidents import RESOLVE_AFTER, IncidentTracker, kind_of
+from shoppulse.sidecar.regions import Region, region_id
+
+T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+STEP = timedelta(seconds=10)
+
+
+def region(metric: str, country: str, at: datetime, up: bool) -> Region:
+    expected = 10.0
+    observed = 20.0 if up else 4.0
+    found = Region(region_id(metric, country, at), metric, country, at, observed, expected, 8.0, 12.0, 0.9,
+                   6.0 if up else -6.0)
+    found.peak_delta_pct = found.delta_pct
+    return found
+
+
+def play(tracker: IncidentTracker, script: dict[int, list[Region]], closes: dict[int, list[Region]], steps: int,
+         lost: dict[str, float] | None = None) -> list[tuple[int, str, str]]:
+    """Step the tracker; ``script`` opens regions at a step, ``closes`` closes them. Returns the changes."""
+    seen = []
+    for index in range(steps):
+        at = T0 + STEP * index
+        for closing in closes.get(index, []):
+            closing.closed_at = at
+        for change in tracker.step(at, script.get(index, []), lost or {}, STEP.total_seconds()):
+            seen.append((index, change.kind, change.incident.kind))
+    return seen
+
+
+def test_a_payment_outage_is_one_incident_whatever_it_moves() -> None:
+    """The failure rate, orders, abandonment of DE and the store-wide failure rate: one story, named
+    by the most specific cause, in the country that has it."""
+    failures = region("payment_failure_rate", "DE", T0 + STEP, up=True)
+    store = region("payment_failure_rate", "ALL", T0 + 2 * STEP, up=True)
+    orders = region("orders_per_s", "DE", T0 + 3 * STEP, up=False)
+    abandonment = region("abandonment_rate", "DE", T0 + 4 * STEP, up=True)
+    tracker = IncidentTracker()
+    changes = play(tracker, {1: [failures], 2: [store], 3: [orders], 4: [abandonment]}, {}, 10)
+    assert [c[:2] for c in changes] == [(1, "opened"), (2, "updated"), (3, "updated"), (4, "updated")]
+    [incident] = tracker.incidents
+    assert incident.kind == "payment_failures" and incident.countries == ["DE"]
+    assert incident.metrics == ["abandonment_rate", "orders_per_s", "payment_failure_rate"]
+    assert all(tracker.incident_of(r) is incident for r in (failures, store, orders, abandonment))
+    story = incident.story(T0 + 10 * STEP)
+    assert story.startswith("Payment failures in DE since 14:00 UTC (ongoing,")
+    assert "payment failure rate DE +100 %" in story
+
+
+def test_one_cause_in_two_countries_is_one_incident_and_unrelated_ones_are_apart() -> None:
+    gb, fr = region("abandonment_rate", "GB", T0, up=True), region("abandonment_rate", "FR", T0 + STEP, up=True)
+    surge, latency = region("views_per_s", "US", T0 + STEP, up=True), region("payment_latency_p95", "JP", T0, up=True)
+    tracker = IncidentTracker()
+    play(tracker, {0: [gb, latency], 1: [fr, surge]}, {}, 3)
+    kinds = {i.kind: i.countries for i in tracker.incidents}
+    assert kinds == {"cart_abandonment": ["FR", "GB"], "checkout_latency": ["JP"], "traffic_surge": ["US"]}
+
+
+def test_a_store_wide_incident_is_joined_by_the_first_country_that_moves() -> None:
+    store, country = region("orders_per_s", "ALL", T0, up=False), region("checkout_rate", "BR", T0 + STEP, up=False)
+    tracker = IncidentTracker()
+    play(tracker, {0: [store], 1: [country]}, {}, 3)
+    [incident] = tracker.incidents
+    assert incident.countries == ["BR"] and incident.kind == "checkout_drop"
+    alone = IncidentTracker()
+    play(alone, {0: [region("orders_per_s", "ALL", T0, up=False)]}, {}, 2)
+    assert alone.incidents[0].countries == ["ALL"] and "the whole store" in alone.incidents[0].story(T0)
+
+
+def test_it_resolves_after_a_quiet_spell_and_a_later_region_is_a_new_incident() -> None:
+    first = region("payment_failure_rate", "DE", T0, up=True)
+    again = region("orders_per_s", "DE", T0 + 20 * STEP, up=False)
+    quiet = int(RESOLVE_AFTER / STEP)
+    later = region("payment_failure_rate", "DE", T0 + (40 + quiet) * STEP, up=True)
+    tracker = IncidentTracker()
+    changes = play(tracker, {0: [first], 20: [again], 40 + quiet: [later]}, {10: [first], 30: [again]},
+                   45 + quiet)
+    # closed at step 10, but a region joined within the quiet spell; resolved RESOLVE_AFTER after step 30
+    assert [(i, kind) for i, kind, _ in changes] == [(0, "opened"), (20, "updated"), (30 + quiet, "resolved"),
+                                                    (40 + quiet, "opened")]
+    resolved = tracker.resolved[-1]
+    assert resolved.resolved_at == T0 + 30 * STEP and "resolved at 14:05 UTC" in resolved.story(T0)
+    assert tracker.incidents[0].incident_id != resolved.incident_id
+    assert tracker.incident_of(first) is None  # a resolved incident's regions are let go
+
+
+def test_the_id_follows_the_first_region_and_revenue_at_risk_adds_up_while_open() -> None:
+    def run() -> IncidentTracker:
+        tracker = IncidentTracker()
+        failures = region("payment_failure_rate", "DE", T0, up=True)
+        play(tracker, {0: [failures]}, {6: [failures]}, 30, lost={"DE": 40.0, "FR": 25.0, "ALL": 70.0})
+        return tracker
+
+    first, second = run(), run()
+    assert first.resolved[-1].incident_id == second.resolved[-1].incident_id
+    # open for steps 0..5 (closed at 6): six steps of 10 s at $40/s lost in DE; FR and the store total not its own
+    assert first.resolved[-1].revenue_at_risk == 6 * 10 * 40.0
+    assert [lost for _, lost in first.resolved[-1].risk_steps] == [400.0] * 6
+
+
+def test_the_kind_falls_back_to_the_metric_and_its_direction() -> None:
+    assert kind_of([region("unknown_metric", "DE", T0, up=False)]) == "unknown_metric_down"
+    assert kind_of([region("orders_per_s", "DE", T0, up=False), region("views_per_s", "DE", T0, up=True)]) \
+        == "traffic_surge"
