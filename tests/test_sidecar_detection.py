@@ -278,7 +278,7 @@ def test_any_detector_on_the_list_corroborates_or_vetoes_by_its_opinion_alone() 
 
 
 def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alerts() -> None:
-    from shoppulse.bench.detection import OpenedRegion, score
+    from shoppulse.bench.detection import OpenedIncident, OpenedRegion, score
     from shoppulse.loadgen.scenario import Incident, Scenario, schedule
 
     outage = Scenario(name="t", incidents=[Incident(kind="payment_outage", countries=["DE"], start_after_s=600,
@@ -288,10 +288,18 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
     opened = [OpenedRegion("payment_failure_rate", "DE", at + timedelta(seconds=40), 300.0),  # the incident's
               OpenedRegion("payment_failure_rate", "FR", at + timedelta(seconds=50), 80.0),  # beside it: not false
               OpenedRegion("orders_per_s", "GB", at + timedelta(hours=2), -30.0)]  # far from it: false
-    result = score(incidents, opened, timedelta(hours=3))
+    told = [OpenedIncident("payment_failures", ["DE"], at + timedelta(seconds=40), 5000.0, "Payment failures in DE"),
+            OpenedIncident("sales_drop", ["GB"], at + timedelta(hours=2), 0.0, "Sales drop in GB")]
+    result = score(incidents, opened, timedelta(hours=3), told)
     assert [(s.kind, s.detected, s.delay_s) for s in result.incidents] == [("payment_outage", True, 40.0)]
     assert [r.country for r in result.false_alerts] == ["GB"]
     assert result.country_days == 12 * 3 / 24
+    assert result.incidents[0].told_once_rightly and [i.countries for i in result.false_incidents] == [["GB"]]
+    twice = score(incidents, opened, timedelta(hours=3), [told[0], told[0]])
+    assert not twice.incidents[0].told_once_rightly  # told as two incidents: paged twice
+    wrong = score(incidents, opened, timedelta(hours=3),
+                  [OpenedIncident("sales_drop", ["DE"], at + timedelta(seconds=50), 0.0, "Sales drop in DE")])
+    assert not wrong.incidents[0].told_once_rightly  # one, but not the cause the generator played
     missed = score(incidents, opened[2:], timedelta(hours=3))
     assert [(s.detected, s.delay_s) for s in missed.incidents] == [(False, None)]
 

@@ -4,13 +4,15 @@ Each scenario (and a stretch of incident-free traffic) is recorded through a thr
 the load generator's events into a Kafka broker, ``shoppulse ingest``, ``shoppulse aggregate`` and
 ``shoppulse sidecar`` as processes, ClickHouse — and scored on the anomaly regions the sidecar wrote:
 per incident, was a region opened on an affected metric in an affected country during the incident,
-and how long after its start; on the incident-free run, false alerts per country-day.
+and how long after its start; on the incident-free run, false alerts per country-day. And on the
+incidents it wrote: each scripted incident should be exactly one, of the kind the generator played,
+and the incident-free run should have none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shoppulse.devstack.recording import recorded_run
@@ -21,6 +23,9 @@ WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, f
 MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a false alert
 PLAYS = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays the same hours of the week
 COUNTRIES = 12  # the store's
+# the sidecar's incident kind for each of the generator's
+EXPECTED_KIND = {"payment_outage": "payment_failures", "flash_sale": "traffic_surge",
+                 "checkout_latency": "checkout_latency", "abandonment_surge": "cart_abandonment"}
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,26 @@ class OpenedRegion:
 
 
 @dataclass(frozen=True)
+class OpenedIncident:
+    kind: str
+    countries: list[str]
+    opened_at: datetime
+    revenue_at_risk: float
+    story: str
+
+
+@dataclass(frozen=True)
 class IncidentScore:
     kind: str
     countries: list[str]
     detected: bool
     delay_s: float | None
     regions: list[OpenedRegion]
+    told_as: list[OpenedIncident] = field(default_factory=list)  # the sidecar's incidents for it: one is right
+
+    @property
+    def told_once_rightly(self) -> bool:
+        return len(self.told_as) == 1 and self.told_as[0].kind == EXPECTED_KIND.get(self.kind)
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,7 @@ class RunScore:
     incidents: list[IncidentScore]
     false_alerts: list[OpenedRegion]
     country_days: float
+    false_incidents: list[OpenedIncident] = field(default_factory=list)
 
 
 def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timedelta, seed: int = 7,
@@ -56,20 +76,33 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
             "SELECT metric, country, opened_at, if(expected = 0, 0, 100 * (observed - expected) / expected) "
             "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
             parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
-    opened = [OpenedRegion(str(metric), str(country), at.replace(tzinfo=UTC) if at.tzinfo is None else at, float(delta))
-              for metric, country, at, delta in rows]
-    return score(recorded.incidents, opened, recorded.end - recorded.start)
+        told = client.query(
+            "SELECT kind, countries, opened_at, revenue_at_risk, story FROM incidents FINAL "
+            "WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
+            parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
+    opened = [OpenedRegion(str(metric), str(country), _utc(at), float(delta)) for metric, country, at, delta in rows]
+    stories = [OpenedIncident(str(kind), [str(c) for c in countries], _utc(at), float(at_risk), str(story))
+               for kind, countries, at, at_risk, story in told]
+    return score(recorded.incidents, opened, recorded.end - recorded.start, stories)
 
 
-def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta) -> RunScore:
-    scores, explained = [], set()
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta,
+          told: Sequence[OpenedIncident] = ()) -> RunScore:
+    scores, explained, told_of = [], set(), set()
     for incident in incidents:
         countries = list(incident.incident.countries)
         metrics = AFFECTED_METRICS[incident.incident.kind]
         hits = [r for r in opened if r.metric in metrics and r.country in countries
                 and incident.start <= r.opened_at <= incident.end]
         delay = min((r.opened_at - incident.start).total_seconds() for r in hits) if hits else None
-        scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits))
+        near = [i for i in told if incident.start - MARGIN <= i.opened_at <= incident.end + MARGIN]
+        told_of |= {id(i) for i in near}
+        scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
     false_alerts = [r for r in opened if id(r) not in explained]
-    return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400)
+    return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400,
+                    [i for i in told if id(i) not in told_of])

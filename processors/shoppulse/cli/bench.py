@@ -69,6 +69,10 @@ def score(
                     how = f" ({first.metric} {first.country})" if first else ""
                     console.print(f"{scenario.name:14} {incident.kind:18} {','.join(incident.countries):6} "
                                   f"{'detected' if incident.detected else 'MISSED':9} {delay}{how}", highlight=False)
+                    told = "; ".join(f"{i.kind} {','.join(i.countries)} ${i.revenue_at_risk:,.0f} at risk"
+                                     for i in incident.told_as) or "none"
+                    verdict = "one, of its kind" if incident.told_once_rightly else "NOT one of its kind"
+                    console.print(f"{'':14} incidents: {len(incident.told_as)} ({verdict}): {told}", highlight=False)
             err.print(f"incident-free traffic: recording {quiet_hours:g} h at {rate:g} events/s through the "
                       "pipeline…", highlight=False)
             quiet = record_and_score(settings, None, rate, timedelta(hours=quiet_hours), seed=11,
@@ -83,6 +87,9 @@ def score(
     for region in quiet.false_alerts[:10]:
         console.print(f"  {region.opened_at:%H:%M:%S} {region.metric} {region.country} ({region.delta_pct:+.0f}%)",
                       highlight=False)
+    console.print(f"incidents on incident-free traffic: {len(quiet.false_incidents)} (target 0)", highlight=False)
+    for told in quiet.false_incidents[:10]:
+        console.print(f"  {told.opened_at:%H:%M:%S} {told.story}", highlight=False)
 
 
 @app.command()
