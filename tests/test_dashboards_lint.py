@@ -323,14 +323,20 @@ def test_preview_renders_every_dashboard_from_query_results(tmp_path: Path) -> N
         assert width == 1920 and height > 600
 
 
-def test_the_sidecars_annotation_panels_must_exist(tmp_path: Path) -> None:
+def test_the_wall_dashboard_shows_incidents_and_its_regions_behind_a_tag_filter(tmp_path: Path) -> None:
     from shoppulse.ascode.dashboards.lint import annotation_target_problems
     from shoppulse.grafana.model import load
 
     shipped = [load(p) for p in dashboard_paths()]
     assert annotation_target_problems(shipped) == []  # type: ignore[arg-type]
+    [regions] = [q for q in store_live()["annotations"]["list"] if q["name"] == "Anomaly regions"]
+    assert regions["enable"] is False and regions["target"] == {"limit": 100, "matchAny": False,
+                                                                "tags": ["anomaly"], "type": "tags"}
     model = store_live()
-    model["panels"] = [p for p in model["panels"] if p["id"] != 7]
+    model["annotations"]["list"] = [q for q in model["annotations"]["list"] if q["name"] != "Anomaly regions"]
     broken = load(write(tmp_path, "store-live.json", model))
     [problem] = annotation_target_problems([broken])  # type: ignore[list-item]
-    assert "annotates panel 7 of shoppulse-store-live (store-live.json), which is missing" in str(problem)
+    assert "no annotation query shows the sidecar's anomaly regions" in str(problem)
+    others = [f for f in shipped if f.uid != "shoppulse-store-live"]
+    [missing] = annotation_target_problems(others)  # type: ignore[arg-type]
+    assert "draws incidents on dashboard 'shoppulse-store-live', which no dashboard file has" in str(missing)

@@ -170,30 +170,40 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
         run_sidecar(demo, until=incident.start + timedelta(minutes=5))
         waiting = sync(demo, grafana)
         assert waiting > 0 and grafana_state.annotations == {}
-        # Grafana is back: one open region per anomaly (end = start), with the documented fields and tags.
+        # Grafana is back: one open annotation per anomaly and per incident (end = start), with the documented
+        # fields and tags: the incident across the wall dashboard, its regions organisation-wide (a tag filter)
         grafana_state.down = False
         assert sync(demo, grafana) == 0
-        open_regions = {a["id"]: a for a in grafana_state.annotations.values()}
-        outage_regions = [a for a in open_regions.values() if "country:DE" in a["tags"]]
-        assert outage_regions and all(a["timeEnd"] == a["time"] for a in outage_regions)  # still open
-        orders = [a for a in open_regions.values() if "metric:orders_per_s" in a["tags"]]
-        assert orders and orders[0]["panelId"] == 7 and orders[0]["dashboardUID"] == "shoppulse-store-live"
-        assert all("anomaly" in a["tags"] and any(t.startswith("severity:") for t in a["tags"])
-                   for a in open_regions.values())
+        drawn = {a["id"]: a for a in grafana_state.annotations.values()}
+        regions = [a for a in drawn.values() if "anomaly" in a["tags"]]
+        [told] = [a for a in drawn.values() if "incident" in a["tags"]]
+        assert len(drawn) == len(regions) + 1 and all(a["timeEnd"] == a["time"] for a in drawn.values())
+        assert told["dashboardUID"] == "shoppulse-store-live" and told["panelId"] == 0
+        assert {"kind:payment_failures", "country:DE"} <= set(told["tags"])
+        assert told["text"].startswith("Payment failures in DE since")
+        incident_tag = next(t for t in told["tags"] if t.startswith("incident_id:"))
+        assert all(a["dashboardUID"] == "" and incident_tag in a["tags"] for a in regions)
+        assert all(any(t.startswith("severity:") for t in a["tags"]) for a in drawn.values())
         # A crash after Grafana saved an annotation but before we recorded it: the record is lost.
         demo.command("TRUNCATE TABLE grafana_annotations")
-        # The restarted sidecar replays the history, finds the same regions, and sees them close.
+        # The restarted sidecar replays the history, finds the same regions and incident, and sees them end.
         run_sidecar(demo)
         assert sync(demo, grafana) == 0
         assert sync(demo, grafana) == 0  # nothing left to do the second time
-        assert set(grafana_state.annotations) == set(open_regions), "an annotation was duplicated"
+        assert set(grafana_state.annotations) == set(drawn), "an annotation was duplicated"
         closed = {str(r[4]): r[3] for r in anomalies(demo)}
         for annotation in grafana_state.annotations.values():
+            if annotation["id"] == told["id"]:
+                continue
             anomaly_id = next(t.split(":", 1)[1] for t in annotation["tags"] if t.startswith("anomaly_id:"))
             end = closed[anomaly_id].replace(tzinfo=UTC)
             assert annotation["timeEnd"] == int(end.timestamp() * 1000) > annotation["time"]
+        [(_, _, _, _, _, resolved_at, _, story)] = incidents(demo)
+        ended = grafana_state.annotations[told["id"]]
+        assert ended["timeEnd"] == int(resolved_at.replace(tzinfo=UTC).timestamp() * 1000) > ended["time"]
+        assert ended["text"] == story and "resolved at" in story
         posts = [r for r in grafana_state.requests if r[0] == "POST" and r[1] == "/api/annotations"]
-        assert len(posts) == len(open_regions)
+        assert len(posts) == len(drawn)
 
 
 class Clock:
@@ -222,7 +232,7 @@ def test_a_region_deleted_in_grafana_is_drawn_again_once_and_a_refused_one_block
         syncer = AnnotationSync(demo, GrafanaClient(url, TOKEN), clock)
         sidecar = run_sidecar(demo, until=incident.start + timedelta(minutes=5))
         assert syncer.run_pass() == 0
-        regions = sorted(state.annotations.values(), key=lambda a: a["time"])
+        regions = sorted((a for a in state.annotations.values() if "anomaly" in a["tags"]), key=lambda a: a["time"])
         assert len(regions) >= 3
         created = _posts(state)
         deleted, refused = regions[0], regions[1]
@@ -233,7 +243,7 @@ def test_a_region_deleted_in_grafana_is_drawn_again_once_and_a_refused_one_block
         assert syncer.run_pass() == 1  # only the refused one waits; every other region is closed
         assert syncer.run_pass() == 1  # parked: not retried at once, and nothing else repeats
         assert _posts(state) == created + 1  # the deleted region, drawn again exactly once
-        tags = lambda a: next(t for t in a["tags"] if t.startswith("anomaly_id:"))  # noqa: E731
+        tags = lambda a: next((t for t in a["tags"] if t.startswith("anomaly_id:")), None)  # noqa: E731
         redrawn = [a for a in state.annotations.values() if tags(a) == tags(deleted)]
         assert len(redrawn) == 1 and redrawn[0]["timeEnd"] > redrawn[0]["time"]
         others = [a for a in state.annotations.values() if a["id"] != refused["id"]]

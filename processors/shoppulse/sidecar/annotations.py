@@ -1,12 +1,18 @@
-"""Anomaly regions as Grafana annotations: exactly one per anomaly, its end set when it closes.
+"""Incidents and anomaly regions as Grafana annotations: exactly one each, its end set when it ends.
 
-The ``anomalies`` table is the durable queue: a sync pass reads the anomalies whose annotation is
-missing or whose close has not reached Grafana yet (``grafana_annotations`` records what was
-done) and makes Grafana match. Each step is idempotent: before creating, the annotation is looked
-up by its ``anomaly_id:<uuid>`` tag across the organisation, so a crash between Grafana's answer
-and our record never makes a second one, wherever the first was drawn. A region drawn on the wall
-dashboard's panel when Grafana has that dashboard, organisation-wide otherwise (said once in the
-log); a region deleted in Grafana is drawn again when it closes. An anomaly whose annotation Grafana
+An incident is drawn across the whole wall dashboard (every panel shows it) when Grafana has that
+dashboard, organisation-wide otherwise (said once in the log): tags ``incident``, ``kind:…``, a
+``country:…`` per country, ``severity:…``, ``incident_id:…``, its story as the text. Its anomaly
+regions are drawn organisation-wide, tagged ``anomaly`` (and their incident's ``incident_id:…``),
+so the dashboards show them only behind their "Anomaly regions" tag filter: the wall tells one
+story per cause, and the detail is a toggle away.
+
+The ``anomalies`` and ``incidents`` tables are the durable queue: a sync pass reads those whose
+annotation is missing or whose end has not reached Grafana yet (``grafana_annotations`` records
+what was done, by anomaly or incident id) and makes Grafana match. Each step is idempotent: before
+creating, the annotation is looked up by its id tag across the organisation, so a crash between
+Grafana's answer and our record never makes a second one, wherever the first was drawn. One
+deleted in Grafana is drawn again when it ends. An anomaly whose annotation Grafana
 refuses is parked with its reason and retried on its own back-off, never blocking the others; when
 Grafana as a whole is unreachable the pass stops and backs off. Detection never waits for any of it.
 """
@@ -29,10 +35,10 @@ from shoppulse.grafana_api import GrafanaClient, GrafanaError, GrafanaTimeoutErr
 
 log = logging.getLogger(__name__)
 
+# Incidents are drawn across this dashboard; `shoppulse dashboards lint` checks it exists and shows
+# the anomaly regions behind a tag filter.
 WALL_DASHBOARD = "shoppulse-store-live"
-# Where each metric's anomalies are drawn: the panel that shows the metric over time, else the
-# dashboard as a whole (panel None). `shoppulse dashboards lint` checks these panels exist.
-PANELS: dict[str, tuple[str, int | None]] = {"orders_per_s": (WALL_DASHBOARD, 7)}
+REGIONS_TAG = "anomaly"
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # while Grafana as a whole fails
 PARK_BACKOFF_S = (5.0, 15.0, 60.0, 300.0, 900.0)  # while Grafana refuses one anomaly's annotation
 DASHBOARD_RECHECK_S = 300.0
@@ -40,7 +46,8 @@ DASHBOARD_RECHECK_S = 300.0
 REQUIRED_PERMISSIONS = ("annotations:create", "annotations:write", "annotations:read", "dashboards:read")
 
 ANNOTATIONS = Counter("shoppulse_sidecar_annotations", "Grafana annotation writes", ["action", "outcome"])
-PENDING = Gauge("shoppulse_sidecar_annotations_pending", "Anomalies whose Grafana annotation is not up to date")
+PENDING = Gauge("shoppulse_sidecar_annotations_pending",
+                "Anomalies and incidents whose Grafana annotation is not up to date")
 PARKED = Gauge("shoppulse_sidecar_annotations_parked",
                "Anomalies whose annotation Grafana refused, waiting for their own retry")
 ONSET_TO_ANNOTATION = Histogram("shoppulse_sidecar_onset_to_annotation_seconds",
@@ -50,15 +57,17 @@ ONSET_TO_ANNOTATION = Histogram("shoppulse_sidecar_onset_to_annotation_seconds",
 
 @dataclass(frozen=True)
 class PendingAnnotation:
-    anomaly_id: uuid.UUID
-    metric: str
-    country: str
+    anomaly_id: uuid.UUID  # the anomaly's id, or the incident's
+    metric: str  # an incident's kind
+    country: str  # an incident's countries, comma-separated
     severity: str
     opened_at: datetime
     closed_at: datetime | None
     text: str
     annotation_id: int | None
     detected_at: datetime
+    incident_id: uuid.UUID | None = None  # the incident an anomaly is part of, or the incident's own
+    is_incident: bool = False
 
 
 def _ms(moment: datetime) -> int:
@@ -66,24 +75,45 @@ def _ms(moment: datetime) -> int:
 
 
 def tags(item: PendingAnnotation) -> list[str]:
-    return ["anomaly", f"metric:{item.metric}", f"country:{item.country}", f"severity:{item.severity}",
-            f"anomaly_id:{item.anomaly_id}"]
+    if item.is_incident:
+        return ["incident", f"kind:{item.metric}", *(f"country:{c}" for c in item.country.split(",")),
+                f"severity:{item.severity}", f"incident_id:{item.anomaly_id}"]
+    part_of = [f"incident_id:{item.incident_id}"] if item.incident_id else []
+    return [REGIONS_TAG, f"metric:{item.metric}", f"country:{item.country}", f"severity:{item.severity}",
+            f"anomaly_id:{item.anomaly_id}", *part_of]
+
+
+def identity(item: PendingAnnotation) -> list[str]:
+    """The tags that find this item's annotation and no other (an anomaly carries its incident's id too)."""
+    return ["incident", f"incident_id:{item.anomaly_id}"] if item.is_incident else [f"anomaly_id:{item.anomaly_id}"]
+
+
+SYNCED = ("LEFT JOIN (SELECT anomaly_id, argMax(annotation_id, synced_at) AS annotation_id, "
+          "                  argMax(closed_synced, synced_at) AS closed_synced "
+          "           FROM grafana_annotations GROUP BY anomaly_id) AS g ON g.anomaly_id = {id} ")
 
 
 def pending(client: Client) -> list[PendingAnnotation]:
-    """Anomalies whose annotation is missing or still open in Grafana while the anomaly has closed."""
-    rows = client.query(
+    """Incidents and anomalies whose annotation is missing, or still open in Grafana while they ended:
+    incidents first (the wall's story), each kind in the order it began."""
+    incidents = client.query(
+        "SELECT i.incident_id, i.kind, arrayStringConcat(i.countries, ','), i.severity, i.opened_at, "
+        "       i.resolved_at, i.story, g.annotation_id, i.detected_at "
+        "FROM (SELECT * FROM incidents FINAL) AS i " + SYNCED.format(id="i.incident_id") +
+        "WHERE g.annotation_id = 0 OR (i.resolved_at IS NOT NULL AND g.closed_synced = 0) "
+        "ORDER BY i.opened_at", settings={"join_use_nulls": 0}).result_rows
+    anomalies = client.query(
         "SELECT a.anomaly_id, a.metric, a.country, a.severity, a.opened_at, a.closed_at, "
-        "       ifNull(i.text, ''), g.annotation_id, a.detected_at "
+        "       ifNull(i.text, ''), g.annotation_id, a.detected_at, a.incident_id "
         "FROM (SELECT * FROM anomalies FINAL) AS a "
         "LEFT JOIN (SELECT anomaly_id, any(text) AS text FROM insights GROUP BY anomaly_id) AS i "
-        "  ON i.anomaly_id = a.anomaly_id "
-        "LEFT JOIN (SELECT anomaly_id, argMax(annotation_id, synced_at) AS annotation_id, "
-        "                  argMax(closed_synced, synced_at) AS closed_synced "
-        "           FROM grafana_annotations GROUP BY anomaly_id) AS g ON g.anomaly_id = a.anomaly_id "
+        "  ON i.anomaly_id = a.anomaly_id " + SYNCED.format(id="a.anomaly_id") +
         "WHERE g.annotation_id = 0 OR (a.closed_at IS NOT NULL AND g.closed_synced = 0) "
         "ORDER BY a.opened_at", settings={"join_use_nulls": 0}).result_rows
-    return [PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8]) for r in rows]
+    return ([PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[0], True)
+             for r in incidents] +
+            [PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[9])
+             for r in anomalies])
 
 
 def _record(client: Client, item: PendingAnnotation, annotation_id: int, closed: bool) -> None:
@@ -169,25 +199,22 @@ class AnnotationSync:
             readable = False
         if not readable and (checked is None or checked[1]):
             log.warning("dashboard not found in Grafana (not provisioned there, or the token may not read it): "
-                        "anomaly regions go organisation-wide until it is",
+                        "incidents go organisation-wide until it is",
                         extra={"dashboard": uid})
         self._dashboards[uid] = (self._clock(), readable)
         return readable
 
     def _adopt_or_create(self, item: PendingAnnotation) -> tuple[int, bool]:
-        """The annotation of this anomaly: one Grafana already has (found by its anomaly_id tag,
-        wherever it is), else a new one. True when it was created in the anomaly's current state."""
-        found = self._grafana.find_annotations([f"anomaly_id:{item.anomaly_id}"])
+        """The annotation of this anomaly or incident: one Grafana already has (found by its id tag,
+        wherever it is), else a new one. True when it was created in its current state."""
+        found = self._grafana.find_annotations(identity(item))
         if found:
             ANNOTATIONS.labels("adopt", "ok").inc()
             return int(found[0]["id"]), False
-        dashboard, panel = PANELS.get(item.metric, (WALL_DASHBOARD, None))
         body: dict[str, Any] = {"time": _ms(item.opened_at), "timeEnd": _ms(item.closed_at or item.opened_at),
                                 "tags": tags(item), "text": item.text or f"{item.metric} anomaly in {item.country}"}
-        if self._dashboard_readable(dashboard):
-            body["dashboardUID"] = dashboard
-            if panel is not None:
-                body["panelId"] = panel
+        if item.is_incident and self._dashboard_readable(WALL_DASHBOARD):
+            body["dashboardUID"] = WALL_DASHBOARD
         annotation_id = self._grafana.create_annotation(body)
         ANNOTATIONS.labels("create", "ok").inc()
         ONSET_TO_ANNOTATION.observe(max(0.0, (datetime.now(UTC) - item.detected_at.replace(
@@ -203,8 +230,9 @@ class AnnotationSync:
                 return
         if item.closed_at is None:
             return
+        ending = {"timeEnd": _ms(item.closed_at), "tags": tags(item), **({"text": item.text} if item.text else {})}
         try:
-            self._grafana.patch_annotation(annotation_id, {"timeEnd": _ms(item.closed_at), "tags": tags(item)})
+            self._grafana.patch_annotation(annotation_id, ending)
         except GrafanaError as exc:
             if exc.status != 404:
                 raise
@@ -214,13 +242,13 @@ class AnnotationSync:
             ANNOTATIONS.labels("recreate", "ok").inc()
             annotation_id, current = self._adopt_or_create(item)
             if not current:
-                self._grafana.patch_annotation(annotation_id, {"timeEnd": _ms(item.closed_at), "tags": tags(item)})
+                self._grafana.patch_annotation(annotation_id, ending)
         ANNOTATIONS.labels("close", "ok").inc()
         _record(self._client, item, annotation_id, closed=True)
 
 
 def sync(client: Client, grafana: GrafanaClient) -> int:
-    """One pass with no memory of earlier ones; returns how many anomalies still wait."""
+    """One pass with no memory of earlier ones; returns how many anomalies and incidents still wait."""
     return AnnotationSync(client, grafana).run_pass()
 
 

@@ -78,22 +78,26 @@ def demo_database(settings: Settings, now: datetime,
 
 
 def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:
-    """The sidecar draws anomalies on panels named in its code: they must exist and show time series."""
+    """The sidecar draws incidents across the wall dashboard named in its code, and its anomaly
+    regions organisation-wide for a tag query to show: the dashboard must exist and have that query."""
     source = Path(annotations.__file__)
-    line = next((n for n, text in enumerate(source.read_text().splitlines(), 1) if text.startswith("PANELS")), 1)
-    by_uid = {f.uid: f for f in files}
-    problems = []
-    for metric, (uid, panel_id) in annotations.PANELS.items():
-        file = by_uid.get(uid)
-        if file is None or panel_id is None:
-            continue
-        panel = next((p for p in file.panels() if p.get("id") == panel_id), None)
-        if panel is None or panel.get("type") != "timeseries":
-            problems.append(Problem(source, line, f"PANELS[{metric!r}]",
-                                    f"the sidecar annotates panel {panel_id} of {uid} ({file.path.name}), which is "
-                                    f"{'missing' if panel is None else 'a ' + str(panel.get('type'))}: "
-                                    "point it at the time series panel of that metric"))
-    return problems
+    line = next((n for n, text in enumerate(source.read_text().splitlines(), 1)
+                 if text.startswith("WALL_DASHBOARD")), 1)
+    wall = next((f for f in files if f.uid == annotations.WALL_DASHBOARD), None)
+    if wall is None:
+        return [Problem(source, line, "WALL_DASHBOARD",
+                        f"the sidecar draws incidents on dashboard {annotations.WALL_DASHBOARD!r}, which no "
+                        "dashboard file has: point WALL_DASHBOARD at the wall dashboard's uid")]
+    queries = (wall.model.get("annotations") or {}).get("list") or []
+    shows_regions = any(isinstance(q, dict) and isinstance(q.get("target"), dict)
+                        and q["target"].get("type") == "tags"
+                        and annotations.REGIONS_TAG in (q["target"].get("tags") or []) for q in queries)
+    if shows_regions:
+        return []
+    return [Problem(wall.path, wall.line_of('"annotations"'), "annotations",
+                    f"no annotation query shows the sidecar's anomaly regions: add one of the Grafana data "
+                    f"source filtering by the tag {annotations.REGIONS_TAG!r} (disabled by default: the "
+                    "incidents tell the story)")]
 
 
 def check_files(paths: list[Path]) -> LintReport:
