@@ -43,7 +43,7 @@ def demo(clickhouse_endpoint: EndpointProcess) -> Iterator[Client]:
     """A database with the schema and the demo data: three quiet hours around a DE payment outage."""
     _settings, client = clickhouse_endpoint.migrated("sidecar")
     load_demo_data(client, PLAN)
-    for table in ("anomalies", "insights"):  # the demo's own sidecar outputs: the real sidecar writes these
+    for table in ("anomalies", "insights", "incidents"):  # the demo's sidecar outputs: the real sidecar writes these
         client.command(f"TRUNCATE TABLE {table}")
     yield client
     client.close()

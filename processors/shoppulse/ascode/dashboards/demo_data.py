@@ -193,6 +193,9 @@ def load_demo_data(client: Client, plan: DemoPlan, progress: Callable[[str], Non
             anomalies, progress)
     _insert(client, "insights", ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text",
                                  "source", "payload"], insights, progress)
+    _insert(client, "incidents", ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at",
+                                  "resolved_at", "severity", "revenue_at_risk", "story", "as_of", "detected_at",
+                                  "updated_at"], _incident_rows(plan), progress)
     _insert(client, "llm_calls", ["ts", "call_id", "anomaly_id", "model", "prompt_tokens", "completion_tokens",
                                   "cost_usd", "latency_ms", "cache_hit", "error"], _llm_rows(plan), progress)
     _insert(client, "component_heartbeats", ["ts", "component", "state", "address", "pid", "detail"],
@@ -306,6 +309,31 @@ def _incident_outputs(plan: DemoPlan) -> tuple[list[list[Any]], list[list[Any]]]
          "template", "{}"],
     ]
     return anomalies, insights
+
+
+def _incident_rows(plan: DemoPlan) -> list[list[Any]]:
+    """The sidecar's incidents for the demo's regions: the DE outage (resolved) and BR's abandonment (open)."""
+    incident = plan.incident
+    opened, closed = incident.start + timedelta(seconds=40), incident.end + timedelta(seconds=50)
+    resolved = closed + timedelta(minutes=3)
+    # the payments that failed: views x cart x checkout x attempt rates, 90 points more failing, at 65 each
+    failed_per_s = plan.events_per_s * _share(incident.country) * 0.55 * 0.25 * 0.5 * 0.9 * 0.9
+    at_risk = round(failed_per_s * 65 * (incident.end - incident.start).total_seconds(), 2)
+    recent = plan.now - timedelta(minutes=6)
+    outage_story = (f"Payment failures in {incident.country} since {opened:%H:%M} UTC (resolved at {resolved:%H:%M} "
+                    "UTC, critical): payment failure rate DE +3000 %; orders/s DE -96 %. "
+                    f"Revenue at risk so far: ${at_risk:,.0f}.")
+    br_story = (f"Cart abandonment surge in BR since {recent:%H:%M} UTC (ongoing, medium): cart abandonment BR +17 %. "
+                "Revenue at risk so far: $0.")
+    outage_ids = [uuid.UUID(int=plan.seed), uuid.UUID(int=plan.seed + 2)]
+    return [
+        [uuid.UUID(int=plan.seed + 20), "payment_failures", [incident.country],
+         ["orders_per_s", "payment_failure_rate"], outage_ids, opened, resolved, "critical", at_risk,
+         outage_story, resolved, opened + timedelta(seconds=3), resolved],
+        [uuid.UUID(int=plan.seed + 21), "cart_abandonment", ["BR"], ["abandonment_rate"],
+         [uuid.UUID(int=plan.seed + 1)], recent, None, "medium", 0.0, br_story, plan.now,
+         recent + timedelta(seconds=3), plan.now],
+    ]
 
 
 def _llm_rows(plan: DemoPlan) -> list[list[Any]]:
