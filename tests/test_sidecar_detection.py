@@ -295,6 +295,9 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
     assert [r.country for r in result.false_alerts] == ["GB"]
     assert result.country_days == 12 * 3 / 24
     assert result.incidents[0].told_once_rightly and [i.countries for i in result.false_incidents] == [["GB"]]
+    beside = OpenedIncident("traffic_drop", ["FR"], at + timedelta(seconds=60), 0.0, "Traffic drop in FR")
+    elsewhere = score(incidents, opened, timedelta(hours=3), [told[0], beside])
+    assert elsewhere.incidents[0].told_once_rightly and elsewhere.false_incidents == [beside]  # another country
     twice = score(incidents, opened, timedelta(hours=3), [told[0], told[0]])
     assert not twice.incidents[0].told_once_rightly  # told as two incidents: paged twice
     wrong = score(incidents, opened, timedelta(hours=3),

@@ -6,7 +6,8 @@ the load generator's events into a Kafka broker, ``shoppulse ingest``, ``shoppul
 per incident, was a region opened on an affected metric in an affected country during the incident,
 and how long after its start; on the incident-free run, false alerts per country-day. And on the
 incidents it wrote: each scripted incident should be exactly one, of the kind the generator played,
-and the incident-free run should have none.
+and the incident-free run should have none (an incident in another country, even during a scripted
+one, is a false one).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
         hits = [r for r in opened if r.metric in metrics and r.country in countries
                 and incident.start <= r.opened_at <= incident.end]
         delay = min((r.opened_at - incident.start).total_seconds() for r in hits) if hits else None
-        near = [i for i in told if incident.start - MARGIN <= i.opened_at <= incident.end + MARGIN]
+        near = [i for i in told if incident.start - MARGIN <= i.opened_at <= incident.end + MARGIN
+                and set(i.countries) & {*countries, "ALL"}]
         told_of |= {id(i) for i in near}
         scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
