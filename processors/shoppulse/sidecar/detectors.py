@@ -54,6 +54,7 @@ HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing 
 # stretches the z scale by the ratio, so "|z| >= 4" keeps meaning "as rare as 4 sigma would be".
 TAIL_QUANTILE = 0.995
 NORMAL_TAIL_Z = NormalDist().inv_cdf(1 - (1 - TAIL_QUANTILE) / 2)
+CUSUM_TAIL = 0.999  # the CUSUM's decay is read off this quantile of its sums: far out, where heavy tails show
 CALIBRATE_AFTER = 360  # points seen before the tail estimate is trusted (an hour at the sidecar's 10 s step)
 
 
@@ -291,7 +292,7 @@ class LevelShiftCusum:
     that never falls below 0, so a shift of a sigma or two that lasts adds up, where no single point
     reaches the baseline's cut-off. For independent normal z the sum's tail is exponential, P(S > s)
     about exp(-2 * drift * s); residuals that follow one another (a baseline lagging a daily swing)
-    have a heavier one, so the decay rate is learned from the series' own sums (their 99th
+    have a heavier one, so the decay rate is learned from the series' own sums (their 99.9th
     percentile, over points outside anomalies), never steeper than the independent case. Its
     surprise is the z of that tail probability."""
 
@@ -299,7 +300,7 @@ class LevelShiftCusum:
     drift: float = 0.5  # k, in scales: half the smallest shift worth accumulating
     high: float = 0.0
     low: float = 0.0
-    tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(0.99))
+    tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(CUSUM_TAIL))
     calibrated: int = 0
     name: str = "cusum"
     weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
@@ -317,13 +318,13 @@ class LevelShiftCusum:
         independent = 2 * self.drift
         if self.calibrated < CALIBRATE_AFTER:
             return independent
-        return min(independent, math.log(100) / max(float(self.tail.get() or 0.0), 1e-9))
+        return min(independent, -math.log(1 - CUSUM_TAIL) / max(float(self.tail.get() or 0.0), 1e-9))
 
     def surprise(self, total: float) -> float:
         return rarity_as_z(math.exp(-self.decay() * total))
 
     def score_one(self, point: Point) -> Opinion:
-        if not self.baseline.warm:
+        if not self.baseline.warm or self.calibrated < CALIBRATE_AFTER:  # silent until it knows its tail
             return Opinion(self.name, 0.0, None)
         surprise = self.surprise(max(self._sums(point)))
         return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
