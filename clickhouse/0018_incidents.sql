@@ -1,4 +1,4 @@
--- incidents: the sidecar's anomaly regions grouped by root cause (one story, one lifecycle, one page each); anomalies.incident_id names a region's incident.
+-- incidents: the sidecar's anomaly regions grouped by root cause (one story, one lifecycle, one page each; its ranked contributors); anomalies.incident_id names a region's incident.
 CREATE TABLE IF NOT EXISTS incidents
 (
     incident_id      UUID,
@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS incidents
     resolved_at      Nullable(DateTime64(3, 'UTC')),
     severity         LowCardinality(String),
     revenue_at_risk  Float64,
+    contributors     Array(String),
     story            String,
     as_of            DateTime64(3, 'UTC'),
     detected_at      DateTime64(3, 'UTC'),

@@ -131,6 +131,7 @@ def test_the_outage_is_one_incident_with_its_revenue_at_risk_and_keeps_its_id_ac
     truth = lost_revenue_truth(demo)
     assert abs(at_risk - truth) <= 0.1 * truth, (at_risk, truth)
     assert story.startswith(f"Payment failures in DE since {opened_at:%H:%M} UTC (resolved at") and "$" in story
+    assert "Top contributor: gateway " in story and "of the extra failures (failure rate" in story
 
     _fresh(demo)  # again, dying five minutes into the outage and restarting after it is over
     run_sidecar(demo, until=outage.start + timedelta(minutes=5))
@@ -141,6 +142,38 @@ def test_the_outage_is_one_incident_with_its_revenue_at_risk_and_keeps_its_id_ac
     assert again_id == incident_id and resolved_after == resolved_at
     assert sorted(map(str, members_after)) == sorted(map(str, members))
     assert abs(at_risk_after - at_risk) <= 0.01 * at_risk, (at_risk_after, at_risk)
+
+
+def test_the_gateways_behind_a_payments_incident_are_ranked(demo: Client) -> None:
+    """In a market of three gateways, one fails (or slows down) from some moment on: it comes first,
+    with its share of the extra failures (or slow payments) and its rate during and before."""
+    from shoppulse.events.histogram import bucket
+    from shoppulse.sidecar.contributors import payment_gateways
+
+    start = NOW + timedelta(days=1)  # far from the hours the other tests score
+    rows = []
+    for second in range(-3600, 600, 5):
+        when = start + timedelta(seconds=second)
+        for gateway in ("adyen", "klarna", "paypal"):
+            failing = gateway == "klarna" and second >= 0
+            slow = gateway == "paypal" and second >= 0
+            latency = bucket(2400 if slow else 300)
+            rows.append([when, "XQ", gateway, 10, 9 if failing else (1 if second % 50 == 0 else 0), [latency], [10],
+                         0, 0])
+    demo.insert("payment_latency_1s", rows, column_names=["ts", "country", "gateway", "attempts", "failures",
+                                                          "bucket_keys", "bucket_counts", "src_partition",
+                                                          "src_offset"])
+    end = start + timedelta(minutes=10)
+    failures = payment_gateways(demo, "payment_failures", ["XQ"], start, end)
+    assert [c.value for c in failures] == ["klarna"] and failures[0].share == 1.0
+    assert failures[0].during == 0.9 and failures[0].before == pytest.approx(0.01)
+    assert failures[0].describe("payment_failures") == ("gateway klarna: 100 % of the extra failures "
+                                                        "(failure rate 90 % against 1 %)")
+    slow = payment_gateways(demo, "checkout_latency", ["XQ"], start, end)
+    assert slow[0].value == "paypal" and slow[0].share == 1.0 and slow[0].during > 5 * slow[0].before
+    assert payment_gateways(demo, "sales_drop", ["XQ"], start, end) == []  # no dimension kept for it yet
+    store_wide = payment_gateways(demo, "payment_failures", ["ALL"], start, end)
+    assert store_wide[0].value == "klarna"
 
 
 def test_steps_read_in_one_batch_are_the_steps_read_one_by_one(demo: Client) -> None:

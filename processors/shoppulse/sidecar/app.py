@@ -27,6 +27,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
 
 from shoppulse.sidecar import baselines, seasonal
+from shoppulse.sidecar.contributors import payment_gateways
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.incidents import Incident, IncidentChange, IncidentTracker
@@ -53,7 +54,7 @@ LAST_STEP = Gauge("shoppulse_sidecar_last_step_seconds", "Event time (Unix secon
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
                    "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id"]
 INCIDENT_COLUMNS = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at",
-                    "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at"]
+                    "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at", "contributors"]
 INSIGHT_COLUMNS = ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text", "source",
                    "payload"]
 
@@ -145,7 +146,7 @@ class Sidecar:
         replay did not see is resolved now, as it was."""
         stored = self.client.query(
             "SELECT incident_id, anomaly_ids, opened_at, detected_at, revenue_at_risk, as_of, kind, countries, "
-            "metrics, severity, story FROM incidents FINAL WHERE resolved_at IS NULL").result_rows
+            "metrics, severity, story, contributors FROM incidents FINAL WHERE resolved_at IS NULL").result_rows
         changes: list[IncidentChange] = []
         adopted: set[int] = set()
         for incident_id, anomaly_ids, opened_at, detected_at, at_risk, as_of, *rest in stored:
@@ -153,10 +154,10 @@ class Sidecar:
             live = next((i for i in [*self.incidents.incidents, *self.incidents.resolved]
                          if any(str(r.anomaly_id) in members for r in i.regions)), None)
             if live is None:
-                kind, countries, metrics, severity, story = rest
+                kind, countries, metrics, severity, story, contributors = rest
                 self.client.insert("incidents", [[incident_id, kind, countries, metrics, anomaly_ids, opened_at,
                                                   at, severity, at_risk, story, as_of, detected_at,
-                                                  datetime.now(UTC)]], column_names=INCIDENT_COLUMNS)
+                                                  datetime.now(UTC), contributors]], column_names=INCIDENT_COLUMNS)
                 continue
             after = _utc(as_of)
             live.incident_id, live.opened_at, live.detected_at = incident_id, _utc(opened_at), detected_at
@@ -265,10 +266,11 @@ class Sidecar:
                                column_names=INCIDENT_COLUMNS)
         self.on_change()
 
-    @staticmethod
-    def _incident_row(change: IncidentChange, at: datetime, now: datetime) -> list[object]:
+    def _incident_row(self, change: IncidentChange, at: datetime, now: datetime) -> list[object]:
         incident: Incident = change.incident
         incident.detected_at = incident.detected_at or now
+        incident.contributors = [c.describe(incident.kind) for c in payment_gateways(
+            self.client, incident.kind, incident.countries, incident.opened_at, incident.resolved_at or at)][:3]
         if change.kind != "updated":
             INCIDENTS.labels(change.kind, incident.kind).inc()
             log.info(f"incident {change.kind}", extra={"incident_id": str(incident.incident_id),
@@ -276,7 +278,7 @@ class Sidecar:
         return [incident.incident_id, incident.kind, incident.countries, incident.metrics,
                 [r.anomaly_id for r in incident.regions], incident.opened_at, incident.resolved_at,
                 incident.severity(at), round(incident.revenue_at_risk, 2), incident.story(at), at,
-                incident.detected_at, now]
+                incident.detected_at, now, incident.contributors]
 
     def correlated(self, region: Region) -> list[Signal]:
         """Signals that moved with the region's: the same country's others, the same metric elsewhere."""

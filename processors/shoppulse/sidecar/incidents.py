@@ -82,6 +82,7 @@ class Incident:
     resolved_at: datetime | None = None
     revenue_at_risk: float = 0.0
     detected_at: datetime | None = None  # wall clock, set when the incident is first written
+    contributors: list[str] = field(default_factory=list)  # ranked, described (contributors.py)
     # (step, revenue at risk added): a restarted sidecar adds to the stored sum what its replay saw after it
     risk_steps: deque[tuple[datetime, float]] = field(default_factory=lambda: deque(maxlen=4320))
 
@@ -112,7 +113,7 @@ class Incident:
         return SEVERITIES[min(worst, len(SEVERITIES) - 1)]
 
     def story(self, at: datetime) -> str:
-        """What, where, since when, what moved, and the revenue at risk so far, in one paragraph."""
+        """What, where, since when, what moved, the top contributor and the revenue at risk so far."""
         where = "the whole store" if self.countries == [GLOBAL] else ", ".join(self.countries)
         since = self.opened_at.strftime("%H:%M UTC")
         state = f"resolved at {self.resolved_at.strftime('%H:%M UTC')}" if self.resolved_at else "ongoing"
@@ -122,7 +123,8 @@ class Incident:
             moved.append(f"{METRIC_NAMES.get(region.metric, region.metric)} {scope} "
                          f"{region.peak_delta_pct:+.0f} %")
         title = TITLES.get(self.kind, self.kind.replace("_", " ").capitalize())
-        return (f"{title} in {where} since {since} ({state}, {self.severity(at)}): {'; '.join(moved)}. "
+        top = f" Top contributor: {self.contributors[0]}." if self.contributors else ""
+        return (f"{title} in {where} since {since} ({state}, {self.severity(at)}): {'; '.join(moved)}.{top} "
                 f"Revenue at risk so far: ${self.revenue_at_risk:,.0f}.")
 
 
