@@ -337,6 +337,4 @@ def test_the_wall_dashboard_shows_incidents_and_its_regions_behind_a_tag_filter(
     broken = load(write(tmp_path, "store-live.json", model))
     [problem] = annotation_target_problems([broken])  # type: ignore[list-item]
     assert "no annotation query shows the sidecar's anomaly regions" in str(problem)
-    others = [f for f in shipped if f.uid != "shoppulse-store-live"]
-    [missing] = annotation_target_problems(others)  # type: ignore[arg-type]
-    assert "draws incidents on dashboard 'shoppulse-store-live', which no dashboard file has" in str(missing)
+    assert annotation_target_problems([f for f in shipped if f.uid != "shoppulse-store-live"]) == []  # type: ignore[arg-type]

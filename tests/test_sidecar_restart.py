@@ -1,5 +1,6 @@
-"""kill -9 the sidecar process during an open anomaly and restart it: exactly one annotation region
-results in Grafana (the API double), and it is closed when the anomaly ends."""
+"""kill -9 the sidecar process during an open anomaly and restart it: exactly one annotation per
+anomaly region and per incident results in Grafana (the API double), the region closed when the
+anomaly ends."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def feed_until(feeder: AggregateFeeder, condition: Callable[[], bool], timeout_s
             return True
         time.sleep(0.2)
     return False
+
+
+def incident_tag(annotation: dict) -> str:
+    return next(t for t in annotation["tags"] if t.startswith("incident_id:"))
 
 
 def test_a_killed_sidecar_leaves_exactly_one_region_closed_when_the_outage_ends(
@@ -85,9 +90,12 @@ def test_a_killed_sidecar_leaves_exactly_one_region_closed_when_the_outage_ends(
         closed = client.query("SELECT closed_at FROM anomalies FINAL WHERE anomaly_id = {id:UUID}",
                               parameters={"id": anomaly_id}).result_rows[0][0]
         assert annotation["timeEnd"] == int(closed.replace(tzinfo=UTC).timestamp() * 1000)
-        per_anomaly = {}
+        per_item: dict[str, int] = {}  # each anomaly's annotation and each incident's
         for a in grafana.annotations.values():
-            key = next(t for t in a["tags"] if t.startswith("anomaly_id:"))
-            per_anomaly[key] = per_anomaly.get(key, 0) + 1
-        assert set(per_anomaly.values()) == {1}, "an anomaly got two annotations"
+            key = next(t for t in a["tags"] if t.startswith("anomaly_id:") or
+                       ("incident" in a["tags"] and t.startswith("incident_id:")))
+            per_item[key] = per_item.get(key, 0) + 1
+        assert set(per_item.values()) == {1}, "an anomaly or an incident got two annotations"
+        incidents = [k for k in per_item if k.startswith("incident_id:")]
+        assert incidents and incident_tag(annotation) in incidents  # the outage's region is part of one
     client.close()
