@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from shoppulse.devstack.recording import recorded_run
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario
 from shoppulse.settings import Settings
+from shoppulse.sidecar.signals import as_utc
 
 WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, for the baselines
 MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a false alert
@@ -81,14 +82,10 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
             "SELECT kind, countries, opened_at, revenue_at_risk, story FROM incidents FINAL "
             "WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
             parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
-    opened = [OpenedRegion(str(metric), str(country), _utc(at), float(delta)) for metric, country, at, delta in rows]
-    stories = [OpenedIncident(str(kind), [str(c) for c in countries], _utc(at), float(at_risk), str(story))
+    opened = [OpenedRegion(str(metric), str(country), as_utc(at), float(delta)) for metric, country, at, delta in rows]
+    stories = [OpenedIncident(str(kind), [str(c) for c in countries], as_utc(at), float(at_risk), str(story))
                for kind, countries, at, at_risk, story in told]
     return score(recorded.incidents, opened, recorded.end - recorded.start, stories)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta,

@@ -32,7 +32,7 @@ from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Ver
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.incidents import Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
-from shoppulse.sidecar.signals import read_seasonal_bands, read_windows, seasonal_bucket, watermark
+from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Sidecar:
             if incident_id is not None:  # a region closed below keeps the incident it was part of
                 self.stored_incident_of[anomaly_id] = incident_id
             series = self.series.get((metric, country))
-            opened = opened_at.replace(tzinfo=UTC) if opened_at.tzinfo is None else opened_at
+            opened = as_utc(opened_at)
             if series is not None and series.tracker.region is not None:
                 region = series.tracker.region
                 region.anomaly_id, region.opened_at, region.detected_at = anomaly_id, opened, detected_at
@@ -159,8 +159,8 @@ class Sidecar:
                                                   at, severity, at_risk, story, as_of, detected_at,
                                                   datetime.now(UTC), contributors]], column_names=INCIDENT_COLUMNS)
                 continue
-            after = _utc(as_of)
-            live.incident_id, live.opened_at, live.detected_at = incident_id, _utc(opened_at), detected_at
+            after = as_utc(as_of)
+            live.incident_id, live.opened_at, live.detected_at = incident_id, as_utc(opened_at), detected_at
             live.revenue_at_risk = float(at_risk) + sum(lost for step, lost in live.risk_steps if step > after)
             adopted.add(id(live))
             changes.append(IncidentChange("resolved" if live.resolved_at else "updated", live))
@@ -315,10 +315,6 @@ class Sidecar:
         if self.explain is not None:  # the model's wording replaces the template's when it arrives
             self.explain(payload, region.opened_at, region.anomaly_id, row)
         return row
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],

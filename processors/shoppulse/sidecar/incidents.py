@@ -140,7 +140,6 @@ class IncidentTracker:
     incidents: list[Incident] = field(default_factory=list)  # not yet resolved
     # the latest resolved, for a restarted sidecar whose replay saw one end that it had stored as open
     resolved: deque[Incident] = field(default_factory=lambda: deque(maxlen=100))
-    by_region: dict[int, Incident] = field(default_factory=dict)  # id(region) -> its incident
 
     def step(self, at: datetime, opened: list[Region], lost_revenue: dict[str, float],
              step_s: float) -> list[IncidentChange]:
@@ -157,7 +156,6 @@ class IncidentTracker:
             else:
                 incident.regions.append(region)
                 changes.setdefault(incident.incident_id, IncidentChange("updated", incident))
-            self.by_region[id(region)] = incident
         for incident in list(self.incidents):
             if incident.is_open:
                 countries = incident.countries
@@ -169,8 +167,6 @@ class IncidentTracker:
                 incident.resolved_at = incident.last_closed_at()
                 self.incidents.remove(incident)
                 self.resolved.append(incident)
-                for region in incident.regions:
-                    self.by_region.pop(id(region), None)
                 changes[incident.incident_id] = IncidentChange("resolved", incident)
         return list(changes.values())
 
@@ -190,4 +186,5 @@ class IncidentTracker:
         return store_wide[-1] if store_wide else None  # the first country to move drives the store's
 
     def incident_of(self, region: Region) -> Incident | None:
-        return self.by_region.get(id(region))
+        """The unresolved incident holding this region (the very object: ids change at a take-over)."""
+        return next((i for i in self.incidents if any(r is region for r in i.regions)), None)

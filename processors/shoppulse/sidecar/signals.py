@@ -62,13 +62,18 @@ def points(totals: Totals, latency: dict[int, int], window_s: float) -> dict[str
     return found
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A DateTime read from ClickHouse as an aware UTC datetime (the driver may give it naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def watermark(client: Client) -> datetime | None:
     """The end of the newest complete second of every country (the freshness of metrics_1s)."""
     rows = client.query("SELECT min(watermark) FROM freshness WHERE source = 'metrics_1s'").result_rows
     value = rows[0][0] if rows else None
     if not isinstance(value, datetime) or value.year <= 1970:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def read_windows(client: Client, ends: list[datetime], window_s: int,
@@ -130,8 +135,7 @@ def read_seasonal_bands(client: Client, first: datetime,
         parameters={"first": first.replace(tzinfo=None), "last": (last or first).replace(tzinfo=None)}).result_rows
     bands: dict[datetime, dict[tuple[str, str], SeasonalBand]] = defaultdict(dict)
     for bucket, metric, country, lower, upper in rows:
-        start = bucket.replace(tzinfo=UTC) if bucket.tzinfo is None else bucket.astimezone(UTC)
-        bands[start][(str(metric), str(country))] = SeasonalBand(float(lower), float(upper))
+        bands[as_utc(bucket)][(str(metric), str(country))] = SeasonalBand(float(lower), float(upper))
     return bands
 
 
