@@ -51,7 +51,9 @@ def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str]]:
     scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
     # Lighter than the command's defaults (100 events/s, an hour of warm-up) to keep the suite short:
     # the rules' baselines need 40 minutes of history, which the first incident (at +10m) has.
-    with recorded_run(load_settings(), scenario, 60, timedelta(minutes=30), timedelta(minutes=12),
+    # The replay covers every moment the tests accept a firing in (AFTER_END after the last incident):
+    # a rule that looks back 15 minutes with a pending period can fire near its end.
+    with recorded_run(load_settings(), scenario, 60, timedelta(minutes=30), AFTER_END,
                       fixed_week_time(datetime.now(UTC))) as (run, client):
         results = replay(load(alerting_paths()), RuleEvaluator(client, provisioned_datasources()),
                          run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end)
