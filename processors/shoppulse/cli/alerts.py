@@ -110,7 +110,7 @@ def replay_command(
               "check the URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
     console.print(f"replayed {clickhouse_url} from {begin:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S} UTC "
                   "(times below are from its start)", highlight=False)
-    _print(results, begin)
+    _print(files, results, begin, end)
 
 
 def _replay(files: AlertingFiles, client: Client, begin: datetime, end: datetime,
@@ -122,10 +122,21 @@ def _replay(files: AlertingFiles, client: Client, begin: datetime, end: datetime
     return replay(files, RuleEvaluator(client, provisioned_datasources()), begin, end, progress)
 
 
-def _print(results: list[RuleReplay], origin: datetime) -> None:
+def _print(files: AlertingFiles, results: list[RuleReplay], origin: datetime, end: datetime) -> None:
+    """Per rule when each instance fired and resolved, then what the policy tree would have sent."""
+    from shoppulse.ascode.alerting.notify import (
+        dispatch,
+        notification_lines,
+        policy_tree,
+        replay_alerts,
+        without_resolved_messages,
+    )
     from shoppulse.ascode.alerting.replay import report_lines
 
-    for line in report_lines(results, origin):
+    tree = policy_tree(files)
+    notifications = dispatch(tree, replay_alerts(files, results), end, without_resolved_messages(files)) if tree else []
+    told = notification_lines(notifications, origin) if tree else ["No notification policy tree: nothing is sent"]
+    for line in [*report_lines(results, origin), *told]:
         console.print(line, highlight=False, markup=False)
 
 
@@ -163,7 +174,7 @@ def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: P
         console.print(f"  incident {incident.incident.kind} in {', '.join(incident.incident.countries)}: "
                       f"+{int((incident.start - run.start).total_seconds()) // 60}m to "
                       f"+{int((incident.end - run.start).total_seconds()) // 60}m", highlight=False)
-    _print(results, run.start)
+    _print(files, results, run.start, run.end)
 
 
 @alerts_app.command("render")

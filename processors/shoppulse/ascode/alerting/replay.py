@@ -131,7 +131,8 @@ def replay(files: AlertingFiles, evaluator: RuleEvaluator, start: datetime, end:
     return results
 
 
-def _offset(moment: datetime, origin: datetime) -> str:
+def offset(moment: datetime, origin: datetime) -> str:
+    """``moment`` as minutes and seconds after (or before) ``origin``: +12m30s."""
     seconds = int((moment - origin).total_seconds())
     sign = "-" if seconds < 0 else "+"
     minutes, rest = divmod(abs(seconds), 60)
@@ -153,11 +154,11 @@ def report_lines(results: list[RuleReplay], origin: datetime) -> list[str]:
         lines.append(f"{result.title} [{result.uid}]: {len(result.firings)} firing(s) in {result.evaluations} "
                      f"evaluations{f', {len(result.errors)} errors' if result.errors else ''}")
         for firing in result.firings:
-            resolved = _offset(firing.resolved_at, origin) if firing.resolved_at else "still firing"
-            lines.append(f"  {describe(firing.labels)}: fired {_offset(firing.fired_at, origin)}, "
+            resolved = offset(firing.resolved_at, origin) if firing.resolved_at else "still firing"
+            lines.append(f"  {describe(firing.labels)}: fired {offset(firing.fired_at, origin)}, "
                          f"resolved {resolved}")
         for at, error in result.errors[:3]:
-            lines.append(f"  error at {_offset(at, origin)}: {error}")
+            lines.append(f"  error at {offset(at, origin)}: {error}")
     return lines
 
 

@@ -21,7 +21,8 @@ TABLE_WRITERS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("metrics_1s", "metrics_1m", "metrics_1h", "payment_latency_1s", "payment_latency_1m",
                      "payment_latency_1h", "sessions", "sessions_1m", "late_events", "freshness"), (AGGREGATION,)),
     "metrics_now": (INGESTION, AGGREGATION),
-    **dict.fromkeys(("anomalies", "insights", "incidents", "expected_band", "llm_calls", "baselines_how"),
+    **dict.fromkeys(("anomalies", "insights", "incidents", "incident_countries", "expected_band", "llm_calls",
+                     "baselines_how"),
                     (SIDECAR,)),
 }
 METRIC_WRITERS: dict[str, tuple[str, ...]] = {
