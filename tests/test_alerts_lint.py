@@ -54,14 +54,14 @@ def test_the_cli_passes_on_the_shipped_files() -> None:
     done = subprocess.run([sys.executable, "-m", "shoppulse", "alerts", "lint"], capture_output=True, text=True,
                           timeout=300, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ok: 6 file(s), 7 rules" in done.stdout
+    assert "ok: 6 file(s), 8 rules" in done.stdout
 
 
 def test_the_shipped_files_run_every_clickhouse_query(demo: Client) -> None:
     report = lint(alerting_paths(), demo, NOW)
     assert report.problems == []
-    assert report.rules == 7
-    assert report.queries_run == 9  # three for orders-below-band, two for abandonment, one each for four rules
+    assert report.rules == 8
+    assert report.queries_run == 10  # three for orders-below-band, two for abandonment, one each for five rules
 
 
 def test_a_rule_routed_to_a_missing_contact_point_fails(files: Path, demo: Client) -> None:
@@ -91,8 +91,8 @@ def test_a_broken_query_fails_with_clickhouse_s_reason(files: Path, demo: Client
 
 
 def test_a_query_with_two_value_columns_fails(files: Path, demo: Client) -> None:
-    edit(files / "rules.yaml", "SELECT country, sum(payment_failures) / sum(payment_attempts) AS failure_rate",
-         "SELECT country, sum(payment_failures) AS failures, sum(payment_attempts) AS attempts")
+    edit(files / "rules.yaml", "m.failure_rate AS failure_rate\n",
+         "m.failure_rate AS failure_rate, 100 * m.failure_rate AS pct\n")
     found = problems(files, demo)
     assert any("shoppulse-payment-failure-rate" in p and "2 numeric columns" in p for p in found), found
 

@@ -5,6 +5,7 @@ incident for every alert that carries its incident_id."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from shoppulse.ascode.alerting.notify import (
     without_resolved_messages,
 )
 from shoppulse.ascode.alerting.replay import Firing
+from shoppulse.sidecar.incidents import KINDS, TITLES
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 INCIDENT = "7d4f0c52-5a6e-5d3b-9a57-1f1f2f6b8e01"
@@ -122,3 +124,12 @@ def test_an_empty_incident_id_is_no_incident_and_regex_matchers_are_anchored(tre
     assert tree.match({**labels, "severity": "critical-ish"})[0].receiver == "slack-oncall"
     assert [r.receiver for r in tree.match({**labels, "severity": "critical"})] == ["pagerduty-oncall",
                                                                                    "slack-oncall"]
+
+
+def test_the_incident_rule_pages_every_kind_the_sidecar_names_and_no_other() -> None:
+    # A kind the sidecar names has a title and a story; its fallback kinds (metric_up / metric_down, e.g.
+    # abandonment_rate_down) are moves that do not hurt the store and page no one.
+    rule = next(r.item for r in load(alerting_paths()).rules() if r.item.get("uid") == "shoppulse-incident-open")
+    sql = rule["data"][0]["model"]["rawSql"]
+    paged = set(re.findall(r"'(\w+)'", sql[sql.index("kind IN"):]))
+    assert paged == {kind for _metric, _sign, kind in KINDS} == set(TITLES)

@@ -16,8 +16,15 @@ import pytest
 
 from checkout import ROOT
 from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
-from shoppulse.ascode.alerting.expressions import ExpressionError, evaluate
+from shoppulse.ascode.alerting.expressions import ExpressionError, Labels, evaluate
 from shoppulse.ascode.alerting.files import alerting_paths, load
+from shoppulse.ascode.alerting.notify import (
+    dispatch,
+    groups_of,
+    policy_tree,
+    replay_alerts,
+    without_resolved_messages,
+)
 from shoppulse.ascode.alerting.replay import (
     REPLAY_AFTER_MINUTES,
     Firing,
@@ -28,6 +35,7 @@ from shoppulse.ascode.alerting.replay import (
     replay,
     report_lines,
 )
+from shoppulse.bench.detection import EXPECTED_KIND
 from shoppulse.devstack.recording import RecordedRun, recorded_run
 from shoppulse.grafana.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
@@ -40,6 +48,12 @@ AFTER_END = timedelta(minutes=20)  # sessions close 5 min after their last event
 # The rule that must fire for each kind of incident (the sidecar's may name the store-wide series).
 MATCHING_RULE = {"payment_outage": "shoppulse-payment-failure-rate", "flash_sale": "shoppulse-sidecar-anomaly",
                  "checkout_latency": "shoppulse-sidecar-anomaly", "abandonment_surge": "shoppulse-abandonment-spike"}
+
+
+def countries_of(labels: Labels) -> set[str]:
+    """The countries an alert is about: its country, or its incident's countries."""
+    named = dict(labels)
+    return {c for c in [named.get("country", ""), *named.get("countries", "").split(",")] if c}
 
 
 def country_of(firing: Firing) -> str:
@@ -83,13 +97,45 @@ def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
     run, results, _ = replayed
     windows = [(i.start, i.end + AFTER_END, {*i.incident.countries, "ALL"}) for i in run.incidents]
     stray = [(uid, f) for uid, result in results.items() for f in result.firings
-             if not any(start <= f.fired_at <= end and country_of(f) in countries for start, end, countries in windows)]
+             if not any(start <= f.fired_at <= end and countries_of(f.labels) & countries
+                        for start, end, countries in windows)]
     assert stray == []
     assert all(not r.errors for r in results.values()), {u: r.errors[:2] for u, r in results.items() if r.errors}
     # The quiet quarter of an hour before the scenario was evaluated too, with every ClickHouse rule.
     evaluated = [r for r in results.values() if r.skipped is None]
     minutes = (run.end - run.begin - timedelta(minutes=REPLAY_AFTER_MINUTES)).total_seconds() // 60
-    assert len(evaluated) == 6 and all(r.evaluations >= minutes for r in evaluated)
+    assert len(evaluated) == 7 and all(r.evaluations >= minutes for r in evaluated)
+
+
+# The scripted incidents the sidecar tells as one incident today; the abandonment surge it does not
+# yet (the abandonment rate's shift is too small for its per-point scores: the detection issue), so
+# that one pages through the abandonment and orders rules per country.
+TOLD_AS_INCIDENTS = ("payment_outage", "flash_sale", "checkout_latency")
+
+
+@pytest.mark.integration
+def test_each_incident_the_sidecar_tells_pages_once_as_one_incident_of_its_kind(replayed) -> None:
+    """On-call gets one notification group per receiver for each incident: the sidecar's incident,
+    with its kind and countries, and every other alert about it grouped under it."""
+    run, results, printed = replayed
+    files = load(alerting_paths())
+    tree = policy_tree(files)
+    assert tree is not None
+    sent = dispatch(tree, replay_alerts(files, list(results.values())), run.end, without_resolved_messages(files))
+    groups = groups_of(sent)
+    for incident in run.incidents:
+        scripted = set(incident.incident.countries)
+        paged = [g for g in groups if g.receiver == "slack-oncall"
+                 and incident.start <= g.notifications[0].at <= incident.end + AFTER_END
+                 and any(countries_of(a) & scripted for n in g.notifications for a in n.firing)]
+        told = [(g.incident, len(g.notifications)) for g in paged]
+        assert paged, f"{incident.incident.kind} in {scripted} paged no one"
+        if incident.incident.kind not in TOLD_AS_INCIDENTS:
+            continue
+        assert len(paged) == 1, f"{incident.incident.kind} in {scripted}: {told}"
+        assert paged[0].incident["kind"] == EXPECTED_KIND[incident.incident.kind], told
+        assert set(paged[0].incident["countries"].split(",")) <= scripted, told
+    assert "Notifications as the policy tree sends them" in printed
 
 
 @pytest.mark.integration
