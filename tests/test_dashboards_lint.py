@@ -78,6 +78,9 @@ def test_broken_dashboards_fail_with_file_line_and_panel(tmp_path: Path) -> None
                                                            "WHERE $__timeFilter(ts) GROUP BY country"}]
     geomap = panel(misfit, "Revenue by country")
     geomap["targets"][0]["rawSql"] = "SELECT 'Germany' AS country, 1.5 AS revenue"
+    incidents = panel(misfit, "Incidents")  # a data link to a field its query stopped returning
+    target = incidents["targets"][0]
+    target["rawSql"] = target["rawSql"].replace(" AS link_country", " AS country_link")
 
     duplicate = copy.deepcopy(misfit)  # misfit's uid again, in a second file
     duplicate["title"] = "Store live (copy)"
@@ -103,6 +106,8 @@ def test_broken_dashboards_fail_with_file_line_and_panel(tmp_path: Path) -> None
     assert "panel 9 \"Revenue by country\" query A: country holds values that are not ISO 3166-1 alpha-2 codes: " \
            "Germany" in out
 
+    assert "panel 13 \"Incidents\" query A: data link 'Open the incident" in out
+    assert "uses field 'link_country', which the query does not return" in out
     assert "duplicate dashboard uid 'misfit'" in out
     assert "problem(s) in 4 dashboard(s)" in done.stderr
 

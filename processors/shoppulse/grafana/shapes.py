@@ -85,6 +85,34 @@ def shape_problems(panel: dict[str, Any], target: dict[str, Any], result: Result
             problems.append(f"options.xField {x_field!r} is not a column of the result ({described})")
     elif kind == "geomap":
         problems += _geomap_problems(panel, result, numbers, described)
+    return problems + _link_problems(panel, result, described)
+
+
+# A data link's reference to a field of the row it is clicked on: ${__data.fields.name} or
+# ${__data.fields["name"]} (Grafana's data link variables), with or without a :format.
+_FIELD_REFERENCE = re.compile(r"\$\{__data\.fields(?:\.([\w-]+)|\[\"([^\"]+)\"\])")
+
+
+def data_links(panel: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panel's data links: on every field and on fields picked by an override."""
+    config = panel.get("fieldConfig") or {}
+    links = list((config.get("defaults") or {}).get("links") or [])
+    for override in config.get("overrides") or []:
+        for prop in override.get("properties") or []:
+            if prop.get("id") == "links":
+                links += prop.get("value") or []
+    return [link for link in links if isinstance(link, dict)]
+
+
+def _link_problems(panel: dict[str, Any], result: Result, described: str) -> list[str]:
+    """A data link naming a field the query does not return links to an empty value in Grafana."""
+    problems = []
+    for link in data_links(panel):
+        for match in _FIELD_REFERENCE.finditer(str(link.get("url", ""))):
+            name = match.group(1) or match.group(2)
+            if name not in result.columns:
+                problems.append(f"data link {link.get('title')!r} uses field {name!r}, which the query does not "
+                                f"return ({described})")
     return problems
 
 

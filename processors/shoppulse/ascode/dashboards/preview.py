@@ -196,13 +196,23 @@ def _heatmap(ax: Axes, result: Result) -> None:
     bar.ax.tick_params(colors=MUTED, labelsize=8)
 
 
-def _table(ax: Axes, result: Result) -> None:
+def hidden_fields(panel: dict[str, Any]) -> set[str]:
+    """The fields a table override hides by name (``custom.hidden``): Grafana does not draw them."""
+    overrides = (panel.get("fieldConfig") or {}).get("overrides") or []
+    return {str((o.get("matcher") or {}).get("options")) for o in overrides
+            if (o.get("matcher") or {}).get("id") == "byName"
+            and any(p.get("id") == "custom.hidden" and p.get("value") for p in o.get("properties") or [])}
+
+
+def _table(ax: Axes, panel: dict[str, Any], result: Result) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.01, 0.95, "   ".join(result.columns), color=MUTED, fontsize=9, va="top", transform=ax.transAxes,
-            fontweight="bold")
+    hidden = hidden_fields(panel)
+    shown = [i for i, column in enumerate(result.columns) if column not in hidden]
+    ax.text(0.01, 0.95, "   ".join(result.columns[i] for i in shown), color=MUTED, fontsize=9, va="top",
+            transform=ax.transAxes, fontweight="bold")
     for index, row in enumerate(result.rows[:8]):
-        cells = [v.strftime("%H:%M:%S") if isinstance(v, datetime) else str(v) for v in row]
+        cells = [v.strftime("%H:%M:%S") if isinstance(v, datetime) else str(v) for v in (row[i] for i in shown)]
         text = "   ".join(cells)
         for part, chunk in enumerate((text[:85], text[85:170])):
             ax.text(0.01, 0.85 - index * 0.2 - part * 0.08, chunk, color=TEXT if part == 0 else MUTED, fontsize=9,
@@ -283,7 +293,7 @@ def render_dashboard(file: DashboardFile, executed: list[Executed], anomalies: l
         elif kind == "heatmap":
             _heatmap(ax, results[0])
         elif kind == "table":
-            _table(ax, results[0])
+            _table(ax, panel, results[0])
         elif kind == "piechart":
             _pie(ax, results[0])
         elif kind == "gauge":

@@ -1,7 +1,8 @@
-"""One reading of each payment KPI: the Store live "Payments by gateway" panel, run as Grafana's
-ClickHouse plugin would expand it over the demo data, gives each gateway's failure rate and latency
-percentiles exactly as the sidecar reads the same histograms (``events.histogram.quantile``), so a
-story that names a gateway's p99 agrees with the table beside it."""
+"""Store live's payments and incident panels on the demo data, run as Grafana's ClickHouse plugin
+expands them. One reading of each payment KPI: "Payments by gateway" gives each gateway's failure
+rate and latency percentiles exactly as the sidecar reads the same histograms
+(``events.histogram.quantile``), so a story that names a gateway's p99 agrees with the table beside
+it. The incident and insight rows link to their own time and country."""
 
 from __future__ import annotations
 
@@ -60,3 +61,30 @@ def test_the_gateway_table_reads_failures_and_percentiles_as_the_sidecar_does(de
             assert shown_p == round(quantile(histograms[gateway], q)), (gateway, q)
     # The table ranks the worst gateway first.
     assert [r[1] for r in shown.values()] == sorted((r[1] for r in shown.values()), reverse=True)
+
+
+def test_the_incident_and_insight_rows_link_to_their_time_and_country(demo: Client) -> None:
+    """Each row's data link opens Store live at the row's time range with its country; the fields the
+    link reads are returned by the query and hidden from the table (and from the preview)."""
+    from shoppulse.ascode.dashboards.preview import hidden_fields
+    from shoppulse.grafana.shapes import data_links
+
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text())
+    context = QueryContext(NOW - timedelta(hours=24), NOW, 60_000, {"country": [*COUNTRIES, "BR"]},
+                           multi=frozenset({"country"}))
+    for title in ("Incidents", "Insights"):
+        panel = next(p for p in dashboard["panels"] if p["title"] == title)
+        assert hidden_fields(panel) == {"from_ms", "to_ms", "link_country"}
+        [link] = data_links(panel)
+        assert link["url"].startswith(f"/d/{dashboard['uid']}/")
+        answer = demo.query(clickhouse_query(panel["targets"][0]["rawSql"], context))
+        rows = [dict(zip(answer.column_names, row, strict=True)) for row in answer.result_rows]
+        assert rows, title
+        for row in rows:
+            url = link["url"]
+            for field in ("from_ms", "to_ms", "link_country"):
+                url = url.replace(f"${{__data.fields.{field}}}", str(row[field]))
+            start = datetime.fromtimestamp(int(row["from_ms"]) / 1000, UTC)
+            assert start < row["time"].replace(tzinfo=UTC) and "${" not in url
+            assert row["to_ms"] == "now" or int(row["to_ms"]) > int(row["from_ms"])
+            assert row["link_country"] == "$__all" or row["link_country"] in row["country"]
