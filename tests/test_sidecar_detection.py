@@ -16,6 +16,7 @@ from shoppulse.ascode.dashboards.demo_data import poisson
 from shoppulse.events.histogram import bucket, quantile
 from shoppulse.loadgen.series_corpus import corpus
 from shoppulse.sidecar.detectors import (
+    CUSUM_CLIP_Z,
     HalfSpaceTreesDetector,
     LevelShiftCusum,
     Opinion,
@@ -72,8 +73,9 @@ def latency_p95_stream(seconds: int, per_minute: float, log_spread: float, seed:
 
 
 def regions(points: list[Point]) -> list[tuple[int, int | None]]:
-    """(opening step, closing step) of every region the detector and tracker produce."""
-    detector, tracker = SeriesDetector(seed=3), RegionTracker("orders_per_s", "BR")
+    """(opening step, closing step) of every region the detector and tracker produce, as the sidecar
+    runs them (60 s windows every 10 s)."""
+    detector, tracker = SeriesDetector(seed=3, overlap=WINDOW_S / STEP_S), RegionTracker("orders_per_s", "BR")
     found: list[list[int | None]] = []
     for index, point in enumerate(points):
         verdict = detector.step(point, tracker.is_open)
@@ -274,7 +276,7 @@ def test_any_detector_on_the_list_corroborates_or_vetoes_by_its_opinion_alone() 
     assert len(corroborated) == 1 and corroborated[0][1] == ["robust_z", "ceiling"]
     assert opened(limit=1e9) == []  # below the ceiling the spike is "the usual": vetoed (short of |z| >= 8)
     with_trees = SeriesDetector(seed=3)
-    assert [d.name for d in with_trees.detectors] == ["robust_z", "half_space_trees", "seasonal_band"]
+    assert [d.name for d in with_trees.detectors] == ["robust_z", "half_space_trees", "seasonal_band", "cusum"]
 
 
 def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alerts() -> None:
@@ -362,3 +364,22 @@ def test_the_cusum_learns_that_residuals_which_follow_one_another_have_a_heavier
     assert independent.decay() == pytest.approx(2 * independent.drift)
     assert lingering.decay() < 0.5 * independent.decay()
     assert lingering.surprise(10.0) < 3.0 and independent.surprise(10.0) > 4.0
+
+
+def test_the_cusum_counts_evidence_shared_by_overlapping_windows_once_and_clips_outliers() -> None:
+    """The sidecar's 60 s windows every 10 s: one slow minute is in six points; with overlap 6 their
+    sum adds what one independent point would. A z beyond CUSUM_CLIP_Z adds as CUSUM_CLIP_Z."""
+    class FixedZ(RobustZ):
+        def z(self, point: Point) -> float:
+            return point.value
+
+    def high_after(values: list[float], overlap: float) -> float:
+        cusum = LevelShiftCusum(FixedZ(), overlap=overlap)
+        for value in values:
+            cusum.high, cusum.low = cusum._sums(Point(value, 0.0, "level"))
+        return cusum.high
+
+    drift = LevelShiftCusum(RobustZ()).drift
+    assert high_after([3.0] * 6, overlap=6) == pytest.approx(3.0 - drift)
+    assert high_after([3.0] * 6, overlap=1) == pytest.approx(6 * (3.0 - drift))
+    assert high_after([40.0], overlap=1) == pytest.approx(CUSUM_CLIP_Z - drift)

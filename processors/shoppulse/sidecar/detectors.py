@@ -56,6 +56,9 @@ TAIL_QUANTILE = 0.995
 NORMAL_TAIL_Z = NormalDist().inv_cdf(1 - (1 - TAIL_QUANTILE) / 2)
 CUSUM_TAIL = 0.999  # the CUSUM's decay is read off this quantile of its sums: far out, where heavy tails show
 CALIBRATE_AFTER = 360  # points seen before the tail estimate is trusted (an hour at the sidecar's 10 s step)
+# A point's z beyond this adds no more to the CUSUM: one outlier is the baseline's to judge, and a
+# shift the CUSUM is for moves many points by a little.
+CUSUM_CLIP_Z = 4.0
 
 
 @dataclass(frozen=True)
@@ -294,9 +297,14 @@ class LevelShiftCusum:
     about exp(-2 * drift * s); residuals that follow one another (a baseline lagging a daily swing)
     have a heavier one, so the decay rate is learned from the series' own sums (their 99.9th
     percentile, over points outside anomalies), never steeper than the independent case. Its
-    surprise is the z of that tail probability."""
+    surprise is the z of that tail probability.
+
+    Points whose windows overlap (the sidecar scores a 60 s window every 10 s: ``overlap`` 6) share
+    their evidence, so each adds 1/overlap of its z: one slow payment seen in six windows counts once.
+    Each z is clipped at CUSUM_CLIP_Z first."""
 
     baseline: RobustZ
+    overlap: float = 1.0  # how many consecutive points share each point's data (window / step)
     drift: float = 0.5  # k, in scales: half the smallest shift worth accumulating
     high: float = 0.0
     low: float = 0.0
@@ -309,8 +317,9 @@ class LevelShiftCusum:
     def _sums(self, point: Point) -> tuple[float, float]:
         if self._pending is not None and self._pending[0] is point:
             return self._pending[1], self._pending[2]
-        z = self.baseline.z(point)
-        sums = max(0.0, self.high + z - self.drift), max(0.0, self.low - z - self.drift)
+        z = max(-CUSUM_CLIP_Z, min(CUSUM_CLIP_Z, self.baseline.z(point)))
+        sums = (max(0.0, self.high + (z - self.drift) / self.overlap),
+                max(0.0, self.low + (-z - self.drift) / self.overlap))
         self._pending = (point, *sums)  # learn_one follows score_one, after the baseline has learned
         return sums
 
@@ -356,8 +365,8 @@ class Verdict:
     opinions: tuple[Opinion, ...] = ()
 
 
-def default_detectors(seed: int, baseline: RobustZ) -> list[Detector]:
-    return [baseline, HalfSpaceTreesDetector(seed), SeasonalBandDetector()]
+def default_detectors(seed: int, baseline: RobustZ, overlap: float = 1.0) -> list[Detector]:
+    return [baseline, HalfSpaceTreesDetector(seed), SeasonalBandDetector(), LevelShiftCusum(baseline, overlap)]
 
 
 @dataclass
@@ -368,9 +377,10 @@ class SeriesDetector:
     previous: float | None = None
     absorb_after: int = ABSORB_AFTER_STEPS
     unusual_steps: int = 0
+    overlap: float = 1.0  # consecutive points sharing data (the sidecar's window / step), for the CUSUM
 
     def __post_init__(self) -> None:
-        self.detectors = self.detectors or default_detectors(self.seed, self.robust)
+        self.detectors = self.detectors or default_detectors(self.seed, self.robust, self.overlap)
 
     def step(self, point: Point, anomalous_before: bool) -> Verdict:
         """Score ``point`` with every detector, then let them learn from it unless it belongs to an
