@@ -114,6 +114,35 @@ def test_a_payment_outage_fails_payments_in_its_country_only_while_it_lasts(tmp_
     assert truth["start"] == (NOON_UTC + timedelta(seconds=60)).isoformat()
 
 
+def test_a_gateway_outage_fails_that_gateway_only_and_names_it_in_the_ground_truth(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "outage.yaml"
+    scenario_file.write_text("name: t\nincidents:\n  - {kind: payment_outage, countries: [BR], gateway: pix, "
+                             "start_after_s: 60, duration_s: 120}\n")
+    incidents = schedule(load_scenario(scenario_file), NOON_UTC)
+    stream = EventStream(rate=50, incidents=incidents, seed=3)
+    attempts = [e for e in events(stream, 40_000, NOON_UTC + timedelta(seconds=120))
+                if e["event_type"] == "payment_attempt" and e["country"] == "BR"]
+    share = {gateway: sum(a["result"] == "failure" for a in mine) / len(mine)
+             for gateway in ("pix", "adyen") if (mine := [a for a in attempts if a["gateway"] == gateway])}
+    assert share["pix"] > 0.6 and share["adyen"] < 0.2, share
+    write_ground_truth(tmp_path / "truth.jsonl", incidents)
+    assert json.loads((tmp_path / "truth.jsonl").read_text())["gateway"] == "pix"
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("{kind: payment_outage, countries: [BR], gateway: klarna, start_after_s: 1, duration_s: 1}",
+     "BR pays through pix, adyen, not klarna"),
+    ("{kind: flash_sale, countries: [BR], gateway: pix, start_after_s: 1, duration_s: 1}",
+     "gateway is for payment_outage and checkout_latency incidents, not flash_sale"),
+])
+def test_a_gateway_the_country_does_not_use_or_an_incident_without_payments_is_refused(
+        tmp_path: Path, line: str, says: str) -> None:
+    scenario_file = tmp_path / "bad.yaml"
+    scenario_file.write_text(f"name: t\nincidents:\n  - {line}\n")
+    with pytest.raises(ScenarioError, match=says):
+        load_scenario(scenario_file)
+
+
 def traffic(stream: EventStream, rate: float, start: datetime, seconds: int, skip_s: int) -> Counter[str]:
     """Events per country, emitted as the senders do (rate times the stream's load each second)."""
     counted: Counter[str] = Counter()

@@ -307,6 +307,18 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
     assert not wrong.incidents[0].told_once_rightly  # one, but not the cause the generator played
     missed = score(incidents, opened[2:], timedelta(hours=3))
     assert [(s.detected, s.delay_s) for s in missed.incidents] == [(False, None)]
+    assert result.incidents[0].names_its_gateway is None  # the outage hit every gateway
+    one_gateway = schedule(Scenario(name="t", incidents=[Incident(kind="payment_outage", countries=["DE"],
+                                                                  gateway="klarna", start_after_s=600,
+                                                                  duration_s=300)]), START)
+
+    def naming(top: str) -> bool | None:
+        story = OpenedIncident("payment_failures", ["DE"], at + timedelta(seconds=40), 5000.0, "Payment failures",
+                               [top, "gateway paypal: 20 % of the extra failures"])
+        return score(one_gateway, opened, timedelta(hours=3), [story]).incidents[0].names_its_gateway
+
+    assert naming("gateway klarna: 80 % of the extra failures") is True
+    assert naming("gateway adyen: 80 % of the extra failures") is False
 
 
 def test_rarity_is_told_as_the_z_of_a_normal_tail_as_rare() -> None:

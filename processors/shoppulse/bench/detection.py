@@ -45,6 +45,7 @@ class OpenedIncident:
     opened_at: datetime
     revenue_at_risk: float
     story: str
+    contributors: list[str] = field(default_factory=list)  # ranked, "gateway pix: ..." first
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,19 @@ class IncidentScore:
     delay_s: float | None
     regions: list[OpenedRegion]
     told_as: list[OpenedIncident] = field(default_factory=list)  # the sidecar's incidents for it: one is right
+    gateway: str | None = None  # the one payment gateway the generator made fail or slow
 
     @property
     def told_once_rightly(self) -> bool:
         return len(self.told_as) == 1 and self.told_as[0].kind == EXPECTED_KIND.get(self.kind)
+
+    @property
+    def names_its_gateway(self) -> bool | None:
+        """Whether the incident's top contributor is the scripted gateway (None: no gateway scripted)."""
+        if self.gateway is None:
+            return None
+        return any(i.contributors and i.contributors[0].startswith(f"gateway {self.gateway}:")
+                   for i in self.told_as)
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,13 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
             "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
             parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
         told = client.query(
-            "SELECT kind, countries, opened_at, revenue_at_risk, story FROM incidents FINAL "
+            "SELECT kind, countries, opened_at, revenue_at_risk, story, contributors FROM incidents FINAL "
             "WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
             parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
     opened = [OpenedRegion(str(metric), str(country), as_utc(at), float(delta)) for metric, country, at, delta in rows]
-    stories = [OpenedIncident(str(kind), [str(c) for c in countries], as_utc(at), float(at_risk), str(story))
-               for kind, countries, at, at_risk, story in told]
+    stories = [OpenedIncident(str(kind), [str(c) for c in countries], as_utc(at), float(at_risk), str(story),
+                              [str(c) for c in contributors])
+               for kind, countries, at, at_risk, story, contributors in told]
     return score(recorded.incidents, opened, recorded.end - recorded.start, stories)
 
 
@@ -100,7 +111,8 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
         near = [i for i in told if incident.start - MARGIN <= i.opened_at <= incident.end + MARGIN
                 and set(i.countries) & {*countries, "ALL"}]
         told_of |= {id(i) for i in near}
-        scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near))
+        scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near,
+                                    incident.incident.gateway))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
     false_alerts = [r for r in opened if id(r) not in explained]
     return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400,

@@ -73,6 +73,10 @@ def score(
                                      for i in incident.told_as) or "none"
                     verdict = "one, of its kind" if incident.told_once_rightly else "NOT one of its kind"
                     console.print(f"{'':14} incidents: {len(incident.told_as)} ({verdict}): {told}", highlight=False)
+                    if incident.names_its_gateway is not None:
+                        top = next((i.contributors[0] for i in incident.told_as if i.contributors), "none")
+                        console.print(f"{'':14} top contributor: {top} (the scripted gateway {incident.gateway}: "
+                                      f"{'named' if incident.names_its_gateway else 'NOT named'})", highlight=False)
             err.print(f"incident-free traffic: recording {quiet_hours:g} h at {rate:g} events/s through the "
                       "pipeline…", highlight=False)
             quiet = record_and_score(settings, None, rate, timedelta(hours=quiet_hours), seed=11,

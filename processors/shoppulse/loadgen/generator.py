@@ -183,11 +183,12 @@ class EventStream:
             self._refresh(now)
 
     def _refresh(self, now: datetime) -> None:
-        active: dict[str, list[tuple[str, float]]] = {}
+        active: dict[str, list[tuple[str, float, str | None]]] = {}
         for incident in self.incidents:
             if incident.active(now):
                 for country in incident.incident.countries:
-                    active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude))
+                    active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude,
+                                                           incident.incident.gateway))
         self._effects = {c: effects_for(kinds) for c, kinds in active.items()}
         boost = {c: e.traffic_boost for c, e in self._effects.items() if e.traffic_boost != 1.0}
         week_time = now + self.traffic_shift

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shoppulse.events.schema import Country
+from shoppulse.loadgen.markets import MARKETS
 from shoppulse.project_files import scenarios_dir
 
 IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge"]
@@ -26,6 +27,9 @@ AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+GATEWAY_KINDS = ("payment_outage", "checkout_latency")  # the incidents one payment gateway can cause
+
+
 class Incident(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,6 +38,20 @@ class Incident(BaseModel):
     start_after_s: float = Field(ge=0, description="Seconds after the run starts")
     duration_s: float = Field(gt=0)
     magnitude: float = Field(default=1.0, gt=0, le=10, description="1 = the default strength")
+    gateway: str | None = Field(default=None, description="Only this payment gateway fails or slows "
+                                                          "(payment_outage, checkout_latency); default: all")
+
+    @model_validator(mode="after")
+    def _gateway_of_its_countries(self) -> Incident:
+        if self.gateway is None:
+            return self
+        if self.kind not in GATEWAY_KINDS:
+            raise ValueError(f"gateway is for {' and '.join(GATEWAY_KINDS)} incidents, not {self.kind}")
+        for country in self.countries:
+            if self.gateway not in MARKETS[country].gateways:
+                raise ValueError(f"{country} pays through {', '.join(MARKETS[country].gateways)}, "
+                                 f"not {self.gateway}")
+        return self
 
 
 class Scenario(BaseModel):
@@ -86,7 +104,7 @@ class ActiveIncident:
         return {"kind": self.incident.kind, "countries": self.incident.countries,
                 "metrics": list(AFFECTED_METRICS[self.incident.kind]),
                 "start": self.start.isoformat(), "end": self.end.isoformat(),
-                "magnitude": self.incident.magnitude}
+                "magnitude": self.incident.magnitude, "gateway": self.incident.gateway}
 
 
 def schedule(scenario: Scenario, run_start: datetime) -> list[ActiveIncident]:

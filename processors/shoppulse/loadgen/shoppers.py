@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shoppulse.loadgen.markets import Market
@@ -26,24 +26,34 @@ class Effects:
     checkout: float = 0.55
     drop_before_payment: float = 0.12
     traffic_boost: float = 1.0
+    gateway: str | None = None  # the payment effects hit this gateway only (None: every gateway)
+
+    def at_gateway(self, gateway: str) -> Effects:
+        """The effects a payment through ``gateway`` meets: another gateway's outage or slowness leaves it
+        at the usual failure rate and latency."""
+        if self.gateway is None or self.gateway == gateway:
+            return self
+        usual = Effects()
+        return replace(self, payment_failure=usual.payment_failure, latency_factor=usual.latency_factor)
 
 
-def effects_for(kinds_with_magnitude: list[tuple[str, float]]) -> Effects:
+def effects_for(active: list[tuple[str, float, str | None]]) -> Effects:
+    """The effects of the incidents active in one country: (kind, magnitude, gateway or None) each.
+    Payment incidents on two different gateways at once count as hitting every gateway."""
     e = Effects()
-    for kind, m in kinds_with_magnitude:
+    gateways = {gateway for kind, _, gateway in active if kind in ("payment_outage", "checkout_latency")}
+    for kind, m, _ in active:
         if kind == "payment_outage":
-            e = Effects(min(0.98, 0.85 * m), e.latency_factor, e.add_to_cart, e.checkout, e.drop_before_payment,
-                        e.traffic_boost)
+            e = replace(e, payment_failure=min(0.98, 0.85 * m))
         elif kind == "flash_sale":
-            e = Effects(e.payment_failure, e.latency_factor, min(0.9, e.add_to_cart * 1.6), min(0.95, e.checkout * 1.2),
-                        e.drop_before_payment, e.traffic_boost * 3 * m)
+            e = replace(e, add_to_cart=min(0.9, e.add_to_cart * 1.6), checkout=min(0.95, e.checkout * 1.2),
+                        traffic_boost=e.traffic_boost * 3 * m)
         elif kind == "checkout_latency":
-            e = Effects(e.payment_failure, e.latency_factor * 6 * m, e.add_to_cart, e.checkout,
-                        min(0.9, e.drop_before_payment * 2.5), e.traffic_boost)
+            e = replace(e, latency_factor=e.latency_factor * 6 * m,
+                        drop_before_payment=min(0.9, e.drop_before_payment * 2.5))
         elif kind == "abandonment_surge":
-            e = Effects(e.payment_failure, e.latency_factor, e.add_to_cart, e.checkout * 0.5,
-                        min(0.95, 0.6 * m), e.traffic_boost)
-    return e
+            e = replace(e, checkout=e.checkout * 0.5, drop_before_payment=min(0.95, 0.6 * m))
+    return replace(e, gateway=next(iter(gateways)) if len(gateways) == 1 else None)
 
 
 @dataclass
@@ -88,6 +98,7 @@ def apply_live_effects(rng: random.Random, session: Session, step: dict[str, Any
         session.steps.clear()  # starts the checkout, never pays
     if kind != "payment_attempt":
         return step
+    now, planned = now.at_gateway(step["gateway"]), planned.at_gateway(step["gateway"])
     if now.latency_factor != planned.latency_factor:
         step = {**step, "latency_ms": min(int(step["latency_ms"] * now.latency_factor / planned.latency_factor),
                                           600_000)}
@@ -125,6 +136,7 @@ def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int
         return steps
     order_id = f"o-{serial:x}-{rng.getrandbits(20):05x}"
     gateway = rng.choice(market.gateways)
+    effects = effects.at_gateway(gateway)
     for _attempt in range(3):
         latency = int(rng.lognormvariate(5.8, 0.45) * effects.latency_factor)  # median ~330 ms
         failed = rng.random() < effects.payment_failure
