@@ -86,15 +86,22 @@ def test_the_outage_is_found_within_a_minute_with_no_false_alert(demo: Client) -
     first = {(m, c): o.replace(tzinfo=UTC) for m, c, o, *_ in found}
     assert first[("payment_failure_rate", "DE")] <= incident.start + timedelta(seconds=60)
     assert first[("orders_per_s", "DE")] <= incident.start + timedelta(seconds=60)
-    text, payload = demo.query("SELECT text, payload FROM insights FINAL WHERE metric = 'payment_failure_rate' "
-                               "AND country = 'DE'").result_rows[0]
-    assert "Payment failure rate in DE rose to" in text and "a problem local to DE" in text
+    # One insight for the outage: its incident's, led by its first region, naming the others and the gateway.
+    insights = demo.query("SELECT text, payload, incident_id FROM insights FINAL").result_rows
+    incidents = demo.query("SELECT incident_id, anomaly_ids FROM incidents FINAL").result_rows
+    assert len(insights) == 1 and len(incidents) == 1, (insights, incidents)
+    text, payload, incident_id = insights[0]
+    assert incident_id == incidents[0][0]
     data = json.loads(payload)
-    assert data["scope"] == "local" and data["baseline"] < 0.1 < data["observed"]
+    assert data["incident"] == "payment_failures" and data["country"] in ("DE", "ALL")
     assert {"metric", "country", "observed", "baseline", "delta_pct", "window", "correlated_signals"} <= set(data)
-    orders = json.loads(demo.query("SELECT payload FROM insights FINAL WHERE metric = 'orders_per_s' "
-                                   "AND country = 'DE'").result_rows[0][0])
-    assert any(s["metric"] == "payment_failure_rate" and s["country"] == "DE" for s in orders["correlated_signals"])
+    grouped = {(r["metric"], r["country"]) for r in data["incident_regions"]} | {(data["metric"], data["country"])}
+    assert {("payment_failure_rate", "DE"), ("orders_per_s", "DE")} <= grouped
+    assert len(data["incident_regions"]) + 1 == len(incidents[0][1])  # every region of the incident, once
+    assert " One incident with: " in text and " Top contributor: gateway " in text, text
+    if data["metric"] == "payment_failure_rate" and data["country"] == "DE":
+        assert "Payment failure rate in DE rose to" in text and "a problem local to DE" in text
+        assert data["scope"] == "local" and data["baseline"] < 0.1 < data["observed"]
 
 
 def lost_revenue_truth(client: Client) -> float:

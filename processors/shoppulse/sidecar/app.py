@@ -2,13 +2,14 @@
 
 Every ``step_s`` of event time that has become final (below the freshness watermark) is scored
 for every metric in every country and for the whole store. Region changes go to ``anomalies``
-(ReplacingMergeTree by anomaly id: the newest row wins), an insight to ``insights`` when a region
-opens, the regions' incidents (``incidents.py``) to ``incidents`` when they change and every minute
-while open, and the annotation syncer is woken to mirror them into Grafana.
+(ReplacingMergeTree by anomaly id: the newest row wins), the regions' incidents (``incidents.py``)
+to ``incidents`` when they change and every minute while open, one insight per incident to
+``insights`` when it opens and again when a region joins it (the same insight id: the newest
+wording wins), and the annotation syncer is woken to mirror them into Grafana.
 
 State is rebuilt on start by replaying the last ``warm_up`` of steps from ClickHouse, which is
 deterministic: a region that was open when the sidecar died is found again with the same id, its
-insight has the same id, and its annotation is adopted rather than duplicated; an open incident
+incident's insight has the same id, and its annotation is adopted rather than duplicated; an open incident
 keeps its id and adds to its stored revenue at risk what the replay saw after it.
 """
 
@@ -56,7 +57,7 @@ ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", 
 INCIDENT_COLUMNS = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at",
                     "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at", "contributors"]
 INSIGHT_COLUMNS = ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text", "source",
-                   "payload"]
+                   "payload", "incident_id"]
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Sidecar:
     last_step: datetime | None = None
     replaying: bool = False
     incidents: IncidentTracker = field(default_factory=IncidentTracker)
+    insight_covers: dict[uuid.UUID, frozenset[uuid.UUID]] = field(default_factory=dict)  # the regions each told
     stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
 
     def _series(self, metric: str, country: str) -> Series:
@@ -252,19 +254,26 @@ class Sidecar:
                               incident.incident_id if incident is not None
                               else self.stored_incident_of.get(region.anomaly_id)])
             if change.kind == "opened":
-                insights.append(self._insight(region, severity))
                 log.info("anomaly opened", extra={"metric": region.metric, "country": region.country,
                                                   "severity": severity, "anomaly_id": str(region.anomaly_id)})
             elif change.kind == "closed":
                 log.info("anomaly closed", extra={"metric": region.metric, "country": region.country,
                                                   "anomaly_id": str(region.anomaly_id)})
+        incident_rows = [self._incident_row(c, at, now) for c in incident_changes]
+        for incident_change in incident_changes:  # one insight per incident, reworded when it grows
+            incident = incident_change.incident
+            covered = frozenset(r.anomaly_id for r in incident.regions)
+            if incident_change.kind == "resolved":
+                self.insight_covers.pop(incident.incident_id, None)
+            elif self.insight_covers.get(incident.incident_id) != covered:
+                insights.append(self._insight(incident, at))
+                self.insight_covers[incident.incident_id] = covered
         if anomalies:
             self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
         if insights:
             self.client.insert("insights", insights, column_names=INSIGHT_COLUMNS)
-        if incident_changes:
-            self.client.insert("incidents", [self._incident_row(c, at, now) for c in incident_changes],
-                               column_names=INCIDENT_COLUMNS)
+        if incident_rows:
+            self.client.insert("incidents", incident_rows, column_names=INCIDENT_COLUMNS)
         self.on_change()
 
     def _incident_row(self, change: IncidentChange, at: datetime, now: datetime) -> list[object]:
@@ -301,22 +310,29 @@ class Sidecar:
         return [Signal(m, c, s.last.z, 0.0, 0.0) for (m, c), s in self.series.items()
                 if m == metric and s.last is not None]
 
-    def _insight(self, region: Region, severity: str) -> list[object]:
-        moved = self.correlated(region)
+    def _insight(self, incident: Incident, at: datetime) -> list[object]:
+        """The incident's insight: its first region told with what moved with it, the other regions of
+        the incident and its top contributor; one row per incident (the same id, replaced as it grows)."""
+        lead = incident.regions[0]
+        moved = self.correlated(lead)
         payload = InsightPayload(
-            region.metric, region.country, round(region.observed, 6), round(region.expected, 6),
-            round(region.delta_pct, 1), f"{self.window_s} s", scope_of(region.metric, region.country, region.z,
-                                                                        self._peers(region.metric)),
+            lead.metric, lead.country, round(lead.observed, 6), round(lead.expected, 6),
+            round(lead.delta_pct, 1), f"{self.window_s} s", scope_of(lead.metric, lead.country, lead.z,
+                                                                    self._peers(lead.metric)),
             [{"metric": s.metric, "country": s.country, "z": round(s.z, 1), "delta_pct": round(s.delta_pct, 1),
-              "correlation": round(s.correlation, 2)} for s in moved[:8]])
-        text = template_insight(payload, region.opened_at)
-        insight_id = uuid.uuid5(region.anomaly_id, "insight")
-        row: list[object] = [region.opened_at, insight_id, region.anomaly_id, region.metric, region.country, severity,
-                             text, "template", json.dumps(payload.as_dict(), sort_keys=True)]
+              "correlation": round(s.correlation, 2)} for s in moved[:8]],
+            incident.kind,
+            [{"metric": r.metric, "country": r.country, "delta_pct": round(r.peak_delta_pct, 1)}
+             for r in incident.regions[1:]],
+            incident.contributors[:1])
+        text = template_insight(payload, lead.opened_at)
+        insight_id = uuid.uuid5(incident.incident_id, "insight")
+        row: list[object] = [incident.opened_at, insight_id, lead.anomaly_id, lead.metric, lead.country,
+                             incident.severity(at), text, "template", json.dumps(payload.as_dict(), sort_keys=True),
+                             incident.incident_id]
         if self.explain is not None:  # the model's wording replaces the template's when it arrives
-            self.explain(payload, region.opened_at, region.anomaly_id, row)
+            self.explain(payload, lead.opened_at, lead.anomaly_id, row)
         return row
-
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
         warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0,

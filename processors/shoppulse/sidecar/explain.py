@@ -49,6 +49,11 @@ class InsightPayload:
     window: str
     scope: str  # local | systemic
     correlated_signals: list[dict[str, object]] = field(default_factory=list)
+    # The incident the region leads: its kind, the other regions grouped with it (metric, country,
+    # delta_pct) and its ranked contributors ("gateway pix: 91 % of the extra failures ...").
+    incident: str = ""
+    incident_regions: list[dict[str, object]] = field(default_factory=list)
+    contributors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -101,4 +106,11 @@ def template_insight(payload: InsightPayload, opened_at: datetime) -> str:
             peers = sorted({str(s["country"]) for s in payload.correlated_signals
                             if s["metric"] == payload.metric and s["country"] != payload.country})
             text += f" The same is happening in {', '.join(peers[:5]) or 'other countries'}: a store-wide problem."
+    if payload.incident_regions:
+        grouped = ", ".join(f"{LABELS.get(str(r['metric']), (r['metric'],))[0]} "
+                            f"{'store-wide' if r['country'] == 'ALL' else r['country']} "
+                            f"{cast(float, r['delta_pct']):+.0f}%" for r in payload.incident_regions[:4])
+        text += f" One incident with: {grouped}."
+    if payload.contributors:
+        text += f" Top contributor: {payload.contributors[0]}."
     return text

@@ -57,7 +57,7 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
         def reword(payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID, row: list[object]) -> None:
             insight = writer.write(payload, opened_at, anomaly_id)
             if insight.source != "template":
-                writer_client.insert("insights", [[*row[:6], insight.text, insight.source, row[8]]],
+                writer_client.insert("insights", [[*row[:6], insight.text, insight.source, *row[8:]]],
                                      column_names=INSIGHT_COLUMNS)
 
         def explain(payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID, row: list[object]) -> None:
