@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -20,7 +21,7 @@ from shoppulse.events.schema import EventBase
 from shoppulse.events.validate import validate
 from shoppulse.loadgen.generator import BadInput, EventStream, uuid4_text
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
-from shoppulse.loadgen.scenario import ScenarioError, load_scenario, schedule, write_ground_truth
+from shoppulse.loadgen.scenario import ActiveIncident, ScenarioError, load_scenario, schedule, write_ground_truth
 
 NOON_UTC = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -91,16 +92,24 @@ def test_a_recording_is_stamped_in_the_last_hours_whatever_the_day() -> None:
     assert recent_start(None, timedelta(hours=6), now) == datetime(2026, 12, 9, 4, 56, tzinfo=UTC)
 
 
-def test_a_payment_outage_fails_payments_in_its_country_only_while_it_lasts(tmp_path: Path) -> None:
+def br_outage(tmp_path: Path, gateway: str = "") -> tuple[list[ActiveIncident], EventStream]:
+    """A payment outage in BR from 60 s to 180 s after noon (of one gateway, if named)."""
     scenario_file = tmp_path / "outage.yaml"
     scenario_file.write_text("name: t\nincidents:\n  - {kind: payment_outage, countries: [BR], "
-                             "start_after_s: 60, duration_s: 120}\n")
+                             f"{f'gateway: {gateway}, ' if gateway else ''}start_after_s: 60, duration_s: 120}}\n")
     incidents = schedule(load_scenario(scenario_file), NOON_UTC)
-    stream = EventStream(rate=50, incidents=incidents, seed=3)
+    return incidents, EventStream(rate=50, incidents=incidents, seed=3)
+
+
+def br_payment_attempts(stream: EventStream, when: datetime) -> list[dict[str, Any]]:
+    return [e for e in events(stream, 40_000, when) if e["event_type"] == "payment_attempt" and e["country"] == "BR"]
+
+
+def test_a_payment_outage_fails_payments_in_its_country_only_while_it_lasts(tmp_path: Path) -> None:
+    incidents, stream = br_outage(tmp_path)
 
     def br_failure_share(when: datetime) -> float:
-        attempts = [e for e in events(stream, 40_000, when)
-                    if e["event_type"] == "payment_attempt" and e["country"] == "BR"]
+        attempts = br_payment_attempts(stream, when)
         return sum(a["result"] == "failure" for a in attempts) / max(len(attempts), 1)
 
     before = br_failure_share(NOON_UTC + timedelta(seconds=10))
@@ -115,13 +124,8 @@ def test_a_payment_outage_fails_payments_in_its_country_only_while_it_lasts(tmp_
 
 
 def test_a_gateway_outage_fails_that_gateway_only_and_names_it_in_the_ground_truth(tmp_path: Path) -> None:
-    scenario_file = tmp_path / "outage.yaml"
-    scenario_file.write_text("name: t\nincidents:\n  - {kind: payment_outage, countries: [BR], gateway: pix, "
-                             "start_after_s: 60, duration_s: 120}\n")
-    incidents = schedule(load_scenario(scenario_file), NOON_UTC)
-    stream = EventStream(rate=50, incidents=incidents, seed=3)
-    attempts = [e for e in events(stream, 40_000, NOON_UTC + timedelta(seconds=120))
-                if e["event_type"] == "payment_attempt" and e["country"] == "BR"]
+    incidents, stream = br_outage(tmp_path, gateway="pix")
+    attempts = br_payment_attempts(stream, NOON_UTC + timedelta(seconds=120))
     share = {gateway: sum(a["result"] == "failure" for a in mine) / len(mine)
              for gateway in ("pix", "adyen") if (mine := [a for a in attempts if a["gateway"] == gateway])}
     assert share["pix"] > 0.6 and share["adyen"] < 0.2, share
