@@ -9,8 +9,8 @@ wording wins), and the annotation syncer is woken to mirror them into Grafana.
 
 State is rebuilt on start by replaying the last ``warm_up`` of steps from ClickHouse, which is
 deterministic: a region that was open when the sidecar died is found again with the same id, its
-incident's insight has the same id, and its annotation is adopted rather than duplicated; an open incident
-keeps its id and adds to its stored revenue at risk what the replay saw after it.
+incident's insight has the same id, and its annotation is adopted rather than duplicated; an open
+incident keeps its id and adds to its stored revenue at risk what the replay saw after it.
 """
 
 from __future__ import annotations
@@ -333,6 +333,7 @@ class Sidecar:
         if self.explain is not None:  # the model's wording replaces the template's when it arrives
             self.explain(payload, lead.opened_at, lead.anomaly_id, row)
         return row
+
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
         warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0,

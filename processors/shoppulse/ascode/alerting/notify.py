@@ -22,6 +22,7 @@ DEFAULT_GROUP_WAIT = timedelta(seconds=30)
 DEFAULT_GROUP_INTERVAL = timedelta(minutes=5)
 DEFAULT_REPEAT_INTERVAL = timedelta(hours=4)
 ALL_LABELS = "..."  # group_by: ['...'] groups by every label
+GroupKey = tuple[str, tuple[tuple[str, str], ...]]  # the route's place in the tree, the group_by labels' values
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Route:
                 break
         return found or [self]
 
-    def group_key(self, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    def group_key(self, labels: dict[str, str]) -> GroupKey:
         names = sorted(labels) if ALL_LABELS in self.group_by else sorted(self.group_by)
         return self.path, tuple((name, labels.get(name, "")) for name in names)
 
@@ -117,7 +118,7 @@ def alert_labels(rule: dict[str, Any], folder: str, firing: Firing) -> Labels:
 @dataclass
 class Notification:
     receiver: str
-    group: tuple[str, tuple[tuple[str, str], ...]]
+    group: GroupKey
     at: datetime
     firing: frozenset[Labels]
     resolved: frozenset[Labels]
@@ -139,7 +140,7 @@ class _Sent:
 @dataclass
 class _Group:
     route: Route
-    key: tuple[str, tuple[tuple[str, str], ...]]
+    key: GroupKey
     next_flush: datetime
     alerts: dict[Labels, Alert] = field(default_factory=dict)
 
@@ -148,8 +149,8 @@ def dispatch(tree: Route, alerts: list[Alert], until: datetime,
              no_resolved: frozenset[str] = frozenset()) -> list[Notification]:
     """Every notification the policy tree sends for ``alerts`` up to ``until``, in time order;
     ``no_resolved``: the contact points that send no resolved messages (``disableResolveMessage``)."""
-    groups: dict[tuple[str, tuple[tuple[str, str], ...]], _Group] = {}
-    log: dict[tuple[str, tuple[tuple[str, str], ...]], _Sent] = {}
+    groups: dict[GroupKey, _Group] = {}
+    log: dict[GroupKey, _Sent] = {}
     sent: list[Notification] = []
 
     def flush(group: _Group) -> None:
