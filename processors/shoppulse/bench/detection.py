@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from shoppulse.devstack.recording import recorded_run
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario
 from shoppulse.settings import Settings
+from shoppulse.sidecar.incidents import TITLES
 from shoppulse.sidecar.signals import as_utc
 
 WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, for the baselines
@@ -46,6 +47,12 @@ class OpenedIncident:
     revenue_at_risk: float
     story: str
     contributors: list[str] = field(default_factory=list)  # ranked, "gateway pix: ..." first
+
+    @property
+    def pages(self) -> bool:
+        """Whether the incident rule pages on-call for it: a kind the sidecar names (one that hurts the
+        store), not a fallback such as abandonment_rate_down."""
+        return self.kind in TITLES
 
 
 @dataclass(frozen=True)

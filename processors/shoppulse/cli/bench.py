@@ -91,7 +91,9 @@ def score(
     for region in quiet.false_alerts[:10]:
         console.print(f"  {region.opened_at:%H:%M:%S} {region.metric} {region.country} ({region.delta_pct:+.0f}%)",
                       highlight=False)
-    console.print(f"incidents on incident-free traffic: {len(quiet.false_incidents)} (target 0)", highlight=False)
+    paging = sum(told.pages for told in quiet.false_incidents)
+    console.print(f"incidents on incident-free traffic: {len(quiet.false_incidents)} (target 0), {paging} of a kind "
+                  "that pages on-call", highlight=False)
     for told in quiet.false_incidents[:10]:
         console.print(f"  {told.opened_at:%H:%M:%S} {told.story}", highlight=False)
 
