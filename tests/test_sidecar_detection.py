@@ -73,9 +73,8 @@ def latency_p95_stream(seconds: int, per_minute: float, log_spread: float, seed:
 
 
 def regions(points: list[Point]) -> list[tuple[int, int | None]]:
-    """(opening step, closing step) of every region the detector and tracker produce, as the sidecar
-    runs them (60 s windows every 10 s)."""
-    detector, tracker = SeriesDetector(seed=3, overlap=WINDOW_S / STEP_S), RegionTracker("orders_per_s", "BR")
+    """(opening step, closing step) of every region the detector and tracker produce."""
+    detector, tracker = SeriesDetector(seed=3), RegionTracker("orders_per_s", "BR")
     found: list[list[int | None]] = []
     for index, point in enumerate(points):
         verdict = detector.step(point, tracker.is_open)
@@ -276,7 +275,7 @@ def test_any_detector_on_the_list_corroborates_or_vetoes_by_its_opinion_alone() 
     assert len(corroborated) == 1 and corroborated[0][1] == ["robust_z", "ceiling"]
     assert opened(limit=1e9) == []  # below the ceiling the spike is "the usual": vetoed (short of |z| >= 8)
     with_trees = SeriesDetector(seed=3)
-    assert [d.name for d in with_trees.detectors] == ["robust_z", "half_space_trees", "seasonal_band", "cusum"]
+    assert [d.name for d in with_trees.detectors] == ["robust_z", "half_space_trees", "seasonal_band"]
 
 
 def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alerts() -> None:

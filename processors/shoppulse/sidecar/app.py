@@ -87,8 +87,7 @@ class Sidecar:
         key = (metric, country)
         if key not in self.series:
             seed = uuid.uuid5(uuid.NAMESPACE_DNS, f"{metric}.{country}").int % 2**31
-            self.series[key] = Series(SeriesDetector(seed, overlap=self.window_s / self.step_s),
-                                      RegionTracker(metric, country))
+            self.series[key] = Series(SeriesDetector(seed), RegionTracker(metric, country))
         return self.series[key]
 
     def start(self, warm_up: timedelta) -> None:
