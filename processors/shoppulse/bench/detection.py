@@ -70,6 +70,13 @@ class IncidentScore:
         return len(self.told_as) == 1 and self.told_as[0].kind == EXPECTED_KIND.get(self.kind)
 
     @property
+    def pages_once_rightly(self) -> bool:
+        """On-call is paged once, for the right cause: of its incidents, exactly one is of a kind that
+        pages, and that one is its kind (a store-wide fall in abandonment beside a sale pages no one)."""
+        paging = [i for i in self.told_as if i.pages]
+        return len(paging) == 1 and paging[0].kind == EXPECTED_KIND.get(self.kind)
+
+    @property
     def names_its_gateway(self) -> bool | None:
         """Whether the incident's top contributor is the scripted gateway (None: no gateway scripted)."""
         if self.gateway is None:

@@ -72,7 +72,9 @@ def score(
                     told = "; ".join(f"{i.kind} {','.join(i.countries)} ${i.revenue_at_risk:,.0f} at risk"
                                      for i in incident.told_as) or "none"
                     verdict = "one, of its kind" if incident.told_once_rightly else "NOT one of its kind"
-                    console.print(f"{'':14} incidents: {len(incident.told_as)} ({verdict}): {told}", highlight=False)
+                    paged = "pages once, for its kind" if incident.pages_once_rightly else "does NOT page once rightly"
+                    console.print(f"{'':14} incidents: {len(incident.told_as)} ({verdict}; {paged}): {told}",
+                                  highlight=False)
                     if incident.names_its_gateway is not None:
                         top = next((i.contributors[0] for i in incident.told_as if i.contributors), "none")
                         console.print(f"{'':14} top contributor: {top} (the scripted gateway {incident.gateway}: "
