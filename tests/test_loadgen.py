@@ -4,11 +4,13 @@ bad input of every kind, scenario files checked like config, and replay of past 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from checkout import ROOT
+from shoppulse.events.currency import load_rates
 from shoppulse.events.schema import EventBase
 from shoppulse.events.validate import validate
-from shoppulse.loadgen.generator import BadInput, EventStream, uuid4_text
+from shoppulse.loadgen.generator import BadInput, EventStream, revenue_lost, uuid4_text
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
 from shoppulse.loadgen.scenario import ActiveIncident, ScenarioError, load_scenario, schedule, write_ground_truth
+from shoppulse.loadgen.shoppers import LOST_ORDER, Effects, effects_for, plan_steps
 
 NOON_UTC = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -131,6 +135,35 @@ def test_a_gateway_outage_fails_that_gateway_only_and_names_it_in_the_ground_tru
     assert share["pix"] > 0.6 and share["adyen"] < 0.2, share
     write_ground_truth(tmp_path / "truth.jsonl", incidents)
     assert json.loads((tmp_path / "truth.jsonl").read_text())["gateway"] == "pix"
+
+
+@given(st.integers(min_value=0, max_value=2**32))
+def test_an_order_is_booked_lost_exactly_when_the_same_shopper_would_have_paid_without_the_outage(seed: int) -> None:
+    """The counterfactual with the same random draws: the visit planned at the usual failure rate pays
+    exactly when the outage's visit is booked as a lost order (or paid anyway), for the same amount."""
+    market = MARKETS["BR"]
+    outage = effects_for([("payment_outage", 1.0, None)])
+    during = plan_steps(random.Random(seed), market, outage, 1)
+    usual = plan_steps(random.Random(seed), market, Effects(), 1)
+    lost = [step[LOST_ORDER] for step in during if LOST_ORDER in step]
+    paid = [step["amount"] for step in during if step["event_type"] == "purchase"]
+    paid_usually = [step["amount"] for step in usual if step["event_type"] == "purchase"]
+    assert len(lost) <= 1 and not (lost and paid)
+    assert paid_usually == (lost or paid)
+
+
+def test_the_stream_books_what_a_payment_outage_cost_in_its_country_and_window(tmp_path: Path) -> None:
+    incidents, stream = br_outage(tmp_path, gateway="pix")
+    emitted = [e for second in range(30, 360) for e in events(stream, 60, NOON_UTC + timedelta(seconds=second))]
+    assert stream.lost_orders and {o.country for o in stream.lost_orders} == {"BR"}
+    paid = {e["order_id"] for e in emitted if e["event_type"] == "purchase"}
+    failed = {e["order_id"]: e for e in emitted if e["event_type"] == "payment_attempt" and e["result"] == "failure"}
+    assert all(o.order_id in failed and o.order_id not in paid for o in stream.lost_orders)
+    assert {failed[o.order_id]["gateway"] for o in stream.lost_orders} == {"pix"}  # adyen kept working
+    usd = {o.order_id: float(load_rates().to_reporting(Decimal(failed[o.order_id]["amount"]), "BRL"))
+           for o in stream.lost_orders}
+    assert revenue_lost(stream.lost_orders, incidents[0], timedelta(minutes=3)) == pytest.approx(sum(usd.values()))
+    assert revenue_lost(stream.lost_orders, incidents[0], timedelta(0)) <= sum(usd.values())
 
 
 @pytest.mark.parametrize(("line", "says"), [

@@ -321,6 +321,12 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
                                [top, "gateway paypal: 20 % of the extra failures"])
         return score(one_gateway, opened, timedelta(hours=3), [story]).incidents[0].names_its_gateway
 
+    from shoppulse.loadgen.generator import LostOrder
+    lost = [LostOrder(at + timedelta(seconds=60), "DE", "o-1", 100.0), LostOrder(at, "FR", "o-2", 50.0),
+            LostOrder(at + timedelta(minutes=14), "DE", "o-3", 30.0),  # finished paying after it: counts
+            LostOrder(at + timedelta(hours=1), "DE", "o-4", 9.0)]
+    assert score(incidents, opened, timedelta(hours=3), told, lost).incidents[0].revenue_lost == 130.0
+    assert result.incidents[0].revenue_lost == 0.0  # a payment outage that made no order fail
     assert naming("gateway klarna: 80 % of the extra failures") is True
     assert naming("gateway adyen: 80 % of the extra failures") is False
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shoppulse.devstack.recording import recorded_run
+from shoppulse.loadgen.generator import LostOrder, revenue_lost
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario
 from shoppulse.settings import Settings
 from shoppulse.sidecar.incidents import TITLES
@@ -24,6 +25,7 @@ from shoppulse.sidecar.signals import as_utc
 
 WARM_UP = timedelta(minutes=20)  # traffic before the scenario's clock starts, for the baselines
 MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a false alert
+LOST_ORDERS_AFTER = timedelta(minutes=10)  # a shopper who began paying during an outage may fail after it
 PLAYS = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays the same hours of the week
 COUNTRIES = 12  # the store's
 # the sidecar's incident kind for each of the generator's
@@ -64,6 +66,7 @@ class IncidentScore:
     regions: list[OpenedRegion]
     told_as: list[OpenedIncident] = field(default_factory=list)  # the sidecar's incidents for it: one is right
     gateway: str | None = None  # the one payment gateway the generator made fail or slow
+    revenue_lost: float | None = None  # payment incidents: the orders the generator made fail, USD
 
     @property
     def told_once_rightly(self) -> bool:
@@ -110,11 +113,11 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
     stories = [OpenedIncident(str(kind), [str(c) for c in countries], as_utc(at), float(at_risk), str(story),
                               [str(c) for c in contributors])
                for kind, countries, at, at_risk, story, contributors in told]
-    return score(recorded.incidents, opened, recorded.end - recorded.start, stories)
+    return score(recorded.incidents, opened, recorded.end - recorded.start, stories, recorded.lost_orders)
 
 
 def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta,
-          told: Sequence[OpenedIncident] = ()) -> RunScore:
+          told: Sequence[OpenedIncident] = (), lost_orders: Sequence[LostOrder] = ()) -> RunScore:
     scores, explained, told_of = [], set(), set()
     for incident in incidents:
         countries = list(incident.incident.countries)
@@ -125,8 +128,10 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
         near = [i for i in told if incident.start - MARGIN <= i.opened_at <= incident.end + MARGIN
                 and set(i.countries) & {*countries, "ALL"}]
         told_of |= {id(i) for i in near}
+        lost = (revenue_lost(list(lost_orders), incident, LOST_ORDERS_AFTER)
+                if incident.incident.kind == "payment_outage" else None)
         scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near,
-                                    incident.incident.gateway))
+                                    incident.incident.gateway, lost))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
     false_alerts = [r for r in opened if id(r) not in explained]
     return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400,

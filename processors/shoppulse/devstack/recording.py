@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
@@ -25,7 +25,7 @@ from shoppulse import clickhouse
 from shoppulse.devstack.process import wait_until
 from shoppulse.devstack.scratch import ScratchPipeline, scratch_pipeline
 from shoppulse.devstack.stack import http_ok
-from shoppulse.loadgen.generator import BadInput, EventStream
+from shoppulse.loadgen.generator import BadInput, EventStream, LostOrder
 from shoppulse.loadgen.run import make_producer, run_replay
 from shoppulse.loadgen.scenario import ActiveIncident, Scenario, schedule
 from shoppulse.settings import Settings
@@ -47,6 +47,7 @@ class RecordedRun:
     end: datetime  # the replay evaluates up to here
     incidents: list[ActiveIncident]
     events: int = 0
+    lost_orders: list[LostOrder] = field(default_factory=list)  # the generator's ground truth of lost orders
 
 
 def recent_start(scenario: Scenario | None, tail: timedelta, now: datetime) -> datetime:
@@ -83,6 +84,7 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
                              traffic_shift=plays - start)
         run.events = run_replay(make_producer(pipeline.bootstrap), stream, rate, run.begin, end + PAST_THE_END,
                                 report=lambda done, sent: progress(f"sending the run: {done:.0%}, {sent:,} events"))
+        run.lost_orders = stream.lost_orders
         _wait_scored(pipeline, end, progress)
         client = clickhouse.connect(pipeline.settings)
         try:

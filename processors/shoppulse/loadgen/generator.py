@@ -14,14 +14,16 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import orjson
 
+from shoppulse.events.currency import load_rates
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
 from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights
 from shoppulse.loadgen.scenario import ActiveIncident
-from shoppulse.loadgen.shoppers import Effects, Session, apply_live_effects, effects_for, new_session
+from shoppulse.loadgen.shoppers import LOST_ORDER, Effects, Session, apply_live_effects, effects_for, new_session
 
 NO_EFFECTS = Effects()
 SESSION_SECONDS = 60.0  # a session's events spread over about this long at any rate
@@ -56,6 +58,23 @@ class Emission:
     kind: str  # valid | invalid | duplicate
     reason: Reason | None = None
     country: str | None = None
+
+
+@dataclass(frozen=True)
+class LostOrder:
+    """An order a payment incident made fail (it would have paid at the usual failure rate)."""
+
+    at: datetime
+    country: str
+    order_id: str
+    usd: float
+
+
+def revenue_lost(orders: list[LostOrder], incident: ActiveIncident, after: timedelta) -> float:
+    """What ``incident`` cost in USD: its countries' lost orders from its start to ``after`` its end
+    (a shopper who began paying during it may finish a little later)."""
+    countries = set(incident.incident.countries)
+    return sum(o.usd for o in orders if o.country in countries and incident.start <= o.at <= incident.end + after)
 
 
 @dataclass
@@ -109,6 +128,7 @@ class EventStream:
         self._weights_at: datetime | None = None
         self._effects: dict[str, Effects] = {}
         self._last_valid: Emission | None = None
+        self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
 
     def load(self, now: datetime) -> float:
         """How much busier than usual the store is at ``now`` (1.0 without a traffic incident)."""
@@ -127,6 +147,10 @@ class EventStream:
             session = self._session(now)
             step = apply_live_effects(self.rng, session, session.steps.pop(0),
                                       self._effects.get(session.common["country"], NO_EFFECTS))
+        if LOST_ORDER in step:
+            step = dict(step)
+            lost = load_rates().to_reporting(Decimal(step.pop(LOST_ORDER)), step["currency"])
+            self.lost_orders.append(LostOrder(now, session.common["country"], step["order_id"], float(lost)))
         event = {**session.common, **step, "event_id": uuid4_text(self.rng.getrandbits(128)),
                  "event_time": self._event_time(now)}
         key = session.common["session_id"].encode()

@@ -14,6 +14,9 @@ PRODUCTS = 5000
 LOGGED_IN_SHARE = 0.4
 DEVICES = ("mobile", "desktop", "app", "tablet")
 DEVICE_CUMULATIVE = (0.55, 0.85, 0.95, 1.0)
+# A step carrying this key is where a payment incident lost the order: the amount (in the step's
+# currency) it would have paid without the incident. The stream takes it off before sending.
+LOST_ORDER = "_lost_order_amount"
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,8 @@ def apply_live_effects(rng: random.Random, session: Session, step: dict[str, Any
                                           600_000)}
     if step["result"] == "success" and now.payment_failure > planned.payment_failure:
         extra = (now.payment_failure - planned.payment_failure) / (1 - planned.payment_failure)
-        if rng.random() < extra:
-            step = {**step, "result": "failure", "failure_reason": "gateway_error"}
+        if rng.random() < extra:  # it would have paid: the incident lost this order
+            step = {**step, "result": "failure", "failure_reason": "gateway_error", LOST_ORDER: step["amount"]}
             session.steps.clear()
     return step
 
@@ -137,22 +140,29 @@ def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int
     order_id = f"o-{serial:x}-{rng.getrandbits(20):05x}"
     gateway = rng.choice(market.gateways)
     effects = effects.at_gateway(gateway)
+    usual_failure = Effects().payment_failure
+    lost_at: dict[str, Any] | None = None  # the attempt that would have paid without an incident
     for _attempt in range(3):
         latency = int(rng.lognormvariate(5.8, 0.45) * effects.latency_factor)  # median ~330 ms
-        failed = rng.random() < effects.payment_failure
+        draw = rng.random()
+        failed = draw < effects.payment_failure
         attempt = {"event_type": "payment_attempt", "order_id": order_id, "gateway": gateway,
                    "latency_ms": min(latency, 600_000), "result": "failure" if failed else "success",
                    "amount": amount, "currency": market.currency}
         if failed:
             attempt["failure_reason"] = rng.choice(("declined", "insufficient_funds", "gateway_error",
                                                     "gateway_timeout", "3ds_failed"))
+            if lost_at is None and draw >= usual_failure:  # the same draw pays at the usual failure rate
+                lost_at = attempt
         steps.append(attempt)
         if not failed:
             steps.append({"event_type": "purchase", "order_id": order_id, "amount": amount,
                           "currency": market.currency,
                           "items": [{"product_id": f"sku-{p}", "quantity": q, "unit_price": price}
                                     for p, q, price in cart]})
-            break
+            return steps
         if rng.random() < 0.4:
             break  # gives up after a failed payment
+    if lost_at is not None:  # never paid, and without the incident it would have: a lost order
+        lost_at[LOST_ORDER] = amount
     return steps
