@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shoppulse.sidecar.incidents import RESOLVE_AFTER, IncidentTracker, kind_of
+from shoppulse.sidecar.incidents import JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
 from shoppulse.sidecar.regions import Region, region_id
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
@@ -59,6 +59,27 @@ def test_one_cause_in_two_countries_is_one_incident_and_unrelated_ones_are_apart
     play(tracker, {0: [gb, latency], 1: [fr, surge]}, {}, 3)
     kinds = {i.kind: i.countries for i in tracker.incidents}
     assert kinds == {"cart_abandonment": ["FR", "GB"], "checkout_latency": ["JP"], "traffic_surge": ["US"]}
+
+
+def test_a_later_move_elsewhere_is_its_own_incident_even_while_a_long_one_is_open() -> None:
+    """A store-wide latency rise during a US flash sale, joined by GB's within JOIN_WITHIN; a JP latency
+    regression 15 minutes later, with that incident still open, is another cause."""
+    surge = region("views_per_s", "US", T0, up=True)
+    store_latency = region("payment_latency_p95", "ALL", T0 + STEP, up=True)
+    soon = region("payment_latency_p95", "GB", T0 + STEP + JOIN_WITHIN - STEP, up=True)
+    later = region("payment_latency_p95", "JP", T0 + 90 * STEP, up=True)
+    tracker = IncidentTracker()
+    play(tracker, {0: [surge], 1: [store_latency], 30: [soon], 90: [later]}, {}, 95)
+    assert [(i.kind, i.countries) for i in tracker.incidents] == [
+        ("traffic_surge", ["US"]), ("checkout_latency", ["GB"]), ("checkout_latency", ["JP"])]
+    store = IncidentTracker()
+    play(store, {0: [region("orders_per_s", "ALL", T0, up=False)], 40: [region("checkout_rate", "BR", T0, up=False)]},
+         {}, 42)
+    assert [i.countries for i in store.incidents] == [["BR"]]  # opened within JOIN_WITHIN of the store's
+    stale = IncidentTracker()
+    play(stale, {0: [region("orders_per_s", "ALL", T0, up=False)],
+                 40: [region("checkout_rate", "BR", T0 + 40 * STEP, up=False)]}, {}, 42)
+    assert [i.countries for i in stale.incidents] == [["ALL"], ["BR"]]
 
 
 def test_a_store_wide_incident_is_joined_by_the_first_country_that_moves() -> None:

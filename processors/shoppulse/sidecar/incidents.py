@@ -31,6 +31,11 @@ from shoppulse.sidecar.regions import SEVERITIES, Region
 NAMESPACE = uuid.UUID("0b0f9f62-4a56-4f0e-8a55-3c1b2f1d6e47")
 GLOBAL = "ALL"
 RESOLVE_AFTER = timedelta(minutes=3)
+# A region in another country joins an incident by moving like one of its regions only while that
+# one is recent: one cause moves its countries together, and an incident kept open for long by its
+# own country must not absorb a later, unrelated one elsewhere (a JP latency regression 15 minutes
+# into a US flash sale whose store-wide latency had moved too).
+JOIN_WITHIN = timedelta(minutes=5)
 GROWS_AFTER = timedelta(minutes=30)
 # (metric, direction) -> kind, the most specific cause first.
 KINDS: tuple[tuple[str, int, str], ...] = (
@@ -172,17 +177,20 @@ class IncidentTracker:
 
     def _joins(self, region: Region) -> Incident | None:
         """The open incident this region belongs to: its country's first, else one where the same
-        metric moved the same way (a store-wide series, or a second country of one cause), else a
-        store-wide one no country has joined yet."""
+        metric moved the same way within JOIN_WITHIN (a store-wide series, or a second country of one
+        cause), else a store-wide one no country has joined yet, opened within JOIN_WITHIN."""
         same_country = [i for i in self.incidents
                         if region.country != GLOBAL and any(r.country == region.country for r in i.regions)]
         if same_country:
             return same_country[-1]
+        recent = region.opened_at - JOIN_WITHIN
         same_move = [i for i in self.incidents
-                     if any(r.metric == region.metric and direction(r) == direction(region) for r in i.regions)]
+                     if any(r.metric == region.metric and direction(r) == direction(region) and r.opened_at >= recent
+                            for r in i.regions)]
         if same_move:
             return same_move[-1]
-        store_wide = [i for i in self.incidents if region.country != GLOBAL and i.countries == [GLOBAL]]
+        store_wide = [i for i in self.incidents if region.country != GLOBAL and i.countries == [GLOBAL]
+                      and i.opened_at >= recent]
         return store_wide[-1] if store_wide else None  # the first country to move drives the store's
 
     def incident_of(self, region: Region) -> Incident | None:
