@@ -80,6 +80,11 @@ class IncidentScore:
         return len(paging) == 1 and paging[0].kind == EXPECTED_KIND.get(self.kind)
 
     @property
+    def revenue_at_risk(self) -> float:
+        """What the incidents that page for it put at risk (the sidecar's figure, to set against revenue_lost)."""
+        return sum(i.revenue_at_risk for i in self.told_as if i.pages)
+
+    @property
     def names_its_gateway(self) -> bool | None:
         """Whether the incident's top contributor is the scripted gateway (None: no gateway scripted)."""
         if self.gateway is None:
@@ -128,7 +133,7 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
         near = [i for i in told if incident.start - MARGIN <= i.opened_at <= incident.end + MARGIN
                 and set(i.countries) & {*countries, "ALL"}]
         told_of |= {id(i) for i in near}
-        lost = (revenue_lost(list(lost_orders), incident, LOST_ORDERS_AFTER)
+        lost = (revenue_lost(lost_orders, incident, LOST_ORDERS_AFTER)
                 if incident.incident.kind == "payment_outage" else None)
         scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near,
                                     incident.incident.gateway, lost))

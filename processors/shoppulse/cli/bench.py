@@ -76,9 +76,9 @@ def score(
                     console.print(f"{'':14} incidents: {len(incident.told_as)} ({verdict}; {paged}): {told}",
                                   highlight=False)
                     if incident.revenue_lost is not None and incident.told_as:
-                        at_risk = sum(i.revenue_at_risk for i in incident.told_as if i.pages)
-                        ratio = f" ({at_risk / incident.revenue_lost:.0%} of it)" if incident.revenue_lost else ""
-                        console.print(f"{'':14} revenue at risk ${at_risk:,.0f} against ${incident.revenue_lost:,.0f} "
+                        at_risk, lost = incident.revenue_at_risk, incident.revenue_lost
+                        ratio = f" ({at_risk / lost:.0%} of it)" if lost else ""
+                        console.print(f"{'':14} revenue at risk ${at_risk:,.0f} against ${lost:,.0f} "
                                       f"of orders the generator made fail{ratio}", highlight=False)
                     if incident.names_its_gateway is not None:
                         top = next((i.contributors[0] for i in incident.told_as if i.contributors), "none")

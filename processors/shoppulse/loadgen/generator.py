@@ -12,6 +12,7 @@ import bisect
 import itertools
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -70,7 +71,7 @@ class LostOrder:
     usd: float
 
 
-def revenue_lost(orders: list[LostOrder], incident: ActiveIncident, after: timedelta) -> float:
+def revenue_lost(orders: Sequence[LostOrder], incident: ActiveIncident, after: timedelta) -> float:
     """What ``incident`` cost in USD: its countries' lost orders from its start to ``after`` its end
     (a shopper who began paying during it may finish a little later)."""
     countries = set(incident.incident.countries)

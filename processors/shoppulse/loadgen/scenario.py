@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shoppulse.events.schema import Country
 from shoppulse.loadgen.markets import MARKETS
+from shoppulse.loadgen.shoppers import GATEWAY_KINDS
 from shoppulse.project_files import scenarios_dir
 
 IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge"]
@@ -26,8 +27,6 @@ AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
     "abandonment_surge": ("abandonment_rate", "checkout_rate", "conversion_rate", "orders_per_s"),
 }
 
-
-GATEWAY_KINDS = ("payment_outage", "checkout_latency")  # the incidents one payment gateway can cause
 
 
 class Incident(BaseModel):

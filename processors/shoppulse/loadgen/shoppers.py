@@ -17,6 +17,7 @@ DEVICE_CUMULATIVE = (0.55, 0.85, 0.95, 1.0)
 # A step carrying this key is where a payment incident lost the order: the amount (in the step's
 # currency) it would have paid without the incident. The stream takes it off before sending.
 LOST_ORDER = "_lost_order_amount"
+GATEWAY_KINDS = ("payment_outage", "checkout_latency")  # the incidents one payment gateway can cause
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def effects_for(active: list[tuple[str, float, str | None]]) -> Effects:
     """The effects of the incidents active in one country: (kind, magnitude, gateway or None) each.
     Payment incidents on two different gateways at once count as hitting every gateway."""
     e = Effects()
-    gateways = {gateway for kind, _, gateway in active if kind in ("payment_outage", "checkout_latency")}
+    gateways = {gateway for kind, _, gateway in active if kind in GATEWAY_KINDS}
     for kind, m, _ in active:
         if kind == "payment_outage":
             e = replace(e, payment_failure=min(0.98, 0.85 * m))

@@ -8,7 +8,7 @@ alerting embeds. Mute timings are not applied (a replay is not on the maintenanc
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,8 +81,7 @@ def _route(item: dict[str, Any], parent: Route | None, path: str) -> Route:
         keep_going=bool(item.get("continue")), routes=(), path=path)
     children = tuple(_route(child, shell, f"{path}/{i}") for i, child in enumerate(item.get("routes") or [])
                      if isinstance(child, dict))
-    return Route(shell.receiver, shell.matchers, shell.group_by, shell.group_wait, shell.group_interval,
-                 shell.repeat_interval, shell.keep_going, children, path)
+    return replace(shell, routes=children)
 
 
 def policy_tree(files: AlertingFiles) -> Route | None:
