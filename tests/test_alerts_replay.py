@@ -63,9 +63,9 @@ def country_of(firing: Firing) -> str:
 @pytest.fixture(scope="module")
 def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str]]:
     scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
-    # The command's rate (100 events/s): at lower rates FR's thin midday carts can hold the abandonment
-    # rule's condition (its band's 4σ over the 0.1 floor) for less than its pending period. A shorter
-    # warm-up than the command's hour keeps the suite short:
+    # The command's rate (100 events/s): at lower rates FR's thin midday carts can hold the
+    # abandonment rule's condition (four standard deviations of its band over the 0.1 floor) for less
+    # than its pending period. A shorter warm-up than the command's hour keeps the suite short:
     # the rules' baselines need 40 minutes of history, which the first incident (at +10m) has.
     # The replay covers every moment the tests accept a firing in (AFTER_END after the last incident):
     # a rule that looks back 15 minutes with a pending period can fire near its end.
