@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from shoppulse.sidecar.app import Sidecar
+from shoppulse.sidecar.detectors import Point
 from shoppulse.sidecar.incidents import JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
 from shoppulse.sidecar.regions import Region, region_id
 
@@ -128,3 +135,43 @@ def test_the_kind_falls_back_to_the_metric_and_its_direction() -> None:
     assert kind_of([region("unknown_metric", "DE", T0, up=False)]) == "unknown_metric_down"
     assert kind_of([region("orders_per_s", "DE", T0, up=False), region("views_per_s", "DE", T0, up=True)]) \
         == "traffic_surge"
+
+
+def test_a_country_in_an_open_incident_keeps_its_expected_revenue_and_counts_what_it_loses() -> None:
+    """DE's payment failures open an incident and its revenue sinks a fifth: too little for a region of
+    its own, so without the incident its baseline would learn the dip (as FR's, sinking alike with no
+    incident, does) and the revenue at risk measured against it would shrink."""
+    rng = random.Random(3)
+    sidecar = Sidecar(cast(Client, None), replaying=True)  # replaying: scores without writing
+
+    def step(index: int, failure_rate: dict[str, float], revenue: float) -> None:
+        windows = {country: {"revenue_per_s": Point(revenue * rng.uniform(0.97, 1.03), 60, "rate"),
+                             "payment_failure_rate": Point(failure_rate[country], 400, "ratio")}
+                   for country in ("DE", "FR")}
+        sidecar._score(T0 + STEP * index, windows, {})
+
+    quiet = {"DE": 0.05, "FR": 0.05}
+    for index in range(400):
+        step(index, quiet, 100.0)
+    for index in range(400, 460):
+        step(index, {"DE": 0.9, "FR": 0.05}, 80.0)
+    [incident] = sidecar.incidents.incidents
+    assert incident.countries == ["DE"] and incident.is_open
+    expected = {c: sidecar.series[("revenue_per_s", c)].last.expected for c in ("DE", "FR")}  # type: ignore[union-attr]
+    assert expected["DE"] == pytest.approx(100.0, rel=0.03) and expected["FR"] < 90.0, expected
+    open_steps = 460 - (incident.opened_at - T0) // STEP
+    assert incident.revenue_at_risk == pytest.approx(open_steps * 10 * 20.0, rel=0.1)
+
+
+def test_revenue_above_the_expected_while_open_offsets_what_was_lost_and_never_goes_below_zero() -> None:
+    def at_risk(lost_per_step: list[float]) -> float:
+        tracker = IncidentTracker()
+        failures = region("payment_failure_rate", "DE", T0, up=True)
+        tracker.step(T0, [failures], {}, 10.0)
+        for index, lost in enumerate(lost_per_step, start=1):
+            tracker.step(T0 + STEP * index, [], {"DE": lost}, 10.0)
+        [incident] = tracker.incidents
+        return incident.revenue_at_risk
+
+    assert at_risk([40.0, -10.0, 40.0, -10.0]) == 10 * 60.0  # not 800: the steps above expected count too
+    assert at_risk([-5.0, -5.0]) == 0.0

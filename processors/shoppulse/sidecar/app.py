@@ -163,7 +163,7 @@ class Sidecar:
                 continue
             after = as_utc(as_of)
             live.incident_id, live.opened_at, live.detected_at = incident_id, as_utc(opened_at), detected_at
-            live.revenue_at_risk = float(at_risk) + sum(lost for step, lost in live.risk_steps if step > after)
+            live.shortfall = float(at_risk) + sum(lost for step, lost in live.risk_steps if step > after)
             adopted.add(id(live))
             changes.append(IncidentChange("resolved" if live.resolved_at else "updated", live))
         changes += [IncidentChange("opened", i) for i in self.incidents.incidents if id(i) not in adopted]
@@ -206,11 +206,15 @@ class Sidecar:
         """Score one step's points for every metric and country, with the seasonal bands where fitted;
         write the region changes unless replaying."""
         changes: list[Change] = []
+        # A country in an open incident teaches none of its series: its revenue may never move far
+        # enough to open a region of its own, and a baseline that learned the dip would shrink the
+        # revenue at risk measured against it.
+        held = self.incidents.open_countries()
         for country, points in windows.items():
             for metric, bare in points.items():
                 series = self._series(metric, country)
                 point = replace(bare, band=seasonal.get((metric, country)))
-                verdict = series.detector.step(point, series.tracker.is_open)
+                verdict = series.detector.step(point, series.tracker.is_open or country in held)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
                 change = series.tracker.step(end, point.value, verdict)

@@ -83,7 +83,7 @@ class Point:
     window_s: float = 60.0
     band: SeasonalBand | None = None  # the seasonal band for this time of the week, where one is fitted
     previous: float | None = None  # the series' previous value (on the judged scale), set by SeriesDetector
-    anomalous: bool = False  # the series is inside an anomaly region (set by SeriesDetector)
+    anomalous: bool = False  # inside an anomaly region, or its country in an open incident (set by SeriesDetector)
 
     def judged(self) -> Point:
         """The point on the scale the detectors judge it: quantiles (and their band) by their logarithm."""

@@ -16,7 +16,8 @@ stable across restarts).
 Its kind is the most specific cause among its regions (``KINDS``, most specific first: a payment
 failure rate that rose explains the fall in orders beside it); its severity the worst of its
 regions', one level higher once it has lasted ``GROWS_AFTER``; its revenue at risk the expected
-minus the observed revenue of its countries, summed over the steps it is open.
+minus the observed revenue of its countries, summed over the steps it is open (the expected level
+of a country in an open incident learns nothing meanwhile: see ``Sidecar._score``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class Incident:
     opened_at: datetime
     incident_id: uuid.UUID
     resolved_at: datetime | None = None
-    revenue_at_risk: float = 0.0
+    # expected minus observed revenue summed over the steps it has been open, signed: clipping each
+    # step at zero would add the noise of every step where revenue runs at its usual level
+    shortfall: float = 0.0
     detected_at: datetime | None = None  # wall clock, set when the incident is first written
     contributors: list[str] = field(default_factory=list)  # ranked, described (contributors.py)
     # (step, revenue at risk added): a restarted sidecar adds to the stored sum what its replay saw after it
@@ -103,6 +106,10 @@ class Incident:
     @property
     def metrics(self) -> list[str]:
         return sorted({r.metric for r in self.regions})
+
+    @property
+    def revenue_at_risk(self) -> float:
+        return max(0.0, self.shortfall)
 
     @property
     def is_open(self) -> bool:
@@ -164,9 +171,9 @@ class IncidentTracker:
         for incident in list(self.incidents):
             if incident.is_open:
                 countries = incident.countries
-                lost = sum(max(0.0, lost_revenue.get(c, 0.0)) for c in countries) * step_s
+                lost = sum(lost_revenue.get(c, 0.0) for c in countries) * step_s
                 if lost:
-                    incident.revenue_at_risk += lost
+                    incident.shortfall += lost
                     incident.risk_steps.append((at, lost))
             elif at - incident.last_closed_at() >= self.resolve_after:
                 incident.resolved_at = incident.last_closed_at()
@@ -192,6 +199,10 @@ class IncidentTracker:
         store_wide = [i for i in self.incidents if region.country != GLOBAL and i.countries == [GLOBAL]
                       and i.opened_at >= recent]
         return store_wide[-1] if store_wide else None  # the first country to move drives the store's
+
+    def open_countries(self) -> set[str]:
+        """The countries (and ``ALL``) with a region in an incident that is still open."""
+        return {r.country for i in self.incidents if i.is_open for r in i.regions}
 
     def incident_of(self, region: Region) -> Incident | None:
         """The unresolved incident holding this region (the very object: ids change at a take-over)."""
