@@ -81,8 +81,8 @@ def test_a_policy_routed_to_a_missing_contact_point_fails(files: Path, demo: Cli
 
 
 def test_a_broken_query_fails_with_clickhouse_s_reason(files: Path, demo: Client) -> None:
-    edit(files / "rules.yaml", "sum(payment_failures) / sum(payment_attempts)",
-         "sum(payment_failurez) / sum(payment_attempts)")
+    edit(files / "rules.yaml", "failure_rate(sum(payment_failures), sum(payment_attempts))",
+         "failure_rate(sum(payment_failurez), sum(payment_attempts))")
     rule_line = next(n for n, text in enumerate((files / "rules.yaml").read_text().splitlines(), 1)
                      if "uid: shoppulse-payment-failure-rate" in text)
     found = problems(files, demo)

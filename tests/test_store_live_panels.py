@@ -1,8 +1,9 @@
-"""Store live's payments and incident panels on the demo data, run as Grafana's ClickHouse plugin
-expands them. One reading of each payment KPI: "Payments by gateway" gives each gateway's failure
-rate and latency percentiles exactly as the sidecar reads the same histograms
-(``events.histogram.quantile``), so a story that names a gateway's p99 agrees with the table beside
-it. The incident and insight rows link to their own time and country."""
+"""Store live's KPI, payments and incident panels on the demo data, run as Grafana's ClickHouse plugin
+expands them. One reading of each KPI: "Payments by gateway" gives each gateway's failure rate and
+latency percentiles exactly as the sidecar reads the same histograms (``events.histogram.quantile``),
+so a story that names a gateway's p99 agrees with the table beside it; the alert rules, the tiles
+and the sidecar compute a KPI with one definition (the KPI functions of the ClickHouse schema). The
+incident and insight rows link to their own time and country."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
@@ -19,6 +21,7 @@ from shoppulse.ascode.dashboards.lint import demo_database
 from shoppulse.events.histogram import quantile
 from shoppulse.grafana.interpolate import QueryContext, clickhouse_query
 from shoppulse.settings import load_settings
+from shoppulse.sidecar.signals import read_windows
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -61,6 +64,68 @@ def test_the_gateway_table_reads_failures_and_percentiles_as_the_sidecar_does(de
             assert shown_p == round(quantile(histograms[gateway], q)), (gateway, q)
     # The table ranks the worst gateway first.
     assert [r[1] for r in shown.values()] == sorted((r[1] for r in shown.values()), reverse=True)
+
+
+def rule_sql(uid: str, ref_id: str = "A") -> str:
+    document = yaml.safe_load((ROOT / "alerting" / "rules.yaml").read_text())
+    rule = next(r for group in document["groups"] for r in group["rules"] if r["uid"] == uid)
+    return next(q["model"]["rawSql"] for q in rule["data"] if q["refId"] == ref_id)
+
+
+def test_the_payment_kpis_are_one_number_in_the_rule_the_sidecar_and_the_kpi_functions(demo: Client) -> None:
+    """Over the same five minutes of each country: the payment failure rate of the alert rule
+    (``metrics_now``), of the sidecar and of the schema's ``failure_rate`` over the same sums
+    (``metrics_1s``); the sidecar's p95 and ``latency_quantile``'s over the gateways' histograms the
+    payment panels read (``payment_latency_1s``)."""
+    end = NOW - timedelta(minutes=30, seconds=NOW.second % 10)  # a sidecar step; final data
+    window = {"start": end - timedelta(seconds=300), "end": end}
+    rule = {row[0]: row[2] for row in demo.query(clickhouse_query(
+        rule_sql("shoppulse-payment-failure-rate"),
+        QueryContext(end - timedelta(seconds=600), end + timedelta(seconds=10), alerting=True))).result_rows}
+    sidecar = read_windows(demo, [end], 300, 10)[end]
+    defined = dict(demo.query(
+        "SELECT country, failure_rate(sum(payment_failures), sum(payment_attempts)) FROM metrics_1s "
+        "WHERE ts >= %(start)s AND ts < %(end)s GROUP BY country WITH ROLLUP", parameters=window).result_rows)
+    p95 = dict(demo.query(
+        "SELECT country, latency_quantile(sumMap(bucket_keys, bucket_counts).1, sumMap(bucket_keys, bucket_counts).2, "
+        "0.95) FROM payment_latency_1s WHERE ts >= %(start)s AND ts < %(end)s GROUP BY country WITH ROLLUP",
+        parameters=window).result_rows)
+    defined["ALL"], p95["ALL"] = defined.pop(""), p95.pop("")  # the rollup's row: the whole store's
+    compared = [c for c in rule if "payment_failure_rate" in sidecar.get(c, {})]
+    assert len(compared) >= 3, (rule, sidecar)
+    for country in compared:
+        assert rule[country] == pytest.approx(defined[country], abs=1e-12), country
+    for country, points in sidecar.items():
+        if "payment_failure_rate" in points:
+            assert points["payment_failure_rate"].value == pytest.approx(defined[country], abs=1e-12), country
+    for country, points in sidecar.items():
+        if "payment_latency_p95" in points:
+            assert points["payment_latency_p95"].value == pytest.approx(p95[country], rel=1e-9), country
+
+
+def test_the_abandonment_tile_and_the_abandonment_rule_read_one_definition(demo: Client) -> None:
+    """The tile's cart abandonment over the rule's fifteen minutes (three of its five-minute buckets,
+    recombined from the sessions they count) is the rule's."""
+    end = (NOW - timedelta(minutes=30)).replace(second=0)
+    end -= timedelta(minutes=end.minute % 5)
+    rule = {row[0]: row[2] for row in demo.query(clickhouse_query(
+        rule_sql("shoppulse-abandonment-spike"),
+        QueryContext(end - timedelta(minutes=20), end, alerting=True))).result_rows}
+    assert len(rule) >= 2, rule
+    tile = panel_sql("Cart abandonment")
+    assert "abandonment_rate(sum(abandoned), sum(with_cart))" in tile
+    for country, abandonment in rule.items():
+        context = QueryContext(end - timedelta(minutes=15), end - timedelta(seconds=1), 300_000,
+                               {"country": [country]}, multi=frozenset({"country"}))
+        shown = demo.query(clickhouse_query(tile, context)).result_rows
+        counted = demo.query("SELECT toStartOfFiveMinutes(ts), sum(with_cart) FROM sessions_1m "
+                             "WHERE ts >= %(start)s AND ts < %(end)s AND country = %(country)s GROUP BY 1",
+                             parameters={"start": end - timedelta(minutes=15), "end": end,
+                                         "country": country}).result_rows
+        carts = dict(counted)
+        assert len(shown) == 3 and {t for t, _ in shown} == carts.keys()
+        recombined = sum(rate * carts[t] for t, rate in shown) / sum(carts.values())
+        assert recombined == pytest.approx(abandonment, rel=1e-9), country
 
 
 def test_the_incident_and_insight_rows_link_to_their_time_and_country(demo: Client) -> None:
