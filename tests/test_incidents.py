@@ -10,9 +10,10 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.sidecar.app import Sidecar
-from shoppulse.sidecar.detectors import Point
+from shoppulse.sidecar.detectors import Point, SeasonalBand
 from shoppulse.sidecar.incidents import JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
 from shoppulse.sidecar.regions import Region, region_id
+from shoppulse.sidecar.revenue import UsualRevenue
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 STEP = timedelta(seconds=10)
@@ -175,3 +176,12 @@ def test_revenue_above_the_expected_while_open_offsets_what_was_lost_and_never_g
 
     assert at_risk([40.0, -10.0, 40.0, -10.0]) == 10 * 60.0  # not 800: the steps above expected count too
     assert at_risk([-5.0, -5.0]) == 0.0
+
+
+def test_the_usual_revenue_is_the_seasonal_band_s_middle_else_the_last_half_hour_s_mean() -> None:
+    usual = UsualRevenue()
+    assert usual.expected(None, 42.0) == 42.0  # nothing learned yet: the detectors' baseline
+    for value in [500.0] * 100 + [90.0, 110.0] * 90:  # the first 100 are older than half an hour
+        usual.learn_one(value)
+    assert usual.expected(None, 42.0) == pytest.approx(100.0)
+    assert usual.expected(SeasonalBand(80.0, 160.0), 42.0) == 120.0

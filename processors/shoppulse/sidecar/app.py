@@ -33,6 +33,7 @@ from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Ver
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.incidents import Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
+from shoppulse.sidecar.revenue import UsualRevenue
 from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Sidecar:
     incidents: IncidentTracker = field(default_factory=IncidentTracker)
     insight_covers: dict[uuid.UUID, frozenset[uuid.UUID]] = field(default_factory=dict)  # the regions each told
     stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    usual_revenue: dict[str, UsualRevenue] = field(default_factory=dict)  # by country (and ALL)
 
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
@@ -220,6 +222,8 @@ class Sidecar:
                 change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)
+                if metric == "revenue_per_s" and not (series.tracker.is_open or country in held):
+                    self.usual_revenue.setdefault(country, UsualRevenue()).learn_one(point.value)
         incident_changes = self.incidents.step(end, [c.region for c in changes if c.kind == "opened"],
                                                self._lost_revenue(windows), self.step_s)
         if int(end.timestamp()) % INCIDENT_REFRESH_S == 0:
@@ -239,7 +243,8 @@ class Sidecar:
         for country in windows:
             series = self.series.get(("revenue_per_s", country))
             if series is not None and series.last is not None and series.last.warm and series.point is not None:
-                lost[country] = series.last.expected - series.point.value
+                usual = self.usual_revenue.get(country) or UsualRevenue()
+                lost[country] = usual.expected(series.point.band, series.last.expected) - series.point.value
         return lost
 
     def _write(self, at: datetime, changes: list[Change], incident_changes: Sequence[IncidentChange] = ()) -> None:
