@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import yaml
 from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
+from shoppulse.ascode.alerting.files import alerting_paths, load
 from shoppulse.ascode.dashboards.lint import demo_database
 from shoppulse.events.histogram import quantile
 from shoppulse.grafana.interpolate import QueryContext, clickhouse_query
@@ -67,8 +67,7 @@ def test_the_gateway_table_reads_failures_and_percentiles_as_the_sidecar_does(de
 
 
 def rule_sql(uid: str, ref_id: str = "A") -> str:
-    document = yaml.safe_load((ROOT / "alerting" / "rules.yaml").read_text())
-    rule = next(r for group in document["groups"] for r in group["rules"] if r["uid"] == uid)
+    rule = next(r.item for r in load(alerting_paths()).rules() if r.item["uid"] == uid)
     return next(q["model"]["rawSql"] for q in rule["data"] if q["refId"] == ref_id)
 
 

@@ -243,7 +243,7 @@ class Sidecar:
         for country in windows:
             series = self.series.get(("revenue_per_s", country))
             if series is not None and series.last is not None and series.last.warm and series.point is not None:
-                usual = self.usual_revenue.get(country) or UsualRevenue()
+                usual = self.usual_revenue.setdefault(country, UsualRevenue())
                 lost[country] = usual.expected(series.point.band, series.last.expected) - series.point.value
         return lost
 

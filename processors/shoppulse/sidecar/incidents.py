@@ -91,7 +91,7 @@ class Incident:
     shortfall: float = 0.0
     detected_at: datetime | None = None  # wall clock, set when the incident is first written
     contributors: list[str] = field(default_factory=list)  # ranked, described (contributors.py)
-    # (step, revenue at risk added): a restarted sidecar adds to the stored sum what its replay saw after it
+    # (step, shortfall added): a restarted sidecar adds to the stored sum what its replay saw after it
     risk_steps: deque[tuple[datetime, float]] = field(default_factory=lambda: deque(maxlen=4320))
 
     @property

@@ -23,16 +23,14 @@ MIN_USUAL_STEPS = 30  # before that, the detectors' baseline
 @dataclass
 class UsualRevenue:
     mean: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Mean, window_size=USUAL_STEPS))
-    learned: int = 0
 
     def learn_one(self, revenue_per_s: float) -> None:
         self.mean.update(revenue_per_s)
-        self.learned += 1
 
     def expected(self, band: SeasonalBand | None, fallback: float) -> float:
         """Revenue per second expected now: the seasonal band's middle, the usual mean, else ``fallback``."""
         if band is not None:
             return (band.lower + band.upper) / 2
-        if self.learned >= MIN_USUAL_STEPS:
+        if self.mean.obj.n >= MIN_USUAL_STEPS:  # the steps in the window: all learned, up to USUAL_STEPS
             return float(self.mean.obj.get())
         return fallback
