@@ -10,9 +10,9 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.sidecar.app import Sidecar
-from shoppulse.sidecar.detectors import Point, SeasonalBand
+from shoppulse.sidecar.detectors import Opinion, Point, SeasonalBand, Verdict
 from shoppulse.sidecar.incidents import JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
-from shoppulse.sidecar.regions import Region, region_id
+from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.revenue import UsualRevenue
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
@@ -185,3 +185,47 @@ def test_the_usual_revenue_is_the_seasonal_band_s_middle_else_the_last_half_hour
         usual.learn_one(value)
     assert usual.expected(None, 42.0) == pytest.approx(100.0)
     assert usual.expected(SeasonalBand(80.0, 160.0), 42.0) == 120.0
+
+
+def test_a_region_remembers_when_its_series_left_the_usual_range() -> None:
+    """The onset is the first step of the run beyond close_z the same way, not the step that opened it;
+    a run that turned the other way or fell back starts again."""
+    tracker = RegionTracker("orders_per_s", "DE")
+    zs = [-2.5, 0.5, 2.5, -3.0, -3.5, -3.8, -5.0, -5.0]
+    opened = None
+    for index, z in enumerate(zs):
+        baseline = Opinion("robust_z", 0.9, True if abs(z) >= 3 else None)
+        change = tracker.step(T0 + STEP * index, 10.0 + z, Verdict(z, 0.9, 10.0, True, (baseline,)))
+        opened = opened or (change.region if change is not None and change.kind == "opened" else None)
+    assert opened is not None and opened.opened_at == T0 + 7 * STEP
+    assert opened.onset == T0 + 3 * STEP
+
+
+def test_revenue_at_risk_counts_from_the_onset_less_a_window_not_from_when_it_was_detected() -> None:
+    """An outage whose failure rate took a minute to show: what DE lost in the steps before the incident
+    opened counts from its region's onset less one aggregation window; what it lost before that, and
+    what another country lost meanwhile, does not."""
+    tracker = IncidentTracker(onset_margin=timedelta(seconds=60))
+    failures = region("payment_failure_rate", "DE", T0 + 20 * STEP, up=True)
+    failures.onset = T0 + 14 * STEP
+    for index in range(20):
+        tracker.step(T0 + STEP * index, [], {"DE": 5.0 if index < 8 else 40.0, "FR": 25.0}, 10.0)
+    tracker.step(T0 + 20 * STEP, [failures], {"DE": 40.0}, 10.0)
+    [incident] = tracker.incidents
+    # steps 9..19 before it opened (after onset - 60 s = step 8), and step 20 itself
+    assert incident.revenue_at_risk == pytest.approx(12 * 10 * 40.0)
+    assert [lost for _, lost in incident.risk_steps] == [11 * 400.0, 400.0]  # booked when it opened
+
+
+def test_a_country_joining_an_incident_brings_what_it_lost_since_its_own_onset() -> None:
+    tracker = IncidentTracker(onset_margin=timedelta(seconds=60))
+    first = region("payment_failure_rate", "DE", T0 + 20 * STEP, up=True)
+    second = region("payment_failure_rate", "AT", T0 + 25 * STEP, up=True)  # one cause: same metric, same way
+    second.onset = T0 + 23 * STEP
+    for index in range(26):
+        opened = {20: [first], 25: [second]}.get(index, [])
+        tracker.step(T0 + STEP * index, opened, {"DE": 0.0, "AT": 10.0}, 10.0)
+    [incident] = tracker.incidents
+    assert incident.countries == ["AT", "DE"]
+    # AT: steps 18..24 (onset 23 less 60 s = step 17, exclusive) booked when it joined, then step 25
+    assert incident.revenue_at_risk == pytest.approx(8 * 10 * 10.0)

@@ -85,6 +85,9 @@ class Sidecar:
     stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     usual_revenue: dict[str, UsualRevenue] = field(default_factory=dict)  # by country (and ALL)
 
+    def __post_init__(self) -> None:
+        self.incidents.onset_margin = timedelta(seconds=self.window_s)
+
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
         if key not in self.series:

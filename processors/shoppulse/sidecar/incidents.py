@@ -16,8 +16,11 @@ stable across restarts).
 Its kind is the most specific cause among its regions (``KINDS``, most specific first: a payment
 failure rate that rose explains the fall in orders beside it); its severity the worst of its
 regions', one level higher once it has lasted ``GROWS_AFTER``; its revenue at risk the expected
-minus the observed revenue of its countries, summed over the steps it is open (the expected level
-of a country in an open incident learns nothing meanwhile: see ``Sidecar._score``).
+minus the observed revenue of its countries, summed over the steps from its onset until it closes
+(the expected level of a country in an open incident learns nothing meanwhile: see
+``Sidecar._score``). The onset is its regions' (when their series left the usual range), less one
+aggregation window (``onset_margin``): a window that first shows a deviation already holds up to a
+window of it, and everything lost before the incident was detected was lost to it all the same.
 """
 
 from __future__ import annotations
@@ -149,9 +152,12 @@ class IncidentChange:
 @dataclass
 class IncidentTracker:
     resolve_after: timedelta = RESOLVE_AFTER
+    onset_margin: timedelta = timedelta(seconds=60)  # the aggregation window the steps are read over
     incidents: list[Incident] = field(default_factory=list)  # not yet resolved
     # the latest resolved, for a restarted sidecar whose replay saw one end that it had stored as open
     resolved: deque[Incident] = field(default_factory=lambda: deque(maxlen=100))
+    # (step, lost revenue by country) of the latest steps: what an incident's onset reaches back to
+    recent_lost: deque[tuple[datetime, dict[str, float]]] = field(default_factory=lambda: deque(maxlen=120))
 
     def step(self, at: datetime, opened: list[Region], lost_revenue: dict[str, float],
              step_s: float) -> list[IncidentChange]:
@@ -165,9 +171,14 @@ class IncidentTracker:
                 incident = Incident([region], at, incident_id(region))
                 self.incidents.append(incident)
                 changes[incident.incident_id] = IncidentChange("opened", incident)
+                self._add_lost_before(incident, at, incident.countries, region.onset or at, step_s)
             else:
+                counted = incident.countries
                 incident.regions.append(region)
                 changes.setdefault(incident.incident_id, IncidentChange("updated", incident))
+                if region.country not in counted:  # a country newly in it: what it lost since its onset
+                    newly = [c for c in incident.countries if c not in counted]
+                    self._add_lost_before(incident, at, newly, region.onset or at, step_s)
         for incident in list(self.incidents):
             if incident.is_open:
                 countries = incident.countries
@@ -180,7 +191,19 @@ class IncidentTracker:
                 self.incidents.remove(incident)
                 self.resolved.append(incident)
                 changes[incident.incident_id] = IncidentChange("resolved", incident)
+        self.recent_lost.append((at, lost_revenue))
         return list(changes.values())
+
+    def _add_lost_before(self, incident: Incident, at: datetime, countries: list[str], onset: datetime,
+                         step_s: float) -> None:
+        """Add to the incident what ``countries`` lost in the steps from ``onset`` (less one window)
+        to ``at``, booked at ``at`` (a restarted sidecar's replay books the same)."""
+        since = onset - self.onset_margin
+        lost = sum(by_country.get(c, 0.0) for step, by_country in self.recent_lost if since < step < at
+                   for c in countries) * step_s
+        if lost:
+            incident.shortfall += lost
+            incident.risk_steps.append((at, lost))
 
     def _joins(self, region: Region) -> Incident | None:
         """The open incident this region belongs to: its country's first, else one where the same

@@ -9,11 +9,13 @@ for this series (the seasonal band for this time of the week: the daily swing th
 lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``).
 The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
 first strong step when a second detector also sees it as unusual, or at once when |z| >=
-``open_at_once_z``. It closes after ``close_after`` consecutive steps with |z| < ``close_z``.
-Its severity grows with the size of the deviation (|delta| against the expected value) and with
-its duration; its ``detectors`` name every detector that agreed when it
-opened. Its id is derived from the series and the step it opened at, so a restarted sidecar that
-replays the same data names the same region the same way (no duplicate annotations).
+``open_at_once_z``. Its ``onset`` is the first step of the run of steps, each beyond ``close_z`` the
+same way, that led to it: the series had left its usual range before the evidence was strong.
+It closes after ``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with
+the size of the deviation (|delta| against the expected value) and with its duration; its
+``detectors`` name every detector that agreed when it opened. Its id is derived from the series
+and the step it opened at, so a restarted sidecar that replays the same data names the same region
+the same way (no duplicate annotations).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Region:
     detected_at: datetime | None = None  # wall clock, set when the region is first written
     peak_delta_pct: float = 0.0
     detectors: list[str] = field(default_factory=list)
+    onset: datetime | None = None  # when the series left its usual range on the way to opening it
 
     @property
     def delta_pct(self) -> float:
@@ -86,6 +89,8 @@ class RegionTracker:
     last_closed: Region | None = None
     _above: int = 0
     _below: int = 0
+    _deviating_since: datetime | None = None
+    _deviating_sign: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -95,6 +100,7 @@ class RegionTracker:
         magnitude = abs(verdict.z)
         band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
         if self.region is None:
+            self._track_deviation(at, verdict.z)
             agreeing = self._agreeing(verdict, observed)
             if not agreeing:
                 self._above = 0
@@ -106,7 +112,8 @@ class RegionTracker:
             self._above, self._below = 0, 0
             self.region = Region(region_id(self.metric, self.country, at), self.metric, self.country, at,
                                  observed, verdict.expected, verdict.expected - 2 * band, verdict.expected + 2 * band,
-                                 verdict.score, verdict.z, detectors=agreeing)
+                                 verdict.score, verdict.z, detectors=agreeing, onset=self._deviating_since or at)
+            self._deviating_since = None
             self.region.peak_delta_pct = self.region.delta_pct
             return Change("opened", self.region)
         region = self.region
@@ -120,6 +127,13 @@ class RegionTracker:
             self._below = 0
             return Change("closed", region)
         return Change("updated", region)
+
+    def _track_deviation(self, at: datetime, z: float) -> None:
+        sign = 1 if z > 0 else -1
+        if abs(z) < self.close_z:
+            self._deviating_since = None
+        elif self._deviating_since is None or sign != self._deviating_sign:
+            self._deviating_since, self._deviating_sign = at, sign
 
     def _agreeing(self, verdict: Verdict, observed: float) -> list[str]:
         """The detectors that see this step as an anomaly, in the series' order; none when the
