@@ -26,14 +26,16 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
+from river import stats, utils
 
 from shoppulse.sidecar import baselines, seasonal
 from shoppulse.sidecar.contributors import payment_gateways
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
+from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.incidents import Incident, IncidentChange, IncidentTracker
+from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
-from shoppulse.sidecar.revenue import UsualRevenue
+from shoppulse.sidecar.revenue import USUAL_STEPS, UsualRevenue
 from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ class Series:
     values: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     last: Verdict | None = None
     point: Point | None = None
+    # the evidence (events, trials) of its usual windows: what a country's share of the store is (drivers.py)
+    usual_count: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Mean, window_size=USUAL_STEPS))
 
 
 @dataclass
@@ -225,9 +229,16 @@ class Sidecar:
                 change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)
-                if metric == "revenue_per_s" and not (series.tracker.is_open or country in held):
-                    self.usual_revenue.setdefault(country, UsualRevenue()).learn_one(point.value)
-        incident_changes = self.incidents.step(end, [c.region for c in changes if c.kind == "opened"],
+                if not (series.tracker.is_open or country in held):
+                    series.usual_count.update(point.count)
+                    if metric == "revenue_per_s":
+                        self.usual_revenue.setdefault(country, UsualRevenue()).learn_one(point.value)
+        # store-wide regions last: one the countries opened at this step drive joins their incident
+        opened = sorted((c.region for c in changes if c.kind == "opened"), key=lambda r: r.country == GLOBAL)
+        for region in opened:
+            if region.country == GLOBAL:
+                region.driven_by = self._drivers(region, windows)
+        incident_changes = self.incidents.step(end, opened,
                                                self._lost_revenue(windows), self.step_s)
         if int(end.timestamp()) % INCIDENT_REFRESH_S == 0:
             changed = {c.incident.incident_id for c in incident_changes}
@@ -239,6 +250,22 @@ class Sidecar:
         OPEN.set(sum(1 for s in self.series.values() if s.tracker.is_open))
         OPEN_INCIDENTS.set(len(self.incidents.incidents))
         return changes
+
+    def _drivers(self, region: Region, windows: dict[str, dict[str, Point]]) -> list[str]:
+        """The countries of open incidents that drive a store-wide region's move (drivers.py)."""
+        metric = region.metric
+        store = windows.get(GLOBAL, {}).get(metric)
+        if store is None:
+            return []
+        by_country = {c: points[metric] for c, points in windows.items() if c != GLOBAL and metric in points}
+        usual = {c: Usual(s.last.expected, float(s.usual_count.obj.get())) for (m, c), s in self.series.items()
+                 if m == metric and c != GLOBAL and s.last is not None and s.last.warm and s.usual_count.obj.n}
+        # the suspects: each open incident's countries, and each country with a region open (one opened
+        # at this very step has no incident yet)
+        suspects = [i.countries for i in self.incidents.incidents if i.is_open and i.countries != [GLOBAL]]
+        suspects += [[c] for (_, c), s in self.series.items() if c != GLOBAL and s.tracker.is_open]
+        return sorted({c for countries in suspects if drive(store, region.expected, by_country, usual, countries)
+                       for c in countries})
 
     def _lost_revenue(self, windows: dict[str, dict[str, Point]]) -> dict[str, float]:
         """Expected minus observed revenue per second, by country (and ALL), at this step."""

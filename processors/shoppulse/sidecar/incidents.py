@@ -1,7 +1,9 @@
 """Incidents: the anomaly regions that share a root cause, told as one story with one lifecycle.
 
 A region joins an incident that is still open when it is the same country's (a payment outage
-moves the failure rate, orders, revenue and abandonment of one country), or when it is the same
+moves the failure rate, orders, revenue and abandonment of one country), or when it is store-wide
+and driven by the incident's countries (``drivers.py``: a US flash sale shifts the store's mix, so
+the store's conversion drops with no other country's), or when it is the same
 metric moving the same way as one of the incident's regions (the store-wide series a country
 drives, or one incident hitting several countries at once), or when it is a country's and the
 incident is store-wide with no country yet (the first country to move drives the store).
@@ -206,13 +208,17 @@ class IncidentTracker:
             incident.risk_steps.append((at, lost))
 
     def _joins(self, region: Region) -> Incident | None:
-        """The open incident this region belongs to: its country's first, else one where the same
-        metric moved the same way within JOIN_WITHIN (a store-wide series, or a second country of one
-        cause), else a store-wide one no country has joined yet, opened within JOIN_WITHIN."""
+        """The open incident this region belongs to: its country's first, else (a store-wide region) the
+        one of the countries that drive it, else one where the same metric moved the same way within
+        JOIN_WITHIN (a store-wide series, or a second country of one cause), else a store-wide one no
+        country has joined yet, opened within JOIN_WITHIN."""
         same_country = [i for i in self.incidents
                         if region.country != GLOBAL and any(r.country == region.country for r in i.regions)]
         if same_country:
             return same_country[-1]
+        driving = [i for i in self.incidents if set(region.driven_by) & set(i.countries)]
+        if driving:
+            return driving[-1]
         recent = region.opened_at - JOIN_WITHIN
         same_move = [i for i in self.incidents
                      if any(r.metric == region.metric and direction(r) == direction(region) and r.opened_at >= recent

@@ -60,6 +60,7 @@ class Region:
     peak_delta_pct: float = 0.0
     detectors: list[str] = field(default_factory=list)
     onset: datetime | None = None  # when the series left its usual range on the way to opening it
+    driven_by: list[str] = field(default_factory=list)  # a store-wide region: the countries whose move it is
 
     @property
     def delta_pct(self) -> float:
