@@ -4,6 +4,7 @@ hours of the last four weeks — as a straightforward recomputation gives them."
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections import defaultdict
@@ -72,3 +73,31 @@ def test_each_hour_of_the_week_is_the_mean_of_its_complete_hours(db: Client) -> 
         assert mean == pytest.approx(statistics.fmean(hourly), rel=1e-9), key
         assert sd == pytest.approx(statistics.pstdev(hourly), rel=1e-6, abs=1e-12), key
     assert len(values) == 2 * 2 * 2  # two countries, two metrics, Monday and Wednesday 09:00
+
+
+def test_the_seasonal_band_takes_the_week_s_shape_from_the_baselines(db: Client) -> None:
+    """Three weeks of one country's orders, weekends twice as busy: refreshed baselines and a refit at
+    Saturday 00:05 give Saturday's first half hour the weekend's level (a week of daily history
+    alone forecasts Friday night's) — for the country and for the whole store."""
+    from shoppulse.sidecar.seasonal import refit
+
+    saturday = datetime(2026, 11, 28, tzinfo=UTC)
+    now = saturday + timedelta(minutes=5)
+
+    def orders_per_minute(ts: datetime) -> int:
+        daily = 20 + 10 * math.sin(2 * math.pi * (ts.hour * 60 + ts.minute) / 1440)
+        return round(60 * daily * (2.0 if ts.weekday() >= 5 else 1.0))
+
+    rng = random.Random(7)
+    rows = [metrics_row(ts, "DE", round(orders_per_minute(ts) * rng.uniform(0.95, 1.05)), Decimal(100))
+            for ts in (saturday - timedelta(minutes=m) for m in range(1, 21 * 1440 + 1))]
+    db.insert("metrics_1s", rows, column_names=[*METRICS_COLUMNS, "src_partition", "src_offset"])
+    baselines.refresh(db, now)
+    assert refit(db, now) == 4  # orders and revenue, DE and the whole store
+    forecast = db.query("SELECT country, ts, expected, lower, upper FROM expected_band WHERE metric = 'orders_per_s' "
+                        "AND kind = 'forecast' AND fitted_at = {now:DateTime} ORDER BY country, ts",
+                        parameters={"now": now.replace(tzinfo=None)}).result_rows
+    assert {country for country, *_ in forecast} == {"DE", "ALL"}
+    for _country, ts, expected, lower, upper in forecast:
+        truth = orders_per_minute(ts.replace(tzinfo=UTC)) / 60
+        assert lower < truth < upper and expected == pytest.approx(truth, rel=0.1), (ts, expected, truth)

@@ -387,8 +387,8 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
             if time.monotonic() >= next_refit:
                 next_refit = time.monotonic() + refit_every.total_seconds()
                 now = datetime.now(UTC)
+                baselines.refresh(client, now)  # first: the seasonal fit takes the week's shape from it
                 seasonal.refit(client, now)
-                baselines.refresh(client, now)
             sidecar.catch_up()
         except Exception as exc:  # ClickHouse away: keep the state, try again
             log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})

@@ -1,6 +1,6 @@
 """The same-hour-of-week baseline (``baselines_how``): per country and metric, the mean and spread
-of each hour of the week over the last ``WEEKS`` weeks of complete hours, refreshed with the
-seasonal fit.
+of each hour of the week over the last ``WEEKS`` weeks of complete hours, refreshed before each
+seasonal fit, which takes the week's shape from it (``seasonal.week_shapes``).
 
 One INSERT ... SELECT in ClickHouse: the hourly rollup (``metrics_1h``) holds partial sums, so each
 country-hour is summed first, then averaged per hour of the week (0 = Monday 00:00 UTC). The table
