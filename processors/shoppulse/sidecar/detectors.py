@@ -7,9 +7,10 @@ cannot tell) without learning, ``learn_one(point, weight)`` learns. A point carr
 need nothing else.
 
 * ``RobustZ``: an EWMA of the level and of the absolute deviation (a streaming median-like scale),
-  with a noise floor from counting statistics — a rate of n events has a standard deviation of
-  about sqrt(n), a ratio p over n trials sqrt(p(1-p)/n), a p95 (judged by its logarithm) that of a
-  sample quantile — so sparse series do not cry wolf. It is also the series' baseline: the expected
+  with a floor from counting statistics — a z never larger than the exact tail of the count behind
+  the point says (Poisson events for a rate, binomial trials for a ratio, ``counting.py``), a p95
+  (judged by its logarithm) no further out than a sample quantile's spread — so sparse series do
+  not cry wolf. It is also the series' baseline: the expected
   value and signed z that regions and insights report.
 * ``HalfSpaceTreesDetector``: River's online isolation detector on the level and its change; it
   assumes features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
@@ -30,6 +31,8 @@ from statistics import NormalDist
 from typing import Protocol
 
 from river import anomaly, compose, preprocessing, stats
+
+from shoppulse.sidecar.counting import binomial_z, flow_ratio_z, poisson_z
 
 WARM_UP_POINTS = 60
 # Events come in sessions (several carts, retried payments), so counts vary more than independent
@@ -84,6 +87,11 @@ class Point:
     band: SeasonalBand | None = None  # the seasonal band for this time of the week, where one is fitted
     previous: float | None = None  # the series' previous value (on the judged scale), set by SeriesDetector
     anomalous: bool = False  # inside an anomaly region, or its country in an open incident (set by SeriesDetector)
+    # A ratio of two event counts of the window rather than successes among trials (orders per cart
+    # added: an order's cart may have been added in an earlier window); ``complement``: the value is
+    # one minus that ratio (cart abandonment).
+    flow: bool = False
+    complement: bool = False
 
     def judged(self) -> Point:
         """The point on the scale the detectors judge it: quantiles (and their band) by their logarithm."""
@@ -92,6 +100,22 @@ class Point:
         band = None if self.band is None else SeasonalBand(math.log(max(self.band.lower, 1e-9)),
                                                            math.log(max(self.band.upper, 1e-9)))
         return replace(self, value=math.log(max(self.value, 1e-9)), kind="log_quantile", band=band)
+
+    def counting_z(self, expected: float) -> float | None:
+        """How rare the point's count is against ``expected`` if only counting varied, as a signed z
+        (``counting.py``: exact tails, binomial for a ratio, for a flow ratio its numerator given both
+        counts, Poisson for a rate's events), shrunk by OVERDISPERSION; None where no count is behind
+        the value (a quantile, a level, a rate of no events)."""
+        n = round(self.count)
+        if self.kind == "ratio" and n > 0:
+            if self.flow:
+                ratio, usual = (1 - self.value, 1 - expected) if self.complement else (self.value, expected)
+                z = flow_ratio_z(round(ratio * n), n, usual)
+                return (-z if self.complement else z) / OVERDISPERSION
+            return binomial_z(round(self.value * n), n, expected) / OVERDISPERSION
+        if self.kind == "rate" and n > 0 and self.value > 0:
+            return poisson_z(n, n * expected / self.value) / OVERDISPERSION  # the events the expected value means
+        return None
 
     def noise_sd(self, expected: float | None = None) -> float:
         """The standard deviation counting alone would give the value: a ratio p of n trials varies by
@@ -182,10 +206,18 @@ class RobustZ:
         return None if self.level is None else self.level + self.trend
 
     def _raw_z(self, point: Point) -> float:
+        """The deviation in scales of the learned spread, but never more than the counting tail says a
+        deviation that large is rare (exact for few events, where sqrt(n) scales overstate it)."""
         expected = self.expected
         if expected is None:
             return 0.0
-        return (point.value - expected) / self._scale(point, expected)
+        counting = point.counting_z(expected)
+        if counting is None:
+            return (point.value - expected) / self._scale(point, expected)
+        learned = (point.value - expected) / max(1.4826 * self._corrected(), 1e-9)
+        if learned * counting <= 0:  # a rounding of the count's tail to the other side: nothing to see
+            return 0.0
+        return math.copysign(min(abs(learned), abs(counting)), learned)
 
     def _scale(self, point: Point, expected: float) -> float:
         """The learned spread (bias-corrected: early on the running deviation has absorbed only part of

@@ -48,12 +48,16 @@ def points(totals: Totals, latency: dict[int, int], window_s: float) -> dict[str
     found = {"orders_per_s": _rate(totals.orders, totals.orders, window_s),
              "revenue_per_s": _rate(totals.revenue, totals.orders, window_s),
              "views_per_s": _rate(totals.views, totals.views, window_s)}
+    # Orders per view, orders and checkouts per cart: flows of one window, not successes among its
+    # trials (an order's cart may have been added a window earlier).
     if totals.views >= MIN_TRIALS["conversion_rate"]:
-        found["conversion_rate"] = Point(totals.orders / totals.views, totals.views, "ratio", window_s)
+        found["conversion_rate"] = Point(totals.orders / totals.views, totals.views, "ratio", window_s, flow=True)
     if totals.carts >= MIN_TRIALS["abandonment_rate"]:
-        found["abandonment_rate"] = Point(max(0.0, 1 - totals.orders / totals.carts), totals.carts, "ratio", window_s)
+        found["abandonment_rate"] = Point(max(0.0, 1 - totals.orders / totals.carts), totals.carts, "ratio", window_s,
+                                          flow=True, complement=True)
     if totals.carts >= MIN_TRIALS["checkout_rate"]:
-        found["checkout_rate"] = Point(min(1.0, totals.checkouts / totals.carts), totals.carts, "ratio", window_s)
+        found["checkout_rate"] = Point(min(1.0, totals.checkouts / totals.carts), totals.carts, "ratio", window_s,
+                                       flow=True)
     if totals.attempts >= MIN_TRIALS["payment_failure_rate"]:
         found["payment_failure_rate"] = Point(totals.failures / totals.attempts, totals.attempts, "ratio", window_s)
     trials = sum(latency.values())
