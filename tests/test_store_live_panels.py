@@ -8,6 +8,7 @@ incident and insight rows link to their own time and country."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -152,3 +153,39 @@ def test_the_incident_and_insight_rows_link_to_their_time_and_country(demo: Clie
             assert start < row["time"].replace(tzinfo=UTC) and "${" not in url
             assert row["to_ms"] == "now" or int(row["to_ms"]) > int(row["from_ms"])
             assert row["link_country"] == "$__all" or row["link_country"] in row["country"]
+
+
+KPI_TILES = {"Orders/s": "orders_per_s", "GMV / min": "revenue_per_s", "Conversion": "conversion_rate",
+             "Cart abandonment": "abandonment_rate"}
+
+
+def test_a_kpi_tile_turns_red_while_an_incident_on_its_kpi_is_open(demo: Client) -> None:
+    """Each KPI tile's config query (B), as Grafana's Config from query results transformation applies it:
+    with no open incident on the tile's KPI in the selected countries it gives back the tile's own
+    thresholds; with one (the demo's open cart abandonment incident in BR) the abandonment tile is red
+    whatever its value, and the other tiles keep their thresholds."""
+    from shoppulse.grafana.shapes import Result
+    from shoppulse.grafana.transformations import active_colour, config_thresholds
+
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text())
+
+    def steps_for(panel: dict, countries: list[str]) -> list[dict] | None:
+        target = next(t for t in panel["targets"] if t["refId"] == "B")
+        context = QueryContext(NOW - timedelta(hours=1), NOW, 60_000, {"country": countries},
+                               multi=frozenset({"country"}))
+        answer = demo.query(clickhouse_query(target["rawSql"], context))
+        result = Result(list(answer.column_names), [t.name for t in answer.column_types], answer.result_rows)
+        return config_thresholds(panel, {"B": result})
+
+    for title, metric in KPI_TILES.items():
+        panel = next(p for p in dashboard["panels"] if p["title"] == title)
+        own = [{"value": -math.inf if step["value"] is None else float(step["value"]), "color": step["color"]}
+               for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+        assert steps_for(panel, COUNTRIES) == own, title
+        in_br = steps_for(panel, ["BR"])
+        if metric == "abandonment_rate":
+            assert in_br == [{"value": -math.inf, "color": "red"}]
+            assert active_colour(in_br, 0.0) == active_colour(in_br, 0.99) == "red"
+            assert active_colour(own, 0.0) == "green"  # the same value, with no incident open
+        else:
+            assert in_br == own, title

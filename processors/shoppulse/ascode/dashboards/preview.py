@@ -26,6 +26,7 @@ from matplotlib.axes import Axes
 from shoppulse.ascode.dashboards.queries import Executed
 from shoppulse.grafana.model import DashboardFile
 from shoppulse.grafana.shapes import Result, is_number, is_text, is_time
+from shoppulse.grafana.transformations import active_colour, config_thresholds
 
 BACKGROUND, PANEL, TEXT, MUTED = "#111217", "#181b1f", "#ccccdc", "#8e8e9e"
 PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0",
@@ -54,12 +55,13 @@ def _format(value: float | None, unit: str) -> str:
     return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
-def _threshold_colour(panel: dict[str, Any], value: float | None) -> str:
-    steps = (((panel.get("fieldConfig") or {}).get("defaults") or {}).get("thresholds") or {}).get("steps") or []
-    colour = "green"
-    for step in steps:
-        if step.get("value") is None or (value is not None and value >= step["value"]):
-            colour = step.get("color", colour)
+def _threshold_colour(panel: dict[str, Any], value: float | None,
+                      steps_from_data: list[dict[str, Any]] | None = None) -> str:
+    """The colour Grafana gives ``value``: by the steps a config query set (they replace the panel's),
+    else by the panel's own thresholds."""
+    steps = steps_from_data if steps_from_data is not None else (((panel.get("fieldConfig") or {}).get(
+        "defaults") or {}).get("thresholds") or {}).get("steps") or []
+    colour = active_colour(steps, value) or "green"
     return COLOURS.get(colour, colour)
 
 
@@ -104,9 +106,13 @@ def _style(ax: Axes, title: str) -> None:
     ax.set_title(title, color=TEXT, fontsize=13, loc="left", pad=8, fontweight="bold")
 
 
-def _stat(ax: Axes, panel: dict[str, Any], results: list[Result], unit: str) -> None:
+def _stat(ax: Axes, panel: dict[str, Any], by_ref: dict[str, Result], unit: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
+    steps = config_thresholds(panel, by_ref)
+    config_ref = next((str((t.get("options") or {}).get("configRefId")) for t in panel.get("transformations") or []
+                       if t.get("id") == "configFromData"), None)
+    results = [result for ref, result in by_ref.items() if ref != config_ref]
     series = _series(results[0]) if results else {}
     if series:
         values = next(iter(series.values()))[1]
@@ -115,7 +121,7 @@ def _stat(ax: Axes, panel: dict[str, Any], results: list[Result], unit: str) -> 
         numbers = results[0].named(is_number) if results else []
         value = _number(results[0].values(numbers[-1])[-1]) if numbers and results[0].rows else None
         values = []
-    colour = _threshold_colour(panel, value)
+    colour = _threshold_colour(panel, value, steps)
     ax.set_facecolor(colour)
     if values:
         twin = ax.inset_axes((0, 0, 1, 0.45))
@@ -275,7 +281,8 @@ def render_dashboard(file: DashboardFile, executed: list[Executed], anomalies: l
             expressions = [str(t.get("expr") or t.get("rawSql") or "") for t in panel.get("targets") or []]
             _text(ax, ["no offline data: Prometheus query, checked by promtool", *expressions])
         elif kind == "stat":
-            _stat(ax, panel, results, unit)
+            _stat(ax, panel, {str(e.target.get("refId")): e.result for e in by_panel.get(panel.get("id"), [])
+                              if e.result is not None}, unit)
         elif kind == "timeseries":
             # The sidecar annotates the panel that draws its expectation: anomaly regions go there.
             expects = any("expected_band" in str(t.get("rawSql")) for t in panel.get("targets") or [])
