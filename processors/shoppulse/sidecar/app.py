@@ -252,7 +252,8 @@ class Sidecar:
         return changes
 
     def _drivers(self, region: Region, windows: dict[str, dict[str, Point]]) -> list[str]:
-        """The countries of open incidents that drive a store-wide region's move (drivers.py)."""
+        """The countries that drive a store-wide region's move (drivers.py), among those of the open
+        incidents and those with a region open."""
         metric = region.metric
         store = windows.get(GLOBAL, {}).get(metric)
         if store is None:

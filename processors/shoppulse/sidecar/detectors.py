@@ -10,8 +10,8 @@ need nothing else.
   with a floor from counting statistics — a z never larger than the exact tail of the count behind
   the point says (Poisson events for a rate, binomial trials for a ratio, ``counting.py``), a p95
   (judged by its logarithm) no further out than a sample quantile's spread — so sparse series do
-  not cry wolf. It is also the series' baseline: the expected
-  value and signed z that regions and insights report.
+  not cry wolf. It is also the series' baseline: the expected value and signed z that regions and
+  insights report.
 * ``HalfSpaceTreesDetector``: River's online isolation detector on the level and its change; it
   assumes features in [0, 1], so a River ``MinMaxScaler`` sits in front of it in one pipeline.
 * ``SeasonalBandDetector``: the statsmodels Holt-Winters band for this time of the week (fitted in
