@@ -29,36 +29,47 @@ def _last_not_null(values: list[Any]) -> Any:
                 None)
 
 
+def config_from_data(panel: dict[str, Any]) -> dict[str, Any] | None:
+    """The options of a panel's first enabled ``configFromData`` transformation (None without one)."""
+    for transformation in panel.get("transformations") or []:
+        if transformation.get("id") == "configFromData" and not transformation.get("disabled"):
+            return dict(transformation.get("options") or {})
+    return None
+
+
+def config_ref_id(panel: dict[str, Any]) -> str | None:
+    """The refId of the query a panel takes its field config from (Grafana's default: ``config``)."""
+    options = config_from_data(panel)
+    return None if options is None else str(options.get("configRefId", "config"))
+
+
 def config_thresholds(panel: dict[str, Any], results: dict[str, Result]) -> list[dict[str, Any]] | None:
     """The threshold steps a panel's ``configFromData`` transformation gives its numeric fields, from the
     query results by refId; None when the panel has none or its config query returned nothing."""
-    for transformation in panel.get("transformations") or []:
-        if transformation.get("id") != "configFromData" or transformation.get("disabled"):
+    ref = config_ref_id(panel)
+    config = None if ref is None else results.get(ref)
+    if config is None:
+        return None
+    options = config_from_data(panel) or {}
+    mappings = {m.get("fieldName"): m for m in options.get("mappings") or []}
+    steps: list[dict[str, Any]] = []
+    for column in config.columns:
+        mapping = mappings.get(column)
+        handler = mapping.get("handlerKey") if mapping else column.lower()
+        if mapping is None and handler not in SUPPORTED_HANDLERS:
+            continue  # an unmapped field whose name is no handler's: ignored, as Grafana does
+        if handler not in SUPPORTED_HANDLERS:
+            raise UnsupportedTransformationError(f"configFromData handler {handler!r} (field {column!r}) is not "
+                                                 "modelled; only threshold1 is")
+        if mapping and mapping.get("reducerId", "lastNotNull") != "lastNotNull":
+            raise UnsupportedTransformationError(
+                f"configFromData reducer {mapping.get('reducerId')!r} is not modelled")
+        value = _last_not_null(config.values(column))
+        if value is None:
             continue
-        options = transformation.get("options") or {}
-        config = results.get(str(options.get("configRefId", "config")))
-        if config is None:
-            return None
-        mappings = {m.get("fieldName"): m for m in options.get("mappings") or []}
-        steps: list[dict[str, Any]] = []
-        for column in config.columns:
-            mapping = mappings.get(column)
-            handler = mapping.get("handlerKey") if mapping else column.lower()
-            if mapping is None and handler not in SUPPORTED_HANDLERS:
-                continue  # an unmapped field whose name is no handler's: ignored, as Grafana does
-            if handler not in SUPPORTED_HANDLERS:
-                raise UnsupportedTransformationError(f"configFromData handler {handler!r} (field {column!r}) is not "
-                                                "modelled; only threshold1 is")
-            if mapping and mapping.get("reducerId", "lastNotNull") != "lastNotNull":
-                raise UnsupportedTransformationError(
-                    f"configFromData reducer {mapping.get('reducerId')!r} is not modelled")
-            value = _last_not_null(config.values(column))
-            if value is None:
-                continue
-            colour = (((mapping or {}).get("handlerArguments") or {}).get("threshold") or {}).get("color") or "red"
-            steps.append({"value": float(value), "color": colour})
-        return steps
-    return None
+        colour = (((mapping or {}).get("handlerArguments") or {}).get("threshold") or {}).get("color") or "red"
+        steps.append({"value": float(value), "color": colour})
+    return steps
 
 
 def active_colour(steps: list[dict[str, Any]], value: float | None) -> str | None:

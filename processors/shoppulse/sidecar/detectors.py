@@ -214,7 +214,7 @@ class RobustZ:
         counting = point.counting_z(expected)
         if counting is None:
             return (point.value - expected) / self._scale(point, expected)
-        learned = (point.value - expected) / max(1.4826 * self._corrected(), 1e-9)
+        learned = (point.value - expected) / max(self._learned_scale(), 1e-9)
         if learned * counting <= 0:  # a rounding of the count's tail to the other side: nothing to see
             return 0.0
         return math.copysign(min(abs(learned), abs(counting)), learned)
@@ -222,7 +222,11 @@ class RobustZ:
     def _scale(self, point: Point, expected: float) -> float:
         """The learned spread (bias-corrected: early on the running deviation has absorbed only part of
         its weight), never below the counting noise of a point at the expected value."""
-        return max(1.4826 * self._corrected(), point.noise_sd(expected), 1e-9)
+        return max(self._learned_scale(), point.noise_sd(expected), 1e-9)
+
+    def _learned_scale(self) -> float:
+        """The learned spread as a standard deviation (1.4826 MADs for normal noise)."""
+        return 1.4826 * self._corrected()
 
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point)

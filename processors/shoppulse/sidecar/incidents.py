@@ -120,6 +120,12 @@ class Incident:
     def is_open(self) -> bool:
         return any(r.closed_at is None for r in self.regions)
 
+    def book_lost(self, at: datetime, lost: float) -> None:
+        """Add revenue lost to the shortfall, remembered by the step it was booked at."""
+        if lost:
+            self.shortfall += lost
+            self.risk_steps.append((at, lost))
+
     def last_closed_at(self) -> datetime:
         return max((r.closed_at or self.opened_at) for r in self.regions)
 
@@ -183,11 +189,7 @@ class IncidentTracker:
                     self._add_lost_before(incident, at, newly, region.onset or at, step_s)
         for incident in list(self.incidents):
             if incident.is_open:
-                countries = incident.countries
-                lost = sum(lost_revenue.get(c, 0.0) for c in countries) * step_s
-                if lost:
-                    incident.shortfall += lost
-                    incident.risk_steps.append((at, lost))
+                incident.book_lost(at, sum(lost_revenue.get(c, 0.0) for c in incident.countries) * step_s)
             elif at - incident.last_closed_at() >= self.resolve_after:
                 incident.resolved_at = incident.last_closed_at()
                 self.incidents.remove(incident)
@@ -203,9 +205,7 @@ class IncidentTracker:
         since = onset - self.onset_margin
         lost = sum(by_country.get(c, 0.0) for step, by_country in self.recent_lost if since < step < at
                    for c in countries) * step_s
-        if lost:
-            incident.shortfall += lost
-            incident.risk_steps.append((at, lost))
+        incident.book_lost(at, lost)
 
     def _joins(self, region: Region) -> Incident | None:
         """The open incident this region belongs to: its country's first, else (a store-wide region) the

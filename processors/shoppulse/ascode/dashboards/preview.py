@@ -26,7 +26,7 @@ from matplotlib.axes import Axes
 from shoppulse.ascode.dashboards.queries import Executed
 from shoppulse.grafana.model import DashboardFile
 from shoppulse.grafana.shapes import Result, is_number, is_text, is_time
-from shoppulse.grafana.transformations import active_colour, config_thresholds
+from shoppulse.grafana.transformations import active_colour, config_ref_id, config_thresholds
 
 BACKGROUND, PANEL, TEXT, MUTED = "#111217", "#181b1f", "#ccccdc", "#8e8e9e"
 PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0",
@@ -110,8 +110,7 @@ def _stat(ax: Axes, panel: dict[str, Any], by_ref: dict[str, Result], unit: str)
     ax.set_xticks([])
     ax.set_yticks([])
     steps = config_thresholds(panel, by_ref)
-    config_ref = next((str((t.get("options") or {}).get("configRefId")) for t in panel.get("transformations") or []
-                       if t.get("id") == "configFromData"), None)
+    config_ref = config_ref_id(panel)
     results = [result for ref, result in by_ref.items() if ref != config_ref]
     series = _series(results[0]) if results else {}
     if series:
