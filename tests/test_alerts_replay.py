@@ -61,7 +61,7 @@ def country_of(firing: Firing) -> str:
 
 
 @pytest.fixture(scope="module")
-def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str]]:
+def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[tuple]]]:
     scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
     # The command's rate (100 events/s): at lower rates FR's thin midday carts can hold the
     # abandonment rule's condition (four standard deviations of its band over the 0.1 floor) for less
@@ -73,30 +73,35 @@ def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str]]:
                       fixed_week_time(datetime.now(UTC))) as (run, client):
         results = replay(load(alerting_paths()), RuleEvaluator(client, provisioned_datasources()),
                          run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end)
+        regions = client.query("SELECT country, metric, opened_at, closed_at, severity FROM anomalies FINAL "
+                               "ORDER BY opened_at").result_rows  # what the sidecar saw, told when a rule is missed
         # The command's other mode, over the database the run is in: its first incident's part.
         command = subprocess.run(
             [sys.executable, "-m", "shoppulse", "alerts", "replay", "--clickhouse-url", client.url,
              "--from", run.start.isoformat(), "--to", (run.start + COMMAND_SPAN).isoformat()],
             check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "CLICKHOUSE_PASSWORD": ""})
     assert command.returncode == 0, command.stderr[-2000:]
-    yield run, {r.uid: r for r in results}, command.stdout
+    yield run, {r.uid: r for r in results}, command.stdout, regions
 
 
 @pytest.mark.integration
 def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) -> None:
-    run, results, _ = replayed
+    run, results, _, regions = replayed
     assert len(run.incidents) == 4
     for incident in run.incidents:
         firings = results[MATCHING_RULE[incident.incident.kind]].firings
         for country in incident.incident.countries:
             hits = [f for f in firings if country_of(f) in (country, "ALL")
                     and incident.start <= f.fired_at <= incident.end + AFTER_END]
-            assert hits, f"{incident.incident.kind} in {country}: {MATCHING_RULE[incident.incident.kind]} did not fire"
+            seen = [r for r in regions if r[0] in (country, "ALL")
+                    and incident.start - AFTER_END <= r[2].replace(tzinfo=UTC) <= incident.end + AFTER_END]
+            assert hits, (f"{incident.incident.kind} in {country}: {MATCHING_RULE[incident.incident.kind]} did not "
+                          f"fire; the sidecar's regions there: {seen}")
 
 
 @pytest.mark.integration
 def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
-    run, results, _ = replayed
+    run, results, _, _ = replayed
     windows = [(i.start, i.end + AFTER_END, {*i.incident.countries, "ALL"}) for i in run.incidents]
     stray = [(uid, f) for uid, result in results.items() for f in result.firings
              if not any(start <= f.fired_at <= end and countries_of(f.labels) & countries
@@ -119,7 +124,7 @@ TOLD_AS_INCIDENTS = ("payment_outage", "flash_sale", "checkout_latency")
 def test_each_incident_the_sidecar_tells_pages_once_as_one_incident_of_its_kind(replayed) -> None:
     """On-call gets one notification group per receiver for each incident: the sidecar's incident,
     with its kind and countries, and every other alert about it grouped under it."""
-    run, results, printed = replayed
+    run, results, printed, _ = replayed
     files = load(alerting_paths())
     tree = policy_tree(files)
     assert tree is not None
@@ -142,13 +147,13 @@ def test_each_incident_the_sidecar_tells_pages_once_as_one_incident_of_its_kind(
 
 @pytest.mark.integration
 def test_a_prometheus_rule_is_reported_as_not_replayed(replayed) -> None:
-    _run, results, _ = replayed
+    _run, results, _, _ = replayed
     assert "Prometheus" in (results["shoppulse-pipeline-down"].skipped or "")
 
 
 @pytest.mark.integration
 def test_the_command_replays_a_database_that_holds_a_run(replayed) -> None:
-    run, results, printed = replayed
+    run, results, printed, _ = replayed
     span_end = run.start + COMMAND_SPAN
     # What the full replay saw fire in the command's span; still firing where it resolved after the span.
     inside = [Firing(f.labels, f.fired_at, f.resolved_at if f.resolved_at and f.resolved_at <= span_end else None)

@@ -109,6 +109,56 @@ def test_a_flush_that_lost_clickhouse_after_one_table_is_replayed_exactly_once(
     assert ch.query(f"SELECT sum(total) FROM {sums}").result_rows == [(sum(n for n in range(35) if n % 3),)]
 
 
+class SeesWhatIsWritten:
+    """A real client that, when the watermark table's INSERT starts, counts the rows the other table
+    already holds in ClickHouse (what a reader trusting the watermark at that moment would find)."""
+
+    def __init__(self, client: Client, watermark: str, other: str) -> None:
+        self._client = client
+        self._watermark, self._other = watermark, other
+        self.other_rows_before_watermark: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def insert(self, *args: Any, context: Any, **kwargs: Any) -> Any:
+        if context.table.endswith(f"`{self._watermark}`") or context.table == self._watermark:
+            counted = self._client.query(f"SELECT count() FROM {self._other}").result_rows[0][0]
+            self.other_rows_before_watermark.append(counted)
+        return self._client.insert(*args, context=context, **kwargs)
+
+
+def test_the_watermark_table_is_written_after_the_others_and_not_at_all_when_one_fails(
+        ch: Client, clickhouse_endpoint: EndpointProcess, tables: tuple[str, str]) -> None:
+    every, sums = tables
+    settings = clickhouse_endpoint.settings()
+    seen = SeesWhatIsWritten(clickhouse.connect(settings, database="default"), every, sums)
+    sink = ClickHouseSink(lambda: seen, [Table(every, ["n"], lambda n: ([n],)),
+                                         Table(sums, ["parity", "total"], lambda n: ([n % 2, n],))],
+                          retry_after=0.1, watermark=every)
+    add(sink, 0, range(0, 10))
+    sink.flush()
+    add(sink, 0, range(10, 25))
+    sink.flush()
+    assert seen.other_rows_before_watermark == [10, 25]
+
+    # The other table's INSERT fails: the watermark table gets nothing of that flush, then both exactly once.
+    flaky = InsertFailsOnce(clickhouse.connect(settings, database="default"), sums)
+    sink = ClickHouseSink(lambda: flaky, [Table(every, ["n"], lambda n: ([n],)),
+                                          Table(sums, ["parity", "total"], lambda n: ([n % 2, n],))],
+                          retry_after=0.1, watermark=every)
+    add(sink, 0, range(25, 40))
+    with pytest.raises(SinkBackpressureError):
+        sink.flush()
+    assert ch.query(f"SELECT count() FROM {every}").result_rows == [(25,)]
+    add(sink, 0, range(25, 40))
+    sink.flush()
+    assert ch.query(f"SELECT count(), uniqExact(src_offset) FROM {every}").result_rows == [(40, 40)]
+    assert ch.query(f"SELECT count(), sum(total) FROM {sums}").result_rows == [(40, sum(range(40)))]
+    with pytest.raises(ValueError, match="watermark table"):
+        ClickHouseSink(lambda: seen, [Table(every, ["n"], lambda n: ([n],))], watermark="elsewhere")
+
+
 def test_a_sink_needs_distinct_tables(clickhouse_endpoint: EndpointProcess) -> None:
     with pytest.raises(ValueError, match="distinct tables"):
         ClickHouseSink(lambda: None, [Table("a", ["n"], lambda n: ([n],)), Table("a", ["n"], lambda n: ([n],))])

@@ -19,6 +19,8 @@ country, before it arrived), reported through its ``on_late``. Every table is wr
 sink, which gets each late event, the sessions each event closed and each closed window: a
 table's rows reach it in offset order and the sink's offset fence keeps them exactly once.
 ClickHouse rolls the 1 s tables up to 1 min and 1 h with materialized views, which are additive too.
+``metrics_1s`` is the freshness readers go by (the sidecar reads a second once it is there), so the
+sink writes it after the other tables of each flush.
 
 Sessions have a grace period of their own and see every cart event, also one late for its 1 s
 window; an event later than the sessions' grace is counted
@@ -199,7 +201,7 @@ def build_app(settings: Settings, consumer_group: str = CONSUMER_GROUP) -> Appli
     app = processor_app(settings, consumer_group, settings.aggregate_commit_interval_s)
     clean = app.topic(CLEAN_EVENTS.name, key_deserializer="str", value_deserializer="json")
     tables = ClickHouseSink(lambda: clickhouse.connect(settings), aggregate_tables(),
-                            epochs=TopicEpochs(kafka_topic_ids(settings.kafka_bootstrap)))
+                            epochs=TopicEpochs(kafka_topic_ids(settings.kafka_bootstrap)), watermark="metrics_1s")
     sessions = SessionTracker(settings.session_gap_ms, settings.session_grace_ms, on_late=_session_late)
 
     (app.dataframe(clean)

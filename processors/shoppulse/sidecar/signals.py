@@ -2,7 +2,8 @@
 
 At each step end ``t`` (a multiple of ``step_s``) every signal is evaluated over the trailing
 window ``[t - window_s, t)`` per country and for the whole store (country ``ALL``). A step is
-read only once it lies below the freshness watermark of ``metrics_1s``, so its numbers are final.
+read only once it lies below the freshness watermark of ``metrics_1s``, so its numbers are final
+(the aggregation writes ``metrics_1s`` after its other tables, the payments among them).
 """
 
 from __future__ import annotations

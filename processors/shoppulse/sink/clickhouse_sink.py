@@ -83,13 +83,21 @@ class ClickHouseSink(BatchingSink):
     table's INSERT fails on its data, each value's rows are tried alone: those that cannot be
     written go to ``sink_dead_letters`` with the reason (and ``shoppulse_sink_dead_rows``), first,
     then the table gets the others — the dead letters have a fence of their own, so a crash between
-    the two INSERTs records nothing twice. A data error no single value explains is raised as is."""
+    the two INSERTs records nothing twice. A data error no single value explains is raised as is.
+
+    Given ``watermark``, the table readers take their freshness from (its newest second), that table
+    is written only after every other table of the flush has landed: a reader that trusts its
+    watermark finds the other tables' rows of the same seconds too, never a flush half-written."""
 
     def __init__(self, connect: Callable[[], Client], tables: Sequence[Table],
-                 retry_after: float = RETRY_AFTER_S, epochs: TopicEpochs | None = None) -> None:
+                 retry_after: float = RETRY_AFTER_S, epochs: TopicEpochs | None = None,
+                 watermark: str | None = None) -> None:
         super().__init__()
         if not tables or len({table.name for table in tables}) != len(tables):
             raise ValueError(f"a ClickHouse sink needs one or more distinct tables, got {[t.name for t in tables]}")
+        if watermark is not None and watermark not in {table.name for table in tables}:
+            raise ValueError(f"the watermark table {watermark!r} is not one of the sink's {[t.name for t in tables]}")
+        self._watermark = watermark
         self.tables = list(tables)
         self._connect = connect
         self._client: Client | None = None
@@ -131,8 +139,11 @@ class ClickHouseSink(BatchingSink):
             fences = self._written_up_to(client, sorted({batch.partition for batch in batches}))
             inserts = [(table, rows) for table in self.tables
                        if (rows := self._fresh_rows(table, batches, fences.get(table.name, {}), base))]
-            for table, exc in self._insert_all(client, inserts):
-                self._write_around_dead_rows(client, table, batches, fences.get(table.name, {}), base, exc)
+            others = [(table, rows) for table, rows in inserts if table.name != self._watermark]
+            last = [(table, rows) for table, rows in inserts if table.name == self._watermark]
+            for group in (others, last):
+                for table, exc in self._insert_all(client, group):
+                    self._write_around_dead_rows(client, table, batches, fences.get(table.name, {}), base, exc)
         except (OperationalError, ConnectionError, TopicIdentityError) as exc:
             self._pause(exc)
         except DatabaseError as exc:
@@ -166,6 +177,8 @@ class ClickHouseSink(BatchingSink):
         part (and its materialized views'), and the processor waits for them all at every commit.
         All are waited for before a failure is raised, so that none is still in flight when a
         replay reads the fences. Returns the tables whose rows could not be encoded for their columns."""
+        if not inserts:
+            return []
         contexts = [self._context(client, table) for table, _ in inserts]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=len(self.tables), thread_name_prefix="clickhouse-insert")
