@@ -54,6 +54,9 @@ INCIDENTS = Counter("shoppulse_sidecar_incidents", "Incident changes", ["change"
 OPEN_INCIDENTS = Gauge("shoppulse_sidecar_open_incidents", "Incidents not yet resolved")
 BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newest final second and the last step")
 LAST_STEP = Gauge("shoppulse_sidecar_last_step_seconds", "Event time (Unix seconds) up to which steps are scored")
+DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' counts vary than counting alone "
+                   "(the factor its counting floor is widened by, learned from its usual windows)",
+                   ["metric", "country"])
 
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
                    "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id"]
@@ -226,6 +229,7 @@ class Sidecar:
                 verdict = series.detector.step(point, series.tracker.is_open or country in held)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
+                DISPERSION.labels(metric, country).set(series.detector.robust.dispersion())
                 change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)

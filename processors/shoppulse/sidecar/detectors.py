@@ -30,14 +30,23 @@ from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Protocol
 
-from river import anomaly, compose, preprocessing, stats
+from river import anomaly, compose, preprocessing, stats, utils
 
 from shoppulse.sidecar.counting import binomial_z, flow_ratio_z, poisson_z
 
 WARM_UP_POINTS = 60
-# Events come in sessions (several carts, retried payments), so counts vary more than independent
-# trials would: the counting floors are widened by this factor.
+# Events come in sessions (several views and carts, retried payments), so counts vary more than
+# independent trials would: the counting floors are widened by a factor each series learns from its own
+# usual points, starting from this one, which weighs as much as DISPERSION_PRIOR_POINTS of them. The
+# factor is the spread of their counting z (between 1 and MAX_DISPERSION), a root mean square with each
+# z clipped at DISPERSION_CLIP factors first: a shift too small to open a region that lasts a while
+# would otherwise inflate the spread and hide itself.
 OVERDISPERSION = 1.5
+DISPERSION_PRIOR_POINTS = 120
+MAX_DISPERSION = 4.0
+DISPERSION_POINTS = 1080  # the usual points it is learned from: the latest three hours at a 10 s step
+DISPERSION_CLIP = 2.5
+CLIPPED_NORMAL_SQUARE = 0.977560  # E[min(Z^2, 2.5^2)] of a standard normal Z: what the clipping leaves of 1
 # Quantiles are judged on a log scale, where the sampling noise of a high quantile of few samples is
 # close to symmetric (on the linear scale it has a long upper tail that a z-score mistakes for an
 # anomaly). A sample p-quantile of n draws varies by sqrt(p(1-p)/n) / f(q); for latencies log-normal
@@ -101,38 +110,38 @@ class Point:
                                                            math.log(max(self.band.upper, 1e-9)))
         return replace(self, value=math.log(max(self.value, 1e-9)), kind="log_quantile", band=band)
 
-    def counting_z(self, expected: float) -> float | None:
+    def counting_z(self, expected: float, dispersion: float = OVERDISPERSION) -> float | None:
         """How rare the point's count is against ``expected`` if only counting varied, as a signed z
         (``counting.py``: exact tails, binomial for a ratio, for a flow ratio its numerator given both
-        counts, Poisson for a rate's events), shrunk by OVERDISPERSION; None where no count is behind
+        counts, Poisson for a rate's events), shrunk by ``dispersion``; None where no count is behind
         the value (a quantile, a level, a rate of no events)."""
         n = round(self.count)
         if self.kind == "ratio" and n > 0:
             if self.flow:
                 ratio, usual = (1 - self.value, 1 - expected) if self.complement else (self.value, expected)
                 z = flow_ratio_z(round(ratio * n), n, usual)
-                return (-z if self.complement else z) / OVERDISPERSION
-            return binomial_z(round(self.value * n), n, expected) / OVERDISPERSION
+                return (-z if self.complement else z) / dispersion
+            return binomial_z(round(self.value * n), n, expected) / dispersion
         if self.kind == "rate" and n > 0 and self.value > 0:
-            return poisson_z(n, n * expected / self.value) / OVERDISPERSION  # the events the expected value means
+            return poisson_z(n, n * expected / self.value) / dispersion  # the events the expected value means
         return None
 
-    def noise_sd(self, expected: float | None = None) -> float:
+    def noise_sd(self, expected: float | None = None, dispersion: float = OVERDISPERSION) -> float:
         """The standard deviation counting alone would give the value: a ratio p of n trials varies by
         sqrt(p(1-p)/n); a rate built from n events by value/sqrt(n) (each event's weight times
-        sqrt(n)) — both times OVERDISPERSION (a ratio at the ``expected`` value, when given); the
+        sqrt(n)) — both times ``dispersion`` (a ratio at the ``expected`` value, when given); the
         logarithm of a p95 of n samples by P95_LOG_NOISE/sqrt(n) plus the histogram's bucket error."""
         n = max(self.count, 1.0)
         if self.kind == "level":  # a measurement without counts behind it: its own spread is the only scale
             return 0.0
         if self.kind == "ratio":  # under "nothing changed" the spread is that of the expected proportion
             p = min(max(self.value if expected is None else expected, 0.0), 1.0)
-            return OVERDISPERSION * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
+            return dispersion * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
         if self.kind == "log_quantile":
             return P95_LOG_NOISE / math.sqrt(n) + HISTOGRAM_LOG_ERROR
         if self.kind == "quantile":
             raise ValueError("a quantile is judged on its log scale: call Point.judged() first")
-        return OVERDISPERSION * (abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s)
+        return dispersion * (abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s)
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,9 @@ class RobustZ:
     weight: float = 0.8
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
     calibrated: int = 0
+    # the usual points' squared counting z at no overdispersion, clipped: the series' own dispersion
+    counting_sq: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Mean, window_size=DISPERSION_POINTS))
+    dispersed: int = 0
 
     @property
     def warm(self) -> bool:
@@ -193,10 +205,25 @@ class RobustZ:
             return 1.0
         return max(1.0, float(self.tail.get() or 0.0) / NORMAL_TAIL_Z)
 
+    def dispersion(self) -> float:
+        """How much more than counting alone this series' counts vary, as a factor on the counting z."""
+        seen = min(self.dispersed, DISPERSION_POINTS)
+        learned = float(self.counting_sq.obj.get()) / CLIPPED_NORMAL_SQUARE if seen else 0.0
+        variance = (DISPERSION_PRIOR_POINTS * OVERDISPERSION ** 2 + seen * learned) / (DISPERSION_PRIOR_POINTS + seen)
+        return min(MAX_DISPERSION, max(1.0, math.sqrt(variance)))
+
     def calibrate_one(self, point: Point) -> None:
-        """Learn how far this series' |z| reaches, from every point outside an anomaly region — the
-        unusual ones too: knowing how often the series looks unusual is the point."""
-        if self.self_calibrating and self.warm:
+        """Learn how far this series' |z| reaches, and how overdispersed its counts are, from every
+        point outside an anomaly region — the unusual ones too: knowing how often the series looks
+        unusual is the point."""
+        if not self.warm:
+            return
+        expected = self.expected
+        counting = None if expected is None else point.counting_z(expected, dispersion=1.0)
+        if counting is not None:
+            self.counting_sq.update(min(counting * counting, (DISPERSION_CLIP * self.dispersion()) ** 2))
+            self.dispersed += 1
+        if self.self_calibrating:
             self.tail.update(abs(self._raw_z(point)))
             self.calibrated += 1
 
@@ -211,7 +238,7 @@ class RobustZ:
         expected = self.expected
         if expected is None:
             return 0.0
-        counting = point.counting_z(expected)
+        counting = point.counting_z(expected, self.dispersion())
         if counting is None:
             return (point.value - expected) / self._scale(point, expected)
         learned = (point.value - expected) / max(self._learned_scale(), 1e-9)
@@ -222,7 +249,7 @@ class RobustZ:
     def _scale(self, point: Point, expected: float) -> float:
         """The learned spread (bias-corrected: early on the running deviation has absorbed only part of
         its weight), never below the counting noise of a point at the expected value."""
-        return max(self._learned_scale(), point.noise_sd(expected), 1e-9)
+        return max(self._learned_scale(), point.noise_sd(expected, self.dispersion()), 1e-9)
 
     def _learned_scale(self) -> float:
         """The learned spread as a standard deviation (1.4826 MADs for normal noise)."""
