@@ -128,7 +128,7 @@ def test_an_empty_incident_id_is_no_incident_and_regex_matchers_are_anchored(tre
 
 def test_the_incident_rule_pages_every_kind_the_sidecar_names_and_no_other() -> None:
     # A kind the sidecar names has a title and a story; its fallback kinds (metric_up / metric_down, e.g.
-    # abandonment_rate_down) are moves that do not hurt the store and page no one.
+    # carts_without_order_down) are moves that do not hurt the store and page no one.
     rule = next(r.item for r in load(alerting_paths()).rules() if r.item.get("uid") == "shoppulse-incident-open")
     sql = rule["data"][0]["model"]["rawSql"]
     paged = set(re.findall(r"'(\w+)'", sql[sql.index("kind IN"):]))

@@ -85,18 +85,18 @@ def test_the_store_wide_mix_shift_of_a_flash_sale_joins_the_sale_s_incident() ->
             views = round(views_usual * (surge if country == "US" else 1.0) * rng.uniform(0.98, 1.02))
             orders = round(views * rates[country] * rng.uniform(0.98, 1.02))
             windows[country] = {"views_per_s": Point(views / 60, views, "rate"),
-                                "conversion_rate": Point(orders / views, views, "ratio")}
+                                "orders_per_view": Point(orders / views, views, "ratio")}
             totals[0] += orders
             totals[1] += views
         windows["ALL"] = {"views_per_s": Point(totals[1] / 60, totals[1], "rate"),
-                          "conversion_rate": Point(totals[0] / totals[1], totals[1], "ratio")}
+                          "orders_per_view": Point(totals[0] / totals[1], totals[1], "ratio")}
         sidecar._score(T0 + STEP * index, windows, {})
 
     for index in range(300):
         step(index, 1.0)
     for index in range(300, 340):
         step(index, 4.0)
-    store_conversion = sidecar.series[("conversion_rate", "ALL")].tracker.region
+    store_conversion = sidecar.series[("orders_per_view", "ALL")].tracker.region
     assert store_conversion is not None, "the store's conversion should have opened a region"
     assert store_conversion.driven_by == ["US"]
     [incident] = sidecar.incidents.incidents

@@ -47,13 +47,13 @@ def test_a_payment_outage_is_one_incident_whatever_it_moves() -> None:
     failures = region("payment_failure_rate", "DE", T0 + STEP, up=True)
     store = region("payment_failure_rate", "ALL", T0 + 2 * STEP, up=True)
     orders = region("orders_per_s", "DE", T0 + 3 * STEP, up=False)
-    abandonment = region("abandonment_rate", "DE", T0 + 4 * STEP, up=True)
+    abandonment = region("carts_without_order", "DE", T0 + 4 * STEP, up=True)
     tracker = IncidentTracker()
     changes = play(tracker, {1: [failures], 2: [store], 3: [orders], 4: [abandonment]}, {}, 10)
     assert [c[:2] for c in changes] == [(1, "opened"), (2, "updated"), (3, "updated"), (4, "updated")]
     [incident] = tracker.incidents
     assert incident.kind == "payment_failures" and incident.countries == ["DE"]
-    assert incident.metrics == ["abandonment_rate", "orders_per_s", "payment_failure_rate"]
+    assert incident.metrics == ["carts_without_order", "orders_per_s", "payment_failure_rate"]
     assert all(tracker.incident_of(r) is incident for r in (failures, store, orders, abandonment))
     story = incident.story(T0 + 10 * STEP)
     assert story.startswith("Payment failures in DE since 14:00 UTC (ongoing,")
@@ -61,7 +61,7 @@ def test_a_payment_outage_is_one_incident_whatever_it_moves() -> None:
 
 
 def test_one_cause_in_two_countries_is_one_incident_and_unrelated_ones_are_apart() -> None:
-    gb, fr = region("abandonment_rate", "GB", T0, up=True), region("abandonment_rate", "FR", T0 + STEP, up=True)
+    gb, fr = region("carts_without_order", "GB", T0, up=True), region("carts_without_order", "FR", T0 + STEP, up=True)
     surge, latency = region("views_per_s", "US", T0 + STEP, up=True), region("payment_latency_p95", "JP", T0, up=True)
     tracker = IncidentTracker()
     play(tracker, {0: [gb, latency], 1: [fr, surge]}, {}, 3)
@@ -81,17 +81,18 @@ def test_a_later_move_elsewhere_is_its_own_incident_even_while_a_long_one_is_ope
     assert [(i.kind, i.countries) for i in tracker.incidents] == [
         ("traffic_surge", ["US"]), ("checkout_latency", ["GB"]), ("checkout_latency", ["JP"])]
     store = IncidentTracker()
-    play(store, {0: [region("orders_per_s", "ALL", T0, up=False)], 40: [region("checkout_rate", "BR", T0, up=False)]},
-         {}, 42)
+    play(store, {0: [region("orders_per_s", "ALL", T0, up=False)],
+                 40: [region("checkouts_per_cart", "BR", T0, up=False)]}, {}, 42)
     assert [i.countries for i in store.incidents] == [["BR"]]  # opened within JOIN_WITHIN of the store's
     stale = IncidentTracker()
     play(stale, {0: [region("orders_per_s", "ALL", T0, up=False)],
-                 40: [region("checkout_rate", "BR", T0 + 40 * STEP, up=False)]}, {}, 42)
+                 40: [region("checkouts_per_cart", "BR", T0 + 40 * STEP, up=False)]}, {}, 42)
     assert [i.countries for i in stale.incidents] == [["ALL"], ["BR"]]
 
 
 def test_a_store_wide_incident_is_joined_by_the_first_country_that_moves() -> None:
-    store, country = region("orders_per_s", "ALL", T0, up=False), region("checkout_rate", "BR", T0 + STEP, up=False)
+    store = region("orders_per_s", "ALL", T0, up=False)
+    country = region("checkouts_per_cart", "BR", T0 + STEP, up=False)
     tracker = IncidentTracker()
     play(tracker, {0: [store], 1: [country]}, {}, 3)
     [incident] = tracker.incidents

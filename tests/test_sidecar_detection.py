@@ -297,9 +297,9 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
     assert result.country_days == 12 * 3 / 24
     assert result.incidents[0].told_once_rightly and [i.countries for i in result.false_incidents] == [["GB"]]
     assert result.false_incidents[0].pages  # a sales drop pages; a fall in abandonment would not
-    assert not OpenedIncident("abandonment_rate_down", ["GB"], at, 0.0, "").pages
+    assert not OpenedIncident("carts_without_order_down", ["GB"], at, 0.0, "").pages
     beside_it = score(incidents, opened, timedelta(hours=3),
-                      [told[0], OpenedIncident("abandonment_rate_down", ["ALL"], at, 0.0, "")]).incidents[0]
+                      [told[0], OpenedIncident("carts_without_order_down", ["ALL"], at, 0.0, "")]).incidents[0]
     assert beside_it.pages_once_rightly and not beside_it.told_once_rightly
     beside = OpenedIncident("traffic_drop", ["FR"], at + timedelta(seconds=60), 0.0, "Traffic drop in FR")
     elsewhere = score(incidents, opened, timedelta(hours=3), [told[0], beside])

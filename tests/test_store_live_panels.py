@@ -103,6 +103,31 @@ def test_the_payment_kpis_are_one_number_in_the_rule_the_sidecar_and_the_kpi_fun
             assert points["payment_latency_p95"].value == pytest.approx(p95[country], rel=1e-9), country
 
 
+def test_the_live_funnel_panel_shows_the_ratios_the_sidecar_judges(demo: Client) -> None:
+    """Over one minute of each country and of the selection of all of them, the panel's orders per
+    product view, carts without an order and checkouts per cart (the schema's functions over
+    ``metrics_1m``) are the sidecar's points for its 60 s window ending at that minute's end."""
+    end = (NOW - timedelta(minutes=30)).replace(second=0)
+    sidecar = read_windows(demo, [end], 60, 10)[end]
+    panel = panel_sql("Live funnel (what the anomaly sidecar watches)")
+    columns = {"orders per product view": "orders_per_view", "carts without an order": "carts_without_order",
+               "checkouts per cart": "checkouts_per_cart"}
+    selections = {country: [country] for country in COUNTRIES} | {"ALL": sorted(set(sidecar) - {"ALL"})}
+    compared = 0
+    for scope, countries in selections.items():
+        context = QueryContext(end - timedelta(minutes=10), end, 60_000, {"country": countries},
+                               multi=frozenset({"country"}))
+        result = demo.query(clickhouse_query(panel, context))
+        rows = {row[0].replace(tzinfo=UTC) if row[0].tzinfo is None else row[0]: row for row in result.result_rows}
+        minute = rows[end - timedelta(minutes=1)]
+        for column, value in zip(result.column_names[1:], minute[1:], strict=True):
+            point = sidecar[scope].get(columns[column])
+            if point is not None:
+                assert point.value == pytest.approx(value, abs=1e-12), (scope, column)
+                compared += 1
+    assert compared >= 3 * len(selections), compared  # every ratio of every selection had its evidence
+
+
 def test_the_abandonment_tile_and_the_abandonment_rule_read_one_definition(demo: Client) -> None:
     """The tile's cart abandonment over the rule's fifteen minutes (three of its five-minute buckets,
     recombined from the sessions they count) is the rule's."""
@@ -155,8 +180,8 @@ def test_the_incident_and_insight_rows_link_to_their_time_and_country(demo: Clie
             assert row["link_country"] == "$__all" or row["link_country"] in row["country"]
 
 
-KPI_TILES = {"Orders/s": "orders_per_s", "GMV / min": "revenue_per_s", "Conversion": "conversion_rate",
-             "Cart abandonment": "abandonment_rate"}
+KPI_TILES = {"Orders/s": "orders_per_s", "GMV / min": "revenue_per_s", "Conversion": "orders_per_view",
+             "Cart abandonment": "carts_without_order"}
 
 
 def test_a_kpi_tile_turns_red_while_an_incident_on_its_kpi_is_open(demo: Client) -> None:
@@ -183,7 +208,7 @@ def test_a_kpi_tile_turns_red_while_an_incident_on_its_kpi_is_open(demo: Client)
                for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
         assert steps_for(panel, COUNTRIES) == own, title
         in_br = steps_for(panel, ["BR"])
-        if metric == "abandonment_rate":
+        if metric == "carts_without_order":
             assert in_br == [{"value": -math.inf, "color": "red"}]
             assert active_colour(in_br, 0.0) == active_colour(in_br, 0.99) == "red"
             assert active_colour(own, 0.0) == "green"  # the same value, with no incident open

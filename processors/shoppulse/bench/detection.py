@@ -53,7 +53,7 @@ class OpenedIncident:
     @property
     def pages(self) -> bool:
         """Whether the incident rule pages on-call for it: a kind the sidecar names (one that hurts the
-        store), not a fallback such as abandonment_rate_down."""
+        store), not a fallback such as carts_without_order_down."""
         return self.kind in TITLES
 
 

@@ -20,11 +20,11 @@ IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "aban
 
 # What each kind of incident moves, in the metric names the aggregates and the sidecar use.
 AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
-    "payment_outage": ("payment_failure_rate", "orders_per_s", "revenue_per_s", "conversion_rate",
-                       "abandonment_rate"),
+    "payment_outage": ("payment_failure_rate", "orders_per_s", "revenue_per_s", "orders_per_view",
+                       "carts_without_order"),
     "flash_sale": ("orders_per_s", "revenue_per_s", "views_per_s"),
-    "checkout_latency": ("payment_latency_p95", "abandonment_rate", "conversion_rate"),
-    "abandonment_surge": ("abandonment_rate", "checkout_rate", "conversion_rate", "orders_per_s"),
+    "checkout_latency": ("payment_latency_p95", "carts_without_order", "orders_per_view"),
+    "abandonment_surge": ("carts_without_order", "checkouts_per_cart", "orders_per_view", "orders_per_s"),
 }
 
 

@@ -22,9 +22,9 @@ LABELS = {
     "orders_per_s": ("orders/s", "{:.2f}"),
     "revenue_per_s": ("revenue", "${:,.2f}/s"),
     "views_per_s": ("product views/s", "{:,.1f}"),
-    "conversion_rate": ("conversion", "{:.1%}"),
-    "abandonment_rate": ("cart abandonment", "{:.0%}"),
-    "checkout_rate": ("carts reaching checkout", "{:.0%}"),
+    "orders_per_view": ("orders per product view", "{:.1%}"),
+    "carts_without_order": ("carts without an order", "{:.0%}"),
+    "checkouts_per_cart": ("carts reaching checkout", "{:.0%}"),
     "payment_failure_rate": ("payment failure rate", "{:.0%}"),
     "payment_latency_p95": ("payment latency p95", "{:,.0f} ms"),
 }

@@ -48,9 +48,9 @@ KINDS: tuple[tuple[str, int, str], ...] = (
     ("payment_failure_rate", 1, "payment_failures"),
     ("payment_latency_p95", 1, "checkout_latency"),
     ("views_per_s", 1, "traffic_surge"),
-    ("abandonment_rate", 1, "cart_abandonment"),
-    ("checkout_rate", -1, "checkout_drop"),
-    ("conversion_rate", -1, "conversion_drop"),
+    ("carts_without_order", 1, "cart_abandonment"),
+    ("checkouts_per_cart", -1, "checkout_drop"),
+    ("orders_per_view", -1, "conversion_drop"),
     ("views_per_s", -1, "traffic_drop"),
     ("orders_per_s", -1, "sales_drop"),
     ("revenue_per_s", -1, "sales_drop"),
@@ -62,8 +62,8 @@ TITLES = {"payment_failures": "Payment failures", "checkout_latency": "Checkout 
           "checkout_drop": "Checkout drop", "conversion_drop": "Conversion drop", "traffic_drop": "Traffic drop",
           "sales_drop": "Sales drop", "sales_surge": "Sales surge"}
 METRIC_NAMES = {"orders_per_s": "orders/s", "revenue_per_s": "revenue/s", "views_per_s": "product views/s",
-                "conversion_rate": "conversion", "abandonment_rate": "cart abandonment",
-                "checkout_rate": "checkout rate", "payment_failure_rate": "payment failure rate",
+                "orders_per_view": "orders per product view", "carts_without_order": "carts without an order",
+                "checkouts_per_cart": "checkouts per cart", "payment_failure_rate": "payment failure rate",
                 "payment_latency_p95": "payment latency p95"}
 
 

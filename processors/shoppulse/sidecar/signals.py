@@ -19,9 +19,13 @@ from shoppulse.events.histogram import quantile
 from shoppulse.sidecar.detectors import Point, SeasonalBand
 
 GLOBAL = "ALL"
-METRICS = ("orders_per_s", "revenue_per_s", "views_per_s", "conversion_rate", "abandonment_rate", "checkout_rate",
-           "payment_failure_rate", "payment_latency_p95")
-MIN_TRIALS = {"conversion_rate": 20, "abandonment_rate": 5, "checkout_rate": 5, "payment_failure_rate": 5,
+# The live funnel ratios are flows of one window (clickhouse/0022: orders_per_view, carts_without_order,
+# checkouts_per_cart), not the session-based conversion and abandonment of the tiles and rules, which
+# are known only once a session has closed, minutes later: their own names keep an insight from
+# contradicting the tile beside it.
+METRICS = ("orders_per_s", "revenue_per_s", "views_per_s", "orders_per_view", "carts_without_order",
+           "checkouts_per_cart", "payment_failure_rate", "payment_latency_p95")
+MIN_TRIALS = {"orders_per_view": 20, "carts_without_order": 5, "checkouts_per_cart": 5, "payment_failure_rate": 5,
               "payment_latency_p95": 5}
 
 
@@ -51,14 +55,14 @@ def points(totals: Totals, latency: dict[int, int], window_s: float) -> dict[str
              "views_per_s": _rate(totals.views, totals.views, window_s)}
     # Orders per view, orders and checkouts per cart: flows of one window, not successes among its
     # trials (an order's cart may have been added a window earlier).
-    if totals.views >= MIN_TRIALS["conversion_rate"]:
-        found["conversion_rate"] = Point(totals.orders / totals.views, totals.views, "ratio", window_s, flow=True)
-    if totals.carts >= MIN_TRIALS["abandonment_rate"]:
-        found["abandonment_rate"] = Point(max(0.0, 1 - totals.orders / totals.carts), totals.carts, "ratio", window_s,
-                                          flow=True, complement=True)
-    if totals.carts >= MIN_TRIALS["checkout_rate"]:
-        found["checkout_rate"] = Point(min(1.0, totals.checkouts / totals.carts), totals.carts, "ratio", window_s,
-                                       flow=True)
+    if totals.views >= MIN_TRIALS["orders_per_view"]:
+        found["orders_per_view"] = Point(totals.orders / totals.views, totals.views, "ratio", window_s, flow=True)
+    if totals.carts >= MIN_TRIALS["carts_without_order"]:
+        found["carts_without_order"] = Point(max(0.0, 1 - totals.orders / totals.carts), totals.carts, "ratio",
+                                             window_s, flow=True, complement=True)
+    if totals.carts >= MIN_TRIALS["checkouts_per_cart"]:
+        found["checkouts_per_cart"] = Point(min(1.0, totals.checkouts / totals.carts), totals.carts, "ratio",
+                                            window_s, flow=True)
     if totals.attempts >= MIN_TRIALS["payment_failure_rate"]:
         found["payment_failure_rate"] = Point(totals.failures / totals.attempts, totals.attempts, "ratio", window_s)
     trials = sum(latency.values())

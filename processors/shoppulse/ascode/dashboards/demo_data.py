@@ -296,7 +296,8 @@ def _incident_outputs(plan: DemoPlan) -> tuple[list[list[Any]], list[list[Any]]]
          ["ewma", "hst", "seasonal"], closed],
         [orders_drop, "orders_per_s", incident.country, opened + timedelta(seconds=5), closed, "high",
          0.1, 2.4, 1.6, 3.2, 0.95, ["ewma", "seasonal"], closed],
-        [still_open, "abandonment_rate", "BR", recent, None, "medium", 0.82, 0.7, 0.62, 0.78, 0.71, ["ewma"], recent],
+        [still_open, "carts_without_order", "BR", recent, None, "medium", 0.82, 0.7, 0.62, 0.78, 0.71, ["ewma"],
+         recent],
     ]
     text = (f"Payment failures in {incident.country} jumped to 93% (normally 3%) at "
             f"{opened:%H:%M} UTC; orders there fell 96%. Other countries are normal: a local payment problem, "
@@ -304,7 +305,7 @@ def _incident_outputs(plan: DemoPlan) -> tuple[list[list[Any]], list[list[Any]]]
     insights = [
         [opened + timedelta(seconds=2), uuid.UUID(int=plan.seed + 10), outage, "payment_failure_rate",
          incident.country, "critical", text, "template", "{}"],
-        [recent + timedelta(seconds=2), uuid.UUID(int=plan.seed + 11), still_open, "abandonment_rate", "BR",
+        [recent + timedelta(seconds=2), uuid.UUID(int=plan.seed + 11), still_open, "carts_without_order", "BR",
          "medium", "Cart abandonment in BR is 82% against 70% usual for this hour; no other signal moved with it.",
          "template", "{}"],
     ]
@@ -331,7 +332,7 @@ def _incident_rows(plan: DemoPlan) -> list[list[Any]]:
          ["orders_per_s", "payment_failure_rate"], outage_ids, opened, resolved, "critical", at_risk,
          outage_story, resolved, opened + timedelta(seconds=3), resolved,
          ["gateway adyen: 52 % of the extra failures (failure rate 93 % against 3 %)"]],
-        [uuid.UUID(int=plan.seed + 21), "cart_abandonment", ["BR"], ["abandonment_rate"],
+        [uuid.UUID(int=plan.seed + 21), "cart_abandonment", ["BR"], ["carts_without_order"],
          [uuid.UUID(int=plan.seed + 1)], recent, None, "medium", 0.0, br_story, plan.now,
          recent + timedelta(seconds=3), plan.now, []],
     ]
