@@ -241,10 +241,13 @@ def recompute(clean_messages: list) -> Expected:
         if kind == "payment_attempt":
             m["failures"] += event["result"] == "failure"
             lat = expected.latency.setdefault((country, event["gateway"], start),
-                                              {"attempts": 0, "failures": 0, "buckets": defaultdict(int)})
+                                              {"attempts": 0, "failures": 0, "buckets": defaultdict(int),
+                                               "reasons": defaultdict(int)})
             lat["attempts"] += 1
             lat["failures"] += event["result"] == "failure"
             lat["buckets"][bucket(event["latency_ms"])] += 1
+            if event["result"] == "failure":
+                lat["reasons"][event["failure_reason"]] += 1
             expected.latencies[country].append(event["latency_ms"])
         if kind in SESSION_EVENT_TYPES:
             newest_cart[country] = max(newest_cart.get(country, 0), ts)

@@ -124,17 +124,20 @@ def test_late_events_are_counted_per_country_not_lost(run) -> None:
     assert sum(got.values()) > 0
 
 
-def test_payment_latency_histograms_and_percentiles(run) -> None:
+def test_payment_latency_histograms_failure_reasons_and_percentiles(run) -> None:
     pipeline, expected, settled = run
     client = pipeline.client()
     rows = client.query("SELECT country, gateway, ts, sum(attempts), sum(failures), sumMap(bucket_keys, "
-                        "arrayMap(c -> toUInt64(c), bucket_counts)) FROM payment_latency_1s "
+                        "arrayMap(c -> toUInt64(c), bucket_counts)), sumMap(failure_reasons, "
+                        "arrayMap(c -> toUInt64(c), reason_counts)) FROM payment_latency_1s "
                         "GROUP BY country, gateway, ts").result_rows
-    got = {(c, g, int(ts.replace(tzinfo=UTC).timestamp() * 1000)): (a, f, dict(zip(*hist, strict=True)))
-           for c, g, ts, a, f, hist in rows if settled_ms(ts, settled)}
-    want = {key: (v["attempts"], v["failures"], dict(v["buckets"]))
+    got = {(c, g, int(ts.replace(tzinfo=UTC).timestamp() * 1000)): (a, f, dict(zip(*hist, strict=True)),
+                                                                     dict(zip(*reasons, strict=True)))
+           for c, g, ts, a, f, hist, reasons in rows if settled_ms(ts, settled)}
+    want = {key: (v["attempts"], v["failures"], dict(v["buckets"]), dict(v["reasons"]))
             for key, v in expected.latency.items() if key[2] + 1000 < settled}
     assert got == want
+    assert any(reasons for *_, reasons in got.values())  # failures by reason reached ClickHouse
     for q in (0.5, 0.9, 0.99):
         result = client.query(
             "SELECT country, latency_quantile(sumMapMerge(histogram).1, sumMapMerge(histogram).2, {q:Float64}) "

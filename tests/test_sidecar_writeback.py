@@ -19,7 +19,7 @@ from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import PARK_BACKOFF_S, AnnotationSync, missing_permissions, sync
 from shoppulse.sidecar.app import Sidecar
-from shoppulse.sidecar.signals import read_windows
+from shoppulse.sidecar.signals import read_windows, watermark
 
 pytestmark = pytest.mark.integration
 TOKEN = "glsa_sidecar_token"
@@ -62,8 +62,10 @@ def run_sidecar(client: Client, until: datetime | None = None) -> Sidecar:
 
 
 def advance(sidecar: Sidecar, until: datetime) -> None:
-    """Score the steps after the sidecar's last one until ``until``, writing as it goes."""
-    sidecar.score_until(until)
+    """Score the steps after the sidecar's last one until ``until``, writing as it goes — no further than
+    the final data reaches (the freshness watermark), as the running sidecar does."""
+    final = watermark(sidecar.client)
+    sidecar.score_until(min(until, final) if final is not None else until)
 
 
 def anomalies(client: Client) -> list[tuple]:
@@ -155,7 +157,7 @@ def test_the_gateways_behind_a_payments_incident_are_ranked(demo: Client) -> Non
     """In a market of three gateways, one fails (or slows down) from some moment on: it comes first,
     with its share of the extra failures (or slow payments) and its rate during and before."""
     from shoppulse.events.histogram import bucket
-    from shoppulse.sidecar.contributors import payment_gateways
+    from shoppulse.sidecar.contributors import payment_contributors
 
     start = NOW + timedelta(days=1)  # far from the hours the other tests score
     rows = []
@@ -171,16 +173,53 @@ def test_the_gateways_behind_a_payments_incident_are_ranked(demo: Client) -> Non
                                                           "bucket_keys", "bucket_counts", "src_partition",
                                                           "src_offset"])
     end = start + timedelta(minutes=10)
-    failures = payment_gateways(demo, "payment_failures", ["XQ"], start, end)
+    failures = payment_contributors(demo, "payment_failures", ["XQ"], start, end)
     assert [c.value for c in failures] == ["klarna"] and failures[0].share == 1.0
     assert failures[0].during == 0.9 and failures[0].before == pytest.approx(0.01)
     assert failures[0].describe("payment_failures") == ("gateway klarna: 100 % of the extra failures "
                                                         "(failure rate 90 % against 1 %)")
-    slow = payment_gateways(demo, "checkout_latency", ["XQ"], start, end)
+    slow = payment_contributors(demo, "checkout_latency", ["XQ"], start, end)
     assert slow[0].value == "paypal" and slow[0].share == 1.0 and slow[0].during > 5 * slow[0].before
-    assert payment_gateways(demo, "sales_drop", ["XQ"], start, end) == []  # no dimension kept for it yet
-    store_wide = payment_gateways(demo, "payment_failures", ["ALL"], start, end)
+    assert payment_contributors(demo, "sales_drop", ["XQ"], start, end) == []  # no dimension kept for it yet
+    store_wide = payment_contributors(demo, "payment_failures", ["ALL"], start, end)
     assert store_wide[0].value == "klarna"
+
+
+def test_a_reason_every_gateway_fails_for_leads_and_one_failing_gateway_leads_its_reasons(demo: Client) -> None:
+    """Failures are ranked by reason too: when every gateway of a market times out alike, the reason
+    explains the incident and no gateway does; when one gateway fails, it comes before its reasons."""
+    from shoppulse.events.histogram import bucket
+    from shoppulse.sidecar.contributors import payment_contributors
+
+    def row(when: datetime, country: str, gateway: str, failed: dict[str, int]) -> list[object]:
+        reasons = sorted((reason, n) for reason, n in failed.items() if n)
+        return [when, country, gateway, 10, sum(failed.values()), [bucket(300)], [10], [r for r, _ in reasons],
+                [n for _, n in reasons], 0, 0]
+
+    start = NOW + timedelta(days=2)  # far from the hours the other tests score
+    rows = []
+    for second in range(-3600, 600, 5):
+        when = start + timedelta(seconds=second)
+        usual = 1 if second % 50 == 0 else 0  # 1 % declined, before and during
+        during = second >= 0
+        for gateway in ("adyen", "klarna", "paypal"):
+            rows.append(row(when, "XR", gateway, {"declined": usual, "gateway_timeout": 6 * during}))
+            down = gateway == "adyen" and during
+            rows.append(row(when, "XS", gateway, {"declined": usual, "gateway_error": 9 * down}))
+    demo.insert("payment_latency_1s", rows, column_names=["ts", "country", "gateway", "attempts", "failures",
+                                                          "bucket_keys", "bucket_counts", "failure_reasons",
+                                                          "reason_counts", "src_partition", "src_offset"])
+    end = start + timedelta(minutes=10)
+    everywhere = payment_contributors(demo, "payment_failures", ["XR"], start, end)
+    assert (everywhere[0].dimension, everywhere[0].value) == ("failure reason", "gateway_timeout")
+    assert everywhere[0].share == pytest.approx(1.0)
+    assert everywhere[0].describe("payment_failures") == ("failure reason gateway_timeout: 100 % of the extra "
+                                                          "failures (60 % of payments against 0 %)")
+    assert sorted((c.value, round(c.share, 2)) for c in everywhere[1:]) == [
+        ("adyen", 0.33), ("klarna", 0.33), ("paypal", 0.33)]
+    one = payment_contributors(demo, "payment_failures", ["XS"], start, end)
+    assert [(c.dimension, c.value) for c in one] == [("gateway", "adyen"), ("failure reason", "gateway_error")]
+    assert [c.share for c in one] == pytest.approx([1.0, 1.0])
 
 
 def test_steps_read_in_one_batch_are_the_steps_read_one_by_one(demo: Client) -> None:
@@ -217,7 +256,12 @@ def test_annotations_exactly_once_through_an_outage_a_crash_and_a_restart(demo: 
         drawn = {a["id"]: a for a in grafana_state.annotations.values()}
         regions = [a for a in drawn.values() if "anomaly" in a["tags"]]
         [told] = [a for a in drawn.values() if "incident" in a["tags"]]
-        assert len(drawn) == len(regions) + 1 and all(a["timeEnd"] == a["time"] for a in drawn.values())
+        assert len(drawn) == len(regions) + 1 and told["timeEnd"] == told["time"]
+        ends = {str(r[4]): r[3] for r in anomalies(demo)}  # a region that already closed is drawn with its end
+        for region in regions:
+            end = ends[next(t.split(":", 1)[1] for t in region["tags"] if t.startswith("anomaly_id:"))]
+            expected_end = region["time"] if end is None else int(end.replace(tzinfo=UTC).timestamp() * 1000)
+            assert region["timeEnd"] == expected_end
         assert told["dashboardUID"] == "shoppulse-store-live" and told["panelId"] == 0
         assert {"kind:payment_failures", "country:DE"} <= set(told["tags"])
         assert told["text"].startswith("Payment failures in DE since")
@@ -275,6 +319,7 @@ def test_a_region_deleted_in_grafana_is_drawn_again_once_and_a_refused_one_block
         regions = sorted((a for a in state.annotations.values() if "anomaly" in a["tags"]), key=lambda a: a["time"])
         assert len(regions) >= 3
         created = _posts(state)
+        known = {r[4] for r in anomalies(demo)}
         deleted, refused = regions[0], regions[1]
         state.delete_annotation(deleted["id"])  # someone removes the region in Grafana
         state.fail("PATCH", f"/api/annotations/{refused['id']}", 403, "You'll need additional permissions to "
@@ -282,7 +327,8 @@ def test_a_region_deleted_in_grafana_is_drawn_again_once_and_a_refused_one_block
         advance(sidecar, NOW)  # every region closes
         assert syncer.run_pass() == 1  # only the refused one waits; every other region is closed
         assert syncer.run_pass() == 1  # parked: not retried at once, and nothing else repeats
-        assert _posts(state) == created + 1  # the deleted region, drawn again exactly once
+        opened_since = len({r[4] for r in anomalies(demo)} - known)  # regions of the outage's later minutes
+        assert _posts(state) == created + 1 + opened_since  # the deleted region, drawn again exactly once
         tags = lambda a: next((t for t in a["tags"] if t.startswith("anomaly_id:")), None)  # noqa: E731
         redrawn = [a for a in state.annotations.values() if tags(a) == tags(deleted)]
         assert len(redrawn) == 1 and redrawn[0]["timeEnd"] > redrawn[0]["time"]
@@ -294,7 +340,7 @@ def test_a_region_deleted_in_grafana_is_drawn_again_once_and_a_refused_one_block
         clock.now += PARK_BACKOFF_S[1]
         assert syncer.run_pass() == 0
         assert state.annotations[refused["id"]]["timeEnd"] > refused["time"]
-        assert _posts(state) == created + 1
+        assert _posts(state) == created + 1 + opened_since
 
 
 def test_without_the_dashboard_in_grafana_regions_go_organisation_wide_once_across_restarts(demo: Client) -> None:

@@ -2,8 +2,8 @@
 
 * ``metrics_1s``: funnel counts, orders, items and revenue per country and second (one tumbling
   window, one aggregator, so one state update per event);
-* ``payment_latency_1s``: attempts, failures and a latency histogram per country, gateway, second
-  (from the same window);
+* ``payment_latency_1s``: attempts, failures by reason and a latency histogram per country, gateway,
+  second (from the same window);
 * ``sessions``: one row per closed session (cart events only, tracked in the country's state by
   ``aggregate.sessions.SessionTracker``), for abandonment and conversion;
 * ``late_events``: events too late for their window, counted per country.
@@ -63,7 +63,8 @@ WINDOWS = Counter("shoppulse_aggregate_windows", "Closed 1 s store-metric window
 SESSIONS = Counter("shoppulse_aggregate_sessions", "Closed sessions", ["outcome"])
 SESSION_LATE = Counter("shoppulse_aggregate_session_late_events", "Events too late for their session window")
 
-LATENCY_COLUMNS = ["ts", "country", "gateway", "attempts", "failures", "bucket_keys", "bucket_counts"]
+LATENCY_COLUMNS = ["ts", "country", "gateway", "attempts", "failures", "bucket_keys", "bucket_counts",
+                   "failure_reasons", "reason_counts"]
 SESSION_COLUMNS = ["session_end", "session_start", "session_id", "country", "events", "cart_adds", "checkouts",
                    "purchased", "abandoned", "revenue"]
 LATE_COLUMNS = ["event_time", "country", "event_type", "late_by_ms"]
@@ -77,8 +78,10 @@ def metrics_row(window: dict[str, Any]) -> list[Any]:
 
 def latency_row(window: dict[str, Any], gateway: str, payments: dict[str, Any]) -> list[Any]:
     keys = sorted(payments["latency"], key=int)
+    reasons = sorted(payments.get("reasons", {}).items())
     return [to_datetime(window["start"]), window["country"], gateway, payments["attempts"], payments["failures"],
-            [int(k) for k in keys], [payments["latency"][k] for k in keys]]
+            [int(k) for k in keys], [payments["latency"][k] for k in keys], [r for r, _ in reasons],
+            [n for _, n in reasons]]
 
 
 def session_row(s: dict[str, Any]) -> list[Any]:

@@ -54,7 +54,8 @@ def event_counts(event: dict[str, Any]) -> list[int]:
 
 
 class StoreMetrics(Aggregator):
-    """Funnel counts, orders, items, revenue and per-gateway payment latency histograms."""
+    """Funnel counts, orders, items, revenue and per gateway: payments, failures by reason and a
+    latency histogram."""
 
     def initialize(self) -> dict[str, Any]:
         return {"payments": {}}
@@ -73,19 +74,25 @@ class StoreMetrics(Aggregator):
             gateway = old["payments"].setdefault(new["gateway"], {"attempts": 0, "failures": 0, "latency": {}})
             gateway["attempts"] += 1
             gateway["failures"] += int(failed)
+            if failed:  # a state written before reasons were kept has none yet
+                reasons = gateway.setdefault("reasons", {})
+                reasons[new["failure_reason"]] = reasons.get(new["failure_reason"], 0) + 1
             key = str(bucket(new["latency_ms"]))  # str keys: the state is JSON
             gateway["latency"][key] = gateway["latency"].get(key, 0) + 1
         return old
 
     def merge(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         merged = {name: a.get(name, 0) + b.get(name, 0) for name in TABLE_COUNTERS}
-        payments = {g: dict(v, latency=dict(v["latency"])) for g, v in a["payments"].items()}
+        payments = {g: dict(v, latency=dict(v["latency"]), reasons=dict(v.get("reasons", {})))
+                    for g, v in a["payments"].items()}
         for g, v in b["payments"].items():
-            target = payments.setdefault(g, {"attempts": 0, "failures": 0, "latency": {}})
+            target = payments.setdefault(g, {"attempts": 0, "failures": 0, "latency": {}, "reasons": {}})
             target["attempts"] += v["attempts"]
             target["failures"] += v["failures"]
             for k, n in v["latency"].items():
                 target["latency"][k] = target["latency"].get(k, 0) + n
+            for reason, n in v.get("reasons", {}).items():
+                target["reasons"][reason] = target["reasons"].get(reason, 0) + n
         merged["payments"] = payments
         return merged
 

@@ -18,6 +18,8 @@ DEVICE_CUMULATIVE = (0.55, 0.85, 0.95, 1.0)
 # currency) it would have paid without the incident. The stream takes it off before sending.
 LOST_ORDER = "_lost_order_amount"
 GATEWAY_KINDS = ("payment_outage", "checkout_latency")  # the incidents one payment gateway can cause
+USUAL_REASONS = ("declined", "insufficient_funds", "gateway_error", "gateway_timeout", "3ds_failed")
+OUTAGE_REASONS = ("gateway_error", "gateway_timeout")  # a failing gateway errs or times out; it declines no one
 
 
 @dataclass(frozen=True)
@@ -151,10 +153,11 @@ def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int
                    "latency_ms": min(latency, 600_000), "result": "failure" if failed else "success",
                    "amount": amount, "currency": market.currency}
         if failed:
-            attempt["failure_reason"] = rng.choice(("declined", "insufficient_funds", "gateway_error",
-                                                    "gateway_timeout", "3ds_failed"))
-            if lost_at is None and draw >= usual_failure:  # the same draw pays at the usual failure rate
-                lost_at = attempt
+            if draw >= usual_failure:  # the incident's failure (the same draw pays at the usual rate)
+                attempt["failure_reason"] = rng.choice(OUTAGE_REASONS)
+                lost_at = lost_at or attempt
+            else:
+                attempt["failure_reason"] = rng.choice(USUAL_REASONS)
         steps.append(attempt)
         if not failed:
             steps.append({"event_type": "purchase", "order_id": order_id, "amount": amount,
