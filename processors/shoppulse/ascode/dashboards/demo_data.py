@@ -306,8 +306,8 @@ def _incident_outputs(plan: DemoPlan) -> tuple[list[list[Any]], list[list[Any]]]
         [opened + timedelta(seconds=2), uuid.UUID(int=plan.seed + 10), outage, "payment_failure_rate",
          incident.country, "critical", text, "template", "{}"],
         [recent + timedelta(seconds=2), uuid.UUID(int=plan.seed + 11), still_open, "carts_without_order", "BR",
-         "medium", "Cart abandonment in BR is 82% against 70% usual for this hour; no other signal moved with it.",
-         "template", "{}"],
+         "medium", "Carts without an order in BR are 82% against 70% usual for this hour; no other signal moved "
+         "with it.", "template", "{}"],
     ]
     return anomalies, insights
 
@@ -324,8 +324,8 @@ def _incident_rows(plan: DemoPlan) -> list[list[Any]]:
     outage_story = (f"Payment failures in {incident.country} since {opened:%H:%M} UTC (resolved at {resolved:%H:%M} "
                     "UTC, critical): payment failure rate DE +3000 %; orders/s DE -96 %. "
                     f"Revenue at risk so far: ${at_risk:,.0f}.")
-    br_story = (f"Cart abandonment surge in BR since {recent:%H:%M} UTC (ongoing, medium): cart abandonment BR +17 %. "
-                "Revenue at risk so far: $0.")
+    br_story = (f"Cart abandonment surge in BR since {recent:%H:%M} UTC (ongoing, medium): carts without an order "
+                "BR +17 %. Revenue at risk so far: $0.")
     outage_ids = [uuid.UUID(int=plan.seed), uuid.UUID(int=plan.seed + 2)]
     return [
         [uuid.UUID(int=plan.seed + 20), "payment_failures", [incident.country],
