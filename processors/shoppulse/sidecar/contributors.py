@@ -68,10 +68,10 @@ def _read(client: Client, countries: list[str], start: datetime, end: datetime) 
     return found
 
 
-def _extra_failures(during: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]], attempts: int,
+def _extra_failures(during: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]],
                     dimension: str) -> list[Contributor]:
-    """Each value's failures above its own rate before (``value -> (failures, attempts)``), as its share
-    of all values' extra failures; ``attempts`` of the whole incident, for a value with none before."""
+    """Each value's failures above its own rate before (``value -> (failures, attempts)``; a value
+    unseen before had none), as its share of all values' extra failures."""
     extra = {}
     for value, (failed, tried) in during.items():
         failed_before, tried_before = before.get(value, (0, 0))
@@ -79,7 +79,7 @@ def _extra_failures(during: dict[str, tuple[int, int]], before: dict[str, tuple[
         extra[value] = (max(0.0, failed - usual * tried), failed / tried if tried else 0.0, usual)
     total = sum(e for e, _, _ in extra.values())
     return [Contributor(dimension, value, e / total, rate, usual) for value, (e, rate, usual) in extra.items()
-            if total > 0 and e > 0 and attempts > 0]
+            if total > 0 and e > 0]
 
 
 def _by_reason(gateways: dict[str, _Gateway]) -> dict[str, tuple[int, int]]:
@@ -102,11 +102,9 @@ def payment_contributors(client: Client, kind: str, countries: list[str], start:
     ranked: list[Contributor] = []
     if kind == "payment_failures":
         tried = {g: (now.failures, now.attempts) for g, now in during.items() if now.attempts >= MIN_ATTEMPTS}
-        attempts = sum(now.attempts for now in during.values())
-        ranked = _extra_failures(tried, {g: (then.failures, then.attempts) for g, then in before.items()},
-                                 attempts, "gateway")
-        if attempts >= MIN_ATTEMPTS:
-            ranked += _extra_failures(_by_reason(during), _by_reason(before), attempts, "failure reason")
+        ranked = _extra_failures(tried, {g: (then.failures, then.attempts) for g, then in before.items()}, "gateway")
+        if sum(now.attempts for now in during.values()) >= MIN_ATTEMPTS:
+            ranked += _extra_failures(_by_reason(during), _by_reason(before), "failure reason")
     else:
         everything_before: dict[int, int] = defaultdict(int)
         for then in before.values():
