@@ -99,7 +99,7 @@ def test_a_query_with_two_value_columns_fails(files: Path, demo: Client) -> None
 
 def test_a_template_field_no_rule_provides_fails(files: Path, demo: Client) -> None:
     edit(files / "templates.yaml", "{{ .Annotations.runbook_url }}", "{{ .Annotations.runbook }}")
-    edit(files / "templates.yaml", "{{ .Labels.insight }}", "{{ .Labels.shop }}")
+    edit(files / "templates.yaml", "{{ .Labels.incident_severity }}", "{{ .Labels.shop }}")
     define_line = next(n for n, text in enumerate((files / "templates.yaml").read_text().splitlines(), 1)
                        if 'define "shoppulse.alert"' in text)
     found = problems(files, demo)

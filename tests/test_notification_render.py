@@ -88,7 +88,7 @@ def incident_alerts(resolved_payments: bool = False) -> list[dict[str, Any]]:
     incident = alert("shoppulse-incident-open", {
         "incident_id": INCIDENT, "kind": "payment_failures", "countries": "DE", "incident_severity": "critical",
         "since": f"{SINCE:%Y-%m-%dT%H:%M:%SZ}",
-        "top_contributor": "gateway adyen: 97 % of the extra failures (failure rate 88 % against 6 %)"},
+        "top_contributor": "gateway adyen"},
         "$38,993", SINCE + timedelta(minutes=3))
     payments = alert("shoppulse-payment-failure-rate", {"country": "DE", "incident_id": INCIDENT}, "88 %",
                      SINCE + timedelta(minutes=1), NOW - timedelta(minutes=1) if resolved_payments else None)
@@ -101,7 +101,7 @@ def test_an_incident_s_slack_message_tells_its_story_once_with_its_alerts_under_
     assert message["title"] == "[FIRING:2] Incident · payment_failures · DE"
     story, payments = message["text"].split("*Payments are failing in DE*")
     assert story.startswith(f"*payment_failures in DE since {SINCE:%Y-%m-%dT%H:%M:%SZ}* · critical\n")
-    assert "top contributor: gateway adyen: 97 % of the extra failures" in story
+    assert "top contributor: gateway adyen\n" in story
     assert "$38,993 of revenue at risk so far (critical)" in story
     # Grafana's dashboard URL for the rule's dashboard (from an hour before the alert began), with the
     # incident's countries
