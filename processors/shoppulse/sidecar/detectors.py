@@ -170,6 +170,14 @@ class Detector(Protocol):
     def learn_one(self, point: Point, weight: float = 1.0) -> None: ...
 
 
+def dispersion_from(seen: int, mean_counting_sq: float) -> float:
+    """The overdispersion factor from ``seen`` points' mean clipped squared counting z, shrunk toward
+    the prior ``OVERDISPERSION`` (worth ``DISPERSION_PRIOR_POINTS`` points) while they are few."""
+    learned = mean_counting_sq / CLIPPED_NORMAL_SQUARE if seen else 0.0
+    variance = (DISPERSION_PRIOR_POINTS * OVERDISPERSION ** 2 + seen * learned) / (DISPERSION_PRIOR_POINTS + seen)
+    return min(MAX_DISPERSION, max(1.0, math.sqrt(variance)))
+
+
 @dataclass
 class RobustZ:
     alpha: float = 0.02  # per step; at a 10 s step the baseline's memory is about 8 minutes
@@ -189,7 +197,7 @@ class RobustZ:
     calibrated: int = 0
     # the usual points' squared counting z at no overdispersion, clipped: the series' own dispersion
     counting_sq: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Mean, window_size=DISPERSION_POINTS))
-    dispersed: int = 0
+    _dispersion: float = field(default_factory=lambda: dispersion_from(0, 0.0), repr=False)
 
     @property
     def warm(self) -> bool:
@@ -206,11 +214,9 @@ class RobustZ:
         return max(1.0, float(self.tail.get() or 0.0) / NORMAL_TAIL_Z)
 
     def dispersion(self) -> float:
-        """How much more than counting alone this series' counts vary, as a factor on the counting z."""
-        seen = min(self.dispersed, DISPERSION_POINTS)
-        learned = float(self.counting_sq.obj.get()) / CLIPPED_NORMAL_SQUARE if seen else 0.0
-        variance = (DISPERSION_PRIOR_POINTS * OVERDISPERSION ** 2 + seen * learned) / (DISPERSION_PRIOR_POINTS + seen)
-        return min(MAX_DISPERSION, max(1.0, math.sqrt(variance)))
+        """How much more than counting alone this series' counts vary, as a factor on the counting z
+        (learned in ``calibrate_one``)."""
+        return self._dispersion
 
     def calibrate_one(self, point: Point) -> None:
         """Learn how far this series' |z| reaches, and how overdispersed its counts are, from every
@@ -221,8 +227,8 @@ class RobustZ:
         expected = self.expected
         counting = None if expected is None else point.counting_z(expected, dispersion=1.0)
         if counting is not None:
-            self.counting_sq.update(min(counting * counting, (DISPERSION_CLIP * self.dispersion()) ** 2))
-            self.dispersed += 1
+            self.counting_sq.update(min(counting * counting, (DISPERSION_CLIP * self._dispersion) ** 2))
+            self._dispersion = dispersion_from(len(self.counting_sq.window), float(self.counting_sq.obj.get()))
         if self.self_calibrating:
             self.tail.update(abs(self._raw_z(point)))
             self.calibrated += 1
