@@ -123,6 +123,15 @@ def test_store_metrics_equal_the_recomputation_after_crashes(crashed_run) -> Non
     assert got == want, pipeline.logs()
     late = dict(client.query("SELECT country, count() FROM late_events GROUP BY country").result_rows)
     assert late == dict(expected.late)
+    segments = client.query("SELECT country, dimension, segment, sum(orders), sum(product_views), sum(revenue) "
+                            "FROM segment_metrics_1s WHERE toUnixTimestamp(ts) * 1000 + 1000 < {s:Int64} "
+                            "GROUP BY country, dimension, segment", parameters={"s": settled}).result_rows
+    want_segments: dict[tuple[str, str, str], list] = {}
+    for (country, dimension, segment, second), counts in expected.segments.items():
+        if second + 1000 < settled:
+            total = want_segments.setdefault((country, dimension, segment), [0, 0, 0])
+            total[0], total[1], total[2] = total[0] + counts[5], total[1] + counts[0], total[2] + counts[6]
+    assert {(c, d, s): [o, v, r] for c, d, s, o, v, r in segments} == want_segments
 
 
 def test_live_partial_sums_equal_the_recomputation_after_crashes(crashed_run) -> None:
@@ -137,6 +146,7 @@ ROW_KEYS = {  # what identifies one row written by the pipeline
     "metrics_1s": "country, ts, src_partition, src_offset",
     "metrics_live": "country, ts, src_partition, src_offset",
     "payment_latency_1s": "country, gateway, ts, src_partition, src_offset",
+    "segment_metrics_1s": "country, dimension, segment, ts, src_partition, src_offset",
     "late_events": "src_partition, src_offset",
     "sessions": "session_id, session_start",
 }

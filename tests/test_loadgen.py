@@ -96,11 +96,12 @@ def test_a_recording_is_stamped_in_the_last_hours_whatever_the_day() -> None:
     assert recent_start(None, timedelta(hours=6), now) == datetime(2026, 12, 9, 4, 56, tzinfo=UTC)
 
 
-def br_outage(tmp_path: Path, gateway: str = "") -> tuple[list[ActiveIncident], EventStream]:
-    """A payment outage in BR from 60 s to 180 s after noon (of one gateway, if named)."""
+def br_outage(tmp_path: Path, gateway: str = "", devices: str = "") -> tuple[list[ActiveIncident], EventStream]:
+    """A payment outage in BR from 60 s to 180 s after noon (of one gateway, on some devices, if named)."""
     scenario_file = tmp_path / "outage.yaml"
     scenario_file.write_text("name: t\nincidents:\n  - {kind: payment_outage, countries: [BR], "
-                             f"{f'gateway: {gateway}, ' if gateway else ''}start_after_s: 60, duration_s: 120}}\n")
+                             f"{f'gateway: {gateway}, ' if gateway else ''}{f'devices: {devices}, ' if devices else ''}"
+                             "start_after_s: 60, duration_s: 120}\n")
     incidents = schedule(load_scenario(scenario_file), NOON_UTC)
     return incidents, EventStream(rate=50, incidents=incidents, seed=3)
 
@@ -137,6 +138,18 @@ def test_a_gateway_outage_fails_that_gateway_only_and_names_it_in_the_ground_tru
     assert json.loads((tmp_path / "truth.jsonl").read_text())["gateway"] == "pix"
 
 
+def test_an_outage_on_some_devices_fails_their_shoppers_payments_only(tmp_path: Path) -> None:
+    incidents, stream = br_outage(tmp_path, devices="[app, tablet]")
+    attempts = br_payment_attempts(stream, NOON_UTC + timedelta(seconds=120))
+    share = {device: sum(a["result"] == "failure" for a in mine) / len(mine)
+             for device in ("app", "tablet", "mobile", "desktop")
+             if (mine := [a for a in attempts if a["device"] == device])}
+    assert share["app"] > 0.6 and share["tablet"] > 0.6, share
+    assert share["mobile"] < 0.2 and share["desktop"] < 0.2, share
+    write_ground_truth(tmp_path / "truth.jsonl", incidents)
+    assert json.loads((tmp_path / "truth.jsonl").read_text())["devices"] == ["app", "tablet"]
+
+
 @given(st.integers(min_value=0, max_value=2**32))
 def test_an_order_is_booked_lost_exactly_when_the_same_shopper_would_have_paid_without_the_outage(seed: int) -> None:
     """The counterfactual with the same random draws: the visit planned at the usual failure rate pays
@@ -171,6 +184,10 @@ def test_the_stream_books_what_a_payment_outage_cost_in_its_country_and_window(t
      "BR pays through pix, adyen, not klarna"),
     ("{kind: flash_sale, countries: [BR], gateway: pix, start_after_s: 1, duration_s: 1}",
      "gateway is for payment_outage and checkout_latency incidents, not flash_sale"),
+    ("{kind: flash_sale, countries: [US], devices: [app], start_after_s: 1, duration_s: 1}",
+     "a flash sale brings shoppers on every device"),
+    ("{kind: abandonment_surge, countries: [US], devices: [fridge], start_after_s: 1, duration_s: 1}",
+     "devices"),
 ])
 def test_a_gateway_the_country_does_not_use_or_an_incident_without_payments_is_refused(
         tmp_path: Path, line: str, says: str) -> None:

@@ -148,7 +148,8 @@ def test_reader_role_is_skipped_on_the_embedded_engine(clickhouse_endpoint: Endp
 
 
 TTL_COLUMNS = {"metrics_live": "ts", "dead_letters": "received_at", "events_sample": "event_time", "metrics_1s": "ts",
-               "payment_latency_1s": "ts", "late_events": "event_time", "sessions": "session_end"}
+               "payment_latency_1s": "ts", "segment_metrics_1s": "ts", "late_events": "event_time",
+               "sessions": "session_end"}
 
 
 def test_every_sink_table_answers_the_fence_from_its_projection(clickhouse_endpoint: EndpointProcess,

@@ -222,6 +222,90 @@ def test_a_reason_every_gateway_fails_for_leads_and_one_failing_gateway_leads_it
     assert [c.share for c in one] == pytest.approx([1.0, 1.0])
 
 
+def test_the_device_or_category_behind_an_incident_is_named_only_when_it_stands_out(demo: Client) -> None:
+    """Segments (devices, product categories) are compared with their own rate in the hour before: a
+    checkout broken on mobile names mobile; the same drop on every device names none; a flash sale of
+    one category names that category and no device."""
+    from shoppulse.sidecar.contributors import incident_contributors, segment_contributors
+
+    devices = {"mobile": 12, "desktop": 6, "app": 4, "tablet": 2}  # cart adds per 5 s
+    categories = ("shoes", "apparel", "electronics", "home")
+    start = NOW + timedelta(days=3)  # far from the hours the other tests score
+    rows = []
+    for second in range(-3600, 600, 5):
+        when, during = start + timedelta(seconds=second), second >= 0
+        for device, carts in devices.items():
+            views = 4 * carts * (3 if during else 1)
+            broken = during and device == "mobile"
+            rows.append([when, "XT", "device", device, views, carts, carts, carts, 0,
+                         0 if broken else carts // 2, Decimal(0)])  # mobile's orders stop
+            rows.append([when, "XU", "device", device, views, carts, carts, carts, 0,
+                         0 if during else carts // 2, Decimal(0)])  # every device's orders stop
+        for category in categories:
+            rows.append([when, "XT", "category", category, 20 * (12 if during and category == "electronics" else 1),
+                         0, 0, 0, 0, 0, Decimal(0)])
+    demo.insert("segment_metrics_1s", rows, column_names=["ts", "country", "dimension", "segment", "product_views",
+                                                          "cart_adds", "checkouts", "payment_attempts",
+                                                          "payment_failures", "orders", "revenue"])
+    end = start + timedelta(minutes=10)
+    [mobile] = segment_contributors(demo, "cart_abandonment", ["XT"], start, end)
+    assert (mobile.dimension, mobile.value, mobile.share) == ("device", "mobile", 1.0)
+    assert mobile.usual_share == pytest.approx(0.5) and mobile.during == 0.0 and mobile.before == 0.5
+    assert mobile.describe("cart_abandonment") == ("device mobile: 100 % of the missing orders from carts "
+                                                   "(50 % of the cart adds before)")
+    assert segment_contributors(demo, "cart_abandonment", ["XU"], start, end) == []  # every device alike
+    [electronics] = incident_contributors(demo, "traffic_surge", ["XT"], start, end)
+    assert (electronics.dimension, electronics.value) == ("category", "electronics")
+    assert electronics.describe("traffic_surge").startswith("category electronics: ")
+    assert electronics.usual_share == pytest.approx(0.25) and electronics.share > 0.8
+    assert segment_contributors(demo, "checkout_latency", ["XT"], start, end) == []  # no measure for it
+
+
+def test_generated_shoppers_on_one_device_name_it_and_a_surge_on_every_device_names_none(
+        demo: Client, tmp_path) -> None:
+    """The load generator's shoppers, cleaned and aggregated as the processors do, into
+    ``segment_metrics_1s``: an abandonment surge among app users in US names the app; the same surge on
+    every device in GB names no device — the thresholds hold against the counting noise of real traffic."""
+    from shoppulse.aggregate.app import segment_rows
+    from shoppulse.events.clean import to_clean
+    from shoppulse.events.currency import load_rates
+    from shoppulse.events.pii import PiiHasher
+    from shoppulse.events.store_metrics import SEGMENT_COLUMNS, StoreMetrics
+    from shoppulse.events.validate import validate
+    from shoppulse.loadgen.generator import EventStream
+    from shoppulse.loadgen.scenario import load_scenario, schedule
+    from shoppulse.sidecar.contributors import segment_contributors
+
+    start = NOW + timedelta(days=4)  # far from the hours the other tests score
+    before_s = 1800
+    scenario = tmp_path / "surges.yaml"
+    scenario.write_text(
+        "name: t\nincidents:\n"
+        f"  - {{kind: abandonment_surge, countries: [US], devices: [app], start_after_s: {before_s}, "
+        "duration_s: 300}\n"
+        f"  - {{kind: abandonment_surge, countries: [GB], start_after_s: {before_s}, duration_s: 300}}\n")
+    begin = start - timedelta(seconds=before_s)
+    stream = EventStream(rate=100, incidents=schedule(load_scenario(scenario), begin), seed=11)
+    hasher, rates, aggregator = PiiHasher(b"k" * 32), load_rates(), StoreMetrics()
+    windows: dict[tuple[str, int], dict] = {}
+    for second in range(before_s + 300):
+        now = begin + timedelta(seconds=second)
+        for _ in range(100):
+            event = validate(stream.next(now).value, now)
+            clean = to_clean(event, hasher, rates)  # type: ignore[arg-type]
+            key = (clean["country"], clean["event_time_ms"] // 1000 * 1000)
+            windows[key] = aggregator.agg(windows.get(key) or aggregator.initialize(), clean, clean["event_time_ms"])
+    rows = [row for (country, ms), metrics in windows.items()
+            for row in segment_rows({"start": ms, "country": country, "metrics": metrics})]
+    demo.insert("segment_metrics_1s", rows, column_names=SEGMENT_COLUMNS)
+    end = start + timedelta(seconds=300)
+    us = segment_contributors(demo, "cart_abandonment", ["US"], start, end)
+    assert [(c.dimension, c.value) for c in us] == [("device", "app")], [c.describe("cart_abandonment") for c in us]
+    assert us[0].usual_share < 0.2 and us[0].share > 0.5
+    gb = segment_contributors(demo, "cart_abandonment", ["GB"], start, end)
+    assert gb == [], [c.describe("cart_abandonment") for c in gb]
+
+
 def test_steps_read_in_one_batch_are_the_steps_read_one_by_one(demo: Client) -> None:
     """A restart's replay reads an hour of steps in two queries; each step's points must be those of
     that step's own window, at the slice boundaries too (the latency histograms merged the same way)."""

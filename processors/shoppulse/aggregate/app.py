@@ -4,6 +4,8 @@
   window, one aggregator, so one state update per event);
 * ``payment_latency_1s``: attempts, failures by reason and a latency histogram per country, gateway,
   second (from the same window);
+* ``segment_metrics_1s``: the funnel per country, second and segment (each device, each product
+  category), so an incident's contributors can name the device or category behind it (same window);
 * ``sessions``: one row per closed session (cart events only, tracked in the country's state by
   ``aggregate.sessions.SessionTracker``), for abandonment and conversion;
 * ``late_events``: events too late for their window, counted per country.
@@ -11,9 +13,9 @@
 (``metrics_live``, the provisional sums of the seconds whose window is still open, is written by
 ingestion, one Kafka hop earlier: ``ingest.live_metrics``.)
 
-A late event is not lost: besides its ``late_events`` row it is written to ``metrics_1s`` and
-``payment_latency_1s`` as a correction row for its second, so those tables may hold several rows
-per key and are always read with ``sum() ... GROUP BY``. Lateness is the window's own rule (Quix's
+A late event is not lost: besides its ``late_events`` row it is written to the 1 s tables as a
+correction row for its second, so those tables may hold several rows per key and are always read
+with ``sum() ... GROUP BY``. Lateness is the window's own rule (Quix's
 "key" closing strategy: late when the event's window closed, by the newest event time of its
 country, before it arrived), reported through its ``on_late``. Every table is written by one
 sink, which gets each late event, the sessions each event closed and each closed window: a
@@ -41,6 +43,7 @@ from shoppulse.aggregate.sessions import SESSION_EVENT_TYPES, SessionTracker, is
 from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.events.store_metrics import (
     METRICS_COLUMNS,
+    SEGMENT_COLUMNS,
     TABLE_COUNTERS,
     StoreMetrics,
     to_datetime,
@@ -128,6 +131,19 @@ def latency_rows(value: dict[str, Any]) -> list[list[Any]]:
     return [latency_row(window, gateway, of_gateway) for gateway, of_gateway in payments]
 
 
+def segment_rows(value: dict[str, Any]) -> list[list[Any]]:
+    """One row per device and product category the window's events came in (``segment_metrics_1s``)."""
+    window = final_window(value)
+    if window is None:
+        return []
+    ts, country = to_datetime(window["start"]), window["country"]
+    rows = []
+    for key, (*counts, revenue_units) in sorted(window["metrics"].get("segments", {}).items()):
+        dimension, segment = key.split(":", 1)
+        rows.append([ts, country, dimension, segment, *counts, to_money(revenue_units)])
+    return rows
+
+
 def late_rows(value: dict[str, Any]) -> tuple[list[Any], ...]:
     if not is_late(value):
         return ()
@@ -144,6 +160,7 @@ def aggregate_tables() -> list[Table]:
     corrections of a 1 s table reach it in offset order, so its offset fence keeps them exactly once."""
     return [Table("metrics_1s", METRICS_COLUMNS, metrics_rows),
             Table("payment_latency_1s", LATENCY_COLUMNS, latency_rows),
+            Table("segment_metrics_1s", SEGMENT_COLUMNS, segment_rows),
             Table("late_events", LATE_COLUMNS, late_rows),
             Table("sessions", SESSION_COLUMNS, session_rows)]
 

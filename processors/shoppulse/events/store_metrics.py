@@ -24,6 +24,13 @@ METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes"
                    "payment_failures", "orders", "items", "revenue"]
 _ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
               for event_type, counter in _COUNTERS.items()}
+# A segment's counters, in the order of segment_metrics_1s' columns (revenue last): what an incident's
+# contributors compare per device and per product category.
+SEGMENT_COUNTERS = ("product_views", "cart_adds", "checkouts", "payment_attempts", "payment_failures", "orders",
+                    "revenue_units")
+SEGMENT_COLUMNS = ["ts", "country", "dimension", "segment", "product_views", "cart_adds", "checkouts",
+                   "payment_attempts", "payment_failures", "orders", "revenue"]
+_SEGMENT_INDEX = {name: SEGMENT_COUNTERS.index(name) for name in SEGMENT_COUNTERS}
 _FAILURES, _ITEMS, _REVENUE = (TABLE_COUNTERS.index(name) for name in ("payment_failures", "items", "revenue_units"))
 
 
@@ -53,24 +60,46 @@ def event_counts(event: dict[str, Any]) -> list[int]:
     return counts
 
 
+def segment_keys(event: dict[str, Any]) -> tuple[str, ...]:
+    """The segments an event counts in, as ``dimension:segment``: its device, and a product view's category."""
+    device = f"device:{event['device']}"
+    return (device, f"category:{event['category']}") if event["event_type"] == "product_view" else (device,)
+
+
+def _count_in_segments(segments: dict[str, list[int]], event: dict[str, Any], name: str, amount: int) -> None:
+    index = _SEGMENT_INDEX.get(name)
+    if index is None:
+        return
+    for key in segment_keys(event):
+        counts = segments.get(key)
+        if counts is None:
+            counts = segments[key] = [0] * len(SEGMENT_COUNTERS)
+        counts[index] += amount
+
+
 class StoreMetrics(Aggregator):
-    """Funnel counts, orders, items, revenue and per gateway: payments, failures by reason and a
-    latency histogram."""
+    """Funnel counts, orders, items, revenue; per gateway: payments, failures by reason and a latency
+    histogram; per segment (device, product category): the funnel counts and revenue."""
 
     def initialize(self) -> dict[str, Any]:
-        return {"payments": {}}
+        return {"payments": {}, "segments": {}}
 
     def agg(self, old: dict[str, Any], new: dict[str, Any], timestamp: int) -> dict[str, Any]:
         event_type = new["event_type"]
         name = _COUNTERS[event_type]
         old[name] = old.get(name, 0) + 1
+        segments = old.setdefault("segments", {})  # a state written before segments were kept has none yet
+        _count_in_segments(segments, new, name, 1)
         if event_type == "purchase":
             old["items"] = old.get("items", 0) + new["items"]
-            old["revenue_units"] = old.get("revenue_units", 0) + to_units(new["amount"])
+            units = to_units(new["amount"])
+            old["revenue_units"] = old.get("revenue_units", 0) + units
+            _count_in_segments(segments, new, "revenue_units", units)
         elif event_type == "payment_attempt":
             failed = new["result"] == "failure"
             if failed:
                 old["payment_failures"] = old.get("payment_failures", 0) + 1
+                _count_in_segments(segments, new, "payment_failures", 1)
             gateway = old["payments"].setdefault(new["gateway"], {"attempts": 0, "failures": 0, "latency": {}})
             gateway["attempts"] += 1
             gateway["failures"] += int(failed)
@@ -94,6 +123,12 @@ class StoreMetrics(Aggregator):
             for reason, n in v.get("reasons", {}).items():
                 target["reasons"][reason] = target["reasons"].get(reason, 0) + n
         merged["payments"] = payments
+        segments = {key: list(counts) for key, counts in a.get("segments", {}).items()}
+        for key, counts in b.get("segments", {}).items():
+            summed = segments.setdefault(key, [0] * len(SEGMENT_COUNTERS))
+            for index, n in enumerate(counts):
+                summed[index] += n
+        merged["segments"] = segments
         return merged
 
     def result(self, value: dict[str, Any]) -> dict[str, Any]:

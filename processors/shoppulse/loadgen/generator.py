@@ -24,7 +24,16 @@ from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
 from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights
 from shoppulse.loadgen.scenario import ActiveIncident
-from shoppulse.loadgen.shoppers import LOST_ORDER, Effects, Session, apply_live_effects, effects_for, new_session
+from shoppulse.loadgen.scenario import Incident as ScriptedIncident
+from shoppulse.loadgen.shoppers import (
+    DEVICES,
+    LOST_ORDER,
+    Effects,
+    Session,
+    apply_live_effects,
+    effects_for,
+    new_session,
+)
 
 NO_EFFECTS = Effects()
 SESSION_SECONDS = 60.0  # a session's events spread over about this long at any rate
@@ -127,7 +136,7 @@ class EventStream:
         self._cumulative: list[float] = []
         self._stamp: tuple[datetime, str] | None = None
         self._weights_at: datetime | None = None
-        self._effects: dict[str, Effects] = {}
+        self._effects: dict[tuple[str, str], Effects] = {}  # (country, device) -> the incidents' effects
         self._last_valid: Emission | None = None
         self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
 
@@ -146,8 +155,8 @@ class EventStream:
         step = None
         while step is None:
             session = self._session(now)
-            step = apply_live_effects(self.rng, session, session.steps.pop(0),
-                                      self._effects.get(session.common["country"], NO_EFFECTS))
+            step = apply_live_effects(self.rng, session, session.steps.pop(0), self._effects.get(
+                (session.common["country"], session.common["device"]), NO_EFFECTS))
         if LOST_ORDER in step:
             step = dict(step)
             lost = load_rates().to_reporting(Decimal(step.pop(LOST_ORDER)), step["currency"])
@@ -201,21 +210,25 @@ class EventStream:
         self._refresh_if_stale(now)
         country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
         self._serial += 1
-        return new_session(self.rng, MARKETS[country], self._effects.get(country, Effects()), self._serial)
+        return new_session(self.rng, MARKETS[country], lambda device: self._effects.get((country, device), NO_EFFECTS),
+                           self._serial)
 
     def _refresh_if_stale(self, now: datetime) -> None:
         if self._weights_at is None or abs((now - self._weights_at).total_seconds()) >= WEIGHTS_REFRESH_S:
             self._refresh(now)
 
     def _refresh(self, now: datetime) -> None:
-        active: dict[str, list[tuple[str, float, str | None]]] = {}
+        active: dict[str, list[ScriptedIncident]] = {}
         for incident in self.incidents:
             if incident.active(now):
                 for country in incident.incident.countries:
-                    active.setdefault(country, []).append((incident.incident.kind, incident.incident.magnitude,
-                                                           incident.incident.gateway))
-        self._effects = {c: effects_for(kinds) for c, kinds in active.items()}
-        boost = {c: e.traffic_boost for c, e in self._effects.items() if e.traffic_boost != 1.0}
+                    active.setdefault(country, []).append(incident.incident)
+        self._effects = {(c, device): effects_for([(i.kind, i.magnitude, i.gateway) for i in incidents
+                                                   if i.devices is None or device in i.devices])
+                         for c, incidents in active.items() for device in DEVICES}
+        # a traffic incident hits every device (scenario.Incident allows no devices for one)
+        boost = {c: e.traffic_boost for (c, device), e in self._effects.items()
+                 if device == DEVICES[0] and e.traffic_boost != 1.0}
         week_time = now + self.traffic_shift
         self._load = boosted_load(week_time, boost)
         self.pool_size = min(MAX_POOL, int(self.usual_pool_size * self._load))

@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shoppulse.events.schema import Country
+from shoppulse.events.schema import Country, Device
 from shoppulse.loadgen.markets import MARKETS
 from shoppulse.loadgen.shoppers import GATEWAY_KINDS
 from shoppulse.project_files import scenarios_dir
@@ -39,6 +39,16 @@ class Incident(BaseModel):
     magnitude: float = Field(default=1.0, gt=0, le=10, description="1 = the default strength")
     gateway: str | None = Field(default=None, description="Only this payment gateway fails or slows "
                                                           "(payment_outage, checkout_latency); default: all")
+    devices: list[Device] | None = Field(default=None, min_length=1,
+                                         description="Only shoppers on these devices meet it (not for flash_sale, "
+                                                     "which brings shoppers on every device); default: all")
+
+    @model_validator(mode="after")
+    def _devices_for_shopper_incidents(self) -> Incident:
+        if self.devices is not None and self.kind == "flash_sale":
+            raise ValueError("devices is for payment_outage, checkout_latency and abandonment_surge incidents: "
+                             "a flash sale brings shoppers on every device")
+        return self
 
     @model_validator(mode="after")
     def _gateway_of_its_countries(self) -> Incident:
@@ -103,7 +113,8 @@ class ActiveIncident:
         return {"kind": self.incident.kind, "countries": self.incident.countries,
                 "metrics": list(AFFECTED_METRICS[self.incident.kind]),
                 "start": self.start.isoformat(), "end": self.end.isoformat(),
-                "magnitude": self.incident.magnitude, "gateway": self.incident.gateway}
+                "magnitude": self.incident.magnitude, "gateway": self.incident.gateway,
+                "devices": self.incident.devices}
 
 
 def schedule(scenario: Scenario, run_start: datetime) -> list[ActiveIncident]:

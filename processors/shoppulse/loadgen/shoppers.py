@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,8 +78,10 @@ def _price(rng: random.Random, product: int, market: Market) -> str:
     return f"{local:.0f}" if market.currency == "JPY" else f"{local:.2f}"
 
 
-def new_session(rng: random.Random, market: Market, effects: Effects, serial: int) -> Session:
+def new_session(rng: random.Random, market: Market, effects_of: Callable[[str], Effects], serial: int) -> Session:
+    """A new visit in ``market``, planned with the effects its device meets (``effects_of(device)``)."""
     device = DEVICES[bisect.bisect(DEVICE_CUMULATIVE, rng.random())]
+    effects = effects_of(device)
     common: dict[str, Any] = {"schema_version": 1, "session_id": f"s-{serial:x}-{rng.getrandbits(24):06x}",
                               "country": market.country, "device": device}
     if rng.random() < LOGGED_IN_SHARE:

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 from river import stats, utils
 
 from shoppulse.sidecar import baselines, seasonal
-from shoppulse.sidecar.contributors import payment_contributors
+from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
@@ -322,7 +322,7 @@ class Sidecar:
     def _incident_row(self, change: IncidentChange, at: datetime, now: datetime) -> list[object]:
         incident: Incident = change.incident
         incident.detected_at = incident.detected_at or now
-        incident.contributors = [c.describe(incident.kind) for c in payment_contributors(
+        incident.contributors = [c.describe(incident.kind) for c in incident_contributors(
             self.client, incident.kind, incident.countries, incident.opened_at, incident.resolved_at or at)][:3]
         if change.kind != "updated":
             INCIDENTS.labels(change.kind, incident.kind).inc()

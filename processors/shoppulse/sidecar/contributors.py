@@ -1,5 +1,6 @@
 """What drives an incident, ranked: the payment gateways and failure reasons behind failures, the
-gateways behind slow payments.
+gateways behind slow payments, and the devices and product categories behind any incident of the
+funnel.
 
 The aggregation keeps payments per country, gateway and second (``payment_latency_1s``: attempts,
 failures by reason and a latency histogram), so for an incident about payments each gateway of its
@@ -9,6 +10,13 @@ its share is of all gateways' (reasons') extra failures. Latency: a gateway's p9
 before; its share is of the payments slower than the p95 of before. Gateways and reasons are ranked
 together by share (a gateway first on a tie): one gateway down leads with that gateway, every
 gateway failing alike with the reason they fail for. The first is the top contributor the story names.
+
+Segments (``segment_metrics_1s``: the funnel per country, second, device and product category):
+each kind of incident has a measure of what it lacks or has too much of (``SEGMENT_MEASURES``: the
+orders a conversion drop misses, the extra product views of a traffic surge…), taken per segment
+against the segment's own rate in the hour before. A segment is named only when it stands out: its
+share of the excess at least ``OVER_REPRESENTED`` times its usual share of the volume (an incident that
+hits every device alike names none; a broken mobile checkout names mobile).
 """
 
 from __future__ import annotations
@@ -24,6 +32,25 @@ from shoppulse.events.histogram import quantile
 BEFORE = timedelta(hours=1)
 MIN_ATTEMPTS = 5  # fewer payments during the incident say nothing about a gateway
 KINDS = ("payment_failures", "checkout_latency")
+# kind -> (what is counted, what it is counted per: None for per second, +1 too much / -1 too little, the excess
+# in words). The excess of a segment is sign * (counted during - its usual rate * per during).
+SEGMENT_MEASURES: dict[str, tuple[str, str | None, int, str]] = {
+    "payment_failures": ("payment_failures", "payment_attempts", 1, "extra failed payments"),
+    "traffic_surge": ("product_views", None, 1, "extra product views"),
+    "traffic_drop": ("product_views", None, -1, "missing product views"),
+    "sales_surge": ("orders", None, 1, "extra orders"),
+    "sales_drop": ("orders", None, -1, "missing orders"),
+    "conversion_drop": ("orders", "product_views", -1, "missing orders"),
+    "checkout_drop": ("checkouts", "cart_adds", -1, "missing checkouts"),
+    "cart_abandonment": ("orders", "cart_adds", -1, "missing orders from carts"),
+}
+VOLUME_NAMES = {"product_views": "product views", "cart_adds": "cart adds", "payment_attempts": "payments",
+                "orders": "orders"}
+OVER_REPRESENTED = 1.5  # a segment's share of the excess against its usual share of the volume
+MIN_SHARE = 0.25  # of the excess, for a segment to be named
+MIN_EXCESS = 5.0  # events: a smaller excess says nothing about which segment it came from
+# Named first on equal shares: the most specific place to act on.
+DIMENSION_ORDER = {"gateway": 0, "device": 1, "category": 2, "failure reason": 3}
 
 
 @dataclass(frozen=True)
@@ -33,8 +60,14 @@ class Contributor:
     share: float  # of the incident's excess (extra failures, or slow payments), 0-1
     during: float  # the gateway's failure rate (a reason's share of payments) or p95 (ms) during the incident
     before: float  # the same in the hour before
+    usual_share: float | None = None  # a segment's share of the volume (VOLUME_NAMES) in the hour before
 
     def describe(self, kind: str) -> str:
+        if self.usual_share is not None:
+            counted, per, _sign, excess = SEGMENT_MEASURES[kind]
+            volume = VOLUME_NAMES[per or counted]
+            return (f"{self.dimension} {self.value}: {100 * self.share:.0f} % of the {excess} "
+                    f"({100 * self.usual_share:.0f} % of the {volume} before)")
         if kind == "payment_failures":
             during, before = f"{100 * self.during:.0f} %", f"{100 * self.before:.0f} %"
             what = (f"failure rate {during} against {before}" if self.dimension == "gateway"
@@ -124,4 +157,62 @@ def payment_contributors(client: Client, kind: str, countries: list[str], start:
                 ranked.append(Contributor("gateway", gateway, count / total,
                                           quantile(during[gateway].histogram or {}, 0.95),
                                           quantile(prior.histogram, 0.95)))
-    return sorted(ranked, key=lambda c: (-c.share, c.dimension != "gateway", c.value))
+    return sorted(ranked, key=_rank)
+
+
+def _rank(contributor: Contributor) -> tuple[float, int, str]:
+    return -contributor.share, DIMENSION_ORDER[contributor.dimension], contributor.value
+
+
+def _read_segments(client: Client, countries: list[str], start: datetime, end: datetime,
+                   columns: tuple[str, ...]) -> dict[tuple[str, str], tuple[int, ...]]:
+    """Each segment's sums of ``columns`` in ``countries`` (every country for the store-wide ``ALL``)."""
+    where = "" if "ALL" in countries else "country IN {countries:Array(String)} AND "
+    sums = ", ".join(f"sum({column})" for column in columns)
+    return {(str(dimension), str(segment)): tuple(int(v) for v in values)
+            for dimension, segment, *values in client.query(
+                f"SELECT dimension, segment, {sums} FROM segment_metrics_1s WHERE {where}"
+                "ts >= {start:DateTime} AND ts < {end:DateTime} GROUP BY dimension, segment",
+                parameters={"countries": countries, "start": start.replace(tzinfo=None),
+                            "end": end.replace(tzinfo=None)}).result_rows}
+
+
+def segment_contributors(client: Client, kind: str, countries: list[str], start: datetime,
+                         end: datetime) -> list[Contributor]:
+    """The devices and product categories that stand out in the incident's excess (``SEGMENT_MEASURES``),
+    ranked by their share of it; empty for a kind without a measure or when no segment stands out."""
+    if kind not in SEGMENT_MEASURES or end <= start:
+        return []
+    counted, per, sign, _ = SEGMENT_MEASURES[kind]
+    columns = (counted,) if per is None else (counted, per)
+    during, before = _read_segments(client, countries, start, end, columns), _read_segments(
+        client, countries, start - BEFORE, start, columns)
+    seconds, seconds_before = (end - start).total_seconds(), BEFORE.total_seconds()
+    found: list[Contributor] = []
+    for dimension in sorted({d for d, _ in during}):
+        excess: dict[str, tuple[float, float, float]] = {}
+        volume_before = {segment: values[-1] for (d, segment), values in before.items() if d == dimension}
+        for (d, segment), values in during.items():
+            then = before.get((d, segment))
+            if d != dimension or then is None or then[-1] == 0:
+                continue  # a segment new since the hour before has no usual rate to fall short of
+            usual = then[0] / (seconds_before if per is None else then[1])
+            volume = seconds if per is None else values[1]
+            rate_during = values[0] / (seconds if per is None else max(values[1], 1))
+            excess[segment] = (sign * (values[0] - usual * volume), rate_during, usual)
+        total = sum(e for e, _, _ in excess.values() if e > 0)
+        all_volume = sum(volume_before.values())
+        if total < MIN_EXCESS or not all_volume:
+            continue
+        for segment, (e, rate_during, usual) in excess.items():
+            share, usual_share = e / total, volume_before[segment] / all_volume
+            if share >= MIN_SHARE and share >= OVER_REPRESENTED * usual_share:
+                found.append(Contributor(dimension, segment, share, rate_during, usual, usual_share))
+    return sorted(found, key=_rank)
+
+
+def incident_contributors(client: Client, kind: str, countries: list[str], start: datetime,
+                          end: datetime) -> list[Contributor]:
+    """Everything that drives the incident, ranked: gateways and reasons for payments, segments that stand out."""
+    return sorted(payment_contributors(client, kind, countries, start, end)
+                  + segment_contributors(client, kind, countries, start, end), key=_rank)
