@@ -1,6 +1,6 @@
 # The shoppulse image: one image, one process per container (`shoppulse ingest`, `aggregate`, `sidecar`,
 # `db migrate`…, as docker-compose.yml runs them). A regular (non-editable) install of the wheel: the
-# migrations, dashboards, alerting files and scenarios travel inside the package.
+# migrations, dashboards, alerting files, action policies and scenarios travel inside the package.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md ./
@@ -8,6 +8,7 @@ COPY processors ./processors
 COPY clickhouse ./clickhouse
 COPY scenarios ./scenarios
 COPY alerting ./alerting
+COPY actions ./actions
 COPY grafana ./grafana
 COPY docs/events.md ./docs/events.md
 COPY docs/schemas ./docs/schemas

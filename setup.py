@@ -1,4 +1,4 @@
-"""The wheel carries the project's checked-in files (migrations, dashboards, alerting, scenarios, the
+"""The wheel carries the project's checked-in files (migrations, dashboards, alerting, action policies, scenarios, the
 event catalogue) as package data under ``shoppulse/project/``, with the checkout's layout, so an
 installed shoppulse needs no checkout (``shoppulse.project_files`` finds them). Everything else is in
 pyproject.toml."""
@@ -8,7 +8,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-PROJECT_FILES = ("clickhouse", "grafana", "alerting", "scenarios", "docs/events.md", "docs/schemas")
+PROJECT_FILES = ("clickhouse", "grafana", "alerting", "actions", "scenarios", "docs/events.md", "docs/schemas")
 
 
 class BuildWithProjectFiles(build_py):

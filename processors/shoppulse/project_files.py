@@ -72,3 +72,8 @@ def alerting_dir() -> Path:
 
 def scenarios_dir() -> Path:
     return bundled() / "scenarios"
+
+
+def actions_dir() -> Path:
+    """The action policies (``actions/*.yaml``), reviewed in Git like the dashboards and alerting files."""
+    return home() / "actions"

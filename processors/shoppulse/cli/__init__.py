@@ -10,6 +10,7 @@ import sys
 from shoppulse.cli import stack  # isort: skip
 from shoppulse.cli import processors  # noqa: F401  # isort: skip
 from shoppulse.cli import bench  # isort: skip
+from shoppulse.cli.actions import actions_app
 from shoppulse.cli.alerts import alerts_app
 from shoppulse.cli.common import app, err
 from shoppulse.cli.dashboards import dashboards_app
@@ -24,6 +25,7 @@ app.add_typer(stack.kafka_app, name="kafka")
 app.add_typer(stack.events_app, name="events")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(actions_app, name="actions")
 app.add_typer(bench.bench_app, name="bench")
 
 

@@ -1,0 +1,1 @@
+"""Automated actions with guardrails: policies, decisions, the audit trail."""

@@ -1,0 +1,37 @@
+"""``shoppulse actions …``: automated actions with guardrails (policies in actions/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoppulse.actions.policy import check_policies, policy_files
+from shoppulse.cli.common import console, fail
+from shoppulse.project_files import actions_dir
+
+actions_app = typer.Typer(help="Automated actions with guardrails (actions/).", no_args_is_help=True)
+
+
+@actions_app.command("lint")
+def lint_command(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Action policy files [default: every *.yaml in actions/].")] = None,
+) -> None:
+    """Check the action policies: the format, known incident kinds and placeholders, and the guardrails
+    every policy must have (a rollback, a rate limit, approvers for an approval, known conflicts)."""
+    files = paths or policy_files(actions_dir())
+    if not files:
+        fail(f"no action policies (*.yaml in {actions_dir()}): pass files, or set SHOPPULSE_HOME to the "
+             "repository that holds actions/", 2)
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        fail(f"no such policy file: {', '.join(map(str, missing))}", 2)
+    policies, problems = check_policies(files)
+    for problem in problems:
+        console.print(str(problem), highlight=False, markup=False)
+    summary = f"{len(files)} file(s), {len(policies)} well-formed polic{'y' if len(policies) == 1 else 'ies'}"
+    if problems:
+        fail(f"{len(problems)} problem(s) in {summary}")
+    console.print(f"[green]ok[/]: {summary}", highlight=False)
