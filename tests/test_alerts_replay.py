@@ -163,6 +163,9 @@ def test_the_command_replays_a_database_that_holds_a_run(replayed) -> None:
     lines = report_lines([RuleReplay("r", "r", firings=inside)], run.start)[1:]
     assert set(lines) <= set(printed.splitlines()), printed
     assert printed.count("fired +") == len(inside)
+    # The action policies' dry run: DE's outage fails every gateway alike, so no gateway is failed over.
+    assert "Actions the policies would have taken (dry run, " in printed, printed
+    assert "  none: no incident triggered a policy" in printed, printed
 
 
 def test_replay_times_are_now_relative_or_iso() -> None:

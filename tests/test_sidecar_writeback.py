@@ -141,6 +141,11 @@ def test_the_outage_is_one_incident_with_its_revenue_at_risk_and_keeps_its_id_ac
     assert abs(at_risk - truth) <= 0.1 * truth, (at_risk, truth)
     assert story.startswith(f"Payment failures in DE since {opened_at:%H:%M} UTC (resolved at") and "$" in story
     assert "Top contributor: gateway " in story and "of the extra failures (failure rate" in story
+    [(dimensions, values, shares, described)] = demo.query(
+        "SELECT contributor_dimensions, contributor_values, contributor_shares, contributors FROM incidents FINAL"
+    ).result_rows
+    assert dimensions[0] == "gateway" and described[0].startswith(f"gateway {values[0]}: ")  # as data, for actions
+    assert f"{100 * shares[0]:.0f} % of the extra failures" in described[0]
 
     _fresh(demo)  # again, dying five minutes into the outage and restarting after it is over
     run_sidecar(demo, until=outage.start + timedelta(minutes=5))

@@ -271,7 +271,8 @@ def policy_files(folder: Path) -> list[Path]:
 
 
 def load_policies(folder: Path) -> list[Policy]:
-    """The policies of ``folder``; PolicyError listing every problem when any has one."""
+    """The policies of ``folder`` (none when it holds none); PolicyError listing every problem when any
+    has one."""
     policies, problems = check_policies(policy_files(folder))
     if problems:
         raise PolicyError(f"{len(problems)} problem(s) in the action policies of {folder}:\n"

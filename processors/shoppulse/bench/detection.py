@@ -13,9 +13,11 @@ one, is a false one).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from shoppulse.actions.dry_run import dry_run_report
+from shoppulse.actions.policy import Policy
 from shoppulse.devstack.recording import recorded_run
 from shoppulse.loadgen.generator import LostOrder, revenue_lost
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario
@@ -99,12 +101,14 @@ class RunScore:
     false_alerts: list[OpenedRegion]
     country_days: float
     false_incidents: list[OpenedIncident] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)  # what the action policies would have done (a dry run)
 
 
 def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timedelta, seed: int = 7,
-        progress: Callable[[str], None] = lambda _: None) -> RunScore:
+        progress: Callable[[str], None] = lambda _: None, policies: Sequence[Policy] = ()) -> RunScore:
     """Record ``scenario``'s incidents after a warm-up and ``tail`` of traffic after the last one (all
-    of the traffic scored, without a scenario), and score the regions the sidecar opened."""
+    of the traffic scored, without a scenario), score the regions the sidecar opened, and dry-run the
+    action ``policies`` over its incidents."""
     with recorded_run(settings, scenario, rate, WARM_UP, tail, PLAYS, seed, progress) as (recorded, client):
         rows = client.query(
             "SELECT metric, country, opened_at, if(expected = 0, 0, 100 * (observed - expected) / expected) "
@@ -114,11 +118,13 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
             "SELECT kind, countries, opened_at, revenue_at_risk, story, contributors FROM incidents FINAL "
             "WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
             parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
+        actions = dry_run_report(client, policies, recorded.start, recorded.end, recorded.start)
     opened = [OpenedRegion(str(metric), str(country), as_utc(at), float(delta)) for metric, country, at, delta in rows]
     stories = [OpenedIncident(str(kind), [str(c) for c in countries], as_utc(at), float(at_risk), str(story),
                               [str(c) for c in contributors])
                for kind, countries, at, at_risk, story, contributors in told]
-    return score(recorded.incidents, opened, recorded.end - recorded.start, stories, recorded.lost_orders)
+    return replace(score(recorded.incidents, opened, recorded.end - recorded.start, stories, recorded.lost_orders),
+                   actions=actions)
 
 
 def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta,
@@ -141,3 +147,44 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
     false_alerts = [r for r in opened if id(r) not in explained]
     return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400,
                     [i for i in told if id(i) not in told_of])
+
+
+def scenario_lines(name: str, result: RunScore) -> list[str]:
+    """A scenario's score as ``shoppulse score`` prints it: per scripted incident whether and when it
+    was detected, the incidents it was told as, revenue at risk and top contributor; then the actions."""
+    lines = []
+    for incident in result.incidents:
+        delay = f"after {incident.delay_s:.0f} s" if incident.delay_s is not None else "-"
+        first = min(incident.regions, key=lambda r: r.opened_at) if incident.regions else None
+        how = f" ({first.metric} {first.country})" if first else ""
+        lines.append(f"{name:14} {incident.kind:18} {','.join(incident.countries):6} "
+                     f"{'detected' if incident.detected else 'MISSED':9} {delay}{how}")
+        told = "; ".join(f"{i.kind} {','.join(i.countries)} ${i.revenue_at_risk:,.0f} at risk"
+                         for i in incident.told_as) or "none"
+        verdict = "one, of its kind" if incident.told_once_rightly else "NOT one of its kind"
+        paged = "pages once, for its kind" if incident.pages_once_rightly else "does NOT page once rightly"
+        lines.append(f"{'':14} incidents: {len(incident.told_as)} ({verdict}; {paged}): {told}")
+        if incident.revenue_lost is not None and incident.told_as:
+            at_risk, lost = incident.revenue_at_risk, incident.revenue_lost
+            ratio = f" ({at_risk / lost:.0%} of it)" if lost else ""
+            lines.append(f"{'':14} revenue at risk ${at_risk:,.0f} against ${lost:,.0f} "
+                         f"of orders the generator made fail{ratio}")
+        if incident.names_its_gateway is not None:
+            top = next((i.contributors[0] for i in incident.told_as if i.contributors), "none")
+            lines.append(f"{'':14} top contributor: {top} (the scripted gateway {incident.gateway}: "
+                         f"{'named' if incident.names_its_gateway else 'NOT named'})")
+    return lines + [f"{name:14} {line.strip()}" for line in result.actions]
+
+
+def quiet_lines(quiet: RunScore, hours: float) -> list[str]:
+    """The incident-free run's score: false alerts per country-day, false incidents, actions (target: none)."""
+    per_day = len(quiet.false_alerts) / quiet.country_days
+    lines = [f"false alerts on incident-free traffic: {len(quiet.false_alerts)} in {hours:g} h over 12 "
+             f"countries = {per_day:.2f} per country-day (target <= 1)"]
+    lines += [f"  {region.opened_at:%H:%M:%S} {region.metric} {region.country} ({region.delta_pct:+.0f}%)"
+              for region in quiet.false_alerts[:10]]
+    paging = sum(told.pages for told in quiet.false_incidents)
+    lines.append(f"incidents on incident-free traffic: {len(quiet.false_incidents)} (target 0), {paging} of a kind "
+                 "that pages on-call")
+    lines += [f"  {told.opened_at:%H:%M:%S} {told.story}" for told in quiet.false_incidents[:10]]
+    return lines + [f"incident-free: {line.strip()}" for line in quiet.actions]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shoppulse.actions.policy import check_policies, policy_files
+from shoppulse.actions.policy import Policy, PolicyError, check_policies, load_policies, policy_files
 from shoppulse.cli.common import console, fail
 from shoppulse.project_files import actions_dir
 
@@ -35,3 +35,12 @@ def lint_command(
     if problems:
         fail(f"{len(problems)} problem(s) in {summary}")
     console.print(f"[green]ok[/]: {summary}", highlight=False)
+
+
+def action_policies_or_fail() -> list[Policy]:
+    """The action policies a dry run applies (none when actions/ holds none); a policy the lint would
+    fail stops the command."""
+    try:
+        return load_policies(actions_dir())
+    except PolicyError as exc:
+        fail(f"{exc}\nfix these first (shoppulse actions lint)", 2)

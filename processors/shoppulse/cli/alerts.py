@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from shoppulse.actions.dry_run import dry_run_report
+from shoppulse.actions.policy import Policy
 from shoppulse.ascode.alerting.files import alerting_paths
 from shoppulse.ascode.alerting.replay import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
+from shoppulse.cli.actions import action_policies_or_fail
 from shoppulse.cli.common import console, fail
 from shoppulse.cli.dashboards import dashboard_files_and_settings
 from shoppulse.project_files import alerting_dir, scenarios_dir
@@ -90,9 +93,10 @@ def replay_command(
     files = load(_alerting_files(None))
     if files.problems:
         fail("\n".join(map(str, files.problems)) + "\nfix these first (shoppulse alerts lint)")
+    policies = action_policies_or_fail()
     _dashboards, settings = dashboard_files_and_settings(None)
     if clickhouse_url is None:
-        _replay_a_recorded_run(files, settings, scenario, rate, warm_up_minutes, tail_minutes, seed)
+        _replay_a_recorded_run(files, policies, settings, scenario, rate, warm_up_minutes, tail_minutes, seed)
         return
     now = datetime.now(UTC).replace(microsecond=0)
     try:
@@ -105,12 +109,13 @@ def replay_command(
         client = clickhouse.connect(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
         with console.status("replaying…") as status:
             results = _replay(files, client, begin, end, status.update)
+            actions = dry_run_report(client, policies, begin, end, begin)
     except ClickHouseError as exc:
         fail(f"ClickHouse at {clickhouse_url}: {str(exc).splitlines()[0][:300]}\n"
               "check the URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
     console.print(f"replayed {clickhouse_url} from {begin:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S} UTC "
                   "(times below are from its start)", highlight=False)
-    _print(files, results, begin, end)
+    _print(files, results, begin, end, actions)
 
 
 def _replay(files: AlertingFiles, client: Client, begin: datetime, end: datetime,
@@ -122,8 +127,10 @@ def _replay(files: AlertingFiles, client: Client, begin: datetime, end: datetime
     return replay(files, RuleEvaluator(client, provisioned_datasources()), begin, end, progress)
 
 
-def _print(files: AlertingFiles, results: list[RuleReplay], origin: datetime, end: datetime) -> None:
-    """Per rule when each instance fired and resolved, then what the policy tree would have sent."""
+def _print(files: AlertingFiles, results: list[RuleReplay], origin: datetime, end: datetime,
+           actions: list[str]) -> None:
+    """Per rule when each instance fired and resolved, what the policy tree would have sent, and what
+    the action policies would have done (a dry run)."""
     from shoppulse.ascode.alerting.notify import (
         dispatch,
         notification_lines,
@@ -136,12 +143,12 @@ def _print(files: AlertingFiles, results: list[RuleReplay], origin: datetime, en
     tree = policy_tree(files)
     notifications = dispatch(tree, replay_alerts(files, results), end, without_resolved_messages(files)) if tree else []
     told = notification_lines(notifications, origin) if tree else ["No notification policy tree: nothing is sent"]
-    for line in [*report_lines(results, origin), *told]:
+    for line in [*report_lines(results, origin), *told, *actions]:
         console.print(line, highlight=False, markup=False)
 
 
-def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: Path | None, rate: float,
-                           warm_up_minutes: int, tail_minutes: int, seed: int) -> None:
+def _replay_a_recorded_run(files: AlertingFiles, policies: list[Policy], settings: Settings, scenario: Path | None,
+                           rate: float, warm_up_minutes: int, tail_minutes: int, seed: int) -> None:
     from shoppulse.devstack.process import StartupError
     from shoppulse.devstack.recording import RecordingError, recorded_run
     from shoppulse.devstack.scratch import ProcessorDiedError
@@ -163,6 +170,7 @@ def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: P
             # The rules look back up to 15 minutes: evaluate from when the run has that much history.
             results = _replay(files, client, run.begin + timedelta(minutes=REPLAY_AFTER_MINUTES), run.end,
                               status.update)
+            actions = dry_run_report(client, policies, run.begin, run.end, run.start)
     except (RecordingError, ProcessorDiedError, StartupError) as exc:
         fail(f"recording the run failed: {exc}")
     except Shutdown as stop:
@@ -174,7 +182,7 @@ def _replay_a_recorded_run(files: AlertingFiles, settings: Settings, scenario: P
         console.print(f"  incident {incident.incident.kind} in {', '.join(incident.incident.countries)}: "
                       f"+{int((incident.start - run.start).total_seconds()) // 60}m to "
                       f"+{int((incident.end - run.start).total_seconds()) // 60}m", highlight=False)
-    _print(files, results, run.start, run.end)
+    _print(files, results, run.start, run.end, actions)
 
 
 @alerts_app.command("render")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from shoppulse.cli.actions import action_policies_or_fail
 from shoppulse.cli.common import (
     Shutdown,
     app,
@@ -42,6 +43,7 @@ def score(
     sidecar, ClickHouse): detected, delay, false alerts per country-day."""
     from datetime import timedelta
 
+    from shoppulse.bench.detection import quiet_lines, scenario_lines
     from shoppulse.bench.detection import run as record_and_score
     from shoppulse.devstack.process import StartupError
     from shoppulse.devstack.recording import RecordingError
@@ -49,6 +51,7 @@ def score(
     from shoppulse.loadgen.scenario import ScenarioError, load_scenario
 
     settings = settings_or_fail()
+    policies = action_policies_or_fail()
     setup_logging("WARNING")
     on_signal_raise_shutdown()  # SIGTERM unwinds through the recordings, which stop what they started
     files = scenarios or [scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml")]
@@ -62,47 +65,20 @@ def score(
                 last = max((i.start_after_s + i.duration_s for i in scenario.incidents), default=0)
                 err.print(f"scenario {scenario.name}: recording {last / 60 + 30:.0f} minutes at {rate:g} events/s "
                           "through the pipeline…", highlight=False)
-                result = record_and_score(settings, scenario, rate, timedelta(minutes=10), progress=status.update)
-                for incident in result.incidents:
-                    delay = f"after {incident.delay_s:.0f} s" if incident.delay_s is not None else "-"
-                    first = min(incident.regions, key=lambda r: r.opened_at) if incident.regions else None
-                    how = f" ({first.metric} {first.country})" if first else ""
-                    console.print(f"{scenario.name:14} {incident.kind:18} {','.join(incident.countries):6} "
-                                  f"{'detected' if incident.detected else 'MISSED':9} {delay}{how}", highlight=False)
-                    told = "; ".join(f"{i.kind} {','.join(i.countries)} ${i.revenue_at_risk:,.0f} at risk"
-                                     for i in incident.told_as) or "none"
-                    verdict = "one, of its kind" if incident.told_once_rightly else "NOT one of its kind"
-                    paged = "pages once, for its kind" if incident.pages_once_rightly else "does NOT page once rightly"
-                    console.print(f"{'':14} incidents: {len(incident.told_as)} ({verdict}; {paged}): {told}",
-                                  highlight=False)
-                    if incident.revenue_lost is not None and incident.told_as:
-                        at_risk, lost = incident.revenue_at_risk, incident.revenue_lost
-                        ratio = f" ({at_risk / lost:.0%} of it)" if lost else ""
-                        console.print(f"{'':14} revenue at risk ${at_risk:,.0f} against ${lost:,.0f} "
-                                      f"of orders the generator made fail{ratio}", highlight=False)
-                    if incident.names_its_gateway is not None:
-                        top = next((i.contributors[0] for i in incident.told_as if i.contributors), "none")
-                        console.print(f"{'':14} top contributor: {top} (the scripted gateway {incident.gateway}: "
-                                      f"{'named' if incident.names_its_gateway else 'NOT named'})", highlight=False)
+                result = record_and_score(settings, scenario, rate, timedelta(minutes=10), progress=status.update,
+                                          policies=policies)
+                for line in scenario_lines(scenario.name, result):
+                    console.print(line, highlight=False, markup=False)
             err.print(f"incident-free traffic: recording {quiet_hours:g} h at {rate:g} events/s through the "
                       "pipeline…", highlight=False)
             quiet = record_and_score(settings, None, rate, timedelta(hours=quiet_hours), seed=11,
-                                     progress=status.update)
+                                     progress=status.update, policies=policies)
         except (RecordingError, ProcessorDiedError, StartupError) as exc:
             fail(f"recording a run failed: {exc}")
         except Shutdown as stop:
             fail(f"stopped ({stop}); everything the recording started is stopped", 130)
-    per_day = len(quiet.false_alerts) / quiet.country_days
-    console.print(f"false alerts on incident-free traffic: {len(quiet.false_alerts)} in {quiet_hours:g} h over 12 "
-                  f"countries = {per_day:.2f} per country-day (target <= 1)", highlight=False)
-    for region in quiet.false_alerts[:10]:
-        console.print(f"  {region.opened_at:%H:%M:%S} {region.metric} {region.country} ({region.delta_pct:+.0f}%)",
-                      highlight=False)
-    paging = sum(told.pages for told in quiet.false_incidents)
-    console.print(f"incidents on incident-free traffic: {len(quiet.false_incidents)} (target 0), {paging} of a kind "
-                  "that pages on-call", highlight=False)
-    for told in quiet.false_incidents[:10]:
-        console.print(f"  {told.opened_at:%H:%M:%S} {told.story}", highlight=False)
+    for line in quiet_lines(quiet, quiet_hours):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()

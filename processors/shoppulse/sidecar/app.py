@@ -61,7 +61,8 @@ DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' coun
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
                    "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id"]
 INCIDENT_COLUMNS = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at",
-                    "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at", "contributors"]
+                    "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at", "contributors",
+                    "contributor_dimensions", "contributor_values", "contributor_shares"]
 INSIGHT_COLUMNS = ["created_at", "insight_id", "anomaly_id", "metric", "country", "severity", "text", "source",
                    "payload", "incident_id"]
 
@@ -160,7 +161,8 @@ class Sidecar:
         replay did not see is resolved now, as it was."""
         stored = self.client.query(
             "SELECT incident_id, anomaly_ids, opened_at, detected_at, revenue_at_risk, as_of, kind, countries, "
-            "metrics, severity, story, contributors FROM incidents FINAL WHERE resolved_at IS NULL").result_rows
+            "metrics, severity, story, contributors, contributor_dimensions, contributor_values, contributor_shares "
+            "FROM incidents FINAL WHERE resolved_at IS NULL").result_rows
         changes: list[IncidentChange] = []
         adopted: set[int] = set()
         for incident_id, anomaly_ids, opened_at, detected_at, at_risk, as_of, *rest in stored:
@@ -168,10 +170,10 @@ class Sidecar:
             live = next((i for i in [*self.incidents.incidents, *self.incidents.resolved]
                          if any(str(r.anomaly_id) in members for r in i.regions)), None)
             if live is None:
-                kind, countries, metrics, severity, story, contributors = rest
+                kind, countries, metrics, severity, story, *contributors = rest
                 self.client.insert("incidents", [[incident_id, kind, countries, metrics, anomaly_ids, opened_at,
                                                   at, severity, at_risk, story, as_of, detected_at,
-                                                  datetime.now(UTC), contributors]], column_names=INCIDENT_COLUMNS)
+                                                  datetime.now(UTC), *contributors]], column_names=INCIDENT_COLUMNS)
                 continue
             after = as_utc(as_of)
             live.incident_id, live.opened_at, live.detected_at = incident_id, as_utc(opened_at), detected_at
@@ -322,8 +324,9 @@ class Sidecar:
     def _incident_row(self, change: IncidentChange, at: datetime, now: datetime) -> list[object]:
         incident: Incident = change.incident
         incident.detected_at = incident.detected_at or now
-        incident.contributors = [c.describe(incident.kind) for c in incident_contributors(
-            self.client, incident.kind, incident.countries, incident.opened_at, incident.resolved_at or at)][:3]
+        ranked = incident_contributors(self.client, incident.kind, incident.countries, incident.opened_at,
+                                       incident.resolved_at or at)[:3]
+        incident.contributors = [c.describe(incident.kind) for c in ranked]
         if change.kind != "updated":
             INCIDENTS.labels(change.kind, incident.kind).inc()
             log.info(f"incident {change.kind}", extra={"incident_id": str(incident.incident_id),
@@ -331,7 +334,8 @@ class Sidecar:
         return [incident.incident_id, incident.kind, incident.countries, incident.metrics,
                 [r.anomaly_id for r in incident.regions], incident.opened_at, incident.resolved_at,
                 incident.severity(at), round(incident.revenue_at_risk, 2), incident.story(at), at,
-                incident.detected_at, now, incident.contributors]
+                incident.detected_at, now, incident.contributors, [c.dimension for c in ranked],
+                [c.value for c in ranked], [round(c.share, 4) for c in ranked]]
 
     def correlated(self, region: Region) -> list[Signal]:
         """Signals that moved with the region's: the same country's others, the same metric elsewhere."""
