@@ -3,6 +3,7 @@ limits, conflicts) and idempotency, decided the same way live and in a dry run."
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ import yaml
 
 from checkout import ROOT
 from conftest import EndpointProcess
+from shoppulse.actions.audit import recent_actions, record_decisions, record_step
 from shoppulse.actions.decide import Contributor, IncidentFacts, PastAction, decide
 from shoppulse.actions.dry_run import dry_run_report
 from shoppulse.actions.policy import Policy
@@ -132,3 +134,28 @@ def test_a_dry_run_over_stored_incidents_proposes_what_the_policies_would_have_d
     quiet = dry_run_report(client, [FAILOVER], T0 + timedelta(hours=2), T0 + timedelta(hours=3), T0)
     assert quiet == ["Actions the policies would have taken (dry run, 0 incident(s) stored):",
                      "  none: no incident triggered a policy"]
+
+
+@pytest.mark.integration
+def test_the_audit_trail_keeps_every_step_and_gives_the_guardrails_their_history(
+        clickhouse_endpoint: EndpointProcess) -> None:
+    """Decisions and later steps are appended; the history read back is each action's latest step, so a
+    restarted processor proposes nothing twice and counts its rate limits and conflicts as before."""
+    _settings, client = clickhouse_endpoint.migrated("actions_audit")
+    at = T0 + timedelta(minutes=5)
+    [proposed] = decide([FAILOVER], outage(serial=1), at, [])
+    record_decisions(client, [proposed], "live")
+    record_decisions(client, decide([FAILOVER], outage(serial=2), at, history_of([proposed])), "live")
+    record_step(client, proposed, "approved", "live", at + timedelta(minutes=1), actor="U0ONCALL")
+    record_step(client, proposed, "executed", "live", at + timedelta(minutes=2), response={"status": 200})
+    history = recent_actions(client, at + timedelta(minutes=3), "live")
+    assert sorted((a.policy, a.country, a.step, a.at) for a in history) == [
+        ("payment-failover", "BR", "executed", at), ("payment-failover", "BR", "refused", at)]
+    assert decide([FAILOVER], outage(serial=1), at + timedelta(minutes=4), history) == []  # on record: once
+    assert recent_actions(client, at, "dry_run") == []  # a dry run's history is its own
+    steps = client.query("SELECT step, actor, detail, request, response FROM action_audit ORDER BY at, step"
+                         ).result_rows
+    assert [s[0] for s in steps] == ["proposed", "refused", "approved", "executed"]
+    assert steps[2][1] == "U0ONCALL" and "limits.per_country_per_hour" in steps[1][2]
+    assert json.loads(steps[3][3])["http"]["body"]["from_gateway"] == "pix" and json.loads(steps[3][4]) == {
+        "status": 200}
