@@ -1,0 +1,148 @@
+"""A stand-in for a shop's admin API, for tests: the calls an action policy makes (a payment failover
+and its failback), over a real socket, with the contract a careful shop API enforces.
+
+No shop's admin API is public, so the contract is the IETF's for the one thing every such API must
+get right for automation — retries — `The Idempotency-Key HTTP Header Field`
+(draft-ietf-httpapi-idempotency-key-header-07, October 2025):
+
+- every POST carries ``Idempotency-Key`` as a Structured Field string (``"…"``, RFC 8941); without it
+  the answer is 400, with a key that is no sf-string 400 too;
+- a request whose key was seen with the same payload is answered with the first answer again and
+  changes nothing; with another payload, 422; while the first request with that key is still being
+  processed, 409;
+- besides: a bearer token (401 without the right one), a JSON object body (400 otherwise), known
+  paths only (404), and a failover of a gateway the country does not use is refused (422).
+
+``fail_next`` makes the next requests fail for the test's sake: ``"503"`` answers 503 before doing
+anything; ``"drop"`` applies the change and then closes the connection without an answer (the
+retry must not apply it twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SF_STRING = re.compile(r'^"([\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"$')
+GATEWAYS = {"BR": ("pix", "adyen"), "DE": ("adyen", "klarna", "paypal"), "US": ("stripe", "paypal", "adyen")}
+
+
+@dataclass
+class ShopState:
+    token: str
+    routes: dict[str, str | None] = field(default_factory=dict)  # country -> the gateway failed over from
+    effects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # every change applied, in order
+    answers: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)  # key -> payload digest, answer
+    in_flight: set[str] = field(default_factory=set)
+    fail_next: list[str] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    effects_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def apply(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        country, known = body.get("country"), GATEWAYS.get(str(body.get("country")))
+        if path == "/admin/payments/failover":
+            gateway = body.get("from_gateway")
+            if known is None or gateway not in known:
+                return 422, {"error": f"{country} does not pay through {gateway}"}
+            self.routes[str(country)] = str(gateway)
+        elif path == "/admin/payments/failback":
+            if known is None or self.routes.get(str(country)) != body.get("gateway"):
+                return 422, {"error": f"{country} is not failed over from {body.get('gateway')}"}
+            self.routes[str(country)] = None
+        else:
+            return 404, {"error": f"no such endpoint {path}"}
+        self.effects.append((path, body))
+        return 200, {"ok": True, "country": country}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *_args: Any) -> None:  # quiet in tests
+        pass
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with state.lock:
+            state.requests += 1
+            failure = state.fail_next.pop(0) if state.fail_next else None
+        if failure == "503":
+            self._answer(503, {"error": "temporarily unavailable"})
+            return
+        if self.headers.get("Authorization") != f"Bearer {state.token}":
+            self._answer(401, {"error": "a valid bearer token is required"})
+            return
+        key = self.headers.get("Idempotency-Key")
+        if key is None:
+            self._answer(400, {"error": "Idempotency-Key is required for this request"})
+            return
+        if not SF_STRING.match(key):
+            self._answer(400, {"error": "Idempotency-Key must be a Structured Field string"})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self._answer(400, {"error": "the body must be a JSON object"})
+            return
+        digest = hashlib.sha256(self.path.encode() + b"\0" + raw).hexdigest()
+        with state.lock:
+            seen, busy = state.answers.get(key), key in state.in_flight
+            if seen is None and not busy:
+                state.in_flight.add(key)
+        if seen is None and busy:
+            status, answer = 409, {"error": "a request with this Idempotency-Key is being processed"}
+        elif seen is not None:
+            status, answer = (seen[1], seen[2]) if seen[0] == digest else (
+                422, {"error": "this Idempotency-Key was used with another payload"})
+        else:
+            with state.effects_lock:
+                status, answer = state.apply(self.path, body)
+            with state.lock:
+                state.answers[key] = (digest, status, answer)
+                state.in_flight.discard(key)
+        if failure == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)  # applied, never answered
+            return
+        self._answer(status, answer)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, state: ShopState) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = state
+
+
+@contextlib.contextmanager
+def shop_admin_standin(token: str) -> Iterator[tuple[str, ShopState]]:
+    """A running shop admin API stand-in; yields its URL and its state (for assertions)."""
+    state = ShopState(token)
+    server = _Server(state)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()
