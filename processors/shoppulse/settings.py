@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=10.0, gt=0, le=120)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
 
+    # The shop's admin API the action policies call (live policies only), its token, and the switch
+    # that stops every automated action at once.
+    shop_admin_url: str | None = None
+    shop_admin_token: str | None = Field(default=None, repr=False)
+    actions_kill_switch: bool = False
+    actions_interval_s: float = Field(default=5.0, ge=0.5, le=600)
+    actions_metrics_port: int = 9468
+
     pii_key: str | None = Field(default=None, repr=False)
     demo: bool = False
     ingest_metrics_port: int = 9465
@@ -86,14 +94,14 @@ class Settings(BaseSettings):
     migrations_dir: Path = Field(default_factory=project_files.migrations_dir)
 
     @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port",
-                     "ingest_metrics_port", "aggregate_metrics_port", "sidecar_metrics_port")
+                     "ingest_metrics_port", "aggregate_metrics_port", "sidecar_metrics_port", "actions_metrics_port")
     @classmethod
     def _valid_port(cls, port: int) -> int:
         if not 1 <= port <= 65535:
             raise ValueError(f"{port} is not a TCP port (1-65535)")
         return port
 
-    @field_validator("clickhouse_url", "grafana_url", "openai_base_url")
+    @field_validator("clickhouse_url", "grafana_url", "openai_base_url", "shop_admin_url")
     @classmethod
     def _valid_url(cls, url: str | None) -> str | None:
         if url is None:

@@ -25,6 +25,9 @@ COLUMNS = ["at", "action_id", "policy", "incident_id", "country", "step", "mode"
            "response"]
 ACTOR = "shoppulse"  # the steps shoppulse takes itself; an approval names its approver
 REMEMBERED = timedelta(days=1)  # longer than any rate limit or rollback wait reaches back
+# An action's steps in the order they happen: two steps of one pass share a moment, so the order
+# among them is the step's own (a proposal executed in the pass that made it).
+STEP_ORDER = "['proposed', 'refused', 'approved', 'rejected', 'expired', 'executed', 'failed', 'rolled_back']"
 
 
 def decision_rows(decisions: Sequence[Decision], mode: Mode) -> list[list[Any]]:
@@ -50,7 +53,8 @@ def record_step(client: Client, decision: Decision, step: Step, mode: Mode, at: 
 def recent_actions(client: Client, now: datetime, mode: Mode) -> list[PastAction]:
     """Every action of ``mode`` proposed or refused in the last day: its latest step, when it was decided."""
     rows = client.query(
-        "SELECT action_id, any(policy), any(country), argMax(step, at), min(at) FROM action_audit "
+        f"SELECT action_id, any(policy), any(country), argMax(step, (at, indexOf({STEP_ORDER}, step))), min(at) "
+        "FROM action_audit "
         "WHERE mode = {mode:String} AND at >= {since:DateTime64(3)} GROUP BY action_id",
         parameters={"mode": mode, "since": (now - REMEMBERED).replace(tzinfo=None)}).result_rows
     return [PastAction(uuid.UUID(str(action_id)), str(policy), str(country), str(step),

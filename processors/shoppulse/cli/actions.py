@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from shoppulse.actions.policy import Policy, PolicyError, check_policies, load_policies, policy_files
-from shoppulse.cli.common import console, fail
+from shoppulse.cli.common import console, fail, run_processor, settings_or_fail, stop_event_on_signals
 from shoppulse.project_files import actions_dir
 
 actions_app = typer.Typer(help="Automated actions with guardrails (actions/).", no_args_is_help=True)
@@ -44,3 +46,47 @@ def action_policies_or_fail() -> list[Policy]:
         return load_policies(actions_dir())
     except PolicyError as exc:
         fail(f"{exc}\nfix these first (shoppulse actions lint)", 2)
+
+
+@actions_app.command("run")
+def run_command() -> None:
+    """The actions processor: incidents to audited proposals, approvals, executions and rollbacks, as the
+    policies in actions/ say (dry run unless a policy is live)."""
+    from shoppulse.actions.main import run
+    from shoppulse.actions.policy import PolicyError
+
+    run_processor(lambda settings: run(settings, stop_event_on_signals()), PolicyError)
+
+
+def _answer(action_id: str, approver: str, approve: bool) -> None:
+    from shoppulse import clickhouse
+    from shoppulse.actions.processor import record_approval
+
+    try:
+        key = uuid.UUID(action_id)
+    except ValueError:
+        fail(f"{action_id!r} is not an action id (a UUID, as the proposal and the audit table show it)", 2)
+    policies = action_policies_or_fail()
+    said = record_approval(clickhouse.connect(settings_or_fail()), policies, key, approve, approver,
+                           datetime.now(UTC))
+    if " by " not in said:
+        fail(said)
+    console.print(said, highlight=False)
+
+
+@actions_app.command("approve")
+def approve_command(
+    action_id: Annotated[str, typer.Argument(help="The proposed action's id.")],
+    approver: Annotated[str, typer.Option("--as", help="Your approver id, as the policy lists it.")],
+) -> None:
+    """Approve a proposed action (the fallback to the Slack buttons)."""
+    _answer(action_id, approver, True)
+
+
+@actions_app.command("reject")
+def reject_command(
+    action_id: Annotated[str, typer.Argument(help="The proposed action's id.")],
+    approver: Annotated[str, typer.Option("--as", help="Your approver id, as the policy lists it.")],
+) -> None:
+    """Reject a proposed action: it never runs."""
+    _answer(action_id, approver, False)

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import threading
 import warnings
+from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
@@ -38,6 +39,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     for line in redact(str(message), env_secrets()).splitlines():
         err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def run_processor(run: Callable[[Settings], None], *refusals: type[Exception]) -> None:
+    """A processor until SIGTERM/SIGINT; what keeps it from starting is one line."""
+    from shoppulse.logs import setup_logging
+    from shoppulse.streaming import ProcessorStartError
+
+    settings = settings_or_fail()
+    setup_logging()
+    try:
+        run(settings)
+    except (ProcessorStartError, *refusals) as exc:
+        fail(str(exc))
 
 
 def settings_or_fail() -> Settings:

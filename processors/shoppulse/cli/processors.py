@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -14,23 +13,9 @@ from shoppulse.cli.common import (
     app,
     err,
     fail,
-    settings_or_fail,
+    run_processor,
     stop_event_on_signals,
 )
-from shoppulse.logs import setup_logging
-from shoppulse.settings import Settings
-
-
-def _run(run: Callable[[Settings], None], *refusals: type[Exception]) -> None:
-    """A processor until SIGTERM/SIGINT; what keeps it from starting is one line."""
-    from shoppulse.streaming import ProcessorStartError
-
-    settings = settings_or_fail()
-    setup_logging()
-    try:
-        run(settings)
-    except (ProcessorStartError, *refusals) as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -39,7 +24,7 @@ def ingest() -> None:
     from shoppulse.events.pii import MissingPiiKeyError
     from shoppulse.ingest.app import run
 
-    _run(run, MissingPiiKeyError)
+    run_processor(run, MissingPiiKeyError)
 
 
 @app.command()
@@ -47,7 +32,7 @@ def aggregate() -> None:
     """Run the aggregation processor: clean events -> windowed metrics, sessions, late events in ClickHouse."""
     from shoppulse.aggregate.app import run
 
-    _run(run)
+    run_processor(run)
 
 
 @app.command()
@@ -58,7 +43,7 @@ def sidecar(
     """The anomaly sidecar: detect on the final aggregates, explain, write anomalies and Grafana annotations."""
     from shoppulse.sidecar.main import run
 
-    _run(lambda settings: run(settings, stop_event_on_signals(), timedelta(minutes=warm_up_minutes)))
+    run_processor(lambda settings: run(settings, stop_event_on_signals(), timedelta(minutes=warm_up_minutes)))
 
 
 MAX_ORDER_WARNINGS = 20  # a file with its clock set back warns line by line; thousands would bury the summary

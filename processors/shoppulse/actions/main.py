@@ -1,0 +1,44 @@
+"""``shoppulse actions run``: the actions processor's loop, with Prometheus metrics and structured logs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+from shoppulse import clickhouse
+from shoppulse.actions.execute import ShopAdminClient
+from shoppulse.actions.policy import load_policies
+from shoppulse.actions.processor import ActionsProcessor
+from shoppulse.project_files import actions_dir
+from shoppulse.redact import redact_url
+from shoppulse.settings import Settings
+from shoppulse.streaming import ProcessorStartError, serve_metrics
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Move every action one step on each ``SHOPPULSE_ACTIONS_INTERVAL_S`` until ``stop`` is set."""
+    policies = load_policies(actions_dir())
+    live = [p.name for p in policies if p.mode == "live"]
+    if live and not (settings.shop_admin_url and settings.shop_admin_token):
+        raise ProcessorStartError(f"the live policies {', '.join(live)} call the shop's admin API: set "
+                                  "SHOPPULSE_SHOP_ADMIN_URL and SHOPPULSE_SHOP_ADMIN_TOKEN, or make them mode: dry_run")
+    shop = None
+    if settings.shop_admin_url and settings.shop_admin_token:
+        shop = ShopAdminClient(settings.shop_admin_url, settings.shop_admin_token)
+    serve_metrics(settings.actions_metrics_port, settings.host, "SHOPPULSE_ACTIONS_METRICS_PORT")
+    log.info("actions starting", extra={"policies": [p.name for p in policies], "live": live,
+                                        "shop": redact_url(settings.shop_admin_url or "-"),
+                                        "kill_switch": settings.actions_kill_switch})
+    processor = ActionsProcessor(clickhouse.connect(settings), policies, shop, settings.actions_kill_switch)
+    while not stop.is_set():
+        try:
+            processor.step(datetime.now(UTC))
+        except ClickHouseError as exc:  # the next pass takes the same steps again: nothing is lost
+            log.warning("actions pass failed", extra={"error": str(exc).splitlines()[0][:300]})
+        stop.wait(settings.actions_interval_s)
+    log.info("actions stopped")

@@ -1,0 +1,153 @@
+"""The actions processor over real ClickHouse and a shop admin API stand-in: a payment-outage
+incident proposes the failover; approval executes it exactly once (also when approved twice, and when
+the processor died between the call and its record); it rolls back when the incident resolves or
+the KPI has not recovered; a rejected or expired proposal does nothing; a dry-run policy sends
+nothing; every step is in the audit table."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+from clickhouse_connect.driver.client import Client
+
+from checkout import ROOT
+from conftest import EndpointProcess
+from shoppulse.actions.decide import IncidentFacts, decide
+from shoppulse.actions.dry_run import stored_incidents
+from shoppulse.actions.execute import ShopAdminClient
+from shoppulse.actions.policy import Policy
+from shoppulse.actions.processor import ActionsProcessor, read_actions, record_approval
+from shoppulse.devstack.shop_admin_standin import ShopState, shop_admin_standin
+
+pytestmark = pytest.mark.integration
+TOKEN = "shop-admin-token"
+SHIPPED = yaml.safe_load((ROOT / "actions" / "payment-failover.yaml").read_text())
+LIVE = Policy.model_validate({**SHIPPED, "mode": "live"})
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)  # within the tables' TTL
+COLUMNS = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at", "severity",
+           "revenue_at_risk", "contributors", "contributor_dimensions", "contributor_values", "contributor_shares",
+           "story", "as_of", "detected_at", "updated_at"]
+
+
+@pytest.fixture
+def db(clickhouse_endpoint: EndpointProcess, request: pytest.FixtureRequest) -> Iterator[Client]:
+    _settings, client = clickhouse_endpoint.migrated(f"actions_{request.node.name[5:40]}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def shop() -> Iterator[tuple[ShopAdminClient, ShopState]]:
+    with shop_admin_standin(TOKEN) as (url, state):
+        yield ShopAdminClient(url, TOKEN, pause_s=0.01), state
+
+
+def store_incident(client: Client, serial: int, country: str = "BR", resolved: datetime | None = None,
+                   version: datetime | None = None) -> uuid.UUID:
+    incident_id = uuid.UUID(int=serial)
+    client.insert("incidents", [[incident_id, "payment_failures", [country], [], [], T0, resolved, "critical", 500.0,
+                                 ["gateway pix: 97 % of the extra failures"], ["gateway"], ["pix"], [0.97], "story",
+                                 T0, T0, version or T0]], column_names=COLUMNS)
+    return incident_id
+
+
+def steps(client: Client, incident_id: uuid.UUID) -> list[tuple[str, str]]:
+    return [(str(step), str(actor)) for step, actor in client.query(
+        "SELECT step, actor FROM action_audit WHERE incident_id = {i:UUID} ORDER BY at, indexOf(['proposed', "
+        "'refused', 'approved', 'rejected', 'expired', 'executed', 'failed', 'rolled_back'], step)",
+        parameters={"i": incident_id}).result_rows]
+
+
+def test_approved_failover_runs_once_and_rolls_back_when_the_incident_resolves(db: Client, shop) -> None:
+    client, state = shop
+    processor = ActionsProcessor(db, [LIVE], client)
+    incident = store_incident(db, 1)
+    processor.step(T0 + timedelta(minutes=1))  # open for a minute: the policy waits two
+    assert steps(db, incident) == []
+    processor.step(T0 + timedelta(minutes=3))
+    processor.step(T0 + timedelta(minutes=4))  # still awaiting approval: nothing sent, nothing new
+    assert steps(db, incident) == [("proposed", "shoppulse")] and state.requests == 0
+    [action] = read_actions(db, T0)
+    at = T0 + timedelta(minutes=5)
+    assert "may not approve" in record_approval(db, [LIVE], action.action_id, True, "U0SOMEONE", at)
+    assert record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", at).endswith("approved by S0PAYMENTS")
+    assert "not awaiting approval" in record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", at)
+    # The processor died after the call and before its record: the next pass calls again, with the same key.
+    [same] = decide([LIVE], stored(db, at, incident), T0 + timedelta(minutes=3), [])
+    assert same.action_id == action.action_id and client.send(same.request, same.action_id).ok
+    processor.step(T0 + timedelta(minutes=6))
+    processor.step(T0 + timedelta(minutes=7))
+    assert steps(db, incident) == [("proposed", "shoppulse"), ("approved", "S0PAYMENTS"), ("executed", "shoppulse")]
+    assert state.effects == [("/admin/payments/failover", {"country": "BR", "from_gateway": "pix",
+                                                           "reason": f"shoppulse incident {incident}"})]
+    store_incident(db, 1, resolved=T0 + timedelta(minutes=8), version=T0 + timedelta(minutes=8))
+    processor.step(T0 + timedelta(minutes=9))
+    processor.step(T0 + timedelta(minutes=10))
+    assert steps(db, incident)[-1] == ("rolled_back", "shoppulse") and len(steps(db, incident)) == 4
+    assert state.routes == {"BR": None} and len(state.effects) == 2
+    detail = db.query("SELECT detail, response FROM action_audit WHERE step = 'rolled_back'").result_rows[0]
+    assert detail[0] == "rolled back: the incident resolved" and '"status": 200' in detail[1]
+
+
+def stored(client: Client, now: datetime, incident_id: uuid.UUID) -> IncidentFacts:
+    return next(i for i in stored_incidents(client, now - timedelta(hours=6), now) if i.incident_id == incident_id)
+
+
+def test_an_action_whose_kpi_does_not_recover_is_rolled_back(db: Client, shop) -> None:
+    client, state = shop
+    processor = ActionsProcessor(db, [LIVE], client)
+    incident = store_incident(db, 2)
+    processor.step(T0 + timedelta(minutes=3))
+    [action] = read_actions(db, T0)
+    record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", T0 + timedelta(minutes=4))
+    processor.step(T0 + timedelta(minutes=5))
+    processor.step(T0 + timedelta(minutes=14))  # 9 minutes after: still waiting
+    assert [s for s, _ in steps(db, incident)] == ["proposed", "approved", "executed"]
+    processor.step(T0 + timedelta(minutes=15))
+    assert [s for s, _ in steps(db, incident)][-1] == "rolled_back" and state.routes == {"BR": None}
+    reason = db.query("SELECT detail FROM action_audit WHERE step = 'rolled_back'").result_rows[0][0]
+    assert reason == "rolled back: the incident is still open 10m after the action: not recovered"
+
+
+def test_a_rejected_or_expired_proposal_does_nothing(db: Client, shop) -> None:
+    client, state = shop
+    processor = ActionsProcessor(db, [LIVE], client)
+    rejected, expired = store_incident(db, 3), store_incident(db, 4, country="DE")
+    processor.step(T0 + timedelta(minutes=3))
+    ids = {a.incident_id: a.action_id for a in read_actions(db, T0)}
+    said = record_approval(db, [LIVE], ids[rejected], False, "S0PAYMENTS", T0 + timedelta(minutes=4))
+    assert said.endswith("rejected by S0PAYMENTS")
+    processor.step(T0 + timedelta(minutes=17))  # DE's proposal was made at +3m and expires after 15
+    processor.step(T0 + timedelta(minutes=18))
+    assert "expired" in record_approval(db, [LIVE], ids[expired], True, "S0PAYMENTS", T0 + timedelta(minutes=19))
+    assert steps(db, rejected) == [("proposed", "shoppulse"), ("rejected", "S0PAYMENTS")]
+    assert steps(db, expired) == [("proposed", "shoppulse"), ("expired", "shoppulse")]
+    assert state.requests == 0
+
+
+def test_a_dry_run_policy_records_what_it_would_do_and_sends_nothing(db: Client, shop) -> None:
+    client, state = shop
+    dry = Policy.model_validate(SHIPPED)
+    processor = ActionsProcessor(db, [dry], client)
+    incident = store_incident(db, 5)
+    for minute in (3, 4):
+        processor.step(T0 + timedelta(minutes=minute))
+    store_incident(db, 5, resolved=T0 + timedelta(minutes=5), version=T0 + timedelta(minutes=5))
+    processor.step(T0 + timedelta(minutes=6))
+    assert steps(db, incident) == [("proposed", "shoppulse"), ("executed", "shoppulse"),
+                                   ("rolled_back", "shoppulse")]
+    assert {m for (m,) in db.query("SELECT DISTINCT mode FROM action_audit").result_rows} == {"dry_run"}
+    assert state.requests == 0
+
+
+def test_the_kill_switch_refuses_and_audits(db: Client, shop) -> None:
+    client, state = shop
+    processor = ActionsProcessor(db, [LIVE], client, kill_switch=True)
+    incident = store_incident(db, 6)
+    processor.step(T0 + timedelta(minutes=3))
+    processor.step(T0 + timedelta(minutes=4))
+    assert steps(db, incident) == [("refused", "shoppulse")] and state.requests == 0
