@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from shoppulse.devstack.http_standin import StandinServer, serving
 
 KNOWN_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop",
                 "presence_penalty", "frequency_penalty", "user", "seed", "response_format", "stream", "metadata",
@@ -30,7 +31,7 @@ class OpenAIState:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: StandinServer[OpenAIState]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -107,22 +108,9 @@ def _contract_problem(request: Any) -> str | None:
     return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: OpenAIState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-
-
 @contextlib.contextmanager
 def fake_openai(api_key: str) -> Iterator[tuple[str, OpenAIState]]:
     """A running fake; yields its base URL (…/v1) and its state."""
     state = OpenAIState(api_key)
-    server = _Server(state)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(state, _Handler) as url:
+        yield f"{url}/v1", state

@@ -27,7 +27,7 @@ def bind_mounts(service: dict) -> list[tuple[str, str]]:
 
 
 ONE_SHOT = {name for name, service in SERVICES.items() if service.get("restart") == "no"}
-PROCESSORS = {"ingest": "ingest", "aggregate": "aggregate", "sidecar": "sidecar"}
+PROCESSORS = {"ingest": ["ingest"], "aggregate": ["aggregate"], "sidecar": ["sidecar"], "actions": ["actions", "run"]}
 SCALABLE = ("ingest", "aggregate")
 
 
@@ -69,9 +69,9 @@ def test_migrations_topics_and_alerting_files_are_a_one_shot_service_everything_
 
 
 @pytest.mark.parametrize(("name", "command"), PROCESSORS.items())
-def test_each_processor_is_a_service_of_its_own(name: str, command: str) -> None:
+def test_each_processor_is_a_service_of_its_own(name: str, command: list[str]) -> None:
     service = SERVICES[name]
-    assert service["command"] == [command], f"{name} runs {service.get('command')}, not one processor"
+    assert service["command"] == command, f"{name} runs {service.get('command')}, not one processor"
     assert "up" not in service.get("entrypoint", []) and "up" not in service["command"]
     assert service["environment"]["SHOPPULSE_HOST"] == "0.0.0.0", "Prometheus scrapes it from another container"
 

@@ -38,6 +38,7 @@ def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "SHOPPULSE_INGEST_METRICS_PORT": str(free_port()),
         "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port()),
         "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port()),
+        "SHOPPULSE_ACTIONS_METRICS_PORT": str(free_port()),
         **extra,
     })
     return env
@@ -139,6 +140,9 @@ def test_up_starts_a_healthy_stack_and_sigterm_stops_all_of_it(running_stack) ->
     # The anomaly sidecar scores each step of final aggregates as it arrives.
     sidecar = f"http://{components['sidecar']['address']}/metrics"
     assert wait_for(lambda: ingest_total(sidecar, "shoppulse_sidecar_steps_total") > 0, 90)
+    # The actions processor (the shipped policies are dry runs) passes over the incidents.
+    actions = f"http://{components['actions']['address']}/metrics"
+    assert wait_for(lambda: ingest_total(actions, 'shoppulse_actions_passes_total{result="ok"}') > 0, 60)
     truth = (Path(env["SHOPPULSE_DATA_DIR"]) / "ground_truth.jsonl").read_text().splitlines()
     assert json.loads(truth[0])["kind"] == "payment_outage"
 

@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+from prometheus_client import Counter
 
 from shoppulse import clickhouse
 from shoppulse.actions.execute import ShopAdminClient
@@ -18,6 +19,8 @@ from shoppulse.settings import Settings
 from shoppulse.streaming import ProcessorStartError, serve_metrics
 
 log = logging.getLogger(__name__)
+
+PASSES = Counter("shoppulse_actions_passes", "Passes of the actions processor over incidents and actions", ["result"])
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
@@ -38,7 +41,9 @@ def run(settings: Settings, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             processor.step(datetime.now(UTC))
+            PASSES.labels("ok").inc()
         except ClickHouseError as exc:  # the next pass takes the same steps again: nothing is lost
+            PASSES.labels("failed").inc()
             log.warning("actions pass failed", extra={"error": str(exc).splitlines()[0][:300]})
         stop.wait(settings.actions_interval_s)
     log.info("actions stopped")

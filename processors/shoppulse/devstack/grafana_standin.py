@@ -34,13 +34,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import yaml
+
+from shoppulse.devstack.http_standin import StandinServer, serving
 
 VERSION = "12.2.0"
 SPEC = Path(__file__).with_name("grafana_api_spec.yaml")
@@ -208,7 +210,7 @@ def _slug(title: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: StandinServer[GrafanaState]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -483,28 +485,14 @@ class _Handler(BaseHTTPRequestHandler):
         return found[:limit]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: GrafanaState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-
-
 @contextlib.contextmanager
 def grafana_standin(token: str, major: int = 12,
                     basic_auth: tuple[str, str] | None = None) -> Iterator[tuple[str, GrafanaState]]:
     """A running Grafana stand-in; yields its URL and its state (for assertions). On the way out it
     fails (AssertionError) if any request it received departed from Grafana's API spec."""
     state = GrafanaState(token, major=major, basic_auth=basic_auth)
-    server = _Server(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(state, _Handler) as url:
+        yield url, state
     if state.violations:
         raise AssertionError("requests or answers outside Grafana's API spec (grafana_api_spec.yaml):\n"
                              + "\n".join(dict.fromkeys(state.violations)))

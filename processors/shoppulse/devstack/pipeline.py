@@ -24,18 +24,22 @@ def default_scenario() -> Path:
 
 def pipeline_processors(settings: Settings, loadgen_rate: float | None = DEFAULT_RATE,
                         scenario: Path | None = None) -> list[ProcessorSpec]:
-    """Ingestion, aggregation, the anomaly sidecar, and the load generator unless ``loadgen_rate`` is
-    None. Without a PII key the local stack runs in demo mode, which hashes with a built-in key."""
+    """Ingestion, aggregation, the anomaly sidecar, the actions processor (the shipped policies are dry
+    runs), and the load generator unless ``loadgen_rate`` is None. Without a PII key the local stack
+    runs in demo mode, which hashes with a built-in key."""
     env = {} if settings.pii_key else {"SHOPPULSE_DEMO": "1"}
     address = f"{settings.host}:{settings.ingest_metrics_port}"
     aggregate_address = f"{settings.host}:{settings.aggregate_metrics_port}"
     sidecar_address = f"{settings.host}:{settings.sidecar_metrics_port}"
+    actions_address = f"{settings.host}:{settings.actions_metrics_port}"
     specs = [ProcessorSpec("ingest", [sys.executable, "-m", "shoppulse", "ingest"], address,
                            f"http://{address}/metrics", env),
              ProcessorSpec("aggregate", [sys.executable, "-m", "shoppulse", "aggregate"], aggregate_address,
                            f"http://{aggregate_address}/metrics"),
              ProcessorSpec("sidecar", [sys.executable, "-m", "shoppulse", "sidecar"], sidecar_address,
-                           f"http://{sidecar_address}/metrics")]
+                           f"http://{sidecar_address}/metrics"),
+             ProcessorSpec("actions", [sys.executable, "-m", "shoppulse", "actions", "run"], actions_address,
+                           f"http://{actions_address}/metrics")]
     if loadgen_rate is not None:
         argv = [sys.executable, "-m", "shoppulse", "loadgen", "--rate", str(loadgen_rate),
                 "--ground-truth", str(settings.data_dir.resolve() / "ground_truth.jsonl"),

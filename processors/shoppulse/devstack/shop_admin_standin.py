@@ -27,8 +27,10 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from shoppulse.devstack.http_standin import StandinServer, serving
 
 SF_STRING = re.compile(r'^"([\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"$')
 GATEWAYS = {"BR": ("pix", "adyen"), "DE": ("adyen", "klarna", "paypal"), "US": ("stripe", "paypal", "adyen")}
@@ -64,7 +66,7 @@ class ShopState:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: StandinServer[ShopState]
 
     def log_message(self, *_args: Any) -> None:  # quiet in tests
         pass
@@ -126,23 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(status, answer)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: ShopState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-
-
 @contextlib.contextmanager
 def shop_admin_standin(token: str) -> Iterator[tuple[str, ShopState]]:
     """A running shop admin API stand-in; yields its URL and its state (for assertions)."""
     state = ShopState(token)
-    server = _Server(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(state, _Handler) as url:
+        yield url, state
