@@ -39,6 +39,7 @@ def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "SHOPPULSE_AGGREGATE_METRICS_PORT": str(free_port()),
         "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port()),
         "SHOPPULSE_ACTIONS_METRICS_PORT": str(free_port()),
+        "SHOPPULSE_ACTIONS_WEBHOOK_PORT": str(free_port()),
         **extra,
     })
     return env

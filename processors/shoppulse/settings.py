@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     actions_kill_switch: bool = False
     actions_interval_s: float = Field(default=5.0, ge=0.5, le=600)
     actions_metrics_port: int = 9468
+    # Grafana's webhook contact point, a trigger of the actions processor: its HMAC secret (with the
+    # timestamp header) and/or basic auth; without either, every notification is refused.
+    actions_webhook_port: int = 9469
+    actions_webhook_secret: str | None = Field(default=None, repr=False)
+    actions_webhook_user: str | None = None
+    actions_webhook_password: str | None = Field(default=None, repr=False)
 
     pii_key: str | None = Field(default=None, repr=False)
     demo: bool = False
@@ -94,7 +100,8 @@ class Settings(BaseSettings):
     migrations_dir: Path = Field(default_factory=project_files.migrations_dir)
 
     @field_validator("kafka_port", "kafka_controller_port", "clickhouse_port", "prometheus_port", "metrics_port",
-                     "ingest_metrics_port", "aggregate_metrics_port", "sidecar_metrics_port", "actions_metrics_port")
+                     "ingest_metrics_port", "aggregate_metrics_port", "sidecar_metrics_port", "actions_metrics_port",
+                     "actions_webhook_port")
     @classmethod
     def _valid_port(cls, port: int) -> int:
         if not 1 <= port <= 65535:

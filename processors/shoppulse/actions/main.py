@@ -13,6 +13,7 @@ from shoppulse import clickhouse
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import load_policies
 from shoppulse.actions.processor import ActionsProcessor
+from shoppulse.actions.webhook import WebhookAuth, serve_webhook
 from shoppulse.project_files import actions_dir
 from shoppulse.redact import redact_url
 from shoppulse.settings import Settings
@@ -38,6 +39,27 @@ def run(settings: Settings, stop: threading.Event) -> None:
                                         "shop": redact_url(settings.shop_admin_url or "-"),
                                         "kill_switch": settings.actions_kill_switch})
     processor = ActionsProcessor(clickhouse.connect(settings), policies, shop, settings.actions_kill_switch)
+    wake = threading.Event()  # a Grafana notification asks for a pass now
+    auth = WebhookAuth(settings.actions_webhook_secret, user=settings.actions_webhook_user,
+                       password=settings.actions_webhook_password)
+    try:
+        webhook = serve_webhook(auth, settings.host, settings.actions_webhook_port, lambda _incidents: wake.set())
+    except OSError as exc:
+        raise ProcessorStartError(f"cannot take Grafana's webhook notifications on {settings.host}:"
+                                  f"{settings.actions_webhook_port} ({exc.strerror}): set "
+                                  "SHOPPULSE_ACTIONS_WEBHOOK_PORT to a free port") from exc
+    if not auth.configured:
+        log.warning("SHOPPULSE_ACTIONS_WEBHOOK_SECRET (or _USER and _PASSWORD) is not set: Grafana's webhook "
+                    "notifications are refused; the processor still acts on the incidents table")
+    try:
+        _loop(processor, settings, stop, wake)
+    finally:
+        webhook.shutdown()
+        webhook.server_close()
+    log.info("actions stopped")
+
+
+def _loop(processor: ActionsProcessor, settings: Settings, stop: threading.Event, wake: threading.Event) -> None:
     while not stop.is_set():
         try:
             processor.step(datetime.now(UTC))
@@ -45,5 +67,5 @@ def run(settings: Settings, stop: threading.Event) -> None:
         except ClickHouseError as exc:  # the next pass takes the same steps again: nothing is lost
             PASSES.labels("failed").inc()
             log.warning("actions pass failed", extra={"error": str(exc).splitlines()[0][:300]})
-        stop.wait(settings.actions_interval_s)
-    log.info("actions stopped")
+        wake.wait(settings.actions_interval_s)
+        wake.clear()
