@@ -33,6 +33,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from shoppulse.http_json import answer_json
+
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/grafana/webhook"
@@ -122,13 +124,6 @@ def _handler(auth: WebhookAuth, on_trigger: Callable[[list[str]], None]) -> type
         def log_message(self, *_args: Any) -> None:  # refusals are logged and counted below
             pass
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def do_POST(self) -> None:
             try:
@@ -143,12 +138,12 @@ def _handler(auth: WebhookAuth, on_trigger: Callable[[list[str]], None]) -> type
             except WebhookError as refused:
                 WEBHOOKS.labels(f"refused_{refused.status}").inc()
                 log.warning("webhook refused", extra={"status": refused.status, "reason": str(refused)})
-                self._answer(refused.status, {"error": str(refused)})
+                answer_json(self, refused.status, {"error": str(refused)})
                 return
             WEBHOOKS.labels("taken").inc()
             log.info("webhook taken", extra={"incidents": incidents})
             on_trigger(incidents)
-            self._answer(200, {"taken": len(incidents)})
+            answer_json(self, 200, {"taken": len(incidents)})
 
     return Handler
 

@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from shoppulse.devstack.http_standin import StandinServer, serving
+from shoppulse.http_json import answer_json
 
 SF_STRING = re.compile(r'^"([\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"$')
 GATEWAYS = {"BR": ("pix", "adyen"), "DE": ("adyen", "klarna", "paypal"), "US": ("stripe", "paypal", "adyen")}
@@ -71,13 +72,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_args: Any) -> None:  # quiet in tests
         pass
 
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -86,24 +80,24 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests += 1
             failure = state.fail_next.pop(0) if state.fail_next else None
         if failure == "503":
-            self._answer(503, {"error": "temporarily unavailable"})
+            answer_json(self, 503, {"error": "temporarily unavailable"})
             return
         if self.headers.get("Authorization") != f"Bearer {state.token}":
-            self._answer(401, {"error": "a valid bearer token is required"})
+            answer_json(self, 401, {"error": "a valid bearer token is required"})
             return
         key = self.headers.get("Idempotency-Key")
         if key is None:
-            self._answer(400, {"error": "Idempotency-Key is required for this request"})
+            answer_json(self, 400, {"error": "Idempotency-Key is required for this request"})
             return
         if not SF_STRING.match(key):
-            self._answer(400, {"error": "Idempotency-Key must be a Structured Field string"})
+            answer_json(self, 400, {"error": "Idempotency-Key must be a Structured Field string"})
             return
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            self._answer(400, {"error": "the body must be a JSON object"})
+            answer_json(self, 400, {"error": "the body must be a JSON object"})
             return
         digest = hashlib.sha256(self.path.encode() + b"\0" + raw).hexdigest()
         with state.lock:
@@ -125,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)  # applied, never answered
             return
-        self._answer(status, answer)
+        answer_json(self, status, answer)
 
 
 @contextlib.contextmanager
