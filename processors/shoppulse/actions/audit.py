@@ -1,5 +1,9 @@
 """The audit trail of automated actions (``action_audit``): one row per step, appended, never changed.
 
+A proposal records the call the action makes and the call that rolls it back, rendered from the
+incident as it was when proposed: what an approver approves is what runs, and what is rolled back is
+what ran, even when the incident's contributors change meanwhile.
+
 Steps: ``proposed`` or ``refused`` (the decision, with its reason), ``approved`` / ``rejected`` /
 ``expired`` (the approval, with who), ``executed`` / ``failed`` (the request and the response),
 ``rolled_back`` (the inverse call). What the guardrails need back — each recent action's policy,
@@ -22,7 +26,7 @@ from shoppulse.actions.decide import Decision, PastAction
 Step = Literal["proposed", "refused", "approved", "rejected", "expired", "executed", "failed", "rolled_back"]
 Mode = Literal["dry_run", "live"]
 COLUMNS = ["at", "action_id", "policy", "incident_id", "country", "step", "mode", "actor", "detail", "request",
-           "response"]
+           "rollback", "response"]
 ACTOR = "shoppulse"  # the steps shoppulse takes itself; an approval names its approver
 REMEMBERED = timedelta(days=1)  # longer than any rate limit or rollback wait reaches back
 # An action's steps in the order they happen: two steps of one pass share a moment, so the order
@@ -32,7 +36,7 @@ STEP_ORDER = "['proposed', 'refused', 'approved', 'rejected', 'expired', 'execut
 
 def decision_rows(decisions: Sequence[Decision], mode: Mode) -> list[list[Any]]:
     return [[d.at, d.action_id, d.policy.name, d.incident.incident_id, d.country, d.outcome, mode, ACTOR, d.reason,
-             json.dumps(d.request, sort_keys=True), ""] for d in decisions]
+             json.dumps(d.request, sort_keys=True), json.dumps(d.rollback, sort_keys=True), ""] for d in decisions]
 
 
 def record_decisions(client: Client, decisions: Sequence[Decision], mode: Mode) -> None:
@@ -46,6 +50,7 @@ def record_step(client: Client, decision: Decision, step: Step, mode: Mode, at: 
     client.insert("action_audit", [[at, decision.action_id, decision.policy.name, decision.incident.incident_id,
                                     decision.country, step, mode, actor, detail,
                                     json.dumps(decision.request, sort_keys=True),
+                                    json.dumps(decision.rollback, sort_keys=True),
                                     "" if response is None else json.dumps(response, sort_keys=True)]],
                   column_names=COLUMNS)
 

@@ -19,6 +19,7 @@ what is recorded, so two passes over the same records do the same thing.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter
 
 from shoppulse.actions.audit import STEP_ORDER, Mode, Step, record_decisions, record_step
-from shoppulse.actions.decide import Decision, IncidentFacts, PastAction, decide, render
+from shoppulse.actions.decide import Decision, IncidentFacts, PastAction, decide
 from shoppulse.actions.dry_run import stored_incidents
 from shoppulse.actions.execute import Outcome, ShopAdminClient
 from shoppulse.actions.policy import Policy, parse_minutes
@@ -51,6 +52,8 @@ class ActionState:
     country: str
     mode: Mode
     steps: tuple[tuple[str, datetime, str], ...]  # (step, at, actor), in order
+    request: dict[str, Any]  # the call, as proposed (and approved)
+    rollback: dict[str, Any]  # the call that undoes it, as proposed
 
     @property
     def latest(self) -> str:
@@ -68,13 +71,15 @@ def rollback_key(action_id: uuid.UUID) -> uuid.UUID:
 def read_actions(client: Client, since: datetime) -> list[ActionState]:
     rows = client.query(
         "SELECT action_id, any(policy), any(incident_id), any(country), any(mode), "
-        f"arraySort(x -> (x.2, indexOf({STEP_ORDER}, x.1)), groupArray((step, at, actor))) FROM action_audit "
+        f"arraySort(x -> (x.2, indexOf({STEP_ORDER}, x.1)), groupArray((step, at, actor))), "
+        "argMinIf(request, at, step IN ('proposed', 'refused')), "
+        "argMinIf(rollback, at, step IN ('proposed', 'refused')) FROM action_audit "
         "WHERE action_id IN (SELECT action_id FROM action_audit WHERE at >= {since:DateTime64(3)}) "
         "GROUP BY action_id", parameters={"since": since.replace(tzinfo=None)}).result_rows
     return [ActionState(uuid.UUID(str(a)), str(p), uuid.UUID(str(i)), str(c), cast(Mode, str(m)),
                         tuple((str(step), at if at.tzinfo else at.replace(tzinfo=UTC), str(actor))
-                              for step, at, actor in steps))
-            for a, p, i, c, m, steps in rows]
+                              for step, at, actor in steps), json.loads(request or "{}"), json.loads(rollback or "{}"))
+            for a, p, i, c, m, steps, request, rollback in rows]
 
 
 class ActionsProcessor:
@@ -111,13 +116,9 @@ class ActionsProcessor:
             self._advance(action, policy, about, now)
 
     def _decision(self, action: ActionState, policy: Policy, incident: IncidentFacts) -> Decision:
-        contributor = next((c for c in incident.contributors if policy.trigger.contributor is not None
-                            and c.dimension == policy.trigger.contributor.dimension), None)
-        fields = {"country": action.country, "contributor": contributor.value if contributor else "",
-                  "incident_id": str(incident.incident_id), "kind": incident.kind,
-                  "idempotency_key": str(action.action_id)}
-        return Decision(action.action_id, policy, incident, action.country, contributor, action.steps[0][1],
-                        "proposed", "", render(policy.action, fields), render(policy.rollback, fields))
+        """The action as proposed: its calls are the recorded ones, never re-rendered from the incident."""
+        return Decision(action.action_id, policy, incident, action.country, None, action.steps[0][1], "proposed", "",
+                        action.request, action.rollback)
 
     def _record(self, decision: Decision, step: Step, mode: Mode, now: datetime, detail: str = "",
                 response: dict[str, Any] | None = None) -> None:
@@ -185,7 +186,8 @@ def record_approval(client: Client, policies: Sequence[Policy], action_id: uuid.
     if now - action.steps[0][1] >= parse_minutes(policy.approval.expires_after):
         return f"action {action_id} expired ({policy.approval.expires_after} after its proposal)"
     incident = IncidentFacts(action.incident_id, "", (action.country,), "", action.steps[0][1], None)
-    decision = Decision(action_id, policy, incident, action.country, None, action.steps[0][1], "proposed", "", {}, {})
+    decision = Decision(action_id, policy, incident, action.country, None, action.steps[0][1], "proposed", "",
+                        action.request, action.rollback)
     step: Step = "approved" if approve else "rejected"
     record_step(client, decision, step, action.mode, now, actor=actor)
     STEPS.labels(policy.name, step, action.mode).inc()
