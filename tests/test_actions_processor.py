@@ -140,10 +140,16 @@ def test_a_dry_run_policy_records_what_it_would_do_and_sends_nothing(db: Client,
     assert state.requests == 0
 
 
-def test_the_kill_switch_refuses_and_audits(db: Client, shop) -> None:
+def test_the_kill_switch_refuses_and_audits_and_stops_what_was_approved(db: Client, shop) -> None:
     client, state = shop
     processor = ActionsProcessor(db, [LIVE], client, kill_switch=True)
     incident = store_incident(db, 6)
     processor.step(T0 + timedelta(minutes=3))
     processor.step(T0 + timedelta(minutes=4))
     assert steps(db, incident) == [("refused", "shoppulse")] and state.requests == 0
+    approved = store_incident(db, 7, country="DE")
+    ActionsProcessor(db, [LIVE], client).step(T0 + timedelta(minutes=5))  # proposed before the switch
+    [action] = [a for a in read_actions(db, T0) if a.incident_id == approved]
+    record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", T0 + timedelta(minutes=6))
+    processor.step(T0 + timedelta(minutes=7))  # the switch is on: the approved action does not run
+    assert [s for s, _ in steps(db, approved)] == ["proposed", "approved"] and state.requests == 0

@@ -8,6 +8,8 @@ and moves every action one step on, recording each step before the next is taken
    admin API is called with the action's id as its idempotency key; dry run: nothing is sent and the
    step says so;
 3. a proposal still unapproved when its approval expires is recorded as expired, and never runs;
+   while a kill switch is on (global, or the policy's ``enabled: false``) nothing is executed, though
+   rollbacks still are;
 4. an executed action is rolled back as its policy says: when its incident resolves, and/or when
    the incident is still open ``not_recovered_after`` the execution (the KPI has not recovered).
 
@@ -144,6 +146,8 @@ class ActionsProcessor:
                 self._record(decision, "expired", action.mode, now, f"no approval within {approval.expires_after}")
             return
         if action.latest in {"proposed", "approved"}:
+            if self.kill_switch or not policy.enabled:
+                return  # nothing new runs while a kill switch is on (an unapproved proposal still expires)
             outcome = self._send(decision.request, action.action_id, action.mode)
             self._record(decision, "executed" if outcome.ok else "failed", action.mode, now,
                          outcome.error or ("dry run: nothing sent" if action.mode != "live" else ""),
