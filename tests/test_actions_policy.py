@@ -3,6 +3,7 @@ precisely (file, line, what to do) on a policy that could act unsafely."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from checkout import ROOT
 from shoppulse.actions.policy import PolicyError, check_policies, load_policies
+from shoppulse.devstack.process import free_port
 
 SHIPPED = ROOT / "actions" / "payment-failover.yaml"
 
@@ -87,3 +89,21 @@ def test_a_file_that_is_not_yaml_or_not_there_is_one_clear_line(tmp_path: Path) 
     assert result.returncode == 1 and f"{broken}:3: file: while parsing" in result.stdout, result.stdout
     result = lint(tmp_path / "absent.yaml")
     assert result.returncode == 2 and "no such policy file" in result.stderr
+
+
+def test_the_processor_refuses_to_start_on_what_it_cannot_do_live(tmp_path: Path) -> None:
+    """A live policy sending Kafka commands (not executed by this version), or live policies without
+    the shop's admin API configured: one line saying what to change, before anything runs."""
+    home = tmp_path / "home"
+    (home / "actions").mkdir(parents=True)
+    written(home / "actions", "p['mode'] = 'live'; p['action'] = {'kafka': {'topic': 'shop.commands', "
+                              "'message': {'country': '{country}'}}}; p['trigger']['contributor'] = None")
+    env = {**os.environ, "SHOPPULSE_HOME": str(home), "SHOPPULSE_ACTIONS_METRICS_PORT": str(free_port()),
+           "SHOPPULSE_ACTIONS_WEBHOOK_PORT": str(free_port())}
+    run = subprocess.run([sys.executable, "-m", "shoppulse", "actions", "run"], capture_output=True, text=True,
+                         timeout=60, env=env, check=False)
+    assert run.returncode == 1 and "send Kafka commands, which this version does not execute yet" in run.stderr
+    written(home / "actions", "p['mode'] = 'live'")
+    run = subprocess.run([sys.executable, "-m", "shoppulse", "actions", "run"], capture_output=True, text=True,
+                         timeout=60, env=env, check=False)
+    assert run.returncode == 1 and "set SHOPPULSE_SHOP_ADMIN_URL and SHOPPULSE_SHOP_ADMIN_TOKEN" in run.stderr

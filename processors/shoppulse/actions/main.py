@@ -28,6 +28,10 @@ def run(settings: Settings, stop: threading.Event) -> None:
     """Move every action one step on each ``SHOPPULSE_ACTIONS_INTERVAL_S`` until ``stop`` is set."""
     policies = load_policies(actions_dir())
     live = [p.name for p in policies if p.mode == "live"]
+    commands = [p.name for p in policies if p.mode == "live" and (p.action.kafka or (p.rollback and p.rollback.kafka))]
+    if commands:
+        raise ProcessorStartError(f"the live policies {', '.join(commands)} send Kafka commands, which this version "
+                                  "does not execute yet: make them mode: dry_run, or use an http action")
     if live and not (settings.shop_admin_url and settings.shop_admin_token):
         raise ProcessorStartError(f"the live policies {', '.join(live)} call the shop's admin API: set "
                                   "SHOPPULSE_SHOP_ADMIN_URL and SHOPPULSE_SHOP_ADMIN_TOKEN, or make them mode: dry_run")
