@@ -44,6 +44,22 @@ def test_pieces_of_any_size_give_the_same_bytes(cuts: list[int]) -> None:
     assert revised(NATIVE, 54460, cuts) == revised(NATIVE, 54460)
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT CAST([], 'Array(LowCardinality(String))') AS empty",  # the keys' version, and no values after it
+    "SELECT CAST(if(number % 2 = 0, [], ['a', 'b', 'c']), 'Array(LowCardinality(String))') AS x FROM numbers(4)",
+    "SELECT CAST(map('k', toString(number)), 'Map(String, LowCardinality(String))') AS m FROM numbers(3)",
+    "SELECT CAST((number, toString(number)), 'Tuple(UInt64, LowCardinality(Nullable(String)))') AS t FROM numbers(3)",
+    "SELECT CAST([[], ['x']], 'Array(Array(LowCardinality(String)))') AS nested",
+])
+def test_low_cardinality_nested_anywhere_keeps_its_state_prefix_first(sql: str) -> None:
+    """A LowCardinality column's keys version is a state prefix, written before the data of the column
+    it is nested in (before an array's offsets), also when no value of it follows."""
+    data = chdb.query(sql, "Native").bytes()
+    out = revised(data, 54460)
+    columns = data[0]  # one block here: its first byte is its column count
+    assert len(out) == len(data) + len(BLOCK_INFO) + columns
+
+
 def test_a_result_cut_inside_a_block_is_an_error() -> None:
     with pytest.raises(NativeFormatError, match="ended inside a block"):
         revised(NATIVE[:-3], 54460)

@@ -20,6 +20,8 @@ events = st.fixed_dictionaries({
     "gateway": st.sampled_from(("stripe", "adyen")),
     "latency_ms": st.integers(1, 30_000),
     "failure_reason": st.sampled_from(("declined", "gateway_error", "gateway_timeout")),
+    "device": st.sampled_from(("mobile", "desktop", "app", "tablet")),
+    "category": st.sampled_from(("shoes", "books")),  # read for product views only
 })
 
 
@@ -51,5 +53,6 @@ def test_merged_windows_are_the_window_of_all_their_events(first: list[dict[str,
                 for g, v in state["payments"].items()}
 
     assert payments(merged) == payments(whole)
+    assert merged["segments"] == whole["segments"]  # each device's and category's counts too
     failed = [e for e in first + second if e["event_type"] == "payment_attempt" and e["result"] == "failure"]
     assert sum(sum(v.get("reasons", {}).values()) for v in merged["payments"].values()) == len(failed)

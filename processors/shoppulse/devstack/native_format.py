@@ -96,7 +96,25 @@ def _width(name: str, args: list[str]) -> int | None:
 
 
 def skip(reader: _Reader, type_name: str, rows: int) -> None:
-    """Move past ``rows`` values of ``type_name`` in Native's column layout."""
+    """Move past a column of ``rows`` values of ``type_name`` in Native's layout: the serialization
+    state prefixes of its nested types first (a LowCardinality's keys version, wherever it is nested),
+    then the values."""
+    _skip_prefix(reader, type_name)
+    _skip_values(reader, type_name, rows)
+
+
+def _skip_prefix(reader: _Reader, type_name: str) -> None:
+    name, args = split_type(type_name)
+    if name == "LowCardinality":
+        reader.uint64()  # the keys' serialization version
+    elif name in ("Array", "Nullable", "SimpleAggregateFunction"):
+        _skip_prefix(reader, args[-1] if name == "SimpleAggregateFunction" else args[0])
+    elif name in ("Map", "Tuple"):
+        for inner in args:
+            _skip_prefix(reader, inner.split(" ", 1)[-1] if _named(inner) else inner)
+
+
+def _skip_values(reader: _Reader, type_name: str, rows: int) -> None:
     name, args = split_type(type_name)
     width = _width(name, args)
     if width is not None:
@@ -106,19 +124,19 @@ def skip(reader: _Reader, type_name: str, rows: int) -> None:
             reader.string()
     elif name == "Nullable":
         reader.take(rows)  # the null map
-        skip(reader, args[0], rows)
+        _skip_values(reader, args[0], rows)
     elif name in ("Array", "Map"):
         offsets = [reader.uint64() for _ in range(rows)]
         count = offsets[-1] if offsets else 0
         for inner in ([args[0]] if name == "Array" else args):
-            skip(reader, inner, count)
+            _skip_values(reader, inner, count)
     elif name == "Tuple":
         for inner in args:
-            skip(reader, inner.split(" ", 1)[-1] if _named(inner) else inner, rows)
+            _skip_values(reader, inner.split(" ", 1)[-1] if _named(inner) else inner, rows)
     elif name == "LowCardinality":
         _skip_low_cardinality(reader, args[0], rows)
     elif name in ("SimpleAggregateFunction",):
-        skip(reader, args[-1], rows)
+        _skip_values(reader, args[-1], rows)
     else:
         raise NativeFormatError(f"type {type_name} is not supported by the local endpoint's Native output")
 
@@ -130,14 +148,13 @@ def _named(element: str) -> bool:
 
 
 def _skip_low_cardinality(reader: _Reader, inner: str, rows: int) -> None:
-    if rows == 0:
+    if rows == 0:  # (its keys' version came with the column's state prefixes)
         return
-    reader.uint64()  # the keys' serialization version (state prefix)
     index_type = reader.uint64()
     wrapper, wrapped = split_type(inner)
     dictionary = wrapped[0] if wrapper == "Nullable" else inner  # the dictionary holds no NULL
     if index_type & _LC_HAS_ADDITIONAL_KEYS:
-        skip(reader, dictionary, reader.uint64())
+        _skip_values(reader, dictionary, reader.uint64())
     indexes = reader.uint64()
     reader.take(_LC_INDEX_WIDTH[index_type & 0xFF] * indexes)
 

@@ -15,15 +15,17 @@ from typing import Any
 from shoppulse.grafana.promql import metric_names
 from shoppulse.sql_text import UnterminatedError, tokens
 
-INGESTION, AGGREGATION, SIDECAR = "ingestion", "aggregation", "sidecar"
+INGESTION, AGGREGATION, SIDECAR, ACTIONS = "ingestion", "aggregation", "sidecar", "actions"
 TABLE_WRITERS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("metrics_live", "dead_letters", "events_sample"), (INGESTION,)),
     **dict.fromkeys(("metrics_1s", "metrics_1m", "metrics_1h", "payment_latency_1s", "payment_latency_1m",
-                     "payment_latency_1h", "sessions", "sessions_1m", "late_events", "freshness"), (AGGREGATION,)),
+                     "payment_latency_1h", "segment_metrics_1s", "sessions", "sessions_1m", "late_events",
+                     "freshness"), (AGGREGATION,)),
     "metrics_now": (INGESTION, AGGREGATION),
     **dict.fromkeys(("anomalies", "insights", "incidents", "incident_countries", "expected_band", "llm_calls",
                      "baselines_how"),
                     (SIDECAR,)),
+    "action_audit": (ACTIONS,),
 }
 METRIC_WRITERS: dict[str, tuple[str, ...]] = {
     "shoppulse_ingest_": (INGESTION,),
@@ -31,6 +33,7 @@ METRIC_WRITERS: dict[str, tuple[str, ...]] = {
     "shoppulse_sink_": (INGESTION, AGGREGATION),
     "shoppulse_consumer_lag_": (INGESTION, AGGREGATION),
     "shoppulse_sidecar_": (SIDECAR,),
+    "shoppulse_actions_": (ACTIONS,),
     "process_": ("process",),  # every scraped process exports its own CPU, memory
     "python_": ("process",),  # and Python runtime figures
 }
