@@ -12,7 +12,7 @@ import yaml
 
 from checkout import ROOT
 from conftest import EndpointProcess
-from shoppulse.actions.audit import recent_actions, record_decisions, record_step
+from shoppulse.actions.audit import read_actions, recent_actions, record_decisions, record_step
 from shoppulse.actions.decide import Contributor, IncidentFacts, PastAction, decide
 from shoppulse.actions.dry_run import dry_run_report
 from shoppulse.actions.policy import Policy
@@ -146,8 +146,9 @@ def test_the_audit_trail_keeps_every_step_and_gives_the_guardrails_their_history
     [proposed] = decide([FAILOVER], outage(serial=1), at, [])
     record_decisions(client, [proposed], "live")
     record_decisions(client, decide([FAILOVER], outage(serial=2), at, history_of([proposed])), "live")
-    record_step(client, proposed, "approved", "live", at + timedelta(minutes=1), actor="U0ONCALL")
-    record_step(client, proposed, "executed", "live", at + timedelta(minutes=2), response={"status": 200})
+    [on_record] = [a for a in read_actions(client, at - timedelta(minutes=1)) if a.action_id == proposed.action_id]
+    record_step(client, on_record, "approved", at + timedelta(minutes=1), actor="U0ONCALL")
+    record_step(client, on_record, "executed", at + timedelta(minutes=2), response={"status": 200})
     history = recent_actions(client, at + timedelta(minutes=3), "live")
     assert sorted((a.policy, a.country, a.step, a.at) for a in history) == [
         ("payment-failover", "BR", "executed", at), ("payment-failover", "BR", "refused", at)]

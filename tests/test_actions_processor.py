@@ -16,9 +16,11 @@ from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
 from conftest import EndpointProcess
+from shoppulse.actions.approvals import answer
+from shoppulse.actions.audit import read_actions
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import Policy
-from shoppulse.actions.processor import ActionsProcessor, read_actions, record_approval
+from shoppulse.actions.processor import ActionsProcessor
 from shoppulse.devstack.shop_admin_standin import ShopState, shop_admin_standin
 
 pytestmark = pytest.mark.integration
@@ -51,6 +53,13 @@ def store_incident(client: Client, serial: int, country: str = "BR", resolved: d
                                  [f"gateway {gateway}: 97 % of the extra failures"], ["gateway"], [gateway], [0.97],
                                  "story", T0, T0, version or T0]], column_names=COLUMNS)
     return incident_id
+
+
+def record_approval(client: Client, policies: list[Policy], action_id: uuid.UUID, approve: bool, approver: str,
+                    at: datetime) -> str:
+    """An answer as ``shoppulse actions approve|reject --as approver`` gives it."""
+    return answer(client, policies, action_id, approve, at, approver,
+                  lambda approvers: approver if approver in approvers else None, "cli").said
 
 
 def steps(client: Client, incident_id: uuid.UUID) -> list[tuple[str, str]]:

@@ -21,7 +21,8 @@ import pytest
 import requests
 
 from checkout import ROOT
-from shoppulse.actions.webhook import WEBHOOK_PATH, WebhookAuth, serve_webhook
+from shoppulse.actions.endpoint import Endpoint, serve
+from shoppulse.actions.webhook import WEBHOOK_PATH, WebhookAuth
 from shoppulse.devstack.process import free_port
 
 SENDER = ROOT / ".venv" / "bin" / "grafana-webhook"
@@ -48,7 +49,8 @@ def grafana_sends(url: str, settings: dict[str, Any], incident: str = "7d0b3c52-
 def receiver(auth: WebhookAuth) -> Iterator[tuple[str, list[list[str]]]]:
     triggered: list[list[str]] = []
     port = free_port()
-    server = serve_webhook(auth, "127.0.0.1", port, triggered.append)
+    # Notifications need no ClickHouse: they only wake the processor (answers are another path).
+    server = serve(Endpoint(None, [], auth, triggered.append), "127.0.0.1", port)  # type: ignore[arg-type]
     try:
         yield f"http://127.0.0.1:{port}{WEBHOOK_PATH}", triggered
     finally:

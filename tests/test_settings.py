@@ -32,3 +32,22 @@ def test_the_aggregation_runs_niced_within_the_niceness_range(monkeypatch: pytes
     monkeypatch.setenv("SHOPPULSE_AGGREGATE_NICE", "20")
     with pytest.raises(SettingsError, match="SHOPPULSE_AGGREGATE_NICE"):
         load_settings()
+
+
+def test_an_empty_variable_is_unset_as_compose_passes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml passes ``${X:-}`` for every optional setting: the actions service must start."""
+    for name in ("SHOPPULSE_SHOP_ADMIN_URL", "SHOPPULSE_SHOP_ADMIN_TOKEN", "SHOPPULSE_ACTIONS_PUBLIC_URL",
+                 "SLACK_BOT_TOKEN", "SHOPPULSE_ACTIONS_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert (settings.shop_admin_url, settings.actions_public_url, settings.slack_bot_token) == (None, None, None)
+
+
+def test_a_setting_read_from_two_names_prefers_ours_and_is_named_when_bad(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_CHANNEL", "C0ALERTS")
+    assert load_settings().actions_slack_channel == "C0ALERTS"
+    monkeypatch.setenv("SHOPPULSE_ACTIONS_SLACK_CHANNEL", "C0APPROVALS")
+    assert load_settings().actions_slack_channel == "C0APPROVALS"
+    monkeypatch.setenv("SHOPPULSE_ACTIONS_PUBLIC_URL", "actions.example.com")
+    with pytest.raises(SettingsError, match="^bad setting SHOPPULSE_ACTIONS_PUBLIC_URL='actions.example.com'"):
+        load_settings()

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoppulse import project_files
@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     ``CLICKHOUSE_URL``), and setting one of those makes the local stack use that service
     instead of starting its own."""
 
-    model_config = SettingsConfigDict(env_prefix="SHOPPULSE_", extra="ignore", frozen=True, populate_by_name=True)
+    # An empty variable is an unset one: compose passes ``${X:-}`` for every optional setting.
+    model_config = SettingsConfigDict(env_prefix="SHOPPULSE_", extra="ignore", frozen=True, populate_by_name=True,
+                                      env_ignore_empty=True)
 
     data_dir: Path = Path(".shoppulse")
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "shoppulse")
@@ -74,6 +76,15 @@ class Settings(BaseSettings):
     actions_webhook_secret: str | None = Field(default=None, repr=False)
     actions_webhook_user: str | None = None
     actions_webhook_password: str | None = Field(default=None, repr=False)
+    # Approvals: asked in Slack (the bot's token, the channel, the app's signing secret for its
+    # button clicks), or answered through signed links to this processor's public address.
+    slack_bot_token: str | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN", repr=False)
+    slack_signing_secret: str | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET", repr=False)
+    slack_api_url: str = "https://slack.com/api"
+    actions_slack_channel: str | None = Field(
+        default=None, validation_alias=AliasChoices("SHOPPULSE_ACTIONS_SLACK_CHANNEL", "SLACK_CHANNEL"))
+    actions_link_secret: str | None = Field(default=None, repr=False)
+    actions_public_url: str | None = None
 
     pii_key: str | None = Field(default=None, repr=False)
     demo: bool = False
@@ -108,7 +119,8 @@ class Settings(BaseSettings):
             raise ValueError(f"{port} is not a TCP port (1-65535)")
         return port
 
-    @field_validator("clickhouse_url", "grafana_url", "openai_base_url", "shop_admin_url")
+    @field_validator("clickhouse_url", "grafana_url", "openai_base_url", "shop_admin_url", "slack_api_url",
+                     "actions_public_url")
     @classmethod
     def _valid_url(cls, url: str | None) -> str | None:
         if url is None:
@@ -173,10 +185,13 @@ _SECRET_FIELDS = frozenset(name for name, info in Settings.model_fields.items() 
 
 
 def _env_name(field: str) -> str:
-    aliases = {info.validation_alias for info in Settings.model_fields.values()}
-    if field in aliases:
-        return field
+    """The environment variable a settings field is read from (the first, when there are several)."""
     info = Settings.model_fields.get(field)
-    if info is not None and isinstance(info.validation_alias, str):
-        return info.validation_alias
+    if info is None:
+        return field  # pydantic reports an alias as the location
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
     return f"SHOPPULSE_{field.upper()}"

@@ -31,7 +31,7 @@ NAMESPACE = uuid.UUID("5a0f3c7e-2b1d-4e8a-9c6f-7d3e1b2a4c5d")
 STORE_WIDE = "ALL"
 HOUR = timedelta(hours=1)
 # Steps that keep an action in force in its country until it is rolled back (conflicts look at these).
-IN_FORCE = frozenset({"proposed", "approved", "executed"})
+IN_FORCE = frozenset({"proposed", "approval_requested", "approved", "executed"})
 ENDED = frozenset({"refused", "rejected", "expired", "failed", "rolled_back"})
 
 

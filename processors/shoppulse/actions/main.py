@@ -10,10 +10,12 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from prometheus_client import Counter
 
 from shoppulse import clickhouse
+from shoppulse.actions.endpoint import Endpoint, serve
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import load_policies
 from shoppulse.actions.processor import ActionsProcessor
-from shoppulse.actions.webhook import WebhookAuth, serve_webhook
+from shoppulse.actions.slack import SlackApprovals
+from shoppulse.actions.webhook import WebhookAuth
 from shoppulse.project_files import actions_dir
 from shoppulse.redact import redact_url
 from shoppulse.settings import Settings
@@ -42,16 +44,24 @@ def run(settings: Settings, stop: threading.Event) -> None:
     log.info("actions starting", extra={"policies": [p.name for p in policies], "live": live,
                                         "shop": redact_url(settings.shop_admin_url or "-"),
                                         "kill_switch": settings.actions_kill_switch})
-    processor = ActionsProcessor(clickhouse.connect(settings), policies, shop, settings.actions_kill_switch)
+    slack = slack_approvals(settings)
+    client = clickhouse.connect(settings)
+    processor = ActionsProcessor(client, policies, shop, settings.actions_kill_switch, slack)
     wake = threading.Event()  # a Grafana notification asks for a pass now
     auth = WebhookAuth(settings.actions_webhook_secret, user=settings.actions_webhook_user,
                        password=settings.actions_webhook_password)
+    endpoint = Endpoint(client, policies, auth, lambda _incidents: wake.set(), slack, settings.actions_link_secret)
     try:
-        webhook = serve_webhook(auth, settings.host, settings.actions_webhook_port, lambda _incidents: wake.set())
+        webhook = serve(endpoint, settings.host, settings.actions_webhook_port)
     except OSError as exc:
         raise ProcessorStartError(f"cannot take Grafana's webhook notifications on {settings.host}:"
                                   f"{settings.actions_webhook_port} ({exc.strerror}): set "
                                   "SHOPPULSE_ACTIONS_WEBHOOK_PORT to a free port") from exc
+    needing = [p.name for p in policies if p.mode == "live" and p.approval and p.approval.required]
+    if needing and slack is None:
+        log.warning("live policies need approval but Slack is not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, "
+                    "SHOPPULSE_ACTIONS_SLACK_CHANNEL): approvers answer with shoppulse actions approve|reject or "
+                    "signed links (shoppulse actions link)", extra={"policies": needing})
     if not auth.configured:
         log.warning("SHOPPULSE_ACTIONS_WEBHOOK_SECRET (or _USER and _PASSWORD) is not set: Grafana's webhook "
                     "notifications are refused; the processor still acts on the incidents table")
@@ -61,6 +71,15 @@ def run(settings: Settings, stop: threading.Event) -> None:
         webhook.shutdown()
         webhook.server_close()
     log.info("actions stopped")
+
+
+def slack_approvals(settings: Settings) -> SlackApprovals | None:
+    """Slack for approval requests, when its bot token and channel are set (its signing secret is what
+    lets the button clicks in; without it they are refused and the CLI and links still answer)."""
+    if not (settings.slack_bot_token and settings.actions_slack_channel):
+        return None
+    return SlackApprovals(settings.slack_bot_token, settings.actions_slack_channel, settings.slack_signing_secret,
+                          settings.slack_api_url)
 
 
 def _loop(processor: ActionsProcessor, settings: Settings, stop: threading.Event, wake: threading.Event) -> None:

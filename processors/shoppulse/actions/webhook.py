@@ -22,28 +22,16 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from prometheus_client import Counter
-
-from shoppulse.http_json import answer_json
-
-log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/grafana/webhook"
 DEFAULT_SIGNATURE_HEADER = "X-Grafana-Alerting-Signature"  # http/hmac.go's default (its comment says otherwise)
 MAX_AGE_S = 300
-MAX_BODY = 1 << 20
 REMEMBERED_SIGNATURES = 10_000
-
-WEBHOOKS = Counter("shoppulse_actions_webhooks", "Grafana webhook notifications, taken or refused", ["outcome"])
 
 
 class WebhookError(Exception):
@@ -117,41 +105,3 @@ def incident_ids(body: bytes) -> list[str]:
         if isinstance(labels, dict) and isinstance(labels.get("incident_id"), str) and labels["incident_id"]:
             found.append(labels["incident_id"])
     return list(dict.fromkeys(found))
-
-
-def _handler(auth: WebhookAuth, on_trigger: Callable[[list[str]], None]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: Any) -> None:  # refusals are logged and counted below
-            pass
-
-
-        def do_POST(self) -> None:
-            try:
-                if self.path != WEBHOOK_PATH:
-                    raise WebhookError(404, f"no such endpoint: POST Grafana's notifications to {WEBHOOK_PATH}")
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    raise WebhookError(413, f"a notification of {length} bytes (at most {MAX_BODY})")
-                body = self.rfile.read(length)
-                auth.check(dict(self.headers.items()), body)
-                incidents = incident_ids(body)
-            except WebhookError as refused:
-                WEBHOOKS.labels(f"refused_{refused.status}").inc()
-                log.warning("webhook refused", extra={"status": refused.status, "reason": str(refused)})
-                answer_json(self, refused.status, {"error": str(refused)})
-                return
-            WEBHOOKS.labels("taken").inc()
-            log.info("webhook taken", extra={"incidents": incidents})
-            on_trigger(incidents)
-            answer_json(self, 200, {"taken": len(incidents)})
-
-    return Handler
-
-
-def serve_webhook(auth: WebhookAuth, host: str, port: int,
-                  on_trigger: Callable[[list[str]], None]) -> ThreadingHTTPServer:
-    """Take Grafana's notifications at ``http://host:port/grafana/webhook`` from a background thread."""
-    server = ThreadingHTTPServer((host, port), _handler(auth, on_trigger))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True, name="grafana-webhook").start()
-    return server

@@ -58,20 +58,29 @@ def run_command() -> None:
     run_processor(lambda settings: run(settings, stop_event_on_signals()), PolicyError)
 
 
-def _answer(action_id: str, approver: str, approve: bool) -> None:
-    from shoppulse import clickhouse
-    from shoppulse.actions.processor import record_approval
-
+def _action_id(action_id: str) -> uuid.UUID:
     try:
-        key = uuid.UUID(action_id)
+        return uuid.UUID(action_id)
     except ValueError:
         fail(f"{action_id!r} is not an action id (a UUID, as the proposal and the audit table show it)", 2)
+
+
+def _answer(action_id: str, approver: str, approve: bool) -> None:
+    from shoppulse import clickhouse
+    from shoppulse.actions.approvals import answer, close_request
+    from shoppulse.actions.main import slack_approvals
+
+    key = _action_id(action_id)
     policies = action_policies_or_fail()
-    said = record_approval(clickhouse.connect(settings_or_fail()), policies, key, approve, approver,
-                           datetime.now(UTC))
-    if " by " not in said:
-        fail(said)
-    console.print(said, highlight=False)
+    settings = settings_or_fail()
+    result = answer(clickhouse.connect(settings), policies, key, approve, datetime.now(UTC), approver,
+                    lambda approvers: approver if approver in approvers else None, "cli")
+    if not result.recorded:
+        fail(result.said)
+    if result.action is not None and result.policy is not None:
+        close_request(slack_approvals(settings), result.action, result.policy,
+                      f"{'approved' if approve else 'rejected'} by {approver} (command line)")
+    console.print(result.said, highlight=False)
 
 
 @actions_app.command("approve")
@@ -90,3 +99,37 @@ def reject_command(
 ) -> None:
     """Reject a proposed action: it never runs."""
     _answer(action_id, approver, False)
+
+
+@actions_app.command("link")
+def link_command(
+    action_id: Annotated[str, typer.Argument(help="The proposed action's id.")],
+    approver: Annotated[str, typer.Option("--as", help="The approver the links answer as, as the policy lists it.")],
+) -> None:
+    """Print signed approve and reject links for a proposal awaiting approval (valid until it expires),
+    to send to an approver who has no Slack or shell at hand."""
+    from shoppulse import clickhouse
+    from shoppulse.actions.approvals import LOOK_BACK, expires_at
+    from shoppulse.actions.audit import read_actions
+    from shoppulse.actions.links import answer_link
+
+    key = _action_id(action_id)
+    settings = settings_or_fail()
+    if not (settings.actions_link_secret and settings.actions_public_url):
+        fail("set SHOPPULSE_ACTIONS_LINK_SECRET (the processor's, to sign) and SHOPPULSE_ACTIONS_PUBLIC_URL (where "
+             "approvers reach the processor's endpoint, e.g. https://actions.example.com)", 2)
+    now = datetime.now(UTC)
+    found = read_actions(clickhouse.connect(settings), now - LOOK_BACK, key)
+    policy = {p.name: p for p in action_policies_or_fail()}.get(found[0].policy) if found else None
+    if not found or policy is None or policy.approval is None or not found[0].awaiting_approval:
+        fail(f"action {action_id} is not awaiting approval" + (f" (it is {found[0].latest})" if found else ""))
+    if approver not in policy.approval.approvers:
+        fail(f"{approver} may not approve {policy.name} (approvers: {', '.join(policy.approval.approvers)})", 2)
+    expiry = expires_at(found[0], policy)
+    assert expiry is not None and settings.actions_link_secret and settings.actions_public_url
+    if now >= expiry:
+        fail(f"action {action_id} has expired")
+    for approve in (True, False):
+        link = answer_link(settings.actions_link_secret, settings.actions_public_url, key, approve, approver, expiry)
+        console.print(f"{'approve' if approve else 'reject'}: {link}", highlight=False, soft_wrap=True)
+    console.print(f"valid until {expiry:%Y-%m-%d %H:%M} UTC", highlight=False)

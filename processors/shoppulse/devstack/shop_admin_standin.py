@@ -15,7 +15,8 @@ get right for automation — retries — `The Idempotency-Key HTTP Header Field`
 
 ``fail_next`` makes the next requests fail for the test's sake: ``"503"`` answers 503 before doing
 anything; ``"drop"`` applies the change and then closes the connection without an answer (the
-retry must not apply it twice).
+retry must not apply it twice). ``hold_s`` keeps each answer back that long after the change is
+applied (time for a test to kill the caller between the change and its record).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -46,6 +48,7 @@ class ShopState:
     in_flight: set[str] = field(default_factory=set)
     fail_next: list[str] = field(default_factory=list)
     requests: int = 0
+    hold_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     effects_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,6 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.answers[key] = (digest, status, answer)
                 state.in_flight.discard(key)
+            time.sleep(state.hold_s)
         if failure == "drop":
             self.close_connection = True
             self.connection.shutdown(2)  # applied, never answered
