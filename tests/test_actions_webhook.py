@@ -9,20 +9,24 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from checkout import ROOT
 from shoppulse.actions.endpoint import Endpoint, serve
 from shoppulse.actions.webhook import WEBHOOK_PATH, WebhookAuth
+from shoppulse.ascode.alerting.render import render
 from shoppulse.devstack.process import free_port
 
 SENDER = ROOT / ".venv" / "bin" / "grafana-webhook"
@@ -46,9 +50,9 @@ def grafana_sends(url: str, settings: dict[str, Any], incident: str = "7d0b3c52-
 
 
 @contextlib.contextmanager
-def receiver(auth: WebhookAuth) -> Iterator[tuple[str, list[list[str]]]]:
+def receiver(auth: WebhookAuth, port: int | None = None) -> Iterator[tuple[str, list[list[str]]]]:
     triggered: list[list[str]] = []
-    port = free_port()
+    port = port or free_port()
     # Notifications need no ClickHouse: they only wake the processor (answers are another path).
     server = serve(Endpoint(None, [], auth, triggered.append), "127.0.0.1", port)  # type: ignore[arg-type]
     try:
@@ -88,6 +92,22 @@ SIGNED = {"hmacConfig": {"secret": SECRET, "timestampHeader": STAMP}}
 def test_a_signed_notification_from_grafana_is_taken_and_names_its_incident() -> None:
     with receiver(WebhookAuth(SECRET)) as (url, triggered):
         sent = grafana_sends(url, SIGNED)
+    assert sent == {"error": ""}, sent
+    assert triggered == [["7d0b3c52-1f0e-5d7a-9a43-2f1e0c9b8a61"]]
+
+
+def test_the_provisioned_contact_point_reaches_the_processor(tmp_path: Path) -> None:
+    """alerting/actions-webhook.yaml as `shoppulse alerts render` writes it and Grafana's provisioning
+    expands it, sent by Grafana's own webhook notifier: the processor takes it."""
+    port = free_port()
+    env = {"SHOPPULSE_ACTIONS_WEBHOOK_SECRET": SECRET,
+           "SHOPPULSE_ACTIONS_WEBHOOK_URL": f"http://127.0.0.1:{port}{WEBHOOK_PATH}"}
+    render(tmp_path, env=env)
+    document = yaml.safe_load((tmp_path / "actions-webhook.yaml").read_text())
+    provisioned = document["contactPoints"][0]["receivers"][0]["settings"]
+    expanded = yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], yaml.safe_dump(provisioned)))
+    with receiver(WebhookAuth(SECRET), port) as (_url, triggered):
+        sent = grafana_sends(expanded.pop("url"), expanded)
     assert sent == {"error": ""}, sent
     assert triggered == [["7d0b3c52-1f0e-5d7a-9a43-2f1e0c9b8a61"]]
 

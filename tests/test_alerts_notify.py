@@ -107,7 +107,9 @@ def test_every_alert_of_an_incident_is_one_group_per_receiver(tree: Route) -> No
     ]
     groups = groups_of(dispatch(tree, alerts, T0 + timedelta(minutes=30)))
     incident = [g for g in groups if g.labels.get("incident_id") == INCIDENT]
-    assert sorted(g.receiver for g in incident) == ["pagerduty-oncall", "slack-oncall"]
+    assert sorted(g.receiver for g in incident) == ["pagerduty-oncall", "shoppulse-actions", "slack-oncall"]
+    actions = next(g for g in incident if g.receiver == "shoppulse-actions")
+    assert {dict(a)["alertname"] for n in actions.notifications for a in n.firing} == {"Incident open"}  # the trigger
     slack = next(g for g in incident if g.receiver == "slack-oncall")
     assert len(slack.notifications[-1].firing) == 4
     assert slack.incident == {"incident_id": INCIDENT, "kind": "payment_outage", "countries": "DE"}

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shoppulse.ascode.alerting.files import alerting_paths, load
+from shoppulse.ascode.alerting.notify import policy_tree
 from shoppulse.ascode.alerting.render import FALLBACK_RECEIVER, RenderError, render
 
 SECRET = "https://hooks.slack.example/T000/B000/very-secret"
@@ -56,3 +58,29 @@ def test_rendering_again_replaces_what_an_earlier_render_left(tmp_path: Path) ->
     render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET, "PAGERDUTY_ROUTING_KEY": "k"})
     render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET})
     assert "pagerduty.yaml" not in documents(tmp_path)
+
+
+ACTIONS_ENV = {"SHOPPULSE_ACTIONS_WEBHOOK_SECRET": "hmac-secret-value",
+               "SHOPPULSE_ACTIONS_WEBHOOK_URL": "http://actions:9469/grafana/webhook"}
+
+
+def test_the_actions_webhook_is_provisioned_with_its_secret_and_takes_only_the_incident_alert(tmp_path: Path) -> None:
+    render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET, **ACTIONS_ENV})
+    settings = documents(tmp_path)["actions-webhook.yaml"]["contactPoints"][0]["receivers"][0]["settings"]
+    assert settings["hmacConfig"]["secret"] == "${SHOPPULSE_ACTIONS_WEBHOOK_SECRET}"
+    assert "hmac-secret-value" not in "".join(p.read_text() for p in tmp_path.iterdir())
+    tree = policy_tree(load(alerting_paths(tmp_path)))
+    assert tree is not None
+    incident = {"alertname": "Incident open", "incident_id": "i-1", "severity": "critical", "country": "BR"}
+    grouped_under_it = {**incident, "alertname": "Payment failure rate high"}
+    assert [r.receiver for r in tree.match(incident)] == ["shoppulse-actions", "slack-oncall"]
+    assert [r.receiver for r in tree.match(grouped_under_it)] == ["slack-oncall"]
+
+
+def test_the_actions_webhook_is_left_out_without_its_secret_and_needs_its_url(tmp_path: Path) -> None:
+    rendered = render(tmp_path, env={"SLACK_WEBHOOK_URL": SECRET})
+    assert "actions-webhook.yaml" not in documents(tmp_path)
+    assert "shoppulse-actions" not in receivers(documents(tmp_path)["policies.yaml"]["policies"][0])
+    assert any("SHOPPULSE_ACTIONS_WEBHOOK_SECRET" in note for note in rendered.notes)
+    with pytest.raises(RenderError, match="SHOPPULSE_ACTIONS_WEBHOOK_URL"):
+        render(tmp_path, env={"SHOPPULSE_ACTIONS_WEBHOOK_SECRET": "s"})

@@ -49,5 +49,5 @@ def test_a_setting_read_from_two_names_prefers_ours_and_is_named_when_bad(monkey
     monkeypatch.setenv("SHOPPULSE_ACTIONS_SLACK_CHANNEL", "C0APPROVALS")
     assert load_settings().actions_slack_channel == "C0APPROVALS"
     monkeypatch.setenv("SHOPPULSE_ACTIONS_PUBLIC_URL", "actions.example.com")
-    with pytest.raises(SettingsError, match="^bad setting SHOPPULSE_ACTIONS_PUBLIC_URL='actions.example.com'"):
+    with pytest.raises(SettingsError, match=r"^bad setting SHOPPULSE_ACTIONS_PUBLIC_URL='actions\.example\.com'"):
         load_settings()

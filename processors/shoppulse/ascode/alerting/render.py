@@ -2,7 +2,8 @@
 
 Grafana refuses to start when a provisioned contact point lacks its required setting, so a
 receiver whose secret is not configured must not be provisioned at all: without
-PAGERDUTY_ROUTING_KEY the PagerDuty contact point and the routes to it are left out; Slack is
+PAGERDUTY_ROUTING_KEY the PagerDuty contact point and the routes to it are left out (so is the
+actions processor's webhook without SHOPPULSE_ACTIONS_WEBHOOK_SECRET); Slack is
 provisioned as a bot (SLACK_BOT_TOKEN + SLACK_CHANNEL) or an incoming webhook (SLACK_WEBHOOK_URL),
 and without either, alerts go to Grafana's built-in default contact point. Secrets stay ``${VAR}``
 references that Grafana interpolates itself: nothing secret is ever written to the output."""
@@ -21,7 +22,7 @@ import yaml
 
 from shoppulse.ascode.alerting.files import alerting_paths
 
-SLACK, PAGERDUTY = "slack-oncall", "pagerduty-oncall"
+SLACK, PAGERDUTY, ACTIONS = "slack-oncall", "pagerduty-oncall", "shoppulse-actions"
 FALLBACK_RECEIVER = "grafana-default-email"  # exists in every Grafana organisation
 
 
@@ -81,6 +82,15 @@ def render(out: Path, env: Mapping[str, str] | None = None, source: Path | None 
                 gone.add(PAGERDUTY)
                 result.notes.append("PagerDuty left out: PAGERDUTY_ROUTING_KEY is not set")
                 continue
+            if point.get("name") == ACTIONS and not env.get("SHOPPULSE_ACTIONS_WEBHOOK_SECRET"):
+                gone.add(ACTIONS)
+                result.notes.append("the actions processor's webhook left out: SHOPPULSE_ACTIONS_WEBHOOK_SECRET is "
+                                    "not set (the processor still acts on the incidents table)")
+                continue
+            if point.get("name") == ACTIONS and not env.get("SHOPPULSE_ACTIONS_WEBHOOK_URL"):
+                raise RenderError("SHOPPULSE_ACTIONS_WEBHOOK_SECRET is set but SHOPPULSE_ACTIONS_WEBHOOK_URL is not: "
+                                  "set it to where Grafana reaches `shoppulse actions run`, e.g. "
+                                  "http://actions:9469/grafana/webhook")
             kept = point
             if point.get("name") == SLACK:
                 receivers = []
