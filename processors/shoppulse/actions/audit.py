@@ -113,12 +113,11 @@ def record_step(client: Client, action: ActionState, step: Step, at: datetime, a
 
 
 def recent_actions(client: Client, now: datetime, mode: Mode) -> list[PastAction]:
-    """Every action of ``mode`` proposed or refused in the last day: its latest step, when it was decided."""
+    """Every action of ``mode`` that moved in the last day: its latest step, when it was proposed (the
+    ``actions`` view, the one definition of an action's state)."""
     rows = client.query(
-        f"SELECT action_id, any(policy), any(country), argMax(step, (at, indexOf({STEP_ORDER}, step))), min(at) "
-        "FROM action_audit "
-        "WHERE mode = {mode:String} AND at >= {since:DateTime64(3)} GROUP BY action_id",
+        "SELECT action_id, policy, country, state, proposed_at FROM actions "
+        "WHERE mode = {mode:String} AND updated_at >= {since:DateTime64(3)}",
         parameters={"mode": mode, "since": (now - REMEMBERED).replace(tzinfo=None)}).result_rows
-    return [PastAction(uuid.UUID(str(action_id)), str(policy), str(country), str(step),
-                       at if at.tzinfo else at.replace(tzinfo=UTC))
+    return [PastAction(uuid.UUID(str(action_id)), str(policy), str(country), str(step), _utc(at))
             for action_id, policy, country, step, at in rows]

@@ -58,7 +58,7 @@ class Result:
 def shape_problems(panel: dict[str, Any], target: dict[str, Any], result: Result) -> list[str]:
     """Why ``result`` cannot be drawn by ``panel`` (empty: it can)."""
     kind = panel.get("type")
-    if not result.rows:
+    if not result.rows and kind != "annotation":  # events are sparse: an annotation query may find none
         return ["the query returned no rows on the demo data: its filters or joins match nothing"]
     times, numbers, texts = result.named(is_time), result.named(is_number), result.named(is_text)
     described = ", ".join(f"{c} {t}" for c, t in zip(result.columns, result.types, strict=True))
@@ -85,7 +85,41 @@ def shape_problems(panel: dict[str, Any], target: dict[str, Any], result: Result
             problems.append(f"options.xField {x_field!r} is not a column of the result ({described})")
     elif kind == "geomap":
         problems += _geomap_problems(panel, result, numbers, described)
+    elif kind == "annotation":
+        problems += _annotation_problems(panel.get("mappings") or {}, result, described)
     return problems + _link_problems(panel, result, described)
+
+
+def _annotation_problems(mappings: dict[str, Any], result: Result, described: str) -> list[str]:
+    """What Grafana's annotation processing (getAnnotationsFromData, standardAnnotationSupport.ts) needs
+    of a frame: ``time`` (by name, else the first time field) and ``text`` (by name, else the first
+    string field) or it shows nothing; ``timeEnd`` makes a region; ``tags`` is split on commas."""
+    typed = {column.lower(): type_name for column, type_name in zip(result.columns, result.types, strict=True)}
+
+    def field(key: str) -> str | None:
+        mapping = mappings.get(key) or {}
+        if mapping.get("source") in ("skip", "text"):
+            return None
+        return typed.get(str(mapping.get("value") or key).lower())
+
+    problems = []
+    time_field = field("time")
+    if time_field is None and not result.named(is_time):
+        problems.append(f"an annotation query needs a time column (named time, or a DateTime); the result has "
+                        f"{described}")
+    elif time_field is not None and not is_time(time_field):
+        problems.append(f"the annotation's time column is {time_field}, not a DateTime: Grafana places no event")
+    text_field = field("text")
+    if text_field is None and not result.named(is_text) and (mappings.get("text") or {}).get("source") != "text":
+        problems.append(f"an annotation query needs a text column (named text, or a String); the result has "
+                        f"{described}")
+    end = field("timeEnd")
+    if end is not None and not is_time(end):
+        problems.append(f"the annotation's timeEnd column is {end}, not a DateTime")
+    tags = field("tags")
+    if tags is not None and not is_text(tags):
+        problems.append(f"the annotation's tags column is {tags}: Grafana splits a string on commas")
+    return problems
 
 
 # A data link's reference to a field of the row it is clicked on: ${__data.fields.name} or

@@ -10,6 +10,7 @@ Used by ``shoppulse dashboards lint`` (every query must return a result that fit
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import uuid
@@ -196,6 +197,8 @@ def load_demo_data(client: Client, plan: DemoPlan, progress: Callable[[str], Non
     _insert(client, "incidents", ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at",
                                   "resolved_at", "severity", "revenue_at_risk", "story", "as_of", "detected_at",
                                   "updated_at", "contributors"], _incident_rows(plan), progress)
+    _insert(client, "action_audit", ["at", "action_id", "policy", "incident_id", "country", "step", "mode", "actor",
+                                      "detail", "request", "rollback", "response"], action_rows(plan), progress)
     _insert(client, "llm_calls", ["ts", "call_id", "anomaly_id", "model", "prompt_tokens", "completion_tokens",
                                   "cost_usd", "latency_ms", "cache_hit", "error"], _llm_rows(plan), progress)
     _insert(client, "component_heartbeats", ["ts", "component", "state", "address", "pid", "detail"],
@@ -331,11 +334,37 @@ def _incident_rows(plan: DemoPlan) -> list[list[Any]]:
         [uuid.UUID(int=plan.seed + 20), "payment_failures", [incident.country],
          ["orders_per_s", "payment_failure_rate"], outage_ids, opened, resolved, "critical", at_risk,
          outage_story, resolved, opened + timedelta(seconds=3), resolved,
-         ["gateway adyen: 52 % of the extra failures (failure rate 93 % against 3 %)"]],
+         ["gateway adyen: 93 % of the extra failures (failure rate 93 % against 3 %)"]],
         [uuid.UUID(int=plan.seed + 21), "cart_abandonment", ["BR"], ["carts_without_order"],
          [uuid.UUID(int=plan.seed + 1)], recent, None, "medium", 0.0, br_story, plan.now,
          recent + timedelta(seconds=3), plan.now, []],
     ]
+
+
+def action_rows(plan: DemoPlan) -> list[list[Any]]:
+    """The payment failover for the demo's outage, as the actions processor records it: proposed two
+    minutes in, asked in Slack, approved, executed, rolled back when the incident resolved."""
+    incident = plan.incident
+    opened, resolved = incident.start + timedelta(seconds=40), incident.end + timedelta(seconds=50 + 180)
+    gateway = "adyen"
+    action, about = uuid.UUID(int=plan.seed + 30), uuid.UUID(int=plan.seed + 20)
+    call = json.dumps({"http": {"method": "POST", "path": "/admin/payments/failover", "body": {
+        "country": incident.country, "from_gateway": gateway, "reason": f"shoppulse incident {about}"}}},
+        sort_keys=True)
+    undo = json.dumps({"http": {"method": "POST", "path": "/admin/payments/failback", "body": {
+        "country": incident.country, "gateway": gateway}}}, sort_keys=True)
+    action, about = uuid.UUID(int=plan.seed + 30), uuid.UUID(int=plan.seed + 20)
+    steps = [
+        (opened + timedelta(minutes=2), "proposed", "shoppulse",
+         f"payment_failures in {incident.country}, critical; gateway {gateway} carries 93 % of the extra failures", ""),
+        (opened + timedelta(minutes=2), "approval_requested", "shoppulse", "asked in Slack (C0APPROVALS)",
+         '{"channel": "C0APPROVALS", "ts": "1800000001.000100"}'),
+        (opened + timedelta(minutes=3), "approved", "slack:U0ONCALL", "approved via slack, as S0PAYMENTS", ""),
+        (opened + timedelta(minutes=3, seconds=5), "executed", "shoppulse", "", '{"status": 200}'),
+        (resolved, "rolled_back", "shoppulse", "rolled back: the incident resolved", '{"status": 200}'),
+    ]
+    return [[at, action, "payment-failover", about, incident.country, step, "live", actor, detail, call, undo, response]
+            for at, step, actor, detail, response in steps]
 
 
 def _llm_rows(plan: DemoPlan) -> list[list[Any]]:

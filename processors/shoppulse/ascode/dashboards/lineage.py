@@ -25,7 +25,7 @@ TABLE_WRITERS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("anomalies", "insights", "incidents", "incident_countries", "expected_band", "llm_calls",
                      "baselines_how"),
                     (SIDECAR,)),
-    "action_audit": (ACTIONS,),
+    **dict.fromkeys(("action_audit", "actions"), (ACTIONS,)),
 }
 METRIC_WRITERS: dict[str, tuple[str, ...]] = {
     "shoppulse_ingest_": (INGESTION,),

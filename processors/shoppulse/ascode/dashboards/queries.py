@@ -64,6 +64,15 @@ class QueryRunner:
         for panel in file.panels():
             for target in panel.get("targets") or []:
                 problems += self._check_target(file, panel, target, variables)
+        for annotation in (file.model.get("annotations") or {}).get("list") or []:
+            target = annotation.get("target")
+            if annotation.get("builtIn") or not isinstance(target, dict) or "rawSql" not in target:
+                continue  # Grafana's own annotations (by dashboard or tags) run no query of ours
+            # An annotation query runs over the dashboard's range; its result becomes events (shapes.py).
+            name = str(annotation.get("name"))
+            as_panel = {"type": "annotation", "title": f"annotation {name}", "id": f"annotation {name}",
+                        "datasource": annotation.get("datasource"), "mappings": annotation.get("mappings") or {}}
+            problems += self._check_target(file, as_panel, target, variables)
         return problems
 
     def resolve_variables(self, file: DashboardFile) -> tuple[dict[str, list[str]], list[Problem]]:
