@@ -91,18 +91,19 @@ def test_a_file_that_is_not_yaml_or_not_there_is_one_clear_line(tmp_path: Path) 
     assert result.returncode == 2 and "no such policy file" in result.stderr
 
 
-def test_the_processor_refuses_to_start_on_what_it_cannot_do_live(tmp_path: Path) -> None:
-    """A live policy sending Kafka commands (not executed by this version), or live policies without
+def test_the_processor_refuses_to_start_on_what_it_cannot_do_live(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """A live policy sending Kafka commands to a topic the cluster does not have, or live policies without
     the shop's admin API configured: one line saying what to change, before anything runs."""
     home = tmp_path / "home"
     (home / "actions").mkdir(parents=True)
-    written(home / "actions", "p['mode'] = 'live'; p['action'] = {'kafka': {'topic': 'shop.commands', "
-                              "'message': {'country': '{country}'}}}; p['trigger']['contributor'] = None")
+    command = "{'kafka': {'topic': 'shop.commands', 'message': {'country': '{country}'}}}"
+    written(home / "actions", f"p['mode'] = 'live'; p['action'] = {command}; p['trigger']['contributor'] = None; "
+                              f"p['rollback'] = {{'when': ['incident_resolved'], **{command}}}")
     env = {**os.environ, "SHOPPULSE_HOME": str(home), "SHOPPULSE_ACTIONS_METRICS_PORT": str(free_port()),
-           "SHOPPULSE_ACTIONS_WEBHOOK_PORT": str(free_port())}
+           "SHOPPULSE_ACTIONS_WEBHOOK_PORT": str(free_port()), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     run = subprocess.run([sys.executable, "-m", "shoppulse", "actions", "run"], capture_output=True, text=True,
                          timeout=60, env=env, check=False)
-    assert run.returncode == 1 and "send Kafka commands, which this version does not execute yet" in run.stderr
+    assert run.returncode == 1 and "the command topics shop.commands do not exist on the Kafka cluster" in run.stderr
     written(home / "actions", "p['mode'] = 'live'")
     run = subprocess.run([sys.executable, "-m", "shoppulse", "actions", "run"], capture_output=True, text=True,
                          timeout=60, env=env, check=False)

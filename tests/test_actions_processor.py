@@ -6,6 +6,7 @@ nothing; every step is in the audit table."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,11 +14,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
 
 from checkout import ROOT
 from conftest import EndpointProcess
 from shoppulse.actions.approvals import answer
 from shoppulse.actions.audit import read_actions
+from shoppulse.actions.commands import KafkaCommandSender
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import Policy
 from shoppulse.actions.processor import ActionsProcessor
@@ -162,3 +166,44 @@ def test_the_kill_switch_refuses_and_audits_and_stops_what_was_approved(db: Clie
     record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", T0 + timedelta(minutes=6))
     processor.step(T0 + timedelta(minutes=7))  # the switch is on: the approved action does not run
     assert [s for s, _ in steps(db, approved)] == ["proposed", "approved"] and state.requests == 0
+
+
+def test_a_live_command_policy_produces_its_command_once_per_key_and_its_rollback(db: Client,
+                                                                                   kafka_bootstrap: str) -> None:
+    """A policy acting through a Kafka command topic: the command and its rollback land on the topic with
+    their idempotency keys; a crash before the record sends the command again with the same key."""
+    topic = f"shop.commands.{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    commands = {"kafka": {"topic": topic, "key": "{country}", "message": {"command": "pause_payment_gateway",
+                                                                          "country": "{country}",
+                                                                          "gateway": "{contributor}"}}}
+    undo = {"kafka": {"topic": topic, "key": "{country}", "message": {"command": "resume_payment_gateway",
+                                                                      "country": "{country}",
+                                                                      "gateway": "{contributor}"}}}
+    policy = Policy.model_validate({**SHIPPED, "mode": "live", "approval": {"required": False}, "action": commands,
+                                    "rollback": {"when": ["incident_resolved"], **undo}})
+    sender = KafkaCommandSender(kafka_bootstrap)
+    incident = store_incident(db, 8)
+    crashed = ActionsProcessor(db, [policy], None, commands=sender)
+    crashed._record = lambda *_args, **_kwargs: None  # type: ignore[method-assign]  # dies before every record
+    crashed.step(T0 + timedelta(minutes=3))  # proposal recorded by decide; the execution's record is lost
+    processor = ActionsProcessor(db, [policy], None, commands=sender)
+    processor.step(T0 + timedelta(minutes=3, seconds=5))
+    store_incident(db, 8, resolved=T0 + timedelta(minutes=6), version=T0 + timedelta(minutes=6))
+    processor.step(T0 + timedelta(minutes=7))
+    assert [s for s, _ in steps(db, incident)] == ["proposed", "executed", "rolled_back"]
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    received = [(m.key.decode(), json.loads(m.value)["command"], dict(m.headers)["Idempotency-Key"].decode())
+                for m in consumer]
+    consumer.close()
+    [action] = read_actions(db, T0)
+    key, rollback = str(action.action_id), str(uuid.uuid5(action.action_id, "rollback"))
+    assert received == [("BR", "pause_payment_gateway", key), ("BR", "pause_payment_gateway", key),
+                        ("BR", "resume_payment_gateway", rollback)]  # the repeat carries the same key
+    response = db.query("SELECT response FROM action_audit WHERE step = 'executed'").result_rows[0][0]
+    assert json.loads(response)["body"] == {"topic": topic, "partition": 0, "offset": 1}
+    assert "does not exist" in KafkaCommandSender(kafka_bootstrap).send(
+        {"kafka": {"topic": "shop.no-such-topic", "key": "BR", "message": {}}}, uuid.uuid4()).error

@@ -10,6 +10,7 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from prometheus_client import Counter
 
 from shoppulse import clickhouse
+from shoppulse.actions.commands import KafkaCommandSender
 from shoppulse.actions.endpoint import Endpoint, serve
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import load_policies
@@ -30,13 +31,23 @@ def run(settings: Settings, stop: threading.Event) -> None:
     """Move every action one step on each ``SHOPPULSE_ACTIONS_INTERVAL_S`` until ``stop`` is set."""
     policies = load_policies(actions_dir())
     live = [p.name for p in policies if p.mode == "live"]
-    commands = [p.name for p in policies if p.mode == "live" and (p.action.kafka or (p.rollback and p.rollback.kafka))]
-    if commands:
-        raise ProcessorStartError(f"the live policies {', '.join(commands)} send Kafka commands, which this version "
-                                  "does not execute yet: make them mode: dry_run, or use an http action")
-    if live and not (settings.shop_admin_url and settings.shop_admin_token):
-        raise ProcessorStartError(f"the live policies {', '.join(live)} call the shop's admin API: set "
+    calling = [p.name for p in policies if p.mode == "live" and (p.action.http or (p.rollback and p.rollback.http))]
+    if calling and not (settings.shop_admin_url and settings.shop_admin_token):
+        raise ProcessorStartError(f"the live policies {', '.join(calling)} call the shop's admin API: set "
                                   "SHOPPULSE_SHOP_ADMIN_URL and SHOPPULSE_SHOP_ADMIN_TOKEN, or make them mode: dry_run")
+    sending = any(p.mode == "live" and (p.action.kafka or (p.rollback and p.rollback.kafka)) for p in policies)
+    commands = KafkaCommandSender(settings.kafka_bootstrap) if sending else None
+    if commands is not None:
+        topics = sorted({c.kafka.topic for p in policies if p.mode == "live"
+                         for c in (p.action, p.rollback) if c is not None and c.kafka is not None})
+        try:
+            missing = commands.missing_topics(topics)
+        except ConnectionError as exc:
+            raise ProcessorStartError(f"live policies send Kafka commands, but {exc}: check KAFKA_BOOTSTRAP_SERVERS "
+                                      f"({settings.kafka_bootstrap})") from exc
+        if missing:
+            raise ProcessorStartError(f"the command topics {', '.join(missing)} do not exist on the Kafka cluster: "
+                                      "create them (the shop's services consume them), or fix the policies")
     shop = None
     if settings.shop_admin_url and settings.shop_admin_token:
         shop = ShopAdminClient(settings.shop_admin_url, settings.shop_admin_token)
@@ -46,7 +57,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                                         "kill_switch": settings.actions_kill_switch})
     slack = slack_approvals(settings)
     client = clickhouse.connect(settings)
-    processor = ActionsProcessor(client, policies, shop, settings.actions_kill_switch, slack)
+    processor = ActionsProcessor(client, policies, shop, settings.actions_kill_switch, slack, commands)
     wake = threading.Event()  # a Grafana notification asks for a pass now
     auth = WebhookAuth(settings.actions_webhook_secret, user=settings.actions_webhook_user,
                        password=settings.actions_webhook_password)

@@ -34,6 +34,7 @@ from prometheus_client import Counter
 
 from shoppulse.actions.approvals import close_request, expires_at
 from shoppulse.actions.audit import ActionState, Mode, Step, read_actions, record_decisions, record_step
+from shoppulse.actions.commands import KafkaCommandSender
 from shoppulse.actions.decide import IncidentFacts, PastAction, decide
 from shoppulse.actions.execute import Outcome, ShopAdminClient
 from shoppulse.actions.incidents import stored_incidents
@@ -53,10 +54,12 @@ def rollback_key(action_id: uuid.UUID) -> uuid.UUID:
 
 class ActionsProcessor:
     def __init__(self, client: Client, policies: Sequence[Policy], shop: ShopAdminClient | None,
-                 kill_switch: bool = False, slack: SlackApprovals | None = None) -> None:
+                 kill_switch: bool = False, slack: SlackApprovals | None = None,
+                 commands: KafkaCommandSender | None = None) -> None:
         self.client = client
         self.policies = {p.name: p for p in policies}
         self.shop = shop
+        self.commands = commands
         self.kill_switch = kill_switch
         self.slack = slack
 
@@ -99,6 +102,10 @@ class ActionsProcessor:
     def _send(self, request: dict[str, Any], key: uuid.UUID, mode: Mode) -> Outcome:
         if mode != "live":
             return Outcome(True, None, {"dry_run": "not sent"}, 0)
+        if "kafka" in request:
+            if self.commands is None:
+                return Outcome(False, None, None, 0, "no Kafka cluster configured for command actions")
+            return self.commands.send(request, key)
         if self.shop is None:
             return Outcome(False, None, None, 0, "no shop admin API configured (SHOPPULSE_SHOP_ADMIN_URL)")
         return self.shop.send(request, key)
