@@ -207,3 +207,18 @@ def test_a_live_command_policy_produces_its_command_once_per_key_and_its_rollbac
     assert json.loads(response)["body"] == {"topic": topic, "partition": 0, "offset": 1}
     assert "does not exist" in KafkaCommandSender(kafka_bootstrap).send(
         {"kafka": {"topic": "shop.no-such-topic", "key": "BR", "message": {}}}, uuid.uuid4()).error
+
+
+def test_an_action_on_an_incident_open_for_hours_is_still_rolled_back_when_it_resolves(db: Client, shop) -> None:
+    client, state = shop
+    processor = ActionsProcessor(db, [LIVE], client)
+    incident = store_incident(db, 9)
+    processor.step(T0 + timedelta(minutes=3))
+    [action] = read_actions(db, T0)
+    record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", T0 + timedelta(minutes=4))
+    processor.step(T0 + timedelta(minutes=5))
+    later = T0 + timedelta(hours=9)  # the incident opened 9 h ago, the action's last step was 9 h ago
+    store_incident(db, 9, resolved=later, version=later)
+    processor.step(later + timedelta(minutes=1))
+    assert [s for s, _ in steps(db, incident)] == ["proposed", "approved", "executed", "rolled_back"]
+    assert state.routes == {"BR": None}

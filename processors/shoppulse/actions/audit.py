@@ -23,7 +23,7 @@ from typing import Any, Literal, cast, get_args
 
 from clickhouse_connect.driver.client import Client
 
-from shoppulse.actions.decide import Decision, PastAction
+from shoppulse.actions.decide import ENDED, Decision, PastAction
 
 Step = Literal["proposed", "refused", "approval_requested", "approved", "rejected", "expired", "executed", "failed",
                "rolled_back"]
@@ -86,13 +86,15 @@ def _utc(moment: datetime) -> datetime:
 
 
 def read_actions(client: Client, since: datetime, action: uuid.UUID | None = None) -> list[ActionState]:
-    """Every action with a step since ``since`` (or just ``action``), with all its steps."""
+    """Every action with a step since ``since`` or still in force, however old (an action executed hours
+    ago still awaits its rollback), or just ``action``; with all its steps."""
     rows = client.query(
         "SELECT action_id, any(policy), any(incident_id), any(country), any(mode), "
         f"arraySort(x -> (x.2, indexOf({STEP_ORDER}, x.1)), groupArray((step, at, actor, response))), "
         "argMinIf(request, at, step IN ('proposed', 'refused')), "
         "argMinIf(rollback, at, step IN ('proposed', 'refused')) FROM action_audit "
-        "WHERE action_id IN (SELECT action_id FROM action_audit WHERE at >= {since:DateTime64(3)}) "
+        "WHERE action_id IN (SELECT action_id FROM actions WHERE updated_at >= {since:DateTime64(3)} "
+        f"OR state NOT IN {sorted(ENDED)}) "
         "AND ({action:Nullable(UUID)} IS NULL OR action_id = {action:Nullable(UUID)}) "
         "GROUP BY action_id", parameters={"since": since.replace(tzinfo=None), "action": action}).result_rows
     return [ActionState(uuid.UUID(str(a)), str(p), uuid.UUID(str(i)), str(c), cast(Mode, str(m)),

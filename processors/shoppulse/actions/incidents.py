@@ -16,10 +16,13 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def stored_incidents(client: Client, begin: datetime, end: datetime) -> list[IncidentFacts]:
     """The incidents opened from ``begin`` to ``end``, as the sidecar last wrote them."""
+    return _read(client, "opened_at >= {begin:DateTime64(3)} AND opened_at < {end:DateTime64(3)}", begin, end)
+
+
+def _read(client: Client, where: str, begin: datetime, end: datetime) -> list[IncidentFacts]:
     rows = client.query(
         "SELECT incident_id, kind, countries, severity, opened_at, resolved_at, contributor_dimensions, "
-        "contributor_values, contributor_shares, story FROM incidents FINAL "
-        "WHERE opened_at >= {begin:DateTime64(3)} AND opened_at < {end:DateTime64(3)} ORDER BY opened_at",
+        f"contributor_values, contributor_shares, story FROM incidents FINAL WHERE {where} ORDER BY opened_at",
         parameters={"begin": begin.replace(tzinfo=None), "end": end.replace(tzinfo=None)}).result_rows
     incidents = []
     for incident_id, kind, countries, severity, opened_at, resolved_at, dimensions, values, shares, story in rows:
@@ -30,3 +33,10 @@ def stored_incidents(client: Client, begin: datetime, end: datetime) -> list[Inc
             tuple(Contributor(str(d), str(v), float(s)) for d, v, s in zip(dimensions, values, shares, strict=True)),
             str(story)))
     return incidents
+
+
+def incidents_in_play(client: Client, since: datetime, now: datetime) -> list[IncidentFacts]:
+    """The incidents actions may still concern at ``now``: open ones however long ago they opened, and
+    those resolved since ``since`` (their actions' rollbacks)."""
+    return _read(client, "opened_at < {end:DateTime64(3)} AND "
+                         "(resolved_at IS NULL OR resolved_at >= {begin:DateTime64(3)})", since, now)

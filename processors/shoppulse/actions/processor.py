@@ -37,14 +37,14 @@ from shoppulse.actions.audit import ActionState, Mode, Step, read_actions, recor
 from shoppulse.actions.commands import KafkaCommandSender
 from shoppulse.actions.decide import IncidentFacts, PastAction, decide
 from shoppulse.actions.execute import Outcome, ShopAdminClient
-from shoppulse.actions.incidents import stored_incidents
+from shoppulse.actions.incidents import incidents_in_play
 from shoppulse.actions.policy import Policy, parse_minutes
 from shoppulse.actions.slack import SlackApprovals, SlackError
 
 log = logging.getLogger(__name__)
 
 STEPS = Counter("shoppulse_actions_steps", "Steps of automated actions", ["policy", "step", "mode"])
-LOOK_BACK = timedelta(hours=6)  # incidents opened this long ago may still be open or need a rollback
+LOOK_BACK = timedelta(hours=6)  # how long a resolved incident or an ended action stays in a pass's view
 
 
 def rollback_key(action_id: uuid.UUID) -> uuid.UUID:
@@ -64,7 +64,7 @@ class ActionsProcessor:
         self.slack = slack
 
     def step(self, now: datetime) -> None:
-        incidents = {i.incident_id: i for i in stored_incidents(self.client, now - LOOK_BACK, now)}
+        incidents = {i.incident_id: i for i in incidents_in_play(self.client, now - LOOK_BACK, now)}
         actions = read_actions(self.client, now - LOOK_BACK)
         modes: tuple[Mode, ...] = ("live", "dry_run")
         proposed = 0
