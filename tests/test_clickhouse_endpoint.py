@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import re
 import threading
 import time
 from datetime import datetime
@@ -12,7 +14,7 @@ import clickhouse_connect
 import pytest
 import requests
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, StreamFailureError
 
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
@@ -250,11 +252,24 @@ def test_a_session_used_by_two_requests_at_once_is_locked(clickhouse_endpoint: E
     assert slow_status == [200]
 
 
-def test_an_error_in_the_middle_of_a_stream_fails_the_response(ch: Client) -> None:
+def test_an_error_in_the_middle_of_a_stream_fails_the_response(ch: Client,
+                                                               clickhouse_endpoint: EndpointProcess) -> None:
+    """Framed as ClickHouse 25.11+ frames it: the response's X-ClickHouse-Exception-Tag, then in the body
+    the marker, the tag, the message, its length and the tag, the marker; the stream cut."""
     query = "SELECT throwIf(number = 1500000) FROM numbers(3000000)"
-    with pytest.raises(Exception, match=r"395|throwIf"), ch.query_row_block_stream(query) as stream:
+    with pytest.raises(StreamFailureError, match=r"Code: 395"), ch.query_row_block_stream(query) as stream:
         for _ in stream:
             pass
+    with requests.post(clickhouse_endpoint.url, data=query, auth=AUTH, timeout=60, stream=True) as response:
+        tag = response.headers["X-ClickHouse-Exception-Tag"]
+        body = b""
+        with contextlib.suppress(requests.exceptions.ChunkedEncodingError):  # cut without its last chunk
+            for piece in response.iter_content(1 << 16):
+                body += piece
+    assert re.fullmatch(r"[a-z0-9]{16}", tag) and response.status_code == 200
+    framed = re.search(rb"\r\n__exception__\r\n" + tag.encode() + rb"\r\n(Code: 395\..*?)\n(\d+) "
+                       + tag.encode() + rb"\r\n__exception__\r\n$", body, re.S)
+    assert framed is not None and int(framed.group(2)) == len(framed.group(1)), body[-400:]
 
 
 def test_wait_end_of_query_turns_a_late_error_into_an_http_error(clickhouse_endpoint: EndpointProcess) -> None:

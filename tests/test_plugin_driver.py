@@ -110,3 +110,13 @@ def test_the_driver_reads_every_type_the_endpoint_reframes(endpoint: EndpointPro
     assert [(r["columns"], r["types"], r["rows"]) for r in (result[k] for k in empty)] == [
         (["x", "s"], ["UInt8", "String"], 0), (["n"], ["UInt64"], 0), (["t"], ["DateTime64(3, 'UTC')"], 0)]
 
+
+
+def test_an_error_after_the_result_started_reaches_the_driver_as_the_server_s_exception(
+        endpoint: EndpointProcess) -> None:
+    """clickhouse-go finds an error in the middle of a streamed result by its tagged frame (ClickHouse
+    25.11+) and returns ClickHouse's exception, not a block decoding error."""
+    result = plugin_driver(endpoint, "default", {
+        "late": "SELECT throwIf(number = 1500000, 'late boom') AS x FROM numbers(3000000)"})
+    error = result["late"].get("error", "")
+    assert "395" in error and "late boom" in error and "block decode" not in error, error

@@ -25,11 +25,13 @@ import hmac
 import json
 import logging
 import re
+import secrets
+import string
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,21 @@ class _Request:
     default_format: str
     database: str | None
     reader: bool = False
+    # Sent on every response as X-ClickHouse-Exception-Tag (ClickHouse 25.11+): an error after a
+    # result started streaming is framed with it, so a client tells it from result bytes.
+    exception_tag: str = field(default_factory=lambda: "".join(secrets.choice(_TAG_ALPHABET) for _ in range(16)))
+
+
+_TAG_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def exception_block(tag: str, message: bytes) -> bytes:
+    """An error in the middle of a streamed result, framed as ClickHouse 25.11+ frames it (its
+    WriteBufferFromHTTPServerResponse; clickhouse-go and clickhouse-connect parse it): the marker, the
+    response's tag, the message, its length and the tag again, the marker."""
+    text = message.rstrip(b"\n")
+    return (b"\r\n__exception__\r\n" + tag.encode() + b"\r\n" + text + b"\n"
+            + f"{len(text)} {tag}".encode() + b"\r\n__exception__\r\n")
 
 
 class ClientGoneError(Exception):
@@ -502,7 +519,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         if finished:
             self._send(200, b"".join(buffered), headers)
             return
-        self._send_chunked(headers, buffered, stream, size, limit)
+        self._send_chunked(headers, buffered, stream, size, limit, request.exception_tag)
 
     @staticmethod
     def _empty_native(conn: Any, statement: str, revision: int) -> bytes:
@@ -546,6 +563,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             "X-ClickHouse-Format": fmt,
             "X-ClickHouse-Timezone": self.server.engine.timezone,
             "X-ClickHouse-Summary": summary,
+            "X-ClickHouse-Exception-Tag": request.exception_tag,
         }
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
@@ -558,7 +576,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _send_chunked(self, headers: dict[str, str], first: list[bytes], stream: Any, size: int,
-                      limit: int | None) -> None:
+                      limit: int | None, tag: str) -> None:
         self.send_response(200)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -573,11 +591,11 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 self._check_result(size, limit)
                 self._write_chunk(piece)
         except (RuntimeError, chdb.ChdbError, ClickHouseError) as exc:
-            # Like ClickHouse: the error text goes into the body and the stream is cut
-            # without its terminating chunk, so the client sees a failed response.
+            # Like ClickHouse: the error goes into the body, framed with the response's tag, and
+            # the stream is cut without its terminating chunk, so the client sees a failed response.
             _cancel(stream)
             error = exc if isinstance(exc, ClickHouseError) else ClickHouseError.from_engine(exc)
-            self._write_chunk(error.body(self.server.engine.version))
+            self._write_chunk(exception_block(tag, error.body(self.server.engine.version)))
             self.close_connection = True
             return
         except BaseException:  # the client went away: stop the query
