@@ -9,12 +9,16 @@ import threading
 import time
 from datetime import datetime
 from decimal import Decimal
+from urllib.parse import quote_from_bytes
 
 import clickhouse_connect
 import pytest
 import requests
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, StreamFailureError
+from clickhouse_connect.driver.external import ExternalData
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import TEST_PASSWORD, EndpointProcess
 from shoppulse import clickhouse
@@ -343,3 +347,65 @@ def test_grafana_reader_may_read_but_never_write(tmp_path_factory: pytest.TempPa
                                           autogenerate_session_id=False)
     finally:
         endpoint.stop()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=40).filter(lambda b: b"'" not in b and b"\\" not in b))
+def test_bytes_that_are_not_utf8_inside_a_literal_reach_the_engine_as_they_are(
+        clickhouse_endpoint: EndpointProcess, raw: bytes) -> None:
+    """A ClickHouse server reads the query as bytes: a literal holds exactly the bytes sent, UTF-8 or not,
+    from the body and from the URL's query parameter alike."""
+    body = requests.post(clickhouse_endpoint.url, data=b"SELECT hex('" + raw + b"') /* \xff */", auth=AUTH,
+                         timeout=30)
+    url = requests.get(f"{clickhouse_endpoint.url}/?query=" + quote_from_bytes(b"SELECT hex('" + raw + b"')"),
+                       auth=AUTH, timeout=30)
+    assert (body.status_code, body.text.strip()) == (url.status_code, url.text.strip()) == (200, raw.hex().upper())
+
+
+def test_bytes_that_are_not_utf8_elsewhere_are_refused_with_clickhouse_s_error(
+        clickhouse_endpoint: EndpointProcess) -> None:
+    outside = requests.post(clickhouse_endpoint.url, data=b"SELECT \xff", auth=AUTH, timeout=30)
+    assert outside.status_code == 400 and outside.headers["X-ClickHouse-Exception-Code"] == "62"
+    parameter = requests.get(f"{clickhouse_endpoint.url}/?query=SELECT%20%7Bx%3AString%7D&param_x=%FF", auth=AUTH,
+                             timeout=30)
+    assert parameter.status_code == 400 and "param_x" in parameter.text
+
+
+def test_query_parameters_sent_as_form_fields_are_read_as_clickhouse_reads_them(
+        clickhouse_endpoint: EndpointProcess) -> None:
+    """clickhouse-connect sends long query parameters (or all, with form_encode_query_params) as form
+    fields; ClickHouse's HTTP handler reads the query, parameters and settings from the form."""
+    client = clickhouse_connect.get_client(dsn=clickhouse_endpoint.url, username="default", password=TEST_PASSWORD,
+                                           form_encode_query_params=True, autogenerate_session_id=False)
+    try:
+        long = "x&y=" * 5000
+        rows = client.query("SELECT {a:String} AS a, {v$1:UInt32} AS b, length({long:String}) AS n",
+                            parameters={"a": "hé & ß", "v$1": 7, "long": long}).result_rows
+        assert rows == [("hé & ß", 7, len(long))]
+        external = ExternalData(data=b"1\n2\n", file_name="ext.csv", fmt="CSV", structure=["n UInt8"])
+        with pytest.raises(DatabaseError, match="external tables") as refused:
+            client.query("SELECT * FROM ext", external_data=external)
+        assert "Code: 48" in str(refused.value)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("request_args", "status", "code", "says"), [
+    ({"params": {"role": "analyst"}, "data": "SELECT 1"}, 404, "511", "There is no role `analyst`"),
+    ({"data": "SELECT count() FROM system.query_log"}, 404, "60", "system.query_log"),
+    ({"data": "SHOW ROW POLICIES"}, 403, "497", "SHOW ROW POLICIES"),
+])
+def test_what_the_embedded_engine_cannot_do_is_clickhouse_s_own_error(
+        clickhouse_endpoint: EndpointProcess, request_args: dict, status: int, code: str, says: str) -> None:
+    """No user directories (roles, row policies) and no query log: the errors a ClickHouse server gives
+    a user without them (the README's "The local ClickHouse endpoint" says so)."""
+    answer = requests.post(clickhouse_endpoint.url, auth=AUTH, timeout=30, **request_args)
+    assert (answer.status_code, answer.headers["X-ClickHouse-Exception-Code"]) == (status, code)
+    assert says in answer.text
+
+
+def test_show_create_and_control_statements_run_as_commands(ch: Client, table_name: str) -> None:
+    ch.command(f"CREATE TABLE {table_name} (a UInt8) ENGINE = MergeTree ORDER BY a")
+    assert str(ch.command(f"SHOW CREATE TABLE {table_name}")).startswith(f"CREATE TABLE default.{table_name}")
+    for statement in ("SYSTEM FLUSH LOGS", "KILL QUERY WHERE 0", f"OPTIMIZE TABLE {table_name} FINAL"):
+        ch.command(statement)

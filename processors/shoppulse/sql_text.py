@@ -203,3 +203,36 @@ def into_outfile(text: str) -> bool:
     return any(tok.kind == "word" and nxt.kind == "word" and _upper(text, tok) == "INTO"
                and _upper(text, nxt) == "OUTFILE" for tok, nxt in itertools.pairwise(words))
 
+
+
+class RawByteError(ValueError):
+    """A byte that is not UTF-8 outside a string literal or comment (``offset`` is its place)."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"byte {offset} is not UTF-8 and is outside a string literal")
+        self.offset = offset
+
+
+def _raw(ch: str) -> bool:
+    return "\udc80" <= ch <= "\udcff"
+
+
+def escape_raw_bytes(text: str) -> str:
+    """Query text decoded with ``surrogateescape``, with each byte that is not UTF-8 written as ClickHouse's
+    ``\\xHH`` escape inside string literals (so the literal holds exactly those bytes, as a ClickHouse
+    server reads the raw query) and dropped from comments (which the server ignores). Such a byte
+    anywhere else is an error, as the server's lexer has no token for it."""
+    if not any(_raw(ch) for ch in text):
+        return text
+    kinds = [""] * len(text)  # "" is whitespace or a comment: what no token covers
+    for token in tokens(text):
+        kinds[token.start:token.end] = [token.kind] * (token.end - token.start)
+    out = []
+    for offset, (ch, kind) in enumerate(zip(text, kinds, strict=True)):
+        if not _raw(ch):
+            out.append(ch)
+        elif kind == "string":
+            out.append(f"\\x{ord(ch) - 0xDC00:02X}")
+        elif kind:
+            raise RawByteError(offset)
+    return "".join(out)

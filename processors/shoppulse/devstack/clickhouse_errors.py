@@ -30,6 +30,7 @@ ACCESS_DENIED = 497
 USER_SESSION_LIMIT_EXCEEDED = 700
 HTTP_LENGTH_REQUIRED = 381
 SOCKET_TIMEOUT = 209
+UNKNOWN_ROLE = 511
 
 # The HTTP status of an error, as ClickHouse's server gives it (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp);
 # every other code is 500. Clients and scripts that branch on the status see what a ClickHouse server sends.
@@ -42,7 +43,7 @@ _STATUS_BY_CODE = {
                      167, 168, 223, SYNTAX_ERROR, 117, 53, 321), 400),
     # unknown table, function, identifier, type, storage, database, setting, sorting direction, aggregate
     # function, format, database engine, type of query, role
-    **dict.fromkeys((60, 46, 47, 50, 56, 81, UNKNOWN_SETTING, 152, 63, 73, 336, 78, 511), 404),
+    **dict.fromkeys((60, 46, 47, 50, 56, 81, UNKNOWN_SETTING, 152, 63, 73, 336, 78, UNKNOWN_ROLE), 404),
     229: 413,  # QUERY_IS_TOO_LARGE
     NOT_IMPLEMENTED: 501,
     **dict.fromkeys((209, 76, 439), 503),  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK

@@ -32,10 +32,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.message import Message
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import chdb
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -62,6 +65,7 @@ from shoppulse.devstack.clickhouse_errors import (
     STREAMING_NOT_SUPPORTED,
     SYNTAX_ERROR,
     TOO_MANY_ROWS_OR_BYTES,
+    UNKNOWN_ROLE,
     UNKNOWN_SETTING,
     UNSUPPORTED_METHOD,
     ClickHouseError,
@@ -79,7 +83,9 @@ from shoppulse.devstack.process import StartupError
 from shoppulse.devstack.reader_access import MAX_RESULT_BYTES, check_reader_statement, reader_settings
 from shoppulse.sql_text import (
     NeedMoreTextError,
+    RawByteError,
     UnterminatedError,
+    escape_raw_bytes,
     into_outfile,
     output_format,
     split_insert,
@@ -92,6 +98,7 @@ BUFFER_BEFORE_STREAMING = 1 << 20  # results up to this size get a Content-Lengt
 LISTEN_BACKLOG = 4096  # ClickHouse's listen_backlog (the kernel may cap it at somaxconn)
 MAX_CONNECTIONS = 1024  # connections served at once, a thread each; more are closed at once
 MAX_URL_PARAMS = 1000
+MAX_FORM_SIZE = 4 * MAX_QUERY_SIZE  # a form body: the query and its parameters
 DEFAULT_FORMAT = "TabSeparated"
 
 # URL parameters that are part of the HTTP protocol, not settings.
@@ -266,12 +273,17 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         kind = "query"
         query_id = ""
         try:
-            request = self._parse_request(url.query)
-            query_id = request.query_id
-            self._authorize(request, self._authenticate(request.params), readonly_by_method)
             content_length, chunked = self._body_framing()
             body = PeekableBody(decoded_chunks(raw_chunks(self.rfile, content_length, chunked),
                                                self.headers.get("Content-Encoding", "")))
+            query_string = url.query
+            form = None if readonly_by_method else form_fields(self.headers.get("Content-Type", ""), body)
+            if form is not None:  # the query, its parameters and settings as form fields (HTMLForm)
+                query_string = f"{form}&{url.query}" if url.query else form  # the URL's win, as they come first
+                body = PeekableBody(iter(()))
+            request = self._parse_request(query_string)
+            query_id = request.query_id
+            self._authorize(request, self._authenticate(request.params), readonly_by_method)
             if request.params.get("decompress") in ("1", "true"):
                 raise ClickHouseError(NOT_IMPLEMENTED, "decompress=1 (ClickHouse's native block compression) is "
                                       "not supported by the local endpoint: use Content-Encoding instead")
@@ -310,7 +322,15 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self._send_error(exc, query_id)
 
     def _parse_request(self, query_string: str) -> _Request:
-        params = dict(parse_qsl(query_string, keep_blank_values=True, max_num_fields=MAX_URL_PARAMS))
+        params = dict(parse_qsl(query_string, keep_blank_values=True, max_num_fields=MAX_URL_PARAMS,
+                                errors="surrogateescape"))  # the query keeps its raw bytes (see _escaped)
+        for name, value in params.items():
+            if name != "query" and any("\udc80" <= ch <= "\udcff" for ch in name + value):
+                raise ClickHouseError(CANNOT_PARSE_TEXT, f"The parameter {name[:100]!r} is not valid UTF-8 "
+                                                         "(CANNOT_PARSE_TEXT)")
+        if params.get("role"):  # the embedded engine has no user directories, so no role exists
+            raise ClickHouseError(UNKNOWN_ROLE, f"There is no role `{params['role'][:100]}` in user directories "
+                                                "(UNKNOWN_ROLE)")
         settings: dict[str, str] = {}
         query_params: dict[str, str] = {}
         for name, value in params.items():
@@ -428,9 +448,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             text = query_param + "\n"  # ClickHouse joins the parameter and the body with a newline
             split = split_insert(text)
             if split is not None:
-                return split.head, (split.format, _prepend(text[split.data_offset:].encode(), body))
+                return _escaped(split.head), (split.format, _prepend(
+                    text[split.data_offset:].encode("utf-8", "surrogateescape"), body))
             rest = _query_text(body, MAX_QUERY_SIZE - len(text))
-            return (text + _decoded(rest) if rest else query_param), None
+            return _escaped(text + rest.decode("utf-8", "surrogateescape") if rest else query_param), None
         prefix = b""
         while True:
             try:
@@ -622,6 +643,40 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+def form_fields(content_type: str, body: PeekableBody) -> str | None:
+    """A POST body of form fields (``application/x-www-form-urlencoded`` or ``multipart/form-data``, as
+    clickhouse-connect sends long query parameters and ClickHouse's HTTP handler reads them) as one
+    query string; None for any other body (the query text itself)."""
+    header = Message()
+    header["Content-Type"] = content_type or "text/plain"
+    kind = header.get_content_type()
+    if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return None
+    try:
+        raw = body.read_all(MAX_FORM_SIZE)
+    except BodyTooLongError:
+        raise _query_too_large("the form") from None
+    if kind == "application/x-www-form-urlencoded":
+        return raw.decode("utf-8", "surrogateescape")
+    parsed = BytesParser(policy=email_policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + raw)
+    if not parsed.is_multipart():
+        raise ClickHouseError(CANNOT_PARSE_INPUT, "a multipart/form-data body without its parts (or its boundary) "
+                                                  "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)")
+    fields = []
+    for part in parsed.iter_parts():
+        if part.get_filename() is not None:
+            raise ClickHouseError(NOT_IMPLEMENTED, "external tables (a file part of a multipart/form-data body) "
+                                                   "are not supported by the local endpoint (NOT_IMPLEMENTED)")
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(payload, bytes):
+            raise ClickHouseError(CANNOT_PARSE_INPUT, "a form part without a name "
+                                                      "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)")
+        fields.append((name, payload.decode("utf-8", "surrogateescape")))
+    return urlencode(fields)
+
+
 def _client_revision(value: str | None) -> int:
     """The Native revision the client reads (``client_protocol_version``; 0 when not given)."""
     if not value:
@@ -681,11 +736,20 @@ def _query_too_large(what: str) -> ClickHouseError:
 
 
 def _decoded(text: bytes) -> str:
+    return _escaped(text.decode("utf-8", "surrogateescape"))
+
+
+def _escaped(text: str) -> str:
+    """Query text (bytes that are not UTF-8 kept as ``surrogateescape`` characters) as the engine takes
+    it: such bytes inside string literals become their ``\\xHH`` escapes (a ClickHouse server reads the
+    query as bytes), elsewhere a syntax error."""
     try:
-        return text.decode()
-    except UnicodeDecodeError as exc:
-        raise ClickHouseError(CANNOT_PARSE_TEXT, f"The query text is not valid UTF-8 (byte {exc.start}) "
-                                                 "(CANNOT_PARSE_TEXT)") from None
+        return escape_raw_bytes(text)
+    except UnterminatedError:  # the engine's parser reports the unterminated literal
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except RawByteError as exc:
+        raise ClickHouseError(SYNTAX_ERROR, f"Syntax error: failed at position {exc.offset + 1}: a byte that is "
+                                            "not UTF-8 outside a string literal (SYNTAX_ERROR)") from None
 
 
 def _session_timeout(value: str | None) -> float:
