@@ -57,6 +57,19 @@ def test_query_df_returns_a_dataframe(ch: Client, table_name: str) -> None:
     assert sum(df["revenue"]) == sum(Decimal("19.9900") * i for i in range(30))
 
 
+def test_date_time64_with_a_time_zone_reaches_pandas_as_the_server_s_column_says(ch: Client) -> None:
+    """The Native header names each column's time zone and the response the server's, so clickhouse-connect
+    builds the same pandas columns as from a ClickHouse server: zone-aware for an explicit zone, naive UTC
+    for UTC by its default tz_mode, zone-aware UTC when asked."""
+    sql = ("SELECT toDateTime64('2026-01-01 00:00:00.250', 3, 'UTC') AS utc, "
+           "toDateTime64('2026-01-01 09:00:00.250', 3, 'Asia/Tokyo') AS tokyo")
+    df = ch.query_df(sql)
+    assert str(df["tokyo"].dtype) == "datetime64[ms, Asia/Tokyo]" and str(df["utc"].dtype) == "datetime64[ms]"
+    assert df["tokyo"][0].tz_convert("UTC").tz_localize(None) == df["utc"][0]
+    aware = ch.query_df(sql, tz_mode="aware")
+    assert str(aware["utc"].dtype) == "datetime64[ms, UTC]" and aware["utc"][0] == aware["tokyo"][0]
+
+
 def test_streaming_query_delivers_every_block(ch: Client) -> None:
     total, blocks = 0, 0
     with ch.query_row_block_stream("SELECT number FROM numbers(2000000)") as stream:
