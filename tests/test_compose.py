@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from checkout import ROOT
+from shoppulse.grafana.clickhouse_plugin import PLUGIN_VERSION
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
@@ -122,7 +123,10 @@ def test_the_project_image_builds_from_files_that_exist() -> None:
 
 def test_grafana_gets_the_clickhouse_plugin_and_our_provisioning() -> None:
     grafana = SERVICES["grafana"]
-    assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_PLUGINS_PREINSTALL"]
+    # The plugin release whose behaviour the dashboard lint mirrors (macros, query model), pinned as
+    # Grafana's preinstall reads it (pkg/setting/setting_plugins.go: id@version) and never auto-updated.
+    assert grafana["environment"]["GF_PLUGINS_PREINSTALL"] == f"grafana-clickhouse-datasource@{PLUGIN_VERSION}"
+    assert grafana["environment"]["GF_PLUGINS_PREINSTALL_AUTO_UPDATE"] == "false"
     targets = {target for _, target in bind_mounts(grafana)}
     assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"} <= targets
     # Alerting comes from the volume `shoppulse alerts render` fills before Grafana starts.

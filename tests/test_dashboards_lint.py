@@ -343,3 +343,32 @@ def test_the_wall_dashboard_shows_incidents_and_its_regions_behind_a_tag_filter(
     [problem] = annotation_target_problems([broken])  # type: ignore[list-item]
     assert "no annotation query shows the sidecar's anomaly regions" in str(problem)
     assert annotation_target_problems([f for f in shipped if f.uid != "shoppulse-store-live"]) == []  # type: ignore[arg-type]
+
+
+def test_the_text_of_all_field_paths_and_comments_are_grafanas_and_the_plugins() -> None:
+    """${var:text} of All is "All"; ${__dashboard.uid}, ${__user.login}, ${__org.name} are Grafana's global
+    fields (an unknown field is refused); plugin 4.13.0 expands macros with the plugin SDK's
+    sqlutil.Interpolate, which does not skip comments (the comment-blanking macropro came later), so a
+    macro inside a comment is expanded, and one it cannot expand fails there too."""
+    everything = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {"country": ["DE", "FR"]},
+                              multi=frozenset({"country"}), all_selected=frozenset({"country"}))
+    assert clickhouse_query("SELECT '${country:text}', '${country:csv}'", everything) == "SELECT 'All', 'DE,FR'"
+    assert clickhouse_query("SELECT '${country:text}'", CONTEXT) == "SELECT 'DE + FR'"
+    assert clickhouse_query("SELECT '${__dashboard.uid}', '${__user.login}', '${__org.name}'", CONTEXT) == (
+        "SELECT 'dashboard-uid', 'lint', 'Main Org.'")
+    with pytest.raises(InterpolationError, match="no field path 'nickname'"):
+        clickhouse_query("SELECT '${__user.nickname}'", CONTEXT)
+    assert clickhouse_query("SELECT 1 -- $__timeFilter(ts)\n/* $__interval_s */", CONTEXT) == (
+        "SELECT 1 -- ts >= toDateTime(1795600800) AND ts <= toDateTime(1795608000)\n/* 30 */")
+    with pytest.raises(InterpolationError):
+        clickhouse_query("SELECT 1 -- $__timeFilter(", CONTEXT)
+
+
+def test_ad_hoc_filters_expand_as_the_plugin_frontend_expands_them() -> None:
+    """$__adHocFilters('t') becomes the additional_table_filters setting of the active ad hoc filters
+    (none while linting); an alert rule has no frontend, so there it is an unknown backend macro."""
+    sql = "SELECT count() FROM t WHERE $__timeFilter(ts) SETTINGS $__adHocFilters( \"t\" )"
+    assert clickhouse_query(sql, CONTEXT).endswith(" SETTINGS additional_table_filters={}")
+    alerting = QueryContext(CONTEXT.time_from, CONTEXT.time_to, 1000, {}, alerting=True)
+    with pytest.raises(InterpolationError, match=r"\$__adHocFilters"):
+        clickhouse_query(sql, alerting)

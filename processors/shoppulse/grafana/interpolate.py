@@ -17,7 +17,11 @@ from datetime import UTC, datetime
 from shoppulse.grafana.time_range import interval_text
 from shoppulse.grafana.variable_formats import FormatError, apply_format
 
-_VARIABLE = re.compile(r"\$\{(\w+)(?::([^}]+))?\}|\[\[(\w+)(?::([^\]]+))?\]\]|\$(\w+)")
+# Grafana's variable syntaxes: ${name.field:format} (a field path only in braces), [[name:format]], $name.
+_VARIABLE = re.compile(r"\$\{(\w+(?:\.\w+)*)(?::([^}]+))?\}|\[\[(\w+)(?::([^\]]+))?\]\]|\$(\w+)")
+# The fields of Grafana's global objects (${__dashboard.uid}, ${__user.login}, ${__org.name}), as the lint fills them.
+_GLOBAL_FIELDS = {"__dashboard.name": "dashboard", "__dashboard.uid": "dashboard-uid", "__org.id": "1",
+                  "__org.name": "Main Org.", "__user.id": "1", "__user.login": "lint", "__user.email": "lint@localhost"}
 # Filled by Grafana for Prometheus queries only; in a ClickHouse query they reach ClickHouse as written.
 _DASHBOARD_ONLY = frozenset({"range", "range_s", "range_ms", "rate_interval"})
 
@@ -56,7 +60,8 @@ class QueryContext:
             return {}
         from_ms, to_ms = int(self.time_from.timestamp() * 1000), int(self.time_to.timestamp() * 1000)
         found = {"__from": str(from_ms), "__to": str(to_ms), "__interval": interval_text(self.interval_ms),
-                 "__interval_ms": str(self.interval_ms), "__dashboard": "dashboard", "__org": "1", "__user": "lint"}
+                 "__interval_ms": str(self.interval_ms), "__dashboard": "dashboard", "__org": "1", "__user": "lint",
+                 **_GLOBAL_FIELDS}
         if datasource_type == "prometheus":  # the Prometheus datasource adds these itself
             scrape = self.scrape_interval_ms
             found |= {"__rate_interval": interval_text(max(4 * scrape, self.interval_ms + scrape)),
@@ -101,6 +106,9 @@ def expand_variables(text: str, context: QueryContext, datasource_type: str) -> 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(3) or match.group(5)
         fmt = match.group(2) or match.group(4)
+        if "." in name and name not in known:
+            raise InterpolationError(f"${{{name}}}: Grafana has no field path {name.partition('.')[2]!r} on "
+                                     f"${name.partition('.')[0]} (global fields: {', '.join(sorted(_GLOBAL_FIELDS))})")
         if name.startswith("__") and name not in known:
             return match.group(0)  # a datasource macro, expanded in the next step
         if name not in known:
@@ -109,6 +117,8 @@ def expand_variables(text: str, context: QueryContext, datasource_type: str) -> 
         if fmt is None:
             return _default_format(values, datasource_type, name in context.multi)
         fmt_name, *args = fmt.split(":")
+        if fmt_name == "text" and name in context.all_selected:
+            return "All"  # the text of the All option, not its values
         try:
             return apply_format(fmt_name, args, values, name in context.multi, name)
         except FormatError as exc:
@@ -235,10 +245,24 @@ def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
     return text
 
 
+_AD_HOC_FILTERS = re.compile(r"""\$__adHocFilters\s*\(\s*['"](.+?)['"]\s*\)""")
+
+
+def apply_ad_hoc_filters(text: str, context: QueryContext) -> str:
+    """The plugin frontend's ``$__adHocFilters('table')`` (CHDatasource.applyAdHocFiltersMacro, 4.12+): the
+    ``additional_table_filters`` setting with the dashboard's active ad hoc filters, for a SETTINGS clause.
+    The lint has none active (an ad hoc variable starts empty): ``additional_table_filters={}``. Alert
+    rules have no frontend: there it reaches the backend, which does not know it."""
+    if context.alerting:
+        return text
+    return _AD_HOC_FILTERS.sub("additional_table_filters={}", text)
+
+
 def clickhouse_query(text: str, context: QueryContext) -> str:
-    """The SQL Grafana's ClickHouse plugin would run for ``text``."""
+    """The SQL Grafana's ClickHouse plugin would run for ``text``: its frontend's $__conditionalAll,
+    Grafana's variables, the frontend's $__adHocFilters, then the backend's macros."""
     expanded = expand_variables(apply_conditional_all(text, context), context, "grafana-clickhouse-datasource")
-    return expand_clickhouse_macros(expanded, context)
+    return expand_clickhouse_macros(apply_ad_hoc_filters(expanded, context), context)
 
 
 def prometheus_query(text: str, context: QueryContext) -> str:
