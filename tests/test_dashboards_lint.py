@@ -294,6 +294,8 @@ def test_sub_second_intervals_reach_the_millisecond_macros() -> None:
     ("SELECT $__timeFiltre(ts)", "unknown ClickHouse macro $__timeFiltre"),
     ("SELECT $region", "unknown template variable $region"),
     ("SELECT ${country:yaml}", "unknown variable format :yaml"),
+    ("SELECT $__columns(ts, country, sum(orders)) FROM x", "a statement macro of the plugin's releases after 4.13.0"),
+    ("SELECT $__lttb(500, ts, orders) FROM x", "a statement macro of the plugin's releases after 4.13.0"),
 ])
 def test_unknown_macros_and_variables_are_errors(text: str, message: str) -> None:
     with pytest.raises(InterpolationError, match=message.replace("$", r"\$").replace("(", r"\(").replace(")", r"\)")):

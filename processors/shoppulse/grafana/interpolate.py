@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from shoppulse.grafana.clickhouse_plugin import PLUGIN_VERSION
 from shoppulse.grafana.time_range import interval_text
 from shoppulse.grafana.variable_formats import FormatError, apply_format
 
@@ -24,6 +25,8 @@ _GLOBAL_FIELDS = {"__dashboard.name": "dashboard", "__dashboard.uid": "dashboard
                   "__org.name": "Main Org.", "__user.id": "1", "__user.login": "lint", "__user.email": "lint@localhost"}
 # Filled by Grafana for Prometheus queries only; in a ClickHouse query they reach ClickHouse as written.
 _DASHBOARD_ONLY = frozenset({"range", "range_s", "range_ms", "rate_interval"})
+# Rewrites of the whole statement that later plugin releases added (pkg/macros/statement.go, with macropro).
+_LATER_STATEMENT_MACROS = frozenset({"columns", "rateColumns", "perSecondColumns", "increaseColumns", "lttb"})
 
 
 class InterpolationError(ValueError):
@@ -238,6 +241,9 @@ def expand_clickhouse_macros(text: str, context: QueryContext) -> str:
             why = f" (${{__{name}}} is a dashboard variable: Grafana's alerting never fills it)"
         elif name in _DASHBOARD_ONLY:
             why = f" (Grafana fills ${{__{name}}} for Prometheus queries, not for ClickHouse)"
+        elif name in _LATER_STATEMENT_MACROS:
+            why = (f" (a statement macro of the plugin's releases after {PLUGIN_VERSION}, the release this lint "
+                   "mirrors and compose installs)")
         else:
             why = ""
         raise InterpolationError(f"unknown ClickHouse macro $__{name}{why}: the plugin knows "
