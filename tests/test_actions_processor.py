@@ -106,14 +106,20 @@ def test_approved_failover_runs_once_and_rolls_back_when_the_incident_resolves(d
     assert detail[0] == "rolled back: the incident resolved" and '"status": 200' in detail[1]
 
 
-def test_an_action_whose_kpi_does_not_recover_is_rolled_back(db: Client, shop) -> None:
-    client, state = shop
-    processor = ActionsProcessor(db, [LIVE], client)
-    incident = store_incident(db, 2)
+def executed_failover(db: Client, shop_client: ShopAdminClient, serial: int) -> tuple[ActionsProcessor, uuid.UUID]:
+    """A failover proposed at +3 min, approved at +4, executed at +5; the processor and its incident."""
+    processor = ActionsProcessor(db, [LIVE], shop_client)
+    incident = store_incident(db, serial)
     processor.step(T0 + timedelta(minutes=3))
-    [action] = read_actions(db, T0)
+    [action] = [a for a in read_actions(db, T0) if a.incident_id == incident]
     record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", T0 + timedelta(minutes=4))
     processor.step(T0 + timedelta(minutes=5))
+    return processor, incident
+
+
+def test_an_action_whose_kpi_does_not_recover_is_rolled_back(db: Client, shop) -> None:
+    client, state = shop
+    processor, incident = executed_failover(db, client, 2)
     processor.step(T0 + timedelta(minutes=14))  # 9 minutes after: still waiting
     assert [s for s, _ in steps(db, incident)] == ["proposed", "approved", "executed"]
     processor.step(T0 + timedelta(minutes=15))
@@ -211,12 +217,7 @@ def test_a_live_command_policy_produces_its_command_once_per_key_and_its_rollbac
 
 def test_an_action_on_an_incident_open_for_hours_is_still_rolled_back_when_it_resolves(db: Client, shop) -> None:
     client, state = shop
-    processor = ActionsProcessor(db, [LIVE], client)
-    incident = store_incident(db, 9)
-    processor.step(T0 + timedelta(minutes=3))
-    [action] = read_actions(db, T0)
-    record_approval(db, [LIVE], action.action_id, True, "S0PAYMENTS", T0 + timedelta(minutes=4))
-    processor.step(T0 + timedelta(minutes=5))
+    processor, incident = executed_failover(db, client, 9)
     later = T0 + timedelta(hours=9)  # the incident opened 9 h ago, the action's last step was 9 h ago
     store_incident(db, 9, resolved=later, version=later)
     processor.step(later + timedelta(minutes=1))

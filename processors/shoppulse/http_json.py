@@ -1,4 +1,5 @@
-"""One JSON answer from a ``http.server`` handler: status, content type and length, body."""
+"""One JSON answer from a ``http.server`` handler (status, content type and length, body), and the refusal
+its handlers answer with."""
 
 from __future__ import annotations
 
@@ -13,3 +14,11 @@ def answer_json(handler: BaseHTTPRequestHandler, status: int, body: object) -> N
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+class RefusedError(Exception):
+    """A request that is not taken: ``status`` is the HTTP answer, the message says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from shoppulse.http_json import RefusedError
+
 ANSWER_PATH = "/actions/answer"
 
 
-class LinkError(Exception):
+class LinkError(RefusedError):
     """A link that is not ours, was altered, or has expired; ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass(frozen=True)

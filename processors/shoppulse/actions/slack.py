@@ -33,6 +33,7 @@ from prometheus_client import Counter
 from shoppulse.actions.audit import ActionState
 from shoppulse.actions.decide import IncidentFacts
 from shoppulse.actions.policy import Policy
+from shoppulse.http_json import RefusedError
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,8 @@ class SlackError(Exception):
     """Slack refused a call, or did not answer; the message says which and what to do."""
 
 
-class InteractionError(Exception):
+class InteractionError(RefusedError):
     """A request to the interactivity endpoint that is not a genuine, fresh Slack click."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass(frozen=True)

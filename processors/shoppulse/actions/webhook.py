@@ -28,18 +28,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoppulse.http_json import RefusedError
+
 WEBHOOK_PATH = "/grafana/webhook"
 DEFAULT_SIGNATURE_HEADER = "X-Grafana-Alerting-Signature"  # http/hmac.go's default (its comment says otherwise)
 MAX_AGE_S = 300
 REMEMBERED_SIGNATURES = 10_000
 
 
-class WebhookError(Exception):
+class WebhookError(RefusedError):
     """A notification that is not taken; ``status`` is the HTTP answer, the message says why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass
