@@ -11,10 +11,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
+from shoppulse.actions.approvals import answer
+from shoppulse.actions.audit import read_actions
+from shoppulse.actions.execute import ShopAdminClient
+from shoppulse.actions.policy import Policy
+from shoppulse.actions.processor import ActionsProcessor
 from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import ExpressionError, Labels, evaluate
 from shoppulse.ascode.alerting.files import alerting_paths, load
@@ -37,6 +44,7 @@ from shoppulse.ascode.alerting.replay import (
 )
 from shoppulse.bench.detection import EXPECTED_KIND
 from shoppulse.devstack.recording import RecordedRun, recorded_run
+from shoppulse.devstack.shop_admin_standin import ShopState, shop_admin_standin
 from shoppulse.grafana.model import provisioned_datasources
 from shoppulse.loadgen.scenario import load_scenario
 from shoppulse.settings import load_settings
@@ -56,12 +64,45 @@ def countries_of(labels: Labels) -> set[str]:
     return {c for c in [named.get("country", ""), *named.get("countries", "").split(",")] if c}
 
 
+# A live policy for the recorded DE outage (every DE gateway fails alike, so the shipped failover, which
+# acts on one gateway carrying the outage, rightly does nothing): move DE's card payments off adyen.
+HOLD = Policy.model_validate({
+    "name": "de-payments-off-adyen", "mode": "live", "trigger": {
+        "incident_kinds": ["payment_failures"], "countries": ["DE"], "min_severity": "high", "min_duration": "2m"},
+    "action": {"http": {"method": "POST", "path": "/admin/payments/failover",
+                        "body": {"country": "{country}", "from_gateway": "adyen"}}},
+    "rollback": {"http": {"method": "POST", "path": "/admin/payments/failback",
+                          "body": {"country": "{country}", "gateway": "adyen"}}, "when": ["incident_resolved"]},
+    "approval": {"required": True, "approvers": ["U0ONCALL"], "expires_after": "15m"},
+    "limits": {"per_hour": 2, "per_country_per_hour": 1, "max_countries": 1}})
+
+
+def act_live(client: Client, run: RecordedRun) -> tuple[list[tuple[str, str, str]], ShopState]:
+    """The actions processor, live against a shop admin stand-in, over the incidents the pipeline's sidecar
+    stored, its clock stepping through the run every 30 s; on-call approves each proposal at once."""
+    with shop_admin_standin("shop-token") as (url, shop):
+        processor = ActionsProcessor(client, [HOLD], ShopAdminClient(url, "shop-token", pause_s=0.01))
+        now = run.start
+        while now <= run.end + AFTER_END:
+            processor.step(now)
+            for action in read_actions(client, run.begin):
+                if action.awaiting_approval:
+                    answer(client, [HOLD], action.action_id, True, now, "U0ONCALL",
+                           lambda approvers: "U0ONCALL" if "U0ONCALL" in approvers else None, "cli")
+            now += timedelta(seconds=30)
+        steps = [(str(kind), str(country), str(step)) for kind, country, step in client.query(
+            "SELECT i.kind, a.country, a.step FROM action_audit AS a INNER JOIN (SELECT incident_id, kind FROM "
+            "incidents FINAL) AS i USING incident_id ORDER BY a.at, indexOf(['proposed', 'approved', 'executed', "
+            "'rolled_back'], a.step)").result_rows]
+        return steps, shop
+
+
 def country_of(firing: Firing) -> str:
     return dict(firing.labels).get("country", "")
 
 
 @pytest.fixture(scope="module")
-def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[tuple]]]:
+def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[tuple], Any]]:
     scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
     # The command's rate (100 events/s): at lower rates FR's thin midday carts can hold the
     # abandonment rule's condition (four standard deviations of its band over the 0.1 floor) for less
@@ -80,13 +121,14 @@ def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[t
             [sys.executable, "-m", "shoppulse", "alerts", "replay", "--clickhouse-url", client.url,
              "--from", run.start.isoformat(), "--to", (run.start + COMMAND_SPAN).isoformat()],
             check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "CLICKHOUSE_PASSWORD": ""})
+        acted = act_live(client, run)
     assert command.returncode == 0, command.stderr[-2000:]
-    yield run, {r.uid: r for r in results}, command.stdout, regions
+    yield run, {r.uid: r for r in results}, command.stdout, regions, acted
 
 
 @pytest.mark.integration
 def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) -> None:
-    run, results, _, regions = replayed
+    run, results, _, regions, _ = replayed
     assert len(run.incidents) == 4
     for incident in run.incidents:
         firings = results[MATCHING_RULE[incident.incident.kind]].firings
@@ -101,7 +143,7 @@ def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) ->
 
 @pytest.mark.integration
 def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
-    run, results, _, _ = replayed
+    run, results, _, _, _ = replayed
     windows = [(i.start, i.end + AFTER_END, {*i.incident.countries, "ALL"}) for i in run.incidents]
     stray = [(uid, f) for uid, result in results.items() for f in result.firings
              if not any(start <= f.fired_at <= end and countries_of(f.labels) & countries
@@ -124,7 +166,7 @@ TOLD_AS_INCIDENTS = ("payment_outage", "flash_sale", "checkout_latency")
 def test_each_incident_the_sidecar_tells_pages_once_as_one_incident_of_its_kind(replayed) -> None:
     """On-call gets one notification group per receiver for each incident: the sidecar's incident,
     with its kind and countries, and every other alert about it grouped under it."""
-    run, results, printed, _ = replayed
+    run, results, printed, _, _ = replayed
     files = load(alerting_paths())
     tree = policy_tree(files)
     assert tree is not None
@@ -146,14 +188,26 @@ def test_each_incident_the_sidecar_tells_pages_once_as_one_incident_of_its_kind(
 
 
 @pytest.mark.integration
+def test_a_live_policy_acts_once_on_the_pipeline_s_incident_and_rolls_back_when_it_resolves(replayed) -> None:
+    """Through the real broker, ingestion, aggregation, sidecar and ClickHouse: the DE outage's incident is
+    proposed once, approved, executed once at the shop and rolled back when the sidecar resolves it;
+    no other incident (flash sale, latency, abandonment) triggers the payments policy."""
+    _run, _, _, _, (steps, shop) = replayed
+    assert steps == [("payment_failures", "DE", "proposed"), ("payment_failures", "DE", "approved"),
+                     ("payment_failures", "DE", "executed"), ("payment_failures", "DE", "rolled_back")], steps
+    assert [path for path, _ in shop.effects] == ["/admin/payments/failover", "/admin/payments/failback"]
+    assert shop.routes == {"DE": None}
+
+
+@pytest.mark.integration
 def test_a_prometheus_rule_is_reported_as_not_replayed(replayed) -> None:
-    _run, results, _, _ = replayed
+    _run, results, _, _, _ = replayed
     assert "Prometheus" in (results["shoppulse-pipeline-down"].skipped or "")
 
 
 @pytest.mark.integration
 def test_the_command_replays_a_database_that_holds_a_run(replayed) -> None:
-    run, results, printed, _ = replayed
+    run, results, printed, _, _ = replayed
     span_end = run.start + COMMAND_SPAN
     # What the full replay saw fire in the command's span; still firing where it resolved after the span.
     inside = [Firing(f.labels, f.fired_at, f.resolved_at if f.resolved_at and f.resolved_at <= span_end else None)
