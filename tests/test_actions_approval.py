@@ -179,7 +179,8 @@ def test_a_signed_link_answers_only_when_pressed_and_only_unaltered(stack: Stack
                           capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **stack.env})
     assert link.returncode == 0, link.stderr
     approve = next(line.split(": ", 1)[1] for line in link.stdout.splitlines() if line.startswith("approve: "))
-    assert requests.get(approve, timeout=10).status_code == 200  # opened (a link preview would do this): no answer
+    opened = requests.get(approve, timeout=10)  # as a link preview would: no answer
+    assert opened.status_code == 200 and "frame-ancestors 'none'" in opened.headers["Content-Security-Policy"]
     assert "approved" not in [s for s, _ in stack.steps()]
     fields = dict(parse_qsl(urlsplit(approve).query))
     altered = requests.post(f"{stack.endpoint_url}/actions/answer", data={**fields, "as": "U0STRANGER"}, timeout=10)

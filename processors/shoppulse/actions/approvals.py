@@ -2,9 +2,10 @@
 
 Only a proposal still awaiting approval can be answered, only by someone who answers as one of its
 policy's approvers, and only before it expires; the answer is appended to the audit with who gave it
-and how. Answers are taken one at a time, so a click delivered twice records one answer and tells
-the second it came too late. Once answered, the Slack request (if there is one) says so in place of
-its buttons.
+and how. A process takes its answers one at a time, so a click delivered twice records one answer
+and tells the second it came too late (answers from two processes at once, say the CLI and a click,
+may both be recorded; the action still runs once, under its idempotency key). Once answered, the
+Slack request (if there is one) says so in place of its buttons.
 """
 
 from __future__ import annotations
