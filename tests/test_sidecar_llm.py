@@ -5,6 +5,7 @@ falling back to the template when the model cannot answer."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess
 from fake_openai import fake_openai
+from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.explain import InsightPayload, template_insight
-from shoppulse.sidecar.llm import InsightWriter, cost_usd, prompt_for
+from shoppulse.sidecar.llm import Insight, InsightWriter, cost_usd, prompt_for
+from shoppulse.sidecar.rewording import Rewording
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-not-a-real-key"
@@ -98,3 +101,45 @@ def test_without_a_key_no_call_is_made(calls_db: Client) -> None:
     assert plain.write(payload(), OPENED, uuid.uuid4()).source == "template"
     assert calls(calls_db) == []
     assert prompt_for(payload()).startswith('{"baseline":0.03,')
+
+
+class HeldWriter:
+    """A model whose answer for each payload waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.release: dict[float, threading.Event] = {}
+
+    def write(self, payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID) -> Insight:
+        self.release.setdefault(payload.observed, threading.Event()).wait(30)
+        return Insight(f"the model's wording of {payload.observed}", "llm")
+
+
+def test_a_slow_rewording_of_an_older_version_never_replaces_a_newer_one(calls_db: Client) -> None:
+    """Version 1 and 2 of an incident's insight are written as templates and handed to the model; its
+    answer about version 2 comes first, its answer about version 1 after: the insight keeps version 2."""
+    model = HeldWriter()
+    rewording = Rewording(model, calls_db, INSIGHT_COLUMNS)  # type: ignore[arg-type]
+    insight_id, anomaly_id, incident_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def version(observed: float) -> list[object]:
+        p = payload(observed)
+        row: list[object] = [OPENED, insight_id, anomaly_id, p.metric, p.country, "critical",
+                             template_insight(p, OPENED), "template", json.dumps(p.as_dict(), sort_keys=True),
+                             incident_id]
+        calls_db.insert("insights", [row], column_names=INSIGHT_COLUMNS)
+        rewording.submit(p, OPENED, anomaly_id, row)
+        return row
+
+    def shown() -> tuple[str, str]:
+        [(text, source)] = calls_db.query("SELECT text, source FROM insights FINAL").result_rows
+        return str(text), str(source)
+
+    version(0.62)
+    version(0.81)
+    model.release.setdefault(0.81, threading.Event()).set()
+    deadline = time.monotonic() + 30
+    while shown()[1] != "llm" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    model.release.setdefault(0.62, threading.Event()).set()
+    rewording.shutdown(wait=True)
+    assert shown() == ("the model's wording of 0.81", "llm")

@@ -92,6 +92,8 @@ class Sidecar:
     insight_covers: dict[uuid.UUID, frozenset[uuid.UUID]] = field(default_factory=dict)  # the regions each told
     stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     usual_revenue: dict[str, UsualRevenue] = field(default_factory=dict)  # by country (and ALL)
+    # insights of this step to hand to ``explain`` once their template rows are written
+    to_reword: list[tuple[InsightPayload, datetime, uuid.UUID, list[object]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.incidents.onset_margin = timedelta(seconds=self.window_s)
@@ -317,6 +319,10 @@ class Sidecar:
             self.client.insert("anomalies", anomalies, column_names=ANOMALY_COLUMNS)
         if insights:
             self.client.insert("insights", insights, column_names=INSIGHT_COLUMNS)
+        if self.explain is not None:
+            for rewording in self.to_reword:
+                self.explain(*rewording)
+        self.to_reword.clear()
         if incident_rows:
             self.client.insert("incidents", incident_rows, column_names=INCIDENT_COLUMNS)
         self.on_change()
@@ -377,8 +383,8 @@ class Sidecar:
         row: list[object] = [incident.opened_at, insight_id, lead.anomaly_id, lead.metric, lead.country,
                              incident.severity(at), text, "template", json.dumps(payload.as_dict(), sort_keys=True),
                              incident.incident_id]
-        if self.explain is not None:  # the model's wording replaces the template's when it arrives
-            self.explain(payload, lead.opened_at, lead.anomaly_id, row)
+        if self.explain is not None:  # the model's wording replaces the template's, once that is written
+            self.to_reword.append((payload, lead.opened_at, lead.anomaly_id, row))
         return row
 
 

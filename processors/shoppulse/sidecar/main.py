@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from shoppulse import clickhouse
 from shoppulse.grafana_api import GrafanaClient, can_authenticate
@@ -15,7 +13,7 @@ from shoppulse.settings import Settings
 from shoppulse.sidecar.annotations import AnnotationSyncer
 from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.app import run as detect
-from shoppulse.sidecar.explain import InsightPayload
+from shoppulse.sidecar.rewording import Rewording
 from shoppulse.streaming import ProcessorStartError, serve_metrics
 
 log = logging.getLogger(__name__)
@@ -45,29 +43,18 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
                                         "insights": f"llm {settings.llm_model}" if settings.openai_api_key
                                         else "template"})
     client = clickhouse.connect(settings)
-    explain = None
-    pool = None
+    rewording = None
     if settings.openai_api_key:
         writer = InsightWriter(clickhouse.connect(settings), settings.openai_api_key, settings.llm_model,
                                settings.llm_daily_budget_usd, settings.llm_timeout_s, settings.llm_max_retries,
                                settings.openai_base_url)
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llm")
-        writer_client = clickhouse.connect(settings)
-
-        def reword(payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID, row: list[object]) -> None:
-            insight = writer.write(payload, opened_at, anomaly_id)
-            if insight.source != "template":
-                writer_client.insert("insights", [[*row[:6], insight.text, insight.source, *row[8:]]],
-                                     column_names=INSIGHT_COLUMNS)
-
-        def explain(payload: InsightPayload, opened_at: datetime, anomaly_id: uuid.UUID, row: list[object]) -> None:
-            assert pool is not None
-            pool.submit(reword, payload, opened_at, anomaly_id, row)
+        rewording = Rewording(writer, clickhouse.connect(settings), INSIGHT_COLUMNS)
     try:
-        detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up, explain=explain)
+        detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up,
+               explain=rewording.submit if rewording else None)
     finally:
         if syncer:
             syncer.stop()
-        if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if rewording:
+            rewording.shutdown()
         client.close()
