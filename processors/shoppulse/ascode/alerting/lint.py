@@ -6,7 +6,6 @@ result checked to be alerting data, PromQL through promtool, and every template 
 from __future__ import annotations
 
 import re
-import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +18,7 @@ from shoppulse.ascode.alerting import gotemplate
 from shoppulse.ascode.alerting.evaluate import EXPRESSION_UID, NotEvaluableError, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import EXPRESSION_TYPES, ExpressionError, parse_math, references
 from shoppulse.ascode.alerting.files import AlertingFiles, Located, load, parse_duration
+from shoppulse.ascode.alerting.mute import MuteTimingError, TimeInterval
 from shoppulse.grafana.clickhouse_plugin import target_problems
 from shoppulse.grafana.model import (
     CLICKHOUSE_TYPE,
@@ -50,12 +50,10 @@ BUILTIN_TEMPLATES = frozenset({"default.title", "default.message", "__subject", 
                                "__text_alert_list", "__teams_text_alert_list", "slack.default.title",
                                "slack.default.text", "pagerduty.default.description", "teams.default.message"})
 MATCHER_OPERATORS = ("=", "!=", "=~", "!~")
-WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 _UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _RUNBOOK = re.compile(r"^\$\{SHOPPULSE_RUNBOOK_BASE_URL\}/([\w.-]+\.md)$")
 _LABEL_REF = re.compile(r"\$labels\.(\w+)")
 _VALUE_REF = re.compile(r"\$values\.(\w+)")
-_TIME = re.compile(r"^([01]\d|2[0-4]):[0-5]\d$")
 # The fields Grafana's file reader knows; it ignores any other key, so a typo silently drops a setting.
 KNOWN_KEYS = {
     "group": {"orgId", "name", "folder", "interval", "rules"},
@@ -385,22 +383,15 @@ def _policy_problems(files: AlertingFiles, receivers: set[str]) -> list[Problem]
 
 
 def _mute_timing_problems(files: AlertingFiles) -> list[Problem]:
+    """What Alertmanager's time-interval parser refuses in each interval (mute.py reads them alike)."""
     problems = []
     for timing in files.items("muteTimes"):
         where = f"mute timing {timing.item.get('name')}"
         for interval in timing.item.get("time_intervals") or []:
-            for span in interval.get("times") or []:
-                if not all(_TIME.match(str(span.get(k, ""))) for k in ("start_time", "end_time")):
-                    problems.append(timing.problem(where, f"times {span!r}: start_time and end_time as HH:MM"))
-            for day in interval.get("weekdays") or []:
-                if any(part.strip().lower() not in WEEKDAYS for part in str(day).split(":")):
-                    problems.append(timing.problem(where, f"weekday {day!r} is not a day name or a range of them"))
-            location = interval.get("location")
-            if location is not None:
-                try:
-                    zoneinfo.ZoneInfo(str(location))
-                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                    problems.append(timing.problem(where, f"location {location!r} is not an IANA time zone"))
+            try:
+                TimeInterval.parse(interval if isinstance(interval, dict) else {})
+            except MuteTimingError as exc:
+                problems.append(timing.problem(where, str(exc)))
     return problems
 
 

@@ -3,7 +3,9 @@ routes each alert (its labels as Grafana builds them), groups it by the route's 
 notifies after ``group_wait``, then every ``group_interval`` while the group changes, and every
 ``repeat_interval`` while it keeps firing — the rules of Alertmanager's dispatcher and its dedup
 stage (``dispatch/route.go``, ``dispatch/dispatch.go``, ``notify/notify.go``), which Grafana's
-alerting embeds. Mute timings are not applied (a replay is not on the maintenance calendar)."""
+alerting embeds. A route's mute timings hold its notifications back while they last, and its active
+timings let them out only while they last (``mute.py``; the notification is sent at the first flush
+outside them, as Alertmanager's time-mute stage leaves it unsent and unlogged)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 from shoppulse.ascode.alerting.expressions import Labels
 from shoppulse.ascode.alerting.files import AlertingFiles, parse_duration
+from shoppulse.ascode.alerting.mute import TimeInterval, mute_timings, muted
 from shoppulse.ascode.alerting.replay import Firing, RuleReplay, offset
 
 # Grafana's defaults for its root policy (pkg/services/ngalert/notifier/... default configuration).
@@ -36,6 +39,11 @@ class Route:
     keep_going: bool  # ``continue``
     routes: tuple[Route, ...]
     path: str  # where in the tree, for the group key
+    mute: tuple[TimeInterval, ...] = ()  # its own mute_time_intervals (not inherited, as in Alertmanager)
+    active: tuple[TimeInterval, ...] = ()  # its own active_time_intervals: notify only within them
+
+    def silent_at(self, moment: datetime) -> bool:
+        return muted(self.mute, moment) or (bool(self.active) and not muted(self.active, moment))
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(_matcher_holds(labels.get(name, ""), op, value) for name, op, value in self.matchers)
@@ -66,9 +74,13 @@ def _matcher_holds(actual: str, op: str, value: str) -> bool:
     return anchored if op == "=~" else not anchored
 
 
-def _route(item: dict[str, Any], parent: Route | None, path: str) -> Route:
+def _route(item: dict[str, Any], parent: Route | None, path: str,
+           timings: dict[str, tuple[TimeInterval, ...]]) -> Route:
     def timer(key: str, inherited: timedelta | None, default: timedelta) -> timedelta:
         return parse_duration(item.get(key)) or inherited or default
+
+    def intervals(key: str) -> tuple[TimeInterval, ...]:
+        return tuple(i for name in item.get(key) or [] for i in timings.get(str(name), ()))
 
     group_by = tuple(item["group_by"]) if item.get("group_by") else (parent.group_by if parent else DEFAULT_GROUP_BY)
     shell = Route(
@@ -78,16 +90,18 @@ def _route(item: dict[str, Any], parent: Route | None, path: str) -> Route:
         group_wait=timer("group_wait", parent.group_wait if parent else None, DEFAULT_GROUP_WAIT),
         group_interval=timer("group_interval", parent.group_interval if parent else None, DEFAULT_GROUP_INTERVAL),
         repeat_interval=timer("repeat_interval", parent.repeat_interval if parent else None, DEFAULT_REPEAT_INTERVAL),
-        keep_going=bool(item.get("continue")), routes=(), path=path)
-    children = tuple(_route(child, shell, f"{path}/{i}") for i, child in enumerate(item.get("routes") or [])
-                     if isinstance(child, dict))
+        keep_going=bool(item.get("continue")), routes=(), path=path,
+        mute=intervals("mute_time_intervals"), active=intervals("active_time_intervals"))
+    children = tuple(_route(child, shell, f"{path}/{i}", timings)
+                     for i, child in enumerate(item.get("routes") or []) if isinstance(child, dict))
     return replace(shell, routes=children)
 
 
 def policy_tree(files: AlertingFiles) -> Route | None:
     """The provisioned root policy (the first tree; lint reports a second); None when none is provisioned."""
+    timings = mute_timings(m.item for m in files.items("muteTimes"))
     for policy in files.items("policies"):
-        return _route(policy.item, None, "root")
+        return _route(policy.item, None, "root", timings)
     return None
 
 
@@ -156,8 +170,9 @@ def dispatch(tree: Route, alerts: list[Alert], until: datetime,
         at = group.next_flush
         firing = frozenset(k for k, a in group.alerts.items() if a.firing_at(at))
         resolved = frozenset(group.alerts) - firing
-        if _needs_update(log.get(group.key), firing, resolved, at, group.route.repeat_interval,
-                         group.route.receiver not in no_resolved):
+        if not group.route.silent_at(at) and _needs_update(log.get(group.key), firing, resolved, at,
+                                                            group.route.repeat_interval,
+                                                            group.route.receiver not in no_resolved):
             sent.append(Notification(group.route.receiver, group.key, at, firing, resolved))
             log[group.key] = _Sent(firing, resolved, at)
         for labels in resolved:  # a resolved alert leaves its group once it was flushed
