@@ -51,3 +51,15 @@ def test_a_setting_read_from_two_names_prefers_ours_and_is_named_when_bad(monkey
     monkeypatch.setenv("SHOPPULSE_ACTIONS_PUBLIC_URL", "actions.example.com")
     with pytest.raises(SettingsError, match=r"^bad setting SHOPPULSE_ACTIONS_PUBLIC_URL='actions\.example\.com'"):
         load_settings()
+
+
+def test_every_secret_setting_is_redacted_wherever_it_is_printed() -> None:
+    """A setting hidden from repr is a secret: its variable is one the CLI's and the logs' redaction knows,
+    and a setting that is a URL may carry credentials, which the redaction strips too."""
+    from shoppulse.redact import SECRET_VARIABLES, URL_VARIABLES
+    from shoppulse.settings import Settings, _env_name
+
+    secrets = {_env_name(name) for name, info in Settings.model_fields.items() if not info.repr}
+    assert secrets <= set(SECRET_VARIABLES), secrets - set(SECRET_VARIABLES)
+    urls = {_env_name(name) for name in Settings.model_fields if name.endswith("_url")} - {"SLACK_WEBHOOK_URL"}
+    assert urls <= set(URL_VARIABLES), urls - set(URL_VARIABLES)
