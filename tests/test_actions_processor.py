@@ -25,7 +25,9 @@ from shoppulse.actions.commands import KafkaCommandSender
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import Policy
 from shoppulse.actions.processor import ActionsProcessor
+from shoppulse.actions.slack import SlackApprovals
 from shoppulse.devstack.shop_admin_standin import ShopState, shop_admin_standin
+from shoppulse.devstack.slack_standin import slack_standin
 
 pytestmark = pytest.mark.integration
 TOKEN = "shop-admin-token"
@@ -223,3 +225,18 @@ def test_an_action_on_an_incident_open_for_hours_is_still_rolled_back_when_it_re
     processor.step(later + timedelta(minutes=1))
     assert [s for s, _ in steps(db, incident)] == ["proposed", "approved", "executed", "rolled_back"]
     assert state.routes == {"BR": None}
+
+
+def test_a_rate_limited_approval_request_waits_for_slack_s_retry_after(db: Client, shop) -> None:
+    client, _state = shop
+    with slack_standin("xoxb-bot", "signing", {"C0OK": True}, {}) as (api, slack):
+        slack.rate_limit_next = 1  # 429, Retry-After: 1
+        processor = ActionsProcessor(db, [LIVE], client, slack=SlackApprovals("xoxb-bot", "C0OK", "signing", api))
+        incident = store_incident(db, 10)
+        at = T0 + timedelta(minutes=3)
+        processor.step(at)
+        processor.step(at + timedelta(milliseconds=500))  # within Retry-After: Slack is not called again
+        assert slack.calls == ["chat.postMessage"] and steps(db, incident) == [("proposed", "shoppulse")]
+        processor.step(at + timedelta(seconds=2))
+        assert slack.calls == ["chat.postMessage", "chat.postMessage"] and len(slack.messages) == 1
+        assert [s for s, _ in steps(db, incident)] == ["proposed", "approval_requested"]

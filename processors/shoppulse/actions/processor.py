@@ -62,6 +62,7 @@ class ActionsProcessor:
         self.commands = commands
         self.kill_switch = kill_switch
         self.slack = slack
+        self.ask_again_at: dict[uuid.UUID, datetime] = {}  # an approval request Slack refused: not before then
 
     def step(self, now: datetime) -> None:
         incidents = {i.incident_id: i for i in incidents_in_play(self.client, now - LOOK_BACK, now)}
@@ -117,13 +118,16 @@ class ActionsProcessor:
             self._record(action, "expired", now, f"no approval within {policy.approval.expires_after}")
             close_request(self.slack, action, policy, f"expired: no approval within {policy.approval.expires_after}")
             return
-        if action.latest == "proposed" and self.slack is not None:
+        again = self.ask_again_at.get(action.action_id)
+        if action.latest == "proposed" and self.slack is not None and (again is None or now >= again):
             try:
                 where = self.slack.ask(action, policy, incident, f"{expiry:%H:%M} UTC")
-            except SlackError as exc:  # asked again on the next pass; the CLI and links still answer
+            except SlackError as exc:  # asked again after Slack's Retry-After (or a minute); the CLI and links answer
+                self.ask_again_at[action.action_id] = now + timedelta(seconds=exc.retry_after)
                 log.warning("approval request not posted", extra={"action_id": str(action.action_id),
-                                                                  "error": str(exc)})
+                                                                  "error": str(exc), "retry_after_s": exc.retry_after})
                 return
+            self.ask_again_at.pop(action.action_id, None)
             self._record(action, "approval_requested", now, f"asked in Slack ({where['channel']})", where)
 
     def _advance(self, action: ActionState, policy: Policy, incident: IncidentFacts, now: datetime) -> None:

@@ -44,7 +44,12 @@ CALLS = Counter("shoppulse_actions_slack_calls", "Slack Web API calls of the act
 
 
 class SlackError(Exception):
-    """Slack refused a call, or did not answer; the message says which and what to do."""
+    """Slack refused a call, or did not answer; the message says which and what to do. ``retry_after``:
+    the seconds Slack asked to wait (its 429's Retry-After), else how long a retry should wait."""
+
+    def __init__(self, message: str, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InteractionError(RefusedError):
@@ -91,7 +96,9 @@ class SlackApprovals:
             raise SlackError(f"Slack's {method} did not answer ({type(exc).__name__})") from exc
         if answer.status_code == 429:
             CALLS.labels(method, "rate_limited").inc()
-            raise SlackError(f"Slack rate-limits {method} (retry after {answer.headers.get('Retry-After', '?')} s)")
+            wait = answer.headers.get("Retry-After", "")
+            raise SlackError(f"Slack rate-limits {method} (retry after {wait or '?'} s)",
+                             float(wait) if wait.isdigit() else 60.0)
         try:
             result = answer.json()
         except ValueError as exc:
