@@ -19,7 +19,7 @@ from kafka.admin import NewTopic
 
 from checkout import ROOT
 from conftest import EndpointProcess
-from shoppulse.actions.approvals import answer
+from shoppulse.actions.approvals import answer, as_listed
 from shoppulse.actions.audit import read_actions
 from shoppulse.actions.commands import KafkaCommandSender
 from shoppulse.actions.execute import ShopAdminClient
@@ -65,7 +65,7 @@ def record_approval(client: Client, policies: list[Policy], action_id: uuid.UUID
                     at: datetime) -> str:
     """An answer as ``shoppulse actions approve|reject --as approver`` gives it."""
     return answer(client, policies, action_id, approve, at, approver,
-                  lambda approvers: approver if approver in approvers else None, "cli").said
+                  as_listed(approver), "cli").said
 
 
 def steps(client: Client, incident_id: uuid.UUID) -> list[tuple[str, str]]:

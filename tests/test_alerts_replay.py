@@ -17,7 +17,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
-from shoppulse.actions.approvals import answer
+from shoppulse.actions.approvals import answer, as_listed
 from shoppulse.actions.audit import read_actions
 from shoppulse.actions.execute import ShopAdminClient
 from shoppulse.actions.policy import Policy
@@ -88,7 +88,7 @@ def act_live(client: Client, run: RecordedRun) -> tuple[list[tuple[str, str, str
             for action in read_actions(client, run.begin):
                 if action.awaiting_approval:
                     answer(client, [HOLD], action.action_id, True, now, "U0ONCALL",
-                           lambda approvers: "U0ONCALL" if "U0ONCALL" in approvers else None, "cli")
+                           as_listed("U0ONCALL"), "cli")
             now += timedelta(seconds=30)
         steps = [(str(kind), str(country), str(step)) for kind, country, step in client.query(
             "SELECT i.kind, a.country, a.step FROM action_audit AS a INNER JOIN (SELECT incident_id, kind FROM "

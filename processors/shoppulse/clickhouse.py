@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from clickhouse_connect import get_client
 from clickhouse_connect.driver.client import Client
 
@@ -27,3 +29,8 @@ def connect(settings: Settings, database: str | None = None, **client_settings: 
         send_receive_timeout=SEND_RECEIVE_TIMEOUT_S,
         settings=client_settings or None,
     )
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A DateTime64(…, 'UTC') value as clickhouse-connect hands it back (naive) marked as the UTC it is."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -213,7 +213,8 @@ class RawByteError(ValueError):
         self.offset = offset
 
 
-def _raw(ch: str) -> bool:
+def is_raw_byte(ch: str) -> bool:
+    """A byte that was not UTF-8, as ``surrogateescape`` decoding keeps it."""
     return "\udc80" <= ch <= "\udcff"
 
 
@@ -222,14 +223,14 @@ def escape_raw_bytes(text: str) -> str:
     ``\\xHH`` escape inside string literals (so the literal holds exactly those bytes, as a ClickHouse
     server reads the raw query) and dropped from comments (which the server ignores). Such a byte
     anywhere else is an error, as the server's lexer has no token for it."""
-    if not any(_raw(ch) for ch in text):
+    if not any(is_raw_byte(ch) for ch in text):
         return text
     kinds = [""] * len(text)  # "" is whitespace or a comment: what no token covers
     for token in tokens(text):
         kinds[token.start:token.end] = [token.kind] * (token.end - token.start)
     out = []
     for offset, (ch, kind) in enumerate(zip(text, kinds, strict=True)):
-        if not _raw(ch):
+        if not is_raw_byte(ch):
             out.append(ch)
         elif kind == "string":
             out.append(f"\\x{ord(ch) - 0xDC00:02X}")

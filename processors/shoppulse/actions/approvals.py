@@ -83,6 +83,19 @@ def _answer(client: Client, policies: Sequence[Policy], found: list[ActionState]
     return Answer(True, f"action {action_id} {step} by {actor}", action, policy)
 
 
+def as_listed(approver: str) -> Callable[[list[str]], str | None]:
+    """``answers_as`` for someone who names the approver they answer as (the CLI's --as, a signed link):
+    that approver, if the policy lists it."""
+    return lambda approvers: approver if approver in approvers else None
+
+
+def announce(slack: SlackApprovals | None, result: Answer, approve: bool, who: str, at: datetime) -> None:
+    """Tell in Slack what became of a recorded answer: the request's buttons make way for it."""
+    if result.recorded and result.action is not None and result.policy is not None:
+        close_request(slack, result.action, result.policy,
+                      f"{'approved' if approve else 'rejected'} by {who} at {at:%H:%M} UTC")
+
+
 def close_request(slack: SlackApprovals | None, action: ActionState, policy: Policy, outcome: str) -> None:
     """Replace the Slack request's buttons with the outcome (nothing when it was not asked in Slack)."""
     where = action.response("approval_requested")

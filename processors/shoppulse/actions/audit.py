@@ -18,12 +18,13 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast, get_args
 
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.actions.decide import ENDED, Decision, PastAction
+from shoppulse.clickhouse import as_utc
 
 Step = Literal["proposed", "refused", "approval_requested", "approved", "rejected", "expired", "executed", "failed",
                "rolled_back"]
@@ -81,10 +82,6 @@ class ActionState:
         return next((r for (name, _, _), r in zip(self.steps, self.responses, strict=False) if name == step), None)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def read_actions(client: Client, since: datetime, action: uuid.UUID | None = None) -> list[ActionState]:
     """Every action with a step since ``since`` or still in force, however old (an action executed hours
     ago still awaits its rollback), or just ``action``; with all its steps."""
@@ -98,7 +95,7 @@ def read_actions(client: Client, since: datetime, action: uuid.UUID | None = Non
         "AND ({action:Nullable(UUID)} IS NULL OR action_id = {action:Nullable(UUID)}) "
         "GROUP BY action_id", parameters={"since": since.replace(tzinfo=None), "action": action}).result_rows
     return [ActionState(uuid.UUID(str(a)), str(p), uuid.UUID(str(i)), str(c), cast(Mode, str(m)),
-                        tuple((str(step), _utc(at), str(actor)) for step, at, actor, _ in steps),
+                        tuple((str(step), as_utc(at), str(actor)) for step, at, actor, _ in steps),
                         json.loads(request or "{}"), json.loads(rollback or "{}"),
                         tuple(json.loads(response) if response else {} for *_, response in steps))
             for a, p, i, c, m, steps, request, rollback in rows]
@@ -121,5 +118,5 @@ def recent_actions(client: Client, now: datetime, mode: Mode) -> list[PastAction
         "SELECT action_id, policy, country, state, proposed_at FROM actions "
         "WHERE mode = {mode:String} AND updated_at >= {since:DateTime64(3)}",
         parameters={"mode": mode, "since": (now - REMEMBERED).replace(tzinfo=None)}).result_rows
-    return [PastAction(uuid.UUID(str(action_id)), str(policy), str(country), str(step), _utc(at))
+    return [PastAction(uuid.UUID(str(action_id)), str(policy), str(country), str(step), as_utc(at))
             for action_id, policy, country, step, at in rows]

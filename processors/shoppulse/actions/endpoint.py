@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter
 
-from shoppulse.actions.approvals import Answer, answer, close_request
+from shoppulse.actions.approvals import Answer, announce, answer, as_listed
 from shoppulse.actions.links import ANSWER_PATH, LinkError, verify_link
 from shoppulse.actions.policy import Policy
 from shoppulse.actions.slack import Click, InteractionError, SlackApprovals, SlackError
@@ -63,25 +63,20 @@ class Endpoint:
                 log.warning("slack approver check failed", extra={"error": str(exc)})
                 return None
 
-        result = answer(self.client, self.policies, click.action_id, click.approve, datetime.now(UTC),
+        now = datetime.now(UTC)
+        result = answer(self.client, self.policies, click.action_id, click.approve, now,
                         f"slack:{click.user_id}", answers_as, "slack")
         if result.recorded:
-            self._announce(result, click.approve, f"<@{click.user_id}>")
+            announce(slack, result, click.approve, f"<@{click.user_id}>", now)
         else:
             slack.tell(click, result.said)
 
-    def _announce(self, result: Answer, approve: bool, who: str) -> None:
-        if result.action is not None and result.policy is not None:
-            close_request(self.slack, result.action, result.policy,
-                          f"{'approved' if approve else 'rejected'} by {who} at {datetime.now(UTC):%H:%M} UTC")
-
     def link_answer(self, fields: dict[str, str]) -> Answer:
         signed = verify_link(self.link_secret, fields)
-        result = answer(self.client, self.policies, signed.action_id, signed.approve, datetime.now(UTC),
-                        f"link:{signed.approver}",
-                        lambda approvers: signed.approver if signed.approver in approvers else None, "link")
-        if result.recorded:
-            self._announce(result, signed.approve, f"{signed.approver} (link)")
+        now = datetime.now(UTC)
+        result = answer(self.client, self.policies, signed.action_id, signed.approve, now,
+                        f"link:{signed.approver}", as_listed(signed.approver), "link")
+        announce(self.slack, result, signed.approve, f"{signed.approver} (link)", now)
         return result
 
 
@@ -112,6 +107,10 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(page)
 
+        def _refuse_link(self, refused: LinkError) -> None:
+            REQUESTS.labels(ANSWER_PATH, f"refused_{refused.status}").inc()
+            self._html(refused.status, _page("This link does not answer anything", html.escape(str(refused))))
+
         def _body(self) -> bytes | None:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
@@ -127,8 +126,7 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             try:
                 signed = verify_link(endpoint.link_secret, fields)
             except LinkError as refused:
-                REQUESTS.labels(ANSWER_PATH, f"refused_{refused.status}").inc()
-                self._html(refused.status, _page("This link does not answer anything", html.escape(str(refused))))
+                self._refuse_link(refused)
                 return
             verb = "Approve" if signed.approve else "Reject"
             hidden = "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(v)}'>"
@@ -193,8 +191,7 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             try:
                 result = endpoint.link_answer(dict(parse_qsl(body.decode("utf-8", "replace"))))
             except LinkError as refused:
-                REQUESTS.labels(ANSWER_PATH, f"refused_{refused.status}").inc()
-                self._html(refused.status, _page("This link does not answer anything", html.escape(str(refused))))
+                self._refuse_link(refused)
                 return
             REQUESTS.labels(ANSWER_PATH, "recorded" if result.recorded else "refused_409").inc()
             self._html(200 if result.recorded else 409,

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.actions.decide import Contributor, IncidentFacts
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else (moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+from shoppulse.clickhouse import as_utc
 
 
 def stored_incidents(client: Client, begin: datetime, end: datetime) -> list[IncidentFacts]:
@@ -26,10 +23,9 @@ def _read(client: Client, where: str, begin: datetime, end: datetime) -> list[In
         parameters={"begin": begin.replace(tzinfo=None), "end": end.replace(tzinfo=None)}).result_rows
     incidents = []
     for incident_id, kind, countries, severity, opened_at, resolved_at, dimensions, values, shares, story in rows:
-        opened = _utc(opened_at)
-        assert opened is not None
         incidents.append(IncidentFacts(
-            uuid.UUID(str(incident_id)), str(kind), tuple(countries), str(severity), opened, _utc(resolved_at),
+            uuid.UUID(str(incident_id)), str(kind), tuple(countries), str(severity), as_utc(opened_at),
+            None if resolved_at is None else as_utc(resolved_at),
             tuple(Contributor(str(d), str(v), float(s)) for d, v, s in zip(dimensions, values, shares, strict=True)),
             str(story)))
     return incidents

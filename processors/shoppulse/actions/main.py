@@ -35,11 +35,10 @@ def run(settings: Settings, stop: threading.Event) -> None:
     if calling and not (settings.shop_admin_url and settings.shop_admin_token):
         raise ProcessorStartError(f"the live policies {', '.join(calling)} call the shop's admin API: set "
                                   "SHOPPULSE_SHOP_ADMIN_URL and SHOPPULSE_SHOP_ADMIN_TOKEN, or make them mode: dry_run")
-    sending = any(p.mode == "live" and (p.action.kafka or (p.rollback and p.rollback.kafka)) for p in policies)
-    commands = KafkaCommandSender(settings.kafka_bootstrap) if sending else None
+    topics = sorted({c.kafka.topic for p in policies if p.mode == "live"
+                     for c in (p.action, p.rollback) if c is not None and c.kafka is not None})
+    commands = KafkaCommandSender(settings.kafka_bootstrap) if topics else None
     if commands is not None:
-        topics = sorted({c.kafka.topic for p in policies if p.mode == "live"
-                         for c in (p.action, p.rollback) if c is not None and c.kafka is not None})
         try:
             missing = commands.missing_topics(topics)
         except ConnectionError as exc:

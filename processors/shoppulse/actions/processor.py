@@ -47,6 +47,12 @@ STEPS = Counter("shoppulse_actions_steps", "Steps of automated actions", ["polic
 LOOK_BACK = timedelta(hours=6)  # how long a resolved incident or an ended action stays in a pass's view
 
 
+def _counted(policy: str, country: str, action_id: uuid.UUID, step: str, mode: Mode, **why: str) -> None:
+    """A step on record: counted per policy, step and mode, and logged (with its reason or detail)."""
+    STEPS.labels(policy, step, mode).inc()
+    log.info(f"action {step}", extra={"policy": policy, "country": country, "action_id": str(action_id), **why})
+
+
 def rollback_key(action_id: uuid.UUID) -> uuid.UUID:
     """The idempotency key of an action's rollback (another call than the action's own)."""
     return uuid.uuid5(action_id, "rollback")
@@ -78,10 +84,8 @@ class ActionsProcessor:
                 record_decisions(self.client, decisions, mode)
                 proposed += len(decisions)
                 for decision in decisions:
-                    STEPS.labels(decision.policy.name, decision.outcome, mode).inc()
-                    log.info(f"action {decision.outcome}", extra={
-                        "policy": decision.policy.name, "country": decision.country,
-                        "action_id": str(decision.action_id), "reason": decision.reason})
+                    _counted(decision.policy.name, decision.country, decision.action_id, decision.outcome, mode,
+                             reason=decision.reason)
                     history.append(PastAction(decision.action_id, decision.policy.name, decision.country,
                                               decision.outcome, now))
         if proposed:  # the new proposals move on in this same pass
@@ -96,9 +100,7 @@ class ActionsProcessor:
     def _record(self, action: ActionState, step: Step, now: datetime, detail: str = "",
                 response: dict[str, Any] | None = None) -> None:
         record_step(self.client, action, step, now, detail=detail, response=response)
-        STEPS.labels(action.policy, step, action.mode).inc()
-        log.info(f"action {step}", extra={"policy": action.policy, "country": action.country,
-                                          "action_id": str(action.action_id), "detail": detail})
+        _counted(action.policy, action.country, action.action_id, step, action.mode, detail=detail)
 
     def _send(self, request: dict[str, Any], key: uuid.UUID, mode: Mode) -> Outcome:
         if mode != "live":
@@ -115,6 +117,7 @@ class ActionsProcessor:
         expiry = expires_at(action, policy)
         assert expiry is not None and policy.approval is not None
         if now >= expiry:
+            self.ask_again_at.pop(action.action_id, None)
             self._record(action, "expired", now, f"no approval within {policy.approval.expires_after}")
             close_request(self.slack, action, policy, f"expired: no approval within {policy.approval.expires_after}")
             return

@@ -67,19 +67,17 @@ def _action_id(action_id: str) -> uuid.UUID:
 
 def _answer(action_id: str, approver: str, approve: bool) -> None:
     from shoppulse import clickhouse
-    from shoppulse.actions.approvals import answer, close_request
+    from shoppulse.actions.approvals import announce, answer, as_listed
     from shoppulse.actions.main import slack_approvals
 
     key = _action_id(action_id)
     policies = action_policies_or_fail()
     settings = settings_or_fail()
-    result = answer(clickhouse.connect(settings), policies, key, approve, datetime.now(UTC), approver,
-                    lambda approvers: approver if approver in approvers else None, "cli")
+    now = datetime.now(UTC)
+    result = answer(clickhouse.connect(settings), policies, key, approve, now, approver, as_listed(approver), "cli")
     if not result.recorded:
         fail(result.said)
-    if result.action is not None and result.policy is not None:
-        close_request(slack_approvals(settings), result.action, result.policy,
-                      f"{'approved' if approve else 'rejected'} by {approver} (command line)")
+    announce(slack_approvals(settings), result, approve, f"{approver} (command line)", now)
     console.print(result.said, highlight=False)
 
 

@@ -87,6 +87,7 @@ from shoppulse.sql_text import (
     UnterminatedError,
     escape_raw_bytes,
     into_outfile,
+    is_raw_byte,
     output_format,
     split_insert,
 )
@@ -325,7 +326,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(query_string, keep_blank_values=True, max_num_fields=MAX_URL_PARAMS,
                                 errors="surrogateescape"))  # the query keeps its raw bytes (see _escaped)
         for name, value in params.items():
-            if name != "query" and any("\udc80" <= ch <= "\udcff" for ch in name + value):
+            if name != "query" and any(is_raw_byte(ch) for ch in name + value):
                 raise ClickHouseError(CANNOT_PARSE_TEXT, f"The parameter {name[:100]!r} is not valid UTF-8 "
                                                          "(CANNOT_PARSE_TEXT)")
         if params.get("role"):  # the embedded engine has no user directories, so no role exists

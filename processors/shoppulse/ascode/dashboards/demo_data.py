@@ -353,7 +353,6 @@ def action_rows(plan: DemoPlan) -> list[list[Any]]:
         sort_keys=True)
     undo = json.dumps({"http": {"method": "POST", "path": "/admin/payments/failback", "body": {
         "country": incident.country, "gateway": gateway}}}, sort_keys=True)
-    action, about = uuid.UUID(int=plan.seed + 30), uuid.UUID(int=plan.seed + 20)
     steps = [
         (opened + timedelta(minutes=2), "proposed", "shoppulse",
          f"payment_failures in {incident.country}, critical; gateway {gateway} carries 93 % of the extra failures", ""),
