@@ -45,6 +45,22 @@ def test_a_gateway_outage_proposes_the_failover_of_that_gateway_once() -> None:
     assert again.action_id == decision.action_id  # the same key for the same policy, incident and country
 
 
+def test_a_flooded_campaign_proposes_its_pause_as_a_marketing_command() -> None:
+    pause = Policy.model_validate(yaml.safe_load((ROOT / "actions" / "pause-campaign.yaml").read_text()))
+    flooded = Contributor("campaign", "de-search", 0.93)
+    incident = outage(("DE",), kind="campaign_spend_without_orders", contributors=(flooded,))
+    [decision] = decide([FAILOVER, pause], incident, T0 + timedelta(minutes=3), [])
+    assert decision.policy.name == "pause-campaign" and decision.needs_approval
+    assert decision.request == {"kafka": {"topic": "shop.marketing.commands", "key": "de-search", "message": {
+        "command": "pause_campaign", "campaign_id": "de-search", "country": "DE",
+        "reason": f"shoppulse incident {uuid.UUID(int=1)}"}}}
+    assert decision.rollback["kafka"]["message"]["command"] == "resume_campaign"
+    # extra clicks spread over both campaigns name none that carries 80 %: nothing to pause
+    spread = outage(("DE",), kind="campaign_spend_without_orders", contributors=(
+        Contributor("campaign", "de-search", 0.6), Contributor("campaign", "de-social", 0.4)))
+    assert decide([pause], spread, T0 + timedelta(minutes=3), []) == []
+
+
 def test_an_incident_the_policy_does_not_cover_proposes_nothing() -> None:
     at = T0 + timedelta(minutes=5)
     assert decide([FAILOVER], outage(severity="medium"), at, []) == []

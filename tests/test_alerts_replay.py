@@ -55,7 +55,8 @@ pytestmark = pytest.mark.timeout(1500)
 AFTER_END = timedelta(minutes=20)  # sessions close 5 min after their last event; the rules look back 15 min
 # The rule that must fire for each kind of incident (the sidecar's may name the store-wide series).
 MATCHING_RULE = {"payment_outage": "shoppulse-payment-failure-rate", "flash_sale": "shoppulse-sidecar-anomaly",
-                 "checkout_latency": "shoppulse-sidecar-anomaly", "abandonment_surge": "shoppulse-abandonment-spike"}
+                 "checkout_latency": "shoppulse-sidecar-anomaly", "abandonment_surge": "shoppulse-abandonment-spike",
+                 "ad_click_flood": "shoppulse-sidecar-anomaly"}
 
 
 def countries_of(labels: Labels) -> set[str]:
@@ -129,7 +130,7 @@ def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[t
 @pytest.mark.integration
 def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) -> None:
     run, results, _, regions, _ = replayed
-    assert len(run.incidents) == 4
+    assert len(run.incidents) == 5
     for incident in run.incidents:
         firings = results[MATCHING_RULE[incident.incident.kind]].firings
         for country in incident.incident.countries:

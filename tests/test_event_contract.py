@@ -45,13 +45,13 @@ def test_checked_in_json_schemas_are_generated_from_the_models() -> None:
         assert path.read_text() == render_schema(schema), f"{path} is stale: run `shoppulse events schemas`"
 
 
-def test_the_catalogue_has_one_valid_example_per_event_type() -> None:
+def test_the_catalogue_has_a_valid_example_of_every_event_type() -> None:
     types = []
     for raw in EXAMPLES:
         event = validate(raw, NOW)
         assert isinstance(event, EventBase), f"catalogue example rejected: {event}"
         types.append(str(event.event_type))  # type: ignore[attr-defined]
-    assert sorted(types) == sorted(t.value for t in EventType)
+    assert set(types) == {t.value for t in EventType}
 
 
 @pytest.mark.parametrize(("change", "reason"), [

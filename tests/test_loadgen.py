@@ -188,6 +188,11 @@ def test_the_stream_books_what_a_payment_outage_cost_in_its_country_and_window(t
      "a flash sale brings shoppers on every device"),
     ("{kind: abandonment_surge, countries: [US], devices: [fridge], start_after_s: 1, duration_s: 1}",
      "devices"),
+    ("{kind: ad_click_flood, countries: [US], devices: [app], start_after_s: 1, duration_s: 1}",
+     "an ad click flood comes from every device"),
+    ("{kind: flash_sale, countries: [US], campaign: search, start_after_s: 1, duration_s: 1}",
+     "campaign is for ad_click_flood incidents, not flash_sale"),
+    ("{kind: ad_click_flood, countries: [US], campaign: tv, start_after_s: 1, duration_s: 1}", "campaign"),
 ])
 def test_a_gateway_the_country_does_not_use_or_an_incident_without_payments_is_refused(
         tmp_path: Path, line: str, says: str) -> None:
@@ -221,6 +226,46 @@ def test_a_flash_sale_adds_its_country_traffic_and_leaves_the_others_alone(tmp_p
     others, others_quiet = sum(sale.values()) - sale["NL"], sum(quiet.values()) - quiet["NL"]
     assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)
     assert EventStream(rate=60, seed=4).load(NOON_UTC) == 1.0
+
+
+def test_an_ad_click_flood_multiplies_its_campaign_s_billed_clicks_and_brings_no_visit(tmp_path: Path) -> None:
+    """A quarter of the visits start with a paid click of the country's campaigns, and their orders carry the
+    campaign; a flood adds about four clicks per usual click of its campaign that nothing follows (no view,
+    no order), on top of every country's usual traffic; the ground truth names the campaign."""
+    scenario_file = tmp_path / "flood.yaml"
+    scenario_file.write_text("name: t\nincidents:\n  - {kind: ad_click_flood, countries: [DE], campaign: search, "
+                             "start_after_s: 0, duration_s: 900}\n")
+
+    def counted(stream: EventStream) -> tuple[Counter[tuple[str, str, str | None]], Counter[str]]:
+        kinds: Counter[tuple[str, str, str | None]] = Counter()
+        sessions: Counter[str] = Counter()
+        for offset in range(600):
+            now = NOON_UTC + timedelta(seconds=offset)
+            for _ in range(int(60 * stream.load(now))):
+                event = json.loads(stream.next(now).value)
+                if offset >= 180:
+                    kinds[(event["country"], event["event_type"], event.get("campaign_id"))] += 1
+                    sessions[event["session_id"]] += 1
+        return kinds, sessions
+
+    quiet, _ = counted(EventStream(rate=60, seed=4))
+    incidents = schedule(load_scenario(scenario_file), NOON_UTC)
+    flood, sessions = counted(EventStream(rate=60, incidents=incidents, seed=4))
+    clicks = {k: n for k, n in quiet.items() if k[1] == "ad_click"}
+    assert set(clicks) == {(c, "ad_click", f"{c.lower()}-{channel}") for c in MARKETS for channel in
+                           ("search", "social")}
+    ads = sum(clicks.values())
+    assert 0.15 < ads / (sum(n for k, n in quiet.items() if k[1] == "product_view") / 3.5) < 0.35  # ~1 visit in 4
+    assert sum(n for k, n in quiet.items() if k[1] == "purchase" and k[2] is not None) > 0
+    flooded = ("DE", "ad_click", "de-search")
+    assert 3.5 < flood[flooded] / quiet[flooded] < 6.5
+    assert abs(flood[("DE", "ad_click", "de-social")] / quiet[("DE", "ad_click", "de-social")] - 1) < 0.35
+    views = lambda counts: sum(n for k, n in counts.items() if k[1] == "product_view")  # noqa: E731
+    assert abs(views(flood) / views(quiet) - 1) < 0.05  # the flood brings no visits: every country's stay as they were
+    orders = lambda counts: sum(n for k, n in counts.items() if k[:3] == ("DE", "purchase", "de-search"))  # noqa: E731
+    assert orders(flood) < 1.5 * orders(quiet) + 5
+    assert sum(1 for n in sessions.values() if n == 1) > flood[flooded] - 2 * quiet[flooded]  # lone clicks
+    assert incidents[0].ground_truth()["campaigns"] == ["de-search"]
 
 
 def test_shipped_scenarios_load() -> None:

@@ -32,7 +32,7 @@ from shoppulse.sidecar.regions import SEVERITIES
 
 INCIDENT_KINDS = tuple(dict.fromkeys(kind for _, _, kind in KINDS))
 PLACEHOLDERS = frozenset({"country", "contributor", "incident_id", "kind", "idempotency_key"})
-DIMENSIONS = ("gateway", "failure reason", "device", "category")
+DIMENSIONS = ("gateway", "failure reason", "device", "category", "campaign")
 ROLLBACK_WHEN = ("incident_resolved", "not_recovered")
 
 
@@ -49,7 +49,7 @@ class _Strict(BaseModel):
 
 
 class ContributorTrigger(_Strict):
-    dimension: Literal["gateway", "failure reason", "device", "category"]
+    dimension: Literal["gateway", "failure reason", "device", "category", "campaign"]
     min_share: float = Field(ge=0, le=1, description="of the incident's excess the contributor must carry")
 
 

@@ -5,7 +5,8 @@
 * ``payment_latency_1s``: attempts, failures by reason and a latency histogram per country, gateway,
   second (from the same window);
 * ``segment_metrics_1s``: the funnel per country, second and segment (each device, each product
-  category), so an incident's contributors can name the device or category behind it (same window);
+  category, each ad campaign with its clicks and spend), so an incident's contributors can name the
+  device, category or campaign behind it (same window);
 * ``sessions``: one row per closed session (cart events only, tracked in the country's state by
   ``aggregate.sessions.SessionTracker``), for abandonment and conversion;
 * ``late_events``: events too late for their window, counted per country.
@@ -44,8 +45,11 @@ from shoppulse.consumer_lag import export_consumer_lag
 from shoppulse.events.store_metrics import (
     METRICS_COLUMNS,
     SEGMENT_COLUMNS,
+    SEGMENT_COUNTERS,
+    SEGMENT_MONEY,
     TABLE_COUNTERS,
     StoreMetrics,
+    segment_counts,
     to_datetime,
     to_money,
 )
@@ -132,15 +136,17 @@ def latency_rows(value: dict[str, Any]) -> list[list[Any]]:
 
 
 def segment_rows(value: dict[str, Any]) -> list[list[Any]]:
-    """One row per device and product category the window's events came in (``segment_metrics_1s``)."""
+    """One row per device, product category and ad campaign the window's events came in (``segment_metrics_1s``)."""
     window = final_window(value)
     if window is None:
         return []
     ts, country = to_datetime(window["start"]), window["country"]
     rows = []
-    for key, (*counts, revenue_units) in sorted(window["metrics"].get("segments", {}).items()):
+    for key, counts in sorted(window["metrics"].get("segments", {}).items()):
         dimension, segment = key.split(":", 1)
-        rows.append([ts, country, dimension, segment, *counts, to_money(revenue_units)])
+        rows.append([ts, country, dimension, segment,
+                     *(to_money(n) if name in SEGMENT_MONEY else n
+                       for name, n in zip(SEGMENT_COUNTERS, segment_counts(list(counts)), strict=True))])
     return rows
 
 

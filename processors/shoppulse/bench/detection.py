@@ -32,7 +32,8 @@ PLAYS = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays
 COUNTRIES = 12  # the store's
 # the sidecar's incident kind for each of the generator's
 EXPECTED_KIND = {"payment_outage": "payment_failures", "flash_sale": "traffic_surge",
-                 "checkout_latency": "checkout_latency", "abandonment_surge": "cart_abandonment"}
+                 "checkout_latency": "checkout_latency", "abandonment_surge": "cart_abandonment",
+                 "ad_click_flood": "campaign_spend_without_orders"}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 from shoppulse.events.currency import RatesTable
 from shoppulse.events.pii import PiiHasher
 from shoppulse.events.schema import (
+    AdClick,
     AddToCart,
     CheckoutStart,
     EventBase,
@@ -50,8 +51,12 @@ def to_clean(event: EventBase, hasher: PiiHasher, rates: RatesTable) -> CleanEve
                       "result": event.result, "failure_reason": event.failure_reason}
             amount, currency = event.amount, event.currency
         case Purchase():
-            clean |= {"order_id": event.order_id, "items": sum(item.quantity for item in event.items)}
+            clean |= {"order_id": event.order_id, "items": sum(item.quantity for item in event.items),
+                      "campaign_id": event.campaign_id}
             amount, currency = event.amount, event.currency
+        case AdClick():
+            clean |= {"campaign_id": event.campaign_id}
+            amount, currency = event.cost, event.currency
     if amount is not None and currency is not None:
         clean |= {"currency": currency, "amount_local": str(amount),
                   "amount": str(rates.to_reporting(amount, currency))}

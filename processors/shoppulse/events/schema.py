@@ -32,6 +32,7 @@ class EventType(StrEnum):
     CHECKOUT_START = "checkout_start"
     PAYMENT_ATTEMPT = "payment_attempt"
     PURCHASE = "purchase"
+    AD_CLICK = "ad_click"
 
 
 def _aware(value: datetime) -> datetime:
@@ -139,14 +140,28 @@ class Purchase(EventBase):
     amount: Money
     currency: Currency
     items: Annotated[list[LineItem], Field(min_length=1, max_length=200)]
+    campaign_id: Identifier | None = Field(default=None, description="The ad campaign the shop attributes the order "
+                                                                     "to (the session's last paid click); absent "
+                                                                     "when none.")
 
 
-ShopEvent = Annotated[ProductView | AddToCart | RemoveFromCart | CheckoutStart | PaymentAttempt | Purchase,
-                      Field(discriminator="event_type")]
+class AdClick(EventBase):
+    """A paid click on one of the shop's ads, as the ad platform bills it: its cost counts whether or not the
+    shopper's visit follows (a bot's or an accidental click is billed all the same). ``session_id`` is the
+    session the click opens on the storefront."""
+
+    event_type: Literal[EventType.AD_CLICK]
+    campaign_id: Identifier
+    cost: Money = Field(description="What the click costs the shop.")
+    currency: Currency
+
+
+ShopEvent = Annotated[ProductView | AddToCart | RemoveFromCart | CheckoutStart | PaymentAttempt | Purchase
+                      | AdClick, Field(discriminator="event_type")]
 EVENT_MODELS: dict[EventType, type[EventBase]] = {
     EventType.PRODUCT_VIEW: ProductView, EventType.ADD_TO_CART: AddToCart,
     EventType.REMOVE_FROM_CART: RemoveFromCart, EventType.CHECKOUT_START: CheckoutStart,
-    EventType.PAYMENT_ATTEMPT: PaymentAttempt, EventType.PURCHASE: Purchase,
+    EventType.PAYMENT_ATTEMPT: PaymentAttempt, EventType.PURCHASE: Purchase, EventType.AD_CLICK: AdClick,
 }
 SHOP_EVENT: TypeAdapter[ShopEvent] = TypeAdapter(ShopEvent)
 

@@ -15,7 +15,8 @@ from shoppulse.events.histogram import bucket
 
 REVENUE_UNITS = 10_000  # 1 unit = 0.0001 USD
 _COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remove_from_cart": "cart_removes",
-             "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders"}
+             "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders",
+             "ad_click": "ad_clicks"}
 # Every counter, in the order of the metrics tables' columns (revenue last).
 TABLE_COUNTERS = ("product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts", "payment_failures",
                   "orders", "items", "revenue_units")
@@ -24,12 +25,14 @@ METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes"
                    "payment_failures", "orders", "items", "revenue"]
 _ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
               for event_type, counter in _COUNTERS.items()}
-# A segment's counters, in the order of segment_metrics_1s' columns (revenue last): what an incident's
-# contributors compare per device and per product category.
+# A segment's counters, in the order of segment_metrics_1s' columns: what an incident's contributors compare per
+# device, product category and ad campaign. The money ones (revenue, ad spend) are summed in REVENUE_UNITS; the ad
+# counters came later and stay last, so a window state kept from before them is completed with zeros.
 SEGMENT_COUNTERS = ("product_views", "cart_adds", "checkouts", "payment_attempts", "payment_failures", "orders",
-                    "revenue_units")
+                    "revenue_units", "ad_clicks", "ad_spend_units")
+SEGMENT_MONEY = frozenset({"revenue_units", "ad_spend_units"})
 SEGMENT_COLUMNS = ["ts", "country", "dimension", "segment", "product_views", "cart_adds", "checkouts",
-                   "payment_attempts", "payment_failures", "orders", "revenue"]
+                   "payment_attempts", "payment_failures", "orders", "revenue", "ad_clicks", "ad_spend"]
 _SEGMENT_INDEX = {name: SEGMENT_COUNTERS.index(name) for name in SEGMENT_COUNTERS}
 _FAILURES, _ITEMS, _REVENUE = (TABLE_COUNTERS.index(name) for name in ("payment_failures", "items", "revenue_units"))
 
@@ -61,9 +64,22 @@ def event_counts(event: dict[str, Any]) -> list[int]:
 
 
 def segment_keys(event: dict[str, Any]) -> tuple[str, ...]:
-    """The segments an event counts in, as ``dimension:segment``: its device, and a product view's category."""
-    device = f"device:{event['device']}"
-    return (device, f"category:{event['category']}") if event["event_type"] == "product_view" else (device,)
+    """The segments an event counts in, as ``dimension:segment``: its device, a product view's category, and
+    the campaign of an ad click or of an order attributed to one."""
+    keys = [f"device:{event['device']}"]
+    if event["event_type"] == "product_view":
+        keys.append(f"category:{event['category']}")
+    if event.get("campaign_id"):
+        keys.append(f"campaign:{event['campaign_id']}")
+    return tuple(keys)
+
+
+def segment_counts(counts: list[int]) -> list[int]:
+    """A segment's counters in ``SEGMENT_COUNTERS`` order, completed with zeros when kept from before the later
+    counters (the same list, extended)."""
+    if len(counts) < len(SEGMENT_COUNTERS):
+        counts.extend([0] * (len(SEGMENT_COUNTERS) - len(counts)))
+    return counts
 
 
 def _count_in_segments(segments: dict[str, list[int]], event: dict[str, Any], name: str, amount: int) -> None:
@@ -74,12 +90,13 @@ def _count_in_segments(segments: dict[str, list[int]], event: dict[str, Any], na
         counts = segments.get(key)
         if counts is None:
             counts = segments[key] = [0] * len(SEGMENT_COUNTERS)
-        counts[index] += amount
+        segment_counts(counts)[index] += amount
 
 
 class StoreMetrics(Aggregator):
     """Funnel counts, orders, items, revenue; per gateway: payments, failures by reason and a latency
-    histogram; per segment (device, product category): the funnel counts and revenue."""
+    histogram; per segment (device, product category, ad campaign): the funnel counts, revenue, ad clicks
+    and ad spend."""
 
     def initialize(self) -> dict[str, Any]:
         return {"payments": {}, "segments": {}}
@@ -95,6 +112,8 @@ class StoreMetrics(Aggregator):
             units = to_units(new["amount"])
             old["revenue_units"] = old.get("revenue_units", 0) + units
             _count_in_segments(segments, new, "revenue_units", units)
+        elif event_type == "ad_click":
+            _count_in_segments(segments, new, "ad_spend_units", to_units(new["amount"]))
         elif event_type == "payment_attempt":
             failed = new["result"] == "failure"
             if failed:
@@ -123,7 +142,7 @@ class StoreMetrics(Aggregator):
             for reason, n in v.get("reasons", {}).items():
                 target["reasons"][reason] = target["reasons"].get(reason, 0) + n
         merged["payments"] = payments
-        segments = {key: list(counts) for key, counts in a.get("segments", {}).items()}
+        segments = {key: segment_counts(list(counts)) for key, counts in a.get("segments", {}).items()}
         for key, counts in b.get("segments", {}).items():
             summed = segments.setdefault(key, [0] * len(SEGMENT_COUNTERS))
             for index, n in enumerate(counts):

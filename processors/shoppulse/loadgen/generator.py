@@ -26,10 +26,14 @@ from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.scenario import Incident as ScriptedIncident
 from shoppulse.loadgen.shoppers import (
+    AD_SHARE,
+    CAMPAIGN_CHANNELS,
+    DEVICE_CUMULATIVE,
     DEVICES,
     LOST_ORDER,
     Effects,
     Session,
+    ad_click,
     apply_live_effects,
     effects_for,
     new_session,
@@ -43,6 +47,11 @@ MAX_POOL = 60_000  # at high rates sessions get shorter rather than the pool hug
 WEIGHTS_REFRESH_S = 5.0
 OUT_OF_ORDER_MIN_S, OUT_OF_ORDER_MAX_S = 0.2, 2.5  # out of order, but within the windows' grace period
 LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
+# An ad click flood (bots, a runaway bid) adds this many paid clicks per usual click of its campaign at magnitude 1;
+# the extra clicks are billed and bring no visit. A visit is about this many events on average (the paid clicks
+# are ~5 % of the events with a quarter of the visits paid), which gives a campaign's usual clicks per event.
+FLOOD_CLICKS = 4.0
+EVENTS_PER_VISIT = 5.0
 
 
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -68,6 +77,15 @@ class Emission:
     kind: str  # valid | invalid | duplicate
     reason: Reason | None = None
     country: str | None = None
+
+
+@dataclass(frozen=True)
+class Flood:
+    """An ad click flood active in one country: its campaign's channel, and its share of the flood clicks."""
+
+    country: str
+    channel: str
+    extra: float  # flood clicks per usual event of the store
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,8 @@ class EventStream:
         self._effects: dict[tuple[str, str], Effects] = {}  # (country, device) -> the incidents' effects
         self._last_valid: Emission | None = None
         self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
+        self._floods: list[Flood] = []
+        self._flood_share = 0.0  # of the events emitted: the flood clicks
 
     def load(self, now: datetime) -> float:
         """How much busier than usual the store is at ``now`` (1.0 without a traffic incident)."""
@@ -153,6 +173,9 @@ class EventStream:
             return Emission(self._last_valid.key, self._last_valid.value, "duplicate",
                             country=self._last_valid.country)
         step = None
+        if self._flood_share and self.rng.random() < self._flood_share:
+            session = self._flood_click(now)
+            step = session.steps.pop()
         while step is None:
             session = self._session(now)
             step = apply_live_effects(self.rng, session, session.steps.pop(0), self._effects.get(
@@ -206,6 +229,21 @@ class EventStream:
             self.pool[index] = self.pool[-1]
             self.pool.pop()
 
+    def _flood_click(self, now: datetime) -> Session:
+        """A visit of one flood click and nothing after it (a bot's, or one that never loads the page)."""
+        draw = self.rng.random() * sum(f.extra for f in self._floods)
+        flood = self._floods[-1]
+        for candidate in self._floods:
+            if draw < candidate.extra:
+                flood = candidate
+                break
+            draw -= candidate.extra
+        self._serial += 1
+        device = DEVICES[bisect.bisect(DEVICE_CUMULATIVE, self.rng.random())]
+        common = {"schema_version": 1, "session_id": f"s-{self._serial:x}-{self.rng.getrandbits(24):06x}",
+                  "country": flood.country, "device": device}
+        return Session(common, [ad_click(self.rng, MARKETS[flood.country], flood.channel)])
+
     def _new_session(self, now: datetime) -> Session:
         self._refresh_if_stale(now)
         country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
@@ -230,8 +268,16 @@ class EventStream:
         boost = {c: e.traffic_boost for (c, device), e in self._effects.items()
                  if device == DEVICES[0] and e.traffic_boost != 1.0}
         week_time = now + self.traffic_shift
-        self._load = boosted_load(week_time, boost)
-        self.pool_size = min(MAX_POOL, int(self.usual_pool_size * self._load))
+        visits = boosted_load(week_time, boost)
+        self.pool_size = min(MAX_POOL, int(self.usual_pool_size * visits))
+        usual = country_weights(week_time)
+        self._floods = [Flood(country, i.channel, FLOOD_CLICKS * i.magnitude * usual[country] * AD_SHARE
+                              * dict((name, share) for name, share, _ in CAMPAIGN_CHANNELS)[i.channel]
+                              / EVENTS_PER_VISIT)
+                        for country, incidents in active.items() for i in incidents if i.kind == "ad_click_flood"]
+        flood = sum(f.extra for f in self._floods)
+        self._load = visits + flood  # the flood clicks come on top of every country's visits
+        self._flood_share = flood / self._load
         weights = country_weights(week_time, boost)
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))

@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shoppulse.events.schema import Country, Device
 from shoppulse.loadgen.markets import MARKETS
-from shoppulse.loadgen.shoppers import GATEWAY_KINDS
+from shoppulse.loadgen.shoppers import GATEWAY_KINDS, campaign_id
 from shoppulse.project_files import scenarios_dir
 
-IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge"]
+IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge", "ad_click_flood"]
 
 # What each kind of incident moves, in the metric names the aggregates and the sidecar use.
 AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
@@ -25,6 +25,7 @@ AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
     "flash_sale": ("orders_per_s", "revenue_per_s", "views_per_s"),
     "checkout_latency": ("payment_latency_p95", "carts_without_order", "orders_per_view"),
     "abandonment_surge": ("carts_without_order", "checkouts_per_cart", "orders_per_view", "orders_per_s"),
+    "ad_click_flood": ("ad_spend_per_s", "orders_per_ad_click"),
 }
 
 
@@ -41,14 +42,30 @@ class Incident(BaseModel):
                                                           "(payment_outage, checkout_latency); default: all")
     devices: list[Device] | None = Field(default=None, min_length=1,
                                          description="Only shoppers on these devices meet it (not for flash_sale, "
-                                                     "which brings shoppers on every device); default: all")
+                                                     "which brings shoppers on every device, nor ad_click_flood); "
+                                                     "default: all")
+    campaign: Literal["search", "social"] | None = Field(
+        default=None, description="ad_click_flood: the channel of the countries' campaign whose paid clicks "
+                                  "multiply (DE's search campaign is de-search); default: search")
 
     @model_validator(mode="after")
     def _devices_for_shopper_incidents(self) -> Incident:
-        if self.devices is not None and self.kind == "flash_sale":
-            raise ValueError("devices is for payment_outage, checkout_latency and abandonment_surge incidents: "
-                             "a flash sale brings shoppers on every device")
+        if self.devices is not None and self.kind in ("flash_sale", "ad_click_flood"):
+            why = {"flash_sale": "a flash sale brings shoppers on every device",
+                   "ad_click_flood": "an ad click flood comes from every device"}[self.kind]
+            raise ValueError(f"devices is for payment_outage, checkout_latency and abandonment_surge incidents: {why}")
         return self
+
+    @model_validator(mode="after")
+    def _campaign_for_floods(self) -> Incident:
+        if self.campaign is not None and self.kind != "ad_click_flood":
+            raise ValueError(f"campaign is for ad_click_flood incidents, not {self.kind}")
+        return self
+
+    @property
+    def channel(self) -> str:
+        """The flooded campaign's channel (ad_click_flood)."""
+        return self.campaign or "search"
 
     @model_validator(mode="after")
     def _gateway_of_its_countries(self) -> Incident:
@@ -114,7 +131,9 @@ class ActiveIncident:
                 "metrics": list(AFFECTED_METRICS[self.incident.kind]),
                 "start": self.start.isoformat(), "end": self.end.isoformat(),
                 "magnitude": self.incident.magnitude, "gateway": self.incident.gateway,
-                "devices": self.incident.devices}
+                "devices": self.incident.devices,
+                "campaigns": [campaign_id(c, self.incident.channel) for c in self.incident.countries]
+                if self.incident.kind == "ad_click_flood" else None}
 
 
 def schedule(scenario: Scenario, run_start: datetime) -> list[ActiveIncident]:

@@ -21,6 +21,23 @@ LOST_ORDER = "_lost_order_amount"
 GATEWAY_KINDS = ("payment_outage", "checkout_latency")  # the incidents one payment gateway can cause
 USUAL_REASONS = ("declined", "insufficient_funds", "gateway_error", "gateway_timeout", "3ds_failed")
 OUTAGE_REASONS = ("gateway_error", "gateway_timeout")  # a failing gateway errs or times out; it declines no one
+# Paid traffic: a quarter of the visits start with a click on one of the country's two campaigns, a search campaign
+# (most of the clicks, the dearer ones) and a social one; an order of such a visit is attributed to its campaign.
+AD_SHARE = 0.25
+CAMPAIGN_CHANNELS = (("search", 0.65, 0.90), ("social", 0.35, 0.45))  # channel, share of the paid visits, CPC in USD
+
+
+def campaign_id(country: str, channel: str) -> str:
+    """The id of a country's campaign on a channel (``us-search``)."""
+    return f"{country.lower()}-{channel}"
+
+
+def ad_click(rng: random.Random, market: Market, channel: str) -> dict[str, Any]:
+    """The paid click of ``market``'s campaign on ``channel``, its cost drawn around the channel's CPC."""
+    cpc = next(usd for name, _, usd in CAMPAIGN_CHANNELS if name == channel)
+    cost = cpc * market.price_level * rng.uniform(0.6, 1.4)
+    return {"event_type": "ad_click", "campaign_id": campaign_id(market.country, channel),
+            "cost": f"{cost:.0f}" if market.currency == "JPY" else f"{cost:.2f}", "currency": market.currency}
 
 
 @dataclass(frozen=True)
@@ -88,7 +105,18 @@ def new_session(rng: random.Random, market: Market, effects_of: Callable[[str], 
         user = rng.randrange(1, 2_000_000)
         common |= {"user_id": f"cust-{user:07d}", "email": f"shopper{user}@example.com",
                    "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
-    return Session(common, plan_steps(rng, market, effects, serial), effects)
+    campaign: str | None = None
+    if rng.random() < AD_SHARE:
+        draw, channel = rng.random(), CAMPAIGN_CHANNELS[-1][0]
+        for name, share, _ in CAMPAIGN_CHANNELS:
+            if draw < share:
+                channel = name
+                break
+            draw -= share
+        click = ad_click(rng, market, channel)
+        campaign = click["campaign_id"]
+        return Session(common, [click, *plan_steps(rng, market, effects, serial, campaign)], effects)
+    return Session(common, plan_steps(rng, market, effects, serial, campaign), effects)
 
 
 def apply_live_effects(rng: random.Random, session: Session, step: dict[str, Any],
@@ -119,7 +147,9 @@ def apply_live_effects(rng: random.Random, session: Session, step: dict[str, Any
     return step
 
 
-def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int) -> list[dict[str, Any]]:
+def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int,
+               campaign: str | None = None) -> list[dict[str, Any]]:
+    """A visit's steps; its order is attributed to ``campaign``, the paid click the visit began with."""
     steps: list[dict[str, Any]] = []
     cart: list[tuple[int, int, str]] = []
     for _ in range(1 + min(int(rng.expovariate(1 / 2.5)), 20)):
@@ -163,10 +193,10 @@ def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int
                 attempt["failure_reason"] = rng.choice(USUAL_REASONS)
         steps.append(attempt)
         if not failed:
-            steps.append({"event_type": "purchase", "order_id": order_id, "amount": amount,
-                          "currency": market.currency,
-                          "items": [{"product_id": f"sku-{p}", "quantity": q, "unit_price": price}
-                                    for p, q, price in cart]})
+            purchase = {"event_type": "purchase", "order_id": order_id, "amount": amount, "currency": market.currency,
+                        "items": [{"product_id": f"sku-{p}", "quantity": q, "unit_price": price}
+                                  for p, q, price in cart]}
+            steps.append(purchase if campaign is None else {**purchase, "campaign_id": campaign})
             return steps
         if rng.random() < 0.4:
             break  # gives up after a failed payment

@@ -11,12 +11,13 @@ before; its share is of the payments slower than the p95 of before. Gateways and
 together by share (a gateway first on a tie): one gateway down leads with that gateway, every
 gateway failing alike with the reason they fail for. The first is the top contributor the story names.
 
-Segments (``segment_metrics_1s``: the funnel per country, second, device and product category):
+Segments (``segment_metrics_1s``: the funnel per country, second, device, product category and ad campaign):
 each kind of incident has a measure of what it lacks or has too much of (``SEGMENT_MEASURES``: the
 orders a conversion drop misses, the extra product views of a traffic surge…), taken per segment
 against the segment's own rate in the hour before. A segment is named only when it stands out: its
 share of the excess at least ``OVER_REPRESENTED`` times its usual share of the volume (an incident that
-hits every device alike names none; a broken mobile checkout names mobile).
+hits every device alike names none; a broken mobile checkout names mobile; a flood of paid clicks names
+its campaign).
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ SEGMENT_MEASURES: dict[str, tuple[str, str | None, int, str]] = {
     "conversion_drop": ("orders", "product_views", -1, "missing orders"),
     "checkout_drop": ("checkouts", "cart_adds", -1, "missing checkouts"),
     "cart_abandonment": ("orders", "cart_adds", -1, "missing orders from carts"),
+    "campaign_spend_without_orders": ("ad_clicks", None, 1, "extra paid clicks"),
 }
 VOLUME_NAMES = {"product_views": "product views", "cart_adds": "cart adds", "payment_attempts": "payments",
-                "orders": "orders"}
+                "orders": "orders", "ad_clicks": "paid clicks"}
 OVER_REPRESENTED = 1.5  # a segment's share of the excess against its usual share of the volume
 MIN_SHARE = 0.25  # of the excess, for a segment to be named
 MIN_EXCESS = 5.0  # events: a smaller excess says nothing about which segment it came from
 # Named first on equal shares: the most specific place to act on.
-DIMENSION_ORDER = {"gateway": 0, "device": 1, "category": 2, "failure reason": 3}
+DIMENSION_ORDER = {"gateway": 0, "campaign": 1, "device": 2, "category": 3, "failure reason": 4}
 
 
 @dataclass(frozen=True)

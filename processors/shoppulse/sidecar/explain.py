@@ -27,6 +27,8 @@ LABELS = {
     "checkouts_per_cart": ("carts reaching checkout", "{:.0%}"),
     "payment_failure_rate": ("payment failure rate", "{:.0%}"),
     "payment_latency_p95": ("payment latency p95", "{:,.0f} ms"),
+    "ad_spend_per_s": ("ad spend", "${:,.3f}/s"),
+    "orders_per_ad_click": ("orders per paid click", "{:.1%}"),
 }
 
 

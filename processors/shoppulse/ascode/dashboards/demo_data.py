@@ -24,6 +24,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.loadgen.markets import MARKETS, seasonal_factor
+from shoppulse.loadgen.shoppers import AD_SHARE, CAMPAIGN_CHANNELS, campaign_id
 
 EVENTS_PER_S = 300.0  # the local stack's default load
 INSERT_CHUNK = 100_000
@@ -180,6 +181,9 @@ def load_demo_data(client: Client, plan: DemoPlan, progress: Callable[[str], Non
     _insert(client, "payment_latency_1s", ["ts", "country", "gateway", "attempts", "failures", "bucket_keys",
                                            "bucket_counts", "src_partition", "src_offset"],
             _payment_rows(plan, recent, final_until), progress)
+    _insert(client, "segment_metrics_1s", ["ts", "country", "dimension", "segment", "orders", "revenue", "ad_clicks",
+                                           "ad_spend", "src_partition", "src_offset"],
+            _campaign_rows(plan, recent, final_until), progress)
     _insert(client, "late_events", ["event_time", "country", "event_type", "late_by_ms", "src_partition",
                                     "src_offset"], _late_rows(plan, recent, now), progress)
     _insert(client, "dead_letters", ["received_at", "reason", "detail", "size_bytes", "sha256", "src_partition",
@@ -241,6 +245,27 @@ def _payment_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[A
                     buckets[key] = buckets.get(key, 0) + 1
                 keys = sorted(buckets)
                 rows.append([when, country, gateway, attempts, failures, keys, [buckets[k] for k in keys], 0, offset])
+                offset += 1
+        when += timedelta(seconds=5)
+    return rows
+
+
+def _campaign_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
+    """Each country's campaigns every 5 seconds (segment_metrics_1s, dimension 'campaign'): paid clicks, their
+    cost, and the orders and revenue attributed to them; the outage country's paid visits pay no more."""
+    rng = random.Random(plan.seed + 9)
+    rows: list[list[Any]] = []
+    when, offset = start, 0
+    while when < end:
+        for country, market in MARKETS.items():
+            failing = plan.incident.country == country and plan.incident.active(when)
+            visits = plan.events_per_s / 5 * _share(country) * seasonal_factor(market, when) * 5 * AD_SHARE
+            for channel, share, cpc in CAMPAIGN_CHANNELS:
+                clicks = poisson(rng, visits * share)
+                orders = 0 if failing else _binomial(rng, clicks, 0.25)
+                spend = Decimal(round(sum(cpc * rng.uniform(0.6, 1.4) for _ in range(clicks)), 4))
+                rows.append([when, country, "campaign", campaign_id(country, channel), orders, _revenue(rng, orders),
+                             clicks, spend, 0, offset])
                 offset += 1
         when += timedelta(seconds=5)
     return rows
