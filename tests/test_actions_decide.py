@@ -61,6 +61,20 @@ def test_a_flooded_campaign_proposes_its_pause_as_a_marketing_command() -> None:
     assert decide([pause], spread, T0 + timedelta(minutes=3), []) == []
 
 
+def test_a_chargeback_wave_holds_the_country_s_orders_for_review_and_other_refund_surges_do_not() -> None:
+    review = Policy.model_validate(yaml.safe_load((ROOT / "actions" / "review-risky-orders.yaml").read_text()))
+    chargebacks = outage(("US",), kind="refund_surge",
+                         contributors=(Contributor("refund reason", "unauthorized", 0.9),))
+    [decision] = decide([review], chargebacks, T0 + timedelta(minutes=3), [])
+    assert decision.outcome == "proposed" and decision.needs_approval
+    assert decision.request == {"http": {"method": "POST", "path": "/admin/orders/review", "body": {
+        "country": "US", "reason": f"chargeback wave: shoppulse incident {uuid.UUID(int=1)}"}}}
+    assert decision.rollback == {"http": {"method": "POST", "path": "/admin/orders/review/end",
+                                          "body": {"country": "US"}}}
+    damaged = outage(("US",), kind="refund_surge", contributors=(Contributor("refund reason", "damaged", 0.9),))
+    assert decide([review], damaged, T0 + timedelta(minutes=3), []) == []  # a bad batch of goods: not fraud
+
+
 def test_an_incident_the_policy_does_not_cover_proposes_nothing() -> None:
     at = T0 + timedelta(minutes=5)
     assert decide([FAILOVER], outage(severity="medium"), at, []) == []

@@ -79,3 +79,22 @@ def test_no_answer_at_all_is_a_failure_after_the_retries() -> None:
         outcome = ShopAdminClient(url, TOKEN, attempts=4, pause_s=0.01).send(decision.request, decision.action_id)
     assert not outcome.ok and outcome.status is None and outcome.error == "HTTP 503 after 4 attempts"
     assert shop.effects == []
+
+
+def test_a_review_of_new_orders_is_held_once_and_ended_by_its_rollback() -> None:
+    review = Policy.model_validate(yaml.safe_load((ROOT / "actions" / "review-risky-orders.yaml").read_text()))
+    incident = IncidentFacts(uuid.UUID(int=7), "refund_surge", ("US",), "high", T0, None,
+                             (Contributor("refund reason", "unauthorized", 0.9),))
+    [decision] = decide([review], incident, T0 + timedelta(minutes=3), [])
+    with shop_admin_standin(TOKEN) as (url, shop):
+        client = ShopAdminClient(url, TOKEN, pause_s=0.01)
+        rollback_key = uuid.uuid5(decision.action_id, "rollback")
+        early = client.send(decision.rollback, rollback_key)  # nothing to end yet: refused, nothing changed
+        assert early.status == 422 and "not under review" in early.body["error"] and shop.effects == []
+        shop.fail_next = ["drop"]
+        assert client.send(decision.request, decision.action_id).ok
+        assert shop.reviews == {"US": f"chargeback wave: shoppulse incident {uuid.UUID(int=7)}"}
+        assert len(shop.effects) == 1  # the lost answer's retry changed nothing twice
+        assert client.send(decision.rollback, uuid.uuid4()).ok and shop.reviews == {}
+        elsewhere = {"http": {**decision.request["http"], "body": {"country": "XX", "reason": "r"}}}
+        assert client.send(elsewhere, uuid.uuid4()).status == 422

@@ -35,9 +35,9 @@ def written(tmp_path: Path, change: str, name: str = "policy.yaml") -> Path:
 def test_the_shipped_policies_pass_the_lint() -> None:
     result = lint()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok: 2 file(s), 2 well-formed policies" in result.stdout
+    assert "ok: 3 file(s), 3 well-formed policies" in result.stdout
     policies = load_policies(ROOT / "actions")
-    assert {p.name for p in policies} == {"payment-failover", "pause-campaign"}
+    assert {p.name for p in policies} == {"payment-failover", "pause-campaign", "review-risky-orders"}
     for policy in policies:
         assert policy.mode == "dry_run" and policy.approval is not None and policy.approval.required
 

@@ -19,8 +19,11 @@ from clickhouse_connect.driver.client import Client
 from checkout import ROOT
 from shoppulse.actions.approvals import answer, as_listed
 from shoppulse.actions.audit import read_actions
+from shoppulse.actions.decide import Decision
+from shoppulse.actions.dry_run import dry_run
 from shoppulse.actions.execute import ShopAdminClient
-from shoppulse.actions.policy import Policy
+from shoppulse.actions.incidents import stored_incidents
+from shoppulse.actions.policy import Policy, load_policies
 from shoppulse.actions.processor import ActionsProcessor
 from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
 from shoppulse.ascode.alerting.expressions import ExpressionError, Labels, evaluate
@@ -56,7 +59,7 @@ AFTER_END = timedelta(minutes=20)  # sessions close 5 min after their last event
 # The rule that must fire for each kind of incident (the sidecar's may name the store-wide series).
 MATCHING_RULE = {"payment_outage": "shoppulse-payment-failure-rate", "flash_sale": "shoppulse-sidecar-anomaly",
                  "checkout_latency": "shoppulse-sidecar-anomaly", "abandonment_surge": "shoppulse-abandonment-spike",
-                 "ad_click_flood": "shoppulse-sidecar-anomaly"}
+                 "ad_click_flood": "shoppulse-sidecar-anomaly", "chargeback_wave": "shoppulse-sidecar-anomaly"}
 
 
 def countries_of(labels: Labels) -> set[str]:
@@ -103,7 +106,7 @@ def country_of(firing: Firing) -> str:
 
 
 @pytest.fixture(scope="module")
-def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[tuple], Any]]:
+def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[tuple], Any, list[Decision]]]:
     scenario = load_scenario(ROOT / "scenarios" / "all-incidents.yaml")
     # The command's rate (100 events/s): at lower rates FR's thin midday carts can hold the
     # abandonment rule's condition (four standard deviations of its band over the 0.1 floor) for less
@@ -123,14 +126,15 @@ def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[t
              "--from", run.start.isoformat(), "--to", (run.start + COMMAND_SPAN).isoformat()],
             check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "CLICKHOUSE_PASSWORD": ""})
         acted = act_live(client, run)
+        shipped = dry_run(load_policies(ROOT / "actions"), stored_incidents(client, run.begin, run.end + AFTER_END))
     assert command.returncode == 0, command.stderr[-2000:]
-    yield run, {r.uid: r for r in results}, command.stdout, regions, acted
+    yield run, {r.uid: r for r in results}, command.stdout, regions, acted, shipped
 
 
 @pytest.mark.integration
 def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) -> None:
-    run, results, _, regions, _ = replayed
-    assert len(run.incidents) == 5
+    run, results, _, regions, _, _ = replayed
+    assert len(run.incidents) == 6
     for incident in run.incidents:
         firings = results[MATCHING_RULE[incident.incident.kind]].firings
         for country in incident.incident.countries:
@@ -144,7 +148,7 @@ def test_each_incident_fires_its_rule_in_its_country_while_it_lasts(replayed) ->
 
 @pytest.mark.integration
 def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
-    run, results, _, _, _ = replayed
+    run, results, _, _, _, _ = replayed
     windows = [(i.start, i.end + AFTER_END, {*i.incident.countries, "ALL"}) for i in run.incidents]
     stray = [(uid, f) for uid, result in results.items() for f in result.firings
              if not any(start <= f.fired_at <= end and countries_of(f.labels) & countries
@@ -160,14 +164,14 @@ def test_no_rule_fires_on_incident_free_traffic(replayed) -> None:
 # The scripted incidents the sidecar tells as one incident today; the abandonment surge it does not
 # yet (the abandonment rate's shift is too small for its per-point scores: the detection issue), so
 # that one pages through the abandonment and orders rules per country.
-TOLD_AS_INCIDENTS = ("payment_outage", "flash_sale", "checkout_latency")
+TOLD_AS_INCIDENTS = ("payment_outage", "flash_sale", "checkout_latency", "ad_click_flood", "chargeback_wave")
 
 
 @pytest.mark.integration
 def test_each_incident_the_sidecar_tells_pages_once_as_one_incident_of_its_kind(replayed) -> None:
     """On-call gets one notification group per receiver for each incident: the sidecar's incident,
     with its kind and countries, and every other alert about it grouped under it."""
-    run, results, printed, _, _ = replayed
+    run, results, printed, _, _, _ = replayed
     files = load(alerting_paths())
     tree = policy_tree(files)
     assert tree is not None
@@ -193,7 +197,7 @@ def test_a_live_policy_acts_once_on_the_pipeline_s_incident_and_rolls_back_when_
     """Through the real broker, ingestion, aggregation, sidecar and ClickHouse: the DE outage's incident is
     proposed once, approved, executed once at the shop and rolled back when the sidecar resolves it;
     no other incident (flash sale, latency, abandonment) triggers the payments policy."""
-    _run, _, _, _, (steps, shop) = replayed
+    _run, _, _, _, (steps, shop), _ = replayed
     assert steps == [("payment_failures", "DE", "proposed"), ("payment_failures", "DE", "approved"),
                      ("payment_failures", "DE", "executed"), ("payment_failures", "DE", "rolled_back")], steps
     assert [path for path, _ in shop.effects] == ["/admin/payments/failover", "/admin/payments/failback"]
@@ -201,14 +205,39 @@ def test_a_live_policy_acts_once_on_the_pipeline_s_incident_and_rolls_back_when_
 
 
 @pytest.mark.integration
+def test_the_shipped_policies_would_pause_the_flooded_campaign_and_review_orders_in_the_chargeback_wave(
+        replayed) -> None:
+    """Dry run of the shipped policies over the pipeline's incidents: the DE search campaign's click flood is
+    an ad-spend-without-orders incident naming that campaign, and pause-campaign proposes pausing it; the US
+    chargeback wave is a refund surge naming the reason unauthorized, and review-risky-orders proposes
+    holding US orders for review (each awaiting its team's approval). The payment failover stays put (every
+    DE gateway failed alike), and no other incident triggers anything."""
+    run, _, _, _, _, shipped = replayed
+    assert [(d.policy.name, d.country, d.outcome, d.incident.kind) for d in shipped] == [
+        ("pause-campaign", "DE", "proposed", "campaign_spend_without_orders"),
+        ("review-risky-orders", "US", "proposed", "refund_surge")], shipped
+    pause, review = shipped
+    for decision, kind in ((pause, "ad_click_flood"), (review, "chargeback_wave")):
+        [scripted] = [i for i in run.incidents if i.incident.kind == kind]
+        assert scripted.start <= decision.incident.opened_at <= scripted.end
+    assert pause.request["kafka"]["message"] == {"command": "pause_campaign", "campaign_id": "de-search",
+                                                 "country": "DE", "reason": f"shoppulse incident "
+                                                                            f"{pause.incident.incident_id}"}
+    assert "campaign de-search" in pause.incident.story
+    assert review.request["http"]["path"] == "/admin/orders/review"
+    assert review.request["http"]["body"]["country"] == "US"
+    assert "refund reason unauthorized" in review.incident.story
+
+
+@pytest.mark.integration
 def test_a_prometheus_rule_is_reported_as_not_replayed(replayed) -> None:
-    _run, results, _, _, _ = replayed
+    _run, results, _, _, _, _ = replayed
     assert "Prometheus" in (results["shoppulse-pipeline-down"].skipped or "")
 
 
 @pytest.mark.integration
 def test_the_command_replays_a_database_that_holds_a_run(replayed) -> None:
-    run, results, printed, _, _ = replayed
+    run, results, printed, _, _, _ = replayed
     span_end = run.start + COMMAND_SPAN
     # What the full replay saw fire in the command's span; still firing where it resolved after the span.
     inside = [Firing(f.labels, f.fired_at, f.resolved_at if f.resolved_at and f.resolved_at <= span_end else None)

@@ -57,7 +57,7 @@ def test_the_catalogue_has_a_valid_example_of_every_event_type() -> None:
 @pytest.mark.parametrize(("change", "reason"), [
     ({"amount": "-0.01"}, Reason.NEGATIVE_AMOUNT),
     ({"country": "XX"}, Reason.UNKNOWN_COUNTRY),
-    ({"event_type": "refund"}, Reason.UNKNOWN_EVENT_TYPE),
+    ({"event_type": "wishlist_add"}, Reason.UNKNOWN_EVENT_TYPE),
     ({"event_type": None}, Reason.MISSING_FIELD),
     ({"order_id": None}, Reason.MISSING_FIELD),
     ({"amount": {"value": 1}}, Reason.WRONG_TYPE),

@@ -139,18 +139,27 @@ def test_the_kind_falls_back_to_the_metric_and_its_direction() -> None:
         == "traffic_surge"
 
 
-def test_fewer_orders_per_paid_click_is_a_campaign_s_spend_only_while_the_spend_ran_higher() -> None:
-    """Paid clicks that multiply and buy nothing (a bot flood, a runaway bid) tell the campaign's story;
-    the same fall in orders per paid click with spend as usual is the funnel's (abandonment here), and a
-    traffic surge that brings paid clicks with it stays a traffic surge."""
-    flood = [region("ad_spend_per_s", "DE", T0, up=True), region("orders_per_ad_click", "DE", T0, up=False),
-             region("orders_per_view", "DE", T0, up=False)]
-    assert kind_of(flood) == "campaign_spend_without_orders"
+def test_ad_spend_running_higher_is_a_campaign_s_story_only_while_its_orders_do_not_follow() -> None:
+    """Paid clicks that multiply and buy nothing (a bot flood, a runaway bid) tell the campaign's story, with
+    or without the fall in orders per paid click beside it; a campaign whose orders rise with its spend is
+    a sales surge, one that brings shoppers a traffic surge; fewer orders per paid click with spend as
+    usual is the funnel's drop."""
+    spend = region("ad_spend_per_s", "DE", T0, up=True)
+    assert kind_of([spend]) == "campaign_spend_without_orders"
+    assert kind_of([spend, region("orders_per_ad_click", "DE", T0, up=False),
+                    region("orders_per_view", "DE", T0, up=False)]) == "campaign_spend_without_orders"
+    assert kind_of([spend, region("orders_per_s", "DE", T0, up=True)]) == "sales_surge"
+    assert kind_of([spend, region("orders_per_ad_click", "DE", T0, up=True)]) == "ad_spend_per_s_up"
+    assert kind_of([region("views_per_s", "US", T0, up=True), spend]) == "traffic_surge"
     funnel = [region("orders_per_ad_click", "DE", T0, up=False), region("carts_without_order", "DE", T0, up=True)]
     assert kind_of(funnel) == "cart_abandonment"
-    assert kind_of(flood[:1]) == "ad_spend_per_s_up"  # spend alone: no story of its own, no page
-    sale = [region("views_per_s", "US", T0, up=True), *flood[:2]]
-    assert kind_of(sale) == "traffic_surge"
+
+
+def test_more_refunds_is_a_refund_surge_whatever_else_moved_beside_it() -> None:
+    refunds = region("refunds_per_s", "US", T0, up=True)
+    assert kind_of([refunds]) == "refund_surge"
+    assert kind_of([region("orders_per_s", "US", T0, up=False), refunds]) == "refund_surge"
+    assert kind_of([region("payment_failure_rate", "US", T0, up=True), refunds]) == "payment_failures"
 
 
 def test_a_country_in_an_open_incident_keeps_its_expected_revenue_and_counts_what_it_loses() -> None:

@@ -193,6 +193,8 @@ def test_the_stream_books_what_a_payment_outage_cost_in_its_country_and_window(t
     ("{kind: flash_sale, countries: [US], campaign: search, start_after_s: 1, duration_s: 1}",
      "campaign is for ad_click_flood incidents, not flash_sale"),
     ("{kind: ad_click_flood, countries: [US], campaign: tv, start_after_s: 1, duration_s: 1}", "campaign"),
+    ("{kind: chargeback_wave, countries: [US], devices: [app], start_after_s: 1, duration_s: 1}",
+     "a chargeback wave comes from every device"),
 ])
 def test_a_gateway_the_country_does_not_use_or_an_incident_without_payments_is_refused(
         tmp_path: Path, line: str, says: str) -> None:
@@ -266,6 +268,33 @@ def test_an_ad_click_flood_multiplies_its_campaign_s_billed_clicks_and_brings_no
     assert orders(flood) < 1.5 * orders(quiet) + 5
     assert sum(1 for n in sessions.values() if n == 1) > flood[flooded] - 2 * quiet[flooded]  # lone clicks
     assert incidents[0].ground_truth()["campaigns"] == ["de-search"]
+
+
+def test_a_chargeback_wave_adds_unauthorized_refunds_in_its_country_only(tmp_path: Path) -> None:
+    """About one visit in a hundred is a refund of an earlier order, most for damaged or unwanted goods; a wave
+    adds about ten chargebacks ("unauthorized") per usual refund of its country, on top of its traffic."""
+    scenario_file = tmp_path / "wave.yaml"
+    scenario_file.write_text("name: t\nincidents:\n  - {kind: chargeback_wave, countries: [US], start_after_s: 0, "
+                             "duration_s: 900}\n")
+
+    def refunds(stream: EventStream) -> Counter[tuple[str, str]]:
+        found: Counter[tuple[str, str]] = Counter()
+        for offset in range(600):
+            now = NOON_UTC + timedelta(seconds=offset)
+            for _ in range(int(60 * stream.load(now))):
+                event = json.loads(stream.next(now).value)
+                if event["event_type"] == "refund":
+                    assert isinstance(validate(json.dumps(event).encode(), now), EventBase), event
+                    found[(event["country"], event["reason"])] += 1
+        return found
+
+    quiet = refunds(EventStream(rate=60, seed=5))
+    wave = refunds(EventStream(rate=60, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=5))
+    usual_us = sum(n for (country, _), n in quiet.items() if country == "US")
+    assert usual_us > 8 and quiet[("US", "unauthorized")] < 0.2 * usual_us
+    assert 5 * usual_us < wave[("US", "unauthorized")] < 20 * usual_us
+    others = lambda counts: sum(n for (country, _), n in counts.items() if country != "US")  # noqa: E731
+    assert abs(others(wave) / others(quiet) - 1) < 0.25
 
 
 def test_shipped_scenarios_load() -> None:

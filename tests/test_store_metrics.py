@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from shoppulse.events.store_metrics import SEGMENT_COUNTERS, TABLE_COUNTERS, StoreMetrics, event_counts
 
 EVENT_TYPES = ("product_view", "add_to_cart", "remove_from_cart", "checkout_start", "payment_attempt", "purchase",
-               "ad_click")
+               "ad_click", "refund")
 
 events = st.fixed_dictionaries({
     "event_type": st.sampled_from(EVENT_TYPES),
@@ -24,6 +24,7 @@ events = st.fixed_dictionaries({
     "device": st.sampled_from(("mobile", "desktop", "app", "tablet")),
     "category": st.sampled_from(("shoes", "books")),  # read for product views only
     "campaign_id": st.sampled_from((None, "de-search", "de-social")),  # an ad click always has one (below)
+    "reason": st.sampled_from(("damaged", "unauthorized")),  # read for refunds only
 }).map(lambda e: {**e, "campaign_id": e["campaign_id"] or "de-search"} if e["event_type"] == "ad_click" else e)
 
 
@@ -85,6 +86,18 @@ def test_a_window_state_kept_from_before_the_ad_counters_goes_on_with_zeros() ->
            "revenue_units": 250_000, "product_views": 3, "cart_adds": 1}
     window = aggregator.agg(old, {"event_type": "ad_click", "device": "app", "campaign_id": "de-search",
                                   "amount": "1.0000"}, 0)
-    assert window["segments"]["device:app"] == [3, 1, 0, 0, 0, 1, 250_000, 1, 10_000]
+    assert window["segments"]["device:app"] == [3, 1, 0, 0, 0, 1, 250_000, 1, 10_000, 0, 0]
     merged = aggregator.merge({"payments": {}, "segments": {"device:app": [1, 0, 0, 0, 0, 0, 0]}}, window)
-    assert merged["segments"]["device:app"] == [4, 1, 0, 0, 0, 1, 250_000, 1, 10_000]
+    assert merged["segments"]["device:app"] == [4, 1, 0, 0, 0, 1, 250_000, 1, 10_000, 0, 0]
+
+
+def test_a_refund_counts_in_its_reason_with_the_amount_refunded_and_in_no_funnel_counter() -> None:
+    aggregator = StoreMetrics()
+    window = aggregator.initialize()
+    for amount in ("30.0000", "12.5000"):
+        window = aggregator.agg(window, {"event_type": "refund", "device": "mobile", "reason": "unauthorized",
+                                         "amount": amount}, 0)
+    reason = dict(zip(SEGMENT_COUNTERS, window["segments"]["refund reason:unauthorized"], strict=True))
+    assert (reason["refunds"], reason["refunded_units"], reason["orders"]) == (2, 425_000, 0)
+    assert window["segments"]["device:mobile"] == window["segments"]["refund reason:unauthorized"]
+    assert [window.get(name, 0) for name in TABLE_COUNTERS] == [0] * len(TABLE_COUNTERS)

@@ -118,7 +118,7 @@ def _acted_on(policy: Policy, incident: IncidentFacts) -> Contributor | Literal[
     if wanted is None:
         return None
     return next((c for c in incident.contributors if c.dimension == wanted.dimension
-                 and c.share >= wanted.min_share), False)
+                 and c.share >= wanted.min_share and (wanted.values is None or c.value in wanted.values)), False)
 
 
 def _countries(policy: Policy, incident: IncidentFacts) -> list[str]:

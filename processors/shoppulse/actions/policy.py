@@ -32,7 +32,7 @@ from shoppulse.sidecar.regions import SEVERITIES
 
 INCIDENT_KINDS = tuple(dict.fromkeys(kind for _, _, kind in KINDS))
 PLACEHOLDERS = frozenset({"country", "contributor", "incident_id", "kind", "idempotency_key"})
-DIMENSIONS = ("gateway", "failure reason", "device", "category", "campaign")
+DIMENSIONS = ("gateway", "failure reason", "device", "category", "campaign", "refund reason")
 ROLLBACK_WHEN = ("incident_resolved", "not_recovered")
 
 
@@ -49,8 +49,11 @@ class _Strict(BaseModel):
 
 
 class ContributorTrigger(_Strict):
-    dimension: Literal["gateway", "failure reason", "device", "category", "campaign"]
+    dimension: Literal["gateway", "failure reason", "device", "category", "campaign", "refund reason"]
     min_share: float = Field(ge=0, le=1, description="of the incident's excess the contributor must carry")
+    values: list[str] | None = Field(default=None, min_length=1,
+                                     description="only these values of it (a refund reason: unauthorized); "
+                                                 "default: any")
 
 
 class Trigger(_Strict):

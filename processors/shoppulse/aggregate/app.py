@@ -5,8 +5,8 @@
 * ``payment_latency_1s``: attempts, failures by reason and a latency histogram per country, gateway,
   second (from the same window);
 * ``segment_metrics_1s``: the funnel per country, second and segment (each device, each product
-  category, each ad campaign with its clicks and spend), so an incident's contributors can name the
-  device, category or campaign behind it (same window);
+  category, each ad campaign with its clicks and spend, each refund reason with its refunds), so an
+  incident's contributors can name the device, category, campaign or reason behind it (same window);
 * ``sessions``: one row per closed session (cart events only, tracked in the country's state by
   ``aggregate.sessions.SessionTracker``), for abandonment and conversion;
 * ``late_events``: events too late for their window, counted per country.
@@ -136,7 +136,8 @@ def latency_rows(value: dict[str, Any]) -> list[list[Any]]:
 
 
 def segment_rows(value: dict[str, Any]) -> list[list[Any]]:
-    """One row per device, product category and ad campaign the window's events came in (``segment_metrics_1s``)."""
+    """One row per device, product category, ad campaign and refund reason the window's events came in
+    (``segment_metrics_1s``)."""
     window = final_window(value)
     if window is None:
         return []

@@ -33,7 +33,7 @@ COUNTRIES = 12  # the store's
 # the sidecar's incident kind for each of the generator's
 EXPECTED_KIND = {"payment_outage": "payment_failures", "flash_sale": "traffic_surge",
                  "checkout_latency": "checkout_latency", "abandonment_surge": "cart_abandonment",
-                 "ad_click_flood": "campaign_spend_without_orders"}
+                 "ad_click_flood": "campaign_spend_without_orders", "chargeback_wave": "refund_surge"}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """A stand-in for a shop's admin API, for tests: the calls an action policy makes (a payment failover
-and its failback), over a real socket, with the contract a careful shop API enforces.
+and its failback; manual review of a country's new orders and its end), over a real socket, with the
+contract a careful shop API enforces.
 
 No shop's admin API is public, so the contract is the IETF's for the one thing every such API must
 get right for automation — retries — `The Idempotency-Key HTTP Header Field`
@@ -11,7 +12,8 @@ get right for automation — retries — `The Idempotency-Key HTTP Header Field`
   changes nothing; with another payload, 422; while the first request with that key is still being
   processed, 409;
 - besides: a bearer token (401 without the right one), a JSON object body (400 otherwise), known
-  paths only (404), and a failover of a gateway the country does not use is refused (422).
+  paths only (404), a failover of a gateway the country does not use is refused (422), and so is a
+  review of a country the shop does not sell in, or the end of one that is not under way.
 
 ``fail_next`` makes the next requests fail for the test's sake: ``"503"`` answers 503 before doing
 anything; ``"drop"`` applies the change and then closes the connection without an answer (the
@@ -33,6 +35,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from shoppulse.devstack.http_standin import StandinServer, serving
+from shoppulse.events.schema import COUNTRIES
 from shoppulse.http_json import answer_json
 
 SF_STRING = re.compile(r'^"([\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"$')
@@ -43,6 +46,7 @@ GATEWAYS = {"BR": ("pix", "adyen"), "DE": ("adyen", "klarna", "paypal"), "US": (
 class ShopState:
     token: str
     routes: dict[str, str | None] = field(default_factory=dict)  # country -> the gateway failed over from
+    reviews: dict[str, str] = field(default_factory=dict)  # country -> why its new orders are reviewed by hand
     effects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # every change applied, in order
     answers: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)  # key -> payload digest, answer
     in_flight: set[str] = field(default_factory=set)
@@ -63,6 +67,13 @@ class ShopState:
             if known is None or self.routes.get(str(country)) != body.get("gateway"):
                 return 422, {"error": f"{country} is not failed over from {body.get('gateway')}"}
             self.routes[str(country)] = None
+        elif path == "/admin/orders/review":
+            if country not in COUNTRIES or not isinstance(body.get("reason"), str) or not body["reason"]:
+                return 422, {"error": "a review needs a country the shop sells in and a reason"}
+            self.reviews[str(country)] = body["reason"]
+        elif path == "/admin/orders/review/end":
+            if self.reviews.pop(str(country), None) is None:
+                return 422, {"error": f"the new orders of {country} are not under review"}
         else:
             return 404, {"error": f"no such endpoint {path}"}
         self.effects.append((path, body))

@@ -15,6 +15,7 @@ from shoppulse.events.schema import (
     PaymentAttempt,
     ProductView,
     Purchase,
+    Refund,
     RemoveFromCart,
 )
 
@@ -57,6 +58,9 @@ def to_clean(event: EventBase, hasher: PiiHasher, rates: RatesTable) -> CleanEve
         case AdClick():
             clean |= {"campaign_id": event.campaign_id}
             amount, currency = event.cost, event.currency
+        case Refund():
+            clean |= {"order_id": event.order_id, "reason": event.reason}
+            amount, currency = event.amount, event.currency
     if amount is not None and currency is not None:
         clean |= {"currency": currency, "amount_local": str(amount),
                   "amount": str(rates.to_reporting(amount, currency))}

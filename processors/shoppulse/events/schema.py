@@ -23,6 +23,8 @@ Device = Literal["desktop", "mobile", "tablet", "app"]
 Gateway = Literal["stripe", "adyen", "paypal", "klarna", "pix", "upi", "konbini"]
 FailureReason = Literal["declined", "insufficient_funds", "fraud_suspected", "gateway_timeout", "gateway_error",
                         "3ds_failed"]
+# "unauthorized": the card holder's bank disputes the charge (a chargeback: a stolen card paid the order).
+RefundReason = Literal["damaged", "not_as_described", "not_received", "changed_mind", "unauthorized"]
 
 
 class EventType(StrEnum):
@@ -33,6 +35,7 @@ class EventType(StrEnum):
     PAYMENT_ATTEMPT = "payment_attempt"
     PURCHASE = "purchase"
     AD_CLICK = "ad_click"
+    REFUND = "refund"
 
 
 def _aware(value: datetime) -> datetime:
@@ -156,12 +159,24 @@ class AdClick(EventBase):
     currency: Currency
 
 
+class Refund(EventBase):
+    """Money paid back for an order, at the shopper's request or their bank's (``unauthorized``: a chargeback).
+    ``session_id`` and ``device`` are those of the order's visit."""
+
+    event_type: Literal[EventType.REFUND]
+    order_id: Identifier
+    amount: Money = Field(description="What is paid back (all or part of the order).")
+    currency: Currency
+    reason: RefundReason
+
+
 ShopEvent = Annotated[ProductView | AddToCart | RemoveFromCart | CheckoutStart | PaymentAttempt | Purchase
-                      | AdClick, Field(discriminator="event_type")]
+                      | AdClick | Refund, Field(discriminator="event_type")]
 EVENT_MODELS: dict[EventType, type[EventBase]] = {
     EventType.PRODUCT_VIEW: ProductView, EventType.ADD_TO_CART: AddToCart,
     EventType.REMOVE_FROM_CART: RemoveFromCart, EventType.CHECKOUT_START: CheckoutStart,
     EventType.PAYMENT_ATTEMPT: PaymentAttempt, EventType.PURCHASE: Purchase, EventType.AD_CLICK: AdClick,
+    EventType.REFUND: Refund,
 }
 SHOP_EVENT: TypeAdapter[ShopEvent] = TypeAdapter(ShopEvent)
 

@@ -16,7 +16,7 @@ from shoppulse.events.histogram import bucket
 REVENUE_UNITS = 10_000  # 1 unit = 0.0001 USD
 _COUNTERS = {"product_view": "product_views", "add_to_cart": "cart_adds", "remove_from_cart": "cart_removes",
              "checkout_start": "checkouts", "payment_attempt": "payment_attempts", "purchase": "orders",
-             "ad_click": "ad_clicks"}
+             "ad_click": "ad_clicks", "refund": "refunds"}
 # Every counter, in the order of the metrics tables' columns (revenue last).
 TABLE_COUNTERS = ("product_views", "cart_adds", "cart_removes", "checkouts", "payment_attempts", "payment_failures",
                   "orders", "items", "revenue_units")
@@ -26,13 +26,14 @@ METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes"
 _ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
               for event_type, counter in _COUNTERS.items()}
 # A segment's counters, in the order of segment_metrics_1s' columns: what an incident's contributors compare per
-# device, product category and ad campaign. The money ones (revenue, ad spend) are summed in REVENUE_UNITS; the ad
-# counters came later and stay last, so a window state kept from before them is completed with zeros.
+# device, product category, ad campaign and refund reason. The money ones (revenue, ad spend, refunded) are summed
+# in REVENUE_UNITS; counters added later go last, so a window state kept from before them is completed with zeros.
 SEGMENT_COUNTERS = ("product_views", "cart_adds", "checkouts", "payment_attempts", "payment_failures", "orders",
-                    "revenue_units", "ad_clicks", "ad_spend_units")
-SEGMENT_MONEY = frozenset({"revenue_units", "ad_spend_units"})
+                    "revenue_units", "ad_clicks", "ad_spend_units", "refunds", "refunded_units")
+SEGMENT_MONEY = frozenset({"revenue_units", "ad_spend_units", "refunded_units"})
 SEGMENT_COLUMNS = ["ts", "country", "dimension", "segment", "product_views", "cart_adds", "checkouts",
-                   "payment_attempts", "payment_failures", "orders", "revenue", "ad_clicks", "ad_spend"]
+                   "payment_attempts", "payment_failures", "orders", "revenue", "ad_clicks", "ad_spend", "refunds",
+                   "refunded"]
 _SEGMENT_INDEX = {name: SEGMENT_COUNTERS.index(name) for name in SEGMENT_COUNTERS}
 _FAILURES, _ITEMS, _REVENUE = (TABLE_COUNTERS.index(name) for name in ("payment_failures", "items", "revenue_units"))
 
@@ -64,11 +65,13 @@ def event_counts(event: dict[str, Any]) -> list[int]:
 
 
 def segment_keys(event: dict[str, Any]) -> tuple[str, ...]:
-    """The segments an event counts in, as ``dimension:segment``: its device, a product view's category, and
-    the campaign of an ad click or of an order attributed to one."""
+    """The segments an event counts in, as ``dimension:segment``: its device, a product view's category, a
+    refund's reason, and the campaign of an ad click or of an order attributed to one."""
     keys = [f"device:{event['device']}"]
     if event["event_type"] == "product_view":
         keys.append(f"category:{event['category']}")
+    elif event["event_type"] == "refund":
+        keys.append(f"refund reason:{event['reason']}")
     if event.get("campaign_id"):
         keys.append(f"campaign:{event['campaign_id']}")
     return tuple(keys)
@@ -95,8 +98,8 @@ def _count_in_segments(segments: dict[str, list[int]], event: dict[str, Any], na
 
 class StoreMetrics(Aggregator):
     """Funnel counts, orders, items, revenue; per gateway: payments, failures by reason and a latency
-    histogram; per segment (device, product category, ad campaign): the funnel counts, revenue, ad clicks
-    and ad spend."""
+    histogram; per segment (device, product category, ad campaign, refund reason): the funnel counts, revenue,
+    ad clicks and spend, refunds and the amount refunded."""
 
     def initialize(self) -> dict[str, Any]:
         return {"payments": {}, "segments": {}}
@@ -114,6 +117,8 @@ class StoreMetrics(Aggregator):
             _count_in_segments(segments, new, "revenue_units", units)
         elif event_type == "ad_click":
             _count_in_segments(segments, new, "ad_spend_units", to_units(new["amount"]))
+        elif event_type == "refund":
+            _count_in_segments(segments, new, "refunded_units", to_units(new["amount"]))
         elif event_type == "payment_attempt":
             failed = new["result"] == "failure"
             if failed:

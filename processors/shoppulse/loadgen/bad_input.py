@@ -38,7 +38,7 @@ CORRUPTORS: dict[Reason, Corruptor] = {
     Reason.NOT_AN_OBJECT: lambda e, _: _dumps([e]),
     Reason.OVERSIZED: lambda e, _: _with(e, padding="x" * (MAX_EVENT_BYTES + 1)),
     Reason.UNSUPPORTED_VERSION: lambda e, _: _with(e, schema_version=2),
-    Reason.UNKNOWN_EVENT_TYPE: lambda e, _: _with(e, event_type="refund"),
+    Reason.UNKNOWN_EVENT_TYPE: lambda e, _: _with(e, event_type="wishlist_add"),
     Reason.MISSING_FIELD: lambda e, _: _without(e, "session_id"),
     Reason.UNKNOWN_FIELD: lambda e, _: _with(e, coupon_code="BLACKFRIDAY"),
     Reason.WRONG_TYPE: lambda e, _: _with(e, session_id=12345),

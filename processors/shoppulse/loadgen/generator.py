@@ -12,10 +12,11 @@ import bisect
 import itertools
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -31,12 +32,14 @@ from shoppulse.loadgen.shoppers import (
     DEVICE_CUMULATIVE,
     DEVICES,
     LOST_ORDER,
+    REFUND_SHARE,
     Effects,
     Session,
     ad_click,
     apply_live_effects,
     effects_for,
     new_session,
+    refund,
 )
 
 NO_EFFECTS = Effects()
@@ -48,9 +51,11 @@ WEIGHTS_REFRESH_S = 5.0
 OUT_OF_ORDER_MIN_S, OUT_OF_ORDER_MAX_S = 0.2, 2.5  # out of order, but within the windows' grace period
 LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
 # An ad click flood (bots, a runaway bid) adds this many paid clicks per usual click of its campaign at magnitude 1;
-# the extra clicks are billed and bring no visit. A visit is about this many events on average (the paid clicks
-# are ~5 % of the events with a quarter of the visits paid), which gives a campaign's usual clicks per event.
+# the extra clicks are billed and bring no visit. A chargeback wave (stolen cards used weeks ago) adds this many
+# "unauthorized" refunds per usual refund of its country. A visit is about this many events on average (the paid
+# clicks are ~5 % of the events with a quarter of the visits paid), which gives the usual clicks or refunds per event.
 FLOOD_CLICKS = 4.0
+WAVE_REFUNDS = 10.0
 EVENTS_PER_VISIT = 5.0
 
 
@@ -80,12 +85,26 @@ class Emission:
 
 
 @dataclass(frozen=True)
-class Flood:
-    """An ad click flood active in one country: its campaign's channel, and its share of the flood clicks."""
+class LoneEvents:
+    """What an incident adds in one country on top of its visits, each event a visit of its own: an ad click
+    flood's billed clicks, a chargeback wave's refunds."""
 
     country: str
-    channel: str
-    extra: float  # flood clicks per usual event of the store
+    extra: float  # per usual event of the store
+    step: Callable[[random.Random], dict[str, Any]]
+
+
+def lone_events(incident: ScriptedIncident, country: str, share: float) -> LoneEvents | None:
+    """The lone events ``incident`` adds in ``country``, whose share of the store's visits is ``share``."""
+    market = MARKETS[country]
+    if incident.kind == "ad_click_flood":
+        channel_share = dict((name, part) for name, part, _ in CAMPAIGN_CHANNELS)[incident.channel]
+        return LoneEvents(country, FLOOD_CLICKS * incident.magnitude * share * AD_SHARE * channel_share
+                          / EVENTS_PER_VISIT, lambda rng: ad_click(rng, market, incident.channel))
+    if incident.kind == "chargeback_wave":
+        return LoneEvents(country, WAVE_REFUNDS * incident.magnitude * share * REFUND_SHARE / EVENTS_PER_VISIT,
+                          lambda rng: refund(rng, market, "unauthorized"))
+    return None
 
 
 @dataclass(frozen=True)
@@ -157,8 +176,8 @@ class EventStream:
         self._effects: dict[tuple[str, str], Effects] = {}  # (country, device) -> the incidents' effects
         self._last_valid: Emission | None = None
         self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
-        self._floods: list[Flood] = []
-        self._flood_share = 0.0  # of the events emitted: the flood clicks
+        self._lone: list[LoneEvents] = []
+        self._lone_share = 0.0  # of the events emitted: the incidents' lone events
 
     def load(self, now: datetime) -> float:
         """How much busier than usual the store is at ``now`` (1.0 without a traffic incident)."""
@@ -173,8 +192,8 @@ class EventStream:
             return Emission(self._last_valid.key, self._last_valid.value, "duplicate",
                             country=self._last_valid.country)
         step = None
-        if self._flood_share and self.rng.random() < self._flood_share:
-            session = self._flood_click(now)
+        if self._lone_share and self.rng.random() < self._lone_share:
+            session = self._lone_event()
             step = session.steps.pop()
         while step is None:
             session = self._session(now)
@@ -229,20 +248,21 @@ class EventStream:
             self.pool[index] = self.pool[-1]
             self.pool.pop()
 
-    def _flood_click(self, now: datetime) -> Session:
-        """A visit of one flood click and nothing after it (a bot's, or one that never loads the page)."""
-        draw = self.rng.random() * sum(f.extra for f in self._floods)
-        flood = self._floods[-1]
-        for candidate in self._floods:
+    def _lone_event(self) -> Session:
+        """A visit of one of the incidents' lone events and nothing after it (a bot's click that never loads the
+        page, a chargeback)."""
+        draw = self.rng.random() * sum(lone.extra for lone in self._lone)
+        chosen = self._lone[-1]
+        for candidate in self._lone:
             if draw < candidate.extra:
-                flood = candidate
+                chosen = candidate
                 break
             draw -= candidate.extra
         self._serial += 1
         device = DEVICES[bisect.bisect(DEVICE_CUMULATIVE, self.rng.random())]
         common = {"schema_version": 1, "session_id": f"s-{self._serial:x}-{self.rng.getrandbits(24):06x}",
-                  "country": flood.country, "device": device}
-        return Session(common, [ad_click(self.rng, MARKETS[flood.country], flood.channel)])
+                  "country": chosen.country, "device": device}
+        return Session(common, [chosen.step(self.rng)])
 
     def _new_session(self, now: datetime) -> Session:
         self._refresh_if_stale(now)
@@ -271,13 +291,11 @@ class EventStream:
         visits = boosted_load(week_time, boost)
         self.pool_size = min(MAX_POOL, int(self.usual_pool_size * visits))
         usual = country_weights(week_time)
-        self._floods = [Flood(country, i.channel, FLOOD_CLICKS * i.magnitude * usual[country] * AD_SHARE
-                              * dict((name, share) for name, share, _ in CAMPAIGN_CHANNELS)[i.channel]
-                              / EVENTS_PER_VISIT)
-                        for country, incidents in active.items() for i in incidents if i.kind == "ad_click_flood"]
-        flood = sum(f.extra for f in self._floods)
-        self._load = visits + flood  # the flood clicks come on top of every country's visits
-        self._flood_share = flood / self._load
+        self._lone = [lone for country, incidents in active.items() for i in incidents
+                      if (lone := lone_events(i, country, usual[country])) is not None]
+        extra = sum(lone.extra for lone in self._lone)
+        self._load = visits + extra  # the lone events come on top of every country's visits
+        self._lone_share = extra / self._load
         weights = country_weights(week_time, boost)
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))

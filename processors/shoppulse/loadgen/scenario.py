@@ -16,7 +16,8 @@ from shoppulse.loadgen.markets import MARKETS
 from shoppulse.loadgen.shoppers import GATEWAY_KINDS, campaign_id
 from shoppulse.project_files import scenarios_dir
 
-IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge", "ad_click_flood"]
+IncidentKind = Literal["payment_outage", "flash_sale", "checkout_latency", "abandonment_surge", "ad_click_flood",
+                       "chargeback_wave"]
 
 # What each kind of incident moves, in the metric names the aggregates and the sidecar use.
 AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
@@ -26,6 +27,7 @@ AFFECTED_METRICS: dict[str, tuple[str, ...]] = {
     "checkout_latency": ("payment_latency_p95", "carts_without_order", "orders_per_view"),
     "abandonment_surge": ("carts_without_order", "checkouts_per_cart", "orders_per_view", "orders_per_s"),
     "ad_click_flood": ("ad_spend_per_s", "orders_per_ad_click"),
+    "chargeback_wave": ("refunds_per_s",),
 }
 
 
@@ -42,17 +44,18 @@ class Incident(BaseModel):
                                                           "(payment_outage, checkout_latency); default: all")
     devices: list[Device] | None = Field(default=None, min_length=1,
                                          description="Only shoppers on these devices meet it (not for flash_sale, "
-                                                     "which brings shoppers on every device, nor ad_click_flood); "
-                                                     "default: all")
+                                                     "which brings shoppers on every device, nor ad_click_flood "
+                                                     "and chargeback_wave); default: all")
     campaign: Literal["search", "social"] | None = Field(
         default=None, description="ad_click_flood: the channel of the countries' campaign whose paid clicks "
                                   "multiply (DE's search campaign is de-search); default: search")
 
     @model_validator(mode="after")
     def _devices_for_shopper_incidents(self) -> Incident:
-        if self.devices is not None and self.kind in ("flash_sale", "ad_click_flood"):
+        if self.devices is not None and self.kind in ("flash_sale", "ad_click_flood", "chargeback_wave"):
             why = {"flash_sale": "a flash sale brings shoppers on every device",
-                   "ad_click_flood": "an ad click flood comes from every device"}[self.kind]
+                   "ad_click_flood": "an ad click flood comes from every device",
+                   "chargeback_wave": "a chargeback wave comes from every device"}[self.kind]
             raise ValueError(f"devices is for payment_outage, checkout_latency and abandonment_surge incidents: {why}")
         return self
 

@@ -27,6 +27,13 @@ AD_SHARE = 0.25
 CAMPAIGN_CHANNELS = (("search", 0.65, 0.90), ("social", 0.35, 0.45))  # channel, share of the paid visits, CPC in USD
 
 
+# About one order in twenty is refunded, days later: a refund comes as a visit of its own (the shop's back office
+# sends it), one in a hundred new visits, for these reasons (a chargeback, "unauthorized", is rare).
+REFUND_SHARE = 0.01
+REFUND_REASONS = (("damaged", 0.25), ("not_as_described", 0.3), ("not_received", 0.15), ("changed_mind", 0.27),
+                  ("unauthorized", 0.03))
+
+
 def campaign_id(country: str, channel: str) -> str:
     """The id of a country's campaign on a channel (``us-search``)."""
     return f"{country.lower()}-{channel}"
@@ -95,6 +102,20 @@ def _price(rng: random.Random, product: int, market: Market) -> str:
     return f"{local:.0f}" if market.currency == "JPY" else f"{local:.2f}"
 
 
+def refund(rng: random.Random, market: Market, reason: str | None = None) -> dict[str, Any]:
+    """A refund of an earlier order of ``market``: all of it, or one of its items."""
+    if reason is None:
+        draw, reason = rng.random(), REFUND_REASONS[-1][0]
+        for name, share in REFUND_REASONS:
+            if draw < share:
+                reason = name
+                break
+            draw -= share
+    amount = _price(rng, rng.randrange(PRODUCTS), market)
+    return {"event_type": "refund", "order_id": f"o-{rng.getrandbits(40):010x}", "amount": amount,
+            "currency": market.currency, "reason": reason}
+
+
 def new_session(rng: random.Random, market: Market, effects_of: Callable[[str], Effects], serial: int) -> Session:
     """A new visit in ``market``, planned with the effects its device meets (``effects_of(device)``)."""
     device = DEVICES[bisect.bisect(DEVICE_CUMULATIVE, rng.random())]
@@ -105,6 +126,8 @@ def new_session(rng: random.Random, market: Market, effects_of: Callable[[str], 
         user = rng.randrange(1, 2_000_000)
         common |= {"user_id": f"cust-{user:07d}", "email": f"shopper{user}@example.com",
                    "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
+    if rng.random() < REFUND_SHARE:
+        return Session(common, [refund(rng, market)], effects)
     campaign: str | None = None
     if rng.random() < AD_SHARE:
         draw, channel = rng.random(), CAMPAIGN_CHANNELS[-1][0]

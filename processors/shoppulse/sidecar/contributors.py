@@ -11,13 +11,14 @@ before; its share is of the payments slower than the p95 of before. Gateways and
 together by share (a gateway first on a tie): one gateway down leads with that gateway, every
 gateway failing alike with the reason they fail for. The first is the top contributor the story names.
 
-Segments (``segment_metrics_1s``: the funnel per country, second, device, product category and ad campaign):
+Segments (``segment_metrics_1s``: the funnel per country, second, device, product category, ad campaign and
+refund reason):
 each kind of incident has a measure of what it lacks or has too much of (``SEGMENT_MEASURES``: the
 orders a conversion drop misses, the extra product views of a traffic surge…), taken per segment
 against the segment's own rate in the hour before. A segment is named only when it stands out: its
 share of the excess at least ``OVER_REPRESENTED`` times its usual share of the volume (an incident that
 hits every device alike names none; a broken mobile checkout names mobile; a flood of paid clicks names
-its campaign).
+its campaign; a wave of chargebacks names the reason "unauthorized").
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ SEGMENT_MEASURES: dict[str, tuple[str, str | None, int, str]] = {
     "checkout_drop": ("checkouts", "cart_adds", -1, "missing checkouts"),
     "cart_abandonment": ("orders", "cart_adds", -1, "missing orders from carts"),
     "campaign_spend_without_orders": ("ad_clicks", None, 1, "extra paid clicks"),
+    "refund_surge": ("refunds", None, 1, "extra refunds"),
 }
 VOLUME_NAMES = {"product_views": "product views", "cart_adds": "cart adds", "payment_attempts": "payments",
-                "orders": "orders", "ad_clicks": "paid clicks"}
+                "orders": "orders", "ad_clicks": "paid clicks", "refunds": "refunds"}
 OVER_REPRESENTED = 1.5  # a segment's share of the excess against its usual share of the volume
 MIN_SHARE = 0.25  # of the excess, for a segment to be named
 MIN_EXCESS = 5.0  # events: a smaller excess says nothing about which segment it came from
 # Named first on equal shares: the most specific place to act on.
-DIMENSION_ORDER = {"gateway": 0, "campaign": 1, "device": 2, "category": 3, "failure reason": 4}
+DIMENSION_ORDER = {"gateway": 0, "campaign": 1, "refund reason": 2, "device": 3, "category": 4, "failure reason": 5}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ LABELS = {
     "payment_latency_p95": ("payment latency p95", "{:,.0f} ms"),
     "ad_spend_per_s": ("ad spend", "${:,.3f}/s"),
     "orders_per_ad_click": ("orders per paid click", "{:.1%}"),
+    "refunds_per_s": ("refunds/s", "{:.2f}"),
 }
 
 

@@ -47,8 +47,9 @@ GROWS_AFTER = timedelta(minutes=30)
 KINDS: tuple[tuple[str, int, str], ...] = (
     ("payment_failure_rate", 1, "payment_failures"),
     ("payment_latency_p95", 1, "checkout_latency"),
+    ("refunds_per_s", 1, "refund_surge"),
     ("views_per_s", 1, "traffic_surge"),
-    ("orders_per_ad_click", -1, "campaign_spend_without_orders"),
+    ("ad_spend_per_s", 1, "campaign_spend_without_orders"),
     ("carts_without_order", 1, "cart_abandonment"),
     ("checkouts_per_cart", -1, "checkout_drop"),
     ("orders_per_view", -1, "conversion_drop"),
@@ -58,10 +59,13 @@ KINDS: tuple[tuple[str, int, str], ...] = (
     ("orders_per_s", 1, "sales_surge"),
     ("revenue_per_s", 1, "sales_surge"),
 )
-# What else must have moved for a kind: fewer orders per paid click is paid traffic that stopped buying only while
-# the ad spend ran higher (bots, a runaway bid); with spend as usual it is the funnel's drop, told by the kinds below.
-ALSO_MOVED: dict[str, tuple[tuple[str, int], ...]] = {"campaign_spend_without_orders": (("ad_spend_per_s", 1),)}
+# What must not have moved for a kind: ad spend running higher is money burnt only while the orders do not follow
+# (bots, a runaway bid); a campaign whose orders rise with its spend is a sales surge, one that brings shoppers a
+# traffic surge (above).
+UNLESS_MOVED: dict[str, tuple[tuple[str, int], ...]] = {
+    "campaign_spend_without_orders": (("orders_per_ad_click", 1), ("orders_per_s", 1), ("revenue_per_s", 1))}
 TITLES = {"payment_failures": "Payment failures", "campaign_spend_without_orders": "Ad spend without orders",
+          "refund_surge": "Refund surge",
           "checkout_latency": "Checkout latency regression",
           "traffic_surge": "Traffic surge", "cart_abandonment": "Cart abandonment surge",
           "checkout_drop": "Checkout drop", "conversion_drop": "Conversion drop", "traffic_drop": "Traffic drop",
@@ -70,7 +74,7 @@ METRIC_NAMES = {"orders_per_s": "orders/s", "revenue_per_s": "revenue/s", "views
                 "orders_per_view": "orders per product view", "carts_without_order": "carts without an order",
                 "checkouts_per_cart": "checkouts per cart", "payment_failure_rate": "payment failure rate",
                 "payment_latency_p95": "payment latency p95", "ad_spend_per_s": "ad spend/s",
-                "orders_per_ad_click": "orders per paid click"}
+                "orders_per_ad_click": "orders per paid click", "refunds_per_s": "refunds/s"}
 
 
 def direction(region: Region) -> int:
@@ -81,7 +85,7 @@ def direction(region: Region) -> int:
 def kind_of(regions: list[Region]) -> str:
     moved = {(r.metric, direction(r)) for r in regions}
     for metric, sign, kind in KINDS:
-        if (metric, sign) in moved and moved.issuperset(ALSO_MOVED.get(kind, ())):
+        if (metric, sign) in moved and moved.isdisjoint(UNLESS_MOVED.get(kind, ())):
             return kind
     first = regions[0]
     return f"{first.metric}_{'up' if direction(first) > 0 else 'down'}"

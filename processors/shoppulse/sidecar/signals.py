@@ -24,10 +24,11 @@ GLOBAL = "ALL"
 # are known only once a session has closed, minutes later: their own names keep an insight from
 # contradicting the tile beside it.
 # Paid traffic (segment_metrics_1s, dimension 'campaign'): the ad spend per second, and the orders attributed to
-# the campaigns per paid click — a flow too (the click comes minutes before its order).
+# the campaigns per paid click — a flow too (the click comes minutes before its order). Refunds (dimension
+# 'refund reason'): per second, whatever their reason.
 METRICS = ("orders_per_s", "revenue_per_s", "views_per_s", "orders_per_view", "carts_without_order",
            "checkouts_per_cart", "payment_failure_rate", "payment_latency_p95", "ad_spend_per_s",
-           "orders_per_ad_click")
+           "orders_per_ad_click", "refunds_per_s")
 MIN_TRIALS = {"orders_per_view": 20, "carts_without_order": 5, "checkouts_per_cart": 5, "payment_failure_rate": 5,
               "payment_latency_p95": 5, "orders_per_ad_click": 20}
 
@@ -44,6 +45,7 @@ class Totals:
     ad_clicks: float = 0.0
     ad_spend: float = 0.0
     ad_orders: float = 0.0  # the orders attributed to a campaign
+    refunds: float = 0.0
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
@@ -71,6 +73,7 @@ def points(totals: Totals, latency: dict[int, int], window_s: float) -> dict[str
                                             window_s, flow=True)
     if totals.attempts >= MIN_TRIALS["payment_failure_rate"]:
         found["payment_failure_rate"] = Point(totals.failures / totals.attempts, totals.attempts, "ratio", window_s)
+    found["refunds_per_s"] = _rate(totals.refunds, totals.refunds, window_s)
     if totals.ad_clicks:
         found["ad_spend_per_s"] = _rate(totals.ad_spend, totals.ad_clicks, window_s)
     if totals.ad_clicks >= MIN_TRIALS["orders_per_ad_click"]:
@@ -118,14 +121,16 @@ def read_windows(client: Client, ends: list[datetime], window_s: int,
             parameters=parameters).result_rows:
         totals[int(index)][str(country)] = Totals(*(float(n) if isinstance(n, Decimal | int | float) else 0.0
                                                     for n in numbers))
-    # the campaigns' rows are written with the rest of a window, before its metrics_1s row: final below the watermark
-    for index, country, clicks, spend, orders in client.query(
-            f"SELECT {slice_of} AS slice, country, sum(ad_clicks), sum(ad_spend), sum(orders) FROM segment_metrics_1s "
-            "WHERE dimension = 'campaign' AND ts >= {start:DateTime} AND ts < {end:DateTime} GROUP BY slice, country",
-            parameters=parameters).result_rows:
+    # a window's segment rows are written with the rest of it, before its metrics_1s row: final below the watermark
+    for index, country, clicks, spend, orders, refunds in client.query(
+            f"SELECT {slice_of} AS slice, country, sumIf(ad_clicks, dimension = 'campaign'), "
+            "sumIf(ad_spend, dimension = 'campaign'), sumIf(orders, dimension = 'campaign'), "
+            "sumIf(refunds, dimension = 'refund reason') FROM segment_metrics_1s "
+            "WHERE dimension IN ('campaign', 'refund reason') AND ts >= {start:DateTime} AND ts < {end:DateTime} "
+            "GROUP BY slice, country", parameters=parameters).result_rows:
         slice_totals = totals[int(index)]
         slice_totals[str(country)] = replace(slice_totals.get(str(country), Totals()), ad_clicks=float(clicks),
-                                             ad_spend=float(spend), ad_orders=float(orders))
+                                             ad_spend=float(spend), ad_orders=float(orders), refunds=float(refunds))
     histograms: dict[int, dict[str, dict[int, int]]] = defaultdict(dict)
     for index, country, merged in client.query(
             f"SELECT {slice_of} AS slice, country, sumMap(bucket_keys, bucket_counts) FROM payment_latency_1s "

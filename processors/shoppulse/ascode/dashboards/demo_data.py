@@ -24,7 +24,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.loadgen.markets import MARKETS, seasonal_factor
-from shoppulse.loadgen.shoppers import AD_SHARE, CAMPAIGN_CHANNELS, campaign_id
+from shoppulse.loadgen.shoppers import AD_SHARE, CAMPAIGN_CHANNELS, REFUND_REASONS, REFUND_SHARE, campaign_id
 
 EVENTS_PER_S = 300.0  # the local stack's default load
 INSERT_CHUNK = 100_000
@@ -184,6 +184,9 @@ def load_demo_data(client: Client, plan: DemoPlan, progress: Callable[[str], Non
     _insert(client, "segment_metrics_1s", ["ts", "country", "dimension", "segment", "orders", "revenue", "ad_clicks",
                                            "ad_spend", "src_partition", "src_offset"],
             _campaign_rows(plan, recent, final_until), progress)
+    _insert(client, "segment_metrics_1s", ["ts", "country", "dimension", "segment", "refunds", "refunded",
+                                           "src_partition", "src_offset"],
+            _refund_rows(plan, recent, final_until), progress)
     _insert(client, "late_events", ["event_time", "country", "event_type", "late_by_ms", "src_partition",
                                     "src_offset"], _late_rows(plan, recent, now), progress)
     _insert(client, "dead_letters", ["received_at", "reason", "detail", "size_bytes", "sha256", "src_partition",
@@ -268,6 +271,23 @@ def _campaign_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[
                              clicks, spend, 0, offset])
                 offset += 1
         when += timedelta(seconds=5)
+    return rows
+
+
+def _refund_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
+    """Each country's refunds by reason every 10 seconds (segment_metrics_1s, dimension 'refund reason')."""
+    rng = random.Random(plan.seed + 10)
+    rows: list[list[Any]] = []
+    when, offset = start, 0
+    while when < end:
+        for country, market in MARKETS.items():
+            visits = plan.events_per_s / 5 * _share(country) * seasonal_factor(market, when) * 10 * REFUND_SHARE
+            for reason, share in REFUND_REASONS:
+                refunds = poisson(rng, visits * share)
+                if refunds:
+                    rows.append([when, country, "refund reason", reason, refunds, _revenue(rng, refunds), 0, offset])
+                    offset += 1
+        when += timedelta(seconds=10)
     return rows
 
 
