@@ -271,8 +271,9 @@ def test_an_ad_click_flood_multiplies_its_campaign_s_billed_clicks_and_brings_no
 
 
 def test_a_chargeback_wave_adds_unauthorized_refunds_in_its_country_only(tmp_path: Path) -> None:
-    """About one visit in a hundred is a refund of an earlier order, most for damaged or unwanted goods; a wave
-    adds about ten chargebacks ("unauthorized") per usual refund of its country, on top of its traffic."""
+    """The back office refunds earlier orders at about one per hundred usual visits, most for damaged or unwanted
+    goods; a wave adds about ten chargebacks ("unauthorized") per usual refund of its country, on top of its
+    traffic, and leaves the other countries' refunds as they were."""
     scenario_file = tmp_path / "wave.yaml"
     scenario_file.write_text("name: t\nincidents:\n  - {kind: chargeback_wave, countries: [US], start_after_s: 0, "
                              "duration_s: 900}\n")
@@ -281,20 +282,20 @@ def test_a_chargeback_wave_adds_unauthorized_refunds_in_its_country_only(tmp_pat
         found: Counter[tuple[str, str]] = Counter()
         for offset in range(600):
             now = NOON_UTC + timedelta(seconds=offset)
-            for _ in range(int(60 * stream.load(now))):
+            for _ in range(int(150 * stream.load(now))):
                 event = json.loads(stream.next(now).value)
                 if event["event_type"] == "refund":
                     assert isinstance(validate(json.dumps(event).encode(), now), EventBase), event
                     found[(event["country"], event["reason"])] += 1
         return found
 
-    quiet = refunds(EventStream(rate=60, seed=5))
-    wave = refunds(EventStream(rate=60, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=5))
+    quiet = refunds(EventStream(rate=150, seed=5))
+    wave = refunds(EventStream(rate=150, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=5))
     usual_us = sum(n for (country, _), n in quiet.items() if country == "US")
-    assert usual_us > 8 and quiet[("US", "unauthorized")] < 0.2 * usual_us
+    assert usual_us > 20 and quiet[("US", "unauthorized")] < 0.2 * usual_us
     assert 5 * usual_us < wave[("US", "unauthorized")] < 20 * usual_us
     others = lambda counts: sum(n for (country, _), n in counts.items() if country != "US")  # noqa: E731
-    assert abs(others(wave) / others(quiet) - 1) < 0.25
+    assert abs(others(wave) / others(quiet) - 1) < 0.3  # ~150 refunds: counting varies them by ~8 %
 
 
 def test_shipped_scenarios_load() -> None:

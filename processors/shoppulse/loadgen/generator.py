@@ -9,6 +9,7 @@ country's), so every other country's events/s stay what they were."""
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import random
 from collections import Counter
@@ -86,12 +87,18 @@ class Emission:
 
 @dataclass(frozen=True)
 class LoneEvents:
-    """What an incident adds in one country on top of its visits, each event a visit of its own: an ad click
-    flood's billed clicks, a chargeback wave's refunds."""
+    """Events that are no visit's steps, in one country: the back office's refunds, and what an incident adds on
+    top of the visits (an ad click flood's billed clicks, a chargeback wave's refunds)."""
 
     country: str
     extra: float  # per usual event of the store
     step: Callable[[random.Random], dict[str, Any]]
+
+
+def usual_refunds(country: str, share: float) -> LoneEvents:
+    """The refunds of ``country``, whose share of the store's usual visits is ``share``."""
+    return LoneEvents(country, REFUND_SHARE * share / EVENTS_PER_VISIT,
+                      functools.partial(refund, market=MARKETS[country]))
 
 
 def lone_events(incident: ScriptedIncident, country: str, share: float) -> LoneEvents | None:
@@ -177,7 +184,7 @@ class EventStream:
         self._last_valid: Emission | None = None
         self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
         self._lone: list[LoneEvents] = []
-        self._lone_share = 0.0  # of the events emitted: the incidents' lone events
+        self._lone_share = 0.0  # of the events emitted: the lone ones (refunds, the incidents')
 
     def load(self, now: datetime) -> float:
         """How much busier than usual the store is at ``now`` (1.0 without a traffic incident)."""
@@ -291,11 +298,12 @@ class EventStream:
         visits = boosted_load(week_time, boost)
         self.pool_size = min(MAX_POOL, int(self.usual_pool_size * visits))
         usual = country_weights(week_time)
-        self._lone = [lone for country, incidents in active.items() for i in incidents
-                      if (lone := lone_events(i, country, usual[country])) is not None]
-        extra = sum(lone.extra for lone in self._lone)
-        self._load = visits + extra  # the lone events come on top of every country's visits
-        self._lone_share = extra / self._load
+        scripted = [lone for country, incidents in active.items() for i in incidents
+                    if (lone := lone_events(i, country, usual[country])) is not None]
+        self._lone = [usual_refunds(country, share) for country, share in usual.items()] + scripted
+        # the usual refunds are a share of the usual events; the incidents' come on top of every country's visits
+        self._load = visits + sum(lone.extra for lone in scripted)
+        self._lone_share = sum(lone.extra for lone in self._lone) / self._load
         weights = country_weights(week_time, boost)
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))

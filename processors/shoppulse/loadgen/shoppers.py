@@ -27,8 +27,9 @@ AD_SHARE = 0.25
 CAMPAIGN_CHANNELS = (("search", 0.65, 0.90), ("social", 0.35, 0.45))  # channel, share of the paid visits, CPC in USD
 
 
-# About one order in twenty is refunded, days later: a refund comes as a visit of its own (the shop's back office
-# sends it), one in a hundred new visits, for these reasons (a chargeback, "unauthorized", is rare).
+# About one order in twenty is refunded, days later: the shop's back office sends a refund as an event of its own,
+# at about one per hundred visits of the country's usual traffic — not of today's (a sale's shoppers get refunds
+# next week) — for these reasons (a chargeback, "unauthorized", is rare).
 REFUND_SHARE = 0.01
 REFUND_REASONS = (("damaged", 0.25), ("not_as_described", 0.3), ("not_received", 0.15), ("changed_mind", 0.27),
                   ("unauthorized", 0.03))
@@ -126,8 +127,6 @@ def new_session(rng: random.Random, market: Market, effects_of: Callable[[str], 
         user = rng.randrange(1, 2_000_000)
         common |= {"user_id": f"cust-{user:07d}", "email": f"shopper{user}@example.com",
                    "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
-    if rng.random() < REFUND_SHARE:
-        return Session(common, [refund(rng, market)], effects)
     campaign: str | None = None
     if rng.random() < AD_SHARE:
         draw, channel = rng.random(), CAMPAIGN_CHANNELS[-1][0]
