@@ -23,8 +23,11 @@ PIX = Contributor("gateway", "pix", 0.97)
 
 
 def outage(countries: tuple[str, ...] = ("BR",), *, severity: str = "high", contributors: tuple = (PIX,),
-           kind: str = "payment_failures", resolved: datetime | None = None, serial: int = 1) -> IncidentFacts:
-    return IncidentFacts(uuid.UUID(int=serial), kind, countries, severity, T0, resolved, contributors)
+           kind: str = "payment_failures", resolved: datetime | None = None, serial: int = 1,
+           metrics: tuple[str, ...] = ("payment_failure_rate", "orders_per_s"),
+           confidence: float = 0.95) -> IncidentFacts:
+    return IncidentFacts(uuid.UUID(int=serial), kind, countries, severity, T0, resolved, contributors, "", metrics,
+                         confidence)
 
 
 def history_of(decisions, step: str | None = None) -> list[PastAction]:
@@ -73,6 +76,14 @@ def test_a_chargeback_wave_holds_the_country_s_orders_for_review_and_other_refun
                                           "body": {"country": "US"}}}
     damaged = outage(("US",), kind="refund_surge", contributors=(Contributor("refund reason", "damaged", 0.9),))
     assert decide([review], damaged, T0 + timedelta(minutes=3), []) == []  # a bad batch of goods: not fraud
+
+
+def test_an_incident_below_the_policy_s_confidence_or_without_its_metric_proposes_nothing() -> None:
+    at = T0 + timedelta(minutes=3)
+    assert FAILOVER.trigger.min_confidence == 0.7 and FAILOVER.trigger.metrics == ["payment_failure_rate"]
+    assert decide([FAILOVER], outage(confidence=0.69), at, []) == []  # the detectors barely agree: a human looks
+    assert [d.outcome for d in decide([FAILOVER], outage(confidence=0.7), at, [])] == ["proposed"]
+    assert decide([FAILOVER], outage(metrics=("orders_per_s",)), at, []) == []  # no failure rate moved
 
 
 def test_an_incident_the_policy_does_not_cover_proposes_nothing() -> None:
@@ -134,7 +145,8 @@ def test_a_dry_run_over_stored_incidents_proposes_what_the_policies_would_have_d
         clickhouse_endpoint: EndpointProcess) -> None:
     """Incidents as the sidecar stores them: the pix outage in BR proposes the failover two minutes in;
     an outage failing every gateway alike, a store-wide incident and a sales drop propose nothing; a
-    second pix outage in BR within the hour is refused by the rate limit."""
+    second pix outage in BR within the hour is refused by the rate limit; one its detectors barely agreed on
+    (its strongest anomaly scored 0.5) proposes nothing."""
     _settings, client = clickhouse_endpoint.migrated("actions_dry_run")
     columns = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at", "severity",
                "revenue_at_risk", "contributors", "contributor_dimensions", "contributor_values",
@@ -143,9 +155,18 @@ def test_a_dry_run_over_stored_incidents_proposes_what_the_policies_would_have_d
     def row(serial: int, minute: int, kind: str, countries: list[str], dimensions: list[str], values: list[str],
             shares: list[float], severity: str = "critical") -> list:
         opened = T0 + timedelta(minutes=minute)
-        return [uuid.UUID(int=serial), kind, countries, [], [], opened, opened + timedelta(minutes=8), severity,
-                100.0, [], dimensions, values, shares, "story", opened, opened, opened]
+        return [uuid.UUID(int=serial), kind, countries, ["payment_failure_rate"], [], opened,
+                opened + timedelta(minutes=8), severity, 100.0, [], dimensions, values, shares, "story", opened,
+                opened, opened]
 
+    anomaly_columns = ["anomaly_id", "metric", "country", "opened_at", "severity", "observed", "expected", "lower",
+                       "upper", "score", "detectors", "updated_at", "incident_id"]
+    # each incident's regions: its confidence is the strongest score (the pix outage's two regions, 0.6 and 0.98)
+    client.insert("anomalies", [
+        [uuid.UUID(int=100 + n), "payment_failure_rate", "BR", T0, "critical", 0.9, 0.05, 0.0, 0.1, score, [],
+         T0, uuid.UUID(int=serial)] for n, (serial, score) in enumerate(((1, 0.6), (1, 0.98), (2, 1.0), (3, 1.0),
+                                                                          (4, 1.0), (5, 0.99), (6, 0.5)))],
+        column_names=anomaly_columns)
     client.insert("incidents", [
         row(1, 10, "payment_failures", ["BR"], ["gateway", "failure reason"], ["pix", "gateway_error"], [0.97, 1.0]),
         row(2, 30, "payment_failures", ["DE"], ["failure reason", "gateway", "gateway"],
@@ -153,9 +174,10 @@ def test_a_dry_run_over_stored_incidents_proposes_what_the_policies_would_have_d
         row(3, 30, "payment_failures", ["ALL"], ["gateway"], ["pix"], [0.9]),
         row(4, 40, "sales_drop", ["US"], ["device"], ["app"], [1.0]),
         row(5, 50, "payment_failures", ["BR"], ["gateway"], ["adyen"], [0.95]),
+        row(6, 70, "payment_failures", ["BR"], ["gateway"], ["pix"], [0.95]),  # its detectors barely agreed
     ], column_names=columns)
     lines = dry_run_report(client, [FAILOVER], T0, T0 + timedelta(hours=2), T0)
-    assert lines[0] == "Actions the policies would have taken (dry run, 5 incident(s) stored):"
+    assert lines[0] == "Actions the policies would have taken (dry run, 6 incident(s) stored):"
     assert lines[1].startswith("  +12m payment-failover in BR: proposed, awaiting approval by S0PAYMENTS — "
                                f"POST /admin/payments/failover (incident {uuid.UUID(int=1)}: payment_failures in BR")
     assert "gateway pix carries 97 %" in lines[1]

@@ -58,6 +58,9 @@ def test_the_shipped_policies_pass_the_lint() -> None:
     ("p['limits']['per_hour'] = 0", "per_hour:", "greater than or equal to 1"),
     ("p['mode'] = 'yolo'", "mode:", "Input should be 'dry_run' or 'live'"),
     ("p['trigger']['countries'] = ['DE', 'XX']", "- XX", "trigger.countries.1"),
+    ("p['trigger']['metrics'] = ['payment_failure_rate', 'failure_rate']", "- failure_rate",
+     "trigger.metrics.1: unknown metric 'failure_rate': the sidecar's metrics are orders_per_s,"),
+    ("p['trigger']['min_confidence'] = 1.5", "min_confidence:", "less than or equal to 1"),
 ])
 def test_the_lint_names_each_unsafe_policy_its_file_and_line(tmp_path: Path, change: str, line_of: str,
                                                              says: str) -> None:

@@ -3,8 +3,9 @@
 ``decide`` is a pure function of the policies, the incident as the sidecar stored it, the moment,
 the actions already on record and the kill switch: the processor calls it on every incident
 update, and a dry run over a replay calls it the same way. A policy *triggers* on an open incident
-of one of its kinds in one of its countries, at or above its severity, open for its minimum
-duration, with the contributor it acts on carrying at least its share (a failover acts on a
+of one of its kinds in one of its countries, at or above its severity and its confidence (the
+strongest anomaly's detector score), having moved one of its metrics when it names some, open for
+its minimum duration, with the contributor it acts on carrying at least its share (a failover acts on a
 gateway that carries the outage, never on one failing like the others). A triggered policy is then
 *proposed* — or *refused*, with the reason, when a guardrail stops it: a kill switch, the blast
 radius (the incident spans more countries than one action may touch), the rate limits (per hour,
@@ -54,6 +55,8 @@ class IncidentFacts:
     resolved_at: datetime | None
     contributors: tuple[Contributor, ...] = ()
     story: str = ""
+    metrics: tuple[str, ...] = ()  # what moved (the sidecar's metric names)
+    confidence: float = 0.0  # its strongest anomaly's blended detector score, 0-1
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,10 @@ def decide(policies: Sequence[Policy], incident: IncidentFacts, at: datetime, hi
         if incident.kind not in trigger.incident_kinds:
             continue
         if SEVERITY_RANK.get(incident.severity, -1) < SEVERITY_RANK[trigger.min_severity]:
+            continue
+        if trigger.metrics is not None and not set(trigger.metrics) & set(incident.metrics):
+            continue
+        if incident.confidence < trigger.min_confidence:
             continue
         if at - incident.opened_at < policy.min_duration:
             continue

@@ -1,11 +1,12 @@
 """Action policies: what shoppulse may do about an incident, reviewed as files in Git (``actions/*.yaml``).
 
-A policy names its trigger (incident kinds, countries, severity, how long the incident has lasted,
-and the contributor it acts on, with the share of the incident that contributor must carry), the
-action (an HTTP call to the shop's admin API, or a command message on a Kafka topic), its rollback
-(the inverse call, and when it fires), whether a human approves it, its rate limits and blast
-radius, the policies it conflicts with, and its own kill switch (``enabled``). A policy runs as a
-dry run (what it would have done, audited) unless its ``mode`` is ``live``.
+A policy names its trigger (incident kinds, countries, severity, confidence, the metrics it must have
+moved, how long the incident has lasted, and the contributor it acts on, with the share of the
+incident that contributor must carry), the action (an HTTP call to the shop's admin API, or a command
+message on a Kafka topic), its rollback (the inverse call, and when it fires), whether a human
+approves it, its rate limits and blast radius, the policies it conflicts with, and its own kill
+switch (``enabled``). A policy runs as a dry run (what it would have done, audited) unless its
+``mode`` is ``live``.
 
 Text in an action's path, body or message may name the incident's fields in braces
 (``PLACEHOLDERS``): ``{country}``, ``{contributor}`` (the value of the contributor it acts on, e.g.
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shoppulse.events.schema import Country
 from shoppulse.sidecar.incidents import KINDS
 from shoppulse.sidecar.regions import SEVERITIES
+from shoppulse.sidecar.signals import METRICS
 
 INCIDENT_KINDS = tuple(dict.fromkeys(kind for _, _, kind in KINDS))
 PLACEHOLDERS = frozenset({"country", "contributor", "incident_id", "kind", "idempotency_key"})
@@ -60,6 +62,10 @@ class Trigger(_Strict):
     incident_kinds: list[str] = Field(min_length=1)
     countries: list[Country] | None = Field(default=None, description="default: any country")
     min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    min_confidence: float = Field(default=0.0, ge=0, le=1,
+                                  description="the incident's strongest anomaly's detector score (1 at |z| >= 8)")
+    metrics: list[str] | None = Field(default=None, min_length=1,
+                                      description="the incident must have moved one of these; default: any")
     min_duration: str = Field(default="0s", description="how long the incident has been open")
     contributor: ContributorTrigger | None = None
 
@@ -198,6 +204,10 @@ def policy_problems(policy: Policy, names: set[str]) -> Located:
         if kind not in INCIDENT_KINDS:
             found.append((("trigger", "incident_kinds", index),
                           f"unknown incident kind {kind!r}: the sidecar's kinds are {', '.join(INCIDENT_KINDS)}"))
+    for index, metric in enumerate(policy.trigger.metrics or ()):
+        if metric not in METRICS:
+            found.append((("trigger", "metrics", index),
+                          f"unknown metric {metric!r}: the sidecar's metrics are {', '.join(METRICS)}"))
     for what, call in (("action", policy.action), ("rollback", policy.rollback)):
         if call is not None and (call.http is None) == (call.kafka is None):
             found.append(((what,), f"the {what} needs exactly one of http (the shop's admin API) or kafka "

@@ -256,8 +256,7 @@ class EventStream:
             self.pool.pop()
 
     def _lone_event(self) -> Session:
-        """A visit of one of the incidents' lone events and nothing after it (a bot's click that never loads the
-        page, a chargeback)."""
+        """A visit of one lone event and nothing after it (a refund, a bot's click that never loads the page)."""
         draw = self.rng.random() * sum(lone.extra for lone in self._lone)
         chosen = self._lone[-1]
         for candidate in self._lone:
