@@ -23,7 +23,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from shoppulse.loadgen.markets import MARKETS, seasonal_factor
+from shoppulse.loadgen.markets import MARKETS, Market, seasonal_factor
 from shoppulse.loadgen.shoppers import AD_SHARE, CAMPAIGN_CHANNELS, REFUND_REASONS, REFUND_SHARE, campaign_id
 
 EVENTS_PER_S = 300.0  # the local stack's default load
@@ -231,64 +231,66 @@ def _closed_sessions(plan: DemoPlan, start: datetime, end: datetime) -> list[lis
     return rows
 
 
-def _payment_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
-    rng = random.Random(plan.seed + 3)
+def _every(plan: DemoPlan, start: datetime, end: datetime, step: timedelta, seed: int,
+           rows_of: Callable[[random.Random, datetime, str, Market], list[list[Any]]]) -> list[list[Any]]:
+    """``rows_of(rng, when, country, market)`` for each country every ``step`` from ``start`` to ``end``, each row
+    with its source partition and offset (as the sink writes them)."""
+    rng = random.Random(plan.seed + seed)
     rows: list[list[Any]] = []
-    when, offset = start, 0
+    when = start
     while when < end:
         for country, market in MARKETS.items():
-            failing = plan.incident.country == country and plan.incident.active(when)
-            for gateway in market.gateways:
-                attempts = poisson(rng, plan.events_per_s * _share(country) * 0.02 * 5 / len(market.gateways)) + 1
-                failures = _binomial(rng, attempts, 0.93 if failing else 0.03)
-                latencies = [rng.lognormvariate(math.log(900 if failing else 280), 0.45) for _ in range(attempts)]
-                buckets: dict[int, int] = {}
-                for latency in latencies:
-                    key = int(math.log(max(latency, 1.0), 1.1))
-                    buckets[key] = buckets.get(key, 0) + 1
-                keys = sorted(buckets)
-                rows.append([when, country, gateway, attempts, failures, keys, [buckets[k] for k in keys], 0, offset])
-                offset += 1
-        when += timedelta(seconds=5)
+            rows += [[*row, 0, len(rows) + index] for index, row in enumerate(rows_of(rng, when, country, market))]
+        when += step
     return rows
+
+
+def _payment_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
+    def rows_of(rng: random.Random, when: datetime, country: str, market: Market) -> list[list[Any]]:
+        failing = plan.incident.country == country and plan.incident.active(when)
+        found = []
+        for gateway in market.gateways:
+            attempts = poisson(rng, plan.events_per_s * _share(country) * 0.02 * 5 / len(market.gateways)) + 1
+            failures = _binomial(rng, attempts, 0.93 if failing else 0.03)
+            latencies = [rng.lognormvariate(math.log(900 if failing else 280), 0.45) for _ in range(attempts)]
+            buckets: dict[int, int] = {}
+            for latency in latencies:
+                key = int(math.log(max(latency, 1.0), 1.1))
+                buckets[key] = buckets.get(key, 0) + 1
+            keys = sorted(buckets)
+            found.append([when, country, gateway, attempts, failures, keys, [buckets[k] for k in keys]])
+        return found
+
+    return _every(plan, start, end, timedelta(seconds=5), 3, rows_of)
 
 
 def _campaign_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
     """Each country's campaigns every 5 seconds (segment_metrics_1s, dimension 'campaign'): paid clicks, their
     cost, and the orders and revenue attributed to them; the outage country's paid visits pay no more."""
-    rng = random.Random(plan.seed + 9)
-    rows: list[list[Any]] = []
-    when, offset = start, 0
-    while when < end:
-        for country, market in MARKETS.items():
-            failing = plan.incident.country == country and plan.incident.active(when)
-            visits = plan.events_per_s / 5 * _share(country) * seasonal_factor(market, when) * 5 * AD_SHARE
-            for channel, share, cpc in CAMPAIGN_CHANNELS:
-                clicks = poisson(rng, visits * share)
-                orders = 0 if failing else _binomial(rng, clicks, 0.25)
-                spend = Decimal(round(sum(cpc * rng.uniform(0.6, 1.4) for _ in range(clicks)), 4))
-                rows.append([when, country, "campaign", campaign_id(country, channel), orders, _revenue(rng, orders),
-                             clicks, spend, 0, offset])
-                offset += 1
-        when += timedelta(seconds=5)
-    return rows
+    def rows_of(rng: random.Random, when: datetime, country: str, market: Market) -> list[list[Any]]:
+        failing = plan.incident.country == country and plan.incident.active(when)
+        visits = plan.events_per_s / 5 * _share(country) * seasonal_factor(market, when) * 5 * AD_SHARE
+        found = []
+        for channel, share, cpc in CAMPAIGN_CHANNELS:
+            clicks = poisson(rng, visits * share)
+            orders = 0 if failing else _binomial(rng, clicks, 0.25)
+            spend = Decimal(round(sum(cpc * rng.uniform(0.6, 1.4) for _ in range(clicks)), 4))
+            found.append([when, country, "campaign", campaign_id(country, channel), orders, _revenue(rng, orders),
+                          clicks, spend])
+        return found
+
+    return _every(plan, start, end, timedelta(seconds=5), 9, rows_of)
 
 
 def _refund_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
     """Each country's refunds by reason every 10 seconds (segment_metrics_1s, dimension 'refund reason')."""
-    rng = random.Random(plan.seed + 10)
-    rows: list[list[Any]] = []
-    when, offset = start, 0
-    while when < end:
-        for country, market in MARKETS.items():
-            visits = plan.events_per_s / 5 * _share(country) * seasonal_factor(market, when) * 10 * REFUND_SHARE
-            for reason, share in REFUND_REASONS:
-                refunds = poisson(rng, visits * share)
-                if refunds:
-                    rows.append([when, country, "refund reason", reason, refunds, _revenue(rng, refunds), 0, offset])
-                    offset += 1
-        when += timedelta(seconds=10)
-    return rows
+    def rows_of(rng: random.Random, when: datetime, country: str, market: Market) -> list[list[Any]]:
+        visits = plan.events_per_s / 5 * _share(country) * seasonal_factor(market, when) * 10 * REFUND_SHARE
+        counted = [(reason, poisson(rng, visits * share)) for reason, share in REFUND_REASONS]
+        return [[when, country, "refund reason", reason, refunds, _revenue(rng, refunds)]
+                for reason, refunds in counted if refunds]
+
+    return _every(plan, start, end, timedelta(seconds=10), 10, rows_of)
 
 
 def _late_rows(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:
