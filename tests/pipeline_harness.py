@@ -214,7 +214,8 @@ class Expected:
 
     metrics: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     latency: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
-    # (country, dimension, segment, second) -> views, cart adds, checkouts, attempts, failures, orders, revenue
+    # (country, dimension, segment, second) -> views, cart adds, checkouts, attempts, failures, orders, revenue,
+    # paid clicks, ad spend, refunds, refunded
     segments: dict[tuple[str, str, str, int], list[Any]] = field(default_factory=dict)
     late: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     session_late: int = 0  # cart events later than the sessions' grace, left out of their session
@@ -222,8 +223,11 @@ class Expected:
     latencies: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
-# The segment_metrics_1s counter (views, cart adds, checkouts, attempts, failures, orders) an event adds one to.
-SEGMENT_COLUMN = {"product_view": 0, "add_to_cart": 1, "checkout_start": 2, "payment_attempt": 3, "purchase": 5}
+# The segment_metrics_1s counter an event adds one to, and the money column its amount adds to (in the order of
+# Expected.segments).
+SEGMENT_COLUMN = {"product_view": 0, "add_to_cart": 1, "checkout_start": 2, "payment_attempt": 3, "purchase": 5,
+                  "ad_click": 7, "refund": 9}
+SEGMENT_MONEY_COLUMN = {"purchase": 6, "ad_click": 8, "refund": 10}
 
 
 def recompute(clean_messages: list) -> Expected:
@@ -245,15 +249,18 @@ def recompute(clean_messages: list) -> Expected:
             m["items"] += event["items"]
             m["revenue"] += Decimal(event["amount"])
         segments = [("device", event["device"])] + ([("category", event["category"])] if kind == "product_view" else [])
+        segments += [("refund reason", event["reason"])] if kind == "refund" else []
+        segments += [("campaign", event["campaign_id"])] if event.get("campaign_id") else []
         for dimension, segment in segments:
-            counts = expected.segments.setdefault((country, dimension, segment, start), [0] * 6 + [Decimal(0)])
+            counts = expected.segments.setdefault((country, dimension, segment, start),
+                                                  [0] * 6 + [Decimal(0), 0, Decimal(0), 0, Decimal(0)])
             column = SEGMENT_COLUMN.get(kind)
             if column is not None:
                 counts[column] += 1
             if kind == "payment_attempt" and event["result"] == "failure":
                 counts[4] += 1
-            if kind == "purchase":
-                counts[6] += Decimal(event["amount"])
+            if kind in SEGMENT_MONEY_COLUMN:
+                counts[SEGMENT_MONEY_COLUMN[kind]] += Decimal(event["amount"])
         if kind == "payment_attempt":
             m["failures"] += event["result"] == "failure"
             lat = expected.latency.setdefault((country, event["gateway"], start),

@@ -117,18 +117,19 @@ def test_store_metrics_per_country_second_equal_the_recomputation(run) -> None:
     assert got == want
 
 
-def test_segments_per_device_and_category_equal_the_recomputation(run) -> None:
-    """Each device's funnel and each category's product views per country-second, late events included."""
+def test_segments_per_device_category_campaign_and_refund_reason_equal_the_recomputation(run) -> None:
+    """Each device's funnel, each category's product views, each campaign's paid clicks, spend and attributed
+    orders, and each refund reason's refunds per country-second, late events included."""
     pipeline, expected, settled = run
     rows = pipeline.client().query(
         "SELECT country, dimension, segment, ts, sum(product_views), sum(cart_adds), sum(checkouts),"
-        " sum(payment_attempts), sum(payment_failures), sum(orders), sum(revenue)"
-        " FROM segment_metrics_1s GROUP BY country, dimension, segment, ts").result_rows
+        " sum(payment_attempts), sum(payment_failures), sum(orders), sum(revenue), sum(ad_clicks), sum(ad_spend),"
+        " sum(refunds), sum(refunded) FROM segment_metrics_1s GROUP BY country, dimension, segment, ts").result_rows
     got = {(c, d, s, int(ts.replace(tzinfo=UTC).timestamp() * 1000)): list(counts)
            for c, d, s, ts, *counts in rows if settled_ms(ts, settled)}
     # (an event a segment does not count, a removal from a cart, makes no row of zeros)
     want = {key: counts for key, counts in expected.segments.items() if key[3] + 1000 < settled and any(counts)}
-    assert {d for _, d, _, _ in want} == {"device", "category"} and len(want) > 100
+    assert {d for _, d, _, _ in want} == {"device", "category", "campaign", "refund reason"} and len(want) > 100
     assert got == want
 
 
