@@ -25,6 +25,8 @@ METRICS_COLUMNS = ["ts", "country", "product_views", "cart_adds", "cart_removes"
                    "payment_failures", "orders", "items", "revenue"]
 _ONE_EVENT = {event_type: tuple(int(name == counter) for name in TABLE_COUNTERS)
               for event_type, counter in _COUNTERS.items()}
+# The event types the metrics tables count one each of (the funnel's); paid clicks and refunds count in segments only.
+FUNNEL_EVENT_TYPES = frozenset(event_type for event_type, counts in _ONE_EVENT.items() if any(counts))
 # A segment's counters, in the order of segment_metrics_1s' columns: what an incident's contributors compare per
 # device, product category, ad campaign and refund reason. The money ones (revenue, ad spend, refunded) are summed
 # in REVENUE_UNITS; counters added later go last, so a window state kept from before them is completed with zeros.

@@ -83,6 +83,7 @@ class Emission:
     kind: str  # valid | invalid | duplicate
     reason: Reason | None = None
     country: str | None = None
+    event_type: str | None = None  # of a valid event (and its duplicate)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class EventStream:
         if roll < self.bad.duplicates and self._last_valid is not None:
             self.tally.duplicates += 1
             return Emission(self._last_valid.key, self._last_valid.value, "duplicate",
-                            country=self._last_valid.country)
+                            country=self._last_valid.country, event_type=self._last_valid.event_type)
         step = None
         if self._lone_share and self.rng.random() < self._lone_share:
             session = self._lone_event()
@@ -222,7 +223,7 @@ class EventStream:
         self.tally.valid += 1
         if self.record_pii and "user_id" in event:
             self.tally.pii |= {event["user_id"], event["email"], event["ip"]}
-        emission = Emission(key, orjson.dumps(event), "valid", country=event["country"])
+        emission = Emission(key, orjson.dumps(event), "valid", country=event["country"], event_type=event["event_type"])
         self._last_valid = emission
         return emission
 
