@@ -6,6 +6,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,13 @@ def ch(clickhouse_endpoint: EndpointProcess) -> Iterator[Client]:
 def table_name(request: pytest.FixtureRequest) -> str:
     """A table name unique to the test, so tests sharing the endpoint never collide."""
     return "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
+
+
+def store_region(client: Client, incident_id: uuid.UUID, country: str, at: datetime, score: float = 0.98,
+                 metric: str = "payment_failure_rate") -> None:
+    """An anomaly region of a stored incident, as the sidecar writes it: what gives the incident its confidence
+    (the strongest score of its regions), which the action policies ask for."""
+    client.insert("anomalies", [[uuid.uuid4(), metric, country, at, "critical", 0.4, 0.05, 0.0, 0.1, score, [], at,
+                                 incident_id]],
+                  column_names=["anomaly_id", "metric", "country", "opened_at", "severity", "observed", "expected",
+                                "lower", "upper", "score", "detectors", "updated_at", "incident_id"])

@@ -27,7 +27,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
-from conftest import EndpointProcess
+from conftest import EndpointProcess, store_region
 from shoppulse.actions.links import answer_link
 from shoppulse.actions.slack import APPROVE, REJECT
 from shoppulse.devstack.process import ManagedProcess, free_port, tail, wait_until
@@ -72,6 +72,7 @@ def store_outage(client: Client, opened: datetime, country: str = "BR") -> uuid.
                                  "critical", 800.0, ["gateway pix: 96 % of the extra failures"], ["gateway"], ["pix"],
                                  [0.96], "Payment failures in BR since 16:02: pix fails 41 % of payments.", opened,
                                  opened, opened]], column_names=COLUMNS)
+    store_region(client, incident, country, opened)
     return incident
 
 

@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
 from checkout import ROOT
-from conftest import EndpointProcess
+from conftest import EndpointProcess, store_region
 from shoppulse.actions.approvals import answer, as_listed
 from shoppulse.actions.audit import read_actions
 from shoppulse.actions.commands import KafkaCommandSender
@@ -55,9 +55,10 @@ def shop() -> Iterator[tuple[ShopAdminClient, ShopState]]:
 def store_incident(client: Client, serial: int, country: str = "BR", resolved: datetime | None = None,
                    version: datetime | None = None, gateway: str = "pix") -> uuid.UUID:
     incident_id = uuid.UUID(int=serial)
-    client.insert("incidents", [[incident_id, "payment_failures", [country], [], [], T0, resolved, "critical", 500.0,
-                                 [f"gateway {gateway}: 97 % of the extra failures"], ["gateway"], [gateway], [0.97],
-                                 "story", T0, T0, version or T0]], column_names=COLUMNS)
+    client.insert("incidents", [[incident_id, "payment_failures", [country], ["payment_failure_rate"], [], T0, resolved,
+                                 "critical", 500.0, [f"gateway {gateway}: 97 % of the extra failures"], ["gateway"],
+                                 [gateway], [0.97], "story", T0, T0, version or T0]], column_names=COLUMNS)
+    store_region(client, incident_id, country, T0)
     return incident_id
 
 

@@ -84,7 +84,7 @@ def test_a_wheel_install_outside_the_checkout_migrates_and_lints(
     assert again.returncode == 2
     assert "already holds" in again.stderr and "scratch database" in again.stderr
     policies = run(installed, "actions", "lint", env={}, cwd=tmp_path)  # the shipped action policies travel too
-    assert policies.returncode == 0 and "ok: 1 file(s), 1 well-formed policy" in policies.stdout, policies.stderr
+    assert policies.returncode == 0 and "ok: 3 file(s), 3 well-formed policies" in policies.stdout, policies.stderr
 
 
 def test_a_command_needing_an_extra_says_which(installed: Path, tmp_path: Path) -> None:
