@@ -14,7 +14,7 @@ from checkout import ROOT
 from conftest import EndpointProcess
 from shoppulse.actions.audit import read_actions, recent_actions, record_decisions, record_step
 from shoppulse.actions.decide import Contributor, IncidentFacts, PastAction, decide
-from shoppulse.actions.dry_run import dry_run_report
+from shoppulse.actions.dry_run import dry_run, dry_run_report
 from shoppulse.actions.policy import Policy
 
 T0 = datetime(2026, 12, 1, 16, 0, tzinfo=UTC)
@@ -84,6 +84,20 @@ def test_an_incident_below_the_policy_s_confidence_or_without_its_metric_propose
     assert decide([FAILOVER], outage(confidence=0.69), at, []) == []  # the detectors barely agree: a human looks
     assert [d.outcome for d in decide([FAILOVER], outage(confidence=0.7), at, [])] == ["proposed"]
     assert decide([FAILOVER], outage(metrics=("orders_per_s",)), at, []) == []  # no failure rate moved
+
+
+def test_a_dry_run_judges_each_moment_by_the_version_of_the_incident_written_for_it() -> None:
+    """As the live processor sees each update: an incident that reaches the policy's severity only later is
+    proposed then, once; one whose kind a late region changed is judged by the kind it had when it qualified."""
+    growing = [(T0 + timedelta(minutes=m), outage(severity=severity)) for m, severity in
+               ((0, "medium"), (1, "medium"), (4, "high"), (6, "critical"))]
+    [decision] = dry_run([FAILOVER], [growing[-1][1]], {growing[0][1].incident_id: growing})
+    assert decision.at == T0 + timedelta(minutes=4) and decision.incident.severity == "high"
+    assert dry_run([FAILOVER], [growing[-1][1]], {growing[0][1].incident_id: growing[:2]}) == []  # never high
+    renamed = [(T0, outage()), (T0 + timedelta(minutes=9), outage(kind="sales_drop"))]
+    [early] = dry_run([FAILOVER], [renamed[-1][1]], {renamed[0][1].incident_id: renamed})
+    assert early.at == T0 + timedelta(minutes=2) and early.incident.kind == "payment_failures"
+    assert dry_run([FAILOVER], [renamed[-1][1]]) == []  # judged by its latest version alone
 
 
 def test_an_incident_the_policy_does_not_cover_proposes_nothing() -> None:

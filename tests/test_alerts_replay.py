@@ -22,7 +22,7 @@ from shoppulse.actions.audit import read_actions
 from shoppulse.actions.decide import Decision
 from shoppulse.actions.dry_run import dry_run
 from shoppulse.actions.execute import ShopAdminClient
-from shoppulse.actions.incidents import stored_incidents
+from shoppulse.actions.incidents import incident_versions, stored_incidents
 from shoppulse.actions.policy import Policy, load_policies
 from shoppulse.actions.processor import ActionsProcessor
 from shoppulse.ascode.alerting.evaluate import Evaluation, RuleEvaluator
@@ -126,7 +126,8 @@ def replayed() -> Iterator[tuple[RecordedRun, dict[str, RuleReplay], str, list[t
              "--from", run.start.isoformat(), "--to", (run.start + COMMAND_SPAN).isoformat()],
             check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "CLICKHOUSE_PASSWORD": ""})
         acted = act_live(client, run)
-        shipped = dry_run(load_policies(ROOT / "actions"), stored_incidents(client, run.begin, run.end + AFTER_END))
+        shipped = dry_run(load_policies(ROOT / "actions"), stored_incidents(client, run.begin, run.end + AFTER_END),
+                          incident_versions(client, run.begin, run.end + AFTER_END))
     assert command.returncode == 0, command.stderr[-2000:]
     yield run, {r.uid: r for r in results}, command.stdout, regions, acted, shipped
 
