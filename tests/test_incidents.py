@@ -254,3 +254,10 @@ def test_a_country_joining_an_incident_brings_what_it_lost_since_its_own_onset()
     assert incident.countries == ["AT", "DE"]
     # AT: steps 18..24 (onset 23 less 60 s = step 17, exclusive) booked when it joined, then step 25
     assert incident.revenue_at_risk == pytest.approx(8 * 10 * 10.0)
+
+
+def test_a_segment_that_is_usually_most_of_the_volume_can_still_stand_out() -> None:
+    from shoppulse.sidecar.contributors import stands_out_from
+    assert stands_out_from(0.1) == pytest.approx(0.15)  # 1.5 times a small usual share
+    assert stands_out_from(0.65) == pytest.approx(0.825)  # a search campaign's: 97 % of a flood's extra clicks is
+    assert stands_out_from(0.65) <= 0.97 and stands_out_from(0.65) > 0.8

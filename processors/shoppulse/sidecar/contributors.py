@@ -16,7 +16,8 @@ refund reason):
 each kind of incident has a measure of what it lacks or has too much of (``SEGMENT_MEASURES``: the
 orders a conversion drop misses, the extra product views of a traffic surge…), taken per segment
 against the segment's own rate in the hour before. A segment is named only when it stands out: its
-share of the excess at least ``OVER_REPRESENTED`` times its usual share of the volume (an incident that
+share of the excess at least ``OVER_REPRESENTED`` times its usual share of the volume (half the way to all of
+it for a segment that is usually most of it: ``stands_out_from``) (an incident that
 hits every device alike names none; a broken mobile checkout names mobile; a flood of paid clicks names
 its campaign; a wave of chargebacks names the reason "unauthorized").
 """
@@ -181,6 +182,13 @@ def _read_segments(client: Client, countries: list[str], start: datetime, end: d
                             "end": end.replace(tzinfo=None)}).result_rows}
 
 
+def stands_out_from(usual_share: float) -> float:
+    """The share of an incident's excess a segment must carry to be named: ``OVER_REPRESENTED`` times its usual
+    share of the volume, or for a segment that is usually most of it (a campaign with two thirds of the paid
+    clicks), half the way from its usual share to all of it — 1.5 times two thirds would be out of reach."""
+    return min(OVER_REPRESENTED * usual_share, (1 + usual_share) / 2)
+
+
 def segment_contributors(client: Client, kind: str, countries: list[str], start: datetime,
                          end: datetime) -> list[Contributor]:
     """The devices and product categories that stand out in the incident's excess (``SEGMENT_MEASURES``),
@@ -210,7 +218,7 @@ def segment_contributors(client: Client, kind: str, countries: list[str], start:
             continue
         for segment, (e, rate_during, usual) in excess.items():
             share, usual_share = e / total, volume_before[segment] / all_volume
-            if share >= MIN_SHARE and share >= OVER_REPRESENTED * usual_share:
+            if share >= MIN_SHARE and share >= stands_out_from(usual_share):
                 found.append(Contributor(dimension, segment, share, rate_during, usual, usual_share))
     return sorted(found, key=_rank)
 
