@@ -258,13 +258,7 @@ class EventStream:
 
     def _lone_event(self) -> Session:
         """A visit of one lone event and nothing after it (a refund, a bot's click that never loads the page)."""
-        draw = self.rng.random() * sum(lone.extra for lone in self._lone)
-        chosen = self._lone[-1]
-        for candidate in self._lone:
-            if draw < candidate.extra:
-                chosen = candidate
-                break
-            draw -= candidate.extra
+        chosen = self.rng.choices(self._lone, [lone.extra for lone in self._lone])[0]
         self._serial += 1
         device = DEVICES[bisect.bisect(DEVICE_CUMULATIVE, self.rng.random())]
         common = {"schema_version": 1, "session_id": f"s-{self._serial:x}-{self.rng.getrandbits(24):06x}",

@@ -106,12 +106,7 @@ def _price(rng: random.Random, product: int, market: Market) -> str:
 def refund(rng: random.Random, market: Market, reason: str | None = None) -> dict[str, Any]:
     """A refund of an earlier order of ``market``: all of it, or one of its items."""
     if reason is None:
-        draw, reason = rng.random(), REFUND_REASONS[-1][0]
-        for name, share in REFUND_REASONS:
-            if draw < share:
-                reason = name
-                break
-            draw -= share
+        reason = rng.choices([name for name, _ in REFUND_REASONS], [share for _, share in REFUND_REASONS])[0]
     amount = _price(rng, rng.randrange(PRODUCTS), market)
     return {"event_type": "refund", "order_id": f"o-{rng.getrandbits(40):010x}", "amount": amount,
             "currency": market.currency, "reason": reason}
@@ -127,18 +122,12 @@ def new_session(rng: random.Random, market: Market, effects_of: Callable[[str], 
         user = rng.randrange(1, 2_000_000)
         common |= {"user_id": f"cust-{user:07d}", "email": f"shopper{user}@example.com",
                    "ip": f"198.51.{user % 256}.{(user >> 8) % 254 + 1}"}
-    campaign: str | None = None
     if rng.random() < AD_SHARE:
-        draw, channel = rng.random(), CAMPAIGN_CHANNELS[-1][0]
-        for name, share, _ in CAMPAIGN_CHANNELS:
-            if draw < share:
-                channel = name
-                break
-            draw -= share
+        channel = rng.choices([name for name, _, _ in CAMPAIGN_CHANNELS],
+                              [share for _, share, _ in CAMPAIGN_CHANNELS])[0]
         click = ad_click(rng, market, channel)
-        campaign = click["campaign_id"]
-        return Session(common, [click, *plan_steps(rng, market, effects, serial, campaign)], effects)
-    return Session(common, plan_steps(rng, market, effects, serial, campaign), effects)
+        return Session(common, [click, *plan_steps(rng, market, effects, serial, click["campaign_id"])], effects)
+    return Session(common, plan_steps(rng, market, effects, serial), effects)
 
 
 def apply_live_effects(rng: random.Random, session: Session, step: dict[str, Any],
