@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from shoppulse.sidecar.app import Sidecar
 from shoppulse.sidecar.detectors import Point
 from shoppulse.sidecar.drivers import Usual, drive
+from shoppulse.sidecar.regions import Region
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 STEP = timedelta(seconds=10)
@@ -69,36 +71,71 @@ def test_a_country_that_moved_alone_always_drives_the_store(countries: list[tupl
         assert not drive(store, store_expected, now, usual, [other])
 
 
+USUAL_VIEWS = {"US": 1000.0, "DE": 1000.0, "FR": 1000.0}
+CONVERSION = {"US": 0.01, "DE": 0.08, "FR": 0.08}
+
+
+def sale_step(sidecar: Sidecar, rng: random.Random, index: int, surge: float) -> None:
+    """One step of the store: US product views ``surge`` times their usual, every country at its usual conversion."""
+    windows: dict[str, dict[str, Point]] = {}
+    totals = [0.0, 0.0]
+    for country, views_usual in USUAL_VIEWS.items():
+        views = round(views_usual * (surge if country == "US" else 1.0) * rng.uniform(0.98, 1.02))
+        orders = round(views * CONVERSION[country] * rng.uniform(0.98, 1.02))
+        windows[country] = {"views_per_s": Point(views / 60, views, "rate"),
+                            "orders_per_view": Point(orders / views, views, "ratio")}
+        totals[0] += orders
+        totals[1] += views
+    windows["ALL"] = {"views_per_s": Point(totals[1] / 60, totals[1], "rate"),
+                      "orders_per_view": Point(totals[0] / totals[1], totals[1], "ratio")}
+    sidecar._score(T0 + STEP * index, windows, {})
+
+
 def test_the_store_wide_mix_shift_of_a_flash_sale_joins_the_sale_s_incident() -> None:
     """Through the sidecar: US product views quadruple at its usual 1 % conversion (its traffic surge opens
     an incident); the store's conversion falls by the mix alone (from 5.7 % to 3.3 %) and its region
     joins the US incident instead of opening a store-wide one."""
     rng = random.Random(5)
     sidecar = Sidecar(cast(Client, None), replaying=True)
-    usual_views = {"US": 1000.0, "DE": 1000.0, "FR": 1000.0}
-    rates = {"US": 0.01, "DE": 0.08, "FR": 0.08}
-
-    def step(index: int, surge: float) -> None:
-        windows: dict[str, dict[str, Point]] = {}
-        totals = [0.0, 0.0]
-        for country, views_usual in usual_views.items():
-            views = round(views_usual * (surge if country == "US" else 1.0) * rng.uniform(0.98, 1.02))
-            orders = round(views * rates[country] * rng.uniform(0.98, 1.02))
-            windows[country] = {"views_per_s": Point(views / 60, views, "rate"),
-                                "orders_per_view": Point(orders / views, views, "ratio")}
-            totals[0] += orders
-            totals[1] += views
-        windows["ALL"] = {"views_per_s": Point(totals[1] / 60, totals[1], "rate"),
-                          "orders_per_view": Point(totals[0] / totals[1], totals[1], "ratio")}
-        sidecar._score(T0 + STEP * index, windows, {})
-
     for index in range(300):
-        step(index, 1.0)
+        sale_step(sidecar, rng, index, 1.0)
     for index in range(300, 340):
-        step(index, 4.0)
+        sale_step(sidecar, rng, index, 4.0)
     store_conversion = sidecar.series[("orders_per_view", "ALL")].tracker.region
     assert store_conversion is not None, "the store's conversion should have opened a region"
     assert store_conversion.driven_by == ["US"]
     [incident] = sidecar.incidents.incidents
     assert incident.countries == ["US"] and incident.kind == "traffic_surge"
     assert any(r is store_conversion for r in incident.regions)
+
+
+def test_a_store_wide_move_as_the_sale_ends_joins_its_incident_after_its_regions_closed() -> None:
+    """Once the sale is over its regions close, and its incident waits RESOLVE_AFTER before it resolves. A store-wide
+    move the US still drives meanwhile (the US's share of the views falls below its usual while the sale's late
+    orders still come in) is the sale's aftermath: it joins the sale's incident instead of opening a store-wide one
+    no one can place (a real recording told three of them beside the flash sale)."""
+    rng = random.Random(5)
+    sidecar = Sidecar(cast(Client, None), replaying=True)
+    for index in range(300):
+        sale_step(sidecar, rng, index, 1.0)
+    for index in range(300, 340):
+        sale_step(sidecar, rng, index, 4.0)
+    [incident] = sidecar.incidents.incidents
+    index = 340
+    while incident.is_open:
+        sale_step(sidecar, rng, index, 1.0)
+        index += 1
+        assert index < 400, "the sale's regions should close once its traffic is back"
+    assert sidecar.incidents.incidents == [incident]  # closed, not yet resolved
+    # the store's conversion up by the mix: US browsers at 30 % of their usual, each country at its usual conversion
+    now = {"US": conversion(3, 300), "DE": conversion(80, 1000), "FR": conversion(80, 1000)}
+    store = conversion(163, 2300)
+    expected = sidecar.series[("orders_per_view", "ALL")].last
+    assert expected is not None
+    region = Region(uuid.uuid4(), "orders_per_view", "ALL", T0 + STEP * index, store.value, expected.expected,
+                    0.0, 1.0, 0.9, 5.0)
+    region.driven_by = sidecar._drivers(region, {c: {"orders_per_view": p} for c, p in [*now.items(), ("ALL", store)]})
+    assert region.driven_by == ["US"]
+    sidecar.incidents.step(region.opened_at, [region], {}, 10.0)
+    assert sidecar.incidents.incidents == [incident] and incident.regions[-1] is region
+    assert incident.is_open  # the aftermath keeps it from resolving while it lasts

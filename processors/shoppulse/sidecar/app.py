@@ -260,7 +260,7 @@ class Sidecar:
         return changes
 
     def _drivers(self, region: Region, windows: dict[str, dict[str, Point]]) -> list[str]:
-        """The countries that drive a store-wide region's move (drivers.py), among those of the open
+        """The countries that drive a store-wide region's move (drivers.py), among those of the unresolved
         incidents and those with a region open."""
         metric = region.metric
         store = windows.get(GLOBAL, {}).get(metric)
@@ -269,9 +269,10 @@ class Sidecar:
         by_country = {c: points[metric] for c, points in windows.items() if c != GLOBAL and metric in points}
         usual = {c: Usual(s.last.expected, float(s.usual_count.obj.get())) for (m, c), s in self.series.items()
                  if m == metric and c != GLOBAL and s.last is not None and s.last.warm and s.usual_count.obj.n}
-        # the suspects: each open incident's countries, and each country with a region open (one opened
-        # at this very step has no incident yet)
-        suspects = [i.countries for i in self.incidents.incidents if i.is_open and i.countries != [GLOBAL]]
+        # the suspects: each unresolved incident's countries (its regions may have closed already: the end of a flash
+        # sale moves the store's mix as its start did, while the sale's late orders still come in), and each country
+        # with a region open (one opened at this very step has no incident yet)
+        suspects = [i.countries for i in self.incidents.incidents if i.countries != [GLOBAL]]
         suspects += [[c] for (_, c), s in self.series.items() if c != GLOBAL and s.tracker.is_open]
         return sorted({c for countries in suspects if drive(store, region.expected, by_country, usual, countries)
                        for c in countries})
