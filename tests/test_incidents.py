@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse.sidecar.app import Sidecar
 from shoppulse.sidecar.detectors import Opinion, Point, SeasonalBand, Verdict
-from shoppulse.sidecar.incidents import JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
+from shoppulse.sidecar.incidents import CONFIRM_AFTER, JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.revenue import UsualRevenue
 
@@ -261,3 +261,55 @@ def test_a_segment_that_is_usually_most_of_the_volume_can_still_stand_out() -> N
     assert stands_out_from(0.1) == pytest.approx(0.15)  # 1.5 times a small usual share
     assert stands_out_from(0.65) == pytest.approx(0.825)  # a search campaign's: 97 % of a flood's extra clicks is
     assert stands_out_from(0.65) <= 0.97 and stands_out_from(0.65) > 0.8
+
+
+def blip(metric: str, country: str, at: datetime, delta_pct: float) -> Region:
+    found = region(metric, country, at, up=True)
+    found.observed = found.expected * (1 + delta_pct / 100)
+    found.peak_delta_pct = found.delta_pct
+    return found
+
+
+def test_a_short_modest_blip_is_never_told_and_a_lasting_one_is_told_once_confirmed() -> None:
+    """Product views +15 % for a minute: a region, never an incident anyone is told of. +30 % that lasts is told
+    CONFIRM_AFTER after it opened, with the revenue it put at risk from its onset; +100 % is told at once."""
+    views = blip("views_per_s", "ES", T0, 15.0)
+    tracker = IncidentTracker()
+    quiet = int(RESOLVE_AFTER / STEP)
+    assert play(tracker, {0: [views]}, {6: [views]}, 10 + quiet) == []
+    assert tracker.incidents == [] and not tracker.resolved[-1].confirmed
+
+    lasting, joining = blip("views_per_s", "ES", T0, 30.0), blip("orders_per_s", "ES", T0 + 3 * STEP, 20.0)
+    tracker = IncidentTracker()
+    changes = play(tracker, {0: [lasting], 3: [joining]}, {}, 20, lost={"ES": -2.0})
+    assert changes == [(int(CONFIRM_AFTER / STEP), "opened", "traffic_surge")]
+    assert tracker.incidents[0].shortfall == 20 * 10 * -2.0  # booked from its first step on, told or not
+
+    tracker = IncidentTracker()
+    assert play(tracker, {0: [blip("views_per_s", "ES", T0, 100.0)]}, {}, 2) == [(0, "opened", "traffic_surge")]
+
+
+def test_an_incident_told_late_writes_its_regions_again_with_its_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A region that closed before its incident was confirmed carries the incident's id once it is told."""
+    inserted: dict[str, list[dict[str, object]]] = {}
+
+    class Recorder:
+        def insert(self, table: str, rows: list[list[object]], column_names: list[str]) -> None:
+            inserted.setdefault(table, []).extend(dict(zip(column_names, row, strict=True)) for row in rows)
+
+    monkeypatch.setattr("shoppulse.sidecar.app.incident_contributors", lambda *args: [])
+    sidecar = Sidecar(cast(Client, Recorder()))
+    short, lasting = blip("orders_per_s", "ES", T0, 20.0), blip("views_per_s", "ES", T0 + STEP, 30.0)
+    incidents = sidecar.incidents
+    for found in (short, lasting):
+        sidecar._series(found.metric, found.country)  # the insight reads what moved beside them
+    for index in range(int(CONFIRM_AFTER / STEP) + 2):
+        at = T0 + STEP * index
+        if index == 4:
+            short.closed_at = at
+        told = incidents.step(at, {0: [short], 1: [lasting]}.get(index, []), {}, STEP.total_seconds())
+        sidecar._write(at, [], told)
+    [incident] = incidents.incidents
+    assert [row["incident_id"] for row in inserted["incidents"]] == [incident.incident_id]
+    assert {row["anomaly_id"]: row["incident_id"] for row in inserted["anomalies"]} == {
+        short.anomaly_id: incident.incident_id, lasting.anomaly_id: incident.incident_id}

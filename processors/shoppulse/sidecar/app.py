@@ -179,10 +179,12 @@ class Sidecar:
                 continue
             after = as_utc(as_of)
             live.incident_id, live.opened_at, live.detected_at = incident_id, as_utc(opened_at), detected_at
+            live.confirmed = True  # told already
             live.shortfall = float(at_risk) + sum(lost for step, lost in live.risk_steps if step > after)
             adopted.add(id(live))
             changes.append(IncidentChange("resolved" if live.resolved_at else "updated", live))
-        changes += [IncidentChange("opened", i) for i in self.incidents.incidents if id(i) not in adopted]
+        changes += [IncidentChange("opened", i) for i in self.incidents.incidents
+                    if id(i) not in adopted and i.confirmed]
         return changes
 
     def catch_up(self) -> int:
@@ -251,7 +253,7 @@ class Sidecar:
         if int(end.timestamp()) % INCIDENT_REFRESH_S == 0:
             changed = {c.incident.incident_id for c in incident_changes}
             incident_changes += [IncidentChange("updated", i) for i in self.incidents.incidents
-                                 if i.incident_id not in changed]
+                                 if i.incident_id not in changed and i.confirmed]
         STEPS.inc()
         if (changes or incident_changes) and not self.replaying:
             self._write(end, changes, incident_changes)
@@ -290,6 +292,11 @@ class Sidecar:
     def _write(self, at: datetime, changes: list[Change], incident_changes: Sequence[IncidentChange] = ()) -> None:
         now = datetime.now(UTC)
         anomalies, insights = [], []
+        # an incident told for the first time: its regions that closed before it was confirmed are written again
+        # with its id (the open ones are written at every step)
+        written = {id(c.region) for c in changes}
+        changes = [*changes, *(Change("updated", r) for c in incident_changes if c.kind == "opened"
+                               for r in c.incident.regions if id(r) not in written)]
         for change in changes:
             region = change.region
             region.detected_at = region.detected_at or now
@@ -299,7 +306,7 @@ class Sidecar:
             anomalies.append([region.anomaly_id, region.metric, region.country, region.opened_at, region.closed_at,
                               severity, region.observed, region.expected, region.lower, region.upper, region.score,
                               region.detectors, now, region.detected_at,
-                              incident.incident_id if incident is not None
+                              incident.incident_id if incident is not None and incident.confirmed
                               else self.stored_incident_of.get(region.anomaly_id)])
             if change.kind == "opened":
                 log.info("anomaly opened", extra={"metric": region.metric, "country": region.country,

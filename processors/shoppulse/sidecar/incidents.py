@@ -11,6 +11,13 @@ Otherwise it opens an incident of its own. An incident resolves once all its reg
 and ``resolve_after`` has passed with no region joining (so one that flaps is not paged twice); a
 region after that opens a new one.
 
+An incident is told (written, annotated, explained, paged) once it is confirmed: one of its regions
+is of high severity or worse (a large move), or has stayed open for ``CONFIRM_AFTER``. A minute-long
+blip of a few tens of per cent in one series (a country's product views, say) is a region on its
+dashboard and nothing more: an ops wall that declares an incident for every such blip is soon
+ignored. Until it is confirmed the incident still gathers its regions, holds its countries'
+baselines and books its revenue at risk from the onset, so nothing is lost by telling it late.
+
 Everything is decided in event time (the sidecar's steps), so a restarted sidecar replaying the same
 data rebuilds the same incidents, and an incident's id is derived from its first region's (itself
 stable across restarts).
@@ -43,6 +50,8 @@ RESOLVE_AFTER = timedelta(minutes=3)
 # into a US flash sale whose store-wide latency had moved too).
 JOIN_WITHIN = timedelta(minutes=5)
 GROWS_AFTER = timedelta(minutes=30)
+CONFIRM_AFTER = timedelta(minutes=2)
+CONFIRMING_SEVERITIES = frozenset({"high", "critical"})
 # (metric, direction) -> kind, the most specific cause first.
 KINDS: tuple[tuple[str, int, str], ...] = (
     ("payment_failure_rate", 1, "payment_failures"),
@@ -109,6 +118,7 @@ class Incident:
     contributors: list[str] = field(default_factory=list)  # ranked, described (contributors.py)
     # (step, shortfall added): a restarted sidecar adds to the stored sum what its replay saw after it
     risk_steps: deque[tuple[datetime, float]] = field(default_factory=lambda: deque(maxlen=4320))
+    confirmed: bool = False  # told from the step it was confirmed on (see the module's doc)
 
     @property
     def kind(self) -> str:
@@ -136,6 +146,11 @@ class Incident:
         if lost:
             self.shortfall += lost
             self.risk_steps.append((at, lost))
+
+    def confirms(self, at: datetime) -> bool:
+        """Whether it is confirmed at ``at``: a region of high severity or worse, or one open for CONFIRM_AFTER."""
+        return any(r.severity(at) in CONFIRMING_SEVERITIES or (r.closed_at or at) - r.opened_at >= CONFIRM_AFTER
+                   for r in self.regions)
 
     def last_closed_at(self) -> datetime:
         return max((r.closed_at or self.opened_at) for r in self.regions)
@@ -182,7 +197,8 @@ class IncidentTracker:
              step_s: float) -> list[IncidentChange]:
         """Take the regions opened at ``at`` into incidents, add each open incident's revenue at risk
         (``lost_revenue``: expected minus observed revenue per second, by country and ``ALL``) and
-        resolve those quiet for ``resolve_after``. Returns what changed."""
+        resolve those quiet for ``resolve_after``. Returns what changed of the confirmed incidents: one
+        is "opened" on the step it is confirmed on, and one resolved unconfirmed was never told."""
         changes: dict[uuid.UUID, IncidentChange] = {}
         for region in opened:
             incident = self._joins(region)
@@ -201,13 +217,16 @@ class IncidentTracker:
         for incident in list(self.incidents):
             if incident.is_open:
                 incident.book_lost(at, sum(lost_revenue.get(c, 0.0) for c in incident.countries) * step_s)
+                if not incident.confirmed and incident.confirms(at):
+                    incident.confirmed = True
+                    changes[incident.incident_id] = IncidentChange("opened", incident)
             elif at - incident.last_closed_at() >= self.resolve_after:
                 incident.resolved_at = incident.last_closed_at()
                 self.incidents.remove(incident)
                 self.resolved.append(incident)
                 changes[incident.incident_id] = IncidentChange("resolved", incident)
         self.recent_lost.append((at, lost_revenue))
-        return list(changes.values())
+        return [change for change in changes.values() if change.incident.confirmed]
 
     def _add_lost_before(self, incident: Incident, at: datetime, countries: list[str], onset: datetime,
                          step_s: float) -> None:
