@@ -35,7 +35,7 @@ from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
-from shoppulse.sidecar.revenue import USUAL_STEPS, UsualRevenue
+from shoppulse.sidecar.revenue import USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
 from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,8 @@ class Sidecar:
                 if not (series.tracker.is_open or country in held):
                     series.usual_count.update(point.count)
                     if metric == "revenue_per_s":
-                        self.usual_revenue.setdefault(country, UsualRevenue()).learn_one(point.value)
+                        self.usual_revenue.setdefault(country, UsualRevenue()).learn_one(point.value,
+                                                                                         funnel_flows(points))
         # store-wide regions last: one the countries opened at this step drive joins their incident
         opened = sorted((c.region for c in changes if c.kind == "opened"), key=lambda r: r.country == GLOBAL)
         for region in opened:
@@ -279,14 +280,15 @@ class Sidecar:
         return sorted({c for countries in suspects if drive(store, region.expected, by_country, usual, countries)
                        for c in countries})
 
-    def _lost_revenue(self, windows: dict[str, dict[str, Point]]) -> dict[str, float]:
+    def _lost_revenue(self, windows: dict[str, dict[str, Point]]) -> dict[str, Shortfall]:
         """Expected minus observed revenue per second, by country (and ALL), at this step."""
         lost = {}
-        for country in windows:
+        for country, points in windows.items():
             series = self.series.get(("revenue_per_s", country))
             if series is not None and series.last is not None and series.last.warm and series.point is not None:
                 usual = self.usual_revenue.setdefault(country, UsualRevenue())
-                lost[country] = usual.expected(series.point.band, series.last.expected) - series.point.value
+                lost[country] = usual.shortfall(series.point.value, series.point.band, series.last.expected,
+                                                funnel_flows(points))
         return lost
 
     def _write(self, at: datetime, changes: list[Change], incident_changes: Sequence[IncidentChange] = ()) -> None:

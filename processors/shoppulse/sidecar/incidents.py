@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shoppulse.sidecar.regions import SEVERITIES, Region
+from shoppulse.sidecar.revenue import Shortfall
 
 NAMESPACE = uuid.UUID("0b0f9f62-4a56-4f0e-8a55-3c1b2f1d6e47")
 GLOBAL = "ALL"
@@ -191,12 +193,13 @@ class IncidentTracker:
     # the latest resolved, for a restarted sidecar whose replay saw one end that it had stored as open
     resolved: deque[Incident] = field(default_factory=lambda: deque(maxlen=100))
     # (step, lost revenue by country) of the latest steps: what an incident's onset reaches back to
-    recent_lost: deque[tuple[datetime, dict[str, float]]] = field(default_factory=lambda: deque(maxlen=120))
+    recent_lost: deque[tuple[datetime, Mapping[str, Shortfall]]] = field(default_factory=lambda: deque(maxlen=120))
 
-    def step(self, at: datetime, opened: list[Region], lost_revenue: dict[str, float],
+    def step(self, at: datetime, opened: list[Region], lost_revenue: Mapping[str, Shortfall],
              step_s: float) -> list[IncidentChange]:
         """Take the regions opened at ``at`` into incidents, add each open incident's revenue at risk
-        (``lost_revenue``: expected minus observed revenue per second, by country and ``ALL``) and
+        (``lost_revenue``: expected minus observed revenue per second, by country and ``ALL``, against the
+        yardstick of the incident's kind: ``revenue.py``) and
         resolve those quiet for ``resolve_after``. Returns what changed of the confirmed incidents: one
         is "opened" on the step it is confirmed on, and one resolved unconfirmed was never told."""
         changes: dict[uuid.UUID, IncidentChange] = {}
@@ -216,7 +219,8 @@ class IncidentTracker:
                     self._add_lost_before(incident, at, newly, region.onset or at, step_s)
         for incident in list(self.incidents):
             if incident.is_open:
-                incident.book_lost(at, sum(lost_revenue.get(c, 0.0) for c in incident.countries) * step_s)
+                incident.book_lost(at, sum(lost_revenue[c].for_kind(incident.kind) for c in incident.countries
+                                           if c in lost_revenue) * step_s)
                 if not incident.confirmed and incident.confirms(at):
                     incident.confirmed = True
                     changes[incident.incident_id] = IncidentChange("opened", incident)
@@ -233,8 +237,9 @@ class IncidentTracker:
         """Add to the incident what ``countries`` lost in the steps from ``onset`` (less one window)
         to ``at``, booked at ``at`` (a restarted sidecar's replay books the same)."""
         since = onset - self.onset_margin
-        lost = sum(by_country.get(c, 0.0) for step, by_country in self.recent_lost if since < step < at
-                   for c in countries) * step_s
+        kind = incident.kind
+        lost = sum(by_country[c].for_kind(kind) for step, by_country in self.recent_lost if since < step < at
+                   for c in countries if c in by_country) * step_s
         incident.book_lost(at, lost)
 
     def _joins(self, region: Region) -> Incident | None:
