@@ -365,3 +365,19 @@ def test_a_payment_outage_on_rising_traffic_puts_at_risk_what_its_checkouts_woul
     [incident] = [*sidecar.incidents.incidents, *sidecar.incidents.resolved]
     assert incident.kind == "payment_failures" and not incident.is_open
     assert incident.revenue_at_risk == pytest.approx(truth, rel=0.03)
+
+
+def test_one_cause_showing_under_two_names_in_two_countries_is_one_incident() -> None:
+    """An abandonment surge in FR and GB: FR's checkouts per cart fall first, GB's carts without an order rise: one
+    symptom (shoppers leave between cart and order), one incident; a later conversion drop in GB joins it too (its
+    country), while the same move elsewhere after JOIN_WITHIN is another cause."""
+    fr = region("checkouts_per_cart", "FR", T0, up=False)
+    gb = region("carts_without_order", "GB", T0 + 2 * STEP, up=True)
+    late = region("checkouts_per_cart", "IT", T0 + JOIN_WITHIN + 3 * STEP, up=False)
+    tracker = IncidentTracker()
+    play(tracker, {0: [fr], 2: [gb], int((JOIN_WITHIN + 3 * STEP) / STEP): [late]}, {}, 40)
+    assert [(i.kind, i.countries) for i in tracker.incidents] == [("cart_abandonment", ["FR", "GB"]),
+                                                                 ("checkout_drop", ["IT"])]
+    apart = IncidentTracker()
+    play(apart, {0: [fr], 2: [region("checkouts_per_cart", "GB", T0 + 2 * STEP, up=True)]}, {}, 4)
+    assert len(apart.incidents) == 2  # more checkouts per cart in GB is not the same move

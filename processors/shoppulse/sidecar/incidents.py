@@ -3,10 +3,11 @@
 A region joins an incident that is still open when it is the same country's (a payment outage
 moves the failure rate, orders, revenue and abandonment of one country), or when it is store-wide
 and driven by the incident's countries (``drivers.py``: a US flash sale shifts the store's mix, so
-the store's conversion drops with no other country's), or when it is the same
-metric moving the same way as one of the incident's regions (the store-wide series a country
-drives, or one incident hitting several countries at once), or when it is a country's and the
-incident is store-wide with no country yet (the first country to move drives the store).
+the store's conversion drops with no other country's), or when it is the same move as one of the
+incident's regions — the same metric the same way, or that move's other name (``SAME_SYMPTOM``) — (the
+store-wide series a country drives, or one incident hitting several countries at once), or when it
+is a country's and the incident is store-wide with no country yet (the first country to move drives
+the store).
 Otherwise it opens an incident of its own. An incident resolves once all its regions have closed
 and ``resolve_after`` has passed with no region joining (so one that flaps is not paged twice); a
 region after that opens a new one.
@@ -89,9 +90,21 @@ METRIC_NAMES = {"orders_per_s": "orders/s", "revenue_per_s": "revenue/s", "views
                 "orders_per_ad_click": "orders per paid click", "refunds_per_s": "refunds/s"}
 
 
+# Moves that are one symptom under two names: fewer checkouts per cart is more carts left without an order (the
+# shoppers leave between their cart and their order). One cause in several countries may show first as either:
+# a recorded abandonment surge in FR and GB opened checkouts per cart in FR and carts without order in GB.
+SAME_SYMPTOM = {("checkouts_per_cart", -1): ("carts_without_order", 1)}
+
+
 def direction(region: Region) -> int:
     """Which way the region's metric moved, at its largest (its latest value may be back to normal)."""
     return 1 if region.peak_delta_pct >= 0 else -1
+
+
+def symptom(region: Region) -> tuple[str, int]:
+    """The region's move (metric, direction), under one name for the moves that are one symptom."""
+    move = (region.metric, direction(region))
+    return SAME_SYMPTOM.get(move, move)
 
 
 def kind_of(regions: list[Region]) -> str:
@@ -244,7 +257,7 @@ class IncidentTracker:
 
     def _joins(self, region: Region) -> Incident | None:
         """The open incident this region belongs to: its country's first, else (a store-wide region) the
-        one of the countries that drive it, else one where the same metric moved the same way within
+        one of the countries that drive it, else one with the same move (``symptom``) within
         JOIN_WITHIN (a store-wide series, or a second country of one cause), else a store-wide one no
         country has joined yet, opened within JOIN_WITHIN."""
         same_country = [i for i in self.incidents
@@ -256,8 +269,7 @@ class IncidentTracker:
             return driving[-1]
         recent = region.opened_at - JOIN_WITHIN
         same_move = [i for i in self.incidents
-                     if any(r.metric == region.metric and direction(r) == direction(region) and r.opened_at >= recent
-                            for r in i.regions)]
+                     if any(symptom(r) == symptom(region) and r.opened_at >= recent for r in i.regions)]
         if same_move:
             return same_move[-1]
         store_wide = [i for i in self.incidents if region.country != GLOBAL and i.countries == [GLOBAL]
