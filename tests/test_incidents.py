@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse.sidecar.app import Sidecar
 from shoppulse.sidecar.detectors import Opinion, Point, SeasonalBand, Verdict
-from shoppulse.sidecar.incidents import CONFIRM_AFTER, JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
+from shoppulse.sidecar.incidents import CONFIRM_AFTER, CONFIRM_Z, JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.revenue import Shortfall, UsualRevenue
 
@@ -23,8 +23,8 @@ def region(metric: str, country: str, at: datetime, up: bool) -> Region:
     expected = 10.0
     observed = 20.0 if up else 4.0
     found = Region(region_id(metric, country, at), metric, country, at, observed, expected, 8.0, 12.0, 0.9,
-                   6.0 if up else -6.0)
-    found.peak_delta_pct = found.delta_pct
+                   9.0 if up else -9.0)
+    found.peak_delta_pct, found.peak_z = found.delta_pct, 9.0  # a large move on overwhelming evidence
     return found
 
 
@@ -228,7 +228,7 @@ def test_a_region_remembers_when_its_series_left_the_usual_range() -> None:
         change = tracker.step(T0 + STEP * index, 10.0 + z, Verdict(z, 0.9, 10.0, True, (baseline,)))
         opened = opened or (change.region if change is not None and change.kind == "opened" else None)
     assert opened is not None and opened.opened_at == T0 + 7 * STEP
-    assert opened.onset == T0 + 3 * STEP
+    assert opened.onset == T0 + 3 * STEP and opened.peak_z == 5.0
 
 
 def test_revenue_at_risk_counts_from_the_onset_less_a_window_not_from_when_it_was_detected() -> None:
@@ -268,21 +268,22 @@ def test_a_segment_that_is_usually_most_of_the_volume_can_still_stand_out() -> N
     assert stands_out_from(0.65) <= 0.97 and stands_out_from(0.65) > 0.8
 
 
-def blip(metric: str, country: str, at: datetime, delta_pct: float) -> Region:
+def blip(metric: str, country: str, at: datetime, delta_pct: float, z: float = 5.0) -> Region:
     found = region(metric, country, at, up=True)
     found.observed = found.expected * (1 + delta_pct / 100)
-    found.peak_delta_pct = found.delta_pct
+    found.peak_delta_pct, found.z, found.peak_z = found.delta_pct, z, z
     return found
 
 
 def test_a_short_modest_blip_is_never_told_and_a_lasting_one_is_told_once_confirmed() -> None:
-    """Product views +15 % for a minute: a region, never an incident anyone is told of. +30 % that lasts is told
-    CONFIRM_AFTER after it opened, with the revenue it put at risk from its onset; +100 % is told at once."""
-    views = blip("views_per_s", "ES", T0, 15.0)
-    tracker = IncidentTracker()
+    """Product views +15 % for a minute, or a thin failure rate tripling on a handful of payments: regions, never an
+    incident anyone is told of. +30 % that lasts is told CONFIRM_AFTER after it opened, with the revenue it put at
+    risk from its onset; +100 % on overwhelming evidence is told at once."""
     quiet = int(RESOLVE_AFTER / STEP)
-    assert play(tracker, {0: [views]}, {6: [views]}, 10 + quiet) == []
-    assert tracker.incidents == [] and not tracker.resolved[-1].confirmed
+    for short in (blip("views_per_s", "ES", T0, 15.0), blip("payment_failure_rate", "GB", T0, 300.0, z=4.5)):
+        tracker = IncidentTracker()
+        assert play(tracker, {0: [short]}, {6: [short]}, 10 + quiet) == []
+        assert tracker.incidents == [] and not tracker.resolved[-1].confirmed
 
     lasting, joining = blip("views_per_s", "ES", T0, 30.0), blip("orders_per_s", "ES", T0 + 3 * STEP, 20.0)
     tracker = IncidentTracker()
@@ -291,7 +292,8 @@ def test_a_short_modest_blip_is_never_told_and_a_lasting_one_is_told_once_confir
     assert tracker.incidents[0].shortfall == 20 * 10 * -2.0  # booked from its first step on, told or not
 
     tracker = IncidentTracker()
-    assert play(tracker, {0: [blip("views_per_s", "ES", T0, 100.0)]}, {}, 2) == [(0, "opened", "traffic_surge")]
+    assert play(tracker, {0: [blip("views_per_s", "ES", T0, 100.0, z=CONFIRM_Z)]}, {}, 2) == [
+        (0, "opened", "traffic_surge")]
 
 
 def test_an_incident_told_late_writes_its_regions_again_with_its_id(monkeypatch: pytest.MonkeyPatch) -> None:

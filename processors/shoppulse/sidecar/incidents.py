@@ -13,10 +13,11 @@ and ``resolve_after`` has passed with no region joining (so one that flaps is no
 region after that opens a new one.
 
 An incident is told (written, annotated, explained, paged) once it is confirmed: one of its regions
-is of high severity or worse (a large move), or has stayed open for ``CONFIRM_AFTER``. A minute-long
-blip of a few tens of per cent in one series (a country's product views, say) is a region on its
-dashboard and nothing more: an ops wall that declares an incident for every such blip is soon
-ignored. Until it is confirmed the incident still gathers its regions, holds its countries'
+is a large move (high severity or worse) on overwhelming evidence (|z| of ``CONFIRM_Z``, the strength
+that opens a region at once), or has stayed open for ``CONFIRM_AFTER``. A minute-long blip in one
+series — a few tens of per cent of a country's product views, or a thin ratio tripling on a handful
+of payments — is a region on its dashboard and nothing more: an ops wall that declares an incident
+for every such blip is soon ignored. Until it is confirmed the incident still gathers its regions, holds its countries'
 baselines and books its revenue at risk from the onset, so nothing is lost by telling it late.
 
 Everything is decided in event time (the sidecar's steps), so a restarted sidecar replaying the same
@@ -55,6 +56,7 @@ JOIN_WITHIN = timedelta(minutes=5)
 GROWS_AFTER = timedelta(minutes=30)
 CONFIRM_AFTER = timedelta(minutes=2)
 CONFIRMING_SEVERITIES = frozenset({"high", "critical"})
+CONFIRM_Z = 8.0
 # (metric, direction) -> kind, the most specific cause first.
 KINDS: tuple[tuple[str, int, str], ...] = (
     ("payment_failure_rate", 1, "payment_failures"),
@@ -163,9 +165,10 @@ class Incident:
             self.risk_steps.append((at, lost))
 
     def confirms(self, at: datetime) -> bool:
-        """Whether it is confirmed at ``at``: a region of high severity or worse, or one open for CONFIRM_AFTER."""
-        return any(r.severity(at) in CONFIRMING_SEVERITIES or (r.closed_at or at) - r.opened_at >= CONFIRM_AFTER
-                   for r in self.regions)
+        """Whether it is confirmed at ``at``: a region of high severity or worse on evidence of CONFIRM_Z, or one
+        open for CONFIRM_AFTER."""
+        return any((r.severity(at) in CONFIRMING_SEVERITIES and r.peak_z >= CONFIRM_Z)
+                   or (r.closed_at or at) - r.opened_at >= CONFIRM_AFTER for r in self.regions)
 
     def last_closed_at(self) -> datetime:
         return max((r.closed_at or self.opened_at) for r in self.regions)

@@ -58,6 +58,7 @@ class Region:
     closed_at: datetime | None = None
     detected_at: datetime | None = None  # wall clock, set when the region is first written
     peak_delta_pct: float = 0.0
+    peak_z: float = 0.0  # the largest |z| while open: how strong its evidence has been
     detectors: list[str] = field(default_factory=list)
     onset: datetime | None = None  # when the series left its usual range on the way to opening it
     driven_by: list[str] = field(default_factory=list)  # a store-wide region: the countries whose move it is
@@ -115,10 +116,11 @@ class RegionTracker:
                                  observed, verdict.expected, verdict.expected - 2 * band, verdict.expected + 2 * band,
                                  verdict.score, verdict.z, detectors=agreeing, onset=self._deviating_since or at)
             self._deviating_since = None
-            self.region.peak_delta_pct = self.region.delta_pct
+            self.region.peak_delta_pct, self.region.peak_z = self.region.delta_pct, magnitude
             return Change("opened", self.region)
         region = self.region
         region.observed, region.score, region.z = observed, max(region.score, verdict.score), verdict.z
+        region.peak_z = max(region.peak_z, magnitude)
         if abs(region.delta_pct) > abs(region.peak_delta_pct):
             region.peak_delta_pct = region.delta_pct
         self._below = self._below + 1 if magnitude < self.close_z else 0
