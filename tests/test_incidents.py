@@ -370,9 +370,9 @@ def test_a_payment_outage_on_rising_traffic_puts_at_risk_what_its_checkouts_woul
 
 
 def test_one_cause_showing_under_two_names_in_two_countries_is_one_incident() -> None:
-    """An abandonment surge in FR and GB: FR's checkouts per cart fall first, GB's carts without an order rise: one
-    symptom (shoppers leave between cart and order), one incident; a later conversion drop in GB joins it too (its
-    country), while the same move elsewhere after JOIN_WITHIN is another cause."""
+    """An abandonment surge in FR and GB: FR's checkouts per cart (or its orders) fall first, GB's carts without an
+    order rise: one symptom (shoppers leave between cart and order), one incident; the same move elsewhere after
+    JOIN_WITHIN is another cause."""
     fr = region("checkouts_per_cart", "FR", T0, up=False)
     gb = region("carts_without_order", "GB", T0 + 2 * STEP, up=True)
     late = region("checkouts_per_cart", "IT", T0 + JOIN_WITHIN + 3 * STEP, up=False)
@@ -380,6 +380,11 @@ def test_one_cause_showing_under_two_names_in_two_countries_is_one_incident() ->
     play(tracker, {0: [fr], 2: [gb], int((JOIN_WITHIN + 3 * STEP) / STEP): [late]}, {}, 40)
     assert [(i.kind, i.countries) for i in tracker.incidents] == [("cart_abandonment", ["FR", "GB"]),
                                                                  ("checkout_drop", ["IT"])]
+    orders_first = IncidentTracker()
+    play(orders_first, {0: [region("orders_per_s", "FR", T0, up=False)],
+                        2: [region("carts_without_order", "GB", T0 + 2 * STEP, up=True)]}, {}, 4)
+    assert [(i.kind, i.countries) for i in orders_first.incidents] == [("cart_abandonment", ["FR", "GB"])]
     apart = IncidentTracker()
-    play(apart, {0: [fr], 2: [region("checkouts_per_cart", "GB", T0 + 2 * STEP, up=True)]}, {}, 4)
-    assert len(apart.incidents) == 2  # more checkouts per cart in GB is not the same move
+    play(apart, {0: [fr], 2: [region("checkouts_per_cart", "GB", T0 + 2 * STEP, up=True),
+                              region("payment_failure_rate", "IT", T0 + 2 * STEP, up=True)]}, {}, 4)
+    assert len(apart.incidents) == 3  # more checkouts per cart in GB, failing payments in IT: not the same move

@@ -92,10 +92,13 @@ METRIC_NAMES = {"orders_per_s": "orders/s", "revenue_per_s": "revenue/s", "views
                 "orders_per_ad_click": "orders per paid click", "refunds_per_s": "refunds/s"}
 
 
-# Moves that are one symptom under two names: fewer checkouts per cart is more carts left without an order (the
-# shoppers leave between their cart and their order). One cause in several countries may show first as either:
-# a recorded abandonment surge in FR and GB opened checkouts per cart in FR and carts without order in GB.
-SAME_SYMPTOM = {("checkouts_per_cart", -1): ("carts_without_order", 1)}
+# Moves that are one symptom under several names: fewer checkouts per cart, more carts left without an order, fewer
+# orders and less revenue all say that shoppers leave between their cart and their order. One cause in several
+# countries may show first as any of them: recorded abandonment surges in FR and GB opened checkouts per cart in FR
+# and carts without order in GB, and on another recording orders in FR, then carts without order in GB.
+LOST_AFTER_THE_CART = ("carts_without_order", 1)
+SAME_SYMPTOM = {("checkouts_per_cart", -1): LOST_AFTER_THE_CART, ("orders_per_s", -1): LOST_AFTER_THE_CART,
+                ("revenue_per_s", -1): LOST_AFTER_THE_CART}
 
 
 def direction(region: Region) -> int:
