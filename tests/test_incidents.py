@@ -388,3 +388,16 @@ def test_one_cause_showing_under_two_names_in_two_countries_is_one_incident() ->
     play(apart, {0: [fr], 2: [region("checkouts_per_cart", "GB", T0 + 2 * STEP, up=True),
                               region("payment_failure_rate", "IT", T0 + 2 * STEP, up=True)]}, {}, 4)
     assert len(apart.incidents) == 3  # more checkouts per cart in GB, failing payments in IT: not the same move
+
+
+def test_a_metric_moving_the_harmless_way_is_never_told_until_a_cause_joins_it() -> None:
+    """The store's conversion up as a flash sale settles, long and on strong evidence: a region, no incident told
+    (its kind names no cause). A sales drop joining it makes it one, told at once."""
+    settling = region("orders_per_view", "ALL", T0, up=True)
+    tracker = IncidentTracker()
+    assert play(tracker, {0: [settling]}, {}, int(CONFIRM_AFTER / STEP) + 5) == []
+    [incident] = tracker.incidents
+    assert incident.kind == "orders_per_view_up" and not incident.confirmed
+    later = int(CONFIRM_AFTER / STEP) + 5
+    tracker.step(T0 + STEP * later, [region("orders_per_s", "BR", T0 + STEP * later, up=False)], {}, 10.0)
+    assert incident.kind == "sales_drop" and incident.confirmed

@@ -17,7 +17,10 @@ is a large move (high severity or worse) on overwhelming evidence (|z| of ``CONF
 that opens a region at once), or has stayed open for ``CONFIRM_AFTER``. A minute-long blip in one
 series — a few tens of per cent of a country's product views, or a thin ratio tripling on a handful
 of payments — is a region on its dashboard and nothing more: an ops wall that declares an incident
-for every such blip is soon ignored. Until it is confirmed the incident still gathers its regions, holds its countries'
+for every such blip is soon ignored. Nor is an incident told while its kind names no cause (``KINDS``):
+a metric moving the harmless way — conversion or orders per paid click up, ad spend or latency
+down, as a flash sale's store-wide mix settles after it — is a region on the dashboard, not a
+problem anyone must act on. Until it is confirmed the incident still gathers its regions, holds its countries'
 baselines and books its revenue at risk from the onset, so nothing is lost by telling it late.
 
 Everything is decided in event time (the sidecar's steps), so a restarted sidecar replaying the same
@@ -73,6 +76,7 @@ KINDS: tuple[tuple[str, int, str], ...] = (
     ("orders_per_s", 1, "sales_surge"),
     ("revenue_per_s", 1, "sales_surge"),
 )
+CAUSES = frozenset(kind for _, _, kind in KINDS)
 # What must not have moved for a kind: ad spend running higher is money burnt only while the orders do not follow
 # (bots, a runaway bid); a campaign whose orders rise with its spend is a sales surge, one that brings shoppers a
 # traffic surge (above). (Orders per paid click rising says nothing here: it is what the end of a flood of clicks
@@ -168,9 +172,9 @@ class Incident:
             self.risk_steps.append((at, lost))
 
     def confirms(self, at: datetime) -> bool:
-        """Whether it is confirmed at ``at``: a region of high severity or worse on evidence of CONFIRM_Z, or one
-        open for CONFIRM_AFTER."""
-        return any((r.severity(at) in CONFIRMING_SEVERITIES and r.peak_z >= CONFIRM_Z)
+        """Whether it is confirmed at ``at``: of a kind that names a cause, with a region of high severity or worse
+        on evidence of CONFIRM_Z, or one open for CONFIRM_AFTER."""
+        return self.kind in CAUSES and any((r.severity(at) in CONFIRMING_SEVERITIES and r.peak_z >= CONFIRM_Z)
                    or (r.closed_at or at) - r.opened_at >= CONFIRM_AFTER for r in self.regions)
 
     def last_closed_at(self) -> datetime:
