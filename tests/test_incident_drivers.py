@@ -91,16 +91,22 @@ def sale_step(sidecar: Sidecar, rng: random.Random, index: int, surge: float) ->
     sidecar._score(T0 + STEP * index, windows, {})
 
 
-def test_the_store_wide_mix_shift_of_a_flash_sale_joins_the_sale_s_incident() -> None:
-    """Through the sidecar: US product views quadruple at its usual 1 % conversion (its traffic surge opens
-    an incident); the store's conversion falls by the mix alone (from 5.7 % to 3.3 %) and its region
-    joins the US incident instead of opening a store-wide one."""
-    rng = random.Random(5)
+def during_a_sale(rng: random.Random) -> Sidecar:
+    """A sidecar after 300 usual steps and 40 of a US flash sale (views four times their usual)."""
     sidecar = Sidecar(cast(Client, None), replaying=True)
     for index in range(300):
         sale_step(sidecar, rng, index, 1.0)
     for index in range(300, 340):
         sale_step(sidecar, rng, index, 4.0)
+    return sidecar
+
+
+def test_the_store_wide_mix_shift_of_a_flash_sale_joins_the_sale_s_incident() -> None:
+    """Through the sidecar: US product views quadruple at its usual 1 % conversion (its traffic surge opens
+    an incident); the store's conversion falls by the mix alone (from 5.7 % to 3.3 %) and its region
+    joins the US incident instead of opening a store-wide one."""
+    rng = random.Random(5)
+    sidecar = during_a_sale(rng)
     store_conversion = sidecar.series[("orders_per_view", "ALL")].tracker.region
     assert store_conversion is not None, "the store's conversion should have opened a region"
     assert store_conversion.driven_by == ["US"]
@@ -115,11 +121,7 @@ def test_a_store_wide_move_as_the_sale_ends_joins_its_incident_after_its_regions
     orders still come in) is the sale's aftermath: it joins the sale's incident instead of opening a store-wide one
     no one can place (a real recording told three of them beside the flash sale)."""
     rng = random.Random(5)
-    sidecar = Sidecar(cast(Client, None), replaying=True)
-    for index in range(300):
-        sale_step(sidecar, rng, index, 1.0)
-    for index in range(300, 340):
-        sale_step(sidecar, rng, index, 4.0)
+    sidecar = during_a_sale(rng)
     [incident] = sidecar.incidents.incidents
     index = 340
     while incident.is_open:
