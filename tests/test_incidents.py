@@ -401,3 +401,23 @@ def test_a_metric_moving_the_harmless_way_is_never_told_until_a_cause_joins_it()
     later = int(CONFIRM_AFTER / STEP) + 5
     tracker.step(T0 + STEP * later, [region("orders_per_s", "BR", T0 + STEP * later, up=False)], {}, 10.0)
     assert incident.kind == "sales_drop" and incident.confirmed
+
+
+def test_ad_spend_without_orders_puts_at_risk_the_spend_above_its_usual() -> None:
+    """A click flood in DE: what it costs is the ad spend above DE's usual, whatever its revenue does meanwhile."""
+    usual = UsualRevenue()
+    for _ in range(60):
+        usual.learn_one(100.0, {})
+        usual.learn_spend("ad_spend_per_s", 2.0)
+    lost = usual.shortfall(104.0, None, 0.0, {}, {"ad_spend_per_s": 8.0})
+    assert lost.for_kind("campaign_spend_without_orders") == pytest.approx(6.0)
+    assert lost.for_kind("traffic_surge") == pytest.approx(-4.0)  # a sale's extra revenue offsets its loss
+    assert UsualRevenue().shortfall(104.0, None, 0.0, {}, {"ad_spend_per_s": 8.0}).overspend == {}  # not learned
+
+    tracker = IncidentTracker()
+    flood = region("ad_spend_per_s", "DE", T0, up=True)
+    for index in range(6):
+        tracker.step(T0 + STEP * index, [flood] if index == 0 else [], {"DE": lost}, 10.0)
+    [incident] = tracker.incidents
+    assert incident.kind == "campaign_spend_without_orders" and incident.revenue_at_risk == pytest.approx(6 * 10 * 6.0)
+    assert "Ad spend above its usual so far: $360." in incident.story(T0 + 6 * STEP)

@@ -35,7 +35,7 @@ from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
-from shoppulse.sidecar.revenue import USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
+from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
 from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ WINDOW_S = 60
 REFIT_EVERY = timedelta(minutes=15)
 HISTORY = 30
 READ_BATCH_STEPS = 360  # an hour of steps per read while catching up
+SPENDING = frozenset(OVERSPEND.values())  # the series whose usual level an incident's money at risk is measured from
 INCIDENT_REFRESH_S = 60  # an open incident's row (revenue at risk, severity, story) is rewritten this often
 
 STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
@@ -244,6 +245,8 @@ class Sidecar:
                     if metric == "revenue_per_s":
                         self.usual_revenue.setdefault(country, UsualRevenue()).learn_one(point.value,
                                                                                          funnel_flows(points))
+                    elif metric in SPENDING:
+                        self.usual_revenue.setdefault(country, UsualRevenue()).learn_spend(metric, point.value)
         # store-wide regions last: one the countries opened at this step drive joins their incident
         opened = sorted((c.region for c in changes if c.kind == "opened"), key=lambda r: r.country == GLOBAL)
         for region in opened:
@@ -288,7 +291,8 @@ class Sidecar:
             if series is not None and series.last is not None and series.last.warm and series.point is not None:
                 usual = self.usual_revenue.setdefault(country, UsualRevenue())
                 lost[country] = usual.shortfall(series.point.value, series.point.band, series.last.expected,
-                                                funnel_flows(points))
+                                                funnel_flows(points),
+                                                {s: points[s].value for s in SPENDING if s in points})
         return lost
 
     def _write(self, at: datetime, changes: list[Change], incident_changes: Sequence[IncidentChange] = ()) -> None:

@@ -30,7 +30,8 @@ stable across restarts).
 Its kind is the most specific cause among its regions (``KINDS``, most specific first: a payment
 failure rate that rose explains the fall in orders beside it); its severity the worst of its
 regions', one level higher once it has lasted ``GROWS_AFTER``; its revenue at risk the expected
-minus the observed revenue of its countries, summed over the steps from its onset until it closes
+minus the observed revenue of its countries (for ad spend without orders, the spend above its usual:
+``revenue.py``), summed over the steps from its onset until it closes
 (the expected level of a country in an open incident learns nothing meanwhile: see
 ``Sidecar._score``). The onset is its regions' (when their series left the usual range), less one
 aggregation window (``onset_margin``): a window that first shows a deviation already holds up to a
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shoppulse.sidecar.regions import SEVERITIES, Region
-from shoppulse.sidecar.revenue import Shortfall
+from shoppulse.sidecar.revenue import OVERSPEND, Shortfall
 
 NAMESPACE = uuid.UUID("0b0f9f62-4a56-4f0e-8a55-3c1b2f1d6e47")
 GLOBAL = "ALL"
@@ -198,8 +199,9 @@ class Incident:
                          f"{region.peak_delta_pct:+.0f} %")
         title = TITLES.get(self.kind, self.kind.replace("_", " ").capitalize())
         top = f" Top contributor: {self.contributors[0]}." if self.contributors else ""
+        at_risk = "Ad spend above its usual so far" if self.kind in OVERSPEND else "Revenue at risk so far"
         return (f"{title} in {where} since {since} ({state}, {self.severity(at)}): {'; '.join(moved)}.{top} "
-                f"Revenue at risk so far: ${self.revenue_at_risk:,.0f}.")
+                f"{at_risk}: ${self.revenue_at_risk:,.0f}.")
 
 
 @dataclass(frozen=True)

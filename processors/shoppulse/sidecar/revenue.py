@@ -9,6 +9,10 @@ is the spread of the failing step alone: a level learned over the last half hour
 everything the country would have sold while the incident lasts, was off by as much as a partial
 outage costs (docs/benchmarks.md).
 
+For ad spend running without orders (``OVERSPEND``) what is at risk is not sales but the money
+spent above the country's usual spend: its spend per second less its mean over the last half hour
+of usual steps.
+
 Otherwise (a traffic or sales move, whose cause is the shoppers themselves), the level: where the
 seasonal baseline is fitted, its expectation for the time of the week (the middle of its band);
 elsewhere the mean of the country's revenue per second over its last ``USUAL_STEPS`` usual steps —
@@ -31,6 +35,8 @@ MIN_USUAL_STEPS = 30  # before that, the detectors' baseline
 # incident kind -> the funnel flow whose shoppers it costs the orders of
 REFERENCE_FLOW = {"payment_failures": "checkouts", "checkout_latency": "checkouts", "cart_abandonment": "carts",
                   "checkout_drop": "carts", "conversion_drop": "views"}
+# incident kind -> the spending series whose money above its usual the incident costs
+OVERSPEND = {"campaign_spend_without_orders": "ad_spend_per_s"}
 
 
 def funnel_flows(points: Mapping[str, Point]) -> dict[str, float]:
@@ -55,9 +61,13 @@ class Shortfall:
 
     level: float
     by_flow: Mapping[str, float] = field(default_factory=dict)
+    overspend: Mapping[str, float] = field(default_factory=dict)  # spending series -> observed less usual, per s
 
     def for_kind(self, kind: str) -> float:
-        """Against the yardstick of an incident of ``kind``: its reference flow's where the step has it."""
+        """Against the yardstick of an incident of ``kind``: the money spent above usual for a spending kind, else
+        its reference flow's where the step has it, else the level."""
+        if kind in OVERSPEND:
+            return self.overspend.get(OVERSPEND[kind], 0.0)
         flow = REFERENCE_FLOW.get(kind)
         return self.by_flow.get(flow, self.level) if flow is not None else self.level
 
@@ -68,6 +78,10 @@ class UsualRevenue:
     # per flow, the revenue and the flow over the same usual steps (a step without the flow teaches neither)
     revenue_with: dict[str, utils.Rolling] = field(default_factory=dict)
     flow_mean: dict[str, utils.Rolling] = field(default_factory=dict)
+    spend: dict[str, utils.Rolling] = field(default_factory=dict)  # the usual level of each spending series
+
+    def learn_spend(self, series: str, per_s: float) -> None:
+        self.spend.setdefault(series, _rolling_mean()).update(per_s)
 
     def learn_one(self, revenue_per_s: float, flows: Mapping[str, float] | None = None) -> None:
         self.mean.update(revenue_per_s)
@@ -91,11 +105,14 @@ class UsualRevenue:
         return per_s * float(self.revenue_with[flow].obj.get()) / float(flow_mean.obj.get())
 
     def shortfall(self, observed: float, band: SeasonalBand | None, fallback: float,
-                  flows: Mapping[str, float]) -> Shortfall:
-        """Expected minus ``observed`` revenue per second, against the level and each flow of ``flows``."""
+                  flows: Mapping[str, float], spending: Mapping[str, float] | None = None) -> Shortfall:
+        """Expected minus ``observed`` revenue per second, against the level and each flow of ``flows``; and each
+        spending series of ``spending`` (its value now) above its usual level."""
         by_flow = {}
         for flow, per_s in flows.items():
             expected = self.expected_from(flow, per_s)
             if expected is not None:
                 by_flow[flow] = expected - observed
-        return Shortfall(self.expected(band, fallback) - observed, by_flow)
+        overspend = {series: per_s - float(self.spend[series].obj.get()) for series, per_s in (spending or {}).items()
+                     if series in self.spend and self.spend[series].obj.n >= MIN_USUAL_STEPS}
+        return Shortfall(self.expected(band, fallback) - observed, by_flow, overspend)
