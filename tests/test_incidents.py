@@ -421,3 +421,19 @@ def test_ad_spend_without_orders_puts_at_risk_the_spend_above_its_usual() -> Non
     [incident] = tracker.incidents
     assert incident.kind == "campaign_spend_without_orders" and incident.revenue_at_risk == pytest.approx(6 * 10 * 6.0)
     assert "Ad spend above its usual so far: $360." in incident.story(T0 + 6 * STEP)
+
+
+def test_the_store_moving_a_step_before_the_country_driving_it_is_one_incident() -> None:
+    """A US flash sale: the US's ad spend and the store's product views open at one step, the US's own views a step
+    later. The store-wide incident waits to be told, however strong, and the US's views take it in: one incident,
+    told once, in the US."""
+    spend, store = region("ad_spend_per_s", "US", T0, up=True), region("views_per_s", "ALL", T0, up=True)
+    views = region("views_per_s", "US", T0 + STEP, up=True)
+    tracker = IncidentTracker()
+    changes = play(tracker, {0: [spend, store], 1: [views]}, {}, int(CONFIRM_AFTER / STEP) + 3)
+    assert changes == [(0, "opened", "campaign_spend_without_orders"), (1, "updated", "traffic_surge")]
+    [incident] = tracker.incidents
+    assert incident.countries == ["US"] and {r.country for r in incident.regions} == {"US", "ALL"}
+    alone = IncidentTracker()  # no country behind it: told once it has lasted CONFIRM_AFTER
+    assert play(alone, {0: [region("views_per_s", "ALL", T0, up=True)]}, {}, int(CONFIRM_AFTER / STEP) + 1) == [
+        (int(CONFIRM_AFTER / STEP), "opened", "traffic_surge")]

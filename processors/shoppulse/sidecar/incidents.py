@@ -174,9 +174,13 @@ class Incident:
 
     def confirms(self, at: datetime) -> bool:
         """Whether it is confirmed at ``at``: of a kind that names a cause, with a region of high severity or worse
-        on evidence of CONFIRM_Z, or one open for CONFIRM_AFTER."""
-        return self.kind in CAUSES and any((r.severity(at) in CONFIRMING_SEVERITIES and r.peak_z >= CONFIRM_Z)
-                   or (r.closed_at or at) - r.opened_at >= CONFIRM_AFTER for r in self.regions)
+        on evidence of CONFIRM_Z, or one open for CONFIRM_AFTER. A store-wide move no country has joined yet waits
+        CONFIRM_AFTER however strong: the country driving it may show it a step later (``absorb_store_wide``)."""
+        strength_counts = self.countries != [GLOBAL]
+        return self.kind in CAUSES and any((strength_counts and r.severity(at) in CONFIRMING_SEVERITIES
+                                            and r.peak_z >= CONFIRM_Z)
+                                           or (r.closed_at or at) - r.opened_at >= CONFIRM_AFTER
+                                           for r in self.regions)
 
     def last_closed_at(self) -> datetime:
         return max((r.closed_at or self.opened_at) for r in self.regions)
@@ -242,6 +246,7 @@ class IncidentTracker:
                 if region.country not in counted:  # a country newly in it: what it lost since its onset
                     newly = [c for c in incident.countries if c not in counted]
                     self._add_lost_before(incident, at, newly, region.onset or at, step_s)
+            self._absorb_store_wide(incident, region)
         for incident in list(self.incidents):
             if incident.is_open:
                 incident.book_lost(at, sum(lost_revenue[c].for_kind(incident.kind) for c in incident.countries
@@ -256,6 +261,19 @@ class IncidentTracker:
                 changes[incident.incident_id] = IncidentChange("resolved", incident)
         self.recent_lost.append((at, lost_revenue))
         return [change for change in changes.values() if change.incident.confirmed]
+
+    def _absorb_store_wide(self, incident: Incident, region: Region) -> None:
+        """A country's region takes into its incident a store-wide one not yet told that shows the same move, opened
+        within JOIN_WITHIN: the store moved a step before the country driving it did (a US flash sale's product
+        views opened store-wide ten seconds before the US's own, beside the US's ad spend)."""
+        if region.country == GLOBAL:
+            return
+        for other in list(self.incidents):
+            if (other is not incident and not other.confirmed and other.countries == [GLOBAL]
+                    and other.opened_at >= region.opened_at - JOIN_WITHIN
+                    and any(symptom(r) == symptom(region) for r in other.regions)):
+                incident.regions.extend(other.regions)
+                self.incidents.remove(other)
 
     def _add_lost_before(self, incident: Incident, at: datetime, countries: list[str], onset: datetime,
                          step_s: float) -> None:
