@@ -4,7 +4,7 @@ A region joins an incident that is still open when it is the same country's (a p
 moves the failure rate, orders, revenue and abandonment of one country), or when it is store-wide
 and driven by the incident's countries (``drivers.py``: a US flash sale shifts the store's mix, so
 the store's conversion drops with no other country's), or when it is the same move as one of the
-incident's regions — the same metric the same way, or that move's other name (``SAME_SYMPTOM``) — (the
+incident's regions, the same metric the same way or that move's other name (``SAME_SYMPTOM``: the
 store-wide series a country drives, or one incident hitting several countries at once), or when it
 is a country's and the incident is store-wide with no country yet (the first country to move drives
 the store).
@@ -17,11 +17,13 @@ is a large move (high severity or worse) on overwhelming evidence (|z| of ``CONF
 that opens a region at once), or has stayed open for ``CONFIRM_AFTER``. A minute-long blip in one
 series — a few tens of per cent of a country's product views, or a thin ratio tripling on a handful
 of payments — is a region on its dashboard and nothing more: an ops wall that declares an incident
-for every such blip is soon ignored. Nor is an incident told while its kind names no cause (``KINDS``):
-a metric moving the harmless way — conversion or orders per paid click up, ad spend or latency
-down, as a flash sale's store-wide mix settles after it — is a region on the dashboard, not a
-problem anyone must act on. Until it is confirmed the incident still gathers its regions, holds its countries'
-baselines and books its revenue at risk from the onset, so nothing is lost by telling it late.
+for every such blip is soon ignored. Nor is an incident told while its kind names no cause
+(``KINDS``): a metric moving the harmless way — conversion or orders per paid click up, ad spend or
+latency down, as a flash sale's store-wide mix settles after it — is a region on the dashboard, not
+a problem anyone must act on. A store-wide incident no country has joined waits ``CONFIRM_AFTER``
+however strong its move: the country driving it may show the same move a step later and take it in.
+Until it is confirmed an incident still gathers its regions, holds its countries' baselines and
+books its revenue at risk from the onset, so nothing is lost by telling it late.
 
 Everything is decided in event time (the sidecar's steps), so a restarted sidecar replaying the same
 data rebuilds the same incidents, and an incident's id is derived from its first region's (itself
@@ -175,7 +177,7 @@ class Incident:
     def confirms(self, at: datetime) -> bool:
         """Whether it is confirmed at ``at``: of a kind that names a cause, with a region of high severity or worse
         on evidence of CONFIRM_Z, or one open for CONFIRM_AFTER. A store-wide move no country has joined yet waits
-        CONFIRM_AFTER however strong: the country driving it may show it a step later (``absorb_store_wide``)."""
+        CONFIRM_AFTER however strong: the country driving it may show it a step later (``_absorb_store_wide``)."""
         strength_counts = self.countries != [GLOBAL]
         return self.kind in CAUSES and any((strength_counts and r.severity(at) in CONFIRMING_SEVERITIES
                                             and r.peak_z >= CONFIRM_Z)
