@@ -1,6 +1,7 @@
 # The shoppulse image: one image, one process per container (`shoppulse ingest`, `aggregate`, `sidecar`,
 # `db migrate`…, as docker-compose.yml runs them). A regular (non-editable) install of the wheel: the
-# migrations, dashboards, alerting files, action policies and scenarios travel inside the package.
+# migrations, dashboards, alerting files, action policies, detection sensitivity and scenarios travel
+# inside the package.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md ./
@@ -9,6 +10,7 @@ COPY clickhouse ./clickhouse
 COPY scenarios ./scenarios
 COPY alerting ./alerting
 COPY actions ./actions
+COPY detection ./detection
 COPY grafana ./grafana
 COPY docs/events.md ./docs/events.md
 COPY docs/schemas ./docs/schemas

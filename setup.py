@@ -8,7 +8,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-PROJECT_FILES = ("clickhouse", "grafana", "alerting", "actions", "scenarios", "docs/events.md", "docs/schemas")
+PROJECT_FILES = ("clickhouse", "grafana", "alerting", "actions", "detection", "scenarios", "docs/events.md", "docs/schemas")
 
 
 class BuildWithProjectFiles(build_py):

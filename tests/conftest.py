@@ -6,7 +6,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -145,3 +145,12 @@ def store_region(client: Client, incident_id: uuid.UUID, country: str, at: datet
                                  incident_id]],
                   column_names=["anomaly_id", "metric", "country", "opened_at", "severity", "observed", "expected",
                                 "lower", "upper", "score", "detectors", "updated_at", "incident_id"])
+
+
+def last_tuesday_1500() -> datetime:
+    """The demo data follow the markets' weekday and hour, so the test always plays the same week-time
+    (the latest Tuesday 15:00 UTC, within the tables' 7-day TTL): the same series every run, rather
+    than an occasional false alert that depends on when CI runs."""
+    now = datetime.now(UTC)
+    moment = (now - timedelta(days=(now.weekday() - 1) % 7)).replace(hour=15, minute=0, second=0, microsecond=0)
+    return moment if moment <= now else moment - timedelta(days=7)

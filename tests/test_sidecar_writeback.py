@@ -13,7 +13,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
-from conftest import EndpointProcess
+from conftest import EndpointProcess, last_tuesday_1500
 from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.grafana_api import GrafanaClient
@@ -25,16 +25,7 @@ pytestmark = pytest.mark.integration
 TOKEN = "glsa_sidecar_token"
 
 
-def _last_tuesday_1500() -> datetime:
-    """The demo data follow the markets' weekday and hour, so the test always plays the same week-time
-    (the latest Tuesday 15:00 UTC, within the tables' 7-day TTL): the same series every run, rather
-    than an occasional false alert that depends on when CI runs."""
-    now = datetime.now(UTC)
-    moment = (now - timedelta(days=(now.weekday() - 1) % 7)).replace(hour=15, minute=0, second=0, microsecond=0)
-    return moment if moment <= now else moment - timedelta(days=7)
-
-
-NOW = _last_tuesday_1500()
+NOW = last_tuesday_1500()
 PLAN = DemoPlan(now=NOW, seconds_history=timedelta(hours=2, minutes=10), minutes_history=timedelta(hours=3))
 
 

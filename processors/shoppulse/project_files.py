@@ -4,7 +4,7 @@ Two roots. The **bundled** files belong to this version of the code: the ClickHo
 the event schemas and catalogue, the load generator's scenarios. They ship inside the package (the
 wheel build copies them to ``shoppulse/project/``) and are read from the checkout when running from
 one. The **as-code home** holds what a team reviews in Git — dashboards, Grafana provisioning,
-alerting files — with the checkout's layout (``grafana/dashboards/``, ``alerting/``…).
+alerting files, detection sensitivity — with the checkout's layout (``grafana/dashboards/``, ``alerting/``…).
 ``SHOPPULSE_HOME`` points it at your own repository; without it the files shipped with shoppulse
 are used.
 """
@@ -72,6 +72,11 @@ def alerting_dir() -> Path:
 
 def scenarios_dir() -> Path:
     return bundled() / "scenarios"
+
+
+def detection_dir() -> Path:
+    """The detection's tuning (``detection/sensitivity.yaml``), reviewed in Git like the alerting files."""
+    return home() / "detection"
 
 
 def actions_dir() -> Path:

@@ -10,6 +10,7 @@ import sys
 from shoppulse.cli import stack  # isort: skip
 from shoppulse.cli import processors  # noqa: F401  # isort: skip
 from shoppulse.cli import bench  # isort: skip
+from shoppulse.cli import detection  # noqa: F401  # isort: skip
 from shoppulse.cli.actions import actions_app
 from shoppulse.cli.alerts import alerts_app
 from shoppulse.cli.common import app, err

@@ -36,6 +36,7 @@ from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlati
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
+from shoppulse.sidecar.sensitivity import Sensitivity, SensitivityError, SensitivityWatch
 from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ INCIDENTS = Counter("shoppulse_sidecar_incidents", "Incident changes", ["change"
 OPEN_INCIDENTS = Gauge("shoppulse_sidecar_open_incidents", "Incidents not yet resolved")
 BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newest final second and the last step")
 LAST_STEP = Gauge("shoppulse_sidecar_last_step_seconds", "Event time (Unix seconds) up to which steps are scored")
+SENSITIVITY_RELOADS = Counter("shoppulse_sidecar_sensitivity_reloads", "Reads of the sensitivity file "
+                              "(detection/sensitivity.yaml) after it changed, by result", ["result"])
 DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' counts vary than counting alone "
                    "(the factor its counting floor is widened by, learned from its usual windows)",
                    ["metric", "country"])
@@ -93,6 +96,9 @@ class Sidecar:
     insight_covers: dict[uuid.UUID, frozenset[uuid.UUID]] = field(default_factory=dict)  # the regions each told
     stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     usual_revenue: dict[str, UsualRevenue] = field(default_factory=dict)  # by country (and ALL)
+    sensitivity: Sensitivity = field(default_factory=Sensitivity)  # each series' open_z (sensitivity.py)
+    # called with (step end, metric, country, value, verdict) for every series scored (a backtest's view)
+    on_verdict: Callable[[datetime, str, str, float, Verdict], None] | None = None
     # insights of this step to hand to ``explain`` once their template rows are written
     to_reword: list[tuple[InsightPayload, datetime, uuid.UUID, list[object]]] = field(default_factory=list)
 
@@ -103,8 +109,16 @@ class Sidecar:
         key = (metric, country)
         if key not in self.series:
             seed = uuid.uuid5(uuid.NAMESPACE_DNS, f"{metric}.{country}").int % 2**31
-            self.series[key] = Series(SeriesDetector(seed), RegionTracker(metric, country))
+            self.series[key] = Series(SeriesDetector(seed), RegionTracker(
+                metric, country, open_z=self.sensitivity.open_z(metric, country)))
         return self.series[key]
+
+    def retune(self, sensitivity: Sensitivity) -> None:
+        """Use ``sensitivity`` from the next step on, for the series seen so far and those to come (a
+        region open now keeps its hysteresis: it closes as before)."""
+        self.sensitivity = sensitivity
+        for (metric, country), series in self.series.items():
+            series.tracker.open_z = sensitivity.open_z(metric, country)
 
     def start(self, warm_up: timedelta) -> None:
         """Rebuild the detectors by replaying the last ``warm_up`` of final steps (writing nothing),
@@ -237,6 +251,8 @@ class Sidecar:
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
                 DISPERSION.labels(metric, country).set(series.detector.robust.dispersion())
+                if self.on_verdict is not None:
+                    self.on_verdict(end, metric, country, point.value, verdict)
                 change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)
@@ -405,13 +421,18 @@ class Sidecar:
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
         warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0,
         refit_every: timedelta = REFIT_EVERY,
-        explain: Callable[[InsightPayload, datetime, uuid.UUID, list[object]], None] | None = None) -> None:
+        explain: Callable[[InsightPayload, datetime, uuid.UUID, list[object]], None] | None = None,
+        sensitivity: SensitivityWatch | None = None) -> None:
     sidecar = Sidecar(client, on_change=on_change, explain=explain)
+    if sensitivity is not None:
+        retune(sidecar, sensitivity, starting=True)
     sidecar.start(warm_up)
     log.info("sidecar detecting", extra={"step_s": sidecar.step_s, "window_s": sidecar.window_s,
                                          "series": len(sidecar.series)})
     next_refit = time.monotonic()
     while not should_stop():
+        if sensitivity is not None:
+            retune(sidecar, sensitivity)
         try:
             if time.monotonic() >= next_refit:
                 next_refit = time.monotonic() + refit_every.total_seconds()
@@ -423,3 +444,23 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
             log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
             time.sleep(5)
         time.sleep(poll_s)
+
+
+def retune(sidecar: Sidecar, watch: SensitivityWatch, starting: bool = False) -> None:
+    """Apply the sensitivity file when it changed. At start a file that cannot be used stops the
+    sidecar (SensitivityError); later one is logged and the sensitivity in use is kept, as Prometheus
+    keeps its rules when a reload fails."""
+    try:
+        changed = watch.changed()
+    except SensitivityError as exc:
+        SENSITIVITY_RELOADS.labels("failed").inc()
+        if starting:
+            raise
+        log.error("sensitivity file not applied, keeping the one in use", extra={"error": str(exc)})
+        return
+    if changed is None:
+        return
+    SENSITIVITY_RELOADS.labels("applied").inc()
+    sidecar.retune(changed)
+    log.info("sensitivity applied", extra={"file": str(watch.path), "default_open_z": changed.default,
+                                           "tuned_series": len(changed.by_series)})

@@ -14,12 +14,17 @@ from shoppulse.sidecar.annotations import AnnotationSyncer
 from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.app import run as detect
 from shoppulse.sidecar.rewording import Rewording
+from shoppulse.sidecar.sensitivity import SensitivityError, SensitivityWatch, load_sensitivity, sensitivity_path
 from shoppulse.streaming import ProcessorStartError, serve_metrics
 
 log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30)) -> None:
+    try:  # a sensitivity file that cannot be used stops the sidecar before it starts anything
+        load_sensitivity(sensitivity_path())
+    except SensitivityError as exc:
+        raise ProcessorStartError(str(exc)) from exc
     if settings.openai_api_key:  # the LLM client is an extra: say so before anything starts
         try:
             from shoppulse.sidecar.llm import InsightWriter
@@ -51,7 +56,8 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
         rewording = Rewording(writer, clickhouse.connect(settings), INSIGHT_COLUMNS)
     try:
         detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up,
-               explain=rewording.submit if rewording else None)
+               explain=rewording.submit if rewording else None,
+               sensitivity=SensitivityWatch(sensitivity_path()))
     finally:
         if syncer:
             syncer.stop()

@@ -1,0 +1,1 @@
+"""Detection tuning as code: the backtest that proposes ``detection/sensitivity.yaml``."""

@@ -1,0 +1,126 @@
+"""``shoppulse backtest``: the detection's sensitivity, tuned on history and kept as a reviewed file."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from shoppulse.cli.common import app, console, err, fail, settings_or_fail
+
+if TYPE_CHECKING:
+    from shoppulse.ascode.detection.backtest import BacktestReport, Totals
+
+
+def _grid(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--open-z {text!r}: give numbers separated by commas, such as 3,4,5,6,8", 2)
+
+
+def _delay(totals: Totals) -> str:
+    median = totals.median_delay_s
+    return "-" if median is None else f"{median:.0f} s"
+
+
+def _found(totals: Totals) -> str:
+    return f"{totals.found}/{totals.pairs}" if totals.pairs else "-"
+
+
+def _print_report(report: BacktestReport) -> None:
+    from rich.table import Table
+
+    console.print(f"backtest of {report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC "
+                  f"({report.days:.2f} days after the warm-up), {len(report.by_country)} countries with ALL, "
+                  f"{report.labels} labelled incident(s)", highlight=False)
+    grid = Table("open_z", "incidents found (country, incident)", "median delay", "false alerts per country-day",
+                 title="every series at one sensitivity")
+    for open_z, totals in report.uniform.items():
+        grid.add_row(f"{open_z:g}", _found(totals), _delay(totals), f"{totals.false_per_country_day:.2f}")
+    grid.add_row("the file now", _found(report.current), _delay(report.current),
+                 f"{report.current.false_per_country_day:.2f}")
+    grid.add_row("proposed", _found(report.chosen), _delay(report.chosen),
+                 f"{report.chosen.false_per_country_day:.2f}", style="bold")
+    console.print(grid)
+    countries = Table("country", "found now", "found proposed", "false/day now", "false/day proposed",
+                      title="per country")
+    for country, (now, proposed) in report.by_country.items():
+        countries.add_row(country, _found(now), _found(proposed), f"{now.false_per_country_day:.2f}",
+                          f"{proposed.false_per_country_day:.2f}")
+    console.print(countries)
+    for (metric, country), (before, after) in report.changes.items():
+        console.print(f"{country} {metric}: open_z {before:g} -> {after:g}", highlight=False)
+    if not report.changes:
+        console.print("no series changes sensitivity", highlight=False)
+
+
+@app.command()
+def backtest(
+    days: Annotated[float, typer.Option(min=0.01, max=366, help="Days of history to replay (up to what "
+                                                                "ClickHouse holds).")] = 14,
+    labels: Annotated[Path | None, typer.Option(help="JSONL of the incidents the history holds (start, end, "
+                                                     "countries, optional metrics), as `shoppulse loadgen "
+                                                     "--ground-truth` writes it. Without it every region is a "
+                                                     "false alert.")] = None,
+    open_z: Annotated[str, typer.Option(help="Candidate sensitivities (the |z| that opens a region).")]
+    = "3,3.5,4,5,6,8",
+    false_per_day: Annotated[float, typer.Option(min=0, max=1000, help="False alerts per country-day to "
+                                                                       "tune down to.")] = 1.0,
+    warm_up_minutes: Annotated[float, typer.Option("--warm-up", min=1, max=1440,
+                                                   help="Minutes of history that only teach the detectors.")] = 30,
+    write: Annotated[bool, typer.Option("--write", help="Write the proposal to detection/sensitivity.yaml "
+                                                        "(shown as a diff).")] = False,
+) -> None:
+    """Replay the sidecar's detection over history in ClickHouse for a grid of sensitivities: detection
+    delay, incidents found and false alerts per country-day; propose a sensitivity per country and metric."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from shoppulse import clickhouse
+    from shoppulse.ascode.detection.backtest import BacktestError, backtest, read_labels
+    from shoppulse.sidecar.sensitivity import (
+        SensitivityError,
+        load_sensitivity,
+        sensitivity_path,
+        write_sensitivity,
+    )
+
+    settings = settings_or_fail()
+    path = sensitivity_path()
+    try:
+        current = load_sensitivity(path)
+        incidents = read_labels(labels) if labels is not None else []
+    except (SensitivityError, BacktestError) as exc:
+        fail(str(exc), 2)
+    client = clickhouse.connect(settings)
+    try:
+        with Progress(TextColumn("replaying detection"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                      TimeRemainingColumn(), console=err) as bar:
+            task = bar.add_task("backtest", total=None)
+            report = backtest(client, days, incidents, current, _grid(open_z), false_per_day,
+                              timedelta(minutes=warm_up_minutes),
+                              lambda done, total: bar.update(task, completed=done, total=total))
+    except BacktestError as exc:
+        fail(str(exc), 2)
+    finally:
+        client.close()
+    _print_report(report)
+    before, after = current.as_yaml(), report.proposed.as_yaml()
+    if not write:
+        console.print(f"run again with --write to write {path}" if before != after else f"{path} stays as it is",
+                      highlight=False)
+        return
+    if before == after and path.is_file():
+        console.print(f"{path} is already what the backtest proposes", highlight=False)
+        return
+    try:
+        write_sensitivity(path, report.proposed)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc} (set SHOPPULSE_HOME to your as-code repository)", 1)
+    for line in difflib.unified_diff(before.splitlines(), after.splitlines(), f"a/{path.name}", f"b/{path.name}",
+                                     lineterm=""):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"wrote {path}; the sidecar applies it when it sees the file change", highlight=False)
