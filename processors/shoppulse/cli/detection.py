@@ -120,7 +120,7 @@ def backtest(
         write_sensitivity(path, report.proposed)
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror or exc} (set SHOPPULSE_HOME to your as-code repository)", 1)
-    for line in difflib.unified_diff(before.splitlines(), after.splitlines(), f"a/{path.name}", f"b/{path.name}",
-                                     lineterm=""):
+    name = f"{path.parent.name}/{path.name}"
+    for line in difflib.unified_diff(before.splitlines(), after.splitlines(), f"a/{name}", f"b/{name}", lineterm=""):
         console.print(line, highlight=False, markup=False)
     console.print(f"wrote {path}; the sidecar applies it when it sees the file change", highlight=False)
