@@ -113,7 +113,8 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
     with recorded_run(settings, scenario, rate, WARM_UP, tail, PLAYS, seed, progress) as (recorded, client):
         rows = client.query(
             "SELECT metric, country, opened_at, if(expected = 0, 0, 100 * (observed - expected) / expected) "
-            "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} ORDER BY opened_at",
+            "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} AND status != 'withdrawn' "
+            "ORDER BY opened_at",
             parameters={"start": recorded.start.replace(tzinfo=None)}).result_rows
         told = client.query(
             "SELECT kind, countries, opened_at, revenue_at_risk, story, contributors FROM incidents FINAL "

@@ -17,7 +17,8 @@ permissions — as Grafana does, refusals included, each behaviour taken from Gr
   error); ``timeEnd`` before ``time`` is swapped; tags are parsed as ``key:value`` with both sides
   trimmed (``country:`` is stored as ``country``); a lookup naming an unknown dashboard is 400
   "Invalid dashboard UID in annotation request"; a PATCH of a missing annotation is 404
-  "Annotation not found" and changes only the fields it carries that are non-zero.
+  "Annotation not found" and changes only the fields it carries that are non-zero; a DELETE needs
+  ``annotations:delete`` (403 without it), and answers 404 "Annotation not found" for one it does not have.
 
 Every request and every answer is checked against ``grafana_api_spec.yaml``; what does not fit is
 recorded in ``violations`` (the tests assert there are none) and refused with 400.
@@ -224,6 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._serve("PATCH")
 
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
     def _serve(self, method: str) -> None:
         state = self.server.state
         url = urlsplit(self.path)
@@ -305,6 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self._add_annotation(body)
         if method == "PATCH" and path.startswith("/api/annotations/"):
             return 200, self._patch_annotation(path.removeprefix("/api/annotations/"), body)
+        if method == "DELETE" and path.startswith("/api/annotations/"):
+            return 200, self._delete_annotation(path.removeprefix("/api/annotations/"))
         if method == "GET" and path == "/api/annotations":
             return 200, self._find_annotations(query)
         if method == "GET" and path == "/api/access-control/user/permissions":
@@ -459,6 +465,16 @@ class _Handler(BaseHTTPRequestHandler):
                                                                                          stored["timeEnd"])
         stored["updated"] = int(time.time() * 1000)
         return {"message": "Annotation patched"}
+
+    def _delete_annotation(self, raw_id: str) -> dict[str, Any]:
+        """``DeleteAnnotationByID``: the route demands annotations:delete; then an id that is no number is
+        400, one Grafana does not have 404."""
+        self._allowed("annotations:delete")
+        if not raw_id.isdigit():
+            raise GrafanaAnswerError(400, "annotationId is invalid")
+        if self.server.state.annotations.pop(int(raw_id), None) is None:
+            raise GrafanaAnswerError(404, "Annotation not found")
+        return {"message": "Annotation deleted"}
 
     def _find_annotations(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         self._allowed("annotations:read")

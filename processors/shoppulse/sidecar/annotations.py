@@ -42,8 +42,10 @@ REGIONS_TAG = "anomaly"
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # while Grafana as a whole fails
 PARK_BACKOFF_S = (5.0, 15.0, 60.0, 300.0, 900.0)  # while Grafana refuses one anomaly's annotation
 DASHBOARD_RECHECK_S = 300.0
-# What the sidecar's token needs (Grafana's RBAC actions): draw and close regions, find them again.
-REQUIRED_PERMISSIONS = ("annotations:create", "annotations:write", "annotations:read", "dashboards:read")
+# What the sidecar's token needs (Grafana's RBAC actions): draw and close regions, find them again, delete
+# the annotation of a provisional region the final windows withdrew.
+REQUIRED_PERMISSIONS = ("annotations:create", "annotations:write", "annotations:read", "annotations:delete",
+                        "dashboards:read")
 
 ANNOTATIONS = Counter("shoppulse_sidecar_annotations", "Grafana annotation writes", ["action", "outcome"])
 PENDING = Gauge("shoppulse_sidecar_annotations_pending",
@@ -68,6 +70,7 @@ class PendingAnnotation:
     detected_at: datetime
     incident_id: uuid.UUID | None = None  # the incident an anomaly is part of, or the incident's own
     is_incident: bool = False
+    withdrawn: bool = False  # a provisional region the final windows did not confirm: its annotation goes
 
 
 def _ms(moment: datetime) -> int:
@@ -104,16 +107,18 @@ def pending(client: Client) -> list[PendingAnnotation]:
         "ORDER BY i.opened_at", settings={"join_use_nulls": 0}).result_rows
     anomalies = client.query(
         "SELECT a.anomaly_id, a.metric, a.country, a.severity, a.opened_at, a.closed_at, "
-        "       ifNull(i.text, ''), g.annotation_id, a.detected_at, a.incident_id "
+        "       ifNull(i.text, ''), g.annotation_id, a.detected_at, a.incident_id, a.status = 'withdrawn' "
         "FROM (SELECT * FROM anomalies FINAL) AS a "
         "LEFT JOIN (SELECT anomaly_id, any(text) AS text FROM insights GROUP BY anomaly_id) AS i "
         "  ON i.anomaly_id = a.anomaly_id " + SYNCED.format(id="a.anomaly_id") +
-        "WHERE g.annotation_id = 0 OR (a.closed_at IS NOT NULL AND g.closed_synced = 0) "
+        "WHERE (a.status != 'withdrawn' "
+        "       AND (g.annotation_id = 0 OR (a.closed_at IS NOT NULL AND g.closed_synced = 0))) "
+        "   OR (a.status = 'withdrawn' AND g.closed_synced = 0) "
         "ORDER BY a.opened_at", settings={"join_use_nulls": 0}).result_rows
     return ([PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[0], True)
              for r in incidents] +
-            [PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[9])
-             for r in anomalies])
+            [PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[9],
+                               withdrawn=bool(r[10])) for r in anomalies])
 
 
 def _record(client: Client, item: PendingAnnotation, annotation_id: int, closed: bool) -> None:
@@ -222,6 +227,9 @@ class AnnotationSync:
         return annotation_id, True
 
     def sync_one(self, item: PendingAnnotation) -> None:
+        if item.withdrawn:
+            self._delete(item)
+            return
         annotation_id = item.annotation_id
         if annotation_id is None:
             annotation_id, current = self._adopt_or_create(item)
@@ -245,6 +253,16 @@ class AnnotationSync:
                 self._grafana.patch_annotation(annotation_id, ending)
         ANNOTATIONS.labels("close", "ok").inc()
         _record(self._client, item, annotation_id, closed=True)
+
+
+    def _delete(self, item: PendingAnnotation) -> None:
+        """A withdrawn region's annotation is deleted: the one recorded and any other copy with its id tag (a
+        crash between Grafana's answer and our record leaves one unrecorded); then recorded as done."""
+        copies = {int(a["id"]) for a in self._grafana.find_annotations(identity(item))}
+        for annotation_id in sorted(copies | ({item.annotation_id} if item.annotation_id else set())):
+            self._grafana.delete_annotation(annotation_id)
+            ANNOTATIONS.labels("delete", "ok").inc()
+        _record(self._client, item, item.annotation_id or 0, closed=True)
 
 
 def sync(client: Client, grafana: GrafanaClient) -> int:
@@ -276,7 +294,8 @@ class AnnotationSyncer(threading.Thread):
         if missing:
             log.warning(f"GRAFANA_TOKEN lacks {', '.join(missing)}: give its service account these permissions "
                         "(annotations:create and annotations:write draw and close regions, annotations:read and "
-                        "dashboards:read find them again)", extra={"missing": missing})
+                        "dashboards:read find them again, annotations:delete removes a withdrawn provisional "
+                        "region's)", extra={"missing": missing})
 
     def run(self) -> None:
         self._check_permissions()

@@ -33,11 +33,19 @@ from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
+from shoppulse.sidecar.fast_path import FAST_WINDOW_S, FastPath
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
 from shoppulse.sidecar.sensitivity import Sensitivity, SensitivityError, SensitivityWatch
-from shoppulse.sidecar.signals import as_utc, read_seasonal_bands, read_windows, seasonal_bucket, watermark
+from shoppulse.sidecar.signals import (
+    as_utc,
+    read_live_seconds,
+    read_seasonal_bands,
+    read_windows,
+    seasonal_bucket,
+    watermark,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,7 @@ DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' coun
                    ["metric", "country"])
 
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
-                   "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id"]
+                   "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id", "status"]
 INCIDENT_COLUMNS = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at",
                     "severity", "revenue_at_risk", "story", "as_of", "detected_at", "updated_at", "contributors",
                     "contributor_dimensions", "contributor_values", "contributor_shares"]
@@ -101,9 +109,27 @@ class Sidecar:
     on_verdict: Callable[[datetime, str, str, float, Verdict], None] | None = None
     # insights of this step to hand to ``explain`` once their template rows are written
     to_reword: list[tuple[InsightPayload, datetime, uuid.UUID, list[object]]] = field(default_factory=list)
+    fast: FastPath | None = None  # provisional regions from the live seconds (fast_path.py)
 
     def __post_init__(self) -> None:
         self.incidents.onset_margin = timedelta(seconds=self.window_s)
+        self.fast = self.fast or FastPath(self.window_s)
+
+    def look_live(self) -> list[Region]:
+        """Judge the live seconds above the final steps (the fast path) and write the provisional regions
+        it opens; nothing before the final path has caught up (start() replays first)."""
+        assert self.fast is not None
+        if self.last_step is None:
+            return []
+        seconds = read_live_seconds(self.client, self.last_step - timedelta(seconds=FAST_WINDOW_S + 1))
+        newest = max((s for by_second in seconds.values() for s in by_second), default=None)
+        if newest is None or newest <= self.last_step:
+            return []
+        opened = self.fast.look(newest, seconds, {key: (s.detector.robust, s.tracker)
+                                                  for key, s in self.series.items()})
+        if opened:
+            self._write(newest, [Change("opened", r) for r in opened])
+        return opened
 
     def _series(self, metric: str, country: str) -> Series:
         key = (metric, country)
@@ -138,11 +164,11 @@ class Sidecar:
 
     def _take_over(self) -> None:
         stored = self.client.query(
-            "SELECT anomaly_id, metric, country, opened_at, detected_at, incident_id, observed, expected, lower, "
-            "upper, score FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
+            "SELECT anomaly_id, metric, country, opened_at, detected_at, incident_id, status, observed, expected, "
+            "lower, upper, score FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
         adopted: set[tuple[str, str]] = set()
-        for anomaly_id, metric, country, opened_at, detected_at, incident_id, *last in stored:
+        for anomaly_id, metric, country, opened_at, detected_at, incident_id, status, *last in stored:
             if incident_id is not None:  # a region closed below keeps the incident it was part of
                 self.stored_incident_of[anomaly_id] = incident_id
             series = self.series.get((metric, country))
@@ -152,6 +178,13 @@ class Sidecar:
                 region.anomaly_id, region.opened_at, region.detected_at = anomaly_id, opened, detected_at
                 adopted.add((metric, country))
                 changes.append(Change("updated", series.tracker.region))
+                continue
+            if status == "provisional":  # the live seconds that opened it are not replayed: the final ones did not
+                observed, expected, lower, upper, score = last
+                withdrawn = Region(anomaly_id, metric, country, opened, observed, expected, lower, upper, score, 0.0,
+                                   closed_at=self.last_step, detected_at=detected_at, detectors=["fast_path"],
+                                   status="withdrawn")
+                changes.append(Change("withdrawn", withdrawn))
                 continue
             # It ended while we were away: close it when the replay saw its series calm down (else now),
             # with the replay's numbers when it saw the region, the stored ones otherwise.
@@ -263,6 +296,13 @@ class Sidecar:
                                                                                          funnel_flows(points))
                     elif metric in SPENDING:
                         self.usual_revenue.setdefault(country, UsualRevenue()).learn_spend(metric, point.value)
+        assert self.fast is not None
+        for change in changes:  # a provisional region the fast path opened becomes this one
+            if change.kind == "opened" and self.fast.confirm(change.region):
+                log.info("provisional anomaly confirmed", extra={"metric": change.region.metric,
+                                                                 "country": change.region.country,
+                                                                 "anomaly_id": str(change.region.anomaly_id)})
+        changes += [Change("withdrawn", r) for r in self.fast.withdraw_unconfirmed(end)]
         # store-wide regions last: one the countries opened at this step drive joins their incident
         opened = sorted((c.region for c in changes if c.kind == "opened"), key=lambda r: r.country == GLOBAL)
         for region in opened:
@@ -323,19 +363,19 @@ class Sidecar:
             region = change.region
             region.detected_at = region.detected_at or now
             severity = region.severity(at)
-            REGIONS.labels(change.kind, severity).inc()
+            REGIONS.labels("provisional" if region.status == "provisional" else change.kind, severity).inc()
             incident = self.incidents.incident_of(region)
             anomalies.append([region.anomaly_id, region.metric, region.country, region.opened_at, region.closed_at,
                               severity, region.observed, region.expected, region.lower, region.upper, region.score,
                               region.detectors, now, region.detected_at,
                               incident.incident_id if incident is not None and incident.confirmed
-                              else self.stored_incident_of.get(region.anomaly_id)])
+                              else self.stored_incident_of.get(region.anomaly_id), region.status])
             if change.kind == "opened":
                 log.info("anomaly opened", extra={"metric": region.metric, "country": region.country,
                                                   "severity": severity, "anomaly_id": str(region.anomaly_id)})
-            elif change.kind == "closed":
-                log.info("anomaly closed", extra={"metric": region.metric, "country": region.country,
-                                                  "anomaly_id": str(region.anomaly_id)})
+            elif change.kind in ("closed", "withdrawn"):
+                log.info(f"anomaly {change.kind}", extra={"metric": region.metric, "country": region.country,
+                                                          "anomaly_id": str(region.anomaly_id)})
         incident_rows = [self._incident_row(c, at, now) for c in incident_changes]
         for incident_change in incident_changes:  # one insight per incident, reworded when it grows
             incident = incident_change.incident
@@ -440,6 +480,7 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
                 baselines.refresh(client, now)  # first: the seasonal fit takes the week's shape from it
                 seasonal.refit(client, now)
             sidecar.catch_up()
+            sidecar.look_live()
         except Exception as exc:  # ClickHouse away: keep the state, try again
             log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
             time.sleep(5)

@@ -252,6 +252,14 @@ class RobustZ:
             return 0.0
         return math.copysign(min(abs(learned), abs(counting)), learned)
 
+    def spread_z(self, value: float, widen: float = 1.0) -> float | None:
+        """``value``'s deviation from the expected one in learned spreads, each widened ``widen`` times (a
+        value over a shorter window than the series' own varies more); None before the series is warm."""
+        expected = self.expected
+        if expected is None or not self.warm:
+            return None
+        return (value - expected) / max(self._learned_scale() * widen, 1e-9)
+
     def _scale(self, point: Point, expected: float) -> float:
         """The learned spread (bias-corrected: early on the running deviation has absorbed only part of
         its weight), never below the counting noise of a point at the expected value."""

@@ -62,6 +62,7 @@ class Region:
     detectors: list[str] = field(default_factory=list)
     onset: datetime | None = None  # when the series left its usual range on the way to opening it
     driven_by: list[str] = field(default_factory=list)  # a store-wide region: the countries whose move it is
+    status: str = "final"  # or "provisional" (the fast path's, until the final windows confirm it), "withdrawn"
 
     @property
     def delta_pct(self) -> float:
@@ -73,7 +74,7 @@ class Region:
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # opened | updated | closed
+    kind: str  # opened | updated | closed | withdrawn (a provisional region the final windows did not confirm)
     region: Region
 
 

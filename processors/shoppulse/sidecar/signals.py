@@ -155,6 +155,19 @@ def read_windows(client: Client, ends: list[datetime], window_s: int,
     return found
 
 
+def read_live_seconds(client: Client, since: datetime) -> dict[str, dict[datetime, Totals]]:
+    """country -> second -> the live (provisional) sums of ``metrics_live`` from ``since`` on: the store
+    counters ingestion writes about a second after the events (no segments, no latency histograms)."""
+    found: dict[str, dict[datetime, Totals]] = defaultdict(dict)
+    for second, country, *numbers in client.query(
+            "SELECT ts, country, sum(orders), sum(revenue), sum(product_views), sum(cart_adds), "
+            "sum(payment_attempts), sum(payment_failures), sum(checkouts) FROM metrics_live "
+            "WHERE ts >= {since:DateTime} GROUP BY ts, country",
+            parameters={"since": since.replace(tzinfo=None)}).result_rows:
+        found[str(country)][as_utc(second)] = Totals(*(float(n) for n in numbers))
+    return found
+
+
 def read_seasonal_bands(client: Client, first: datetime,
                         last: datetime | None = None) -> dict[datetime, dict[tuple[str, str], SeasonalBand]]:
     """10-minute bucket start -> (metric, country) -> the seasonal band of that bucket, for every bucket

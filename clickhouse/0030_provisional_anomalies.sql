@@ -1,0 +1,2 @@
+-- anomalies.status: 'final' (a region opened on final windows), 'provisional' (opened by the sidecar's fast path on the live per-second sums, metrics_live, seconds after the events; confirmed as 'final' or withdrawn), 'withdrawn' (a provisional region the final windows did not confirm: dashboards and rules leave it out, and its Grafana annotation is deleted).
+ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS status LowCardinality(String) DEFAULT 'final';

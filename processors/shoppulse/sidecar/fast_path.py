@@ -1,0 +1,145 @@
+"""The fast path: provisional anomaly regions from the live per-second sums, seconds after the events.
+
+The final path scores 10 s steps of 60 s windows once they are final (after the aggregation's grace
+period): 10 to 20 s from an event to a region. Ingestion writes every event's counts to ``metrics_live``
+about a second after the shop sent it, so a strong step change — a gateway failing every payment,
+orders stopping, traffic surging — is visible there first. At every look (each poll of the sidecar)
+the fast path judges, for each of ``FAST_METRICS`` in each country, the last 1 to ``FAST_WINDOW_S``
+live seconds before the newest one (that one is still filling) against the series' baseline, as the
+final path's detectors learned it: the count's exact tail (Poisson events, binomial trials) shrunk
+by the series' overdispersion, never beyond its learned spread widened to the shorter window (the
+square root of the windows' ratio). The longest stretch is not always the strongest: a change that
+began two seconds ago is diluted by the three usual seconds before it.
+
+A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row find |z| of at least the series'
+sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT`` or more; it is written (and
+annotated in Grafana) at once. When the final path opens a region on the same series it takes the
+provisional region's id and start: one region, one annotation. When ``CONFIRM_WITHIN`` of final
+steps pass without one it is withdrawn: its row says so (dashboards and rules leave it out) and its
+annotation is deleted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shoppulse.sidecar.counting import poisson_z
+from shoppulse.sidecar.detectors import Point, RobustZ
+from shoppulse.sidecar.regions import Region, RegionTracker, region_id
+from shoppulse.sidecar.signals import GLOBAL, Totals, points
+
+FAST_METRICS = ("payment_failure_rate", "orders_per_s", "views_per_s")
+FAST_WINDOW_S = 5  # the most live seconds judged together
+FAST_OPEN_Z = 5.5
+FAST_MIN_CHANGE_PCT = 30.0
+LOOKS_TO_OPEN = 2  # looks in a row (one a second): one bursty second opens nothing
+CONFIRM_WITHIN = timedelta(seconds=90)  # of final steps after a provisional region opened
+
+
+def live_z(point: Point, baseline: RobustZ, series_window_s: float) -> float:
+    """How unusual ``point`` (a few live seconds) is for the series: its counting z (events per second
+    as Poisson counts, a ratio by its trials), never beyond the learned spread widened to its window."""
+    expected = baseline.expected
+    widen = math.sqrt(series_window_s / point.window_s)
+    spread = baseline.spread_z(point.value, widen)
+    if expected is None or spread is None:
+        return 0.0
+    counting: float | None
+    if point.kind == "rate":  # orders_per_s, views_per_s: the value is the events over the window
+        counting = poisson_z(round(point.count), max(expected, 0.0) * point.window_s) / baseline.dispersion()
+    else:
+        counting = point.counting_z(expected, baseline.dispersion())
+    if counting is None or counting * spread <= 0:
+        return 0.0
+    return math.copysign(min(abs(counting), abs(spread)), spread)
+
+
+@dataclass(frozen=True)
+class LiveLook:
+    """The strongest stretch of live seconds for one series at one look."""
+
+    z: float
+    value: float
+    expected: float
+    start: datetime  # the first second of the stretch
+
+
+def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str, baseline: RobustZ,
+              series_window_s: float) -> LiveLook | None:
+    """The stretch of the last 1..FAST_WINDOW_S complete seconds before ``newest`` that is most unusual."""
+    best: LiveLook | None = None
+    totals = Totals()
+    for back in range(1, FAST_WINDOW_S + 1):
+        second = newest - timedelta(seconds=back)
+        totals = totals + seconds.get(second, Totals())
+        point = points(totals, {}, back).get(metric)
+        if point is None or baseline.expected is None:
+            continue
+        z = live_z(point, baseline, series_window_s)
+        if best is None or abs(z) > abs(best.z):
+            best = LiveLook(z, point.value, baseline.expected, second)
+    return best
+
+
+@dataclass
+class FastPath:
+    series_window_s: float
+    provisional: dict[tuple[str, str], Region] = field(default_factory=dict)
+    _strong: dict[tuple[str, str], int] = field(default_factory=dict)  # looks in a row that were strong
+
+    def look(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]],
+             series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker]]) -> list[Region]:
+        """Judge the live seconds before ``newest`` (country -> second -> totals); the provisional regions
+        this look opens."""
+        opened = []
+        for (metric, country), (baseline, tracker) in series.items():
+            key = (metric, country)
+            if (metric not in FAST_METRICS or country == GLOBAL or tracker.is_open or key in self.provisional
+                    or not baseline.warm):
+                self._strong.pop(key, None)
+                continue
+            found = strongest(seconds.get(country, {}), newest, metric, baseline, self.series_window_s)
+            change = 100 * abs(found.value - found.expected) / abs(found.expected) if found and found.expected \
+                else 0.0
+            if found is None or abs(found.z) < max(FAST_OPEN_Z, tracker.open_z) or change < FAST_MIN_CHANGE_PCT:
+                self._strong.pop(key, None)
+                continue
+            self._strong[key] = self._strong.get(key, 0) + 1
+            if self._strong[key] < LOOKS_TO_OPEN:
+                continue
+            del self._strong[key]
+            band = abs(found.value - found.expected) / abs(found.z)
+            region = Region(region_id(metric, country, found.start), metric, country, found.start, found.value,
+                            found.expected, found.expected - 2 * band, found.expected + 2 * band,
+                            min(1.0, abs(found.z) / 8.0), found.z, detectors=["fast_path"], onset=found.start,
+                            status="provisional")
+            region.peak_delta_pct, region.peak_z = region.delta_pct, abs(found.z)
+            self.provisional[key] = region
+            opened.append(region)
+        return opened
+
+    def confirm(self, region: Region) -> bool:
+        """A region the final path opened takes over the provisional one of its series (its id and start);
+        True when there was one."""
+        provisional = self.provisional.pop((region.metric, region.country), None)
+        if provisional is None:
+            return False
+        region.anomaly_id = provisional.anomaly_id
+        region.opened_at = min(region.opened_at, provisional.opened_at)
+        region.onset = min(region.onset or region.opened_at, provisional.opened_at)
+        region.detected_at = provisional.detected_at
+        region.detectors = list(dict.fromkeys([*provisional.detectors, *region.detectors]))
+        return True
+
+    def withdraw_unconfirmed(self, final_until: datetime) -> list[Region]:
+        """The provisional regions the final steps up to ``final_until`` did not confirm in time."""
+        due = [k for k, r in self.provisional.items() if final_until >= r.opened_at + CONFIRM_WITHIN]
+        withdrawn = []
+        for key in due:
+            region = self.provisional.pop(key)
+            region.status, region.closed_at = "withdrawn", final_until
+            withdrawn.append(region)
+        return withdrawn

@@ -1,0 +1,166 @@
+"""The fast path over real ClickHouse: a provisional region from the live seconds within seconds of a step
+change, confirmed by the final windows as the same region (one annotation), or withdrawn when they do
+not confirm it — and then no annotation is left in Grafana (the stand-in enforcing its API)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from conftest import EndpointProcess, last_tuesday_1500
+from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
+from shoppulse.devstack.grafana_standin import grafana_standin
+from shoppulse.grafana_api import GrafanaClient
+from shoppulse.sidecar.annotations import sync
+from shoppulse.sidecar.app import Sidecar
+from shoppulse.sidecar.fast_path import CONFIRM_WITHIN, FAST_METRICS, FastPath
+from shoppulse.sidecar.signals import Totals, points_by_country
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "glsa_fast_path"
+# Within metrics_live's one-day TTL; the demo's own outage lies 100 minutes back, outside this history. The
+# store's traffic is drawn as at PLAYED (a Tuesday afternoon) and stamped at NOW, so every run sees the same.
+NOW = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+PLAYED = last_tuesday_1500()
+HISTORY = timedelta(minutes=40)
+ATTEMPTS, FAILURES, ORDERS, ITEMS, REVENUE = (METRIC_COLUMNS.index(c) for c in (
+    "payment_attempts", "payment_failures", "orders", "items", "revenue"))
+COLUMNS = [*METRIC_COLUMNS, "src_partition", "src_offset"]
+
+
+class Feed:
+    """Seconds of the demo store written as the pipeline writes them: the live sums (ingestion) and the
+    final ones (aggregation), optionally with every payment of one country failing."""
+
+    def __init__(self, client: Client) -> None:
+        self.client, self.offset = client, 0
+
+    def rows(self, start: datetime, seconds: int, failing: str | None = None,
+             failing_for: int | None = None) -> list[list[object]]:
+        """``seconds`` of the store from ``start``; ``failing``'s payments all fail (for the first
+        ``failing_for`` seconds only, when given)."""
+        played = PLAYED + (start - NOW)
+        rows = metric_rows(DemoPlan(now=PLAYED, seed=int(start.timestamp())), played,
+                           played + timedelta(seconds=seconds), timedelta(seconds=1))
+        for row in rows:
+            row[0] += NOW - PLAYED
+        until = start + timedelta(seconds=seconds if failing_for is None else failing_for)
+        for row in rows:
+            if row[1] == failing and row[0] < until:
+                row[FAILURES] = row[ATTEMPTS]
+                row[ORDERS], row[ITEMS], row[REVENUE] = 0, 0, 0
+        return rows
+
+    def write(self, table: str, rows: list[list[object]]) -> None:
+        self.client.insert(table, [[*r, 0, self.offset + i] for i, r in enumerate(rows)], column_names=COLUMNS)
+        self.offset += len(rows)
+
+
+@pytest.fixture
+def warm(clickhouse_endpoint: EndpointProcess) -> Iterator[tuple[Client, Feed, Sidecar]]:
+    """Forty quiet minutes, final and live; a sidecar that has scored them."""
+    _settings, client = clickhouse_endpoint.migrated("fast")
+    feed = Feed(client)
+    history = feed.rows(NOW - HISTORY, int(HISTORY.total_seconds()))
+    feed.write("metrics_1s", history)
+    feed.write("metrics_live", history)
+    sidecar = Sidecar(client)
+    sidecar.last_step = NOW - HISTORY
+    sidecar.score_until(NOW)
+    yield client, feed, sidecar
+    client.close()
+
+
+def play(feed: Feed, sidecar: Sidecar, rows: list[list[object]]) -> list[int]:
+    """Each second of ``rows`` (from NOW on) goes live, and the sidecar looks (as it does at every poll);
+    then they are written final. The seconds after which a provisional region was opened."""
+    opened_after = []
+    for second in range(len({r[0] for r in rows})):
+        feed.write("metrics_live", [r for r in rows if r[0] == NOW + timedelta(seconds=second)])
+        if sidecar.look_live():
+            opened_after.append(second + 1)
+    feed.write("metrics_1s", rows)
+    return opened_after
+
+
+def stored(client: Client) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in client.query(
+        "SELECT anomaly_id, metric, country, status, detectors FROM anomalies FINAL ORDER BY opened_at").result_rows]
+
+
+def test_a_payment_outage_opens_a_provisional_region_in_seconds_and_the_final_one_is_the_same(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    client, feed, sidecar = warm
+    opened_after = play(feed, sidecar, feed.rows(NOW, 90, failing="US"))
+    assert opened_after and opened_after[0] <= 5  # seconds of the outage live when the region opened
+    [(anomaly_id, metric, country, status, detectors)] = stored(client)
+    assert (metric, country, status, detectors) == ("payment_failure_rate", "US", "provisional", ["fast_path"])
+    with grafana_standin(TOKEN) as (url, grafana):
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0
+        sidecar.score_until(NOW + timedelta(seconds=90))  # the final windows see the outage
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0
+        rows = [r for r in stored(client) if r[1] == "payment_failure_rate" and r[2] == "US"]
+        assert [(r[0], r[3]) for r in rows] == [(anomaly_id, "final")]
+        assert "fast_path" in rows[0][4] and len(rows[0][4]) > 1  # the final path's detectors agreed
+        assert sum(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values()) == 1
+
+
+def test_a_blip_the_final_windows_do_not_confirm_is_withdrawn_and_its_annotation_deleted(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    """Four seconds of every German payment failing: plain in five live seconds, a few failed payments
+    more in a minute's window."""
+    client, feed, sidecar = warm
+    assert play(feed, sidecar, feed.rows(NOW, 10, failing="DE", failing_for=4))
+    [(anomaly_id, _metric, country, status, _detectors)] = stored(client)
+    assert (country, status) == ("DE", "provisional")
+    with grafana_standin(TOKEN) as (url, grafana):
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0
+        assert any(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values())
+        rows = feed.rows(NOW + timedelta(seconds=10), int(CONFIRM_WITHIN.total_seconds()) + 30)
+        feed.write("metrics_live", rows)
+        feed.write("metrics_1s", rows)
+        sidecar.score_until(NOW + timedelta(seconds=10) + CONFIRM_WITHIN + timedelta(seconds=30))
+        assert [(r[0], r[3]) for r in stored(client)] == [(anomaly_id, "withdrawn")]
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0
+        assert not any(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values())
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0  # done once: nothing more to delete
+        assert [method for method, _path, _body in grafana.requests].count("DELETE") == 1
+
+
+def test_quiet_live_seconds_open_nothing() -> None:
+    """Half an hour of the demo store's ordinary seconds, looked at every second after a warm-up: no
+    provisional region in any country."""
+    rng = random.Random(3)
+    sidecar = Sidecar(cast(Client, None), replaying=True)
+    fast = cast(FastPath, sidecar.fast)
+    start = PLAYED - timedelta(hours=2)
+    rows = metric_rows(DemoPlan(now=PLAYED, seed=rng.randrange(1000)), start, PLAYED - timedelta(minutes=60),
+                       timedelta(seconds=1))
+    by_second: dict[datetime, dict[str, Totals]] = {}
+    for row in rows:
+        views, carts, _removes, checkouts, attempts, failures, orders, _items = row[2:10]
+        by_second.setdefault(row[0], {})[row[1]] = Totals(orders, float(row[10]), views, carts, attempts, failures,
+                                                          checkouts)
+    seconds = sorted(by_second)
+    opened = []
+    for index, second in enumerate(seconds):
+        if index >= 60 and (index + 1) % 10 == 0:  # a final step: the window of the last minute
+            window: dict[str, Totals] = {}
+            for past in seconds[index - 59: index + 1]:
+                for country, totals in by_second[past].items():
+                    window[country] = window.get(country, Totals()) + totals
+            sidecar._score(second + timedelta(seconds=1), points_by_country(window, {}, 60), {})
+        if index >= 1800:  # after half an hour of warm-up, a look every second
+            live = {c: {s: by_second[s][c] for s in seconds[index - 6: index + 1] if c in by_second[s]}
+                    for c in by_second[second]}
+            opened += fast.look(second, live, {k: (s.detector.robust, s.tracker) for k, s in sidecar.series.items()})
+    assert opened == [] and fast.provisional == {}
+    judged = [key for key, s in sidecar.series.items()
+              if key[0] in FAST_METRICS and key[1] != "ALL" and s.detector.robust.warm]
+    assert len(judged) >= 30  # the three metrics of (nearly) every country were judged, not skipped
