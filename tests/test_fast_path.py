@@ -46,7 +46,7 @@ class Feed:
         """``seconds`` of the store from ``start``; ``failing``'s payments all fail (for the first
         ``failing_for`` seconds only, when given)."""
         played = PLAYED + (start - NOW)
-        rows = metric_rows(DemoPlan(now=PLAYED, seed=int(start.timestamp())), played,
+        rows = metric_rows(DemoPlan(now=PLAYED, seed=int((start - NOW).total_seconds()) % 2**31), played,
                            played + timedelta(seconds=seconds), timedelta(seconds=1))
         for row in rows:
             row[0] += NOW - PLAYED

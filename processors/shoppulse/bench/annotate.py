@@ -3,9 +3,11 @@
 A ClickHouse endpoint and the ``shoppulse sidecar`` process run as in production; Grafana's HTTP
 API is the local double that enforces its contract (no Grafana binary runs here). Half an hour of
 steady per-second aggregates is preloaded for the sidecar's warm-up; then a feeder writes each new
-second as the aggregation would, and plays payment outages in one country after another. For each,
-the wall-clock time from (a) the first outage second becoming queryable and (b) the sidecar opening
-the anomaly region (its first ``anomalies`` row) to (c) the annotation existing in Grafana.
+second as the pipeline would (live sums a second after it ends, final ones after the aggregation's
+grace and commit) and plays payment outages in one country after another. For each, the wall-clock
+time from the outage's first second (the events) to the sidecar opening the anomaly region (its first
+``anomalies`` row: provisional when the fast path opened it on the live seconds), and from there to
+the annotation existing in Grafana.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -33,45 +36,54 @@ from shoppulse.sink.migrations import migrate
 
 TOKEN = "glsa_bench_annotate"
 PRELOAD = timedelta(minutes=35)
-OUTAGE_S, GAP_S = 90, 150
+OUTAGE_S, GAP_S = 90, 60
+FINAL_LAG_S = 5  # the aggregation's default grace (3 s) and commit interval (2 s)
 COUNTRIES = ("DE", "US", "JP", "BR", "GB")
 
 
 @dataclass(frozen=True)
 class Timing:
     country: str
-    queryable_to_annotation_s: float
-    detection_to_annotation_s: float
+    event_to_region_s: float  # from the outage's first second to the region opening (provisional or final)
+    detection_to_annotation_s: float  # from the region opening to its annotation in Grafana
+    event_to_annotation_s: float
+    provisional: bool  # opened by the fast path (on the live seconds), not by the final windows
 
 
 class AggregateFeeder:
-    """Writes per-second store aggregates into ``metrics_1s`` as the aggregation would, one second
-    after each second ends, with an optional payment outage in one country."""
+    """Writes per-second store aggregates as the pipeline would, with an optional payment outage in one
+    country: each second's live sums (``metrics_live``, as ingestion writes them) one second after it
+    ends, its final row (``metrics_1s``) FINAL_LAG_S later (the aggregation's grace period and commit)."""
 
     def __init__(self, client: Client, plan: DemoPlan, start: datetime) -> None:
         self.client, self.plan, self.second, self.offset = client, plan, start, 0
+        self._not_final: deque[tuple[datetime, list[list[object]]]] = deque()
 
     def preload(self, span: timedelta) -> None:
         history = metric_rows(self.plan, self.second - span, self.second, timedelta(seconds=1))
-        self._insert(history)
+        self._insert("metrics_1s", history)
 
     def feed(self, outage_in: str | None = None) -> int:
-        """Every second that has ended since the last call; returns how many were written."""
+        """Every second that has ended since the last call; returns how many were written live."""
         written = 0
-        while self.second <= datetime.now(UTC) - timedelta(seconds=1):
+        now = datetime.now(UTC)
+        while self.second <= now - timedelta(seconds=1):
             rows = metric_rows(replace(self.plan, seed=self.offset), self.second, self.second + timedelta(seconds=1),
                                timedelta(seconds=1))
             for row in rows:
                 if row[1] == outage_in:
                     row[7] = row[6]  # every payment attempt fails
                     row[8], row[9], row[10] = 0, 0, 0  # so no order, no item, no revenue
-            self._insert(rows)
+            self._insert("metrics_live", rows)
+            self._not_final.append((self.second, rows))
             self.second += timedelta(seconds=1)
             written += 1
+        while self._not_final and self._not_final[0][0] <= now - timedelta(seconds=1 + FINAL_LAG_S):
+            self._insert("metrics_1s", self._not_final.popleft()[1])
         return written
 
-    def _insert(self, rows: list[list[object]]) -> None:
-        self.client.insert("metrics_1s", [[*r, 0, self.offset + i] for i, r in enumerate(rows)],
+    def _insert(self, table: str, rows: list[list[object]]) -> None:
+        self.client.insert(table, [[*r, 0, self.offset + i] for i, r in enumerate(rows)],
                            column_names=[*METRIC_COLUMNS, "src_partition", "src_offset"])
         self.offset += len(rows)
 
@@ -97,34 +109,39 @@ def measure(settings: Settings, outages: int, report: Callable[[str], None] = la
         try:
             schedule = [(COUNTRIES[i % len(COUNTRIES)], 60 + i * (OUTAGE_S + GAP_S)) for i in range(outages)]
             started = time.monotonic()
-            outage_written: dict[str, float] = {}
-            annotated: dict[str, float] = {}
+            outage_began: dict[int, datetime] = {}  # by the outage's place in the schedule
+            annotated: dict[int, float] = {}
             total_s = schedule[-1][1] + OUTAGE_S + 60
             while time.monotonic() - started < total_s:
                 elapsed = int(time.monotonic() - started)
-                active = next((c for c, at in schedule if at <= elapsed < at + OUTAGE_S), None)
-                if feeder.feed(active) and active and active not in outage_written:
-                    outage_written[active] = time.time()
-                    report(f"outage in {active} begins")
+                active = next((i for i, (_, at) in enumerate(schedule) if at <= elapsed < at + OUTAGE_S), None)
+                first_second = feeder.second
+                if feeder.feed(schedule[active][0] if active is not None else None) and active is not None \
+                        and active not in outage_began:
+                    outage_began[active] = first_second
+                    report(f"outage in {schedule[active][0]} begins")
                 with grafana.lock:
                     created = [(set(a["tags"]), a["created"] / 1000) for a in grafana.annotations.values()]
-                for country in outage_written:
-                    wanted = {"metric:payment_failure_rate", f"country:{country}"}
-                    found = [at for tags, at in created if wanted <= tags]
-                    if country not in annotated and found:
-                        annotated[country] = min(found)
-                        report(f"annotation for {country} in Grafana")
+                for index, began in outage_began.items():
+                    wanted = {"metric:payment_failure_rate", f"country:{schedule[index][0]}"}
+                    found = [at for tags, at in created if wanted <= tags and at >= began.timestamp()]
+                    if index not in annotated and found:
+                        annotated[index] = min(found)
+                        report(f"annotation for {schedule[index][0]} in Grafana")
                 time.sleep(0.05)
-            for country, seen in annotated.items():
-                detected = client.query(
-                    "SELECT toUnixTimestamp64Milli(min(detected_at)) FROM anomalies "
-                    "WHERE metric = 'payment_failure_rate' AND country = {c:String}",
-                    parameters={"c": country}).result_rows[0][0]
-                timings.append(Timing(country, seen - outage_written[country], seen - int(detected) / 1000))
+            for index, seen in sorted(annotated.items()):
+                country, began = schedule[index][0], outage_began[index]
+                detected, detectors = client.query(
+                    "SELECT toUnixTimestamp64Milli(detected_at), detectors FROM anomalies FINAL "
+                    "WHERE metric = 'payment_failure_rate' AND country = {c:String} AND status != 'withdrawn' "
+                    "AND detected_at >= {began:DateTime64(3)} ORDER BY detected_at LIMIT 1",
+                    parameters={"c": country, "began": began.replace(tzinfo=None)}).result_rows[0]
+                timings.append(Timing(country, int(detected) / 1000 - began.timestamp(),
+                                      seen - int(detected) / 1000, seen - began.timestamp(), "fast_path" in detectors))
         finally:
             sidecar.stop()
             client.close()
-        missing = [c for c, _ in schedule if c not in {t.country for t in timings}]
+        missing = [c for i, (c, _) in enumerate(schedule) if i not in annotated]
         if missing:
             raise RuntimeError(f"no annotation for the outage in {', '.join(missing)}: see the sidecar's log")
         return timings

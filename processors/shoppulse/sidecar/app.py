@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge
 from river import stats, utils
 
 from shoppulse.sidecar import baselines, seasonal
+from shoppulse.sidecar.band_refit import BandRefitter
 from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
@@ -55,6 +56,7 @@ REFIT_EVERY = timedelta(minutes=15)
 HISTORY = 30
 READ_BATCH_STEPS = 360  # an hour of steps per read while catching up
 SPENDING = frozenset(OVERSPEND.values())  # the series whose usual level an incident's money at risk is measured from
+POLL_S = 0.5  # how often new final steps and live seconds are looked for: the fast path's resolution
 INCIDENT_REFRESH_S = 60  # an open incident's row (revenue at risk, severity, story) is rewritten this often
 
 STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
@@ -459,32 +461,41 @@ class Sidecar:
 
 
 def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[], None],
-        warm_up: timedelta = timedelta(minutes=30), poll_s: float = 1.0,
+        warm_up: timedelta = timedelta(minutes=30), poll_s: float = POLL_S,
         refit_every: timedelta = REFIT_EVERY,
         explain: Callable[[InsightPayload, datetime, uuid.UUID, list[object]], None] | None = None,
-        sensitivity: SensitivityWatch | None = None) -> None:
+        sensitivity: SensitivityWatch | None = None, connect: Callable[[], Client] | None = None) -> None:
+    """Detect until ``should_stop``: new final steps and the live seconds at every poll; the seasonal
+    bands refitted every ``refit_every`` on a thread of their own (with a client from ``connect``)."""
     sidecar = Sidecar(client, on_change=on_change, explain=explain)
     if sensitivity is not None:
         retune(sidecar, sensitivity, starting=True)
-    sidecar.start(warm_up)
-    log.info("sidecar detecting", extra={"step_s": sidecar.step_s, "window_s": sidecar.window_s,
-                                         "series": len(sidecar.series)})
+    refitter = BandRefitter(connect, refit_every) if connect is not None else None
+    if refitter is not None:
+        refitter.start()
     next_refit = time.monotonic()
-    while not should_stop():
-        if sensitivity is not None:
-            retune(sidecar, sensitivity)
-        try:
-            if time.monotonic() >= next_refit:
-                next_refit = time.monotonic() + refit_every.total_seconds()
-                now = datetime.now(UTC)
-                baselines.refresh(client, now)  # first: the seasonal fit takes the week's shape from it
-                seasonal.refit(client, now)
-            sidecar.catch_up()
-            sidecar.look_live()
-        except Exception as exc:  # ClickHouse away: keep the state, try again
-            log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
-            time.sleep(5)
-        time.sleep(poll_s)
+    try:
+        sidecar.start(warm_up)
+        log.info("sidecar detecting", extra={"step_s": sidecar.step_s, "window_s": sidecar.window_s,
+                                             "series": len(sidecar.series)})
+        while not should_stop():
+            if sensitivity is not None:
+                retune(sidecar, sensitivity)
+            try:
+                if refitter is None and time.monotonic() >= next_refit:  # no client of its own: inline
+                    next_refit = time.monotonic() + refit_every.total_seconds()
+                    now = datetime.now(UTC)
+                    baselines.refresh(client, now)  # first: the seasonal fit takes the week's shape from it
+                    seasonal.refit(client, now)
+                sidecar.catch_up()
+                sidecar.look_live()
+            except Exception as exc:  # ClickHouse away: keep the state, try again
+                log.warning("sidecar step failed, retrying", extra={"error": str(exc)[:200]})
+                time.sleep(5)
+            time.sleep(poll_s)
+    finally:
+        if refitter is not None:
+            refitter.stop()
 
 
 def retune(sidecar: Sidecar, watch: SensitivityWatch, starting: bool = False) -> None:

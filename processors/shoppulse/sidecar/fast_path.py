@@ -5,16 +5,16 @@ period): 10 to 20 s from an event to a region. Ingestion writes every event's co
 about a second after the shop sent it, so a strong step change — a gateway failing every payment,
 orders stopping, traffic surging — is visible there first. At every look (each poll of the sidecar)
 the fast path judges, for each of ``FAST_METRICS`` in each country, the last 1 to ``FAST_WINDOW_S``
-live seconds before the newest one (that one is still filling) against the series' baseline, as the
-final path's detectors learned it: the count's exact tail (Poisson events, binomial trials) shrunk
+live seconds (``strongest`` says which) against the series' baseline, as the final path's detectors
+learned it: the count's exact tail (Poisson events, binomial trials) shrunk
 by the series' overdispersion, never beyond its learned spread widened to the shorter window (the
 square root of the windows' ratio). The longest stretch is not always the strongest: a change that
 began two seconds ago is diluted by the three usual seconds before it.
 
-A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row find |z| of at least the series'
-sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT`` or more; it is written (and
-annotated in Grafana) at once. When the final path opens a region on the same series it takes the
-provisional region's id and start: one region, one annotation. When ``CONFIRM_WITHIN`` of final
+A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row, each with a newer second, find
+|z| of at least the series' sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT``
+or more; it is written (and annotated in Grafana) at once. When the final path opens a region on the
+same series it takes the provisional region's id and start: one region, one annotation. When ``CONFIRM_WITHIN`` of final
 steps pass without one it is withdrawn: its row says so (dashboards and rules leave it out) and its
 annotation is deleted.
 """
@@ -32,10 +32,11 @@ from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.signals import GLOBAL, Totals, points
 
 FAST_METRICS = ("payment_failure_rate", "orders_per_s", "views_per_s")
+RATIOS = frozenset({"payment_failure_rate"})
 FAST_WINDOW_S = 5  # the most live seconds judged together
 FAST_OPEN_Z = 5.5
 FAST_MIN_CHANGE_PCT = 30.0
-LOOKS_TO_OPEN = 2  # looks in a row (one a second): one bursty second opens nothing
+LOOKS_TO_OPEN = 2  # strong looks in a row, each with a newer second: one bursty second opens nothing
 CONFIRM_WITHIN = timedelta(seconds=90)  # of final steps after a provisional region opened
 
 
@@ -69,13 +70,16 @@ class LiveLook:
 
 def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str, baseline: RobustZ,
               series_window_s: float) -> LiveLook | None:
-    """The stretch of the last 1..FAST_WINDOW_S complete seconds before ``newest`` that is most unusual."""
+    """The most unusual stretch of the last 1..FAST_WINDOW_S seconds up to ``newest``. The newest second
+    is still filling (ingestion adds to it at every checkpoint): a ratio of its events so far is a fair
+    sample and is judged with it; a count so far would look like a drop, so a rate's stretches end before it."""
     best: LiveLook | None = None
     totals = Totals()
-    for back in range(1, FAST_WINDOW_S + 1):
-        second = newest - timedelta(seconds=back)
+    last = newest if metric in RATIOS else newest - timedelta(seconds=1)
+    for back in range(FAST_WINDOW_S):
+        second = last - timedelta(seconds=back)
         totals = totals + seconds.get(second, Totals())
-        point = points(totals, {}, back).get(metric)
+        point = points(totals, {}, back + 1).get(metric)
         if point is None or baseline.expected is None:
             continue
         z = live_z(point, baseline, series_window_s)
@@ -88,7 +92,7 @@ def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str,
 class FastPath:
     series_window_s: float
     provisional: dict[tuple[str, str], Region] = field(default_factory=dict)
-    _strong: dict[tuple[str, str], int] = field(default_factory=dict)  # looks in a row that were strong
+    _strong: dict[tuple[str, str], tuple[int, datetime]] = field(default_factory=dict)  # (looks, newest second)
 
     def look(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]],
              series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker]]) -> list[Region]:
@@ -107,8 +111,11 @@ class FastPath:
             if found is None or abs(found.z) < max(FAST_OPEN_Z, tracker.open_z) or change < FAST_MIN_CHANGE_PCT:
                 self._strong.pop(key, None)
                 continue
-            self._strong[key] = self._strong.get(key, 0) + 1
-            if self._strong[key] < LOOKS_TO_OPEN:
+            looks, seen = self._strong.get(key, (0, newest - timedelta(seconds=1)))
+            if newest > seen:  # a look at the same seconds again is no new evidence
+                looks, seen = looks + 1, newest
+            self._strong[key] = (looks, seen)
+            if looks < LOOKS_TO_OPEN:
                 continue
             del self._strong[key]
             band = abs(found.value - found.expected) / abs(found.z)

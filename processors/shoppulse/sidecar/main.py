@@ -57,7 +57,7 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
     try:
         detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up,
                explain=rewording.submit if rewording else None,
-               sensitivity=SensitivityWatch(sensitivity_path()))
+               sensitivity=SensitivityWatch(sensitivity_path()), connect=lambda: clickhouse.connect(settings))
     finally:
         if syncer:
             syncer.stop()
