@@ -55,6 +55,14 @@ def _rolling_mean() -> utils.Rolling:
     return utils.Rolling(stats.Mean, window_size=USUAL_STEPS)
 
 
+def _learn(means: dict[str, utils.Rolling], key: str, value: float) -> None:
+    """Add ``value`` to the rolling mean of ``key``, started on first use (a Rolling is not cheap to make: not
+    one per step)."""
+    if key not in means:
+        means[key] = _rolling_mean()
+    means[key].update(value)
+
+
 @dataclass(frozen=True)
 class Shortfall:
     """Expected minus observed revenue per second of one step, against the level and against each flow."""
@@ -81,13 +89,13 @@ class UsualRevenue:
     spend: dict[str, utils.Rolling] = field(default_factory=dict)  # the usual level of each spending series
 
     def learn_spend(self, series: str, per_s: float) -> None:
-        self.spend.setdefault(series, _rolling_mean()).update(per_s)
+        _learn(self.spend, series, per_s)
 
     def learn_one(self, revenue_per_s: float, flows: Mapping[str, float] | None = None) -> None:
         self.mean.update(revenue_per_s)
         for flow, per_s in (flows or {}).items():
-            self.revenue_with.setdefault(flow, _rolling_mean()).update(revenue_per_s)
-            self.flow_mean.setdefault(flow, _rolling_mean()).update(per_s)
+            _learn(self.revenue_with, flow, revenue_per_s)
+            _learn(self.flow_mean, flow, per_s)
 
     def expected(self, band: SeasonalBand | None, fallback: float) -> float:
         """Revenue per second expected now: the seasonal band's middle, the usual mean, else ``fallback``."""
