@@ -347,6 +347,14 @@ def test_cli_refuses_bad_flags_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_a_replay_longer_than_the_topics_keep_is_refused() -> None:
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "loadgen", "--replay", "14"], capture_output=True,
+                            text=True, timeout=60, check=False,
+                            env={"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    assert result.returncode == 2
+    assert "the raw and clean topics keep 7 days" in result.stderr and "replay at most 6 days" in result.stderr
+
+
 def test_replay_backfills_past_days_through_the_broker(kafka_bootstrap: str) -> None:
     from kafka import KafkaConsumer
 

@@ -24,12 +24,19 @@ from shoppulse.cli.common import (
 )
 from shoppulse.logs import setup_logging
 from shoppulse.project_files import scenarios_dir
+from shoppulse.topics import WEEK_MS
 
 if TYPE_CHECKING:
     from shoppulse.bench.drain import DrainResult
 
 bench_app = typer.Typer(help="Benchmarks (measured, never asserted in tests).", no_args_is_help=True)
 DrainResultT = TypeVar("DrainResultT", bound="DrainResult")
+
+
+DAY_MS = 24 * 3600 * 1000
+# The topics keep a week: events stamped longer ago than that are deleted, read or not. A day of margin for the
+# replay itself to be sent and read.
+MAX_REPLAY_DAYS = WEEK_MS / DAY_MS - 1
 
 
 @app.command()
@@ -112,6 +119,10 @@ def loadgen(
     if invalid_ratio + duplicate_ratio > 1 or late_ratio + out_of_order_ratio > 1:
         fail("the invalid and duplicate ratios, and the late and out-of-order ratios, must each add up to 1 at most",
               2)
+    if replay and replay > MAX_REPLAY_DAYS:
+        fail(f"--replay {replay:g}: the raw and clean topics keep {WEEK_MS / DAY_MS:g} days, so the broker would "
+             "delete the oldest replayed events while the pipeline reads them (and metrics_1s keeps as long); "
+             f"replay at most {MAX_REPLAY_DAYS:g} days", 2)
     try:
         plan = load_scenario(scenario) if scenario else None
     except ScenarioError as exc:
