@@ -60,8 +60,8 @@ def _print_report(report: BacktestReport) -> None:
 
 @app.command()
 def backtest(
-    days: Annotated[float, typer.Option(min=0.01, max=366, help="Days of history to replay (up to what "
-                                                                "ClickHouse holds).")] = 14,
+    days: Annotated[float, typer.Option(min=0.01, max=366, help="Days of history to replay, as far as "
+                                                                "metrics_1s reaches (it keeps 7).")] = 7,
     labels: Annotated[Path | None, typer.Option(help="JSONL of the incidents the history holds (start, end, "
                                                      "countries, optional metrics), as `shoppulse loadgen "
                                                      "--ground-truth` writes it. Without it every region is a "
