@@ -411,7 +411,7 @@ def test_query_parameters_sent_as_form_fields_are_read_as_clickhouse_reads_them(
 def test_what_the_embedded_engine_cannot_do_is_clickhouse_s_own_error(
         clickhouse_endpoint: EndpointProcess, request_args: dict, status: int, code: str, says: str) -> None:
     """No user directories (roles, row policies) and no query log: the errors a ClickHouse server gives
-    a user without them (the README's "The local ClickHouse endpoint" says so)."""
+    a user without them (docs/architecture.md says so)."""
     answer = requests.post(clickhouse_endpoint.url, auth=AUTH, timeout=30, **request_args)
     assert (answer.status_code, answer.headers["X-ClickHouse-Exception-Code"]) == (status, code)
     assert says in answer.text
