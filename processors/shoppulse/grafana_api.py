@@ -199,15 +199,13 @@ class GrafanaClient:
     def patch_annotation(self, annotation_id: int, changes: dict[str, Any]) -> None:
         self.request("PATCH", f"/api/annotations/{annotation_id}", json=changes)
 
-    def delete_annotation(self, annotation_id: int) -> bool:
-        """Delete one annotation; False when Grafana no longer has it (404: deleted already)."""
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Delete one annotation; one Grafana no longer has (404) is deleted already."""
         try:
             self.request("DELETE", f"/api/annotations/{annotation_id}")
         except GrafanaError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+            if exc.status != 404:
+                raise
 
     def permissions(self) -> dict[str, list[str]] | None:
         """The caller's permissions (action -> scopes), or None when this Grafana does not say."""

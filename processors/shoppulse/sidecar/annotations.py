@@ -254,7 +254,6 @@ class AnnotationSync:
         ANNOTATIONS.labels("close", "ok").inc()
         _record(self._client, item, annotation_id, closed=True)
 
-
     def _delete(self, item: PendingAnnotation) -> None:
         """A withdrawn region's annotation is deleted: the one recorded and any other copy with its id tag (a
         crash between Grafana's answer and our record leaves one unrecorded); then recorded as done."""

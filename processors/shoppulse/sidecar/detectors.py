@@ -170,6 +170,15 @@ class Detector(Protocol):
     def learn_one(self, point: Point, weight: float = 1.0) -> None: ...
 
 
+def counting_floored(learned: float, counting: float) -> float:
+    """A z in learned spreads, never further out than the count's own tail says (exact for few events,
+    where spreads overstate it); 0 where the two disagree in sign (a rounding of the count's tail to the
+    other side: nothing to see)."""
+    if learned * counting <= 0:
+        return 0.0
+    return math.copysign(min(abs(learned), abs(counting)), learned)
+
+
 def dispersion_from(seen: int, mean_counting_sq: float) -> float:
     """The overdispersion factor from ``seen`` points' mean clipped squared counting z, shrunk toward
     the prior ``OVERDISPERSION`` (worth ``DISPERSION_PRIOR_POINTS`` points) while they are few."""
@@ -247,10 +256,7 @@ class RobustZ:
         counting = point.counting_z(expected, self.dispersion())
         if counting is None:
             return (point.value - expected) / self._scale(point, expected)
-        learned = (point.value - expected) / max(self._learned_scale(), 1e-9)
-        if learned * counting <= 0:  # a rounding of the count's tail to the other side: nothing to see
-            return 0.0
-        return math.copysign(min(abs(learned), abs(counting)), learned)
+        return counting_floored((point.value - expected) / max(self._learned_scale(), 1e-9), counting)
 
     def spread_z(self, value: float, widen: float = 1.0) -> float | None:
         """``value``'s deviation from the expected one in learned spreads, each widened ``widen`` times (a

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shoppulse.sidecar.counting import poisson_z
-from shoppulse.sidecar.detectors import Point, RobustZ
+from shoppulse.sidecar.detectors import Point, RobustZ, counting_floored
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.signals import GLOBAL, Totals, points
 
@@ -53,9 +53,7 @@ def live_z(point: Point, baseline: RobustZ, series_window_s: float) -> float:
         counting = poisson_z(round(point.count), max(expected, 0.0) * point.window_s) / baseline.dispersion()
     else:
         counting = point.counting_z(expected, baseline.dispersion())
-    if counting is None or counting * spread <= 0:
-        return 0.0
-    return math.copysign(min(abs(counting), abs(spread)), spread)
+    return 0.0 if counting is None else counting_floored(spread, counting)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ read only once it lies below the freshness watermark of ``metrics_1s``, so its n
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -49,6 +50,16 @@ class Totals:
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values(), strict=True)))
+
+
+# The store counters of metrics_1s and metrics_live, summed, in the order of ``Totals``' first fields.
+STORE_SUMS = ("sum(orders), sum(revenue), sum(product_views), sum(cart_adds), sum(payment_attempts), "
+              "sum(payment_failures), sum(checkouts)")
+
+
+def store_totals(numbers: Sequence[object]) -> Totals:
+    """A row of STORE_SUMS as Totals (revenue comes as a Decimal)."""
+    return Totals(*(float(n) if isinstance(n, Decimal | int | float) else 0.0 for n in numbers))
 
 
 def _rate(amount: float, events: float, window_s: float) -> Point:
@@ -115,12 +126,10 @@ def read_windows(client: Client, ends: list[datetime], window_s: int,
     slice_of = "intDiv(toUnixTimestamp(ts) - {offset:Int64}, {step:Int64})"
     totals: dict[int, dict[str, Totals]] = defaultdict(dict)
     for index, country, *numbers in client.query(
-            f"SELECT {slice_of} AS slice, country, sum(orders), sum(revenue), sum(product_views), sum(cart_adds), "
-            "sum(payment_attempts), sum(payment_failures), sum(checkouts) FROM metrics_1s "
+            f"SELECT {slice_of} AS slice, country, {STORE_SUMS} FROM metrics_1s "
             "WHERE ts >= {start:DateTime} AND ts < {end:DateTime} GROUP BY slice, country",
             parameters=parameters).result_rows:
-        totals[int(index)][str(country)] = Totals(*(float(n) if isinstance(n, Decimal | int | float) else 0.0
-                                                    for n in numbers))
+        totals[int(index)][str(country)] = store_totals(numbers)
     # a window's segment rows are written with the rest of it, before its metrics_1s row: final below the watermark
     for index, country, clicks, spend, orders, refunds in client.query(
             f"SELECT {slice_of} AS slice, country, sumIf(ad_clicks, dimension = 'campaign'), "
@@ -160,11 +169,9 @@ def read_live_seconds(client: Client, since: datetime) -> dict[str, dict[datetim
     counters ingestion writes about a second after the events (no segments, no latency histograms)."""
     found: dict[str, dict[datetime, Totals]] = defaultdict(dict)
     for second, country, *numbers in client.query(
-            "SELECT ts, country, sum(orders), sum(revenue), sum(product_views), sum(cart_adds), "
-            "sum(payment_attempts), sum(payment_failures), sum(checkouts) FROM metrics_live "
-            "WHERE ts >= {since:DateTime} GROUP BY ts, country",
+            f"SELECT ts, country, {STORE_SUMS} FROM metrics_live WHERE ts >= {{since:DateTime}} GROUP BY ts, country",
             parameters={"since": since.replace(tzinfo=None)}).result_rows:
-        found[str(country)][as_utc(second)] = Totals(*(float(n) for n in numbers))
+        found[str(country)][as_utc(second)] = store_totals(numbers)
     return found
 
 
