@@ -14,6 +14,7 @@ from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess, last_tuesday_1500
 from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
+from shoppulse.bench.annotate import fail_payments
 from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import sync
@@ -29,8 +30,6 @@ TOKEN = "glsa_fast_path"
 NOW = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
 PLAYED = last_tuesday_1500()
 HISTORY = timedelta(minutes=40)
-ATTEMPTS, FAILURES, ORDERS, ITEMS, REVENUE = (METRIC_COLUMNS.index(c) for c in (
-    "payment_attempts", "payment_failures", "orders", "items", "revenue"))
 COLUMNS = [*METRIC_COLUMNS, "src_partition", "src_offset"]
 
 
@@ -53,8 +52,7 @@ class Feed:
         until = start + timedelta(seconds=seconds if failing_for is None else failing_for)
         for row in rows:
             if row[1] == failing and row[0] < until:
-                row[FAILURES] = row[ATTEMPTS]
-                row[ORDERS], row[ITEMS], row[REVENUE] = 0, 0, 0
+                fail_payments(row)
         return rows
 
     def write(self, table: str, rows: list[list[object]]) -> None:

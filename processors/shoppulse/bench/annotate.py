@@ -50,6 +50,16 @@ class Timing:
     provisional: bool  # opened by the fast path (on the live seconds), not by the final windows
 
 
+ATTEMPTS, FAILURES, ORDERS, ITEMS, REVENUE = (METRIC_COLUMNS.index(c) for c in (
+    "payment_attempts", "payment_failures", "orders", "items", "revenue"))
+
+
+def fail_payments(row: list[object]) -> None:
+    """A ``metric_rows`` row as a payment outage leaves it: every attempt fails, so no order, item or revenue."""
+    row[FAILURES] = row[ATTEMPTS]
+    row[ORDERS], row[ITEMS], row[REVENUE] = 0, 0, 0
+
+
 class AggregateFeeder:
     """Writes per-second store aggregates as the pipeline would, with an optional payment outage in one
     country: each second's live sums (``metrics_live``, as ingestion writes them) one second after it
@@ -72,8 +82,7 @@ class AggregateFeeder:
                                timedelta(seconds=1))
             for row in rows:
                 if row[1] == outage_in:
-                    row[7] = row[6]  # every payment attempt fails
-                    row[8], row[9], row[10] = 0, 0, 0  # so no order, no item, no revenue
+                    fail_payments(row)
             self._insert("metrics_live", rows)
             self._not_final.append((self.second, rows))
             self.second += timedelta(seconds=1)

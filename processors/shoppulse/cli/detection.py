@@ -12,7 +12,7 @@ import typer
 from shoppulse.cli.common import app, console, err, fail, settings_or_fail
 
 if TYPE_CHECKING:
-    from shoppulse.ascode.detection.backtest import BacktestReport, Totals
+    from shoppulse.ascode.detection.backtest import BacktestReport, Summary
 
 
 def _grid(text: str) -> list[float]:
@@ -22,13 +22,13 @@ def _grid(text: str) -> list[float]:
         fail(f"--open-z {text!r}: give numbers separated by commas, such as 3,4,5,6,8", 2)
 
 
-def _delay(totals: Totals) -> str:
-    median = totals.median_delay_s
+def _delay(summary: Summary) -> str:
+    median = summary.median_delay_s
     return "-" if median is None else f"{median:.0f} s"
 
 
-def _found(totals: Totals) -> str:
-    return f"{totals.found}/{totals.pairs}" if totals.pairs else "-"
+def _found(summary: Summary) -> str:
+    return f"{summary.found}/{summary.pairs}" if summary.pairs else "-"
 
 
 def _print_report(report: BacktestReport) -> None:
@@ -39,8 +39,8 @@ def _print_report(report: BacktestReport) -> None:
                   f"{report.labels} labelled incident(s)", highlight=False)
     grid = Table("open_z", "incidents found (country, incident)", "median delay", "false alerts per country-day",
                  title="every series at one sensitivity")
-    for open_z, totals in report.uniform.items():
-        grid.add_row(f"{open_z:g}", _found(totals), _delay(totals), f"{totals.false_per_country_day:.2f}")
+    for open_z, summary in report.uniform.items():
+        grid.add_row(f"{open_z:g}", _found(summary), _delay(summary), f"{summary.false_per_country_day:.2f}")
     grid.add_row("the file now", _found(report.current), _delay(report.current),
                  f"{report.current.false_per_country_day:.2f}")
     grid.add_row("proposed", _found(report.chosen), _delay(report.chosen),

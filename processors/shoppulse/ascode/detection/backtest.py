@@ -213,7 +213,7 @@ def choose(results: Mapping[Series, Mapping[float, Outcome]], grid: Sequence[flo
 
 
 @dataclass(frozen=True)
-class Totals:
+class Summary:
     """A configuration's detection over the history: labelled (country, incident) pairs found, their
     delays, and false alerts per country-day."""
 
@@ -232,8 +232,8 @@ class Totals:
         return self.false_alerts / self.country_days if self.country_days else 0.0
 
 
-def totals(results: Mapping[Series, Mapping[float, Outcome]], config: Callable[[Series], float],
-           labels: Sequence[Label], days: float, countries: Iterable[str] | None = None) -> Totals:
+def summary(results: Mapping[Series, Mapping[float, Outcome]], config: Callable[[Series], float],
+           labels: Sequence[Label], days: float, countries: Iterable[str] | None = None) -> Summary:
     """``config``'s totals over ``countries`` (default: every country of the results): an incident is
     found in a country when any of its series finds it, after the smallest delay among them."""
     wanted = set(countries) if countries is not None else {c for _, c in results}
@@ -251,19 +251,18 @@ def totals(results: Mapping[Series, Mapping[float, Outcome]], config: Callable[[
             if seen:
                 found += 1
                 delays.append(min(seen))
-    return Totals(pairs, found, tuple(delays), false_alerts, days * len(wanted))
+    return Summary(pairs, found, tuple(delays), false_alerts, days * len(wanted))
 
 
 @dataclass(frozen=True)
 class BacktestReport:
     start: datetime  # the first step scored for regions (after the warm-up)
     end: datetime
-    grid: tuple[float, ...]
     labels: int
-    uniform: dict[float, Totals]  # every series at one candidate
-    current: Totals
-    chosen: Totals
-    by_country: dict[str, tuple[Totals, Totals]]  # country -> (current, chosen)
+    uniform: dict[float, Summary]  # every series at one candidate
+    current: Summary
+    chosen: Summary
+    by_country: dict[str, tuple[Summary, Summary]]  # country -> (current, chosen)
     changes: dict[Series, tuple[float, float]]  # series -> (current, chosen) where they differ
     proposed: Sensitivity
 
@@ -313,10 +312,10 @@ def backtest(client: Client, days: float, labels: Sequence[Label], current: Sens
     by_series = {s: z for s, z in current.by_series.items() if s not in results}  # series the history lacks
     by_series.update({s: z for s, z in chosen.items() if z != current.default})
     return BacktestReport(
-        replay.scored_from, end, grid, len(labels),
-        {z: totals(results, everywhere(z), labels, span_days) for z in grid},
-        totals(results, now.__getitem__, labels, span_days),
-        totals(results, chosen.__getitem__, labels, span_days),
-        {c: (totals(results, now.__getitem__, labels, span_days, [c]),
-             totals(results, chosen.__getitem__, labels, span_days, [c])) for c in countries},
+        replay.scored_from, end, len(labels),
+        {z: summary(results, everywhere(z), labels, span_days) for z in grid},
+        summary(results, now.__getitem__, labels, span_days),
+        summary(results, chosen.__getitem__, labels, span_days),
+        {c: (summary(results, now.__getitem__, labels, span_days, [c]),
+             summary(results, chosen.__getitem__, labels, span_days, [c])) for c in countries},
         changes, Sensitivity(current.default, by_series))
