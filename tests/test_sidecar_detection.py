@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from shoppulse.ascode.dashboards.demo_data import poisson
 from shoppulse.events.histogram import bucket, quantile
 from shoppulse.loadgen.series_corpus import corpus
+from shoppulse.sidecar.csv_detect import region_tracker, series_detector
 from shoppulse.sidecar.detectors import (
     CUSUM_CLIP_Z,
-    HalfSpaceTreesDetector,
     LevelShiftCusum,
     Opinion,
     Point,
@@ -341,10 +341,7 @@ def test_rarity_is_told_as_the_z_of_a_normal_tail_as_rare() -> None:
 def openings(name: str, with_cusum: bool) -> list[tuple[int, list[str]]]:
     """The regions opened over one series of the generated corpus, as detect --csv runs its detectors."""
     series = next(s for s in corpus() if s.name == name)
-    baseline = RobustZ(alpha=0.05, beta=0.3, absorb_spread=True, self_calibrating=True)
-    detectors = [baseline, HalfSpaceTreesDetector(seed=11), *([LevelShiftCusum(baseline)] if with_cusum else [])]
-    detector = SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
-    tracker = RegionTracker("value", "csv")
+    detector, tracker = series_detector(cusum=with_cusum), region_tracker()
     found = []
     for index, (at, value) in enumerate(zip(series.timestamps, series.values, strict=True)):
         if value is None:

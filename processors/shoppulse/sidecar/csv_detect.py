@@ -9,8 +9,10 @@ or not-a-number value (``NA``, ``NaN``, ``null``…) is a missing point, written
 anomaly flag of the region around it and never learned from; gaps in time are counted.
 
 Output: exactly one row per input row, with ``score`` in [0, 1] (the blended robust-z and
-Half-Space-Trees score) and ``anomaly`` (1 while a region is open, with the same hysteresis as the
-sidecar; a CUSUM over the baseline's z also opens one for a lasting shift no single point shows).
+Half-Space-Trees score) and ``anomaly`` (1 while a region is open, with the sidecar's hysteresis
+but closing only after CLOSE_AFTER_POINTS calm points). The baseline judges only once it knows the
+series' tail; a CUSUM over its z opens a region for a lasting shift no single point shows, and the
+context detector for a change the baseline adopts too soon.
 With labels, point- and event-level scores are reported.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import TextIO
 
 from shoppulse.sidecar.detectors import (
+    ContextZ,
     Detector,
     HalfSpaceTreesDetector,
     LevelShiftCusum,
@@ -37,6 +40,7 @@ from shoppulse.sidecar.regions import RegionTracker
 
 MAX_LINE_CHARS = 64 * 1024
 MISSING = {"", "na", "n/a", "nan", "null", "none", "-"}  # how spreadsheets, pandas and R write a missing value
+CLOSE_AFTER_POINTS = 12
 GAP_STEPS = 5  # a pause longer than this many of the series' usual intervals counts as a gap
 
 
@@ -142,21 +146,32 @@ def gaps(rows: list[Row]) -> int:
     return sum(1 for d in intervals if d > GAP_STEPS * usual)
 
 
-def detect(rows: Iterable[Row]) -> Iterator[Scored]:
+def series_detector(cusum: bool = True) -> SeriesDetector:
+    """The detectors ``detect`` runs over one series (without the CUSUM, to see what it adds)."""
     # Points of an arbitrary series may be far apart and trend: a baseline with a shorter memory (about
     # 20 points) that keeps creeping, slowly, inside an anomaly too.
-    # Without counts behind a value there is no counting floor: the series' own tail calibrates z.
+    # Without counts behind a value there is no counting floor: the series' own tail calibrates z, and
+    # the baseline says nothing until it knows that tail.
     baseline = RobustZ(alpha=0.05, beta=0.3, absorb_spread=True, self_calibrating=True)
-    # A lasting shift of a sigma or two (no point alone stands out) is found by accumulating evidence.
-    detectors: list[Detector] = [baseline, HalfSpaceTreesDetector(seed=11), LevelShiftCusum(baseline)]
-    detector = SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
-    tracker = RegionTracker("value", "csv")
+    # A lasting shift of a sigma or two (no point alone stands out) is found by accumulating evidence,
+    # one the baseline adopts too soon against the last few hundred points.
+    detectors: list[Detector] = [baseline, HalfSpaceTreesDetector(seed=11, corroborates=False),
+                                 *([LevelShiftCusum(baseline)] if cusum else []), ContextZ()]
+    return SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
+
+
+def region_tracker() -> RegionTracker:
+    # A real series' anomaly often comes in bursts a few points apart: one region for them, not one each.
+    return RegionTracker("value", "csv", close_after=CLOSE_AFTER_POINTS)
+
+
+def detect(rows: Iterable[Row]) -> Iterator[Scored]:
+    detector, tracker = series_detector(), region_tracker()
     for row in rows:
         if row.value is None:  # nothing to judge or learn: the region around it (if any) carries on
             yield Scored(row, None, int(tracker.is_open))
             continue
-        point = Point(row.value, 0.0, "level")
-        verdict = detector.step(point, tracker.is_open)
+        verdict = detector.step(Point(row.value, 0.0, "level"), tracker.is_open)
         tracker.step(row.timestamp, row.value, verdict)
         yield Scored(row, round(verdict.score, 4), int(tracker.is_open))
 

@@ -19,6 +19,8 @@ need nothing else.
 * ``LevelShiftCusum``: Page's two-sided CUSUM over the baseline's z, for a shift too small for any
   one point to stand out that lasts (a lost channel: orders at 60 % for good). Its output is a tail
   probability learned from the series' own sums, given as the z of a normal deviate as rare.
+* ``ContextZ``: the point against the last few hundred usual points (a long memory), for a change
+  the short-memory baseline adopts before it is over.
 * ``SeriesDetector`` runs a list of them, blends their scores by each detector's weight, and stops
   them learning while the series is anomalous, so an incident does not become normal.
 """
@@ -68,6 +70,11 @@ TAIL_QUANTILE = 0.995
 NORMAL_TAIL_Z = NormalDist().inv_cdf(1 - (1 - TAIL_QUANTILE) / 2)
 CUSUM_TAIL = 0.999  # the CUSUM's decay is read off this quantile of its sums: far out, where heavy tails show
 CALIBRATE_AFTER = 360  # points seen before the tail estimate is trusted (an hour at the sidecar's 10 s step)
+# The context detector's memory: its last this many usual points (about two days at a 5-minute step),
+# its first judgement after CONTEXT_MIN_POINTS, and how far its z is stretched (``ContextZ``).
+CONTEXT_POINTS = 500
+CONTEXT_MIN_POINTS = 100
+CONTEXT_STRETCH = 2.0
 # A point's z beyond this adds no more to the CUSUM: one outlier is the baseline's to judge, and a
 # shift the CUSUM is for moves many points by a little.
 CUSUM_CLIP_Z = 4.0
@@ -214,7 +221,11 @@ class RobustZ:
 
     def z(self, point: Point) -> float:
         """The point's deviation from the level in this series' own units: scales of its spread (at
-        least the counting noise), stretched by how heavy its tail has turned out to be."""
+        least the counting noise), stretched by how heavy its tail has turned out to be. A
+        self-calibrating baseline judges nothing (0) until it knows that tail: before, a series
+        whose spikes are its usual would read as one anomaly after another."""
+        if self.self_calibrating and self.calibrated < CALIBRATE_AFTER:
+            return 0.0
         return self._raw_z(point) / self.tail_factor()
 
     def tail_factor(self) -> float:
@@ -322,6 +333,9 @@ class HalfSpaceTreesDetector:
     model: compose.Pipeline | None = None
     name: str = "half_space_trees"
     weight: float = 0.2
+    # Whether its agreement opens a region at the first strong step. On arbitrary series (detect --csv)
+    # its score is high through much of the series, so it would make every strong step open one.
+    corroborates: bool = True
 
     def __post_init__(self) -> None:
         self.model = self.model or half_space_trees(self.seed)
@@ -334,7 +348,7 @@ class HalfSpaceTreesDetector:
     def score_one(self, point: Point) -> Opinion:
         assert self.model is not None
         score = float(self.model.score_one(self.features(point)))
-        return Opinion(self.name, score, True if score >= HST_AGREES else None)
+        return Opinion(self.name, score, True if self.corroborates and score >= HST_AGREES else None)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         assert self.model is not None
@@ -363,6 +377,50 @@ class SeasonalBandDetector:
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Nothing to learn online: the band is refitted from ClickHouse."""
+
+
+@dataclass
+class ContextZ:
+    """The point against the mean and standard deviation of the series' last ``points`` usual points: a
+    long memory beside the baseline's short one. A burst that lasts, a level shift or a new pattern
+    the baseline adopts within a few dozen points stays unusual here until the context has seen
+    enough of it. That context mixes the day's swings and regimes, so its z is far from normal: its
+    surprise is its z over ``CONTEXT_STRETCH`` (a point 8 deviations out counts as rare as 4 sigma;
+    by Chebyshev's inequality at most one point in 64 of any series lies that far out, in practice far
+    fewer). It learns from usual points only and says nothing before it has ``CONTEXT_MIN_POINTS``."""
+
+    points: int = CONTEXT_POINTS
+    name: str = "context_z"
+    weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
+    mean: utils.Rolling = field(init=False)
+    variance: utils.Rolling = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mean = utils.Rolling(stats.Mean, window_size=self.points)
+        self.variance = utils.Rolling(stats.Var, window_size=self.points, ddof=0)
+
+    def z(self, value: float) -> float | None:
+        if len(self.mean.window) < CONTEXT_MIN_POINTS:
+            return None
+        deviation = value - float(self.mean.get())
+        spread = math.sqrt(max(float(self.variance.get()), 0.0))
+        if spread <= 1e-12:  # a flat context: any change at all is news
+            return 0.0 if abs(deviation) <= 1e-12 else math.copysign(Z_FOR_FULL_SCORE * CONTEXT_STRETCH, deviation)
+        return deviation / spread
+
+    def score_one(self, point: Point) -> Opinion:
+        z = self.z(point.value)
+        if z is None:
+            return Opinion(self.name, 0.0, None)
+        surprise = abs(z) / CONTEXT_STRETCH
+        return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
+                       True if surprise >= LEARN_BELOW_Z else None, surprise)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        if weight < 1.0 or point.anomalous:  # the context is what the series usually does
+            return
+        self.mean.update(point.value)
+        self.variance.update(point.value)
 
 
 def rarity_as_z(probability: float) -> float:
