@@ -402,8 +402,8 @@ class ContextZ:
     def z(self, value: float) -> float | None:
         if len(self.mean.window) < CONTEXT_MIN_POINTS:
             return None
-        deviation = value - float(self.mean.get())
-        spread = math.sqrt(max(float(self.variance.get()), 0.0))
+        deviation = value - float(self.mean.obj.get())
+        spread = math.sqrt(max(float(self.variance.obj.get()), 0.0))
         if spread <= 1e-12:  # a flat context: any change at all is news
             return 0.0 if abs(deviation) <= 1e-12 else math.copysign(Z_FOR_FULL_SCORE * CONTEXT_STRETCH, deviation)
         return deviation / spread
