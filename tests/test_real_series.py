@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from checkout import ROOT
-from shoppulse.bench.real_series import score_series, totals
+from shoppulse.bench.real_series import nab_windows, score_nab, score_series, totals
 from shoppulse.loadgen.series_corpus import POINTS, STEP, corpus, usual_level
 from shoppulse.sidecar.csv_detect import Row, Scored
 
@@ -80,3 +83,56 @@ def test_the_bench_scores_a_corpus_it_writes_and_refuses_unlabelled_files(tmp_pa
     refused = run_bench("--corpus", str(folder))
     assert refused.returncode == 2 and "unlabelled: no label column" in refused.stderr
     assert "no such folder" in run_bench("--corpus", str(tmp_path / "absent")).stderr
+
+
+SAMPLE = ROOT / "corpus" / "nab-sample"
+
+
+def nab_checkout(tmp_path: Path, windows: str, files: dict[str, str]) -> Path:
+    (tmp_path / "labels").mkdir(parents=True)
+    (tmp_path / "labels" / "combined_windows.json").write_text(windows)
+    for name, text in files.items():
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_text(text)
+    return tmp_path
+
+
+def test_a_nab_checkout_is_labelled_by_its_windows(tmp_path: Path) -> None:
+    lines = ["timestamp,value"] + [f"2014-04-01 {h:02d}:{m:02d}:00,{1.0 + (h == 10) * 5}" for h in range(24)
+                                   for m in range(0, 60, 5)]
+    checkout = nab_checkout(tmp_path, json.dumps({"group/s.csv": [["2014-04-01 09:30:00.000000",
+                                                                   "2014-04-01 11:00:00.000000"]]}),
+                            {"group/s.csv": "\n".join(lines) + "\n"})
+    windows = nab_windows(checkout)
+    assert windows == {"group/s.csv": [(datetime(2014, 4, 1, 9, 30, tzinfo=UTC), datetime(2014, 4, 1, 11, tzinfo=UTC))]}
+    [score] = score_nab(checkout)
+    assert (score.name, score.points, score.windows) == ("s", 288, 1)  # 09:30 to 11:00 inclusive is one run
+
+
+@pytest.mark.parametrize(("windows", "files", "message"), [
+    ("{", {}, "combined_windows.json: Expecting property name"),
+    ("[]", {}, "expected an object of data file -> list of [start, end] windows"),
+    ('{"a.csv": [["2014-01-01"]]}', {}, "a.csv: expected a list of [start, end] windows"),
+    ('{"a.csv": [["soon", "later"]]}', {}, "'soon' is not an ISO 8601 timestamp"),
+    ('{"a.csv": []}', {}, "labels a.csv, but data/a.csv is missing"),
+    ('{"../../etc/passwd": []}', {}, "is outside data/"),
+    ('{"a.csv": []}', {"a.csv": "timestamp,value\n2014-01-01,x\n"}, "a.csv: line 2: value 'x' is not a number"),
+])
+def test_a_broken_nab_checkout_is_one_clear_error(tmp_path: Path, windows: str, files: dict[str, str],
+                                                    message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        score_nab(nab_checkout(tmp_path, windows, files))
+
+
+def test_the_bench_scores_the_committed_nab_sample() -> None:
+    """Seven real series of NAB (MIT) in the repository: most of their windows found, few false regions
+    (the whole benchmark's figures are in docs/benchmarks.md)."""
+    done = run_bench("--nab", str(SAMPLE))
+    assert done.returncode == 0, done.stderr
+    summary = re.search(r"all 7 series: ([\d,]+) points; (\d+) of 15 labelled windows found .* (\d+) false regions",
+                        done.stdout)
+    assert summary, done.stdout
+    assert summary.group(1) == "17,886" and int(summary.group(2)) >= 11 and int(summary.group(3)) <= 15
+    assert "art_noisy" in done.stdout and "false regions    0" in done.stdout.split("art_noisy")[1].splitlines()[0]
+    assert "labels/combined_windows.json is missing" in run_bench("--nab", str(ROOT / "corpus")).stderr
+    assert "give one of" in run_bench("--nab", str(SAMPLE), "--corpus", str(SAMPLE)).stderr

@@ -1,5 +1,7 @@
-"""Detection scored over a folder of labelled series (``timestamp,value,label`` CSVs, as NAB ships
-them): the sidecar's detectors run over each file as ``shoppulse detect --csv`` runs them.
+"""Detection scored over labelled series: a folder of ``timestamp,value,label`` CSVs, or a checkout of
+the Numenta Anomaly Benchmark (NAB: ``data/<group>/<name>.csv`` of ``timestamp,value`` and the
+anomaly windows in ``labels/combined_windows.json``). The sidecar's detectors run over each file as
+``shoppulse detect --csv`` runs them.
 
 A labelled window is a run of label 1. It is *found* when a region opens inside it, with a reward
 for finding it early: 1.0 at the window's first point, falling linearly to 0.5 at its last. A
@@ -9,11 +11,15 @@ so long and short files weigh by their length.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
-from shoppulse.sidecar.csv_detect import Scored, detect, read_rows
+from shoppulse.sidecar.csv_detect import CsvInputError, Row, Scored, detect, read_rows
+
+NAB_WINDOWS = Path("labels") / "combined_windows.json"
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,64 @@ def score_series(name: str, scored: Iterable[Scored]) -> SeriesScore:
     return SeriesScore(name, len(rows), len(windows), found, reward, false_regions)
 
 
+def _time_rows(path: Path) -> list[Row]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        try:
+            return sorted(read_rows(handle), key=lambda row: row.timestamp)
+        except CsvInputError as exc:
+            raise CsvInputError(f"{path.name}: {exc}") from None
+
+
 def score_folder(folder: Path, on_file: Callable[[str], None] = lambda _: None) -> list[SeriesScore]:
     """Score every ``*.csv`` in ``folder`` (by name), rows in time order."""
     scores = []
     for path in sorted(folder.glob("*.csv")):
         on_file(path.name)
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = sorted(read_rows(handle), key=lambda row: row.timestamp)
-        scores.append(score_series(path.stem, detect(rows)))
+        scores.append(score_series(path.stem, detect(_time_rows(path))))
+    return scores
+
+
+def _moment(text: object, where: str) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: {text!r} is not a timestamp")
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{where}: {text[:40]!r} is not an ISO 8601 timestamp") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def nab_windows(checkout: Path) -> dict[str, list[tuple[datetime, datetime]]]:
+    """``labels/combined_windows.json``: data file (relative to ``data/``) -> its anomaly windows."""
+    path = checkout / NAB_WINDOWS
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing: --nab takes a NAB checkout (data/ and {NAB_WINDOWS})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected an object of data file -> list of [start, end] windows")
+    windows = {}
+    for name, spans in document.items():
+        if not isinstance(spans, list) or not all(isinstance(s, list) and len(s) == 2 for s in spans):
+            raise ValueError(f"{path}: {name}: expected a list of [start, end] windows")
+        windows[name] = [(_moment(a, f"{path.name}: {name}"), _moment(b, f"{path.name}: {name}")) for a, b in spans]
+    return windows
+
+
+def score_nab(checkout: Path, on_file: Callable[[str], None] = lambda _: None) -> list[SeriesScore]:
+    """Score every data file a NAB checkout labels, each point labelled 1 inside one of its windows."""
+    scores = []
+    for name, spans in sorted(nab_windows(checkout).items()):
+        path = checkout / "data" / name
+        if not path.resolve().is_relative_to((checkout / "data").resolve()):
+            raise ValueError(f"{NAB_WINDOWS}: {name!r} is outside data/")
+        if not path.is_file():
+            raise ValueError(f"{NAB_WINDOWS} labels {name}, but data/{name} is missing")
+        on_file(name)
+        rows = [replace(row, label=int(any(a <= row.timestamp <= b for a, b in spans))) for row in _time_rows(path)]
+        scores.append(score_series(Path(name).stem, detect(rows)))
     return scores
 
 

@@ -365,6 +365,9 @@ def _p95(values: list[float]) -> float:
 def bench_series(
     corpus: Annotated[Path | None, typer.Option(
         help="A folder of labelled timestamp,value,label CSVs (e.g. NAB's) [default: the generated corpus].")] = None,
+    nab: Annotated[Path | None, typer.Option(
+        help="A checkout of the Numenta Anomaly Benchmark (data/ and labels/combined_windows.json), or "
+             "corpus/nab-sample.")] = None,
     write_corpus: Annotated[Path | None, typer.Option(
         help="Write the generated corpus into this folder (and score it).")] = None,
 ) -> None:
@@ -372,30 +375,32 @@ def bench_series(
     per 1,000 points, per file and in all."""
     import tempfile
 
-    from shoppulse.bench.real_series import score_folder, totals
+    from shoppulse.bench.real_series import score_folder, score_nab, totals
     from shoppulse.loadgen.series_corpus import write_corpus as generate
-    from shoppulse.sidecar.csv_detect import CsvInputError
 
-    if corpus is not None and write_corpus is not None:
-        fail("give --corpus (a folder to score) or --write-corpus (a folder to generate into), not both", 2)
-    if corpus is not None and not corpus.is_dir():
-        fail(f"no such folder: {corpus}", 2)
+    if sum(option is not None for option in (corpus, nab, write_corpus)) > 1:
+        fail("give one of --corpus (a folder to score), --nab (a NAB checkout) or --write-corpus (a folder to "
+             "generate into)", 2)
+    for given in (corpus, nab):
+        if given is not None and not given.is_dir():
+            fail(f"no such folder: {given}", 2)
     with tempfile.TemporaryDirectory(prefix="shoppulse-series-") as scratch:
-        folder = corpus or write_corpus or Path(scratch)
-        if corpus is None:
+        folder = corpus or nab or write_corpus or Path(scratch)
+        if corpus is None and nab is None:
             try:
                 generate(folder)
             except OSError as exc:
                 fail(f"cannot write the corpus into {folder}: {exc.strerror or exc}", 1)
         with err.status("scoring…") as status:
+            score = score_folder if nab is None else score_nab
             try:
-                scores = score_folder(folder, lambda name: status.update(f"scoring {name}…"))
-            except (CsvInputError, ValueError) as exc:
+                scores = score(folder, lambda name: status.update(f"scoring {name}…"))
+            except ValueError as exc:  # CsvInputError among them
                 fail(str(exc), 2)
     if not scores:
-        fail(f"{folder} holds no .csv file", 2)
+        fail(f"{folder} holds no .csv file" if nab is None else f"{folder / 'labels'} labels no data file", 2)
     for s in scores:
-        console.print(f"{s.name:<28} {s.points:>7,} points  windows {s.found}/{s.windows} found  "
+        console.print(f"{s.name:<38} {s.points:>7,} points  windows {s.found}/{s.windows} found  "
                       f"reward {s.reward:5.2f}  false regions {s.false_regions:>4} ({s.false_per_1000:.2f} per 1,000)",
                       highlight=False)
     t = totals(scores)
