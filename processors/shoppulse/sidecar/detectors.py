@@ -392,18 +392,16 @@ class ContextZ:
     points: int = CONTEXT_POINTS
     name: str = "context_z"
     weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
-    mean: utils.Rolling = field(init=False)
-    variance: utils.Rolling = field(init=False)
+    context: utils.Rolling = field(init=False)  # a variance over the window, with its mean
 
     def __post_init__(self) -> None:
-        self.mean = utils.Rolling(stats.Mean, window_size=self.points)
-        self.variance = utils.Rolling(stats.Var, window_size=self.points, ddof=0)
+        self.context = utils.Rolling(stats.Var, window_size=self.points, ddof=0)
 
     def z(self, value: float) -> float | None:
-        if len(self.mean.window) < CONTEXT_MIN_POINTS:
+        if len(self.context.window) < CONTEXT_MIN_POINTS:
             return None
-        deviation = value - float(self.mean.obj.get())
-        spread = math.sqrt(max(float(self.variance.obj.get()), 0.0))
+        deviation = value - float(self.context.obj.mean.get())
+        spread = math.sqrt(max(float(self.context.obj.get()), 0.0))
         if spread <= 1e-12:  # a flat context: any change at all is news
             return 0.0 if abs(deviation) <= 1e-12 else math.copysign(Z_FOR_FULL_SCORE * CONTEXT_STRETCH, deviation)
         return deviation / spread
@@ -419,8 +417,7 @@ class ContextZ:
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         if weight < 1.0 or point.anomalous:  # the context is what the series usually does
             return
-        self.mean.update(point.value)
-        self.variance.update(point.value)
+        self.context.update(point.value)
 
 
 def rarity_as_z(probability: float) -> float:
