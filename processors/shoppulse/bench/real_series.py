@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from shoppulse.sidecar.csv_detect import CsvInputError, Row, Scored, detect, read_rows
+from shoppulse.sidecar.csv_detect import CsvInputError, Row, Scored, detect, parse_timestamp, read_rows
 
 NAB_WINDOWS = Path("labels") / "combined_windows.json"
 
@@ -81,10 +81,9 @@ def _moment(text: object, where: str) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"{where}: {text!r} is not a timestamp")
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{where}: {text[:40]!r} is not an ISO 8601 timestamp") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def nab_windows(checkout: Path) -> dict[str, list[tuple[datetime, datetime]]]:

@@ -63,7 +63,9 @@ class Scored:
     anomaly: int
 
 
-def _timestamp(text: str, line: int) -> datetime:
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601 (UTC unless it says otherwise) or Unix seconds (milliseconds when larger than 1e11);
+    ValueError saying which it is not."""
     text = text.strip()
     try:
         number = float(text)
@@ -73,12 +75,19 @@ def _timestamp(text: str, line: int) -> datetime:
         try:
             return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
         except (OverflowError, OSError, ValueError):
-            raise CsvInputError(f"line {line}: timestamp {text[:40]!r} is outside the years 1 to 9999") from None
+            raise ValueError(f"timestamp {text[:40]!r} is outside the years 1 to 9999") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise CsvInputError(f"line {line}: timestamp {text[:40]!r} is neither ISO 8601 nor Unix seconds") from None
+        raise ValueError(f"timestamp {text[:40]!r} is neither ISO 8601 nor Unix seconds") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _timestamp(text: str, line: int) -> datetime:
+    try:
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise CsvInputError(f"line {line}: {exc}") from None
 
 
 def _bounded_lines(handle: TextIO) -> Iterator[str]:
