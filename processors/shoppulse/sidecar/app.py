@@ -28,8 +28,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
 from river import stats, utils
 
-from shoppulse.sidecar import baselines, seasonal
-from shoppulse.sidecar.band_refit import BandRefitter
+from shoppulse.sidecar.band_refit import BandRefitter, refit_bands
 from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
@@ -484,9 +483,7 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
             try:
                 if refitter is None and time.monotonic() >= next_refit:  # no client of its own: inline
                     next_refit = time.monotonic() + refit_every.total_seconds()
-                    now = datetime.now(UTC)
-                    baselines.refresh(client, now)  # first: the seasonal fit takes the week's shape from it
-                    seasonal.refit(client, now)
+                    refit_bands(client)
                 sidecar.catch_up()
                 sidecar.look_live()
             except Exception as exc:  # ClickHouse away: keep the state, try again

@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 RETRY_S = 60.0  # after a failed refit (ClickHouse away), the next try
 
 
+def refit_bands(client: Client) -> None:
+    """Refresh the hour-of-week baselines, then refit every series' band (which takes the week's shape
+    from them)."""
+    now = datetime.now(UTC)
+    baselines.refresh(client, now)
+    seasonal.refit(client, now)
+
+
 class BandRefitter(threading.Thread):
     def __init__(self, connect: Callable[[], Client], every: timedelta) -> None:
         super().__init__(name="seasonal-refit", daemon=True)
@@ -36,9 +44,7 @@ class BandRefitter(threading.Thread):
             wait = self._every.total_seconds()
             try:
                 client = client or self._connect()
-                now = datetime.now(UTC)
-                baselines.refresh(client, now)  # first: the seasonal fit takes the week's shape from it
-                seasonal.refit(client, now)
+                refit_bands(client)
             except Exception as exc:  # ClickHouse away: the bands in use stay, try again soon
                 log.warning("seasonal refit failed, retrying", extra={"error": str(exc)[:200]})
                 wait = min(wait, RETRY_S)
