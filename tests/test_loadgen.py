@@ -3,6 +3,7 @@ bad input of every kind, scenario files checked like config, and replay of past 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import subprocess
@@ -24,6 +25,8 @@ from shoppulse.events.schema import EventBase
 from shoppulse.events.validate import validate
 from shoppulse.loadgen.generator import BadInput, EventStream, revenue_lost, uuid4_text
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
+from shoppulse.loadgen.phenomena import schedule_phenomena
+from shoppulse.loadgen.run import new_stream, run_replay
 from shoppulse.loadgen.scenario import ActiveIncident, ScenarioError, load_scenario, schedule, write_ground_truth
 from shoppulse.loadgen.shoppers import LOST_ORDER, Effects, effects_for, plan_steps
 
@@ -296,6 +299,105 @@ def test_a_chargeback_wave_adds_unauthorized_refunds_in_its_country_only(tmp_pat
     assert 5 * usual_us < wave[("US", "unauthorized")] < 20 * usual_us
     others = lambda counts: sum(n for (country, _), n in counts.items() if country != "US")  # noqa: E731
     assert abs(others(wave) / others(quiet) - 1) < 0.3  # ~150 refunds: counting varies them by ~8 %
+
+
+def phenomenon_stream(tmp_path: Path, line: str, rate: float = 60, seed: int = 4) -> EventStream:
+    """The stream of a scenario of one phenomenon (written as a user writes one), started at noon."""
+    scenario_file = tmp_path / "phenomenon.yaml"
+    scenario_file.write_text(f"name: t\nphenomena:\n  - {line}\n")
+    scenario = load_scenario(scenario_file)
+    return EventStream(rate, seed=seed, phenomena=schedule_phenomena(scenario.phenomena, NOON_UTC))
+
+
+@pytest.mark.parametrize(("line", "country", "share"), [
+    ("{kind: level_shift, countries: [FR], start_after_s: 0, level: 0.6}", "FR", 0.6),
+    ("{kind: holiday, countries: [JP], start_after_s: 0, duration_s: 7200, level: 0.5}", "JP", None),
+    ("{kind: drift, countries: [GB], start_after_s: 0, duration_s: 300, level: 0.75}", "GB", 0.75),
+])
+def test_a_traffic_phenomenon_scales_its_countries_shoppers_and_leaves_the_others_alone(
+        tmp_path: Path, line: str, country: str, share: float | None) -> None:
+    quiet = traffic(EventStream(rate=60, seed=4), 60, NOON_UTC, 600, skip_s=300)
+    stream = phenomenon_stream(tmp_path, line)
+    moved = traffic(stream, 60, NOON_UTC, 600, skip_s=300)  # once the sessions of before have turned over
+    ratio = moved[country] / quiet[country]
+    if share is None:  # a holiday eases in over the first half hour: 5 to 10 minutes in, about 0.88 of the usual
+        assert 0.75 < ratio < 0.97, ratio
+        later = phenomenon_stream(tmp_path, line)
+        assert traffic(later, 60, NOON_UTC + timedelta(hours=1), 600, skip_s=300)[country] < 0.7 * quiet[country]
+    else:
+        assert abs(ratio - share) < 0.12, ratio
+    others, others_quiet = sum(moved.values()) - moved[country], sum(quiet.values()) - quiet[country]
+    assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)
+    assert stream.load(NOON_UTC + timedelta(minutes=9)) < 1.0
+
+
+def test_bursts_vary_the_arrivals_second_to_second_around_the_usual_rate(tmp_path: Path) -> None:
+    def per_second(stream: EventStream) -> list[float]:
+        return [stream.load(NOON_UTC + timedelta(seconds=s)) for s in range(1200)]
+
+    calm = per_second(EventStream(rate=60, seed=4))
+    bursty = per_second(phenomenon_stream(tmp_path, "{kind: bursts, start_after_s: 0, duration_s: 1200, "
+                                                    "spread: 0.5}"))
+    assert max(calm) - min(calm) < 0.01
+    mean = sum(bursty) / len(bursty)
+    spread = (sum((x - mean) ** 2 for x in bursty) / len(bursty)) ** 0.5 / mean
+    assert 0.9 < mean < 1.1 and 0.35 < spread < 0.65, (mean, spread)
+    neighbours = sum((a - mean) * (b - mean) for a, b in itertools.pairwise(bursty)) / sum(
+        (x - mean) ** 2 for x in bursty)
+    assert neighbours > 0.6  # a burst lasts a few seconds
+    after = phenomenon_stream(tmp_path, "{kind: bursts, start_after_s: 0, duration_s: 60}")
+    assert after.load(NOON_UTC + timedelta(seconds=61)) == 1.0
+
+
+def test_the_seconds_the_feed_loses_carry_no_event_and_the_others_all_of_theirs(tmp_path: Path) -> None:
+    stream = phenomenon_stream(tmp_path, "{kind: missing_seconds, start_after_s: 60, duration_s: 600, share: 0.1}",
+                               rate=40)
+    sent: Counter[int] = Counter()
+
+    class Collecting:
+        def produce(self, topic: str, value: bytes, key: bytes | None, timestamp: int) -> None:
+            sent[timestamp // 1000 - int(NOON_UTC.timestamp())] += 1
+
+        def poll(self, timeout: float) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+    run_replay(Collecting(), stream, 40, NOON_UTC, NOON_UTC + timedelta(seconds=720))  # type: ignore[arg-type]
+    lost = [second for second in range(720) if sent[second] == 0]
+    assert lost and all(60 <= second < 660 for second in lost)
+    assert 0.05 < len(lost) / 600 < 0.15
+    again = phenomenon_stream(tmp_path, "{kind: missing_seconds, start_after_s: 60, duration_s: 600, share: 0.1}")
+    assert [s for s in range(720) if again.load(NOON_UTC + timedelta(seconds=s)) == 0] == lost  # seeded: every run
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("{kind: bursts, start_after_s: 0, duration_s: 60, level: 2}", "level is for drift, level_shift and holiday"),
+    ("{kind: level_shift, countries: [FR], start_after_s: 0, duration_s: 60}", "lasts for good"),
+    ("{kind: holiday, countries: [JP], start_after_s: 0}", "needs a duration_s"),
+    ("{kind: missing_seconds, countries: [US], start_after_s: 0, duration_s: 60}", "whole store"),
+    ("{kind: drift, start_after_s: 0, duration_s: 60, share: 0.1}", "share is for missing_seconds"),
+    ("{kind: tsunami, start_after_s: 0, duration_s: 60}", "phenomena.0.kind"),
+    ("{kind: holiday, countries: [JP], start_after_s: 0, duration_s: 60, level: 0}", "level"),
+])
+def test_a_phenomenon_with_fields_of_another_kind_is_refused(tmp_path: Path, line: str, says: str) -> None:
+    scenario_file = tmp_path / "bad.yaml"
+    scenario_file.write_text(f"name: t\nphenomena:\n  - {line}\n")
+    with pytest.raises(ScenarioError, match=says):
+        load_scenario(scenario_file)
+
+
+def test_the_ground_truth_tells_each_phenomenon_and_whether_an_alert_is_wanted(tmp_path: Path) -> None:
+    scenario = load_scenario(ROOT / "scenarios" / "real-world.yaml")
+    truth = tmp_path / "truth.jsonl"
+    new_stream(100, scenario, NOON_UTC, truth, BadInput(), seed=1)
+    lines = [json.loads(line) for line in truth.read_text().splitlines()]
+    told = {(line.get("phenomenon") or line["kind"]): line for line in lines}
+    assert told["level_shift"]["alerting"] == "wanted at onset" and told["level_shift"]["end"] is None
+    assert told["bursts"]["alerting"] == "never" and told["holiday"]["alerting"] == "tolerated at onset"
+    assert told["missing_seconds"]["countries"] == "ALL" and told["payment_outage"]["countries"] == ["DE"]
+    assert scenario.length == timedelta(seconds=3000 + 7200)  # the holiday ends last
 
 
 def test_shipped_scenarios_load() -> None:

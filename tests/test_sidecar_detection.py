@@ -331,6 +331,39 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
     assert naming("gateway adyen: 80 % of the extra failures") is False
 
 
+def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_alert_false() -> None:
+    from shoppulse.bench.detection import OpenedRegion, phenomena_lines, score
+    from shoppulse.loadgen.phenomena import Phenomenon, schedule_phenomena
+
+    played = schedule_phenomena([Phenomenon(kind="level_shift", countries=["FR"], start_after_s=600, level=0.6),
+                                 Phenomenon(kind="holiday", countries=["JP"], start_after_s=600, duration_s=3600),
+                                 Phenomenon(kind="bursts", countries=["US"], start_after_s=0, duration_s=1800)],
+                                START)
+    at = START + timedelta(seconds=600)
+    opened = [OpenedRegion("orders_per_s", "FR", at + timedelta(seconds=90), -40.0),  # the shift's onset: wanted
+              OpenedRegion("orders_per_s", "FR", at + timedelta(hours=1), -35.0),  # still alerting an hour on
+              OpenedRegion("views_per_s", "JP", at + timedelta(seconds=300), -30.0),  # the holiday setting in
+              OpenedRegion("views_per_s", "JP", at + timedelta(minutes=30), -50.0),  # its middle: false
+              OpenedRegion("views_per_s", "JP", at + timedelta(minutes=62), 60.0),  # as it ends: tolerated
+              OpenedRegion("views_per_s", "US", at + timedelta(seconds=100), 45.0),  # a burst: false
+              OpenedRegion("views_per_s", "US", at + timedelta(hours=2), 10.0)]  # after the bursts: false, not theirs
+    result = score([], opened, timedelta(hours=3), phenomena=played)
+    shift, holiday, bursts = result.phenomena
+    assert (shift.detected, shift.delay_s) == (True, 90.0) and holiday.detected is None
+    assert [r.opened_at - at for r in shift.false_alerts] == [timedelta(hours=1)]
+    assert [r.opened_at - at for r in holiday.false_alerts] == [timedelta(minutes=30)]
+    assert [r.opened_at - at for r in bursts.false_alerts] == [timedelta(seconds=100)]
+    assert len(result.false_alerts) == 4 and result.false_per_country_day == 4 / (12 * 3 / 24)
+    late = score([], [opened[1]], timedelta(hours=3), phenomena=played[:1]).phenomena[0]
+    assert (late.detected, late.delay_s) == (False, None)  # an alert an hour on does not tell of the onset
+    ratio = score([], [OpenedRegion("orders_per_view", "FR", at + timedelta(seconds=60), -20.0)], timedelta(hours=3),
+                  phenomena=played[:1]).phenomena[0]
+    assert not ratio.detected  # fewer shoppers: a volume tells of it, not a ratio (though one at onset is no false)
+    lines = phenomena_lines("real-world", result)
+    assert "onset told after 90 s; 1 false alert(s)" in lines[0] and "MISSED" not in " ".join(lines)
+    assert "false alerts: 4 = 2.67 per country-day" in lines[-1]
+
+
 def test_rarity_is_told_as_the_z_of_a_normal_tail_as_rare() -> None:
     assert rarity_as_z(1.0) == 0.0
     assert rarity_as_z(0.0455) == pytest.approx(2.0, abs=1e-3)  # two-sided

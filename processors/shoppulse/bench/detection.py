@@ -7,7 +7,9 @@ per incident, was a region opened on an affected metric in an affected country d
 and how long after its start; on the incident-free run, false alerts per country-day. And on the
 incidents it wrote: each scripted incident should be exactly one, of the kind the generator played,
 and the incident-free run should have none (an incident in another country, even during a scripted
-one, is a false one).
+one, is a false one). A scenario's phenomena (bursts, drifts, holidays, level shifts, missing seconds)
+are how healthy traffic moves: a region they cause is a false alert, except at the onset of a level
+shift (where one is wanted: it is scored as detected or missed) or of a holiday (where one is tolerated).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from shoppulse.actions.dry_run import dry_run_report
 from shoppulse.actions.policy import Policy
 from shoppulse.devstack.recording import recorded_run
 from shoppulse.loadgen.generator import LostOrder, revenue_lost
+from shoppulse.loadgen.phenomena import ONSET, ActivePhenomenon
 from shoppulse.loadgen.scenario import AFFECTED_METRICS, ActiveIncident, Scenario
 from shoppulse.settings import Settings
 from shoppulse.sidecar.incidents import TITLES
@@ -30,6 +33,9 @@ MARGIN = timedelta(minutes=2)  # a region this close to an incident is not a fal
 LOST_ORDERS_AFTER = timedelta(minutes=10)  # a shopper who began paying during an outage may fail after it
 PLAYS = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday noon: every run plays the same hours of the week
 COUNTRIES = 12  # the store's
+STORE_WIDE = "ALL"  # the sidecar's name for the store-wide series
+# What a change in the number of shoppers moves: a level shift's onset is told by a region on one of these.
+VOLUMES = ("views_per_s", "orders_per_s", "revenue_per_s", "ad_spend_per_s", "carts_without_order")
 # the sidecar's incident kind for each of the generator's
 EXPECTED_KIND = {"payment_outage": "payment_failures", "flash_sale": "traffic_surge",
                  "checkout_latency": "checkout_latency", "abandonment_surge": "cart_abandonment",
@@ -97,12 +103,30 @@ class IncidentScore:
 
 
 @dataclass(frozen=True)
+class PhenomenonScore:
+    kind: str
+    countries: list[str] | None  # None: every country
+    alerting: str  # its ground truth: "wanted at onset", "tolerated at onset" or "never"
+    delay_s: float | None  # a wanted onset: how long after the start a region told of it (None: missed)
+    false_alerts: list[OpenedRegion]  # the run's false alerts in its countries while it was on
+
+    @property
+    def detected(self) -> bool | None:
+        return None if self.alerting != "wanted at onset" else self.delay_s is not None
+
+
+@dataclass(frozen=True)
 class RunScore:
     incidents: list[IncidentScore]
     false_alerts: list[OpenedRegion]
     country_days: float
     false_incidents: list[OpenedIncident] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)  # what the action policies would have done (a dry run)
+    phenomena: list[PhenomenonScore] = field(default_factory=list)
+
+    @property
+    def false_per_country_day(self) -> float:
+        return len(self.false_alerts) / self.country_days if self.country_days else 0.0
 
 
 def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timedelta, seed: int = 7,
@@ -125,15 +149,41 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
     stories = [OpenedIncident(str(kind), [str(c) for c in countries], as_utc(at), float(at_risk), str(story),
                               [str(c) for c in contributors])
                for kind, countries, at, at_risk, story, contributors in told]
-    return replace(score(recorded.incidents, opened, recorded.end - recorded.start, stories, recorded.lost_orders),
-                   actions=actions)
+    return replace(score(recorded.incidents, opened, recorded.end - recorded.start, stories, recorded.lost_orders,
+                         recorded.phenomena), actions=actions)
+
+
+def _in_its_countries(region: OpenedRegion, phenomenon: ActivePhenomenon) -> bool:
+    return region.country == STORE_WIDE or phenomenon.moves(region.country)
+
+
+def _at_onset(region: OpenedRegion, phenomenon: ActivePhenomenon) -> bool:
+    return _in_its_countries(region, phenomenon) and any(
+        onset - MARGIN <= region.opened_at <= onset + ONSET for onset in phenomenon.onsets())
+
+
+def score_phenomenon(phenomenon: ActivePhenomenon, opened: Sequence[OpenedRegion],
+                     false_alerts: Sequence[OpenedRegion]) -> PhenomenonScore:
+    """A wanted onset told by a region on a volume of its countries (or the store's), and the run's false alerts
+    in its countries from its start to its end (a drift's new level and a level shift last to the run's end)."""
+    p = phenomenon.phenomenon
+    delay = None
+    if p.alerting == "wanted at onset":
+        delays = [(r.opened_at - phenomenon.start).total_seconds() for r in opened
+                  if r.metric in VOLUMES and _at_onset(r, phenomenon) and r.opened_at >= phenomenon.start]
+        delay = min(delays, default=None)
+    lasting = p.kind in ("drift", "level_shift") or phenomenon.end is None
+    during = [r for r in false_alerts if _in_its_countries(r, phenomenon) and phenomenon.start <= r.opened_at
+              and (lasting or (phenomenon.end is not None and r.opened_at <= phenomenon.end + MARGIN))]
+    return PhenomenonScore(p.kind, list(p.countries) if p.countries else None, p.alerting, delay, during)
 
 
 def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta,
-          told: Sequence[OpenedIncident] = (), lost_orders: Sequence[LostOrder] = ()) -> RunScore:
+          told: Sequence[OpenedIncident] = (), lost_orders: Sequence[LostOrder] = (),
+          phenomena: Sequence[ActivePhenomenon] = ()) -> RunScore:
     scores, explained, told_of = [], set(), set()
     for incident in incidents:
-        countries = list(incident.incident.countries)
+        countries: list[str] = list(incident.incident.countries)
         metrics = AFFECTED_METRICS[incident.incident.kind]
         hits = [r for r in opened if r.metric in metrics and r.country in countries
                 and incident.start <= r.opened_at <= incident.end]
@@ -146,14 +196,40 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
         scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near,
                                     incident.incident.gateway, lost))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
+    explained |= {id(r) for r in opened for p in phenomena if _at_onset(r, p)}
     false_alerts = [r for r in opened if id(r) not in explained]
     return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400,
-                    [i for i in told if id(i) not in told_of])
+                    [i for i in told if id(i) not in told_of],
+                    phenomena=[score_phenomenon(p, opened, false_alerts) for p in phenomena])
+
+
+def _region_line(region: OpenedRegion) -> str:
+    return f"{region.opened_at:%H:%M:%S} {region.metric} {region.country} ({region.delta_pct:+.0f}%)"
+
+
+def phenomena_lines(name: str, result: RunScore) -> list[str]:
+    """Per phenomenon: a wanted onset told or missed, and the false alerts while it lasted; then the run's
+    false alerts per country-day and its false incidents."""
+    lines = []
+    for p in result.phenomena:
+        if p.alerting == "wanted at onset":
+            verdict = f"onset told after {p.delay_s:.0f} s" if p.delay_s is not None else "onset MISSED"
+        else:
+            verdict = "an alert at onset tolerated" if p.alerting == "tolerated at onset" else "no alert wanted"
+        lines.append(f"{name:14} {p.kind:18} {','.join(p.countries or ['ALL']):6} {verdict}; "
+                     f"{len(p.false_alerts)} false alert(s) while it lasted")
+        lines += [f"{'':16}{_region_line(region)}" for region in p.false_alerts[:5]]
+    if result.phenomena:
+        lines.append(f"{name:14} false alerts: {len(result.false_alerts)} = {result.false_per_country_day:.2f} per "
+                     f"country-day (target <= 1); false incidents: {len(result.false_incidents)} "
+                     f"({sum(told.pages for told in result.false_incidents)} of a kind that pages)")
+    return lines
 
 
 def scenario_lines(name: str, result: RunScore) -> list[str]:
     """A scenario's score as ``shoppulse score`` prints it: per scripted incident whether and when it
-    was detected, the incidents it was told as, revenue at risk and top contributor; then the actions."""
+    was detected, the incidents it was told as, revenue at risk and top contributor; the phenomena; then
+    the actions."""
     lines = []
     for incident in result.incidents:
         delay = f"after {incident.delay_s:.0f} s" if incident.delay_s is not None else "-"
@@ -175,16 +251,14 @@ def scenario_lines(name: str, result: RunScore) -> list[str]:
             top = next((i.contributors[0] for i in incident.told_as if i.contributors), "none")
             lines.append(f"{'':14} top contributor: {top} (the scripted gateway {incident.gateway}: "
                          f"{'named' if incident.names_its_gateway else 'NOT named'})")
-    return lines + [f"{name:14} {line.strip()}" for line in result.actions]
+    return lines + phenomena_lines(name, result) + [f"{name:14} {line.strip()}" for line in result.actions]
 
 
 def quiet_lines(quiet: RunScore, hours: float) -> list[str]:
     """The incident-free run's score: false alerts per country-day, false incidents, actions (target: none)."""
-    per_day = len(quiet.false_alerts) / quiet.country_days
     lines = [f"false alerts on incident-free traffic: {len(quiet.false_alerts)} in {hours:g} h over 12 "
-             f"countries = {per_day:.2f} per country-day (target <= 1)"]
-    lines += [f"  {region.opened_at:%H:%M:%S} {region.metric} {region.country} ({region.delta_pct:+.0f}%)"
-              for region in quiet.false_alerts[:10]]
+             f"countries = {quiet.false_per_country_day:.2f} per country-day (target <= 1)"]
+    lines += [f"  {_region_line(region)}" for region in quiet.false_alerts[:10]]
     paging = sum(told.pages for told in quiet.false_incidents)
     lines.append(f"incidents on incident-free traffic: {len(quiet.false_incidents)} (target 0), {paging} of a kind "
                  "that pages on-call")

@@ -42,13 +42,14 @@ MAX_REPLAY_DAYS = WEEK_MS / DAY_MS - 1
 @app.command()
 def score(
     scenarios: Annotated[list[Path] | None, typer.Option(
-        "--scenario", help="Scenario files [default: scenarios/default.yaml, scenarios/all-incidents.yaml].")] = None,
+        "--scenario", help="Scenario files [default: scenarios/default.yaml, all-incidents.yaml, "
+                           "real-world.yaml].")] = None,
     rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded runs.")] = 150,
     quiet_hours: Annotated[float, typer.Option(min=0.5, max=48, help="Hours of incident-free traffic.")] = 6,
 ) -> None:
-    """Score the sidecar's detection on the load generator's incidents, each scenario and the
-    incident-free traffic recorded through a throwaway pipeline (Kafka, ingest, aggregate, the
-    sidecar, ClickHouse): detected, delay, false alerts per country-day."""
+    """Score the sidecar's detection on the load generator's incidents and real-world phenomena, each
+    scenario and the incident-free traffic recorded through a throwaway pipeline (Kafka, ingest,
+    aggregate, the sidecar, ClickHouse): detected, delay, false alerts per country-day."""
     from datetime import timedelta
 
     from shoppulse.bench.detection import quiet_lines, scenario_lines
@@ -62,7 +63,7 @@ def score(
     policies = action_policies_or_fail()
     setup_logging("WARNING")
     on_signal_raise_shutdown()  # SIGTERM unwinds through the recordings, which stop what they started
-    files = scenarios or [scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml")]
+    files = scenarios or [scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml", "real-world.yaml")]
     try:
         loaded = [load_scenario(path) for path in files]
     except ScenarioError as exc:
@@ -70,7 +71,7 @@ def score(
     with err.status("starting…") as status:
         try:
             for scenario in loaded:
-                last = max((i.start_after_s + i.duration_s for i in scenario.incidents), default=0)
+                last = scenario.length.total_seconds()
                 err.print(f"scenario {scenario.name}: recording {last / 60 + 30:.0f} minutes at {rate:g} events/s "
                           "through the pipeline…", highlight=False)
                 result = record_and_score(settings, scenario, rate, timedelta(minutes=10), progress=status.update,

@@ -26,6 +26,7 @@ from shoppulse.devstack.process import wait_until
 from shoppulse.devstack.scratch import ScratchPipeline, scratch_pipeline
 from shoppulse.devstack.stack import http_ok
 from shoppulse.loadgen.generator import BadInput, EventStream, LostOrder
+from shoppulse.loadgen.phenomena import ActivePhenomenon, schedule_phenomena
 from shoppulse.loadgen.run import make_producer, run_replay
 from shoppulse.loadgen.scenario import ActiveIncident, Scenario, schedule
 from shoppulse.settings import Settings
@@ -46,6 +47,7 @@ class RecordedRun:
     start: datetime  # the scenario's clock starts here (after the warm-up)
     end: datetime  # the replay evaluates up to here
     incidents: list[ActiveIncident]
+    phenomena: list[ActivePhenomenon] = field(default_factory=list)
     events: int = 0
     lost_orders: list[LostOrder] = field(default_factory=list)  # the generator's ground truth of lost orders
 
@@ -54,8 +56,7 @@ def recent_start(scenario: Scenario | None, tail: timedelta, now: datetime) -> d
     """Where a run's scenario starts in event time: as late as lets its last event lie before ``now``
     (on a whole minute), so every event is hours old at most — well inside the topics' retention, the
     tables' TTL and ingestion's event-age bound, whatever the day it runs."""
-    length = max((timedelta(seconds=i.start_after_s + i.duration_s) for i in scenario.incidents),
-                 default=timedelta(0)) if scenario else timedelta(0)
+    length = scenario.length if scenario else timedelta(0)
     latest = now - length - tail - PAST_THE_END - timedelta(minutes=1)
     return latest.replace(second=0, microsecond=0)
 
@@ -71,8 +72,9 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
     a scenario sees the same traffic."""
     start = recent_start(scenario, tail, datetime.now(UTC))
     incidents = schedule(scenario, start) if scenario else []
-    end = (max(i.end for i in incidents) if incidents else start) + tail
-    run = RecordedRun(start - warm_up, start, end, incidents)
+    phenomena = schedule_phenomena(scenario.phenomena, start) if scenario else []
+    end = start + (scenario.length if scenario else timedelta(0)) + tail
+    run = RecordedRun(start - warm_up, start, end, incidents, phenomena)
     # The sidecar starts cold, as on a fresh install: it scores from the first final step it sees.
     # One partition per topic: sent faster than real time, events read from several partitions would
     # interleave minutes of event time apart and most would be late for their windows.
@@ -81,7 +83,7 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
         sidecar_metrics = pipeline.metrics_urls["sidecar"]
         wait_until(lambda: http_ok(sidecar_metrics), 60, "the sidecar", alive=pipeline.processes["sidecar"].is_running)
         stream = EventStream(rate, incidents=incidents, bad=BadInput(invalid=INVALID_RATIO), seed=seed,
-                             traffic_shift=plays - start)
+                             traffic_shift=plays - start, phenomena=phenomena)
         run.events = run_replay(make_producer(pipeline.bootstrap), stream, rate, run.begin, end + PAST_THE_END,
                                 report=lambda done, sent: progress(f"sending the run: {done:.0%}, {sent:,} events"))
         run.lost_orders = stream.lost_orders

@@ -4,7 +4,9 @@ emission rate is exactly what the caller asks for while sessions keep a realisti
 An incident that brings shoppers (a flash sale) adds traffic rather than taking other countries'
 share: ``load(now)`` says by how much the store is busier, callers emit ``rate * load(now)``
 events/s, and the pool of sessions grows by the same factor (the extra sessions are the boosted
-country's), so every other country's events/s stay what they were."""
+country's), so every other country's events/s stay what they were. The scenario's phenomena (bursts,
+drifts, holidays, level shifts) scale countries' traffic the same way; in a second the feed loses,
+``load(now)`` is 0 and nothing is sent."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from shoppulse.events.currency import load_rates
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
 from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights
+from shoppulse.loadgen.phenomena import ActivePhenomenon
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.scenario import Incident as ScriptedIncident
 from shoppulse.loadgen.shoppers import (
@@ -48,7 +51,6 @@ SESSION_SECONDS = 60.0  # a session's events spread over about this long at any 
 MEAN_EVENTS_PER_SESSION = 6.0
 MIN_POOL = 20
 MAX_POOL = 60_000  # at high rates sessions get shorter rather than the pool huge
-WEIGHTS_REFRESH_S = 5.0
 OUT_OF_ORDER_MIN_S, OUT_OF_ORDER_MAX_S = 0.2, 2.5  # out of order, but within the windows' grace period
 LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
 # An ad click flood (bots, a runaway bid) adds this many paid clicks per usual click of its campaign at magnitude 1;
@@ -162,12 +164,14 @@ class EventStream:
     """Draws events from a pool of live sessions sized for ``rate`` events/s."""
 
     def __init__(self, rate: float, incidents: list[ActiveIncident] | None = None, bad: BadInput | None = None,
-                 seed: int | None = None, record_pii: bool = False, traffic_shift: timedelta = timedelta(0)) -> None:
+                 seed: int | None = None, record_pii: bool = False, traffic_shift: timedelta = timedelta(0),
+                 phenomena: list[ActivePhenomenon] | None = None) -> None:
         """``traffic_shift``: the markets' time of the week the stream plays is the event time plus this
         (a recording stamped in the last hours can play the traffic of a fixed hour of the week)."""
         self.rng = random.Random(seed)
         self.traffic_shift = traffic_shift
         self.incidents = incidents or []
+        self.phenomena = phenomena or []
         self.bad = bad or BadInput()
         self.record_pii = record_pii
         self.tally = Tally()
@@ -180,7 +184,7 @@ class EventStream:
         self._countries: list[str] = []
         self._cumulative: list[float] = []
         self._stamp: tuple[datetime, str] | None = None
-        self._weights_at: datetime | None = None
+        self._second: int | None = None  # the whole second the weights were last worked out for
         self._effects: dict[tuple[str, str], Effects] = {}  # (country, device) -> the incidents' effects
         self._last_valid: Emission | None = None
         self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
@@ -188,7 +192,8 @@ class EventStream:
         self._lone_share = 0.0  # of the events emitted: the lone ones (refunds, the incidents')
 
     def load(self, now: datetime) -> float:
-        """How much busier than usual the store is at ``now`` (1.0 without a traffic incident)."""
+        """How much busier than usual the store is at ``now`` (1.0 without a traffic incident or phenomenon;
+        0 in a second the feed loses)."""
         self._refresh_if_stale(now)
         return self._load
 
@@ -273,7 +278,9 @@ class EventStream:
                            self._serial)
 
     def _refresh_if_stale(self, now: datetime) -> None:
-        if self._weights_at is None or abs((now - self._weights_at).total_seconds()) >= WEIGHTS_REFRESH_S:
+        second = int(now.timestamp())
+        if second != self._second:  # incidents and phenomena start on the second, and bursts change with it
+            self._second = second
             self._refresh(now)
 
     def _refresh(self, now: datetime) -> None:
@@ -286,8 +293,13 @@ class EventStream:
                                                    if i.devices is None or device in i.devices])
                          for c, incidents in active.items() for device in DEVICES}
         # a traffic incident hits every device (scenario.Incident allows no devices for one)
-        boost = {c: e.traffic_boost for (c, device), e in self._effects.items()
-                 if device == DEVICES[0] and e.traffic_boost != 1.0}
+        boost: dict[str, float] = {c: e.traffic_boost for (c, device), e in self._effects.items()
+                                   if device == DEVICES[0] and e.traffic_boost != 1.0}
+        for phenomenon in self.phenomena:
+            traffic = phenomenon.traffic(now)
+            if traffic != 1.0:
+                for moved in filter(phenomenon.moves, MARKETS):
+                    boost[moved] = boost.get(moved, 1.0) * traffic
         week_time = now + self.traffic_shift
         visits = boosted_load(week_time, boost)
         self.pool_size = min(MAX_POOL, int(self.usual_pool_size * visits))
@@ -298,7 +310,8 @@ class EventStream:
         # the usual refunds are a share of the usual events; the incidents' come on top of every country's visits
         self._load = visits + sum(lone.extra for lone in scripted)
         self._lone_share = sum(lone.extra for lone in self._lone) / self._load
+        if any(phenomenon.silent(now) for phenomenon in self.phenomena):
+            self._load = 0.0
         weights = country_weights(week_time, boost)
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))
-        self._weights_at = now

@@ -13,7 +13,8 @@ from quixstreams.kafka import Producer
 
 from shoppulse.loadgen.generator import BadInput, EventStream
 from shoppulse.loadgen.markets import global_factor
-from shoppulse.loadgen.scenario import ActiveIncident, Scenario, schedule, write_ground_truth
+from shoppulse.loadgen.phenomena import schedule_phenomena
+from shoppulse.loadgen.scenario import Scenario, schedule, write_ground_truth
 from shoppulse.topics import RAW_EVENTS
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,13 @@ def run_live(producer: Producer, stream: EventStream, rate: float, *, duration_s
         if count is not None and sent >= count:
             break
         now = datetime.now(UTC)
-        owed += rate * stream.load(now) * (now_mono - owed_at)
+        load = stream.load(now)
+        owed += rate * load * (now_mono - owed_at)
         owed_at = now_mono
         due = int(owed) + 1 - sent
         if count is not None:
             due = min(due, count - sent)
-        if due <= 0:
+        if due <= 0 or load == 0:  # nothing due, or a second the feed loses
             time.sleep(TICK_S)
             continue
         for _ in range(min(due, MAX_BURST)):
@@ -114,14 +116,12 @@ def run_replay(producer: Producer, stream: EventStream, rate: float, start: date
     return sent
 
 
-def start_scenario(scenario: Scenario | None, run_start: datetime, ground_truth: Path | None) -> list[ActiveIncident]:
-    incidents = schedule(scenario, run_start) if scenario else []
-    if ground_truth is not None and incidents:
-        write_ground_truth(ground_truth, incidents)
-    return incidents
-
-
 def new_stream(rate: float, scenario: Scenario | None, run_start: datetime, ground_truth: Path | None,
                bad: BadInput, seed: int | None, record_pii: bool = False) -> EventStream:
-    return EventStream(rate, start_scenario(scenario, run_start, ground_truth), bad, seed, record_pii)
-
+    """The stream of ``scenario`` started at ``run_start``; its incidents' and phenomena's ground truth is
+    appended to ``ground_truth``."""
+    incidents = schedule(scenario, run_start) if scenario else []
+    phenomena = schedule_phenomena(scenario.phenomena, run_start) if scenario else []
+    if ground_truth is not None and (incidents or phenomena):
+        write_ground_truth(ground_truth, incidents, phenomena)
+    return EventStream(rate, incidents, bad, seed, record_pii, phenomena=phenomena)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shoppulse.events.schema import Country, Device
 from shoppulse.loadgen.markets import MARKETS
+from shoppulse.loadgen.phenomena import ActivePhenomenon, Phenomenon
 from shoppulse.loadgen.shoppers import GATEWAY_KINDS, campaign_id
 from shoppulse.project_files import scenarios_dir
 
@@ -89,6 +90,15 @@ class Scenario(BaseModel):
     name: str
     description: str = ""
     incidents: list[Incident] = Field(default_factory=list)
+    phenomena: list[Phenomenon] = Field(default_factory=list, description="How the traffic moves when nothing "
+                                                                          "is broken (bursts, drifts, holidays…)")
+
+    @property
+    def length(self) -> timedelta:
+        """From the run's start to the end of its last incident or phenomenon (a level shift: its start)."""
+        ends = [i.start_after_s + i.duration_s for i in self.incidents]
+        ends += [p.start_after_s + (p.duration_s or 0) for p in self.phenomena]
+        return timedelta(seconds=max(ends, default=0))
 
 
 class ScenarioError(ValueError):
@@ -145,8 +155,9 @@ def schedule(scenario: Scenario, run_start: datetime) -> list[ActiveIncident]:
             for i in scenario.incidents]
 
 
-def write_ground_truth(path: Path, incidents: list[ActiveIncident]) -> None:
+def write_ground_truth(path: Path, incidents: list[ActiveIncident],
+                       phenomena: list[ActivePhenomenon] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as out:
-        for incident in incidents:
-            out.write(json.dumps(incident.ground_truth()) + "\n")
+        truths = [i.ground_truth() for i in incidents] + [p.ground_truth() for p in phenomena or []]
+        out.writelines(json.dumps(truth) + "\n" for truth in truths)

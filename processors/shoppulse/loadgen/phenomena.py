@@ -1,0 +1,153 @@
+"""How real store traffic moves when nothing is broken, scripted in a scenario beside its incidents:
+bursty arrivals, a slow drift, a level shift that becomes the new normal, a holiday, seconds in which
+no event arrives — each with its ground truth (whether an ops team wants an alert, and when).
+
+A phenomenon scales the traffic of its countries (``traffic(country, when)``: 1.0 is the usual); the
+generator starts that many more or fewer sessions there, so a country's every volume moves together
+and its ratios stay what they were, as when real shoppers come and go. Missing seconds are the
+store's whole feed: no event at all in those seconds (a collector restarting, a network blip)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shoppulse.events.schema import Country
+
+PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "missing_seconds"]
+# Whether an ops team wants to hear of it: "onset" — an alert within ONSET of its start (and for a holiday, of its
+# end too) is right, and one after it is false (the new level is the normal by then); "never" — any alert is false.
+Alerting = Literal["wanted at onset", "tolerated at onset", "never"]
+ALERTING: dict[str, Alerting] = {"bursts": "never", "drift": "never", "missing_seconds": "never",
+                                 "level_shift": "wanted at onset", "holiday": "tolerated at onset"}
+ONSET = timedelta(minutes=10)
+DEFAULT_LEVEL = {"drift": 0.7, "level_shift": 0.6, "holiday": 0.5}
+DEFAULT_SPREAD = 0.5  # bursts: the rate's coefficient of variation from second to second
+DEFAULT_SHARE = 0.05  # missing_seconds: the share of seconds without events
+BURST_MEMORY = 0.8  # bursts: how much of a second's excess the next one keeps (bursts last a few seconds)
+HOLIDAY_RAMP = timedelta(hours=1)  # a holiday's traffic eases down (and back up) over this, at most
+
+
+class Phenomenon(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: PhenomenonKind
+    countries: list[Country] | None = Field(default=None, min_length=1,
+                                            description="The countries it moves; default: every country "
+                                                        "(missing_seconds: always the whole store)")
+    start_after_s: float = Field(ge=0, description="Seconds after the run starts")
+    duration_s: float | None = Field(default=None, gt=0, description="How long it lasts (a drift: how long it "
+                                                                      "takes; a level shift lasts for good)")
+    level: float | None = Field(default=None, gt=0, le=10,
+                                description="drift, level_shift, holiday: the traffic it leads to, 1 = the usual")
+    spread: float | None = Field(default=None, gt=0, le=2,
+                                 description="bursts: the arrival rate's coefficient of variation per second")
+    share: float | None = Field(default=None, gt=0, le=0.5, description="missing_seconds: share of seconds lost")
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Phenomenon:
+        own = {"level": self.kind in DEFAULT_LEVEL, "spread": self.kind == "bursts",
+               "share": self.kind == "missing_seconds"}
+        for name, allowed in own.items():
+            if getattr(self, name) is not None and not allowed:
+                kinds = {"level": "drift, level_shift and holiday", "spread": "bursts",
+                         "share": "missing_seconds"}[name]
+                raise ValueError(f"{name} is for {kinds}, not {self.kind}")
+        if self.kind == "level_shift" and self.duration_s is not None:
+            raise ValueError("a level shift lasts for good: give it no duration_s")
+        if self.kind != "level_shift" and self.duration_s is None:
+            raise ValueError(f"a {self.kind} needs a duration_s")
+        if self.kind == "missing_seconds" and self.countries is not None:
+            raise ValueError("missing seconds are the whole store's feed: give them no countries")
+        return self
+
+    @property
+    def alerting(self) -> Alerting:
+        return ALERTING[self.kind]
+
+    @property
+    def target_level(self) -> float:
+        return self.level if self.level is not None else DEFAULT_LEVEL.get(self.kind, 1.0)
+
+
+@dataclass
+class ActivePhenomenon:
+    """A phenomenon placed on the run's clock; ``seed`` makes its bursts and lost seconds the same on every run."""
+
+    phenomenon: Phenomenon
+    start: datetime
+    end: datetime | None  # a level shift: never
+    seed: int
+    _burst_second: int | None = field(default=None, repr=False)
+    _burst_x: float = field(default=0.0, repr=False)
+    _burst_rng: random.Random | None = field(default=None, repr=False)
+
+    def moves(self, country: str) -> bool:
+        countries = self.phenomenon.countries
+        return countries is None or country in countries
+
+    def traffic(self, when: datetime) -> float:
+        """Its countries' traffic at ``when`` relative to the usual (1.0 outside it)."""
+        p = self.phenomenon
+        if when < self.start or p.kind == "missing_seconds":
+            return 1.0
+        if p.kind == "level_shift":
+            return p.target_level
+        assert self.end is not None
+        if p.kind == "drift":  # eases from the usual to its level, then stays there
+            done = min(1.0, (when - self.start) / (self.end - self.start))
+            return 1.0 + (p.target_level - 1.0) * done
+        if when >= self.end:
+            return 1.0
+        if p.kind == "holiday":
+            ramp = min(HOLIDAY_RAMP, (self.end - self.start) / 4)
+            eased = min(1.0, (when - self.start) / ramp, (self.end - when) / ramp)
+            return 1.0 + (p.target_level - 1.0) * eased
+        return self._burst(int(when.timestamp()))
+
+    def silent(self, when: datetime) -> bool:
+        """Whether ``when`` falls in a second the store's feed lost."""
+        if self.phenomenon.kind != "missing_seconds" or not self.start <= when < (self.end or when):
+            return False
+        second = int(when.timestamp())
+        digest = hashlib.blake2b(f"{self.seed}:{second}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest) / 2**64 < (self.phenomenon.share or DEFAULT_SHARE)
+
+    def _burst(self, second: int) -> float:
+        """A log-normal AR(1) of mean 1: bursts that last a few seconds, the rate's spread as scripted."""
+        spread = self.phenomenon.spread or DEFAULT_SPREAD
+        sigma = math.sqrt(math.log(1 + spread**2))  # of the log rate, for this coefficient of variation
+        if self._burst_rng is None:
+            self._burst_rng = random.Random(self.seed)
+        if self._burst_second is None or second < self._burst_second or second - self._burst_second > 600:
+            self._burst_second, self._burst_x = second, self._burst_rng.gauss(0, sigma)
+        while self._burst_second < second:
+            self._burst_second += 1
+            innovation = self._burst_rng.gauss(0, sigma * math.sqrt(1 - BURST_MEMORY**2))
+            self._burst_x = BURST_MEMORY * self._burst_x + innovation
+        return math.exp(self._burst_x - sigma**2 / 2)
+
+    def onsets(self) -> list[datetime]:
+        """When its alerts are wanted or tolerated: its start (and a holiday's end, as traffic comes back)."""
+        if self.phenomenon.alerting == "never":
+            return []
+        return [self.start] + ([self.end] if self.phenomenon.kind == "holiday" and self.end else [])
+
+    def ground_truth(self) -> dict[str, object]:
+        p = self.phenomenon
+        return {"phenomenon": p.kind, "countries": p.countries or "ALL", "start": self.start.isoformat(),
+                "end": self.end.isoformat() if self.end else None, "level": p.level, "spread": p.spread,
+                "share": p.share, "alerting": p.alerting, "onset_s": ONSET.total_seconds()}
+
+
+def schedule_phenomena(phenomena: list[Phenomenon], run_start: datetime) -> list[ActivePhenomenon]:
+    return [ActivePhenomenon(p, run_start + timedelta(seconds=p.start_after_s),
+                             None if p.duration_s is None else
+                             run_start + timedelta(seconds=p.start_after_s + p.duration_s), seed=index + 1)
+            for index, p in enumerate(phenomena)]
