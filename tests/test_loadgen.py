@@ -301,6 +301,17 @@ def test_a_chargeback_wave_adds_unauthorized_refunds_in_its_country_only(tmp_pat
     assert abs(others(wave) / others(quiet) - 1) < 0.3  # ~150 refunds: counting varies them by ~8 %
 
 
+def test_when_a_flash_sale_ends_its_lingering_shoppers_take_no_events_from_other_countries(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "sale.yaml"
+    scenario_file.write_text("name: t\nincidents:\n  - {kind: flash_sale, countries: [US], magnitude: 2, "
+                             "start_after_s: 0, duration_s: 300}\n")
+    sale_stream = EventStream(rate=100, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=4)
+    sale = traffic(sale_stream, 100, NOON_UTC, 400, skip_s=300)  # the 100 s after it
+    quiet = traffic(EventStream(rate=100, seed=4), 100, NOON_UTC, 400, skip_s=300)
+    others, others_quiet = sum(sale.values()) - sale["US"], sum(quiet.values()) - quiet["US"]
+    assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)
+
+
 def phenomenon_stream(tmp_path: Path, line: str, rate: float = 60, seed: int = 4) -> EventStream:
     """The stream of a scenario of one phenomenon (written as a user writes one), started at noon."""
     scenario_file = tmp_path / "phenomenon.yaml"
@@ -347,6 +358,13 @@ def test_bursts_vary_the_arrivals_second_to_second_around_the_usual_rate(tmp_pat
     assert neighbours > 0.6  # a burst lasts a few seconds
     after = phenomenon_stream(tmp_path, "{kind: bursts, start_after_s: 0, duration_s: 60}")
     assert after.load(NOON_UTC + timedelta(seconds=61)) == 1.0
+    in_us = phenomenon_stream(tmp_path, "{kind: bursts, countries: [US], start_after_s: 0, duration_s: 900, "
+                                        "spread: 0.8}", rate=100)
+    bursting = traffic(in_us, 100, NOON_UTC, 900, skip_s=120)
+    quiet = traffic(EventStream(rate=100, seed=4), 100, NOON_UTC, 900, skip_s=120)
+    others, others_quiet = sum(bursting.values()) - bursting["US"], sum(quiet.values()) - quiet["US"]
+    assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)  # the US's bursts are the US's alone
+    assert abs(bursting["US"] / quiet["US"] - 1) < 0.15
 
 
 def test_the_seconds_the_feed_loses_carry_no_event_and_the_others_all_of_theirs(tmp_path: Path) -> None:
@@ -397,7 +415,7 @@ def test_the_ground_truth_tells_each_phenomenon_and_whether_an_alert_is_wanted(t
     assert told["level_shift"]["alerting"] == "wanted at onset" and told["level_shift"]["end"] is None
     assert told["bursts"]["alerting"] == "never" and told["holiday"]["alerting"] == "tolerated at onset"
     assert told["missing_seconds"]["countries"] == "ALL" and told["payment_outage"]["countries"] == ["DE"]
-    assert scenario.length == timedelta(seconds=3000 + 7200)  # the holiday ends last
+    assert scenario.length == timedelta(seconds=600 + 10800)  # the drift ends last
 
 
 def test_shipped_scenarios_load() -> None:

@@ -1,12 +1,13 @@
-"""The event stream: a pool of live sessions, each emitting its next step on demand, so that the
-emission rate is exactly what the caller asks for while sessions keep a realistic shape.
+"""The event stream: a pool of live sessions per country, each emitting its next step on demand, so that
+the emission rate is exactly what the caller asks for while sessions keep a realistic shape.
 
 An incident that brings shoppers (a flash sale) adds traffic rather than taking other countries'
 share: ``load(now)`` says by how much the store is busier, callers emit ``rate * load(now)``
-events/s, and the pool of sessions grows by the same factor (the extra sessions are the boosted
-country's), so every other country's events/s stay what they were. The scenario's phenomena (bursts,
-drifts, holidays, level shifts) scale countries' traffic the same way; in a second the feed loses,
-``load(now)`` is 0 and nothing is sent."""
+events/s, and each event goes to a country by its share of the (boosted) traffic, so every other
+country's events/s stay what they were — also once the sale is over and its shoppers' sessions
+linger in their own country's pool. The scenario's phenomena (bursts, drifts, holidays, level
+shifts) scale countries' traffic the same way; in a second the feed loses, ``load(now)`` is 0 and
+nothing is sent."""
 
 from __future__ import annotations
 
@@ -175,9 +176,10 @@ class EventStream:
         self.bad = bad or BadInput()
         self.record_pii = record_pii
         self.tally = Tally()
-        self.pool: list[Session] = []
+        self.pools: dict[str, list[Session]] = {country: [] for country in MARKETS}
         self.usual_pool_size = min(MAX_POOL, max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION)))
-        self.pool_size = self.usual_pool_size
+        self._pool_sizes: dict[str, int] = {}
+        self._settled: set[str] = set()  # countries whose pool has filled once (its first shoppers came mid-visit)
         self._load = 1.0
         self._serial = 0
         self._bad_serial = 0
@@ -245,21 +247,26 @@ class EventStream:
         return self._stamp[1]
 
     def _session(self, now: datetime) -> Session:
-        """A random live session with steps left; finished ones are replaced by new ones."""
+        """A random live session with steps left, of a country drawn by its share of the traffic; finished
+        ones are replaced by new ones of their country."""
+        self._refresh_if_stale(now)
+        country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
+        pool = self.pools[country]
         while True:
-            if len(self.pool) < self.pool_size:
-                session = self._new_session(now)
-                if self._serial <= self.usual_pool_size and len(session.steps) > 1:
+            if len(pool) < self._pool_sizes[country]:
+                session = self._new_session(country)
+                if country not in self._settled and len(session.steps) > 1:
                     # The first pool starts in a steady state: shoppers caught mid-visit.
                     del session.steps[: self.rng.randrange(len(session.steps))]
-                self.pool.append(session)
+                pool.append(session)
                 return session
-            index = self.rng.randrange(len(self.pool))
-            session = self.pool[index]
+            self._settled.add(country)
+            index = self.rng.randrange(len(pool))
+            session = pool[index]
             if session.steps:
                 return session
-            self.pool[index] = self.pool[-1]
-            self.pool.pop()
+            pool[index] = pool[-1]
+            pool.pop()
 
     def _lone_event(self) -> Session:
         """A visit of one lone event and nothing after it (a refund, a bot's click that never loads the page)."""
@@ -270,9 +277,7 @@ class EventStream:
                   "country": chosen.country, "device": device}
         return Session(common, [chosen.step(self.rng)])
 
-    def _new_session(self, now: datetime) -> Session:
-        self._refresh_if_stale(now)
-        country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
+    def _new_session(self, country: str) -> Session:
         self._serial += 1
         return new_session(self.rng, MARKETS[country], lambda device: self._effects.get((country, device), NO_EFFECTS),
                            self._serial)
@@ -302,7 +307,6 @@ class EventStream:
                     boost[moved] = boost.get(moved, 1.0) * traffic
         week_time = now + self.traffic_shift
         visits = boosted_load(week_time, boost)
-        self.pool_size = min(MAX_POOL, int(self.usual_pool_size * visits))
         usual = country_weights(week_time)
         scripted = [lone for country, incidents in active.items() for i in incidents
                     if (lone := lone_events(i, country, usual[country])) is not None]
@@ -313,5 +317,7 @@ class EventStream:
         if any(phenomenon.silent(now) for phenomenon in self.phenomena):
             self._load = 0.0
         weights = country_weights(week_time, boost)
+        self._pool_sizes = {country: max(1, round(self.usual_pool_size * visits * share))
+                            for country, share in weights.items()}
         self._countries = list(weights)
         self._cumulative = list(itertools.accumulate(weights.values()))

@@ -41,7 +41,8 @@ class Phenomenon(BaseModel):
     countries: list[Country] | None = Field(default=None, min_length=1,
                                             description="The countries it moves; default: every country "
                                                         "(missing_seconds: always the whole store)")
-    start_after_s: float = Field(ge=0, description="Seconds after the run starts")
+    start_after_s: float = Field(ge=-86_400, description="Seconds after the run starts; negative: under way "
+                                                         "before (through `shoppulse score`'s warm-up)")
     duration_s: float | None = Field(default=None, gt=0, description="How long it lasts (a drift: how long it "
                                                                       "takes; a level shift lasts for good)")
     level: float | None = Field(default=None, gt=0, le=10,
