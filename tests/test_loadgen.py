@@ -44,7 +44,7 @@ def test_event_ids_are_the_random_uuids_the_uuid_module_makes_of_the_same_bits(b
 
 def test_every_generated_event_is_valid_and_sessions_walk_the_funnel() -> None:
     stream = EventStream(rate=200, seed=1)
-    sample = [stream.next(NOON_UTC) for _ in range(20_000)]
+    sample = [stream.next(NOON_UTC + timedelta(seconds=i / 200)) for i in range(20_000)]  # as the senders emit
     assert all(isinstance(validate(e.value, NOON_UTC), EventBase) for e in sample)
     kinds = Counter(json.loads(e.value)["event_type"] for e in sample)
     assert kinds["product_view"] > kinds["add_to_cart"] > kinds["checkout_start"] > kinds["purchase"] > 0
@@ -230,7 +230,7 @@ def test_a_flash_sale_adds_its_country_traffic_and_leaves_the_others_alone(tmp_p
     assert sale["NL"] > 2.5 * quiet["NL"]
     others, others_quiet = sum(sale.values()) - sale["NL"], sum(quiet.values()) - quiet["NL"]
     assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)
-    assert EventStream(rate=60, seed=4).load(NOON_UTC) == 1.0
+    assert EventStream(rate=60, seed=4).load(NOON_UTC) == pytest.approx(1.0, abs=0.01)
 
 
 def test_an_ad_click_flood_multiplies_its_campaign_s_billed_clicks_and_brings_no_visit(tmp_path: Path) -> None:
@@ -292,13 +292,15 @@ def test_a_chargeback_wave_adds_unauthorized_refunds_in_its_country_only(tmp_pat
                     found[(event["country"], event["reason"])] += 1
         return found
 
-    quiet = refunds(EventStream(rate=150, seed=5))
-    wave = refunds(EventStream(rate=150, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=5))
+    seeds = (5, 6, 7)
+    quiet = sum((refunds(EventStream(rate=150, seed=seed)) for seed in seeds), Counter())
+    wave = sum((refunds(EventStream(rate=150, incidents=schedule(load_scenario(scenario_file), NOON_UTC), seed=seed))
+                for seed in seeds), Counter())
     usual_us = sum(n for (country, _), n in quiet.items() if country == "US")
-    assert usual_us > 20 and quiet[("US", "unauthorized")] < 0.2 * usual_us
+    assert usual_us > 60 and quiet[("US", "unauthorized")] < 0.2 * usual_us
     assert 5 * usual_us < wave[("US", "unauthorized")] < 20 * usual_us
     others = lambda counts: sum(n for (country, _), n in counts.items() if country != "US")  # noqa: E731
-    assert abs(others(wave) / others(quiet) - 1) < 0.3  # ~150 refunds: counting varies them by ~8 %
+    assert abs(others(wave) / others(quiet) - 1) < 0.2  # ~450 refunds: counting varies their ratio by ~7 %
 
 
 def test_when_a_flash_sale_ends_its_lingering_shoppers_take_no_events_from_other_countries(tmp_path: Path) -> None:
@@ -342,29 +344,41 @@ def test_a_traffic_phenomenon_scales_its_countries_shoppers_and_leaves_the_other
     assert stream.load(NOON_UTC + timedelta(minutes=9)) < 1.0
 
 
-def test_bursts_vary_the_arrivals_second_to_second_around_the_usual_rate(tmp_path: Path) -> None:
-    def per_second(stream: EventStream) -> list[float]:
-        return [stream.load(NOON_UTC + timedelta(seconds=s)) for s in range(1200)]
+def test_bursts_vary_the_arrivals_around_the_usual_rate_and_only_in_their_countries(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "bursts.yaml"
+    scenario_file.write_text("name: t\nphenomena:\n  - {kind: bursts, start_after_s: 0, duration_s: 1200, "
+                             "spread: 0.5}\n")
+    bursts = schedule_phenomena(load_scenario(scenario_file).phenomena, NOON_UTC)[0]
+    arrivals = [bursts.traffic(NOON_UTC + timedelta(seconds=s)) for s in range(1200)]
+    mean = sum(arrivals) / len(arrivals)
+    spread = (sum((x - mean) ** 2 for x in arrivals) / len(arrivals)) ** 0.5 / mean
+    assert 0.8 < mean < 1.2 and 0.3 < spread < 0.7, (mean, spread)
+    neighbours = sum((a - mean) * (b - mean) for a, b in itertools.pairwise(arrivals)) / sum(
+        (x - mean) ** 2 for x in arrivals)
+    assert neighbours > 0.9  # a burst of arrivals lasts tens of seconds
+    assert bursts.traffic(NOON_UTC + timedelta(seconds=1200)) == 1.0
 
-    calm = per_second(EventStream(rate=60, seed=4))
-    bursty = per_second(phenomenon_stream(tmp_path, "{kind: bursts, start_after_s: 0, duration_s: 1200, "
-                                                    "spread: 0.5}"))
-    assert max(calm) - min(calm) < 0.01
-    mean = sum(bursty) / len(bursty)
-    spread = (sum((x - mean) ** 2 for x in bursty) / len(bursty)) ** 0.5 / mean
-    assert 0.9 < mean < 1.1 and 0.35 < spread < 0.65, (mean, spread)
-    neighbours = sum((a - mean) * (b - mean) for a, b in itertools.pairwise(bursty)) / sum(
-        (x - mean) ** 2 for x in bursty)
-    assert neighbours > 0.6  # a burst lasts a few seconds
-    after = phenomenon_stream(tmp_path, "{kind: bursts, start_after_s: 0, duration_s: 60}")
-    assert after.load(NOON_UTC + timedelta(seconds=61)) == 1.0
-    in_us = phenomenon_stream(tmp_path, "{kind: bursts, countries: [US], start_after_s: 0, duration_s: 900, "
-                                        "spread: 0.8}", rate=100)
-    bursting = traffic(in_us, 100, NOON_UTC, 900, skip_s=120)
-    quiet = traffic(EventStream(rate=100, seed=4), 100, NOON_UTC, 900, skip_s=120)
-    others, others_quiet = sum(bursting.values()) - bursting["US"], sum(quiet.values()) - quiet["US"]
-    assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)  # the US's bursts are the US's alone
-    assert abs(bursting["US"] / quiet["US"] - 1) < 0.15
+    def per_ten_seconds(stream: EventStream) -> list[Counter[str]]:
+        counted: list[Counter[str]] = [Counter() for _ in range(90)]
+        for offset in range(900):
+            now = NOON_UTC + timedelta(seconds=offset)
+            for _ in range(int(100 * stream.load(now))):
+                counted[offset // 10][json.loads(stream.next(now).value)["country"]] += 1
+        return counted[12:]  # once the first shoppers have left
+
+    def variance(values: list[int]) -> float:
+        mean = sum(values) / len(values)
+        return sum((v - mean) ** 2 for v in values) / len(values)
+
+    calm = per_ten_seconds(EventStream(rate=100, seed=4))
+    bursting = per_ten_seconds(phenomenon_stream(tmp_path, "{kind: bursts, countries: [US], start_after_s: 0, "
+                                                           "duration_s: 900, spread: 0.8}", rate=100))
+    us, us_calm = [c["US"] for c in bursting], [c["US"] for c in calm]
+    assert variance(us) > 2 * variance(us_calm)
+    assert abs(sum(us) / sum(us_calm) - 1) < 0.2
+    others = [sum(c.values()) - c["US"] for c in bursting]
+    others_calm = [sum(c.values()) - c["US"] for c in calm]
+    assert abs(sum(others) / sum(others_calm) - 1) < 0.05  # the US's bursts are the US's alone
 
 
 def test_the_seconds_the_feed_loses_carry_no_event_and_the_others_all_of_theirs(tmp_path: Path) -> None:

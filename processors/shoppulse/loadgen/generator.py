@@ -1,13 +1,14 @@
-"""The event stream: a pool of live sessions per country, each emitting its next step on demand, so that
-the emission rate is exactly what the caller asks for while sessions keep a realistic shape.
+"""The event stream: per country, a pool of live sessions that shoppers join at the rate its traffic
+asks for and leave when their visit is over; every live session emits its next step on demand, at
+the same pace, so that the store's events/s follow its live sessions.
 
-An incident that brings shoppers (a flash sale) adds traffic rather than taking other countries'
-share: ``load(now)`` says by how much the store is busier, callers emit ``rate * load(now)``
-events/s, and each event goes to a country by its share of the (boosted) traffic, so every other
-country's events/s stay what they were — also once the sale is over and its shoppers' sessions
-linger in their own country's pool. The scenario's phenomena (bursts, drifts, holidays, level
-shifts) scale countries' traffic the same way; in a second the feed loses, ``load(now)`` is 0 and
-nothing is sent."""
+``load(now)`` says how much busier than usual the store is (its live sessions against the usual
+number); callers emit ``rate * load(now)`` events/s. An incident that brings shoppers (a flash
+sale) adds sessions in its country rather than taking other countries' share, and once it is over
+its shoppers finish their visits at the usual pace (the store stays busier by them for about a
+session's length), while every other country's events/s stay what they were. The scenario's
+phenomena (bursts, drifts, holidays, level shifts) scale countries' arrivals the same way; in a
+second the feed loses, ``load(now)`` is 0 and nothing is sent."""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ SESSION_SECONDS = 60.0  # a session's events spread over about this long at any 
 MEAN_EVENTS_PER_SESSION = 6.0
 MIN_POOL = 20
 MAX_POOL = 60_000  # at high rates sessions get shorter rather than the pool huge
+PRIOR_SESSIONS = 50  # the steps per visit start at MEAN_EVENTS_PER_SESSION, worth this many visits, then are learned
+LONG_VISIT_STEPS = 30  # visits this long or longer are all as likely to be under way at a given moment
+MAX_ARRIVAL_GAP_S = 10.0  # a sender that stalled longer catches up on no more arrivals than this
 OUT_OF_ORDER_MIN_S, OUT_OF_ORDER_MAX_S = 0.2, 2.5  # out of order, but within the windows' grace period
 LATE_MIN_S, LATE_MAX_S = 120.0, 900.0  # late ones, beyond any grace period the aggregations use
 # An ad click flood (bots, a runaway bid) adds this many paid clicks per usual click of its campaign at magnitude 1;
@@ -162,7 +166,7 @@ class BadInput:
 
 
 class EventStream:
-    """Draws events from a pool of live sessions sized for ``rate`` events/s."""
+    """Draws events from the live sessions of a store sized for ``rate`` events/s."""
 
     def __init__(self, rate: float, incidents: list[ActiveIncident] | None = None, bad: BadInput | None = None,
                  seed: int | None = None, record_pii: bool = False, traffic_shift: timedelta = timedelta(0),
@@ -170,6 +174,7 @@ class EventStream:
         """``traffic_shift``: the markets' time of the week the stream plays is the event time plus this
         (a recording stamped in the last hours can play the traffic of a fixed hour of the week)."""
         self.rng = random.Random(seed)
+        self.rate = rate
         self.traffic_shift = traffic_shift
         self.incidents = incidents or []
         self.phenomena = phenomena or []
@@ -178,15 +183,17 @@ class EventStream:
         self.tally = Tally()
         self.pools: dict[str, list[Session]] = {country: [] for country in MARKETS}
         self.usual_pool_size = min(MAX_POOL, max(MIN_POOL, int(rate * SESSION_SECONDS / MEAN_EVENTS_PER_SESSION)))
-        self._pool_sizes: dict[str, int] = {}
-        self._settled: set[str] = set()  # countries whose pool has filled once (its first shoppers came mid-visit)
+        self._arriving: dict[str, float] = dict.fromkeys(MARKETS, 0.0)  # each country's arrivals owed, in sessions
+        # per country, the steps and number of the usual visits planned: how long a visit lasts, learned
+        self._steps_planned = {country: [MEAN_EVENTS_PER_SESSION * PRIOR_SESSIONS, float(PRIOR_SESSIONS)]
+                               for country in MARKETS}
         self._load = 1.0
         self._serial = 0
         self._bad_serial = 0
         self._countries: list[str] = []
         self._cumulative: list[float] = []
         self._stamp: tuple[datetime, str] | None = None
-        self._second: int | None = None  # the whole second the weights were last worked out for
+        self._second: int | None = None  # the whole second the arrivals and weights were last worked out for
         self._effects: dict[tuple[str, str], Effects] = {}  # (country, device) -> the incidents' effects
         self._last_valid: Emission | None = None
         self.lost_orders: list[LostOrder] = []  # the ground truth of what payment incidents cost
@@ -247,26 +254,23 @@ class EventStream:
         return self._stamp[1]
 
     def _session(self, now: datetime) -> Session:
-        """A random live session with steps left, of a country drawn by its share of the traffic; finished
-        ones are replaced by new ones of their country."""
+        """A live session of a country drawn by its share of the live sessions, for its next step; it
+        leaves the pool with its last step."""
         self._refresh_if_stale(now)
         country = self._countries[bisect.bisect(self._cumulative, self.rng.random() * self._cumulative[-1])]
         pool = self.pools[country]
-        while True:
-            if len(pool) < self._pool_sizes[country]:
-                session = self._new_session(country)
-                if country not in self._settled and len(session.steps) > 1:
-                    # The first pool starts in a steady state: shoppers caught mid-visit.
-                    del session.steps[: self.rng.randrange(len(session.steps))]
-                pool.append(session)
-                return session
-            self._settled.add(country)
+        while pool:
             index = self.rng.randrange(len(pool))
             session = pool[index]
+            if len(session.steps) <= 1:  # its last step now (or none left: an incident cut the visit short)
+                pool[index] = pool[-1]
+                pool.pop()
             if session.steps:
                 return session
-            pool[index] = pool[-1]
-            pool.pop()
+        session = self._new_session(country)  # its shoppers all left within this second: one arrives a bit early
+        if len(session.steps) > 1:
+            pool.append(session)
+        return session
 
     def _lone_event(self) -> Session:
         """A visit of one lone event and nothing after it (a refund, a bot's click that never loads the page)."""
@@ -279,16 +283,49 @@ class EventStream:
 
     def _new_session(self, country: str) -> Session:
         self._serial += 1
-        return new_session(self.rng, MARKETS[country], lambda device: self._effects.get((country, device), NO_EFFECTS),
-                           self._serial)
+        session = new_session(self.rng, MARKETS[country],
+                              lambda device: self._effects.get((country, device), NO_EFFECTS), self._serial)
+        if session.effects == NO_EFFECTS:  # an incident may lengthen or cut visits; shoppers arrive as usual
+            planned = self._steps_planned[country]
+            planned[0], planned[1] = planned[0] + len(session.steps), planned[1] + 1
+        return session
+
+    def _caught_mid_visit(self, country: str) -> Session:
+        """A session as a look at a store in its steady state finds one: a visit picked by how long it lasts
+        (a long one is more likely to be under way), at a uniformly random step of it."""
+        while True:
+            session = self._new_session(country)
+            if self.rng.random() * LONG_VISIT_STEPS < len(session.steps):
+                break
+        if len(session.steps) > 1:
+            del session.steps[: self.rng.randrange(len(session.steps))]
+        return session
+
+    def _arrive(self, visits: float, shares: dict[str, float], elapsed_s: float) -> None:
+        """The shoppers who joined each country's pool over ``elapsed_s``: as many as keep it, at the usual
+        pace per session, at ``visits`` times the usual number of live sessions, split by ``shares``. The
+        first time, the pools start full, their shoppers caught mid-visit."""
+        first = not any(self.pools.values())
+        for country, share in shares.items():
+            wanted = self.usual_pool_size * visits * share
+            if first:
+                self.pools[country] = [self._caught_mid_visit(country) for _ in range(round(wanted))]
+                continue
+            steps, visits_planned = self._steps_planned[country]
+            # a visit lasts its steps at rate / usual_pool_size steps per second
+            self._arriving[country] += wanted * self.rate / self.usual_pool_size * visits_planned / steps * elapsed_s
+            arrivals = int(self._arriving[country])
+            self._arriving[country] -= arrivals
+            self.pools[country] += [self._new_session(country) for _ in range(arrivals)]
 
     def _refresh_if_stale(self, now: datetime) -> None:
         second = int(now.timestamp())
         if second != self._second:  # incidents and phenomena start on the second, and bursts change with it
+            elapsed = 0.0 if self._second is None else min(max(second - self._second, 0), MAX_ARRIVAL_GAP_S)
             self._second = second
-            self._refresh(now)
+            self._refresh(now, elapsed)
 
-    def _refresh(self, now: datetime) -> None:
+    def _refresh(self, now: datetime, elapsed_s: float) -> None:
         active: dict[str, list[ScriptedIncident]] = {}
         for incident in self.incidents:
             if incident.active(now):
@@ -311,13 +348,12 @@ class EventStream:
         scripted = [lone for country, incidents in active.items() for i in incidents
                     if (lone := lone_events(i, country, usual[country])) is not None]
         self._lone = [usual_refunds(country, share) for country, share in usual.items()] + scripted
+        self._arrive(visits, country_weights(week_time, boost), elapsed_s)
+        live = {country: float(len(pool)) for country, pool in self.pools.items()}
+        self._countries = list(live)
+        self._cumulative = list(itertools.accumulate(live.values()))
         # the usual refunds are a share of the usual events; the incidents' come on top of every country's visits
-        self._load = visits + sum(lone.extra for lone in scripted)
-        self._lone_share = sum(lone.extra for lone in self._lone) / self._load
+        self._load = sum(live.values()) / self.usual_pool_size + sum(lone.extra for lone in scripted)
+        self._lone_share = sum(lone.extra for lone in self._lone) / max(self._load, 1e-9)
         if any(phenomenon.silent(now) for phenomenon in self.phenomena):
             self._load = 0.0
-        weights = country_weights(week_time, boost)
-        self._pool_sizes = {country: max(1, round(self.usual_pool_size * visits * share))
-                            for country, share in weights.items()}
-        self._countries = list(weights)
-        self._cumulative = list(itertools.accumulate(weights.values()))

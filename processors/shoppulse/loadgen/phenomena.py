@@ -30,7 +30,9 @@ ONSET = timedelta(minutes=10)
 DEFAULT_LEVEL = {"drift": 0.7, "level_shift": 0.6, "holiday": 0.5}
 DEFAULT_SPREAD = 0.5  # bursts: the rate's coefficient of variation from second to second
 DEFAULT_SHARE = 0.05  # missing_seconds: the share of seconds without events
-BURST_MEMORY = 0.8  # bursts: how much of a second's excess the next one keeps (bursts last a few seconds)
+# bursts: how much of a second's excess arrivals the next one keeps (a push or a post brings shoppers for a
+# minute or so; their visits spread it further)
+BURST_MEMORY = math.exp(-1 / 30)
 HOLIDAY_RAMP = timedelta(hours=1)  # a holiday's traffic eases down (and back up) over this, at most
 
 
@@ -121,7 +123,7 @@ class ActivePhenomenon:
         return int.from_bytes(digest) / 2**64 < (self.phenomenon.share or DEFAULT_SHARE)
 
     def _burst(self, second: int) -> float:
-        """A log-normal AR(1) of mean 1: bursts that last a few seconds, the rate's spread as scripted."""
+        """A log-normal AR(1) of mean 1: bursts of arrivals that last tens of seconds, spread as scripted."""
         spread = self.phenomenon.spread or DEFAULT_SPREAD
         sigma = math.sqrt(math.log(1 + spread**2))  # of the log rate, for this coefficient of variation
         if self._burst_rng is None:
