@@ -481,6 +481,21 @@ def test_cli_refuses_bad_flags_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_a_replayed_history_follows_the_week_and_a_live_stream_holds_its_rate() -> None:
+    busy, quiet = NOON_UTC + timedelta(hours=6), NOON_UTC + timedelta(hours=16)  # 18:00 and 04:00 UTC
+
+    def sent(stream: EventStream, start: datetime) -> int:
+        return sum(traffic(stream, 40, start, 600, skip_s=0).values())
+
+    for week_time in (busy, quiet):
+        seasonal = EventStream(40, seed=2, seasonal=True)
+        sent(seasonal, week_time - timedelta(minutes=10))  # settled at that time of the week
+        assert sent(seasonal, week_time) == pytest.approx(40 * 600 * global_factor(week_time), rel=0.08)
+        held = EventStream(40, seed=2)
+        assert sent(held, week_time) == pytest.approx(40 * 600, rel=0.05)
+    assert global_factor(busy) > 1.5 * global_factor(quiet)
+
+
 def test_a_replay_longer_than_the_topics_keep_is_refused() -> None:
     result = subprocess.run([sys.executable, "-m", "shoppulse", "loadgen", "--replay", "14"], capture_output=True,
                             text=True, timeout=60, check=False,

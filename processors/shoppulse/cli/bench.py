@@ -132,7 +132,7 @@ def loadgen(
     days = replay or 0.0
     now = datetime.now(UTC)
     run_start = now - timedelta(days=days)
-    stream = new_stream(rate, plan, run_start, ground_truth, bad, seed)
+    stream = new_stream(rate, plan, run_start, ground_truth, bad, seed, seasonal=bool(replay))
     producer = make_producer(settings.kafka_bootstrap)
     on_signal_raise_shutdown()
     try:

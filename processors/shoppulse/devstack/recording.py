@@ -83,7 +83,7 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
         sidecar_metrics = pipeline.metrics_urls["sidecar"]
         wait_until(lambda: http_ok(sidecar_metrics), 60, "the sidecar", alive=pipeline.processes["sidecar"].is_running)
         stream = EventStream(rate, incidents=incidents, bad=BadInput(invalid=INVALID_RATIO), seed=seed,
-                             traffic_shift=plays - start, phenomena=phenomena)
+                             traffic_shift=plays - start, phenomena=phenomena, seasonal=True)
         run.events = run_replay(make_producer(pipeline.bootstrap), stream, rate, run.begin, end + PAST_THE_END,
                                 report=lambda done, sent: progress(f"sending the run: {done:.0%}, {sent:,} events"))
         run.lost_orders = stream.lost_orders

@@ -3,11 +3,12 @@ asks for and leave when their visit is over; every live session emits its next s
 the same pace, so that the store's events/s follow its live sessions.
 
 ``load(now)`` says how much busier than usual the store is (its live sessions against the usual
-number); callers emit ``rate * load(now)`` events/s. An incident that brings shoppers (a flash
-sale) adds sessions in its country rather than taking other countries' share, and once it is over
-its shoppers finish their visits at the usual pace (the store stays busier by them for about a
-session's length), while every other country's events/s stay what they were. The scenario's
-phenomena (bursts, drifts, holidays, level shifts) scale countries' arrivals the same way; in a
+number; for a seasonal stream, against the week's mean); callers emit ``rate * load(now)``
+events/s. An incident that brings shoppers (a flash sale) adds sessions in its country rather
+than taking other countries' share, and once it is over its shoppers finish their visits at the
+usual pace (the store stays busier by them for about a session's length), while every other
+country's events/s stay what they were. The scenario's phenomena (bursts, drifts, holidays, level
+shifts) scale countries' arrivals the same way; in a
 second the feed loses, ``load(now)`` is 0 and nothing is sent."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import orjson
 from shoppulse.events.currency import load_rates
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
-from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights
+from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights, global_factor
 from shoppulse.loadgen.phenomena import ActivePhenomenon
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.scenario import Incident as ScriptedIncident
@@ -170,14 +171,17 @@ class EventStream:
 
     def __init__(self, rate: float, incidents: list[ActiveIncident] | None = None, bad: BadInput | None = None,
                  seed: int | None = None, record_pii: bool = False, traffic_shift: timedelta = timedelta(0),
-                 phenomena: list[ActivePhenomenon] | None = None) -> None:
+                 phenomena: list[ActivePhenomenon] | None = None, seasonal: bool = False) -> None:
         """``traffic_shift``: the markets' time of the week the stream plays is the event time plus this
-        (a recording stamped in the last hours can play the traffic of a fixed hour of the week)."""
+        (a recording stamped in the last hours can play the traffic of a fixed hour of the week).
+        ``seasonal``: the store's volume follows the time of the week too (``rate`` is its weekly mean,
+        as a replay of history has it); otherwise only the countries' mix does, and ``rate`` is held."""
         self.rng = random.Random(seed)
         self.rate = rate
         self.traffic_shift = traffic_shift
         self.incidents = incidents or []
         self.phenomena = phenomena or []
+        self.seasonal = seasonal
         self.bad = bad or BadInput()
         self.record_pii = record_pii
         self.tally = Tally()
@@ -343,7 +347,7 @@ class EventStream:
                 for moved in filter(phenomenon.moves, MARKETS):
                     boost[moved] = boost.get(moved, 1.0) * traffic
         week_time = now + self.traffic_shift
-        visits = boosted_load(week_time, boost)
+        visits = boosted_load(week_time, boost) * (global_factor(week_time) if self.seasonal else 1.0)
         usual = country_weights(week_time)
         scripted = [lone for country, incidents in active.items() for i in incidents
                     if (lone := lone_events(i, country, usual[country])) is not None]

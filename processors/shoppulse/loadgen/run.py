@@ -12,7 +12,6 @@ from pathlib import Path
 from quixstreams.kafka import Producer
 
 from shoppulse.loadgen.generator import BadInput, EventStream
-from shoppulse.loadgen.markets import global_factor
 from shoppulse.loadgen.phenomena import schedule_phenomena
 from shoppulse.loadgen.scenario import Scenario, schedule, write_ground_truth
 from shoppulse.topics import RAW_EVENTS
@@ -92,15 +91,15 @@ def run_live(producer: Producer, stream: EventStream, rate: float, *, duration_s
 def run_replay(producer: Producer, stream: EventStream, rate: float, start: datetime, end: datetime, *,
                report: Callable[[float, int], None] = lambda _fraction, _sent: None,
                topic: str = RAW_EVENTS.name) -> int:
-    """Backfill the history from ``start`` to ``end``: each simulated second carries ``rate`` times
-    the global seasonal factor (and the stream's load) events, sent as fast as the broker takes them,
-    each message stamped with its simulated time."""
+    """Backfill the history from ``start`` to ``end``: each simulated second carries ``rate`` times the
+    stream's load events (a seasonal stream's follows the time of the week), sent as fast as the broker
+    takes them, each message stamped with its simulated time."""
     total_s = int((end - start).total_seconds())
     sent = 0
     carry = 0.0
     for second in range(total_s):
         sim = start + timedelta(seconds=second)
-        carry += rate * global_factor(sim) * stream.load(sim)
+        carry += rate * stream.load(sim)
         n, carry = int(carry), carry - int(carry)
         for i in range(n):
             emission = stream.next(sim + timedelta(milliseconds=1000 * i // max(n, 1)))
@@ -117,11 +116,11 @@ def run_replay(producer: Producer, stream: EventStream, rate: float, start: date
 
 
 def new_stream(rate: float, scenario: Scenario | None, run_start: datetime, ground_truth: Path | None,
-               bad: BadInput, seed: int | None, record_pii: bool = False) -> EventStream:
+               bad: BadInput, seed: int | None, record_pii: bool = False, seasonal: bool = False) -> EventStream:
     """The stream of ``scenario`` started at ``run_start``; its incidents' and phenomena's ground truth is
-    appended to ``ground_truth``."""
+    appended to ``ground_truth``. ``seasonal``: the store's volume follows the time of the week (a replay)."""
     incidents = schedule(scenario, run_start) if scenario else []
     phenomena = schedule_phenomena(scenario.phenomena, run_start) if scenario else []
     if ground_truth is not None and (incidents or phenomena):
         write_ground_truth(ground_truth, incidents, phenomena)
-    return EventStream(rate, incidents, bad, seed, record_pii, phenomena=phenomena)
+    return EventStream(rate, incidents, bad, seed, record_pii, phenomena=phenomena, seasonal=seasonal)
