@@ -2,8 +2,8 @@
 bursty arrivals, a slow drift, a level shift that becomes the new normal, a holiday, seconds in which
 no event arrives — each with its ground truth (whether an ops team wants an alert, and when).
 
-A phenomenon scales the traffic of its countries (``traffic(country, when)``: 1.0 is the usual); the
-generator starts that many more or fewer sessions there, so a country's every volume moves together
+A phenomenon scales the traffic of the countries it ``moves`` (``traffic(when)``: 1.0 is the usual);
+the generator starts that many more or fewer sessions there, so a country's every volume moves together
 and its ratios stay what they were, as when real shoppers come and go. Missing seconds are the
 store's whole feed: no event at all in those seconds (a collector restarting, a network blip)."""
 
@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shoppulse.events.schema import Country
 
 PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "missing_seconds"]
-# Whether an ops team wants to hear of it: "onset" — an alert within ONSET of its start (and for a holiday, of its
-# end too) is right, and one after it is false (the new level is the normal by then); "never" — any alert is false.
+# Whether an ops team wants to hear of it: "wanted at onset" — an alert within ONSET of its start is right (a level
+# shift: the new level is the normal after that); "tolerated at onset" — one within ONSET of its start or end is
+# no false alert, nor a missed one if absent (a holiday); "never" — any alert while it lasts is false.
 Alerting = Literal["wanted at onset", "tolerated at onset", "never"]
 ALERTING: dict[str, Alerting] = {"bursts": "never", "drift": "never", "missing_seconds": "never",
                                  "level_shift": "wanted at onset", "holiday": "tolerated at onset"}
