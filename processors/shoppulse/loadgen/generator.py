@@ -8,8 +8,8 @@ events/s. An incident that brings shoppers (a flash sale) adds sessions in its c
 than taking other countries' share, and once it is over its shoppers finish their visits at the
 usual pace (the store stays busier by them for about a session's length), while every other
 country's events/s stay what they were. The scenario's phenomena (bursts, drifts, holidays, level
-shifts) scale countries' arrivals the same way; in a
-second the feed loses, ``load(now)`` is 0 and nothing is sent."""
+shifts) scale countries' arrivals the same way; in a second the feed loses, ``load(now)`` is 0 and
+nothing is sent."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import orjson
 from shoppulse.events.currency import load_rates
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
-from shoppulse.loadgen.markets import MARKETS, boosted_load, country_weights, global_factor
+from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor
 from shoppulse.loadgen.phenomena import ActivePhenomenon
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.scenario import Incident as ScriptedIncident
@@ -305,19 +305,18 @@ class EventStream:
             del session.steps[: self.rng.randrange(len(session.steps))]
         return session
 
-    def _arrive(self, visits: float, shares: dict[str, float], elapsed_s: float) -> None:
-        """The shoppers who joined each country's pool over ``elapsed_s``: as many as keep it, at the usual
-        pace per session, at ``visits`` times the usual number of live sessions, split by ``shares``. The
-        first time, the pools start full, their shoppers caught mid-visit."""
+    def _arrive(self, wanted: dict[str, float], elapsed_s: float) -> None:
+        """The shoppers who joined each country's pool over ``elapsed_s``: as many as keep its ``wanted`` live
+        sessions at the usual pace per session. The first time, the pools start full, their shoppers caught
+        mid-visit."""
         first = not any(self.pools.values())
-        for country, share in shares.items():
-            wanted = self.usual_pool_size * visits * share
+        for country, sessions in wanted.items():
             if first:
-                self.pools[country] = [self._caught_mid_visit(country) for _ in range(round(wanted))]
+                self.pools[country] = [self._caught_mid_visit(country) for _ in range(round(sessions))]
                 continue
             steps, visits_planned = self._steps_planned[country]
             # a visit lasts its steps at rate / usual_pool_size steps per second
-            self._arriving[country] += wanted * self.rate / self.usual_pool_size * visits_planned / steps * elapsed_s
+            self._arriving[country] += sessions * self.rate / self.usual_pool_size * visits_planned / steps * elapsed_s
             arrivals = int(self._arriving[country])
             self._arriving[country] -= arrivals
             self.pools[country] += [self._new_session(country) for _ in range(arrivals)]
@@ -347,12 +346,14 @@ class EventStream:
                 for moved in filter(phenomenon.moves, MARKETS):
                     boost[moved] = boost.get(moved, 1.0) * traffic
         week_time = now + self.traffic_shift
-        visits = boosted_load(week_time, boost) * (global_factor(week_time) if self.seasonal else 1.0)
         usual = country_weights(week_time)
         scripted = [lone for country, incidents in active.items() for i in incidents
                     if (lone := lone_events(i, country, usual[country])) is not None]
         self._lone = [usual_refunds(country, share) for country, share in usual.items()] + scripted
-        self._arrive(visits, country_weights(week_time, boost), elapsed_s)
+        # a boosted country's shoppers come on top of the usual ones rather than taking other countries' share
+        volume = self.usual_pool_size * (global_factor(week_time) if self.seasonal else 1.0)
+        self._arrive({country: volume * share * boost.get(country, 1.0) for country, share in usual.items()},
+                     elapsed_s)
         live = {country: float(len(pool)) for country, pool in self.pools.items()}
         self._countries = list(live)
         self._cumulative = list(itertools.accumulate(live.values()))

@@ -62,15 +62,6 @@ def country_weights(when: datetime, boost: dict[str, float] | None = None) -> di
     return {c: w / total for c, w in raw.items()}
 
 
-def boosted_load(when: datetime, boost: dict[str, float]) -> float:
-    """The store's traffic with some countries boosted, relative to without: a flash sale brings
-    shoppers on top of the usual ones rather than taking other countries' share."""
-    if not boost:
-        return 1.0
-    usual = {c: m.weight * seasonal_factor(m, when) for c, m in MARKETS.items()}
-    return sum(w * boost.get(c, 1.0) for c, w in usual.items()) / sum(usual.values())
-
-
 def global_factor(when: datetime) -> float:
     """Global traffic at ``when`` relative to the weekly mean (for history replay)."""
     total = sum(m.weight for m in MARKETS.values())
