@@ -9,8 +9,9 @@ from typing import cast
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from shoppulse.ascode.dashboards.demo_data import poisson
 from shoppulse.sidecar.app import Sidecar
-from shoppulse.sidecar.detectors import Opinion, Point, SeasonalBand, Verdict
+from shoppulse.sidecar.detectors import ADOPT_AFTER_STEPS, Opinion, Point, SeasonalBand, Verdict
 from shoppulse.sidecar.incidents import CONFIRM_AFTER, CONFIRM_Z, JOIN_WITHIN, RESOLVE_AFTER, IncidentTracker, kind_of
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.revenue import Shortfall, UsualRevenue
@@ -192,6 +193,42 @@ def test_a_country_in_an_open_incident_keeps_its_expected_revenue_and_counts_wha
     assert expected["DE"] == pytest.approx(100.0, rel=0.03) and expected["FR"] < 90.0, expected
     open_steps = 460 - (incident.opened_at - T0) // STEP
     assert incident.revenue_at_risk == pytest.approx(open_steps * 10 * 20.0, rel=0.1)
+
+
+def test_fewer_shoppers_for_good_become_the_usual_but_a_lasting_payment_outage_stays_told() -> None:
+    """FR keeps 60 % of its shoppers from step 400 on, every ratio as usual: its incident opens at the onset,
+    its rates take the new level after ADOPT_AFTER_STEPS, the incident resolves and nothing opens again in
+    the hours after. DE's payments fail for an hour from the same step: its rates drop as far, but while
+    its shoppers meet the failure they keep their usual level — one incident for the whole hour, resolved
+    once payments recover, and no region for the revenue coming back."""
+    rng = random.Random(5)
+    sidecar = Sidecar(cast(Client, None), replaying=True)  # replaying: scores without writing
+    opened: list[tuple[int, str, str]] = []
+
+    def points(shoppers: float, paid_share: float) -> dict[str, Point]:
+        views, checkouts = poisson(rng, 900 * shoppers), poisson(rng, 60 * shoppers)
+        orders = sum(rng.random() < paid_share for _ in range(checkouts))
+        return {"views_per_s": Point(views / 60, views, "rate"), "orders_per_s": Point(orders / 60, orders, "rate"),
+                "revenue_per_s": Point(orders * 50 / 60, orders, "rate"),
+                "orders_per_view": Point(orders / max(views, 1), views, "ratio"),
+                "payment_failure_rate": Point(1 - orders / max(checkouts, 1), checkouts, "ratio")}
+
+    outage = range(400, 400 + 360)
+    for index in range(400 + 6 * 180):
+        windows = {"FR": points(1.0 if index < 400 else 0.6, 0.95),
+                   "DE": points(1.0, 0.2 if index in outage else 0.95)}
+        changes = sidecar._score(T0 + STEP * index, windows, {})
+        opened += [(index, c.region.country, c.region.metric) for c in changes if c.kind == "opened"]
+    incidents = [*sidecar.incidents.resolved, *sidecar.incidents.incidents]
+    fr = [i for i in incidents if i.countries == ["FR"]]
+    de = [i for i in incidents if i.countries == ["DE"]]
+    assert len(fr) == 1 and len(de) == 1, [(i.kind, i.countries) for i in incidents]
+    assert fr[0].kind == "traffic_drop" and de[0].kind == "payment_failures"
+    assert all(index < 400 + 12 for index, country, _ in opened if country == "FR"), opened
+    assert fr[0].resolved_at is not None and fr[0].resolved_at <= T0 + STEP * (400 + ADOPT_AFTER_STEPS + 30)
+    assert sidecar.series[("orders_per_s", "FR")].last.expected == pytest.approx(0.6 * 57 / 60, rel=0.1)  # type: ignore[union-attr]
+    assert all(index < 400 + 12 for index, country, _ in opened if country == "DE"), opened
+    assert de[0].resolved_at is not None and de[0].resolved_at >= T0 + STEP * outage[-1]
 
 
 def test_revenue_above_the_expected_while_open_offsets_what_was_lost_and_never_goes_below_zero() -> None:

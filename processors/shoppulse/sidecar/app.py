@@ -30,7 +30,7 @@ from river import stats, utils
 
 from shoppulse.sidecar.band_refit import BandRefitter, refit_bands
 from shoppulse.sidecar.contributors import incident_contributors
-from shoppulse.sidecar.detectors import Point, SeasonalBand, SeriesDetector, Verdict
+from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.fast_path import FAST_WINDOW_S, FastPath
@@ -277,11 +277,16 @@ class Sidecar:
         # enough to open a region of its own, and a baseline that learned the dip would shrink the
         # revenue at risk measured against it.
         held = self.incidents.open_countries()
+        # ...and while its shoppers meet a failure (a region open on a ratio or a latency), its rates keep
+        # their usual level however long it lasts: they are what recovery is measured against.
+        failing = {country for (_, country), s in self.series.items()
+                   if s.tracker.is_open and s.point is not None and s.point.kind not in ADOPTED_KINDS}
         for country, points in windows.items():
             for metric, bare in points.items():
                 series = self._series(metric, country)
                 point = replace(bare, band=seasonal.get((metric, country)))
-                verdict = series.detector.step(point, series.tracker.is_open or country in held)
+                verdict = series.detector.step(point, series.tracker.is_open or country in held,
+                                               may_adopt=country not in failing)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
                 DISPERSION.labels(metric, country).set(series.detector.robust.dispersion())

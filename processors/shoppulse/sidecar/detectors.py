@@ -28,8 +28,9 @@ need nothing else.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
-from statistics import NormalDist
+from statistics import NormalDist, median
 from typing import Protocol
 
 from river import anomaly, compose, preprocessing, stats, utils
@@ -61,6 +62,14 @@ CLIP_Z = 2.0  # residuals beyond this many scales are clipped when learning
 LEARN_BELOW_Z = 3.0  # points this unusual (or inside a region) are not learned from, for a while
 ANOMALY_LEARNING_WEIGHT = 0.1
 ABSORB_AFTER_STEPS = 180  # 30 minutes at the sidecar's 10 s step
+# A rate (how many shoppers come, order, spend) that has stayed unusual this long has a new level: the
+# baseline takes the median of the latest ADOPT_FROM_STEPS points as its level, instead of creeping
+# toward it at ANOMALY_LEARNING_WEIGHT for hours while every noisy step reopens a region (the caller
+# says when not to: while its shoppers meet a failure). Ratios and latencies (what shoppers meet: failed
+# payments, a slow checkout) keep creeping: a payment outage that lasts stays told until payments recover.
+ADOPT_AFTER_STEPS = 120  # 20 minutes at the sidecar's 10 s step
+ADOPT_FROM_STEPS = 60  # the latest 10 minutes
+ADOPTED_KINDS = frozenset({"rate"})
 Z_FOR_FULL_SCORE = 8.0
 HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing the point as unusual
 # Self-calibration: how far out this series' own |z| reaches in its 0.5 % tail, against a normal
@@ -315,6 +324,10 @@ class RobustZ:
         if weight >= 1.0:  # an anomaly, even one being absorbed, is no trend
             self.trend += self.beta * rate * residual
 
+    def adopt_level(self, level: float) -> None:
+        """Take ``level`` as the series' usual from now on (a lasting shift), its spread unchanged."""
+        self.level, self.trend = level, 0.0
+
     def _corrected(self) -> float:
         return self.deviation / (1 - (1 - self.alpha) ** max(self.seen - 1, 1))
 
@@ -516,14 +529,17 @@ class SeriesDetector:
     detectors: list[Detector] = field(default_factory=list)
     previous: float | None = None
     absorb_after: int = ABSORB_AFTER_STEPS
+    adopt_after: int | None = ADOPT_AFTER_STEPS  # None: a lasting shift is only ever crept toward
     unusual_steps: int = 0
+    unusual_values: deque[float] = field(default_factory=lambda: deque(maxlen=ADOPT_FROM_STEPS))
 
     def __post_init__(self) -> None:
         self.detectors = self.detectors or default_detectors(self.seed, self.robust)
 
-    def step(self, point: Point, anomalous_before: bool) -> Verdict:
+    def step(self, point: Point, anomalous_before: bool, may_adopt: bool = True) -> Verdict:
         """Score ``point`` with every detector, then let them learn from it unless it belongs to an
-        anomaly; the verdict's expected value is on the point's own scale."""
+        anomaly (a rate that has been unusual for ``adopt_after`` steps takes its new level, unless
+        ``may_adopt`` is false); the verdict's expected value is on the point's own scale."""
         observed, point = point, replace(point.judged(), previous=self.previous, anomalous=anomalous_before)
         opinions = tuple(detector.score_one(point) for detector in self.detectors)
         z, warm = self.robust.z(point), self.robust.warm
@@ -537,8 +553,15 @@ class SeriesDetector:
             for detector in self.detectors:
                 detector.learn_one(point)
             self.unusual_steps = 0
+            self.unusual_values.clear()
         else:  # an incident must not become normal; a shift that lasts for hours eventually must
             self.unusual_steps += 1
+            self.unusual_values.append(point.value)
+            if (may_adopt and self.adopt_after is not None and point.kind in ADOPTED_KINDS
+                    and self.unusual_steps >= self.adopt_after):
+                self.robust.adopt_level(median(self.unusual_values))
+                self.unusual_steps = 0
+                self.unusual_values.clear()
             weight = ANOMALY_LEARNING_WEIGHT if self.unusual_steps > self.absorb_after else 0.0
             for detector in self.detectors:
                 detector.learn_one(point, weight=weight)
