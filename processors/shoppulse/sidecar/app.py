@@ -187,16 +187,18 @@ class Sidecar:
                                    status="withdrawn")
                 changes.append(Change("withdrawn", withdrawn))
                 continue
-            # It ended while we were away: close it when the replay saw its series calm down (else now),
-            # with the replay's numbers when it saw the region, the stored ones otherwise.
+            # It ended while we were away: close it when the replay saw its series calm down, as the region the
+            # replay saw (under its stored name: the replay, from another first step, may have opened it a step
+            # apart, and its incident holds that region); else now, with the stored numbers.
             ended = series.tracker.last_closed if series is not None else None
-            seen = ended if ended is not None and ended.closed_at and ended.closed_at > opened else None
-            observed, expected, lower, upper, score = ((seen.observed, seen.expected, seen.lower, seen.upper,
-                                                        seen.score) if seen else last)
-            closing = Region(anomaly_id, metric, country, opened, observed, expected, lower, upper, score,
-                             seen.z if seen else 0.0, closed_at=seen.closed_at if seen else self.last_step,
-                             detected_at=detected_at)
-            closing.peak_delta_pct = seen.peak_delta_pct if seen else closing.delta_pct
+            if ended is not None and ended.closed_at and ended.closed_at > opened:
+                ended.anomaly_id, ended.opened_at, ended.detected_at = anomaly_id, opened, detected_at
+                changes.append(Change("closed", ended))
+                continue
+            observed, expected, lower, upper, score = last
+            closing = Region(anomaly_id, metric, country, opened, observed, expected, lower, upper, score, 0.0,
+                             closed_at=self.last_step, detected_at=detected_at)
+            closing.peak_delta_pct = closing.delta_pct
             changes.append(Change("closed", closing))
         for (metric, country), series in self.series.items():
             if series.tracker.region is not None and (metric, country) not in adopted:
