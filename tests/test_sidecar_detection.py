@@ -18,6 +18,7 @@ from shoppulse.loadgen.series_corpus import corpus
 from shoppulse.sidecar.csv_detect import region_tracker, series_detector
 from shoppulse.sidecar.detectors import (
     CUSUM_CLIP_Z,
+    HST_AGREES,
     LevelShiftCusum,
     Opinion,
     Point,
@@ -230,6 +231,33 @@ def test_half_space_trees_agreeing_opens_the_region_at_the_first_strong_step() -
     assert opening_step([strong(hst=0.9), strong(hst=0.9)]) == (0, ["robust_z", "half_space_trees"])
     # It only corroborates: without a strong z, however unusual River finds the point, nothing opens.
     assert opening_step([strong(z=-2.0, hst=1.0)] * 5) is None
+
+
+def test_on_the_store_s_series_the_trees_score_but_a_lone_strong_step_opens_nothing() -> None:
+    """River's trees isolate every step far from the baseline, a blip of noise as surely as an incident: their
+    agreement is no second opinion, so one step at |z| 4.5 opens nothing where two in a row do."""
+    def run(strong_steps: int) -> tuple[list[int], float]:
+        detector, tracker = SeriesDetector(seed=3), RegionTracker("orders_per_s", "BR")
+        points = orders_stream(20_000, 2.0, seed=5)
+        opened, trees = [], 0.0
+        for index in range(len(points) + strong_steps + 10):
+            point = points[index] if index < len(points) else points[-1]
+            if len(points) <= index < len(points) + strong_steps:
+                count = point.count
+                while detector.robust.z(Point(count / WINDOW_S, count, "rate", WINDOW_S)) < 4.5:
+                    count += 1
+                point = Point(count / WINDOW_S, count, "rate", WINDOW_S)
+            verdict = detector.step(point, tracker.is_open)
+            if index == len(points):
+                trees = next(o.score for o in verdict.opinions if o.detector == "half_space_trees")
+            change = tracker.step(START + timedelta(seconds=STEP_S * index), point.value, verdict)
+            if change and change.kind == "opened":
+                opened.append(index - len(points))
+        return opened, trees
+
+    lone, trees = run(1)
+    assert trees >= HST_AGREES and lone == []  # the trees found it as unusual as the incidents they used to confirm
+    assert run(2)[0] == [1]
 
 
 def test_a_value_inside_the_seasonal_band_is_the_usual_for_the_time_of_week() -> None:
