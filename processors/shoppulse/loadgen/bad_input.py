@@ -14,7 +14,7 @@ from shoppulse.events.validate import MAX_EVENT_BYTES, Reason
 Corruptor = Callable[[dict[str, Any], datetime], bytes]
 
 
-def _dumps(event: dict[str, Any]) -> bytes:
+def _dumps(event: object) -> bytes:
     return orjson.dumps(event)
 
 

@@ -54,10 +54,9 @@ def seasonal_factor(market: Market, when: datetime) -> float:
 _MEAN = sum(HOUR_OF_DAY) / 24 * sum(DAY_OF_WEEK) / 7
 
 
-def country_weights(when: datetime, boost: dict[str, float] | None = None) -> dict[str, float]:
-    """Each country's share of sessions starting at ``when`` (incidents may boost some)."""
-    boost = boost or {}
-    raw = {c: m.weight * seasonal_factor(m, when) * boost.get(c, 1.0) for c, m in MARKETS.items()}
+def country_weights(when: datetime) -> dict[str, float]:
+    """Each country's usual share of the sessions starting at ``when``."""
+    raw = {c: m.weight * seasonal_factor(m, when) for c, m in MARKETS.items()}
     total = sum(raw.values())
     return {c: w / total for c, w in raw.items()}
 
