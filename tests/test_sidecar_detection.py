@@ -390,6 +390,7 @@ def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_
     lines = phenomena_lines("real-world", result)
     assert "onset told after 90 s; 1 false alert(s)" in lines[0] and "MISSED" not in " ".join(lines)
     assert "false alerts: 4 = 2.67 per country-day" in lines[-1]
+    assert "1 false alert(s) beside the phenomena" in lines[-3] and "views_per_s US (+10%)" in lines[-2]
 
 
 def test_rarity_is_told_as_the_z_of_a_normal_tail_as_rare() -> None:

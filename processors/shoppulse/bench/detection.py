@@ -219,6 +219,11 @@ def phenomena_lines(name: str, result: RunScore) -> list[str]:
         lines.append(f"{name:14} {p.kind:18} {','.join(p.countries or ['ALL']):6} {verdict}; "
                      f"{len(p.false_alerts)} false alert(s) while it lasted")
         lines += [f"{'':16}{_region_line(region)}" for region in p.false_alerts[:5]]
+    during = {id(region) for p in result.phenomena for region in p.false_alerts}
+    beside = [region for region in result.false_alerts if id(region) not in during]
+    if result.phenomena and beside:
+        lines.append(f"{name:14} {len(beside)} false alert(s) beside the phenomena")
+        lines += [f"{'':16}{_region_line(region)}" for region in beside[:5]]
     if result.phenomena:
         lines.append(f"{name:14} false alerts: {len(result.false_alerts)} = {result.false_per_country_day:.2f} per "
                      f"country-day (target <= 1); false incidents: {len(result.false_incidents)} "
