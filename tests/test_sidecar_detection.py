@@ -360,7 +360,7 @@ def test_scoring_matches_regions_to_incidents_and_counts_the_rest_as_false_alert
 
 
 def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_alert_false() -> None:
-    from shoppulse.bench.detection import OpenedRegion, phenomena_lines, score
+    from shoppulse.bench.detection import OpenedIncident, OpenedRegion, phenomena_lines, score
     from shoppulse.loadgen.phenomena import Phenomenon, schedule_phenomena
 
     played = schedule_phenomena([Phenomenon(kind="level_shift", countries=["FR"], start_after_s=600, level=0.6),
@@ -387,6 +387,10 @@ def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_
     ratio = score([], [OpenedRegion("orders_per_view", "FR", at + timedelta(seconds=60), -20.0)], timedelta(hours=3),
                   phenomena=played[:1]).phenomena[0]
     assert not ratio.detected  # fewer shoppers: a volume tells of it, not a ratio (though one at onset is no false)
+    at_onset = OpenedIncident("traffic_drop", ["FR"], at + timedelta(seconds=90), 0.0, "")
+    mid_holiday = OpenedIncident("traffic_drop", ["JP"], at + timedelta(minutes=30), 0.0, "")
+    told = score([], opened, timedelta(hours=3), [at_onset, mid_holiday], phenomena=played)
+    assert told.false_incidents == [mid_holiday]  # the incident told at the shift's onset is the wanted alert
     lines = phenomena_lines("real-world", result)
     assert "onset told after 90 s; 1 false alert(s)" in lines[0] and "MISSED" not in " ".join(lines)
     assert "false alerts: 4 = 2.67 per country-day" in lines[-1]

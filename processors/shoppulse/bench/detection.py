@@ -157,9 +157,10 @@ def _in_its_countries(region: OpenedRegion, phenomenon: ActivePhenomenon) -> boo
     return region.country == STORE_WIDE or phenomenon.moves(region.country)
 
 
-def _at_onset(region: OpenedRegion, phenomenon: ActivePhenomenon) -> bool:
-    return _in_its_countries(region, phenomenon) and any(
-        onset - MARGIN <= region.opened_at <= onset + ONSET for onset in phenomenon.onsets())
+def _at_onset(country: str, at: datetime, phenomenon: ActivePhenomenon) -> bool:
+    """Whether an alert in ``country`` at ``at`` tells of the phenomenon's onset (wanted or tolerated)."""
+    return (country == STORE_WIDE or phenomenon.moves(country)) and any(
+        onset - MARGIN <= at <= onset + ONSET for onset in phenomenon.onsets())
 
 
 def score_phenomenon(phenomenon: ActivePhenomenon, opened: Sequence[OpenedRegion],
@@ -170,7 +171,8 @@ def score_phenomenon(phenomenon: ActivePhenomenon, opened: Sequence[OpenedRegion
     delay = None
     if p.alerting == "wanted at onset":
         delays = [(r.opened_at - phenomenon.start).total_seconds() for r in opened
-                  if r.metric in VOLUMES and _at_onset(r, phenomenon) and r.opened_at >= phenomenon.start]
+                  if r.metric in VOLUMES and _at_onset(r.country, r.opened_at, phenomenon)
+                  and r.opened_at >= phenomenon.start]
         delay = min(delays, default=None)
     lasting = p.kind in ("drift", "level_shift") or phenomenon.end is None
     during = [r for r in false_alerts if _in_its_countries(r, phenomenon) and phenomenon.start <= r.opened_at
@@ -196,7 +198,8 @@ def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration:
         scores.append(IncidentScore(incident.incident.kind, countries, bool(hits), delay, hits, near,
                                     incident.incident.gateway, lost))
         explained |= {id(r) for r in opened if incident.start - MARGIN <= r.opened_at <= incident.end + MARGIN}
-    explained |= {id(r) for r in opened for p in phenomena if _at_onset(r, p)}
+    explained |= {id(r) for r in opened for p in phenomena if _at_onset(r.country, r.opened_at, p)}
+    told_of |= {id(i) for i in told for p in phenomena if any(_at_onset(c, i.opened_at, p) for c in i.countries)}
     false_alerts = [r for r in opened if id(r) not in explained]
     return RunScore(scores, false_alerts, COUNTRIES * duration.total_seconds() / 86400,
                     [i for i in told if id(i) not in told_of],
