@@ -153,13 +153,13 @@ def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timede
                          recorded.phenomena), actions=actions)
 
 
-def _in_its_countries(region: OpenedRegion, phenomenon: ActivePhenomenon) -> bool:
-    return region.country == STORE_WIDE or phenomenon.moves(region.country)
+def _in_its_countries(country: str, phenomenon: ActivePhenomenon) -> bool:
+    return country == STORE_WIDE or phenomenon.moves(country)
 
 
 def _at_onset(country: str, at: datetime, phenomenon: ActivePhenomenon) -> bool:
     """Whether an alert in ``country`` at ``at`` tells of the phenomenon's onset (wanted or tolerated)."""
-    return (country == STORE_WIDE or phenomenon.moves(country)) and any(
+    return _in_its_countries(country, phenomenon) and any(
         onset - MARGIN <= at <= onset + ONSET for onset in phenomenon.onsets())
 
 
@@ -175,7 +175,7 @@ def score_phenomenon(phenomenon: ActivePhenomenon, opened: Sequence[OpenedRegion
                   and r.opened_at >= phenomenon.start]
         delay = min(delays, default=None)
     lasting = p.kind in ("drift", "level_shift") or phenomenon.end is None
-    during = [r for r in false_alerts if _in_its_countries(r, phenomenon) and phenomenon.start <= r.opened_at
+    during = [r for r in false_alerts if _in_its_countries(r.country, phenomenon) and phenomenon.start <= r.opened_at
               and (lasting or (phenomenon.end is not None and r.opened_at <= phenomenon.end + MARGIN))]
     return PhenomenonScore(p.kind, list(p.countries) if p.countries else None, p.alerting, delay, during)
 

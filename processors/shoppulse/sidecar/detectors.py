@@ -560,12 +560,12 @@ class SeriesDetector:
             self.unusual_values.clear()
         else:  # an incident must not become normal; a shift that lasts for hours eventually must
             self.unusual_steps += 1
-            self.unusual_values.append(point.value)
-            if (may_adopt and self.adopt_after is not None and point.kind in ADOPTED_KINDS
-                    and self.unusual_steps >= self.adopt_after):
-                self.robust.adopt_level(median(self.unusual_values))
-                self.unusual_steps = 0
-                self.unusual_values.clear()
+            if self.adopt_after is not None and point.kind in ADOPTED_KINDS:
+                self.unusual_values.append(point.value)
+                if may_adopt and self.unusual_steps >= self.adopt_after:
+                    self.robust.adopt_level(median(self.unusual_values))
+                    self.unusual_steps = 0
+                    self.unusual_values.clear()
             weight = ANOMALY_LEARNING_WEIGHT if self.unusual_steps > self.absorb_after else 0.0
             for detector in self.detectors:
                 detector.learn_one(point, weight=weight)
