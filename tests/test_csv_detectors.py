@@ -1,12 +1,14 @@
-"""The detectors ``detect --csv`` adds for arbitrary series: a long-memory context, and a baseline that
-judges nothing until it knows the series' tail."""
+"""The detectors ``detect --csv`` adds for arbitrary series: a long-memory context, a profile of the
+same time on earlier days, and a baseline that judges nothing until it knows the series' tail; and
+how their regions are told (bursts close together as one)."""
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
-from shoppulse.sidecar.csv_detect import region_tracker, series_detector
+from shoppulse.sidecar.csv_detect import Row, detect, region_tracker, series_detector
 from shoppulse.sidecar.detectors import (
     CALIBRATE_AFTER,
     CONTEXT_MIN_POINTS,
@@ -16,6 +18,7 @@ from shoppulse.sidecar.detectors import (
     HalfSpaceTreesDetector,
     Point,
     RobustZ,
+    SeasonalProfileZ,
 )
 
 
@@ -90,3 +93,74 @@ def test_half_space_trees_only_scores_where_it_does_not_corroborate() -> None:
     far = Point(5.0, 0.0, "level", previous=1.0)
     assert quiet.score_one(far).score == corroborating.score_one(far).score >= 0.7
     assert corroborating.score_one(far).unusual and quiet.score_one(far).unusual is None
+
+
+def test_the_context_learns_how_far_a_bursty_series_reaches_and_stops_calling_its_bursts_news() -> None:
+    """A series whose bursts are its usual: once the context has seen CALIBRATE_AFTER points outside a
+    region, the stretch is its own tail's, wider than the fixed one, and a usual burst no longer opens."""
+    rng = random.Random(2)
+    context = ContextZ()
+    burst = 0.0
+    for index in range(CONTEXT_MIN_POINTS + CALIBRATE_AFTER + 200):
+        value = rng.gauss(100, 2) + (rng.choice((25.0, 30.0, 35.0)) if index % 100 == 50 else 0.0)
+        if index == CONTEXT_MIN_POINTS:
+            burst = context.score_one(level(135.0)).surprise
+        context.learn_one(level(value))
+    assert context.stretch() > CONTEXT_STRETCH
+    assert burst >= 4 > context.score_one(level(135.0)).surprise
+
+
+def rhythm(index: int, rng: random.Random) -> float:
+    """A day of 288 five-minute points: quiet nights, busy days."""
+    return 100 + 60 * math.sin(2 * math.pi * index / 288) + rng.gauss(0, 3)
+
+
+def test_a_value_usual_overall_but_not_at_this_time_of_day_is_found_and_the_daily_peak_is_not() -> None:
+    """Ten days of a daily rhythm; on the eighth the afternoon stays at the night's level for two hours.
+    No single value is out of the series' range, so only the profile of the same time on earlier days
+    tells it; and the daily peaks, which a short-memory baseline would see rise every day, open nothing."""
+    rng = random.Random(4)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    rows = []
+    for index in range(10 * 288):
+        value = rhythm(index, rng)
+        lost = 7 * 288 + 60 <= index < 7 * 288 + 84
+        rows.append(Row(index + 2, start + timedelta(minutes=5 * index), 45.0 + rng.gauss(0, 3) if lost else value,
+                        int(lost)))
+    scored = list(detect(rows))
+    openings = [i for i, s in enumerate(scored) if s.anomaly and (i == 0 or not scored[i - 1].anomaly)]
+    late = [i for i in openings if i >= 3 * 288 + 60]  # the profile speaks once it has three days
+    assert [i for i in late if 7 * 288 + 60 <= i < 7 * 288 + 84] and len(late) == 1, late
+    profile = next(d for d in series_detector().detectors if isinstance(d, SeasonalProfileZ))
+    for index in range(5 * 288):
+        value = rhythm(index, rng)
+        profile.learn_one(Point(value, 0.0, "level", at=(start + timedelta(minutes=5 * index)).timestamp()))
+    noon = (start + timedelta(days=5, hours=6)).timestamp()  # the peak of the day
+    assert profile.score_one(Point(160.0, 0.0, "level", at=noon)).unusual is False
+    assert profile.score_one(Point(100.0, 0.0, "level", at=noon)).unusual is True
+
+
+def test_bursts_close_together_are_one_region_and_far_apart_two() -> None:
+    """Spikes 40 points apart flag one run, the calm points between them included; a third 400 points
+    later opens a region of its own."""
+    rng = random.Random(9)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    spikes = {1000, 1040, 1440}
+    rows = [Row(i + 2, start + timedelta(minutes=i), rng.gauss(50, 1) + (40 if i in spikes else 0), None)
+            for i in range(1700)]
+    flags = [s.anomaly for s in detect(rows)]
+    assert len(flags) == len(rows)
+    openings = [i for i in range(1, len(flags)) if flags[i] and not flags[i - 1]]
+    assert openings == [1000, 1440]
+    assert all(flags[1000:1041])
+
+
+def test_one_point_far_beyond_the_context_opens_a_region_before_the_baseline_knows_its_tail() -> None:
+    """The baseline is still calibrating at point 300; a value thirty times the usual opens a region at
+    once on the context's word alone."""
+    rng = random.Random(1)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [Row(i + 2, start + timedelta(hours=1) * i, (60.0 if i == 300 else rng.gauss(2, 0.2)), None)
+            for i in range(400)]
+    flags = [s.anomaly for s in detect(rows)]
+    assert [i for i in range(1, len(flags)) if flags[i] and not flags[i - 1]] == [300]

@@ -34,6 +34,7 @@ from shoppulse.sidecar.detectors import (
     LevelShiftCusum,
     Point,
     RobustZ,
+    SeasonalProfileZ,
     SeriesDetector,
 )
 from shoppulse.sidecar.regions import RegionTracker
@@ -41,6 +42,9 @@ from shoppulse.sidecar.regions import RegionTracker
 MAX_LINE_CHARS = 64 * 1024
 MISSING = {"", "na", "n/a", "nan", "null", "none", "-"}  # how spreadsheets, pandas and R write a missing value
 CLOSE_AFTER_POINTS = 12
+# A series that flares up again within this many points of calming down has one anomaly, not two:
+# bursty series (tweet volumes, disk writes) otherwise raise one region per burst.
+MERGE_WITHIN_POINTS = 96
 GAP_STEPS = 5  # a pause longer than this many of the series' usual intervals counts as a gap
 
 
@@ -165,7 +169,8 @@ def series_detector(cusum: bool = True) -> SeriesDetector:
     # A lasting shift of a sigma or two (no point alone stands out) is found by accumulating evidence,
     # one the baseline adopts too soon against the last few hundred points.
     detectors: list[Detector] = [baseline, HalfSpaceTreesDetector(seed=11, corroborates=False),
-                                 *([LevelShiftCusum(baseline)] if cusum else []), ContextZ()]
+                                 *([LevelShiftCusum(baseline)] if cusum else []), ContextZ(),
+                                 SeasonalProfileZ()]
     return SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
 
 
@@ -175,14 +180,30 @@ def region_tracker() -> RegionTracker:
 
 
 def detect(rows: Iterable[Row]) -> Iterator[Scored]:
+    """One scored row per row, in order. Regions that open again within MERGE_WITHIN_POINTS of closing
+    are one region (the calm points between them flagged too): the rows after a close wait until
+    either happens."""
     detector, tracker = series_detector(), region_tracker()
+    calm: list[tuple[Row, float | None]] = []  # rows since the last region closed, while it may reopen
     for row in rows:
-        if row.value is None:  # nothing to judge or learn: the region around it (if any) carries on
-            yield Scored(row, None, int(tracker.is_open))
+        score = None
+        if row.value is not None:  # a missing value has nothing to judge or learn: the region around it carries on
+            verdict = detector.step(Point(row.value, 0.0, "level", at=row.timestamp.timestamp()), tracker.is_open)
+            change, score = tracker.step(row.timestamp, row.value, verdict), round(verdict.score, 4)
+            if change is not None and change.kind == "closed":
+                calm.append((row, score))
+                continue
+            if change is not None and change.kind == "opened" and calm:
+                yield from (Scored(r, s, 1) for r, s in calm)
+                calm = []
+        if not calm:
+            yield Scored(row, score, int(tracker.is_open))
             continue
-        verdict = detector.step(Point(row.value, 0.0, "level"), tracker.is_open)
-        tracker.step(row.timestamp, row.value, verdict)
-        yield Scored(row, round(verdict.score, 4), int(tracker.is_open))
+        calm.append((row, score))
+        if len(calm) > MERGE_WITHIN_POINTS:
+            yield from (Scored(r, s, 0) for r, s in calm)
+            calm = []
+    yield from (Scored(r, s, 0) for r, s in calm)
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,19 @@ NORMAL_TAIL_Z = NormalDist().inv_cdf(1 - (1 - TAIL_QUANTILE) / 2)
 CUSUM_TAIL = 0.999  # the CUSUM's decay is read off this quantile of its sums: far out, where heavy tails show
 CALIBRATE_AFTER = 360  # points seen before the tail estimate is trusted (an hour at the sidecar's 10 s step)
 # The context detector's memory: its last this many usual points (about two days at a 5-minute step),
-# its first judgement after CONTEXT_MIN_POINTS, and how far its z is stretched (``ContextZ``).
+# its first judgement after CONTEXT_MIN_POINTS, and how far its z is stretched until it knows its tail.
 CONTEXT_POINTS = 500
 CONTEXT_MIN_POINTS = 100
 CONTEXT_STRETCH = 2.0
+# The seasonal profile (``SeasonalProfileZ``): the periods it tries, how many of each it keeps, from how
+# many it judges, the points whose intervals set its sampling interval, the fewest phases a period
+# must have at that interval, and how much of the values' variance its residuals may keep for it to speak.
+SEASONAL_PERIODS_S = (86400.0, 7 * 86400.0)
+SEASONAL_PERIODS = 7
+MIN_PERIODS = 3
+INTERVAL_POINTS = 20
+MIN_PHASES = 12
+SEASONAL_EXPLAINS = 0.5
 # A point's z beyond this adds no more to the CUSUM: one outlier is the baseline's to judge, and a
 # shift the CUSUM is for moves many points by a little.
 CUSUM_CLIP_Z = 4.0
@@ -117,6 +126,7 @@ class Point:
     # one minus that ratio (cart abandonment).
     flow: bool = False
     complement: bool = False
+    at: float | None = None  # Unix seconds, where a detector can use the time of day (detect --csv)
 
     def judged(self) -> Point:
         """The point on the scale the detectors judge it: quantiles (and their band) by their logarithm."""
@@ -398,14 +408,19 @@ class ContextZ:
     long memory beside the baseline's short one. A burst that lasts, a level shift or a new pattern
     the baseline adopts within a few dozen points stays unusual here until the context has seen
     enough of it. That context mixes the day's swings and regimes, so its z is far from normal: its
-    surprise is its z over ``CONTEXT_STRETCH`` (a point 8 deviations out counts as rare as 4 sigma;
-    by Chebyshev's inequality at most one point in 64 of any series lies that far out, in practice far
-    fewer). It learns from usual points only and says nothing before it has ``CONTEXT_MIN_POINTS``."""
+    surprise is its z stretched by how heavy the series' own tail of context z has turned out to be
+    (as ``RobustZ`` stretches its z), learned from every point outside a region; until it has seen
+    CALIBRATE_AFTER of them, by ``CONTEXT_STRETCH`` (a point 8 deviations out counts as rare as 4
+    sigma: by Chebyshev's inequality at most one point in 64 of any series lies that far out). A
+    bursty series' bursts so stop reading as news, and a smooth series' subtler changes start to. It
+    learns its context from usual points only and says nothing before it has ``CONTEXT_MIN_POINTS``."""
 
     points: int = CONTEXT_POINTS
     name: str = "context_z"
     weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
     context: utils.Rolling = field(init=False)  # a variance over the window, with its mean
+    tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
+    calibrated: int = 0
 
     def __post_init__(self) -> None:
         self.context = utils.Rolling(stats.Var, window_size=self.points, ddof=0)
@@ -419,18 +434,134 @@ class ContextZ:
             return 0.0 if abs(deviation) <= 1e-12 else math.copysign(Z_FOR_FULL_SCORE * CONTEXT_STRETCH, deviation)
         return deviation / spread
 
+    def stretch(self) -> float:
+        if self.calibrated < CALIBRATE_AFTER:
+            return CONTEXT_STRETCH
+        return max(1.0, float(self.tail.get() or 0.0) / NORMAL_TAIL_Z)
+
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point.value)
         if z is None:
             return Opinion(self.name, 0.0, None)
-        surprise = abs(z) / CONTEXT_STRETCH
+        surprise = abs(z) / self.stretch()
         return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
                        True if surprise >= LEARN_BELOW_Z else None, surprise)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
-        if weight < 1.0 or point.anomalous:  # the context is what the series usually does
+        if point.anomalous:
+            return
+        z = self.z(point.value)
+        if z is not None:
+            self.tail.update(abs(z))
+            self.calibrated += 1
+        if weight < 1.0:  # the context is what the series usually does
             return
         self.context.update(point.value)
+
+
+@dataclass
+class SeasonalProfileZ:
+    """The point against the same time of day (or of the week) in the series' last ``periods`` periods:
+    the median of those values, and of their neighbours a sampling interval either side, is the
+    expected one, and a baseline of its own judges the residual (its scale and heavy tail learned
+    from the series, as ``RobustZ`` does). It speaks only where the series has that rhythm: when the
+    residuals of its usual points vary at most ``SEASONAL_EXPLAINS`` as much as the values do, the
+    period being the one that explains more. Then a value as usual as any for its time (within
+    ``close_z`` of its profile) is the usual — a veto on a baseline that sees the daily peak as news —
+    and a value unlike every recent day at this time is unusual, however usual its level is overall.
+    The sampling interval is the median of the first points' intervals; points need ``at``."""
+
+    periods: int = SEASONAL_PERIODS
+    name: str = "seasonal_profile"
+    weight: float = 0.0  # it proposes by its surprise and vetoes; the blended score stays the baseline's and HST's
+    close_z: float = 2.0
+    interval: float | None = None
+    _intervals: list[float] = field(default_factory=list)
+    _last_at: float | None = None
+    _profiles: dict[float, _PhaseProfile] = field(default_factory=dict)
+
+    def _learn_interval(self, at: float) -> None:
+        if self._last_at is not None and at > self._last_at and self.interval is None:
+            self._intervals.append(at - self._last_at)
+            if len(self._intervals) >= INTERVAL_POINTS:
+                self.interval = median(self._intervals)
+                self._profiles = {period: _PhaseProfile(period, self.interval, self.periods)
+                                  for period in SEASONAL_PERIODS_S if period >= MIN_PHASES * self.interval}
+        self._last_at = at if self._last_at is None else max(self._last_at, at)
+
+    def _rhythm(self) -> _PhaseProfile | None:
+        """The period whose profile explains the series, the one that explains more."""
+        explaining = [p for p in self._profiles.values() if p.explains()]
+        return min(explaining, key=lambda p: p.explained_share(), default=None)
+
+    def score_one(self, point: Point) -> Opinion:
+        rhythm = None if point.at is None else self._rhythm()
+        z = None if rhythm is None or point.at is None else rhythm.z(point.at, point.value)
+        if z is None:
+            return Opinion(self.name, 0.0, None)
+        surprise = abs(z)
+        unusual = True if surprise >= LEARN_BELOW_Z else False if surprise < self.close_z else None
+        return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE), unusual, surprise)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        if point.at is None:
+            return
+        self._learn_interval(point.at)
+        for profile in self._profiles.values():
+            profile.learn_one(point.at, point.value, usual=weight >= 1.0 and not point.anomalous)
+
+
+@dataclass
+class _PhaseProfile:
+    """One period's profile: the latest values at each phase of it, with their period's number."""
+
+    period: float
+    interval: float
+    periods: int
+    phases: dict[int, deque[tuple[int, float]]] = field(default_factory=dict)
+    residual: RobustZ = field(default_factory=lambda: RobustZ(alpha=0.01, self_calibrating=True))
+    residual_var: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Var, window_size=CONTEXT_POINTS))
+    value_var: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Var, window_size=CONTEXT_POINTS))
+
+    def _where(self, at: float) -> tuple[int, int]:
+        return int(at // self.period), int((at % self.period) // self.interval)
+
+    def expected(self, at: float) -> float | None:
+        number, phase = self._where(at)
+        count = max(1, int(self.period // self.interval))
+        seen = [value for near in (phase - 1, phase, phase + 1) for n, value in self.phases.get(near % count, ())
+                if n < number]
+        periods = {n for near in (phase - 1, phase, phase + 1) for n, _ in self.phases.get(near % count, ())
+                   if n < number}
+        return median(seen) if len(periods) >= MIN_PERIODS else None
+
+    def z(self, at: float, value: float) -> float | None:
+        expected = self.expected(at)
+        if expected is None:
+            return None
+        return self.residual.z(Point(value - expected, 0.0, "level"))
+
+    def explained_share(self) -> float:
+        """The residuals' variance as a share of the values' (1: the profile explains nothing)."""
+        values = float(self.value_var.obj.get())
+        return float(self.residual_var.obj.get()) / values if values > 1e-12 else 1.0
+
+    def explains(self) -> bool:
+        return (self.residual.calibrated >= CALIBRATE_AFTER and len(self.residual_var.window) >= CONTEXT_MIN_POINTS
+                and self.explained_share() <= SEASONAL_EXPLAINS)
+
+    def learn_one(self, at: float, value: float, usual: bool) -> None:
+        expected = self.expected(at)
+        if expected is not None:
+            residual = Point(value - expected, 0.0, "level")
+            if usual:
+                self.residual.calibrate_one(residual)
+                self.residual.learn_one(residual)
+                self.residual_var.update(value - expected)
+                self.value_var.update(value)
+        if usual:
+            number, phase = self._where(at)
+            self.phases.setdefault(phase, deque(maxlen=self.periods)).append((number, value))
 
 
 def rarity_as_z(probability: float) -> float:

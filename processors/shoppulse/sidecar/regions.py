@@ -8,9 +8,10 @@ is *strong* when the larger of |z| and every surprise is >= ``open_z`` and the v
 for this series (the seasonal band for this time of the week: the daily swing the fast baseline
 lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``).
 The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
-first strong step when a second detector also sees it as unusual, or at once when |z| >=
-``open_at_once_z``. Its ``onset`` is the first step of the run of steps, each beyond ``close_z`` the
-same way, that led to it: the series had left its usual range before the evidence was strong.
+first strong step when a second detector also sees it as unusual, or at once when |z| or any
+surprise is >= ``open_at_once_z`` (one point thirty times the usual is news on its own). Its
+``onset`` is the first step of the run of steps, each beyond ``close_z`` the same way, that led to it:
+the series had left its usual range before the evidence was strong.
 It closes after ``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with
 the size of the deviation (|delta| against the expected value) and with its duration; its
 ``detectors`` name every detector that agreed when it opened. Its id is derived from the series
@@ -109,7 +110,7 @@ class RegionTracker:
                 self._above = 0
                 return None
             self._above += 1
-            overwhelming = magnitude >= self.open_at_once_z
+            overwhelming = _surprise(verdict) >= self.open_at_once_z
             if self._above < self.open_after and not overwhelming and len(agreeing) < 2:
                 return None
             self._above, self._below = 0, 0
@@ -142,11 +143,15 @@ class RegionTracker:
     def _agreeing(self, verdict: Verdict, observed: float) -> list[str]:
         """The detectors that see this step as an anomaly, in the series' order; none when the
         baseline's z does not (or a detector vetoes it as the usual)."""
-        magnitude = abs(verdict.z)
-        surprise = max([magnitude, *(o.surprise for o in verdict.opinions)])
+        magnitude, surprise = abs(verdict.z), _surprise(verdict)
         change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
         if surprise < self.open_z or change_pct < self.min_change_pct:
             return []
         if magnitude < self.open_at_once_z and any(o.unusual is False for o in verdict.opinions):
             return []
         return [o.detector for o in verdict.opinions if o.unusual]
+
+
+def _surprise(verdict: Verdict) -> float:
+    """How rare the step is by the detector that finds it rarest, as a |z|."""
+    return max([abs(verdict.z), *(o.surprise for o in verdict.opinions)])
