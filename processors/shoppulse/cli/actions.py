@@ -19,7 +19,7 @@ actions_app = typer.Typer(help="Automated actions with guardrails (actions/).", 
 @actions_app.command("lint")
 def lint_command(
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="Action policy files [default: every *.yaml in actions/].")] = None,
+        help="Action policy files (default: every *.yaml in actions/).")] = None,
 ) -> None:
     """Check the action policies: the format, known incident kinds and placeholders, and the guardrails
     every policy must have (a rollback, a rate limit, approvers for an approval, known conflicts)."""

@@ -41,7 +41,7 @@ def _alerting_files(paths: list[Path] | None) -> list[Path]:
 @alerts_app.command("lint")
 def lint_command(
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="Alerting provisioning files [default: every *.yaml in alerting/].")] = None,
+        help="Alerting provisioning files (default: every *.yaml in alerting/).")] = None,
 ) -> None:
     """Check the alerting files: Grafana's file-provisioning format, every reference (contact points,
     policies, templates, mute timings, datasources, dashboards, panels, runbooks), every ClickHouse
@@ -68,7 +68,7 @@ def lint_command(
 @alerts_app.command("replay")
 def replay_command(
     scenario: Annotated[Path | None, typer.Option(help="The load generator's scenario to record and replay "
-                                                  "[default: the shipped scenarios/all-incidents.yaml].")] = None,
+                                                  "(default: the shipped scenarios/all-incidents.yaml).")] = None,
     rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded run.")] = 100.0,
     warm_up_minutes: Annotated[int, typer.Option(min=0, max=600, help="Quiet traffic before the scenario "
                                                  "starts (the rules' baselines need history).")] = 60,

@@ -37,7 +37,7 @@ def dashboard_files_and_settings(paths: list[Path] | None) -> tuple[list[Path], 
 @dashboards_app.command("lint")
 def lint_command(
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+        help="Dashboard JSON files (default: every file in grafana/dashboards/).")] = None,
     clickhouse_url: Annotated[str | None, typer.Option(
         help="Run the queries on this ClickHouse's database (SHOPPULSE_CLICKHOUSE_DATABASE, migrated) "
              "instead of a throwaway embedded one with demo data.")] = None,
@@ -123,7 +123,7 @@ def export_command(
 @dashboards_app.command("push")
 def push_command(
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+        help="Dashboard JSON files (default: every file in grafana/dashboards/).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite even if the dashboard changed in Grafana meanwhile.")] = False,
 ) -> None:
     """Push the Git dashboards to a Grafana that does not provision them (GRAFANA_URL, GRAFANA_TOKEN), into
@@ -149,7 +149,7 @@ def push_command(
 def preview_command(
     out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("docs/previews"),
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="Dashboard JSON files [default: every file in grafana/dashboards/].")] = None,
+        help="Dashboard JSON files (default: every file in grafana/dashboards/).")] = None,
     clickhouse_url: Annotated[str | None, typer.Option(
         help="Render from this ClickHouse (e.g. a running `shoppulse up`) instead of the demo data.")] = None,
     prometheus_url: Annotated[str | None, typer.Option(

@@ -34,7 +34,7 @@ def up(
     loadgen: Annotated[bool, typer.Option(help="Run the load generator.")] = True,
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Load generator events/s.")] = 300,
     scenario: Annotated[Path | None, typer.Option(
-        help="Incidents the load generator plays [default: scenarios/default.yaml].")] = None,
+        help="Incidents the load generator plays (default: scenarios/default.yaml).")] = None,
 ) -> None:
     """Start the local stack (Kafka, ClickHouse endpoint, Prometheus, ingestion, load generator), live."""
     from shoppulse.devstack.live_view import watch
