@@ -130,11 +130,12 @@ class RunScore:
 
 
 def run(settings: Settings, scenario: Scenario | None, rate: float, tail: timedelta, seed: int = 7,
-        progress: Callable[[str], None] = lambda _: None, policies: Sequence[Policy] = ()) -> RunScore:
+        progress: Callable[[str], None] = lambda _: None, policies: Sequence[Policy] = (),
+        plays: datetime = PLAYS) -> RunScore:
     """Record ``scenario``'s incidents after a warm-up and ``tail`` of traffic after the last one (all
-    of the traffic scored, without a scenario), score the regions the sidecar opened, and dry-run the
-    action ``policies`` over its incidents."""
-    with recorded_run(settings, scenario, rate, WARM_UP, tail, PLAYS, seed, progress) as (recorded, client):
+    of the traffic scored, without a scenario), the shop's hours of the week from ``plays`` on, score
+    the regions the sidecar opened, and dry-run the action ``policies`` over its incidents."""
+    with recorded_run(settings, scenario, rate, WARM_UP, tail, plays, seed, progress) as (recorded, client):
         rows = client.query(
             "SELECT metric, country, opened_at, if(expected = 0, 0, 100 * (observed - expected) / expected) "
             "FROM anomalies FINAL WHERE opened_at >= {start:DateTime64(3)} AND status != 'withdrawn' "

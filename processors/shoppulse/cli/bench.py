@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -42,17 +42,23 @@ MAX_REPLAY_DAYS = WEEK_MS / DAY_MS - 1
 @app.command()
 def score(
     scenarios: Annotated[list[Path] | None, typer.Option(
-        "--scenario", help="Scenario files [default: scenarios/default.yaml, all-incidents.yaml, "
-                           "real-world.yaml].")] = None,
+        "--scenario", help="Scenario files (default: scenarios/default.yaml, all-incidents.yaml, "
+                           "real-world.yaml).")] = None,
     rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded runs.")] = 150,
     quiet_hours: Annotated[float, typer.Option(min=0.5, max=48, help="Hours of incident-free traffic.")] = 6,
+    quiet_seed: Annotated[int, typer.Option(min=0, help="The load generator's seed for the incident-free "
+                                                        "traffic.")] = 11,
+    quiet_from: Annotated[datetime | None, typer.Option(
+        help="The shop's time (UTC) the incident-free traffic starts at: its hours of the week set the "
+             "traffic's shape (default: a Monday noon).")] = None,
+    quiet_only: Annotated[bool, typer.Option(help="Score the incident-free traffic only.")] = False,
 ) -> None:
     """Score the sidecar's detection on the load generator's incidents and real-world phenomena, each
     scenario and the incident-free traffic recorded through a throwaway pipeline (Kafka, ingest,
     aggregate, the sidecar, ClickHouse): detected, delay, false alerts per country-day."""
     from datetime import timedelta
 
-    from shoppulse.bench.detection import quiet_lines, scenario_lines
+    from shoppulse.bench.detection import PLAYS, quiet_lines, scenario_lines
     from shoppulse.bench.detection import run as record_and_score
     from shoppulse.devstack.process import StartupError
     from shoppulse.devstack.recording import RecordingError
@@ -63,7 +69,8 @@ def score(
     policies = action_policies_or_fail()
     setup_logging("WARNING")
     on_signal_raise_shutdown()  # SIGTERM unwinds through the recordings, which stop what they started
-    files = scenarios or [scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml", "real-world.yaml")]
+    files = [] if quiet_only else scenarios or [
+        scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml", "real-world.yaml")]
     try:
         loaded = [load_scenario(path) for path in files]
     except ScenarioError as exc:
@@ -80,8 +87,9 @@ def score(
                     console.print(line, highlight=False, markup=False)
             err.print(f"incident-free traffic: recording {quiet_hours:g} h at {rate:g} events/s through the "
                       "pipeline…", highlight=False)
-            quiet = record_and_score(settings, None, rate, timedelta(hours=quiet_hours), seed=11,
-                                     progress=status.update, policies=policies)
+            quiet = record_and_score(settings, None, rate, timedelta(hours=quiet_hours), seed=quiet_seed,
+                                     progress=status.update, policies=policies,
+                                     plays=(quiet_from or PLAYS).replace(tzinfo=UTC))
         except (RecordingError, ProcessorDiedError, StartupError) as exc:
             fail(f"recording a run failed: {exc}")
         except Shutdown as stop:
@@ -365,7 +373,7 @@ def _p95(values: list[float]) -> float:
 @bench_app.command("series")
 def bench_series(
     corpus: Annotated[Path | None, typer.Option(
-        help="A folder of labelled timestamp,value,label CSVs (e.g. NAB's) [default: the generated corpus].")] = None,
+        help="A folder of labelled timestamp,value,label CSVs (e.g. NAB's) (default: the generated corpus).")] = None,
     nab: Annotated[Path | None, typer.Option(
         help="A checkout of the Numenta Anomaly Benchmark (data/ and labels/combined_windows.json), or "
              "corpus/nab-sample.")] = None,
