@@ -490,9 +490,9 @@ class SeasonalProfileZ:
         self._last_at = at if self._last_at is None else max(self._last_at, at)
 
     def _rhythm(self) -> _PhaseProfile | None:
-        """The period whose profile explains the series, the one that explains more."""
+        """The profile that explains the series best, if any explains it."""
         explaining = [p for p in self._profiles.values() if p.explains()]
-        return min(explaining, key=lambda p: p.explained_share(), default=None)
+        return min(explaining, key=lambda p: p.unexplained_share(), default=None)
 
     def score_one(self, point: Point) -> Opinion:
         rhythm = None if point.at is None else self._rhythm()
@@ -513,7 +513,8 @@ class SeasonalProfileZ:
 
 @dataclass
 class _PhaseProfile:
-    """One period's profile: the latest values at each phase of it, with their period's number."""
+    """One period's profile: the latest ``periods`` values at each phase of it, each with the number of
+    the period it was in."""
 
     period: float
     interval: float
@@ -527,13 +528,13 @@ class _PhaseProfile:
         return int(at // self.period), int((at % self.period) // self.interval)
 
     def expected(self, at: float) -> float | None:
+        """The median of the earlier periods' values at this phase and the phases either side, once
+        MIN_PERIODS periods have some."""
         number, phase = self._where(at)
         count = max(1, int(self.period // self.interval))
-        seen = [value for near in (phase - 1, phase, phase + 1) for n, value in self.phases.get(near % count, ())
-                if n < number]
-        periods = {n for near in (phase - 1, phase, phase + 1) for n, _ in self.phases.get(near % count, ())
-                   if n < number}
-        return median(seen) if len(periods) >= MIN_PERIODS else None
+        earlier = [(n, value) for near in (phase - 1, phase, phase + 1)
+                   for n, value in self.phases.get(near % count, ()) if n < number]
+        return median(value for _, value in earlier) if len({n for n, _ in earlier}) >= MIN_PERIODS else None
 
     def z(self, at: float, value: float) -> float | None:
         expected = self.expected(at)
@@ -541,14 +542,14 @@ class _PhaseProfile:
             return None
         return self.residual.z(Point(value - expected, 0.0, "level"))
 
-    def explained_share(self) -> float:
+    def unexplained_share(self) -> float:
         """The residuals' variance as a share of the values' (1: the profile explains nothing)."""
         values = float(self.value_var.obj.get())
         return float(self.residual_var.obj.get()) / values if values > 1e-12 else 1.0
 
     def explains(self) -> bool:
         return (self.residual.calibrated >= CALIBRATE_AFTER and len(self.residual_var.window) >= CONTEXT_MIN_POINTS
-                and self.explained_share() <= SEASONAL_EXPLAINS)
+                and self.unexplained_share() <= SEASONAL_EXPLAINS)
 
     def learn_one(self, at: float, value: float, usual: bool) -> None:
         expected = self.expected(at)
