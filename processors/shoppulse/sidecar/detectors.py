@@ -21,6 +21,8 @@ need nothing else.
   probability learned from the series' own sums, given as the z of a normal deviate as rare.
 * ``ContextZ``: the point against the last few hundred usual points (a long memory), for a change
   the short-memory baseline adopts before it is over.
+* ``SeasonalProfileZ``: the point against the same time on the last days (or weeks), where the
+  series has that rhythm, for a value usual for the series but not for its time of day.
 * ``SeriesDetector`` runs a list of them, blends their scores by each detector's weight, and stops
   them learning while the series is anomalous, so an incident does not become normal.
 """
@@ -196,6 +198,14 @@ class Detector(Protocol):
     def learn_one(self, point: Point, weight: float = 1.0) -> None: ...
 
 
+def tail_stretch(tail: stats.Quantile, calibrated: int, until_known: float) -> float:
+    """How much further out than a normal series' this series' |z| reaches at TAIL_QUANTILE (at least
+    1), once ``calibrated`` points have shown it; ``until_known`` before."""
+    if calibrated < CALIBRATE_AFTER:
+        return until_known
+    return max(1.0, float(tail.get() or 0.0) / NORMAL_TAIL_Z)
+
+
 def counting_floored(learned: float, counting: float) -> float:
     """A z in learned spreads, never further out than the count's own tail says (exact for few events,
     where spreads overstate it); 0 where the two disagree in sign (a rounding of the count's tail to the
@@ -248,9 +258,7 @@ class RobustZ:
         return self._raw_z(point) / self.tail_factor()
 
     def tail_factor(self) -> float:
-        if self.calibrated < CALIBRATE_AFTER:
-            return 1.0
-        return max(1.0, float(self.tail.get() or 0.0) / NORMAL_TAIL_Z)
+        return tail_stretch(self.tail, self.calibrated, 1.0)
 
     def dispersion(self) -> float:
         """How much more than counting alone this series' counts vary, as a factor on the counting z
@@ -435,9 +443,7 @@ class ContextZ:
         return deviation / spread
 
     def stretch(self) -> float:
-        if self.calibrated < CALIBRATE_AFTER:
-            return CONTEXT_STRETCH
-        return max(1.0, float(self.tail.get() or 0.0) / NORMAL_TAIL_Z)
+        return tail_stretch(self.tail, self.calibrated, CONTEXT_STRETCH)
 
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point.value)
