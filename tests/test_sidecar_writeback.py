@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +19,7 @@ from shoppulse.ascode.dashboards.demo_data import DemoPlan, load_demo_data
 from shoppulse.devstack.grafana_standin import grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import PARK_BACKOFF_S, AnnotationSync, missing_permissions, sync
-from shoppulse.sidecar.app import Sidecar
+from shoppulse.sidecar.app import ANOMALY_COLUMNS, INCIDENT_COLUMNS, Sidecar
 from shoppulse.sidecar.signals import read_windows, watermark
 
 pytestmark = pytest.mark.integration
@@ -147,6 +148,36 @@ def test_the_outage_is_one_incident_with_its_revenue_at_risk_and_keeps_its_id_ac
     assert again_id == incident_id and resolved_after == resolved_at
     assert sorted(map(str, members_after)) == sorted(map(str, members))
     assert abs(at_risk_after - at_risk) <= 0.01 * at_risk, (at_risk_after, at_risk)
+
+
+def test_a_stored_region_the_replay_never_saw_open_stays_a_member_of_its_incident(demo: Client) -> None:
+    """The sidecar dies five minutes into the outage; one region of its open incident (FR's product
+    views, as the dead sidecar left it) is on a series that the restarted sidecar's replay finds calm
+    throughout. The restart closes that region and keeps it among the incident's members, beside the
+    regions the replay rebuilt, under the incident's stored id."""
+    _fresh(demo)
+    outage = PLAN.incident
+    run_sidecar(demo, until=outage.start + timedelta(minutes=5))
+    [stored] = demo.query(f"SELECT {', '.join(INCIDENT_COLUMNS)} FROM incidents FINAL").result_rows
+    incident = dict(zip(INCIDENT_COLUMNS, stored, strict=True))
+    stray = uuid.uuid4()
+    written = datetime.now(UTC)
+    demo.insert("anomalies", [[stray, "views_per_s", "FR", incident["opened_at"], None, "low", 130.0, 100.0, 90.0,
+                               110.0, 0.5, ["robust_z"], written, written, incident["incident_id"], "final"]],
+                column_names=ANOMALY_COLUMNS)
+    demo.insert("incidents", [[*(incident[c] for c in INCIDENT_COLUMNS[:4]), [*incident["anomaly_ids"], stray],
+                               *(written if c == "updated_at" else incident[c] for c in INCIDENT_COLUMNS[5:])]],
+                column_names=INCIDENT_COLUMNS)
+
+    run_sidecar(demo)
+    [(incident_id, kind, countries, members, _, resolved_at, _, _)] = incidents(demo)
+    assert incident_id == incident["incident_id"] and (kind, countries) == ("payment_failures", ["DE", "FR"])
+    assert resolved_at is not None
+    assert stray in members and {str(a) for a in incident["anomaly_ids"]} <= {str(a) for a in members}
+    [(closed_at, member_of)] = demo.query(
+        "SELECT closed_at, incident_id FROM anomalies FINAL WHERE anomaly_id = {id:UUID}",
+        parameters={"id": stray}).result_rows
+    assert closed_at is not None and member_of == incident_id
 
 
 def test_the_gateways_behind_a_payments_incident_are_ranked(demo: Client) -> None:

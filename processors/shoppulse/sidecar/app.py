@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -169,6 +169,7 @@ class Sidecar:
             "lower, upper, score FROM anomalies FINAL WHERE closed_at IS NULL").result_rows
         changes: list[Change] = []
         adopted: set[tuple[str, str]] = set()
+        unseen: dict[str, Region] = {}  # stored open regions the replay never saw, closed now
         for anomaly_id, metric, country, opened_at, detected_at, incident_id, status, *last in stored:
             if incident_id is not None:  # a region closed below keeps the incident it was part of
                 self.stored_incident_of[anomaly_id] = incident_id
@@ -199,19 +200,21 @@ class Sidecar:
             closing = Region(anomaly_id, metric, country, opened, observed, expected, lower, upper, score, 0.0,
                              closed_at=self.last_step, detected_at=detected_at)
             closing.peak_delta_pct = closing.delta_pct
+            unseen[str(anomaly_id)] = closing
             changes.append(Change("closed", closing))
         for (metric, country), series in self.series.items():
             if series.tracker.region is not None and (metric, country) not in adopted:
                 changes.append(Change("opened", series.tracker.region))  # opened while we were away
         if self.last_step is not None:
-            incident_changes = self._take_over_incidents(self.last_step)
+            incident_changes = self._take_over_incidents(self.last_step, unseen)
             if changes or incident_changes:
                 self._write(self.last_step, changes, incident_changes)
 
-    def _take_over_incidents(self, at: datetime) -> list[IncidentChange]:
+    def _take_over_incidents(self, at: datetime, unseen: Mapping[str, Region]) -> list[IncidentChange]:
         """An incident stored as open keeps its id, start and revenue at risk when the replay rebuilt
-        it (it holds one of its regions, under their stored ids), open or resolved meanwhile; one the
-        replay did not see is resolved now, as it was."""
+        it (it holds one of its regions, under their stored ids), open or resolved meanwhile, and its
+        stored regions the replay never saw (``unseen``, closed now) stay its members; one the replay
+        did not see at all is resolved now, as it was."""
         stored = self.client.query(
             "SELECT incident_id, anomaly_ids, opened_at, detected_at, revenue_at_risk, as_of, kind, countries, "
             "metrics, severity, story, contributors, contributor_dimensions, contributor_values, contributor_shares "
@@ -228,6 +231,12 @@ class Sidecar:
                                                   at, severity, at_risk, story, as_of, detected_at,
                                                   datetime.now(UTC), *contributors]], column_names=INCIDENT_COLUMNS)
                 continue
+            held = {str(r.anomaly_id) for r in live.regions}
+            for region in sorted((unseen[m] for m in members - held if m in unseen), key=lambda r: r.opened_at):
+                # where it joined, before the first member that opened after it (the first names the incident)
+                place = next((i for i, r in enumerate(live.regions) if r.opened_at > region.opened_at),
+                             len(live.regions))
+                live.regions.insert(place, region)
             after = as_utc(as_of)
             live.incident_id, live.opened_at, live.detected_at = incident_id, as_utc(opened_at), detected_at
             live.confirmed = True  # told already
