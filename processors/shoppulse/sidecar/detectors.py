@@ -502,8 +502,7 @@ class SeasonalProfileZ:
 
     def score_one(self, point: Point) -> Opinion:
         rhythm = None if point.at is None else self._rhythm()
-        z = None if rhythm is None or point.at is None else rhythm.z(point.at, point.value)
-        if z is None:
+        if rhythm is None or point.at is None or (z := rhythm.z(point.at, point.value)) is None:
             return Opinion(self.name, 0.0, None)
         surprise = abs(z)
         unusual = True if surprise >= LEARN_BELOW_Z else False if surprise < self.close_z else None
@@ -558,17 +557,17 @@ class _PhaseProfile:
                 and self.unexplained_share() <= SEASONAL_EXPLAINS)
 
     def learn_one(self, at: float, value: float, usual: bool) -> None:
+        if not usual:  # an anomaly is not part of the profile, nor of how far values stray from it
+            return
         expected = self.expected(at)
         if expected is not None:
             residual = Point(value - expected, 0.0, "level")
-            if usual:
-                self.residual.calibrate_one(residual)
-                self.residual.learn_one(residual)
-                self.residual_var.update(value - expected)
-                self.value_var.update(value)
-        if usual:
-            number, phase = self._where(at)
-            self.phases.setdefault(phase, deque(maxlen=self.periods)).append((number, value))
+            self.residual.calibrate_one(residual)
+            self.residual.learn_one(residual)
+            self.residual_var.update(residual.value)
+            self.value_var.update(value)
+        number, phase = self._where(at)
+        self.phases.setdefault(phase, deque(maxlen=self.periods)).append((number, value))
 
 
 def rarity_as_z(probability: float) -> float:
