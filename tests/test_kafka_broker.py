@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from quixstreams import Application
 
 from conftest import start_broker
 from shoppulse.devstack.kafka import MissingToolError, require_java, require_maven, resolve_kafka
 from shoppulse.settings import load_settings
-from shoppulse.topics import PIPELINE_TOPICS, RAW_EVENTS, RAW_MAX_MESSAGE_BYTES, TopicSpec, create_topics
+from shoppulse.topics import (
+    CLEAN_EVENTS,
+    DAY_MS,
+    HISTORY_DAYS,
+    HISTORY_RETENTION_MS,
+    PIPELINE_TOPICS,
+    RAW_EVENTS,
+    RAW_MAX_MESSAGE_BYTES,
+    TopicSpec,
+    create_topics,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +126,59 @@ def test_the_raw_topic_takes_messages_up_to_its_documented_limit(kafka_bootstrap
     resource = ConfigResource(ConfigResource.Type.TOPIC, RAW_EVENTS.name)
     config = admin.describe_configs([resource])[resource].result(timeout=30)
     assert int(config["max.message.bytes"].value) == RAW_MAX_MESSAGE_BYTES
+
+
+def test_the_event_topics_keep_a_backfill_of_the_whole_history(kafka_libs: Path, tmp_path: Path) -> None:
+    """``loadgen --replay`` stamps each message with the time its event happened, and ingestion stamps the
+    clean topic with event time: the broker deletes by that stamp, read or not. A backfill of the whole
+    history must survive until the pipeline has read it; older messages do not."""
+    broker = start_broker(kafka_libs, tmp_path / "kafka")
+    try:
+        kept = [TopicSpec(f"{spec.name}.copy", "as the pipeline's", spec.config) for spec in (RAW_EVENTS, CLEAN_EVENTS)]
+        expired = TopicSpec("older-than-kept", "a control", {"retention.ms": str(HISTORY_RETENTION_MS)})
+        create_topics(broker.bootstrap, 1, specs=(*kept, expired))
+        now_ms = int(time.time() * 1000)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        for i in range(100):
+            for spec in kept:  # the oldest events of a two-week backfill, an hour into reading it
+                producer.send(spec.name, value=str(i).encode(), timestamp_ms=now_ms - HISTORY_DAYS * DAY_MS - 3_600_000)
+            producer.send(expired.name, value=str(i).encode(), timestamp_ms=now_ms - HISTORY_RETENTION_MS - 3_600_000)
+        producer.flush()
+        producer.close()
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+        try:
+            control = TopicPartition(expired.name, 0)
+            deadline = time.monotonic() + 90
+            while consumer.beginning_offsets([control])[control] < 100:  # the broker enforced retention
+                assert time.monotonic() < deadline, "the broker never deleted the expired control messages"
+                time.sleep(1)
+            partitions = [TopicPartition(spec.name, 0) for spec in kept]
+            assert consumer.beginning_offsets(partitions) == dict.fromkeys(partitions, 0)
+        finally:
+            consumer.close()
+        for spec in kept:
+            assert sorted(int(v) for v in consume_all(broker.bootstrap, spec.name, 100)) == list(range(100))
+    finally:
+        broker.stop()
+
+
+def test_a_topic_created_keeping_less_has_its_retention_raised_and_a_longer_one_kept(kafka_bootstrap: str) -> None:
+    def retention(name: str) -> int:
+        from kafka import KafkaAdminClient
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name, ["retention.ms"])],
+                                               config_filter="all")
+        finally:
+            admin.close()
+        return int(described["topic"][name]["retention.ms"]["value"])
+
+    short, long = f"short-{uuid.uuid4().hex[:6]}", f"long-{uuid.uuid4().hex[:6]}"
+    create_topics(kafka_bootstrap, 1, specs=(TopicSpec(short, "an older version's", {"retention.ms": str(7 * DAY_MS)}),
+                                             TopicSpec(long, "an operator's", {"retention.ms": str(30 * DAY_MS)})))
+    wanted = {"retention.ms": str(HISTORY_RETENTION_MS)}
+    specs = (TopicSpec(short, "now", wanted), TopicSpec(long, "now", wanted))
+    assert create_topics(kafka_bootstrap, 1, specs=specs) == []
+    assert (retention(short), retention(long)) == (HISTORY_RETENTION_MS, 30 * DAY_MS)

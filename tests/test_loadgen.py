@@ -494,11 +494,11 @@ def test_a_replayed_history_follows_the_week_and_a_live_stream_holds_its_rate() 
 
 
 def test_a_replay_longer_than_the_topics_keep_is_refused() -> None:
-    result = subprocess.run([sys.executable, "-m", "shoppulse", "loadgen", "--replay", "14"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "loadgen", "--replay", "14.5"], capture_output=True,
                             text=True, timeout=60, check=False,
                             env={"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     assert result.returncode == 2
-    assert "the raw and clean topics keep 7 days" in result.stderr and "replay at most 6 days" in result.stderr
+    assert "the raw and clean topics keep 15 days" in result.stderr and "replay at most 14 days" in result.stderr
 
 
 def test_replay_backfills_past_days_through_the_broker(kafka_bootstrap: str) -> None:

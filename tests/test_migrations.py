@@ -24,6 +24,7 @@ from shoppulse.sink.migrations import (
     is_access_statement,
     migrate,
 )
+from shoppulse.topics import HISTORY_DAYS
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +185,17 @@ def test_the_freshness_watermark_is_read_from_projections(clickhouse_endpoint: E
     assert reads == ["ReadFromMergeTree (freshness_watermark)"] * 3, reads
     watermarks = client.query("SELECT source, count(), max(watermark) > now() - 10 FROM freshness GROUP BY source")
     assert sorted(watermarks.result_rows) == [("metrics_1s", 2, 1), ("payment_latency_1s", 2, 1), ("sessions", 2, 1)]
+
+
+def test_the_per_second_tables_keep_the_two_weeks_a_backtest_replays(clickhouse_endpoint: EndpointProcess,
+                                                                     database: str) -> None:
+    """The sidecar replays metrics_1s, payment_latency_1s and segment_metrics_1s; a backfill of the whole
+    history (``loadgen --replay 14``) must outlive their TTL, which ClickHouse applies as it merges."""
+    migrate(lambda db: clickhouse.connect(clickhouse_endpoint.settings(), db), database, ROOT / "clickhouse")
+    client = clickhouse.connect(clickhouse_endpoint.settings(), database)
+    for name in ("metrics_1s", "payment_latency_1s", "segment_metrics_1s"):
+        for days, country in ((HISTORY_DAYS, "IN"), (HISTORY_DAYS + 2, "BR")):
+            client.command(f"INSERT INTO {name} (ts, country) VALUES (now() - INTERVAL {days} DAY, '{country}')")
+        client.command(f"OPTIMIZE TABLE {name} FINAL")
+        kept = client.query(f"SELECT country FROM {name}").result_rows
+        assert kept == [("IN",)], (name, kept)

@@ -20,7 +20,7 @@ EVENTS_IN = "shoppulse_ingest_events_in_total"
 
 def backlog_end() -> datetime:
     """Where a benchmark's backlog ends in event time: the last whole hour before now. Relative to now,
-    so the topics' retention (7 days) never deletes a backlog while it is read and ingestion's time
+    so the topics' retention (15 days) never deletes a backlog while it is read and ingestion's time
     bounds accept it, whatever the day the benchmark runs."""
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 

@@ -24,19 +24,13 @@ from shoppulse.cli.common import (
 )
 from shoppulse.logs import setup_logging
 from shoppulse.project_files import scenarios_dir
-from shoppulse.topics import WEEK_MS
+from shoppulse.topics import DAY_MS, HISTORY_DAYS, HISTORY_RETENTION_MS
 
 if TYPE_CHECKING:
     from shoppulse.bench.drain import DrainResult
 
 bench_app = typer.Typer(help="Benchmarks (measured, never asserted in tests).", no_args_is_help=True)
 DrainResultT = TypeVar("DrainResultT", bound="DrainResult")
-
-
-DAY_MS = 24 * 3600 * 1000
-# The topics keep a week: events stamped longer ago than that are deleted, read or not. A day of margin for the
-# replay itself to be sent and read.
-MAX_REPLAY_DAYS = WEEK_MS / DAY_MS - 1
 
 
 @app.command()
@@ -112,7 +106,8 @@ def loadgen(
     late_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of events late beyond grace.")] = 0.0,
     out_of_order_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share out of order.")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible stream.")] = None,
-    replay: Annotated[float | None, typer.Option(min=0.001, max=366, help="Backfill this many past days.")] = None,
+    replay: Annotated[float | None, typer.Option(min=0.001, max=366, help="Backfill this many past days "
+                                                                     f"(at most {HISTORY_DAYS}).")] = None,
 ) -> None:
     """Send shoppers' events to the raw topic: live at a held rate, or replaying past days."""
     from datetime import UTC, datetime
@@ -128,10 +123,11 @@ def loadgen(
     if invalid_ratio + duplicate_ratio > 1 or late_ratio + out_of_order_ratio > 1:
         fail("the invalid and duplicate ratios, and the late and out-of-order ratios, must each add up to 1 at most",
               2)
-    if replay and replay > MAX_REPLAY_DAYS:
-        fail(f"--replay {replay:g}: the raw and clean topics keep {WEEK_MS / DAY_MS:g} days, so the broker would "
-             "delete the oldest replayed events while the pipeline reads them (and metrics_1s keeps as long); "
-             f"replay at most {MAX_REPLAY_DAYS:g} days", 2)
+    if replay and replay > HISTORY_DAYS:
+        fail(f"--replay {replay:g}: the raw and clean topics keep {HISTORY_RETENTION_MS / DAY_MS:g} days (a day more "
+             "than the history, for the replay to be sent and read), so the broker would delete the oldest replayed "
+             f"events while the pipeline reads them (and metrics_1s keeps as long); replay at most {HISTORY_DAYS} "
+             "days", 2)
     try:
         plan = load_scenario(scenario) if scenario else None
     except ScenarioError as exc:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shoppulse.cli.common import app, console, err, fail, settings_or_fail
+from shoppulse.topics import HISTORY_DAYS
 
 if TYPE_CHECKING:
     from shoppulse.ascode.detection.backtest import BacktestReport, Summary
@@ -61,7 +62,8 @@ def _print_report(report: BacktestReport) -> None:
 @app.command()
 def backtest(
     days: Annotated[float, typer.Option(min=0.01, max=366, help="Days of history to replay, as far as "
-                                                                "metrics_1s reaches (it keeps 7).")] = 7,
+                                                                f"metrics_1s reaches (it keeps {HISTORY_DAYS + 1})."
+                                                                )] = HISTORY_DAYS,
     labels: Annotated[Path | None, typer.Option(help="JSONL of the incidents the history holds (start, end, "
                                                      "countries, optional metrics), as `shoppulse loadgen "
                                                      "--ground-truth` writes it. Without it every region is a "

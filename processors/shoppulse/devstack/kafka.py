@@ -219,6 +219,9 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.hours": "168",
+            # Retention enforced within seconds rather than Kafka's 5 minutes: a topic that keeps too little
+            # (a backfill stamped older than its retention) loses its events while the stack still runs.
+            "log.retention.check.interval.ms": "5000",
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
