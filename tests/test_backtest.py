@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from shoppulse.sidecar.sensitivity import Sensitivity, load_sensitivity
 
 pytestmark = pytest.mark.integration
 
-NOW = last_tuesday_1500()  # within the tables' 7-day TTL, and the same hours of the week every run
+NOW = last_tuesday_1500()  # within the per-second tables' TTL, and the same hours of the week every run
 PLAN = DemoPlan(now=NOW)  # its DE payment outage runs from 100 to 85 minutes before NOW
 HISTORY = timedelta(hours=2)
 WARM_UP = timedelta(minutes=15)
@@ -143,3 +144,17 @@ def test_the_choice_raises_the_noisiest_series_that_loses_nothing_first() -> Non
     chosen = choose(results, grid, Sensitivity(), days=2.0, budget_per_day=2.0)
     # views raised to 6 (removes 5 losing nothing); orders lowered to 3 (finds the incident); total 2+1+1 = 4
     assert chosen == {("payment_failure_rate", "DE"): 4.0, ("views_per_s", "DE"): 6.0, ("orders_per_s", "DE"): 3.0}
+
+
+def test_the_speed_bench_replays_its_own_history_and_drops_its_database(
+        history: tuple[Client, dict[str, str]]) -> None:
+    client, env = history
+    result = subprocess.run([sys.executable, "-m", "shoppulse", "bench", "backtest", "--hours", "0.5"],
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = re.search(r"over 0\.5 h of history \(180 steps of 10 s, 6 candidate sensitivities\): replayed in "
+                        r"([\d.]+) s, [\d,]+ steps/s — ([\d.]+) min per day", result.stdout)
+    assert figures, result.stdout
+    assert float(figures[2]) == pytest.approx(float(figures[1]) / 60 * 48, rel=0.05)
+    databases = client.query("SELECT name FROM system.databases WHERE name LIKE 'bench_backtest_%'").result_rows
+    assert databases == []

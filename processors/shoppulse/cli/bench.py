@@ -366,6 +366,23 @@ def _p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+@bench_app.command("backtest")
+def bench_backtest(
+    hours: Annotated[float, typer.Option(min=0.5, max=24 * 15, help="Hours of history to replay (default: 2).")] = 2,
+) -> None:
+    """How long `shoppulse backtest` takes per day of history, over the demo history at the local stack's load."""
+    from shoppulse.bench.backtest import measure
+
+    settings = settings_or_fail()
+    setup_logging("WARNING")
+    with err.status("preparing…") as status:
+        timing = measure(settings, hours, report=status.update)
+    console.print(f"backtest over {timing.history / timedelta(hours=1):g} h of history ({timing.steps:,} steps of "
+                  f"{timing.step_s} s, {timing.candidates} candidate sensitivities): replayed in "
+                  f"{timing.replay_s:.1f} s, {timing.steps_per_s:,.0f} steps/s — {timing.minutes_per_day:.2f} min per "
+                  f"day of history (loading it took {timing.load_s:.1f} s)", highlight=False)
+
+
 @bench_app.command("series")
 def bench_series(
     corpus: Annotated[Path | None, typer.Option(
