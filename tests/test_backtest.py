@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from conftest import EndpointProcess, last_tuesday_1500
 from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
-from shoppulse.ascode.detection.backtest import Label, Outcome, backtest, choose
+from shoppulse.ascode.detection.backtest import Label, Outcome, Replay, backtest, choose
 from shoppulse.sidecar.app import Sidecar
 from shoppulse.sidecar.sensitivity import Sensitivity, load_sensitivity
 
@@ -76,6 +76,24 @@ def test_backtest_proposes_less_sensitivity_where_history_cried_wolf(history: tu
     # the uniform grid: the most sensitive finds at least as much and cries wolf at least as often
     assert report.uniform[3.0].false_alerts >= report.uniform[4.0].false_alerts >= report.uniform[12.0].false_alerts
     assert report.uniform[3.0].found >= report.uniform[12.0].found
+
+
+def test_the_backtest_leaves_out_only_detectors_without_a_say(history: tuple[Client, dict[str, str]]) -> None:
+    """The backtest's sidecar runs without River's trees, which only add to the stored score: every
+    candidate's regions open where the full sidecar's do."""
+    client, _env = history
+    start, end = NOW - timedelta(hours=1), NOW - timedelta(minutes=1)
+    openings = []
+    for deciding_only in (False, True):
+        replay = Replay(client, (3.0, 4.0, 6.0), Sensitivity(), start + WARM_UP)
+        sidecar = Sidecar(client, replaying=True, on_verdict=replay.observe, deciding_only=deciding_only)
+        sidecar.last_step = start
+        sidecar.score_until(end)
+        assert {d.name for s in sidecar.series.values() for d in s.detector.detectors} == (
+            {"robust_z", "seasonal_band"} if deciding_only else {"robust_z", "half_space_trees", "seasonal_band"})
+        openings.append(dict(replay.openings))
+    assert openings[0] == openings[1]
+    assert sum(len(at) for at in openings[0].values()) >= 3  # the outage and NL's bursts, at least
 
 
 def shoppulse_backtest(env: dict[str, str], home: Path, labels: Path) -> subprocess.CompletedProcess[str]:

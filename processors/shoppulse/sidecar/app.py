@@ -111,6 +111,9 @@ class Sidecar:
     # insights of this step to hand to ``explain`` once their template rows are written
     to_reword: list[tuple[InsightPayload, datetime, uuid.UUID, list[object]]] = field(default_factory=list)
     fast: FastPath | None = None  # provisional regions from the live seconds (fast_path.py)
+    # A replay that only decides (a backtest: it writes nothing) leaves out the detectors that only add to
+    # the blended score stored with a region; every region opens and closes as it would live.
+    deciding_only: bool = False
 
     def __post_init__(self) -> None:
         self.incidents.onset_margin = timedelta(seconds=self.window_s)
@@ -136,7 +139,10 @@ class Sidecar:
         key = (metric, country)
         if key not in self.series:
             seed = uuid.uuid5(uuid.NAMESPACE_DNS, f"{metric}.{country}").int % 2**31
-            self.series[key] = Series(SeriesDetector(seed), RegionTracker(
+            detector = SeriesDetector(seed)
+            if self.deciding_only:
+                detector.detectors = [d for d in detector.detectors if d.decides]
+            self.series[key] = Series(detector, RegionTracker(
                 metric, country, open_z=self.sensitivity.open_z(metric, country)))
         return self.series[key]
 

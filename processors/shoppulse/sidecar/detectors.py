@@ -33,7 +33,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist, median
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from river import anomaly, compose, preprocessing, stats, utils
 
@@ -193,6 +193,12 @@ class Detector(Protocol):
     name: str
     weight: float  # its share of the blended score
 
+    @property
+    def decides(self) -> bool:
+        """Whether its opinion can open, hold or veto a region; one that only adds to the blended score
+        need not run where no score is kept (a backtest)."""
+        ...
+
     def score_one(self, point: Point) -> Opinion: ...
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None: ...
@@ -237,6 +243,7 @@ class RobustZ:
     deviation: float = 0.0
     seen: int = 0
     name: str = "robust_z"
+    decides: ClassVar[bool] = True
     weight: float = 0.8
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
     calibrated: int = 0
@@ -371,6 +378,10 @@ class HalfSpaceTreesDetector:
     def __post_init__(self) -> None:
         self.model = self.model or half_space_trees(self.seed)
 
+    @property
+    def decides(self) -> bool:
+        return self.corroborates
+
     @staticmethod
     def features(point: Point) -> dict[str, float]:
         return {"level": point.value,
@@ -394,6 +405,7 @@ class SeasonalBandDetector:
     fits Holt-Winters on the history in ClickHouse and the band arrives with each point."""
 
     name: str = "seasonal_band"
+    decides: ClassVar[bool] = True
     weight: float = 0.0  # a veto or a corroboration, not a share of the score
 
     def score_one(self, point: Point) -> Opinion:
@@ -425,6 +437,7 @@ class ContextZ:
 
     points: int = CONTEXT_POINTS
     name: str = "context_z"
+    decides: ClassVar[bool] = True
     weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
     context: utils.Rolling = field(init=False)  # a variance over the window, with its mean
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
@@ -479,6 +492,7 @@ class SeasonalProfileZ:
 
     periods: int = SEASONAL_PERIODS
     name: str = "seasonal_profile"
+    decides: ClassVar[bool] = True
     weight: float = 0.0  # it proposes by its surprise and vetoes; the blended score stays the baseline's and HST's
     close_z: float = 2.0
     interval: float | None = None
@@ -599,6 +613,7 @@ class LevelShiftCusum:
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(CUSUM_TAIL))
     calibrated: int = 0
     name: str = "cusum"
+    decides: ClassVar[bool] = True
     weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
     _pending: tuple[Point, float, float] | None = None
 

@@ -146,7 +146,7 @@ class Replay:
                 self.openings[(metric, country, open_z)].append(at)
 
     def run(self, start: datetime, end: datetime, progress: Callable[[int, int], None] = lambda _d, _t: None) -> None:
-        sidecar = Sidecar(self.client, replaying=True, on_verdict=self.observe)
+        sidecar = Sidecar(self.client, replaying=True, on_verdict=self.observe, deciding_only=True)
         sidecar.retune(self.sensitivity)
         sidecar.last_step = start
         total = int((end - start).total_seconds()) // STEP_S
