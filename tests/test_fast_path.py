@@ -5,6 +5,7 @@ not confirm it — and then no annotation is left in Grafana (the stand-in enfor
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -15,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from conftest import EndpointProcess, last_tuesday_1500
 from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
 from shoppulse.bench.annotate import fail_payments
-from shoppulse.devstack.grafana_standin import grafana_standin
+from shoppulse.devstack.grafana_standin import GrafanaState, grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import sync
 from shoppulse.sidecar.app import Sidecar
@@ -109,26 +110,50 @@ def test_a_payment_outage_opens_a_provisional_region_in_seconds_and_the_final_on
         assert sum(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values()) == 1
 
 
-def test_a_blip_the_final_windows_do_not_confirm_is_withdrawn_and_its_annotation_deleted(
-        warm: tuple[Client, Feed, Sidecar]) -> None:
+def withdraw_a_blip(client: Client, feed: Feed, sidecar: Sidecar, url: str, grafana: GrafanaState) -> uuid.UUID:
     """Four seconds of every German payment failing: plain in five live seconds, a few failed payments
-    more in a minute's window."""
-    client, feed, sidecar = warm
+    more in a minute's window. Its provisional region is drawn in Grafana, then withdrawn."""
     assert play(feed, sidecar, feed.rows(NOW, 10, failing="DE", failing_for=4))
     [(anomaly_id, _metric, country, status, _detectors)] = stored(client)
     assert (country, status) == ("DE", "provisional")
+    assert sync(client, GrafanaClient(url, TOKEN)) == 0
+    assert any(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values())
+    rows = feed.rows(NOW + timedelta(seconds=10), int(CONFIRM_WITHIN.total_seconds()) + 30)
+    feed.write("metrics_live", rows)
+    feed.write("metrics_1s", rows)
+    sidecar.score_until(NOW + timedelta(seconds=10) + CONFIRM_WITHIN + timedelta(seconds=30))
+    assert [(r[0], r[3]) for r in stored(client)] == [(anomaly_id, "withdrawn")]
+    return anomaly_id
+
+
+def test_a_blip_the_final_windows_do_not_confirm_is_withdrawn_and_its_annotation_deleted(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    client, feed, sidecar = warm
     with grafana_standin(TOKEN) as (url, grafana):
-        assert sync(client, GrafanaClient(url, TOKEN)) == 0
-        assert any(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values())
-        rows = feed.rows(NOW + timedelta(seconds=10), int(CONFIRM_WITHIN.total_seconds()) + 30)
-        feed.write("metrics_live", rows)
-        feed.write("metrics_1s", rows)
-        sidecar.score_until(NOW + timedelta(seconds=10) + CONFIRM_WITHIN + timedelta(seconds=30))
-        assert [(r[0], r[3]) for r in stored(client)] == [(anomaly_id, "withdrawn")]
+        anomaly_id = withdraw_a_blip(client, feed, sidecar, url, grafana)
         assert sync(client, GrafanaClient(url, TOKEN)) == 0
         assert not any(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values())
         assert sync(client, GrafanaClient(url, TOKEN)) == 0  # done once: nothing more to delete
         assert [method for method, _path, _body in grafana.requests].count("DELETE") == 1
+
+
+@pytest.mark.parametrize("grant", [["annotations:*"], ["annotations:type:dashboard", "annotations:type:organization"]],
+                         ids=["wildcard", "typed"])
+def test_a_withdrawn_region_whose_annotation_someone_deleted_is_done_whatever_the_grant(
+        warm: tuple[Client, Feed, Sidecar], grant: list[str]) -> None:
+    """Grafana answers the DELETE of an annotation it no longer has 404 to a wildcard grant, and 403 to a
+    grant scoped to annotation types (it cannot resolve a missing annotation's type): either way the
+    withdrawal is done, and not retried for ever."""
+    client, feed, sidecar = warm
+    with grafana_standin(TOKEN) as (url, grafana):
+        grafana.permissions["annotations:delete"] = grant
+        anomaly_id = withdraw_a_blip(client, feed, sidecar, url, grafana)
+        [ours] = [a["id"] for a in grafana.annotations.values() if f"anomaly_id:{anomaly_id}" in a["tags"]]
+        grafana.delete_annotation(ours)  # someone removed it in Grafana meanwhile
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0
+        refusals = [r for r in grafana.requests if r[0] == "DELETE"]
+        assert sync(client, GrafanaClient(url, TOKEN)) == 0  # done once: nothing more to delete
+        assert [r for r in grafana.requests if r[0] == "DELETE"] == refusals and len(refusals) == 1
 
 
 def test_quiet_live_seconds_open_nothing() -> None:

@@ -18,7 +18,12 @@ permissions — as Grafana does, refusals included, each behaviour taken from Gr
   trimmed (``country:`` is stored as ``country``); a lookup naming an unknown dashboard is 400
   "Invalid dashboard UID in annotation request"; a PATCH of a missing annotation is 404
   "Annotation not found" and changes only the fields it carries that are non-zero; a DELETE needs
-  ``annotations:delete`` (403 without it), and answers 404 "Annotation not found" for one it does not have.
+  ``annotations:delete`` (403 without it), and answers 404 "Annotation not found" for one it does not have;
+  a PATCH or DELETE by id passes Grafana's route check first (``pkg/api/api.go``, the access-control
+  middleware and ``AnnotationTypeScopeResolver``): a grant whose scope covers ``annotations:id:<id>`` (a
+  wildcard such as the Editor's ``annotations:*``) lets it through to the answers above, while one scoped
+  to the annotation's type (``annotations:type:dashboard``) needs the annotation resolved — and one that
+  is missing (or an id that is no number) cannot be, so that token is answered 403, not 404.
 
 Every request and every answer is checked against ``grafana_api_spec.yaml``; what does not fit is
 recorded in ``violations`` (the tests assert there are none) and refused with 400.
@@ -54,6 +59,11 @@ DEFAULT_SEARCH_LIMIT = 1000
 # Everything shoppulse's token needs (the README lists them); tests take some away.
 ALL_PERMISSIONS = ("annotations:create", "annotations:write", "annotations:read", "annotations:delete",
                    "dashboards:read", "dashboards:write", "dashboards:create", "folders:read", "folders:create")
+
+
+def covers(scope: str, target: str) -> bool:
+    """Whether a granted scope covers ``target``: the same, or a wildcard (``*``, ``annotations:*``) over it."""
+    return scope == target or (scope.endswith("*") and target.startswith(scope[:-1]))
 
 
 class GrafanaAnswerError(Exception):
@@ -283,6 +293,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise GrafanaAnswerError(403, f"You'll need additional permissions to perform this action. "
                                      f"Permissions needed: {action}")
 
+    def _allowed_on_annotation(self, action: str, raw_id: str) -> None:
+        """The route check of /api/annotations/:annotationId: the id's own scope first, as granted; else
+        the annotation's type, which a missing annotation (or an id that is no number) does not resolve to."""
+        scopes = self.server.state.permissions.get(action, [])
+        if any(covers(scope, f"annotations:id:{raw_id}") for scope in scopes):
+            return
+        stored = self.server.state.annotations.get(int(raw_id)) if raw_id.isdigit() else None
+        kind = None if stored is None else "dashboard" if stored["dashboardId"] else "organization"
+        if kind is None or not any(covers(scope, f"annotations:type:{kind}") for scope in scopes):
+            raise GrafanaAnswerError(403, f"You'll need additional permissions to perform this action. "
+                                     f"Permissions needed: {action}")
+
     def _body(self, method: str) -> Any:
         if method not in ("POST", "PATCH"):
             return None
@@ -445,12 +467,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _patch_annotation(self, raw_id: str, body: dict[str, Any]) -> dict[str, Any]:
         state = self.server.state
+        self._allowed_on_annotation("annotations:write", raw_id)
         if not raw_id.isdigit():
             raise GrafanaAnswerError(400, "annotationId is invalid")
         stored = state.annotations.get(int(raw_id))
         if stored is None:
             raise GrafanaAnswerError(404, "Annotation not found")
-        self._allowed("annotations:write")
         if body.get("tags") is not None:
             stored["tags"] = normalise_tags(body["tags"])
         if body.get("text"):
@@ -469,7 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _delete_annotation(self, raw_id: str) -> dict[str, Any]:
         """``DeleteAnnotationByID``: the route demands annotations:delete; then an id that is no number is
         400, one Grafana does not have 404."""
-        self._allowed("annotations:delete")
+        self._allowed_on_annotation("annotations:delete", raw_id)
         if not raw_id.isdigit():
             raise GrafanaAnswerError(400, "annotationId is invalid")
         if self.server.state.annotations.pop(int(raw_id), None) is None:
