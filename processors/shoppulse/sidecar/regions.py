@@ -105,12 +105,13 @@ class RegionTracker:
         band = abs(verdict.expected - observed) / magnitude if magnitude else 0.0
         if self.region is None:
             self._track_deviation(at, verdict.z)
-            agreeing = self._agreeing(verdict, observed)
+            surprise = _surprise(verdict)
+            agreeing = self._agreeing(verdict, observed, surprise)
             if not agreeing:
                 self._above = 0
                 return None
             self._above += 1
-            overwhelming = _surprise(verdict) >= self.open_at_once_z
+            overwhelming = surprise >= self.open_at_once_z
             if self._above < self.open_after and not overwhelming and len(agreeing) < 2:
                 return None
             self._above, self._below = 0, 0
@@ -140,10 +141,11 @@ class RegionTracker:
         elif self._deviating_since is None or sign != self._deviating_sign:
             self._deviating_since, self._deviating_sign = at, sign
 
-    def _agreeing(self, verdict: Verdict, observed: float) -> list[str]:
-        """The detectors that see this step as an anomaly, in the series' order; none when the
-        baseline's z does not (or a detector vetoes it as the usual)."""
-        magnitude, surprise = abs(verdict.z), _surprise(verdict)
+    def _agreeing(self, verdict: Verdict, observed: float, surprise: float) -> list[str]:
+        """The detectors that see this step as an anomaly, in the series' order; none when the step is
+        not strong (``surprise``, the rarest any detector finds it, below ``open_z``) or a detector
+        vetoes it as the usual."""
+        magnitude = abs(verdict.z)
         change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
         if surprise < self.open_z or change_pct < self.min_change_pct:
             return []
