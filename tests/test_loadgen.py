@@ -404,6 +404,37 @@ def test_the_seconds_the_feed_loses_carry_no_event_and_the_others_all_of_theirs(
     assert [s for s in range(720) if again.load(NOON_UTC + timedelta(seconds=s)) == 0] == lost  # seeded: every run
 
 
+def test_outliers_are_bulk_orders_in_their_countries_at_the_times_the_ground_truth_tells(tmp_path: Path) -> None:
+    line = "{kind: outliers, countries: [DE, JP], start_after_s: 60, duration_s: 600, count: 4, size: 50}"
+    truth = tmp_path / "truth.jsonl"
+    scenario_file = tmp_path / "outliers.yaml"
+    scenario_file.write_text(f"name: t\nphenomena:\n  - {line}\n")
+    stream = new_stream(60, load_scenario(scenario_file), NOON_UTC, truth, BadInput(), seed=4)
+    [told] = [json.loads(text) for text in truth.read_text().splitlines()]
+    assert (told["phenomenon"], told["alerting"], told["count"], told["size"]) == ("outliers", "never", 4, 50)
+    planned = [(datetime.fromisoformat(o["at"]), o["country"]) for o in told["outliers"]]
+    assert len(planned) == 4 and all(c in ("DE", "JP") for _, c in planned)
+    assert all(NOON_UTC + timedelta(seconds=60 + 150 * i) <= at < NOON_UTC + timedelta(seconds=60 + 150 * (i + 1))
+               for i, (at, _) in enumerate(planned))  # one in each quarter of its ten minutes
+    bulk: list[tuple[datetime, str, dict[str, object]]] = []
+    usual_largest = 0
+    for offset in range(60 + 600 + 900):  # its ten minutes, and a quarter of an hour for the last visit to end
+        now = NOON_UTC + timedelta(seconds=offset)
+        for _ in range(int(60 * stream.load(now))):
+            event = json.loads(stream.next(now).value)
+            if event["event_type"] == "purchase":
+                quantity = max(item["quantity"] for item in event["items"])
+                if quantity == 50:
+                    bulk.append((now, event["country"], event))
+                else:
+                    usual_largest = max(usual_largest, sum(item["quantity"] for item in event["items"]))
+    assert sorted(c for _, c, _ in bulk) == sorted(c for _, c in planned)  # each paid for, where planned
+    for (paid_at, country, event), (began, planned_country) in zip(sorted(bulk), sorted(planned), strict=True):
+        assert country == planned_country and began <= paid_at < began + timedelta(minutes=15)
+        assert float(event["amount"]) == pytest.approx(50 * float(event["items"][0]["unit_price"]), rel=1e-6)
+    assert usual_largest < 50
+
+
 def test_the_ground_truth_tells_each_phenomenon_and_whether_an_alert_is_wanted(tmp_path: Path) -> None:
     scenario = load_scenario(ROOT / "scenarios" / "real-world.yaml")
     truth = tmp_path / "truth.jsonl"
@@ -437,6 +468,9 @@ def test_shipped_scenarios_load() -> None:
     ("name: x\nphenomena:\n  - {kind: drift, start_after_s: 0, duration_s: 60, share: 0.1}",
      "share is for missing_seconds"),
     ("name: x\nphenomena:\n  - {kind: tsunami, start_after_s: 0, duration_s: 60}", "phenomena.0.kind"),
+    ("name: x\nphenomena:\n  - {kind: bursts, start_after_s: 0, duration_s: 60, size: 40}", "size is for outliers"),
+    ("name: x\nphenomena:\n  - {kind: outliers, start_after_s: 0, duration_s: 60, size: 5000}", "size"),
+    ("name: x\nphenomena:\n  - {kind: outliers, start_after_s: 0}", "needs a duration_s"),
     ("name: x\nphenomena:\n  - {kind: holiday, countries: [JP], start_after_s: 0, duration_s: 60, level: 0}",
      "level"),
 ])

@@ -20,7 +20,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +30,7 @@ from shoppulse.events.currency import load_rates
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor
-from shoppulse.loadgen.phenomena import ActivePhenomenon
+from shoppulse.loadgen.phenomena import DEFAULT_SIZE, ActivePhenomenon
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.scenario import Incident as ScriptedIncident
 from shoppulse.loadgen.shoppers import (
@@ -44,6 +44,7 @@ from shoppulse.loadgen.shoppers import (
     Session,
     ad_click,
     apply_live_effects,
+    bulk_order,
     effects_for,
     new_session,
     refund,
@@ -325,8 +326,25 @@ class EventStream:
         second = int(now.timestamp())
         if second != self._second:  # incidents and phenomena start on the second, and bursts change with it
             elapsed = 0.0 if self._second is None else min(max(second - self._second, 0), MAX_ARRIVAL_GAP_S)
-            self._second = second
+            previous, self._second = self._second, second
+            if previous is not None and second > previous:
+                self._bulk_orders(datetime.fromtimestamp(previous, UTC), now)
             self._refresh(now, elapsed)
+
+    def _bulk_orders(self, after: datetime, now: datetime) -> None:
+        """The outliers' bulk buyers whose visits begin in (``after``, ``now``] join their country's shoppers."""
+        for phenomenon in self.phenomena:
+            size = phenomenon.phenomenon.size or DEFAULT_SIZE
+            for where in phenomenon.outliers_between(after, now):
+                country = where or self.rng.choices(self._countries, cum_weights=self._cumulative)[0]
+                self._serial += 1
+                session = new_session(self.rng, MARKETS[country], functools.partial(self._effects_in, country),
+                                      self._serial)
+                session.steps = bulk_order(self.rng, MARKETS[country], session.effects, self._serial, size)
+                self.pools[country].append(session)
+
+    def _effects_in(self, country: str, device: str) -> Effects:
+        return self._effects.get((country, device), NO_EFFECTS)
 
     def _refresh(self, now: datetime, elapsed_s: float) -> None:
         active: dict[str, list[ScriptedIncident]] = {}

@@ -1,6 +1,7 @@
 """How real store traffic moves when nothing is broken, scripted in a scenario beside its incidents:
 bursty arrivals, a slow drift, a level shift that becomes the new normal, a holiday, seconds in which
-no event arrives — each with its ground truth (whether an ops team wants an alert, and when).
+no event arrives, outliers (now and then one order many times the usual basket: a business buying in
+bulk) — each with its ground truth (whether an ops team wants an alert, and when).
 
 A phenomenon scales the traffic of the countries it ``moves`` (``traffic(when)``: 1.0 is the usual);
 the generator starts that many more or fewer sessions there, so a country's every volume moves together
@@ -20,17 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shoppulse.events.schema import Country
 
-PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "missing_seconds"]
+PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "missing_seconds", "outliers"]
 # Whether an ops team wants to hear of it: "wanted at onset" — an alert within ONSET of its start is right (a level
 # shift: the new level is the normal after that); "tolerated at onset" — one within ONSET of its start or end is
 # no false alert, nor a missed one if absent (a holiday); "never" — any alert while it lasts is false.
 Alerting = Literal["wanted at onset", "tolerated at onset", "never"]
-ALERTING: dict[str, Alerting] = {"bursts": "never", "drift": "never", "missing_seconds": "never",
+ALERTING: dict[str, Alerting] = {"bursts": "never", "drift": "never", "missing_seconds": "never", "outliers": "never",
                                  "level_shift": "wanted at onset", "holiday": "tolerated at onset"}
 ONSET = timedelta(minutes=10)
 DEFAULT_LEVEL = {"drift": 0.7, "level_shift": 0.6, "holiday": 0.5}
 DEFAULT_SPREAD = 0.5  # bursts: the rate's coefficient of variation from second to second
 DEFAULT_SHARE = 0.05  # missing_seconds: the share of seconds without events
+DEFAULT_OUTLIERS = 6  # outliers: how many bulk orders while it lasts
+DEFAULT_SIZE = 40  # outliers: each one's quantity of one product (a usual basket holds one or two)
 # bursts: how much of a second's excess arrivals the next one keeps (a push or a post brings shoppers for a
 # minute or so; their visits spread it further)
 BURST_MEMORY = math.exp(-1 / 30)
@@ -53,15 +56,20 @@ class Phenomenon(BaseModel):
     spread: float | None = Field(default=None, gt=0, le=2,
                                  description="bursts: the arrival rate's coefficient of variation per second")
     share: float | None = Field(default=None, gt=0, le=0.5, description="missing_seconds: share of seconds lost")
+    count: int | None = Field(default=None, ge=1, le=10_000, description="outliers: how many bulk orders, spread "
+                                                                         "over its duration")
+    size: int | None = Field(default=None, ge=2, le=1000, description="outliers: the quantity of each bulk "
+                                                                        "order (one product)")
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> Phenomenon:
         own = {"level": self.kind in DEFAULT_LEVEL, "spread": self.kind == "bursts",
-               "share": self.kind == "missing_seconds"}
+               "share": self.kind == "missing_seconds", "count": self.kind == "outliers",
+               "size": self.kind == "outliers"}
         for name, allowed in own.items():
             if getattr(self, name) is not None and not allowed:
                 kinds = {"level": "drift, level_shift and holiday", "spread": "bursts",
-                         "share": "missing_seconds"}[name]
+                         "share": "missing_seconds", "count": "outliers", "size": "outliers"}[name]
                 raise ValueError(f"{name} is for {kinds}, not {self.kind}")
         if self.kind == "level_shift" and self.duration_s is not None:
             raise ValueError("a level shift lasts for good: give it no duration_s")
@@ -147,7 +155,27 @@ class ActivePhenomenon:
         p = self.phenomenon
         return {"phenomenon": p.kind, "countries": p.countries or "ALL", "start": self.start.isoformat(),
                 "end": self.end.isoformat() if self.end else None, "level": p.level, "spread": p.spread,
-                "share": p.share, "alerting": p.alerting, "onset_s": ONSET.total_seconds()}
+                "share": p.share, "count": p.count, "size": p.size, "alerting": p.alerting,
+                "onset_s": ONSET.total_seconds(), **({"outliers": [{"at": at.isoformat(), "country": country}
+                                                                   for at, country in self.outliers()]}
+                                                     if p.kind == "outliers" else {})}
+
+    def outliers(self) -> list[tuple[datetime, str]]:
+        """When and where its bulk orders begin (their shopper's visit): one in each of ``count`` equal
+        slices of its duration, at a point of the slice and in a country of its own drawn from its seed."""
+        p = self.phenomenon
+        if p.kind != "outliers" or self.end is None:
+            return []
+        rng = random.Random(self.seed)
+        count = p.count or DEFAULT_OUTLIERS
+        countries = sorted(p.countries) if p.countries else None
+        slice_s = (self.end - self.start).total_seconds() / count
+        return [(self.start + timedelta(seconds=int(slice_s * (i + rng.random()))),
+                 rng.choice(countries) if countries else "") for i in range(count)]
+
+    def outliers_between(self, after: datetime, until: datetime) -> list[str]:
+        """The countries of the bulk orders that begin in (``after``, ``until``] ("" where any country may)."""
+        return [country for at, country in self.outliers() if after < at <= until]
 
 
 def schedule_phenomena(phenomena: list[Phenomenon], run_start: datetime) -> list[ActivePhenomenon]:

@@ -178,6 +178,25 @@ def plan_steps(rng: random.Random, market: Market, effects: Effects, serial: int
         steps.append({"event_type": "remove_from_cart", "product_id": f"sku-{product}", "quantity": quantity})
     if not cart or rng.random() >= effects.checkout:
         return steps
+    return steps + _check_out(rng, market, effects, serial, cart, campaign)
+
+
+def bulk_order(rng: random.Random, market: Market, effects: Effects, serial: int, size: int) -> list[dict[str, Any]]:
+    """A business buying ``size`` of one product in one order: a view, the cart, and on to payment (it does
+    not leave at checkout; its payment meets the incidents' effects as any other)."""
+    product = rng.randrange(PRODUCTS)
+    price = _price(rng, product, market)
+    return [{"event_type": "product_view", "product_id": f"sku-{product}",
+             "category": CATEGORIES[product % len(CATEGORIES)], "price": price, "currency": market.currency},
+            {"event_type": "add_to_cart", "product_id": f"sku-{product}", "quantity": size, "unit_price": price,
+             "currency": market.currency},
+            *_check_out(rng, market, replace(effects, drop_before_payment=0.0), serial, [(product, size, price)])]
+
+
+def _check_out(rng: random.Random, market: Market, effects: Effects, serial: int, cart: list[tuple[int, int, str]],
+               campaign: str | None = None) -> list[dict[str, Any]]:
+    """From checkout to a purchase, or to leaving before or after a failed payment."""
+    steps: list[dict[str, Any]] = []
     total = sum(float(p) * q for _, q, p in cart)
     amount = f"{total:.0f}" if market.currency == "JPY" else f"{total:.2f}"
     steps.append({"event_type": "checkout_start", "cart_value": amount, "currency": market.currency,
