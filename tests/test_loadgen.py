@@ -433,6 +433,9 @@ def test_outliers_are_bulk_orders_in_their_countries_at_the_times_the_ground_tru
         assert country == planned_country and began <= paid_at < began + timedelta(minutes=15)
         assert float(event["amount"]) == pytest.approx(50 * float(event["items"][0]["unit_price"]), rel=1e-6)
     assert usual_largest < 50
+    # the bulk buyers come on top of the usual shoppers, whose arrivals it leaves alone (no burst, no level)
+    [outliers] = schedule_phenomena(load_scenario(scenario_file).phenomena, NOON_UTC)
+    assert {outliers.traffic(NOON_UTC + timedelta(seconds=s)) for s in range(0, 700, 3)} == {1.0}
 
 
 def test_the_ground_truth_tells_each_phenomenon_and_whether_an_alert_is_wanted(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ class ActivePhenomenon:
     def traffic(self, when: datetime) -> float:
         """Its countries' traffic at ``when`` relative to the usual (1.0 outside it)."""
         p = self.phenomenon
-        if when < self.start or p.kind == "missing_seconds":
+        if when < self.start or p.kind in ("missing_seconds", "outliers"):  # these leave the arrivals alone
             return 1.0
         if p.kind == "level_shift":
             return p.target_level
