@@ -30,7 +30,7 @@ from shoppulse.events.currency import load_rates
 from shoppulse.events.validate import Reason
 from shoppulse.loadgen.bad_input import corrupt, pick_kind
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor
-from shoppulse.loadgen.phenomena import DEFAULT_SIZE, ActivePhenomenon
+from shoppulse.loadgen.phenomena import ActivePhenomenon
 from shoppulse.loadgen.scenario import ActiveIncident
 from shoppulse.loadgen.scenario import Incident as ScriptedIncident
 from shoppulse.loadgen.shoppers import (
@@ -334,7 +334,7 @@ class EventStream:
     def _bulk_orders(self, after: datetime, now: datetime) -> None:
         """The outliers' bulk buyers whose visits begin in (``after``, ``now``] join their country's shoppers."""
         for phenomenon in self.phenomena:
-            size = phenomenon.phenomenon.size or DEFAULT_SIZE
+            size = phenomenon.phenomenon.bulk_size
             for where in phenomenon.outliers_between(after, now):
                 country = where or self.rng.choices(self._countries, cum_weights=self._cumulative)[0]
                 self._serial += 1

@@ -15,6 +15,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -87,6 +88,11 @@ class Phenomenon(BaseModel):
     def target_level(self) -> float:
         return self.level if self.level is not None else DEFAULT_LEVEL.get(self.kind, 1.0)
 
+    @property
+    def bulk_size(self) -> int:
+        """outliers: the quantity of each bulk order."""
+        return self.size if self.size is not None else DEFAULT_SIZE
+
 
 @dataclass
 class ActivePhenomenon:
@@ -157,12 +163,14 @@ class ActivePhenomenon:
                 "end": self.end.isoformat() if self.end else None, "level": p.level, "spread": p.spread,
                 "share": p.share, "count": p.count, "size": p.size, "alerting": p.alerting,
                 "onset_s": ONSET.total_seconds(), **({"outliers": [{"at": at.isoformat(), "country": country}
-                                                                   for at, country in self.outliers()]}
+                                                                   for at, country in self.outliers]}
                                                      if p.kind == "outliers" else {})}
 
+    @cached_property
     def outliers(self) -> list[tuple[datetime, str]]:
         """When and where its bulk orders begin (their shopper's visit): one in each of ``count`` equal
-        slices of its duration, at a point of the slice and in a country of its own drawn from its seed."""
+        slices of its duration, at a point of the slice and in a country of its own drawn from its seed
+        (drawn once: the generator asks every second)."""
         p = self.phenomenon
         if p.kind != "outliers" or self.end is None:
             return []
@@ -175,7 +183,7 @@ class ActivePhenomenon:
 
     def outliers_between(self, after: datetime, until: datetime) -> list[str]:
         """The countries of the bulk orders that begin in (``after``, ``until``] ("" where any country may)."""
-        return [country for at, country in self.outliers() if after < at <= until]
+        return [country for at, country in self.outliers if after < at <= until]
 
 
 def schedule_phenomena(phenomena: list[Phenomenon], run_start: datetime) -> list[ActivePhenomenon]:
