@@ -262,21 +262,26 @@ class AnnotationSync:
             try:
                 self._grafana.delete_annotation(annotation_id)
             except GrafanaError as exc:
-                if exc.status != 403 or annotation_id in copies:
+                if not self._gone(item, annotation_id, exc, copies):
                     raise
-                continue  # no copy carries its tag any more: deleted already (see _gone)
+                continue  # deleted already
             ANNOTATIONS.labels("delete", "ok").inc()
         _record(self._client, item, item.annotation_id or 0, closed=True)
 
-    def _gone(self, item: PendingAnnotation, annotation_id: int, refused: GrafanaError) -> bool:
-        """Whether Grafana no longer has the annotation a PATCH was refused for: 404 — or 403 for one its
-        id tag no longer finds. Grafana checks a token whose grant is scoped to annotation types
-        (``annotations:type:dashboard``) by resolving the annotation's type first, and answers 403 when
-        the annotation is missing; only a wildcard grant (``annotations:*``) reaches the 404."""
+    def _gone(self, item: PendingAnnotation, annotation_id: int, refused: GrafanaError,
+              copies: set[int] | None = None) -> bool:
+        """Whether Grafana no longer has the annotation a PATCH or DELETE was refused for: 404 — or 403 for
+        one its id tag no longer finds (among ``copies`` when the caller has just looked them up). Grafana
+        checks a token whose grant is scoped to annotation types (``annotations:type:dashboard``) by
+        resolving the annotation's type first, and answers 403 when the annotation is missing; only a
+        wildcard grant (``annotations:*``) reaches the 404."""
         if refused.status == 404:
             return True
-        return refused.status == 403 and annotation_id not in {
-            int(a["id"]) for a in self._grafana.find_annotations(identity(item))}
+        if refused.status != 403:
+            return False
+        if copies is None:
+            copies = {int(a["id"]) for a in self._grafana.find_annotations(identity(item))}
+        return annotation_id not in copies
 
 
 def sync(client: Client, grafana: GrafanaClient) -> int:
