@@ -16,10 +16,10 @@ from checkout import ROOT
 from shoppulse.settings import Settings
 from shoppulse.sidecar import main
 from shoppulse.sidecar.app import Sidecar, retune
+from shoppulse.sidecar.reviewed_file import FileWatch
 from shoppulse.sidecar.sensitivity import (
     Sensitivity,
     SensitivityError,
-    SensitivityWatch,
     load_sensitivity,
     parse_sensitivity,
     write_sensitivity,
@@ -62,7 +62,7 @@ def test_the_sidecar_rereads_the_file_when_it_changes_and_keeps_it_when_broken(t
     path = tmp_path / "sensitivity.yaml"
     write_sensitivity(path, TUNED)
     sidecar = Sidecar(cast(Client, None), replaying=True)
-    watch = SensitivityWatch(path)
+    watch = FileWatch(path, load_sensitivity)
     retune(sidecar, watch, starting=True)
     tracker = sidecar._series("payment_failure_rate", "DE").tracker  # a series seen before the change
     assert tracker.open_z == 6.0 and sidecar._series("orders_per_s", "JP").tracker.open_z == 4.5
@@ -78,7 +78,7 @@ def test_the_sidecar_rereads_the_file_when_it_changes_and_keeps_it_when_broken(t
     assert tracker.open_z == 4.0
     path.write_text("open_z: [")
     with pytest.raises(SensitivityError):  # at start a broken file stops the sidecar
-        retune(Sidecar(cast(Client, None)), SensitivityWatch(path), starting=True)
+        retune(Sidecar(cast(Client, None)), FileWatch(path, load_sensitivity), starting=True)
 
 
 def test_the_sidecar_process_refuses_a_broken_file_before_it_starts(tmp_path: Path,

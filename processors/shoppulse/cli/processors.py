@@ -39,11 +39,15 @@ def aggregate() -> None:
 def sidecar(
     warm_up_minutes: Annotated[float, typer.Option(min=0, max=1440,
                                                    help="Minutes of history replayed at start.")] = 30,
+    calendar: Annotated[Path | None, typer.Option(help="The known events (holidays, campaigns) whose countries' "
+                                                       "volumes are not judged while they last; default: "
+                                                       "detection/calendar.yaml of the as-code home.")] = None,
 ) -> None:
     """The anomaly sidecar: detect on the final aggregates, explain, write anomalies and Grafana annotations."""
     from shoppulse.sidecar.main import run
 
-    run_processor(lambda settings: run(settings, stop_event_on_signals(), timedelta(minutes=warm_up_minutes)))
+    run_processor(lambda settings: run(settings, stop_event_on_signals(), timedelta(minutes=warm_up_minutes),
+                                       calendar))
 
 
 MAX_ORDER_WARNINGS = 20  # a file with its clock set back warns line by line; thousands would bury the summary

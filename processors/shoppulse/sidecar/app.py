@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
@@ -32,12 +33,14 @@ from shoppulse.sidecar.band_refit import BandRefitter, refit_bands
 from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
+from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.fast_path import FAST_WINDOW_S, FastPath
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
-from shoppulse.sidecar.sensitivity import Sensitivity, SensitivityError, SensitivityWatch
+from shoppulse.sidecar.reviewed_file import FileWatch, ReviewedFileError
+from shoppulse.sidecar.sensitivity import Sensitivity
 from shoppulse.sidecar.signals import (
     as_utc,
     read_live_seconds,
@@ -67,9 +70,15 @@ BEHIND = Gauge("shoppulse_sidecar_behind_seconds", "Event time between the newes
 LAST_STEP = Gauge("shoppulse_sidecar_last_step_seconds", "Event time (Unix seconds) up to which steps are scored")
 SENSITIVITY_RELOADS = Counter("shoppulse_sidecar_sensitivity_reloads", "Reads of the sensitivity file "
                               "(detection/sensitivity.yaml) after it changed, by result", ["result"])
+CALENDAR_RELOADS = Counter("shoppulse_sidecar_calendar_reloads", "Reads of the calendar of known events "
+                           "(detection/calendar.yaml) after it changed, by result", ["result"])
+NOT_JUDGED = Counter("shoppulse_sidecar_known_event_steps", "Steps of a series not judged because a known event "
+                     "of the calendar moves it, by kind of event", ["kind"])
 DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' counts vary than counting alone "
                    "(the factor its counting floor is widened by, learned from its usual windows)",
                    ["metric", "country"])
+
+T = TypeVar("T")
 
 ANOMALY_COLUMNS = ["anomaly_id", "metric", "country", "opened_at", "closed_at", "severity", "observed", "expected",
                    "lower", "upper", "score", "detectors", "updated_at", "detected_at", "incident_id", "status"]
@@ -106,6 +115,7 @@ class Sidecar:
     stored_incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     usual_revenue: dict[str, UsualRevenue] = field(default_factory=dict)  # by country (and ALL)
     sensitivity: Sensitivity = field(default_factory=Sensitivity)  # each series' open_z (sensitivity.py)
+    calendar: Calendar = field(default_factory=Calendar)  # when a country's volumes are not judged (event_calendar.py)
     # called with (step end, metric, country, value, verdict) for every series scored (a backtest's view)
     on_verdict: Callable[[datetime, str, str, float, Verdict], None] | None = None
     # insights of this step to hand to ``explain`` once their template rows are written
@@ -129,8 +139,10 @@ class Sidecar:
         newest = max((s for by_second in seconds.values() for s in by_second), default=None)
         if newest is None or newest <= self.last_step:
             return []
-        opened = self.fast.look(newest, seconds, {key: (s.detector.robust, s.tracker)
-                                                  for key, s in self.series.items()})
+        since = newest - timedelta(seconds=FAST_WINDOW_S)
+        judged = {(metric, country): (s.detector.robust, s.tracker) for (metric, country), s in self.series.items()
+                  if self._known_event(s.point, country, since, newest) is None}
+        opened = self.fast.look(newest, seconds, judged)
         if opened:
             self._write(newest, [Change("opened", r) for r in opened])
         return opened
@@ -145,6 +157,13 @@ class Sidecar:
             self.series[key] = Series(detector, RegionTracker(
                 metric, country, open_z=self.sensitivity.open_z(metric, country)))
         return self.series[key]
+
+    def _known_event(self, point: Point | None, country: str, start: datetime, end: datetime) -> KnownEvent | None:
+        """The calendar's event that moves this series in [``start``, ``end``]: only the volumes (rates)
+        move with the number of shoppers; ratios and latencies are judged as always."""
+        if point is None or point.kind not in ADOPTED_KINDS:
+            return None
+        return self.calendar.event(country, start, end)
 
     def retune(self, sensitivity: Sensitivity) -> None:
         """Use ``sensitivity`` from the next step on, for the series seen so far and those to come (a
@@ -302,6 +321,14 @@ class Sidecar:
             for metric, bare in points.items():
                 series = self._series(metric, country)
                 point = replace(bare, band=seasonal.get((metric, country)))
+                planned = None if series.tracker.is_open else self._known_event(
+                    point, country, end - timedelta(seconds=self.window_s), end)
+                if planned is not None:  # the ops team's own doing: not judged, nor learned from
+                    NOT_JUDGED.labels(planned.kind).inc()
+                    series.last, series.point = series.detector.score_one(point), point
+                    series.values.append(point.value)
+                    series.tracker.hold()
+                    continue
                 verdict = series.detector.step(point, series.tracker.is_open or country in held,
                                                may_adopt=country not in failing)
                 series.values.append(point.value)
@@ -485,12 +512,15 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
         warm_up: timedelta = timedelta(minutes=30), poll_s: float = POLL_S,
         refit_every: timedelta = REFIT_EVERY,
         explain: Callable[[InsightPayload, datetime, uuid.UUID, list[object]], None] | None = None,
-        sensitivity: SensitivityWatch | None = None, connect: Callable[[], Client] | None = None) -> None:
+        sensitivity: FileWatch[Sensitivity] | None = None, calendar: FileWatch[Calendar] | None = None,
+        connect: Callable[[], Client] | None = None) -> None:
     """Detect until ``should_stop``: new final steps and the live seconds at every poll; the seasonal
     bands refitted every ``refit_every`` on a thread of their own (with a client from ``connect``)."""
     sidecar = Sidecar(client, on_change=on_change, explain=explain)
     if sensitivity is not None:
         retune(sidecar, sensitivity, starting=True)
+    if calendar is not None:
+        replan(sidecar, calendar, starting=True)
     refitter = BandRefitter(connect, refit_every) if connect is not None else None
     if refitter is not None:
         refitter.start()
@@ -502,6 +532,8 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
         while not should_stop():
             if sensitivity is not None:
                 retune(sidecar, sensitivity)
+            if calendar is not None:
+                replan(sidecar, calendar)
             try:
                 if refitter is None and time.monotonic() >= next_refit:  # no client of its own: inline
                     next_refit = time.monotonic() + refit_every.total_seconds()
@@ -517,21 +549,35 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
             refitter.stop()
 
 
-def retune(sidecar: Sidecar, watch: SensitivityWatch, starting: bool = False) -> None:
-    """Apply the sensitivity file when it changed. At start a file that cannot be used stops the
-    sidecar (SensitivityError); later one is logged and the sensitivity in use is kept, as Prometheus
-    keeps its rules when a reload fails."""
+def retune(sidecar: Sidecar, watch: FileWatch[Sensitivity], starting: bool = False) -> None:
+    """Apply the sensitivity file when it changed (see ``_reread``)."""
+    changed = _reread(watch, SENSITIVITY_RELOADS, "sensitivity", starting)
+    if changed is not None:
+        sidecar.retune(changed)
+        log.info("sensitivity applied", extra={"file": str(watch.path), "default_open_z": changed.default,
+                                               "tuned_series": len(changed.by_series)})
+
+
+def replan(sidecar: Sidecar, watch: FileWatch[Calendar], starting: bool = False) -> None:
+    """Apply the calendar of known events when it changed (see ``_reread``)."""
+    changed = _reread(watch, CALENDAR_RELOADS, "calendar", starting)
+    if changed is not None:
+        sidecar.calendar = changed
+        log.info("calendar applied", extra={"file": str(watch.path), "events": len(changed.events)})
+
+
+def _reread(watch: FileWatch[T], reloads: Counter, what: str, starting: bool) -> T | None:
+    """What a reviewed file says when it changed. At start a file that cannot be used stops the sidecar
+    (ReviewedFileError); later one is logged and the one in use is kept, as Prometheus keeps its rules
+    when a reload fails."""
     try:
         changed = watch.changed()
-    except SensitivityError as exc:
-        SENSITIVITY_RELOADS.labels("failed").inc()
+    except ReviewedFileError as exc:
+        reloads.labels("failed").inc()
         if starting:
             raise
-        log.error("sensitivity file not applied, keeping the one in use", extra={"error": str(exc)})
-        return
-    if changed is None:
-        return
-    SENSITIVITY_RELOADS.labels("applied").inc()
-    sidecar.retune(changed)
-    log.info("sensitivity applied", extra={"file": str(watch.path), "default_open_z": changed.default,
-                                           "tuned_series": len(changed.by_series)})
+        log.error(f"{what} file not applied, keeping the one in use", extra={"error": str(exc)})
+        return None
+    if changed is not None:
+        reloads.labels("applied").inc()
+    return changed

@@ -696,13 +696,8 @@ class SeriesDetector:
         """Score ``point`` with every detector, then let them learn from it unless it belongs to an
         anomaly (a rate that has been unusual for ``adopt_after`` steps takes its new level, unless
         ``may_adopt`` is false); the verdict's expected value is on the point's own scale."""
-        observed, point = point, replace(point.judged(), previous=self.previous, anomalous=anomalous_before)
-        opinions = tuple(detector.score_one(point) for detector in self.detectors)
-        z, warm = self.robust.z(point), self.robust.warm
-        score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0
-        expected = self.robust.expected if self.robust.expected is not None else point.value
-        if observed.kind == "quantile":
-            expected = math.exp(expected)
+        point, verdict = self._judge(point, anomalous_before)
+        z, warm = verdict.z, verdict.warm
         if not anomalous_before:
             self.robust.calibrate_one(point)
         if not (anomalous_before or (warm and abs(z) >= LEARN_BELOW_Z)):
@@ -722,4 +717,21 @@ class SeriesDetector:
             for detector in self.detectors:
                 detector.learn_one(point, weight=weight)
         self.previous = point.value
-        return Verdict(z if warm else 0.0, min(1.0, score), expected, warm, opinions)
+        return verdict
+
+    def score_one(self, point: Point) -> Verdict:
+        """Score ``point`` and learn nothing from it (a known event's: the usual level stays the one before)."""
+        point, verdict = self._judge(point, anomalous_before=True)
+        self.previous = point.value
+        return verdict
+
+    def _judge(self, observed: Point, anomalous_before: bool) -> tuple[Point, Verdict]:
+        """The point as the detectors judge it, and their verdict; the expected value is on its own scale."""
+        point = replace(observed.judged(), previous=self.previous, anomalous=anomalous_before)
+        opinions = tuple(detector.score_one(point) for detector in self.detectors)
+        z, warm = self.robust.z(point), self.robust.warm
+        score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0
+        expected = self.robust.expected if self.robust.expected is not None else point.value
+        if observed.kind == "quantile":
+            expected = math.exp(expected)
+        return point, Verdict(z if warm else 0.0, min(1.0, score), expected, warm, opinions)

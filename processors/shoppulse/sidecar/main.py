@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 from shoppulse import clickhouse
 from shoppulse.grafana_api import GrafanaClient, can_authenticate
@@ -13,17 +14,23 @@ from shoppulse.settings import Settings
 from shoppulse.sidecar.annotations import AnnotationSyncer
 from shoppulse.sidecar.app import INSIGHT_COLUMNS
 from shoppulse.sidecar.app import run as detect
+from shoppulse.sidecar.event_calendar import calendar_path, load_calendar
+from shoppulse.sidecar.reviewed_file import FileWatch, ReviewedFileError
 from shoppulse.sidecar.rewording import Rewording
-from shoppulse.sidecar.sensitivity import SensitivityError, SensitivityWatch, load_sensitivity, sensitivity_path
+from shoppulse.sidecar.sensitivity import load_sensitivity, sensitivity_path
 from shoppulse.streaming import ProcessorStartError, serve_metrics
 
 log = logging.getLogger(__name__)
 
 
-def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30)) -> None:
-    try:  # a sensitivity file that cannot be used stops the sidecar before it starts anything
+def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30),
+        calendar: Path | None = None) -> None:
+    """``calendar``: the known events' file (default: detection/calendar.yaml of the as-code home)."""
+    calendar = calendar or calendar_path()
+    try:  # a reviewed file that cannot be used stops the sidecar before it starts anything
         load_sensitivity(sensitivity_path())
-    except SensitivityError as exc:
+        load_calendar(calendar)
+    except ReviewedFileError as exc:
         raise ProcessorStartError(str(exc)) from exc
     if settings.openai_api_key:  # the LLM client is an extra: say so before anything starts
         try:
@@ -57,7 +64,8 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
     try:
         detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up,
                explain=rewording.submit if rewording else None,
-               sensitivity=SensitivityWatch(sensitivity_path()), connect=lambda: clickhouse.connect(settings))
+               sensitivity=FileWatch(sensitivity_path(), load_sensitivity), calendar=FileWatch(calendar, load_calendar),
+               connect=lambda: clickhouse.connect(settings))
     finally:
         if syncer:
             syncer.stop()

@@ -134,6 +134,11 @@ class RegionTracker:
             return Change("closed", region)
         return Change("updated", region)
 
+    def hold(self) -> None:
+        """A step not judged (a known event's): the run of strong steps towards a region starts again after it."""
+        self._above = 0
+        self._deviating_since = None
+
     def _track_deviation(self, at: datetime, z: float) -> None:
         sign = 1 if z > 0 else -1
         if abs(z) < self.close_z:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shoppulse.events.schema import Country
 from shoppulse.project_files import detection_dir
+from shoppulse.sidecar.reviewed_file import ReviewedFileError
 from shoppulse.sidecar.signals import GLOBAL, METRICS
 
 DEFAULT_OPEN_Z = 4.0
@@ -42,7 +43,7 @@ HEADER = ("# Per-country and per-metric detection sensitivity, reviewed in Git: 
           "# `shoppulse backtest --write` proposes it from history; the sidecar rereads it when it changes.\n")
 
 
-class SensitivityError(ValueError):
+class SensitivityError(ReviewedFileError):
     """The sensitivity file cannot be used; the message names the file, the place and the fix."""
 
 
@@ -127,26 +128,3 @@ def write_sensitivity(path: Path, sensitivity: Sensitivity) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(sensitivity.as_yaml(), encoding="utf-8")
     os.replace(partial, path)
-
-
-@dataclass
-class SensitivityWatch:
-    """Rereads the file when it changes (its size or modification time, as a config-map update or an
-    editor's save leaves it)."""
-
-    path: Path
-    _seen: tuple[int, int] | None = None
-
-    def changed(self) -> Sensitivity | None:
-        """The new sensitivity when the file changed since the last call (the first call reads it);
-        None when it did not. Raises SensitivityError for a file that cannot be used — it is then not
-        read again until it changes once more."""
-        try:
-            status = self.path.stat()
-            seen: tuple[int, int] = (status.st_mtime_ns, status.st_size)
-        except FileNotFoundError:
-            seen = (0, -1)
-        if seen == self._seen:
-            return None
-        self._seen = seen
-        return load_sensitivity(self.path)

@@ -1,0 +1,160 @@
+"""detection/calendar.yaml: known events parsed strictly, reread by the sidecar when the file changes (a
+broken edit keeps the calendar in use), refused at start; while an event lasts its countries' volumes are
+not judged nor learned from, and their ratios are judged as always."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from checkout import ROOT
+from shoppulse.ascode.dashboards.demo_data import poisson
+from shoppulse.settings import Settings
+from shoppulse.sidecar import main
+from shoppulse.sidecar.app import Sidecar, replan
+from shoppulse.sidecar.detectors import Point
+from shoppulse.sidecar.event_calendar import Calendar, CalendarError, KnownEvent, load_calendar, parse_calendar
+from shoppulse.sidecar.reviewed_file import FileWatch
+from shoppulse.streaming import ProcessorStartError
+
+GOLDEN_WEEK = """events:
+  - name: Golden Week
+    kind: holiday
+    countries: [JP]
+    start: 2027-04-29T00:00:00+09:00
+    end: 2027-05-06T00:00:00+09:00
+  - name: Black Friday e-mail
+    kind: campaign
+    start: 2027-11-26T07:00:00+01:00
+    end: 2027-11-27T00:00:00+01:00
+"""
+
+
+def test_the_shipped_file_is_valid_and_its_example_too() -> None:
+    shipped = ROOT / "detection" / "calendar.yaml"
+    assert load_calendar(shipped).events == ()
+    example = "\n".join(line.removeprefix("# ") for line in shipped.read_text().splitlines()
+                        if line.startswith("# ") and (line.startswith("#  ") or "events:" in line))
+    assert len(parse_calendar(example, "example").events) == 2, example
+
+
+def test_an_event_covers_its_countries_for_its_hours_and_the_store_wide_series_only_when_it_is_everywhere() -> None:
+    calendar = parse_calendar(GOLDEN_WEEK, "calendar.yaml")
+    golden, friday = calendar.events
+    first_day = datetime(2027, 4, 28, 15, tzinfo=UTC)  # JP's midnight
+    assert calendar.event("JP", first_day, first_day) is golden
+    assert calendar.event("JP", first_day - timedelta(seconds=60), first_day - timedelta(seconds=1)) is None
+    assert calendar.event("JP", first_day - timedelta(seconds=30), first_day + timedelta(seconds=30)) is golden
+    assert calendar.event("DE", first_day, first_day) is None and calendar.event("ALL", first_day, first_day) is None
+    last = datetime(2027, 5, 5, 15, tzinfo=UTC)
+    assert calendar.event("JP", last - timedelta(seconds=1), last - timedelta(seconds=1)) is golden
+    assert calendar.event("JP", last, last + timedelta(seconds=60)) is None
+    black_friday = datetime(2027, 11, 26, 12, tzinfo=UTC)
+    assert {calendar.event(c, black_friday, black_friday) for c in ("US", "JP", "ALL")} == {friday}
+    assert parse_calendar(calendar.as_yaml(), "again") == calendar
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("events: [", "is not valid YAML"),
+    ("- name: x", "expected a mapping with a list of events, found a list"),
+    ("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01T00:00:00\n    end: 2027-01-02T00:00:00+00:00\n",
+     "events.0.start: Input should have timezone info"),
+    ("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-02T00:00:00Z\n    end: 2027-01-01T00:00:00Z\n",
+     "events.0: Value error, 'x' ends at 2027-01-01T00:00:00+00:00, not after its start"),
+    ("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01T00:00:00Z\n    end: 2027-03-01T00:00:00Z\n",
+     "lasts longer than 31 days"),
+    ("events:\n  - name: x\n    kind: sale\n    start: 2027-01-01T00:00:00Z\n    end: 2027-01-02T00:00:00Z\n",
+     "events.0.kind: Input should be 'holiday' or 'campaign'"),
+    ("events:\n  - name: x\n    kind: holiday\n    countries: [XX]\n    start: 2027-01-01T00:00:00Z\n"
+     "    end: 2027-01-02T00:00:00Z\n", "events.0.countries.0: Input should be 'US'"),
+    ("events:\n  - name: x\n    kind: holiday\n    countries: []\n    start: 2027-01-01T00:00:00Z\n"
+     "    end: 2027-01-02T00:00:00Z\n", "events.0.countries: List should have at least 1 item"),
+    ("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01T00:00:00Z\n    end: 2027-01-02T00:00:00Z\n"
+     "    level: 0.5\n", "events.0.level: Extra inputs are not permitted"),
+    ("events:\n  - kind: holiday\n    start: 2027-01-01T00:00:00Z\n    end: 2027-01-02T00:00:00Z\n",
+     "events.0.name: Field required"),
+    ("holidays: []", "holidays: Extra inputs are not permitted"),
+])
+def test_a_bad_file_is_refused_with_where_and_why(text: str, message: str) -> None:
+    with pytest.raises(CalendarError) as raised:
+        parse_calendar(text, "detection/calendar.yaml")
+    assert message in str(raised.value) and str(raised.value).startswith("detection/calendar.yaml"), raised.value
+
+
+def test_the_sidecar_rereads_the_calendar_when_it_changes_and_keeps_it_when_broken(tmp_path: Path) -> None:
+    path = tmp_path / "calendar.yaml"
+    path.write_text(GOLDEN_WEEK)
+    sidecar = Sidecar(cast(Client, None), replaying=True)
+    watch = FileWatch(path, load_calendar)
+    replan(sidecar, watch, starting=True)
+    assert [e.name for e in sidecar.calendar.events] == ["Golden Week", "Black Friday e-mail"]
+    path.write_text(GOLDEN_WEEK.replace("kind: campaign", "kind: promo"))  # a broken edit: kept out, logged
+    os.utime(path, ns=(1, 1))
+    replan(sidecar, watch)
+    assert len(sidecar.calendar.events) == 2
+    path.unlink()  # no file: no events
+    replan(sidecar, watch)
+    assert sidecar.calendar.events == ()
+    path.write_text("events: [")
+    with pytest.raises(CalendarError):  # at start a broken file stops the sidecar
+        replan(Sidecar(cast(Client, None)), FileWatch(path, load_calendar), starting=True)
+
+
+def test_the_sidecar_process_refuses_a_broken_calendar_before_it_starts(tmp_path: Path) -> None:
+    broken = tmp_path / "calendar.yaml"
+    broken.write_text("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01\n    end: 2027-01-02\n")
+    with pytest.raises(ProcessorStartError, match=r"calendar.yaml: events.0.start: Input should have timezone"):
+        main.run(Settings(), threading.Event(), timedelta(minutes=1), calendar=broken)
+
+
+START = datetime(2026, 11, 23, 12, tzinfo=UTC)
+STEP_S, WINDOW_S, SHOPPERS_PER_S = 10, 60, 8.0
+
+
+def regions_of(calendar: Calendar, holiday: tuple[int, int], outage: tuple[int, int] | None = None
+               ) -> list[tuple[str, int]]:
+    """(metric, minute opened) of the regions a sidecar opens over four hours of JP's orders and payment
+    failures, JP's shoppers halved from the ``holiday`` (start, end) minutes and its payments failing
+    through the ``outage`` minutes."""
+    rng = random.Random(5)
+    sidecar = Sidecar(cast(Client, None), replaying=True, calendar=calendar)
+    opened: list[tuple[str, int]] = []
+    for step in range(4 * 360):
+        end = START + timedelta(seconds=STEP_S * (step + 1))
+        minute = step // 6
+        level = 0.5 if holiday[0] <= minute < holiday[1] else 1.0
+        orders = poisson(rng, SHOPPERS_PER_S * level * WINDOW_S * (1 + 0.05 * math.sin(step / 50)))
+        failing = 0.6 if outage and outage[0] <= minute < outage[1] else 0.02
+        failures = sum(rng.random() < failing for _ in range(orders))
+        windows = {"JP": {"orders_per_s": Point(orders / WINDOW_S, orders, "rate", WINDOW_S),
+                          "payment_failure_rate": Point(failures / max(orders, 1), orders, "ratio", WINDOW_S)}}
+        opened += [(c.region.metric, minute) for c in sidecar._score(end, windows, {}) if c.kind == "opened"]
+    return opened
+
+
+def test_a_known_holiday_opens_no_region_on_its_volumes_and_leaves_their_usual_level_as_it_was() -> None:
+    holiday = (90, 180)
+    unplanned = regions_of(Calendar(), holiday)
+    assert ("orders_per_s", holiday[0]) in unplanned, unplanned  # news to the detectors: a drop
+    golden = KnownEvent(name="Golden Week", kind="holiday", countries=["JP"],
+                        start=START + timedelta(minutes=holiday[0]), end=START + timedelta(minutes=holiday[1]))
+    assert regions_of(Calendar((golden,)), holiday) == []  # nor when the shoppers come back after it
+    elsewhere = golden.model_copy(update={"countries": ["DE"]})
+    assert regions_of(Calendar((elsewhere,)), holiday) == unplanned
+
+
+def test_a_payment_outage_during_a_known_holiday_still_opens_its_region() -> None:
+    holiday, outage = (90, 180), (120, 130)
+    golden = KnownEvent(name="Golden Week", kind="holiday", countries=["JP"],
+                        start=START + timedelta(minutes=holiday[0]), end=START + timedelta(minutes=holiday[1]))
+    opened = regions_of(Calendar((golden,)), holiday, outage)
+    assert [metric for metric, _ in opened] == ["payment_failure_rate"], opened
+    assert outage[0] <= opened[0][1] <= outage[0] + 1
