@@ -138,6 +138,30 @@ def test_the_cli_writes_the_file_and_the_sidecar_detects_with_it(history: tuple[
     assert written.read_text() == same.proposed.as_yaml()
 
 
+def test_a_campaign_in_the_calendar_is_no_false_alert_to_tune_away(history: tuple[Client, dict[str, str]],
+                                                                     tmp_path: Path) -> None:
+    """NL's bursts of views listed as a campaign in the home's calendar: the backtest judges them as the
+    sidecar does — not at all — and proposes no change for NL; the DE outage is still found."""
+    _client, env = history
+    labels = tmp_path / "ground_truth.jsonl"
+    outage = outage_label()
+    labels.write_text(json.dumps({"countries": ["DE"], "start": outage.start.isoformat(),
+                                  "end": outage.end.isoformat()}) + "\n")
+    home = tmp_path / "home"
+    (home / "detection").mkdir(parents=True)
+    (home / "detection" / "calendar.yaml").write_text(
+        "events:\n  - name: NL spring sale\n    kind: campaign\n    countries: [NL]\n"
+        f"    start: {(BURSTS[0] - timedelta(minutes=1)).isoformat()}\n"
+        f"    end: {(BURSTS[-1] + timedelta(minutes=2)).isoformat()}\n")
+    done = shoppulse_backtest(env, home, labels)
+    assert done.returncode == 0, done.stderr
+    assert "NL:" not in done.stdout and "views_per_s" not in done.stdout, done.stdout
+    rows = {cells[0]: cells[1:] for line in done.stdout.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 5}
+    assert rows["NL"] == ["-", "-", "0.00", "0.00"], done.stdout  # no false alert now: nothing to tune away
+    assert rows["DE"][:2] == ["1/1", "1/1"], done.stdout
+
+
 def test_bad_labels_are_refused_with_the_line(history: tuple[Client, dict[str, str]], tmp_path: Path) -> None:
     _client, env = history
     labels = tmp_path / "labels.jsonl"

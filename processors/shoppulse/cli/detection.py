@@ -78,13 +78,15 @@ def backtest(
                                                         "(shown as a diff).")] = False,
 ) -> None:
     """Replay the sidecar's detection over history in ClickHouse for a grid of sensitivities: detection
-    delay, incidents found and false alerts per country-day; propose a sensitivity per country and metric."""
+    delay, incidents found and false alerts per country-day; propose a sensitivity per country and metric.
+    The known events of detection/calendar.yaml are not judged, as the sidecar leaves them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from shoppulse import clickhouse
     from shoppulse.ascode.detection.backtest import BacktestError, backtest, read_labels
+    from shoppulse.sidecar.event_calendar import calendar_path, load_calendar
+    from shoppulse.sidecar.reviewed_file import ReviewedFileError
     from shoppulse.sidecar.sensitivity import (
-        SensitivityError,
         load_sensitivity,
         sensitivity_path,
         write_sensitivity,
@@ -94,8 +96,9 @@ def backtest(
     path = sensitivity_path()
     try:
         current = load_sensitivity(path)
+        calendar = load_calendar(calendar_path())
         incidents = read_labels(labels) if labels is not None else []
-    except (SensitivityError, BacktestError) as exc:
+    except (ReviewedFileError, BacktestError) as exc:
         fail(str(exc), 2)
     client = clickhouse.connect(settings)
     try:
@@ -104,7 +107,7 @@ def backtest(
             task = bar.add_task("backtest", total=None)
             report = backtest(client, days, incidents, current, _grid(open_z), false_per_day,
                               timedelta(minutes=warm_up_minutes),
-                              lambda done, total: bar.update(task, completed=done, total=total))
+                              lambda done, total: bar.update(task, completed=done, total=total), calendar)
     except BacktestError as exc:
         fail(str(exc), 2)
     finally:

@@ -6,7 +6,8 @@ seasonal bands as it does live, and writes nothing). For every series and every 
 a shadow ``RegionTracker`` decides, from the same verdicts, the regions that candidate would open.
 The detectors learn as a sidecar running the current sensitivity file does (an open region stops its
 series learning), so a candidate far from the current value is judged approximately: backtest again
-after a retune to confirm it. The first ``warm_up`` of the history only teaches the detectors.
+after a retune to confirm it. The first ``warm_up`` of the history only teaches the detectors. The
+known events of ``detection/calendar.yaml`` are left unjudged as the sidecar leaves them.
 
 Labels (``--labels``) are the incidents the history holds, one JSON object per line as
 ``shoppulse loadgen --ground-truth`` writes them: ``start`` and ``end`` (ISO 8601), ``countries`` and,
@@ -36,6 +37,7 @@ from clickhouse_connect.driver.client import Client
 
 from shoppulse.sidecar.app import READ_BATCH_STEPS, STEP_S, Sidecar
 from shoppulse.sidecar.detectors import Verdict
+from shoppulse.sidecar.event_calendar import Calendar
 from shoppulse.sidecar.regions import RegionTracker
 from shoppulse.sidecar.sensitivity import MAX_OPEN_Z, MIN_OPEN_Z, SERIES_COUNTRIES, Sensitivity
 from shoppulse.sidecar.signals import GLOBAL, METRICS, as_utc, watermark
@@ -132,6 +134,7 @@ class Replay:
     grid: Sequence[float]
     sensitivity: Sensitivity
     scored_from: datetime  # regions opened before this (the warm-up) are not counted
+    calendar: Calendar = field(default_factory=Calendar)  # the known events, whose volumes are not judged
     openings: dict[tuple[str, str, float], list[datetime]] = field(default_factory=lambda: defaultdict(list))
     shadows: dict[Series, dict[float, RegionTracker]] = field(default_factory=dict)
 
@@ -146,7 +149,8 @@ class Replay:
                 self.openings[(metric, country, open_z)].append(at)
 
     def run(self, start: datetime, end: datetime, progress: Callable[[int, int], None] = lambda _d, _t: None) -> None:
-        sidecar = Sidecar(self.client, replaying=True, on_verdict=self.observe, deciding_only=True)
+        sidecar = Sidecar(self.client, replaying=True, on_verdict=self.observe, deciding_only=True,
+                          calendar=self.calendar)
         sidecar.retune(self.sensitivity)
         sidecar.last_step = start
         total = int((end - start).total_seconds()) // STEP_S
@@ -296,12 +300,13 @@ def history_span(client: Client, days: float, warm_up: timedelta) -> tuple[datet
 def backtest(client: Client, days: float, labels: Sequence[Label], current: Sensitivity,
              grid: Sequence[float] = DEFAULT_GRID, budget_per_day: float = 1.0,
              warm_up: timedelta = timedelta(minutes=30),
-             progress: Callable[[int, int], None] = lambda _d, _t: None) -> BacktestReport:
+             progress: Callable[[int, int], None] = lambda _d, _t: None,
+             calendar: Calendar | None = None) -> BacktestReport:
     if not grid or any(not MIN_OPEN_Z <= z <= MAX_OPEN_Z for z in grid):
         raise BacktestError(f"every candidate open_z must lie within {MIN_OPEN_Z} to {MAX_OPEN_Z}, got {list(grid)}")
     grid = tuple(sorted(set(grid)))
     start, end = history_span(client, days, warm_up)
-    replay = Replay(client, grid, current, start + warm_up)
+    replay = Replay(client, grid, current, start + warm_up, calendar=calendar or Calendar())
     replay.run(start, end, progress)
     span_days = (end - replay.scored_from) / DAY
     results = outcomes(replay.openings, replay.shadows, grid, labels)
