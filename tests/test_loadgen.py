@@ -25,10 +25,11 @@ from shoppulse.events.schema import EventBase
 from shoppulse.events.validate import validate
 from shoppulse.loadgen.generator import BadInput, EventStream, revenue_lost, uuid4_text
 from shoppulse.loadgen.markets import MARKETS, country_weights, global_factor, seasonal_factor
-from shoppulse.loadgen.phenomena import schedule_phenomena
+from shoppulse.loadgen.phenomena import announced_calendar, schedule_phenomena
 from shoppulse.loadgen.run import new_stream, run_replay
 from shoppulse.loadgen.scenario import ActiveIncident, ScenarioError, load_scenario, schedule, write_ground_truth
 from shoppulse.loadgen.shoppers import LOST_ORDER, Effects, effects_for, plan_steps
+from shoppulse.sidecar.event_calendar import parse_calendar
 
 NOON_UTC = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -326,6 +327,7 @@ def phenomenon_stream(tmp_path: Path, line: str, rate: float = 60, seed: int = 4
     ("{kind: level_shift, countries: [FR], start_after_s: 0, level: 0.6}", "FR", 0.6),
     ("{kind: holiday, countries: [JP], start_after_s: 0, duration_s: 7200, level: 0.5}", "JP", None),
     ("{kind: drift, countries: [GB], start_after_s: 0, duration_s: 300, level: 0.75}", "GB", 0.75),
+    ("{kind: campaign, countries: [IT], start_after_s: 0, duration_s: 3600, level: 1.6}", "IT", 1.6),
 ])
 def test_a_traffic_phenomenon_scales_its_countries_shoppers_and_leaves_the_others_alone(
         tmp_path: Path, line: str, country: str, share: float | None) -> None:
@@ -341,7 +343,7 @@ def test_a_traffic_phenomenon_scales_its_countries_shoppers_and_leaves_the_other
         assert abs(ratio - share) < 0.12, ratio
     others, others_quiet = sum(moved.values()) - moved[country], sum(quiet.values()) - quiet[country]
     assert abs(others / others_quiet - 1) < 0.05, (others, others_quiet)
-    assert stream.load(NOON_UTC + timedelta(minutes=9)) < 1.0
+    assert (stream.load(NOON_UTC + timedelta(minutes=9)) - 1) * ((share or 0.5) - 1) > 0  # moved its way
 
 
 def test_bursts_vary_the_arrivals_around_the_usual_rate_and_only_in_their_countries(tmp_path: Path) -> None:
@@ -450,6 +452,29 @@ def test_the_ground_truth_tells_each_phenomenon_and_whether_an_alert_is_wanted(t
     assert scenario.length == timedelta(seconds=600 + 10800)  # the drift ends last
 
 
+def test_a_campaign_lands_within_minutes_and_an_announced_one_is_in_the_sidecars_calendar(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "campaigns.yaml"
+    scenario_file.write_text("name: t\nphenomena:\n"
+                             "  - {kind: campaign, countries: [GB], start_after_s: 600, duration_s: 3600, level: 1.5,"
+                             " announced: true}\n"
+                             "  - {kind: campaign, countries: [FR], start_after_s: 0, duration_s: 3600}\n"
+                             "  - {kind: holiday, countries: [JP, IN], start_after_s: 0, duration_s: 7200, "
+                             "announced: true}\n")
+    announced, unannounced, holiday = schedule_phenomena(load_scenario(scenario_file).phenomena, NOON_UTC)
+    start = NOON_UTC + timedelta(minutes=10)
+    assert announced.traffic(start + timedelta(minutes=5)) == pytest.approx(1.5)  # the e-mail has landed
+    assert announced.traffic(start + timedelta(minutes=2, seconds=30)) == pytest.approx(1.25)
+    assert announced.traffic(start + timedelta(minutes=65)) == 1.0 == announced.traffic(start - timedelta(seconds=1))
+    assert unannounced.traffic(NOON_UTC + timedelta(minutes=30)) == pytest.approx(1.5)  # its default level
+    assert announced.phenomenon.alerting == "never" and unannounced.phenomenon.alerting == "tolerated at onset"
+    assert unannounced.onsets() == [NOON_UTC, NOON_UTC + timedelta(hours=1)] and announced.onsets() == []
+    calendar = announced_calendar([announced, unannounced, holiday])
+    assert [(e.name, e.kind, e.countries, e.start, e.end) for e in calendar.events] == [
+        ("campaign in GB", "campaign", ["GB"], start, start + timedelta(hours=1)),
+        ("holiday in JP, IN", "holiday", ["JP", "IN"], NOON_UTC, NOON_UTC + timedelta(hours=2))]
+    assert parse_calendar(calendar.as_yaml(), "written") == calendar  # the file the sidecar under test reads
+
+
 def test_shipped_scenarios_load() -> None:
     for path in (ROOT / "scenarios").glob("*.yaml"):
         assert load_scenario(path).incidents, path
@@ -462,7 +487,10 @@ def test_shipped_scenarios_load() -> None:
     ("name: [unclosed", "not valid YAML"),
     # a phenomenon with fields of another kind
     ("name: x\nphenomena:\n  - {kind: bursts, start_after_s: 0, duration_s: 60, level: 2}",
-     "level is for drift, level_shift and holiday"),
+     "level is for drift, level_shift, holiday and campaign"),
+    ("name: x\nphenomena:\n  - {kind: drift, start_after_s: 0, duration_s: 60, announced: true}",
+     "only a holiday or a campaign can be announced, not a drift"),
+    ("name: x\nphenomena:\n  - {kind: campaign, start_after_s: 0, duration_s: 60, level: 20}", "level"),
     ("name: x\nphenomena:\n  - {kind: level_shift, countries: [FR], start_after_s: 0, duration_s: 60}",
      "lasts for good"),
     ("name: x\nphenomena:\n  - {kind: holiday, countries: [JP], start_after_s: 0}", "needs a duration_s"),

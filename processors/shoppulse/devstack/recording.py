@@ -14,10 +14,12 @@ newest version of each region once merged, so a replayed moment sees a region's 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
@@ -26,7 +28,7 @@ from shoppulse.devstack.process import wait_until
 from shoppulse.devstack.scratch import ScratchPipeline, scratch_pipeline
 from shoppulse.devstack.stack import http_ok
 from shoppulse.loadgen.generator import BadInput, EventStream, LostOrder
-from shoppulse.loadgen.phenomena import ActivePhenomenon, schedule_phenomena
+from shoppulse.loadgen.phenomena import ActivePhenomenon, announced_calendar, schedule_phenomena
 from shoppulse.loadgen.run import make_producer, run_replay
 from shoppulse.loadgen.scenario import ActiveIncident, Scenario, schedule
 from shoppulse.settings import Settings
@@ -78,8 +80,11 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
     # The sidecar starts cold, as on a fresh install: it scores from the first final step it sees.
     # One partition per topic: sent faster than real time, events read from several partitions would
     # interleave minutes of event time apart and most would be late for their windows.
-    with scratch_pipeline(settings, ("ingest", "aggregate", "sidecar"), {"sidecar": ["--warm-up-minutes", "0"]},
-                          partitions=1, report=progress) as pipeline:
+    # The announced holidays and campaigns are in the calendar the sidecar reads, as a team lists its own.
+    with tempfile.TemporaryDirectory(prefix="shoppulse-calendar-") as folder, scratch_pipeline(
+            settings, ("ingest", "aggregate", "sidecar"),
+            {"sidecar": ["--warm-up-minutes", "0", "--calendar", _calendar_file(Path(folder), phenomena)]},
+            partitions=1, report=progress) as pipeline:
         sidecar_metrics = pipeline.metrics_urls["sidecar"]
         wait_until(lambda: http_ok(sidecar_metrics), 60, "the sidecar", alive=pipeline.processes["sidecar"].is_running)
         stream = EventStream(rate, incidents=incidents, bad=BadInput(invalid=INVALID_RATIO), seed=seed,
@@ -93,6 +98,12 @@ def recorded_run(settings: Settings, scenario: Scenario | None, rate: float, war
             yield run, client
         finally:
             client.close()
+
+
+def _calendar_file(folder: Path, phenomena: list[ActivePhenomenon]) -> str:
+    path = folder / "calendar.yaml"
+    path.write_text(announced_calendar(phenomena).as_yaml(), encoding="utf-8")
+    return str(path)
 
 
 def _wait_scored(pipeline: ScratchPipeline, end: datetime, progress: Callable[[str], None]) -> None:

@@ -1,7 +1,10 @@
 """How real store traffic moves when nothing is broken, scripted in a scenario beside its incidents:
-bursty arrivals, a slow drift, a level shift that becomes the new normal, a holiday, seconds in which
-no event arrives, outliers (now and then one order many times the usual basket: a business buying in
-bulk) — each with its ground truth (whether an ops team wants an alert, and when).
+bursty arrivals, a slow drift, a level shift that becomes the new normal, a holiday, a campaign (an
+e-mail or a sale that brings more shoppers for a while), seconds in which no event arrives, outliers
+(now and then one order many times the usual basket: a business buying in bulk) — each with its ground
+truth (whether an ops team wants an alert, and when). A holiday or a campaign may be *announced*: in
+the calendar of known events the sidecar reads (``detection/calendar.yaml``), so no alert is wanted at
+all.
 
 A phenomenon scales the traffic of the countries it ``moves`` (``traffic(when)``: 1.0 is the usual);
 the generator starts that many more or fewer sessions there, so a country's every volume moves together
@@ -21,16 +24,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shoppulse.events.schema import Country
+from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
 
-PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "missing_seconds", "outliers"]
+PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "campaign", "missing_seconds", "outliers"]
 # Whether an ops team wants to hear of it: "wanted at onset" — an alert within ONSET of its start is right (a level
 # shift: the new level is the normal after that); "tolerated at onset" — one within ONSET of its start or end is
-# no false alert, nor a missed one if absent (a holiday); "never" — any alert while it lasts is false.
+# no false alert, nor a missed one if absent (a holiday, a campaign); "never" — any alert while it lasts is false
+# (an announced holiday or campaign too: the sidecar was told).
 Alerting = Literal["wanted at onset", "tolerated at onset", "never"]
 ALERTING: dict[str, Alerting] = {"bursts": "never", "drift": "never", "missing_seconds": "never", "outliers": "never",
-                                 "level_shift": "wanted at onset", "holiday": "tolerated at onset"}
+                                 "level_shift": "wanted at onset", "holiday": "tolerated at onset",
+                                 "campaign": "tolerated at onset"}
 ONSET = timedelta(minutes=10)
-DEFAULT_LEVEL = {"drift": 0.7, "level_shift": 0.6, "holiday": 0.5}
+DEFAULT_LEVEL = {"drift": 0.7, "level_shift": 0.6, "holiday": 0.5, "campaign": 1.5}
+PLANNED = ("holiday", "campaign")  # the kinds a calendar may announce
 DEFAULT_SPREAD = 0.5  # bursts: the rate's coefficient of variation from second to second
 DEFAULT_SHARE = 0.05  # missing_seconds: the share of seconds without events
 DEFAULT_OUTLIERS = 6  # outliers: how many bulk orders while it lasts
@@ -38,7 +45,9 @@ DEFAULT_SIZE = 40  # outliers: each one's quantity of one product (a usual baske
 # bursts: how much of a second's excess arrivals the next one keeps (a push or a post brings shoppers for a
 # minute or so; their visits spread it further)
 BURST_MEMORY = math.exp(-1 / 30)
-HOLIDAY_RAMP = timedelta(hours=1)  # a holiday's traffic eases down (and back up) over this, at most
+# How long a planned event's traffic takes to ease to its level (and back), at most a quarter of it: a
+# holiday's shoppers drift away over an hour; a campaign's e-mail lands within minutes.
+RAMP = {"holiday": timedelta(hours=1), "campaign": timedelta(minutes=5)}
 
 
 class Phenomenon(BaseModel):
@@ -53,7 +62,8 @@ class Phenomenon(BaseModel):
     duration_s: float | None = Field(default=None, gt=0, description="How long it lasts (a drift: how long it "
                                                                       "takes; a level shift lasts for good)")
     level: float | None = Field(default=None, gt=0, le=10,
-                                description="drift, level_shift, holiday: the traffic it leads to, 1 = the usual")
+                                description="drift, level_shift, holiday, campaign: the traffic it leads to, "
+                                            "1 = the usual")
     spread: float | None = Field(default=None, gt=0, le=2,
                                  description="bursts: the arrival rate's coefficient of variation per second")
     share: float | None = Field(default=None, gt=0, le=0.5, description="missing_seconds: share of seconds lost")
@@ -61,6 +71,8 @@ class Phenomenon(BaseModel):
                                                                          "over its duration")
     size: int | None = Field(default=None, ge=2, le=1000, description="outliers: the quantity of each bulk "
                                                                         "order (one product)")
+    announced: bool = Field(default=False, description="holiday, campaign: listed in the sidecar's calendar of "
+                                                       "known events, so no alert is wanted")
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> Phenomenon:
@@ -69,9 +81,11 @@ class Phenomenon(BaseModel):
                "size": self.kind == "outliers"}
         for name, allowed in own.items():
             if getattr(self, name) is not None and not allowed:
-                kinds = {"level": "drift, level_shift and holiday", "spread": "bursts",
+                kinds = {"level": "drift, level_shift, holiday and campaign", "spread": "bursts",
                          "share": "missing_seconds", "count": "outliers", "size": "outliers"}[name]
                 raise ValueError(f"{name} is for {kinds}, not {self.kind}")
+        if self.announced and self.kind not in PLANNED:
+            raise ValueError(f"only a holiday or a campaign can be announced, not a {self.kind}")
         if self.kind == "level_shift" and self.duration_s is not None:
             raise ValueError("a level shift lasts for good: give it no duration_s")
         if self.kind != "level_shift" and self.duration_s is None:
@@ -82,7 +96,7 @@ class Phenomenon(BaseModel):
 
     @property
     def alerting(self) -> Alerting:
-        return ALERTING[self.kind]
+        return "never" if self.announced else ALERTING[self.kind]
 
     @property
     def target_level(self) -> float:
@@ -123,8 +137,8 @@ class ActivePhenomenon:
             return 1.0 + (p.target_level - 1.0) * done
         if when >= self.end:
             return 1.0
-        if p.kind == "holiday":
-            ramp = min(HOLIDAY_RAMP, (self.end - self.start) / 4)
+        if p.kind in RAMP:
+            ramp = min(RAMP[p.kind], (self.end - self.start) / 4)
             eased = min(1.0, (when - self.start) / ramp, (self.end - when) / ramp)
             return 1.0 + (p.target_level - 1.0) * eased
         return self._burst(int(when.timestamp()))
@@ -152,16 +166,17 @@ class ActivePhenomenon:
         return math.exp(self._burst_x - sigma**2 / 2)
 
     def onsets(self) -> list[datetime]:
-        """When its alerts are wanted or tolerated: its start (and a holiday's end, as traffic comes back)."""
+        """When its alerts are wanted or tolerated: its start (and a holiday's or campaign's end, as traffic
+        comes back)."""
         if self.phenomenon.alerting == "never":
             return []
-        return [self.start] + ([self.end] if self.phenomenon.kind == "holiday" and self.end else [])
+        return [self.start] + ([self.end] if self.phenomenon.kind in PLANNED and self.end else [])
 
     def ground_truth(self) -> dict[str, object]:
         p = self.phenomenon
         return {"phenomenon": p.kind, "countries": p.countries or "ALL", "start": self.start.isoformat(),
                 "end": self.end.isoformat() if self.end else None, "level": p.level, "spread": p.spread,
-                "share": p.share, "count": p.count, "size": p.size, "alerting": p.alerting,
+                "share": p.share, "count": p.count, "size": p.size, "announced": p.announced, "alerting": p.alerting,
                 "onset_s": ONSET.total_seconds(), **({"outliers": [{"at": at.isoformat(), "country": country}
                                                                    for at, country in self.outliers]}
                                                      if p.kind == "outliers" else {})}
@@ -191,3 +206,16 @@ def schedule_phenomena(phenomena: list[Phenomenon], run_start: datetime) -> list
                              None if p.duration_s is None else
                              run_start + timedelta(seconds=p.start_after_s + p.duration_s), seed=index + 1)
             for index, p in enumerate(phenomena)]
+
+
+def announced_calendar(phenomena: list[ActivePhenomenon]) -> Calendar:
+    """The announced holidays and campaigns as the calendar of known events the sidecar reads."""
+    events = []
+    for active in phenomena:
+        p = active.phenomenon
+        if p.announced and p.kind in PLANNED and active.end is not None:
+            where = ", ".join(p.countries) if p.countries else "every country"
+            events.append(KnownEvent.model_validate({"name": f"{p.kind} in {where}", "kind": p.kind,
+                                                     "countries": p.countries, "start": active.start,
+                                                     "end": active.end}))
+    return Calendar(tuple(events))
