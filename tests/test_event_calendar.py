@@ -119,18 +119,19 @@ START = datetime(2026, 11, 23, 12, tzinfo=UTC)
 STEP_S, WINDOW_S, SHOPPERS_PER_S = 10, 60, 8.0
 
 
-def regions_of(calendar: Calendar, holiday: tuple[int, int], outage: tuple[int, int] | None = None
-               ) -> list[tuple[str, int]]:
+def regions_of(calendar: Calendar, holiday: tuple[int, int], outage: tuple[int, int] | None = None,
+               evening: float = 1.0) -> list[tuple[str, int]]:
     """(metric, minute opened) of the regions a sidecar opens over four hours of JP's orders and payment
-    failures, JP's shoppers halved from the ``holiday`` (start, end) minutes and its payments failing
-    through the ``outage`` minutes."""
+    failures, JP's shoppers halved from the ``holiday`` (start, end) minutes, its payments failing
+    through the ``outage`` minutes, and its usual traffic ``evening`` times what it was from the holiday
+    on (the day moving on while the holiday lasts)."""
     rng = random.Random(5)
     sidecar = Sidecar(cast(Client, None), replaying=True, calendar=calendar)
     opened: list[tuple[str, int]] = []
     for step in range(4 * 360):
         end = START + timedelta(seconds=STEP_S * (step + 1))
         minute = step // 6
-        level = 0.5 if holiday[0] <= minute < holiday[1] else 1.0
+        level = 0.5 if holiday[0] <= minute < holiday[1] else evening if minute >= holiday[1] else 1.0
         orders = poisson(rng, SHOPPERS_PER_S * level * WINDOW_S * (1 + 0.05 * math.sin(step / 50)))
         failing = 0.6 if outage and outage[0] <= minute < outage[1] else 0.02
         failures = sum(rng.random() < failing for _ in range(orders))
@@ -149,6 +150,16 @@ def test_a_known_holiday_opens_no_region_on_its_volumes_and_leaves_their_usual_l
     assert regions_of(Calendar((golden,)), holiday) == []  # nor when the shoppers come back after it
     elsewhere = golden.model_copy(update={"countries": ["DE"]})
     assert regions_of(Calendar((elsewhere,)), holiday) == unplanned
+
+
+def test_after_a_known_holiday_its_volumes_take_the_level_the_day_has_moved_to() -> None:
+    """JP's evening has half the traffic of its afternoon: a baseline that stayed at the afternoon's level
+    through the holiday would see a drop as it ends; it takes the evening's level instead, then judges."""
+    holiday = (90, 180)
+    golden = KnownEvent(name="Golden Week", kind="holiday", countries=["JP"],
+                        start=START + timedelta(minutes=holiday[0]), end=START + timedelta(minutes=holiday[1]))
+    assert regions_of(Calendar((golden,)), holiday, evening=0.5) == []
+    assert regions_of(Calendar((golden,)), holiday, evening=0.5, outage=(200, 210)) == [("payment_failure_rate", 200)]
 
 
 def test_a_payment_outage_during_a_known_holiday_still_opens_its_region() -> None:

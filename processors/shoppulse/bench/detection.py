@@ -7,9 +7,11 @@ per incident, was a region opened on an affected metric in an affected country d
 and how long after its start; on the incident-free run, false alerts per country-day. And on the
 incidents it wrote: each scripted incident should be exactly one, of the kind the generator played,
 and the incident-free run should have none (an incident in another country, even during a scripted
-one, is a false one). A scenario's phenomena (bursts, drifts, holidays, level shifts, missing seconds)
-are how healthy traffic moves: a region they cause is a false alert, except at the onset of a level
-shift (where one is wanted: it is scored as detected or missed) or of a holiday (where one is tolerated).
+one, is a false one). A scenario's phenomena (bursts, drifts, holidays, campaigns, level shifts, missing
+seconds, bulk orders) are how healthy traffic moves: a region they cause is a false alert, except at the
+onset of a level shift (where one is wanted: it is scored as detected or missed) or at the start and end
+of a holiday or campaign nobody announced (where one is tolerated). The announced ones are in the
+calendar of known events the sidecar under test reads: no alert is wanted on them at all.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from statistics import median
 from typing import TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -59,6 +60,7 @@ HISTORY = 30
 READ_BATCH_STEPS = 360  # an hour of steps per read while catching up
 SPENDING = frozenset(OVERSPEND.values())  # the series whose usual level an incident's money at risk is measured from
 POLL_S = 0.5  # how often new final steps and live seconds are looked for: the fast path's resolution
+SETTLE_STEPS = 18  # after a known event: three minutes of steps (four of data) set its volumes' usual level again
 INCIDENT_REFRESH_S = 60  # an open incident's row (revenue at risk, severity, story) is rewritten this often
 
 STEPS = Counter("shoppulse_sidecar_steps", "Steps of final aggregates scored")
@@ -73,7 +75,7 @@ SENSITIVITY_RELOADS = Counter("shoppulse_sidecar_sensitivity_reloads", "Reads of
 CALENDAR_RELOADS = Counter("shoppulse_sidecar_calendar_reloads", "Reads of the calendar of known events "
                            "(detection/calendar.yaml) after it changed, by result", ["result"])
 NOT_JUDGED = Counter("shoppulse_sidecar_known_event_steps", "Steps of a series not judged because a known event "
-                     "of the calendar moves it, by kind of event", ["kind"])
+                     "of the calendar moves it, by kind of event (settling: just after one)", ["kind"])
 DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' counts vary than counting alone "
                    "(the factor its counting floor is widened by, learned from its usual windows)",
                    ["metric", "country"])
@@ -98,6 +100,8 @@ class Series:
     point: Point | None = None
     # the evidence (events, trials) of its usual windows: what a country's share of the store is (drivers.py)
     usual_count: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Mean, window_size=USUAL_STEPS))
+    # after a known event: its first values, not yet judged, whose median becomes its usual level
+    settling: list[float] | None = None
 
 
 @dataclass
@@ -141,7 +145,7 @@ class Sidecar:
             return []
         since = newest - timedelta(seconds=FAST_WINDOW_S)
         judged = {(metric, country): (s.detector.robust, s.tracker) for (metric, country), s in self.series.items()
-                  if self._known_event(s.point, country, since, newest) is None}
+                  if s.settling is None and self._known_event(s.point, country, since, newest) is None}
         opened = self.fast.look(newest, seconds, judged)
         if opened:
             self._write(newest, [Change("opened", r) for r in opened])
@@ -157,6 +161,24 @@ class Sidecar:
             self.series[key] = Series(detector, RegionTracker(
                 metric, country, open_z=self.sensitivity.open_z(metric, country)))
         return self.series[key]
+
+    def _not_judged(self, series: Series, point: Point, planned: KnownEvent | None) -> None:
+        """A step of a known event (the ops team's own doing) is scored, not judged nor learned from. Its
+        usual level is hours old when the event ends — the day has moved on meanwhile — so the first
+        SETTLE_STEPS after it are not judged either: their median is its usual level from then on."""
+        series.last, series.point = series.detector.score_one(point), point
+        series.values.append(point.value)
+        series.tracker.hold()
+        if planned is not None:
+            NOT_JUDGED.labels(planned.kind).inc()
+            series.settling = []
+            return
+        assert series.settling is not None
+        NOT_JUDGED.labels("settling").inc()
+        series.settling.append(point.judged().value)
+        if len(series.settling) >= SETTLE_STEPS:
+            series.detector.robust.adopt_level(median(series.settling))
+            series.settling = None
 
     def _known_event(self, point: Point | None, country: str, start: datetime, end: datetime) -> KnownEvent | None:
         """The calendar's event that moves this series in [``start``, ``end``]: only the volumes (rates)
@@ -323,11 +345,8 @@ class Sidecar:
                 point = replace(bare, band=seasonal.get((metric, country)))
                 planned = None if series.tracker.is_open else self._known_event(
                     point, country, end - timedelta(seconds=self.window_s), end)
-                if planned is not None:  # the ops team's own doing: not judged, nor learned from
-                    NOT_JUDGED.labels(planned.kind).inc()
-                    series.last, series.point = series.detector.score_one(point), point
-                    series.values.append(point.value)
-                    series.tracker.hold()
+                if planned is not None or series.settling is not None:
+                    self._not_judged(series, point, planned)
                     continue
                 verdict = series.detector.step(point, series.tracker.is_open or country in held,
                                                may_adopt=country not in failing)

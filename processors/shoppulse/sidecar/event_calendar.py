@@ -16,8 +16,8 @@ the as-code home lists them (as Grafana Machine Learning's holidays list custom 
         end: 2026-11-28T00:00:00+01:00
 
 While an event lasts, the sidecar does not judge its countries' volumes (the rates: views, orders,
-revenue, ad spend, refunds per second) against their usual level, and does not learn from them —
-after it the usual level is still the one before it. Their ratios and latencies (payment failures,
+revenue, ad spend, refunds per second) against their usual level, and does not learn from them;
+just after it, they take the level the day has moved to. Their ratios and latencies (payment failures,
 conversion, checkout latency) are judged as always: a payment outage on a holiday still pages. The
 start and end take a UTC offset (a holiday begins at its country's midnight); an event lasts at most
 MAX_EVENT_DAYS. The sidecar reads the file at start (one it cannot use stops it) and again whenever
