@@ -380,6 +380,7 @@ def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_
     assert (shift.detected, shift.delay_s) == (True, 90.0) and holiday.detected is None
     assert [r.opened_at - at for r in shift.false_alerts] == [timedelta(hours=1)]
     assert [r.opened_at - at for r in holiday.false_alerts] == [timedelta(minutes=30)]
+    assert [r.opened_at - at for r in holiday.tolerated] == [timedelta(seconds=300), timedelta(minutes=62)]
     assert [r.opened_at - at for r in bursts.false_alerts] == [timedelta(seconds=100)]
     assert len(result.false_alerts) == 4 and result.false_per_country_day == 4 / (12 * 3 / 24)
     late = score([], [opened[1]], timedelta(hours=3), phenomena=played[:1]).phenomena[0]
@@ -393,6 +394,7 @@ def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_
     assert told.false_incidents == [mid_holiday]  # the incident told at the shift's onset is the wanted alert
     lines = phenomena_lines("real-world", result)
     assert "onset told after 90 s; 1 false alert(s)" in lines[0] and "MISSED" not in " ".join(lines)
+    assert "2 alert(s) as it began or ended, tolerated; 1 false alert(s)" in lines[2], lines
     assert "false alerts: 4 = 2.67 per country-day" in lines[-1]
     assert "1 false alert(s) beside the phenomena" in lines[-3] and "views_per_s US (+10%)" in lines[-2]
 

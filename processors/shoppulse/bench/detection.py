@@ -111,6 +111,7 @@ class PhenomenonScore:
     alerting: str  # its ground truth: "wanted at onset", "tolerated at onset" or "never"
     delay_s: float | None  # a wanted onset: how long after the start a region told of it (None: missed)
     false_alerts: list[OpenedRegion]  # the run's false alerts in its countries while it was on
+    tolerated: list[OpenedRegion] = field(default_factory=list)  # alerts at a start or end where they are no false
 
     @property
     def detected(self) -> bool | None:
@@ -180,7 +181,9 @@ def score_phenomenon(phenomenon: ActivePhenomenon, opened: Sequence[OpenedRegion
     lasting = p.kind in ("drift", "level_shift") or phenomenon.end is None
     during = [r for r in false_alerts if _in_its_countries(r.country, phenomenon) and phenomenon.start <= r.opened_at
               and (lasting or (phenomenon.end is not None and r.opened_at <= phenomenon.end + MARGIN))]
-    return PhenomenonScore(p.kind, list(p.countries) if p.countries else None, p.alerting, delay, during)
+    tolerated = [r for r in opened if _at_onset(r.country, r.opened_at, phenomenon)] \
+        if p.alerting == "tolerated at onset" else []
+    return PhenomenonScore(p.kind, list(p.countries) if p.countries else None, p.alerting, delay, during, tolerated)
 
 
 def score(incidents: list[ActiveIncident], opened: list[OpenedRegion], duration: timedelta,
@@ -221,7 +224,8 @@ def phenomena_lines(name: str, result: RunScore) -> list[str]:
         if p.alerting == "wanted at onset":
             verdict = f"onset told after {p.delay_s:.0f} s" if p.delay_s is not None else "onset MISSED"
         else:
-            verdict = "an alert at onset tolerated" if p.alerting == "tolerated at onset" else "no alert wanted"
+            verdict = (f"{len(p.tolerated)} alert(s) as it began or ended, tolerated"
+                       if p.alerting == "tolerated at onset" else "no alert wanted")
         lines.append(f"{name:14} {p.kind:18} {','.join(p.countries or ['ALL']):6} {verdict}; "
                      f"{len(p.false_alerts)} false alert(s) while it lasted")
         lines += [f"{'':16}{_region_line(region)}" for region in p.false_alerts[:5]]
