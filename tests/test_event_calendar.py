@@ -89,6 +89,72 @@ def test_a_bad_file_is_refused_with_where_and_why(text: str, message: str) -> No
     assert message in str(raised.value) and str(raised.value).startswith("detection/calendar.yaml"), raised.value
 
 
+JAPAN_ICS = """BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//example//holidays//EN\r
+BEGIN:VEVENT\r
+UID:showa-2027@example\r
+DTSTART;VALUE=DATE:20270429\r
+DTEND;VALUE=DATE:20270430\r
+SUMMARY:Showa Day\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:sale@example\r
+DTSTART;TZID=Europe/Berlin:20271126T070000\r
+DURATION:PT17H\r
+RRULE:FREQ=YEARLY;COUNT=3\r
+EXDATE;TZID=Europe/Berlin:20281126T070000\r
+SUMMARY:Autumn sale\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:floating@example\r
+DTSTART:20270720T180000\r
+DTEND:20270720T220000\r
+SUMMARY:Fireworks\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def test_an_icalendar_files_events_join_the_calendar_all_day_ones_at_local_midnight(tmp_path: Path) -> None:
+    (tmp_path / "holidays").mkdir()
+    (tmp_path / "holidays" / "jp.ics").write_text(JAPAN_ICS)
+    path = tmp_path / "calendar.yaml"
+    path.write_text(GOLDEN_WEEK + "ical:\n  - file: holidays/jp.ics\n    countries: [JP]\n    timezone: Asia/Tokyo\n")
+    calendar = load_calendar(path)
+    told = [(e.name, e.kind, e.countries, e.start.astimezone(UTC), e.end - e.start) for e in calendar.events[2:]]
+    tokyo_midnight = datetime(2027, 4, 28, 15, tzinfo=UTC)
+    assert told == [
+        ("Showa Day", "holiday", ["JP"], tokyo_midnight, timedelta(days=1)),
+        ("Autumn sale", "holiday", ["JP"], datetime(2027, 11, 26, 6, tzinfo=UTC), timedelta(hours=17)),
+        ("Autumn sale", "holiday", ["JP"], datetime(2029, 11, 26, 6, tzinfo=UTC), timedelta(hours=17)),  # 2028: EXDATE
+        ("Fireworks", "holiday", ["JP"], datetime(2027, 7, 20, 9, tzinfo=UTC), timedelta(hours=4)),  # Tokyo's evening
+    ]
+    fireworks = datetime(2027, 7, 20, 10, tzinfo=UTC)
+    assert calendar.event("JP", fireworks, fireworks + timedelta(minutes=1)).name == "Fireworks"
+    assert calendar.event("DE", fireworks, fireworks + timedelta(minutes=1)) is None
+    assert calendar.event("JP", tokyo_midnight - timedelta(minutes=2), tokyo_midnight - timedelta(minutes=1)) is None
+
+
+@pytest.mark.parametrize(("ical", "ics", "message"), [
+    ("file: missing.ics\n    timezone: UTC", None, "ical.0: cannot read"),
+    ("file: jp.ics\n    timezone: Mars/Olympus", JAPAN_ICS,
+     "ical.0.timezone: Value error, 'Mars/Olympus' is not a time zone"),
+    ("file: jp.ics\n    timezone: UTC", "not a calendar", "ical.0: .*jp.ics is not an iCalendar file"),
+    ("file: jp.ics\n    timezone: UTC", JAPAN_ICS.replace("DTEND;VALUE=DATE:20270430", "DTEND;VALUE=DATE:20270730"),
+     "ical.0: .*jp.ics: event 'Showa Day': .*lasts longer than 31 days"),
+    ("file: jp.ics\n    timezone: UTC\n    kind: festival", JAPAN_ICS, "ical.0.kind: Input should be"),
+])
+def test_a_bad_icalendar_source_is_refused_with_the_file_and_event(tmp_path: Path, ical: str, ics: str | None,
+                                                                  message: str) -> None:
+    if ics is not None:
+        (tmp_path / "jp.ics").write_text(ics)
+    path = tmp_path / "calendar.yaml"
+    path.write_text(f"ical:\n  - {ical}\n")
+    with pytest.raises(CalendarError, match=message):
+        load_calendar(path)
+
+
 def test_the_sidecar_rereads_the_calendar_when_it_changes_and_keeps_it_when_broken(tmp_path: Path) -> None:
     path = tmp_path / "calendar.yaml"
     path.write_text(GOLDEN_WEEK)

@@ -15,6 +15,18 @@ the as-code home lists them (as Grafana Machine Learning's holidays list custom 
         start: 2026-11-27T07:00:00+01:00
         end: 2026-11-28T00:00:00+01:00
 
+Public holidays usually come as iCalendar files (a government's, or a calendar app's export): list them
+under ``ical`` with the countries they move and the time zone their all-day events keep::
+
+    ical:
+      - file: holidays/jp.ics       # beside this file
+        kind: holiday
+        countries: [JP]
+        timezone: Asia/Tokyo
+
+Each event of the file (``VEVENT``: its summary, start and end or duration; a recurring one's
+occurrences, less its exceptions) becomes one of the calendar's.
+
 While an event lasts, the sidecar does not judge its countries' volumes (the rates: views, orders,
 revenue, ad spend, refunds per second) against their usual level, and does not learn from them;
 just after it, they take the level the day has moved to. Their ratios and latencies (payment failures,
@@ -26,14 +38,19 @@ it changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import icalendar
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from dateutil.rrule import rruleset, rrulestr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shoppulse.events.schema import Country
 from shoppulse.project_files import detection_dir
@@ -42,6 +59,8 @@ from shoppulse.sidecar.signals import GLOBAL
 
 MAX_EVENT_DAYS = 31  # longer is no event but a new normal: the detectors adopt it as one
 MAX_EVENTS = 10_000
+MAX_OCCURRENCES = 1_000  # of one recurring iCalendar event (a yearly holiday for centuries, a weekly sale for years)
+Kind = Literal["holiday", "campaign"]
 
 
 class CalendarError(ReviewedFileError):
@@ -52,7 +71,7 @@ class KnownEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
-    kind: Literal["holiday", "campaign"]
+    kind: Kind
     countries: list[Country] | None = Field(default=None, min_length=1,
                                             description="The countries whose traffic it moves; none: the store")
     start: AwareDatetime
@@ -75,19 +94,49 @@ class KnownEvent(BaseModel):
         return in_it and self.start <= end and start < self.end
 
 
+class IcalSource(BaseModel):
+    """An iCalendar file of events that move the traffic of ``countries`` (none: the whole store)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(min_length=1, description="The .ics file, relative to the calendar file's folder")
+    kind: Kind = "holiday"
+    countries: list[Country] | None = Field(default=None, min_length=1)
+    timezone: str = Field(description="Where its all-day events begin and end at midnight, e.g. Asia/Tokyo")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{name!r} is not a time zone: give an IANA name such as Europe/Berlin") from None
+        return name
+
+
 class _CalendarFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     events: list[KnownEvent] = Field(default_factory=list, max_length=MAX_EVENTS)
+    ical: list[IcalSource] = Field(default_factory=list, max_length=100)
 
 
 @dataclass(frozen=True)
 class Calendar:
     events: Sequence[KnownEvent] = ()
 
+    @cached_property
+    def _by_start(self) -> tuple[list[datetime], list[KnownEvent]]:
+        ordered = sorted(self.events, key=lambda e: e.start)
+        return [e.start for e in ordered], ordered
+
     def event(self, country: str, start: datetime, end: datetime) -> KnownEvent | None:
-        """An event that moves ``country``'s traffic at some time in [``start``, ``end``], if any."""
-        return next((e for e in self.events if e.covers(country, start, end)), None)
+        """An event that moves ``country``'s traffic at some time in [``start``, ``end``], if any (found among
+        those that begin at most MAX_EVENT_DAYS before ``start``: none lasts longer)."""
+        starts, ordered = self._by_start
+        first = bisect.bisect_left(starts, start - timedelta(days=MAX_EVENT_DAYS))
+        last = bisect.bisect_right(starts, end)
+        return next((e for e in ordered[first:last] if e.covers(country, start, end)), None)
 
     def as_yaml(self) -> str:
         return yaml.safe_dump({"events": [e.model_dump(mode="json", exclude_none=True) for e in self.events]},
@@ -98,7 +147,8 @@ def calendar_path() -> Path:
     return detection_dir() / "calendar.yaml"
 
 
-def parse_calendar(text: str, origin: str) -> Calendar:
+def parse_calendar(text: str, origin: str, folder: Path | None = None) -> Calendar:
+    """The calendar a file's ``text`` says; its iCalendar files are read from ``folder`` (the file's own)."""
     try:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -112,7 +162,67 @@ def parse_calendar(text: str, origin: str) -> Calendar:
         where = ".".join(str(p) for p in first["loc"]) or "file"
         raise CalendarError(f"{origin}: {where}: {first['msg']} (each event needs a name, a kind (holiday or "
                             "campaign), a start and an end with a UTC offset, and may name its countries)") from None
-    return Calendar(tuple(parsed.events))
+    events = list(parsed.events)
+    for index, source in enumerate(parsed.ical):
+        path = (folder or Path()) / source.file
+        try:
+            events += ical_events(path, source)
+        except CalendarError as exc:
+            raise CalendarError(f"{origin}: ical.{index}: {exc}") from None
+    if len(events) > MAX_EVENTS:
+        raise CalendarError(f"{origin}: {len(events)} events, more than {MAX_EVENTS}: keep the years that matter")
+    return Calendar(tuple(events))
+
+
+def ical_events(path: Path, source: IcalSource) -> list[KnownEvent]:
+    """Every event of an iCalendar file, as known events of ``source``'s kind and countries."""
+    try:
+        parsed = icalendar.Calendar.from_ical(path.read_bytes())
+    except OSError as exc:
+        raise CalendarError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CalendarError(f"{path} is not an iCalendar file: {' '.join(str(exc).split())[:200]}") from None
+    zone = ZoneInfo(source.timezone)
+    events = []
+    for vevent in parsed.events:
+        name = str(vevent.get("SUMMARY") or "unnamed event")
+        try:
+            start, end = _aware(vevent.start, zone), _aware(vevent.end, zone)
+            for begins in _occurrences(vevent, start, zone):
+                events.append(KnownEvent(name=name[:200], kind=source.kind, countries=source.countries,
+                                         start=begins, end=begins + (end - start)))
+        except (ValueError, TypeError, icalendar.InvalidCalendar) as exc:
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else " ".join(str(exc).split())
+            raise CalendarError(f"{path}: event {name!r}: {reason[:300]}") from None
+    return events
+
+
+def _aware(moment: date | datetime, zone: ZoneInfo) -> datetime:
+    """An iCalendar start or end as a moment: an all-day one (a date) or a floating one (no zone) in ``zone``."""
+    if not isinstance(moment, datetime):
+        moment = datetime.combine(moment, time(0))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+
+
+def _occurrences(vevent: icalendar.Event, start: datetime, zone: ZoneInfo) -> Iterator[datetime]:
+    """When a (possibly recurring) event begins: its start, or its RRULE's and RDATE's occurrences less
+    its EXDATEs, at most MAX_OCCURRENCES."""
+    rules = vevent.get("RRULE")
+    if rules is None:
+        yield start
+        return
+    occurrences = rruleset()
+    for rule in rules if isinstance(rules, list) else [rules]:
+        occurrences.rrule(rrulestr(rule.to_ical().decode(), dtstart=start, ignoretz=False))  # type: ignore[arg-type]
+    for listed, add in (("RDATE", occurrences.rdate), ("EXDATE", occurrences.exdate)):
+        found = vevent.get(listed)
+        for entry in found if isinstance(found, list) else [found] if found is not None else []:
+            for moment in entry.dts:
+                add(_aware(moment.dt, zone))
+    for count, begins in enumerate(occurrences):
+        if count >= MAX_OCCURRENCES:
+            return
+        yield begins
 
 
 def load_calendar(path: Path) -> Calendar:
@@ -123,4 +233,4 @@ def load_calendar(path: Path) -> Calendar:
         return Calendar()
     except (OSError, UnicodeDecodeError) as exc:
         raise CalendarError(f"cannot read {path}: {exc}") from None
-    return parse_calendar(text, str(path))
+    return parse_calendar(text, str(path), path.parent)
