@@ -37,7 +37,7 @@ DrainResultT = TypeVar("DrainResultT", bound="DrainResult")
 def score(
     scenarios: Annotated[list[Path] | None, typer.Option(
         "--scenario", help="Scenario files (default: scenarios/default.yaml, all-incidents.yaml, "
-                           "real-world.yaml).")] = None,
+                           "real-world.yaml, known-events.yaml).")] = None,
     rate: Annotated[float, typer.Option(min=20, max=2000, help="Events/s of the recorded runs.")] = 150,
     quiet_hours: Annotated[float, typer.Option(min=0.5, max=48, help="Hours of incident-free traffic.")] = 6,
     quiet_seed: Annotated[int, typer.Option(min=0, help="The load generator's seed for the incident-free "
@@ -63,8 +63,8 @@ def score(
     policies = action_policies_or_fail()
     setup_logging("WARNING")
     on_signal_raise_shutdown()  # SIGTERM unwinds through the recordings, which stop what they started
-    files = [] if quiet_only else scenarios or [
-        scenarios_dir() / name for name in ("default.yaml", "all-incidents.yaml", "real-world.yaml")]
+    files = [] if quiet_only else scenarios or [scenarios_dir() / name for name in (
+        "default.yaml", "all-incidents.yaml", "real-world.yaml", "known-events.yaml")]
     try:
         loaded = [load_scenario(path) for path in files]
     except ScenarioError as exc:
