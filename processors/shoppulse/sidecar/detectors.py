@@ -368,19 +368,21 @@ class HalfSpaceTreesDetector:
     (never vetoes: a low isolation score says little) and learns from normal points only."""
 
     seed: int = 7
-    model: compose.Pipeline | None = None
+    model: compose.Pipeline | None = None  # built at its first point: a replay that drops it never pays for it
     name: str = "half_space_trees"
     weight: float = 0.2
     # Whether its agreement opens a region at the first strong step. On arbitrary series (detect --csv)
     # its score is high through much of the series, so it would make every strong step open one.
     corroborates: bool = True
 
-    def __post_init__(self) -> None:
-        self.model = self.model or half_space_trees(self.seed)
-
     @property
     def decides(self) -> bool:
         return self.corroborates
+
+    def trees(self) -> compose.Pipeline:
+        if self.model is None:
+            self.model = half_space_trees(self.seed)
+        return self.model
 
     @staticmethod
     def features(point: Point) -> dict[str, float]:
@@ -388,14 +390,12 @@ class HalfSpaceTreesDetector:
                 "change": point.value - (point.previous if point.previous is not None else point.value)}
 
     def score_one(self, point: Point) -> Opinion:
-        assert self.model is not None
-        score = float(self.model.score_one(self.features(point)))
+        score = float(self.trees().score_one(self.features(point)))
         return Opinion(self.name, score, True if self.corroborates and score >= HST_AGREES else None)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
-        assert self.model is not None
         if weight >= 1.0:
-            self.model.learn_one(self.features(point))
+            self.trees().learn_one(self.features(point))
 
 
 @dataclass
