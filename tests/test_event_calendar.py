@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,6 +155,30 @@ def test_a_bad_icalendar_source_is_refused_with_the_file_and_event(tmp_path: Pat
     path.write_text(f"ical:\n  - {ical}\n")
     with pytest.raises(CalendarError, match=message):
         load_calendar(path)
+
+
+def test_the_calendar_command_checks_the_file_and_shows_the_events_under_way_and_coming(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    (tmp_path / "jp.ics").write_text(JAPAN_ICS)
+    path = tmp_path / "calendar.yaml"
+    path.write_text("events:\n"
+                    f"  - {{name: Spring sale, kind: campaign, countries: [GB], start: '{now + timedelta(days=3)}', "
+                    f"end: '{now + timedelta(days=4)}'}}\n"
+                    f"  - {{name: Last week's e-mail, kind: campaign, start: '{now - timedelta(days=8)}', "
+                    f"end: '{now - timedelta(days=7)}'}}\n"
+                    f"  - {{name: Far away, kind: holiday, start: '{now + timedelta(days=90)}', "
+                    f"end: '{now + timedelta(days=91)}'}}\n"
+                    "ical:\n  - {file: jp.ics, countries: [JP], timezone: Asia/Tokyo}\n")
+    shown = subprocess.run([sys.executable, "-m", "shoppulse", "calendar", "--file", str(path)], capture_output=True,
+                           text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert "Spring sale" in shown.stdout and f"{now + timedelta(days=3):%Y-%m-%d %H:%M}" in shown.stdout
+    assert "Last week" not in shown.stdout and "Far away" not in shown.stdout
+    assert f"{path}: 7 known event(s), 1 under way or within 30 days" in " ".join(shown.stdout.split())
+    path.write_text(path.read_text().replace("kind: holiday", "kind: fiesta"))
+    refused = subprocess.run([sys.executable, "-m", "shoppulse", "calendar", "--file", str(path)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "events.2.kind: Input should be 'holiday' or 'campaign'" in refused.stderr
 
 
 def test_the_sidecar_rereads_the_calendar_when_it_changes_and_keeps_it_when_broken(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``shoppulse backtest``: the detection's sensitivity, tuned on history and kept as a reviewed file."""
+"""``shoppulse backtest``: the detection's sensitivity, tuned on history and kept as a reviewed file;
+``shoppulse calendar``: the known events the sidecar leaves unjudged, checked and shown."""
 
 from __future__ import annotations
 
@@ -129,3 +130,40 @@ def backtest(
     for line in difflib.unified_diff(before.splitlines(), after.splitlines(), f"a/{name}", f"b/{name}", lineterm=""):
         console.print(line, highlight=False, markup=False)
     console.print(f"wrote {path}; the sidecar applies it when it sees the file change", highlight=False)
+
+
+@app.command()
+def calendar(
+    file: Annotated[Path | None, typer.Option(help="The calendar to read (default: detection/calendar.yaml of the "
+                                                   "as-code home).")] = None,
+    days: Annotated[float, typer.Option(min=0, max=3660, help="Show the events under way and those that begin "
+                                                              "within this many days.")] = 30,
+) -> None:
+    """Check the calendar of known events (holidays, campaigns) as the sidecar reads it, iCalendar files
+    included, and show the events under way and coming: while one lasts, its countries' volumes are not
+    judged. Exits 2 on a calendar the sidecar would refuse."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from shoppulse.sidecar.event_calendar import CalendarError, calendar_path, load_calendar
+
+    path = file or calendar_path()
+    if file is not None and not file.is_file():
+        fail(f"{file}: no such file", 2)
+    try:
+        known = load_calendar(path)
+    except CalendarError as exc:
+        fail(str(exc), 2)
+    now = datetime.now(UTC)
+    horizon = now + timedelta(days=days)
+    shown = sorted((e for e in known.events if e.end > now and e.start <= horizon), key=lambda e: e.start)
+    table = Table("event", "kind", "countries", "starts (UTC)", "ends (UTC)",
+                  title=f"under way or beginning within {days:g} days")
+    for event in shown:
+        table.add_row(event.name, event.kind, ", ".join(event.countries or ["every country (and ALL)"]),
+                      f"{event.start.astimezone(UTC):%Y-%m-%d %H:%M}", f"{event.end.astimezone(UTC):%Y-%m-%d %H:%M}")
+    if shown:
+        console.print(table)
+    console.print(f"{path}: {len(known.events)} known event(s), {len(shown)} under way or within {days:g} days",
+                  highlight=False)
