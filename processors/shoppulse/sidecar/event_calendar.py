@@ -54,7 +54,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from shoppulse.events.schema import Country
 from shoppulse.project_files import detection_dir
-from shoppulse.sidecar.reviewed_file import ReviewedFileError
+from shoppulse.sidecar.reviewed_file import ReviewedFileError, parse_reviewed, read_reviewed
 from shoppulse.sidecar.signals import GLOBAL
 
 MAX_EVENT_DAYS = 31  # longer is no event but a new normal: the detectors adopt it as one
@@ -149,19 +149,9 @@ def calendar_path() -> Path:
 
 def parse_calendar(text: str, origin: str, folder: Path | None = None) -> Calendar:
     """The calendar a file's ``text`` says; its iCalendar files are read from ``folder`` (the file's own)."""
-    try:
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise CalendarError(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(document, dict):
-        raise CalendarError(f"{origin}: expected a mapping with a list of events, found a {type(document).__name__}")
-    try:
-        parsed = _CalendarFile.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise CalendarError(f"{origin}: {where}: {first['msg']} (each event needs a name, a kind (holiday or "
-                            "campaign), a start and an end with a UTC offset, and may name its countries)") from None
+    parsed = parse_reviewed(text, origin, _CalendarFile, CalendarError, "a list of events",
+                            "each event needs a name, a kind (holiday or campaign), a start and an end with a UTC "
+                            "offset, and may name its countries")
     events = list(parsed.events)
     for index, source in enumerate(parsed.ical):
         path = (folder or Path()) / source.file
@@ -227,10 +217,5 @@ def _occurrences(vevent: icalendar.Event, start: datetime, zone: ZoneInfo) -> It
 
 def load_calendar(path: Path) -> Calendar:
     """The file's events; none when there is no file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Calendar()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalendarError(f"cannot read {path}: {exc}") from None
-    return parse_calendar(text, str(path), path.parent)
+    text = read_reviewed(path, CalendarError)
+    return Calendar() if text is None else parse_calendar(text, str(path), path.parent)

@@ -8,7 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import yaml
+from pydantic import BaseModel, ValidationError
+
 T = TypeVar("T")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ReviewedFileError(ValueError):
@@ -36,3 +40,31 @@ class FileWatch(Generic[T]):
             return None
         self._seen = seen
         return self.load(self.path)
+
+
+def read_reviewed(path: Path, error: type[ReviewedFileError]) -> str | None:
+    """The file's text; None when there is no file (what it would say defaults)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {path}: {exc}") from None
+
+
+def parse_reviewed(text: str, origin: str, model: type[Model], error: type[ReviewedFileError], holds: str,
+                   fix: str) -> Model:
+    """``text`` as YAML, validated by ``model``; else ``error`` naming ``origin``, the place and the ``fix``
+    (``holds``: what its mapping holds, for a file that is no mapping at all)."""
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(document, dict):
+        raise error(f"{origin}: expected a mapping with {holds}, found a {type(document).__name__}")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise error(f"{origin}: {where}: {first['msg']} ({fix})") from None

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shoppulse.events.schema import Country
 from shoppulse.project_files import detection_dir
-from shoppulse.sidecar.reviewed_file import ReviewedFileError
+from shoppulse.sidecar.reviewed_file import ReviewedFileError, parse_reviewed, read_reviewed
 from shoppulse.sidecar.signals import GLOBAL, METRICS
 
 DEFAULT_OPEN_Z = 4.0
@@ -92,20 +92,8 @@ def sensitivity_path() -> Path:
 
 
 def parse_sensitivity(text: str, origin: str) -> Sensitivity:
-    try:
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SensitivityError(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(document, dict):
-        raise SensitivityError(f"{origin}: expected a mapping with default_open_z and open_z, "
-                               f"found a {type(document).__name__}")
-    try:
-        parsed = _SensitivityFile.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise SensitivityError(f"{origin}: {where}: {first['msg']} (fix the file; "
-                               f"`shoppulse backtest --write` writes a valid one)") from None
+    parsed = parse_reviewed(text, origin, _SensitivityFile, SensitivityError, "default_open_z and open_z",
+                            "fix the file; `shoppulse backtest --write` writes a valid one")
     return Sensitivity(parsed.default_open_z, {(metric, country): value
                                                for country, by_metric in parsed.open_z.items()
                                                for metric, value in (by_metric or {}).items()})
@@ -113,13 +101,8 @@ def parse_sensitivity(text: str, origin: str) -> Sensitivity:
 
 def load_sensitivity(path: Path) -> Sensitivity:
     """The file's sensitivity; the defaults when there is no file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Sensitivity()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SensitivityError(f"cannot read {path}: {exc}") from None
-    return parse_sensitivity(text, str(path))
+    text = read_reviewed(path, SensitivityError)
+    return Sensitivity() if text is None else parse_sensitivity(text, str(path))
 
 
 def write_sensitivity(path: Path, sensitivity: Sensitivity) -> None:
