@@ -490,6 +490,8 @@ def test_shipped_scenarios_load() -> None:
      "level is for drift, level_shift, holiday and campaign"),
     ("name: x\nphenomena:\n  - {kind: drift, start_after_s: 0, duration_s: 60, announced: true}",
      "only a holiday or a campaign can be announced, not a drift"),
+    ("name: x\nphenomena:\n  - {kind: holiday, start_after_s: 0, duration_s: 3000000, announced: true}",
+     "an announced holiday lasts at most 31 days"),
     ("name: x\nphenomena:\n  - {kind: campaign, start_after_s: 0, duration_s: 60, level: 20}", "level"),
     ("name: x\nphenomena:\n  - {kind: level_shift, countries: [FR], start_after_s: 0, duration_s: 60}",
      "lasts for good"),

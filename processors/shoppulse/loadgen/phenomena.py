@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shoppulse.events.schema import Country
-from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
+from shoppulse.sidecar.event_calendar import MAX_EVENT_DAYS, Calendar, KnownEvent
 
 PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "campaign", "missing_seconds", "outliers"]
 # Whether an ops team wants to hear of it: "wanted at onset" — an alert within ONSET of its start is right (a level
@@ -86,6 +86,8 @@ class Phenomenon(BaseModel):
                 raise ValueError(f"{name} is for {kinds}, not {self.kind}")
         if self.announced and self.kind not in PLANNED:
             raise ValueError(f"only a holiday or a campaign can be announced, not a {self.kind}")
+        if self.announced and (self.duration_s or 0) > MAX_EVENT_DAYS * 86_400:
+            raise ValueError(f"an announced {self.kind} lasts at most {MAX_EVENT_DAYS} days, as calendar events do")
         if self.kind == "level_shift" and self.duration_s is not None:
             raise ValueError("a level shift lasts for good: give it no duration_s")
         if self.kind != "level_shift" and self.duration_s is None:
