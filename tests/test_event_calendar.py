@@ -261,3 +261,33 @@ def test_a_payment_outage_during_a_known_holiday_still_opens_its_region() -> Non
     opened = regions_of(Calendar((golden,)), holiday, outage)
     assert [metric for metric, _ in opened] == ["payment_failure_rate"], opened
     assert outage[0] <= opened[0][1] <= outage[0] + 1
+
+
+def store_regions(calendar: Calendar, us_level: dict[range, float], jp_level: dict[range, float]
+                  ) -> list[tuple[str, int]]:
+    """(country, minute opened) of the orders regions over three hours of a store of US (8 orders/s) and
+    JP (0.3/s) and its total, each country's shoppers scaled by the factor of the minute ranges given."""
+    rng = random.Random(9)
+    sidecar = Sidecar(cast(Client, None), replaying=True, calendar=calendar)
+    opened: list[tuple[str, int]] = []
+    for step in range(3 * 360):
+        end, minute = START + timedelta(seconds=STEP_S * (step + 1)), step // 6
+        counts = {country: poisson(rng, rate * WINDOW_S * next((f for r, f in levels.items() if minute in r), 1.0))
+                  for country, rate, levels in (("US", 8.0, us_level), ("JP", 0.3, jp_level))}
+        windows = {country: {"orders_per_s": Point(n / WINDOW_S, n, "rate", WINDOW_S)}
+                   for country, n in (*counts.items(), ("ALL", sum(counts.values())))}
+        opened += [(c.region.country, minute) for c in sidecar._score(end, windows, {}) if c.kind == "opened"]
+    return opened
+
+
+def test_a_known_event_of_a_big_market_leaves_the_stores_total_unjudged_and_a_small_ones_does_not() -> None:
+    campaign = {range(90, 150): 2.5}
+    assert {country for country, _ in store_regions(Calendar(), campaign, {})} == {"US", "ALL"}
+    sale = KnownEvent(name="US sale", kind="campaign", countries=["US"], start=START + timedelta(minutes=90),
+                      end=START + timedelta(minutes=150))
+    assert store_regions(Calendar((sale,)), campaign, {}) == []  # US brings most of the store
+    holiday = KnownEvent(name="Showa Day", kind="holiday", countries=["JP"], start=START + timedelta(minutes=90),
+                         end=START + timedelta(minutes=150))
+    outage = {range(100, 110): 0.3}  # US's orders collapse during JP's holiday: the store's total still tells
+    assert {country for country, _ in store_regions(Calendar((holiday,)), outage, {range(90, 150): 0.5})} == {
+        "US", "ALL"}

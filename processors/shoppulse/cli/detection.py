@@ -161,7 +161,7 @@ def calendar(
     table = Table("event", "kind", "countries", "starts (UTC)", "ends (UTC)",
                   title=f"under way or beginning within {days:g} days")
     for event in shown:
-        table.add_row(event.name, event.kind, ", ".join(event.countries or ["every country (and ALL)"]),
+        table.add_row(event.name, event.kind, ", ".join(event.countries or ["every country"]),
                       f"{event.start.astimezone(UTC):%Y-%m-%d %H:%M}", f"{event.end.astimezone(UTC):%Y-%m-%d %H:%M}")
     if shown:
         console.print(table)

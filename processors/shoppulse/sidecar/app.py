@@ -60,6 +60,7 @@ HISTORY = 30
 READ_BATCH_STEPS = 360  # an hour of steps per read while catching up
 SPENDING = frozenset(OVERSPEND.values())  # the series whose usual level an incident's money at risk is measured from
 POLL_S = 0.5  # how often new final steps and live seconds are looked for: the fast path's resolution
+STORE_SHARE = 0.05  # countries bringing this much of the store's volume move its total with their known event
 SETTLE_STEPS = 18  # after a known event: three minutes of steps (four of data) set its volumes' usual level again
 INCIDENT_REFRESH_S = 60  # an open incident's row (revenue at risk, severity, story) is rewritten this often
 
@@ -145,7 +146,7 @@ class Sidecar:
             return []
         since = newest - timedelta(seconds=FAST_WINDOW_S)
         judged = {(metric, country): (s.detector.robust, s.tracker) for (metric, country), s in self.series.items()
-                  if s.settling is None and self._known_event(s.point, country, since, newest) is None}
+                  if s.settling is None and self._known_event(metric, s.point, country, since, newest) is None}
         opened = self.fast.look(newest, seconds, judged)
         if opened:
             self._write(newest, [Change("opened", r) for r in opened])
@@ -180,12 +181,25 @@ class Sidecar:
             series.detector.robust.adopt_level(median(series.settling))
             series.settling = None
 
-    def _known_event(self, point: Point | None, country: str, start: datetime, end: datetime) -> KnownEvent | None:
+    def _known_event(self, metric: str, point: Point | None, country: str, start: datetime,
+                     end: datetime) -> KnownEvent | None:
         """The calendar's event that moves this series in [``start``, ``end``]: only the volumes (rates)
-        move with the number of shoppers; ratios and latencies are judged as always."""
+        move with the number of shoppers; ratios and latencies are judged as always. The store's own
+        volumes move with an event of the whole store, and with one of countries that usually bring at
+        least STORE_SHARE of them (a campaign in a big market moves the store's total past any alert)."""
         if point is None or point.kind not in ADOPTED_KINDS:
             return None
-        return self.calendar.event(country, start, end)
+        if country != GLOBAL:
+            return self.calendar.event(country, start, end)
+        return next((e for e in self.calendar.during(start, end)
+                     if e.countries is None or self._share(metric, e.countries) >= STORE_SHARE), None)
+
+    def _share(self, metric: str, countries: Sequence[str]) -> float:
+        """The share of the store's ``metric`` that ``countries`` usually bring (1 before any is known)."""
+        usual = {c: float(s.usual_count.obj.get()) for (m, c), s in self.series.items()
+                 if m == metric and c != GLOBAL and s.usual_count.obj.n}
+        total = sum(usual.values())
+        return sum(usual.get(c, 0.0) for c in countries) / total if total > 0 else 1.0
 
     def retune(self, sensitivity: Sensitivity) -> None:
         """Use ``sensitivity`` from the next step on, for the series seen so far and those to come (a
@@ -344,7 +358,7 @@ class Sidecar:
                 series = self._series(metric, country)
                 point = replace(bare, band=seasonal.get((metric, country)))
                 planned = None if series.tracker.is_open else self._known_event(
-                    point, country, end - timedelta(seconds=self.window_s), end)
+                    metric, point, country, end - timedelta(seconds=self.window_s), end)
                 if planned is not None or series.settling is not None:
                     self._not_judged(series, point, planned)
                     continue

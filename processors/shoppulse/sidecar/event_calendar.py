@@ -11,7 +11,7 @@ the as-code home lists them (as Grafana Machine Learning's holidays list custom 
         start: 2026-04-29T00:00:00+09:00
         end: 2026-05-07T00:00:00+09:00
       - name: Black Friday e-mail
-        kind: campaign              # no countries: the whole store, the store-wide series too
+        kind: campaign              # no countries: the whole store
         start: 2026-11-27T07:00:00+01:00
         end: 2026-11-28T00:00:00+01:00
 
@@ -31,6 +31,9 @@ While an event lasts, the sidecar does not judge its countries' volumes (the rat
 revenue, ad spend, refunds per second) against their usual level, and does not learn from them;
 just after it, they take the level the day has moved to. Their ratios and latencies (payment failures,
 conversion, checkout latency) are judged as always: a payment outage on a holiday still pages. The
+store's own volumes (the series ALL) are left unjudged by an event of the whole store, or of countries
+that usually bring at least 5 % of them (``app.STORE_SHARE``): a campaign in a big market moves the
+store's total too. The
 start and end take a UTC offset (a holiday begins at its country's midnight); an event lasts at most
 MAX_EVENT_DAYS. The sidecar reads the file at start (one it cannot use stops it) and again whenever
 it changes.
@@ -131,12 +134,16 @@ class Calendar:
         return [e.start for e in ordered], ordered
 
     def event(self, country: str, start: datetime, end: datetime) -> KnownEvent | None:
-        """An event that moves ``country``'s traffic at some time in [``start``, ``end``], if any (found among
-        those that begin at most MAX_EVENT_DAYS before ``start``: none lasts longer)."""
+        """An event that moves ``country``'s traffic at some time in [``start``, ``end``], if any."""
+        return next((e for e in self.during(start, end) if e.covers(country, start, end)), None)
+
+    def during(self, start: datetime, end: datetime) -> list[KnownEvent]:
+        """The events under way at some time in [``start``, ``end``], wherever (found among those that begin
+        at most MAX_EVENT_DAYS before ``start``: none lasts longer)."""
         starts, ordered = self._by_start
         first = bisect.bisect_left(starts, start - timedelta(days=MAX_EVENT_DAYS))
         last = bisect.bisect_right(starts, end)
-        return next((e for e in ordered[first:last] if e.covers(country, start, end)), None)
+        return [e for e in ordered[first:last] if e.start <= end and start < e.end]
 
     def as_yaml(self) -> str:
         return yaml.safe_dump({"events": [e.model_dump(mode="json", exclude_none=True) for e in self.events]},
