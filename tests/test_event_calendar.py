@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,24 +21,15 @@ from clickhouse_connect.driver.client import Client
 from checkout import ROOT
 from shoppulse.ascode.dashboards.demo_data import poisson
 from shoppulse.settings import Settings
-from shoppulse.sidecar import main
+from shoppulse.sidecar import event_calendar, main
 from shoppulse.sidecar.app import Sidecar, replan
 from shoppulse.sidecar.detectors import Point
 from shoppulse.sidecar.event_calendar import Calendar, CalendarError, KnownEvent, load_calendar, parse_calendar
 from shoppulse.sidecar.reviewed_file import FileWatch
 from shoppulse.streaming import ProcessorStartError
 
-GOLDEN_WEEK = """events:
-  - name: Golden Week
-    kind: holiday
-    countries: [JP]
-    start: 2027-04-29T00:00:00+09:00
-    end: 2027-05-06T00:00:00+09:00
-  - name: Black Friday e-mail
-    kind: campaign
-    start: 2027-11-26T07:00:00+01:00
-    end: 2027-11-27T00:00:00+01:00
-"""
+# The module's own example: Golden Week in JP, and a campaign e-mail for the whole store.
+GOLDEN_WEEK = textwrap.dedent(event_calendar.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]) + "\n"  # type: ignore[union-attr]
 
 
 def test_the_shipped_file_is_valid_and_its_example_too() -> None:
@@ -51,15 +43,15 @@ def test_the_shipped_file_is_valid_and_its_example_too() -> None:
 def test_an_event_covers_its_countries_for_its_hours_and_the_store_wide_series_only_when_it_is_everywhere() -> None:
     calendar = parse_calendar(GOLDEN_WEEK, "calendar.yaml")
     golden, friday = calendar.events
-    first_day = datetime(2027, 4, 28, 15, tzinfo=UTC)  # JP's midnight
+    first_day = datetime(2026, 4, 28, 15, tzinfo=UTC)  # JP's midnight
     assert calendar.event("JP", first_day, first_day) is golden
     assert calendar.event("JP", first_day - timedelta(seconds=60), first_day - timedelta(seconds=1)) is None
     assert calendar.event("JP", first_day - timedelta(seconds=30), first_day + timedelta(seconds=30)) is golden
     assert calendar.event("DE", first_day, first_day) is None and calendar.event("ALL", first_day, first_day) is None
-    last = datetime(2027, 5, 5, 15, tzinfo=UTC)
+    last = datetime(2026, 5, 6, 15, tzinfo=UTC)
     assert calendar.event("JP", last - timedelta(seconds=1), last - timedelta(seconds=1)) is golden
     assert calendar.event("JP", last, last + timedelta(seconds=60)) is None
-    black_friday = datetime(2027, 11, 26, 12, tzinfo=UTC)
+    black_friday = datetime(2026, 11, 27, 12, tzinfo=UTC)
     assert {calendar.event(c, black_friday, black_friday) for c in ("US", "JP", "ALL")} == {friday}
     assert parse_calendar(calendar.as_yaml(), "again") == calendar
 

@@ -2,7 +2,7 @@
 
 A public holiday halves a country's shoppers; a campaign's e-mail brings half as many again. Both
 are news to the detectors and none to the ops team, who planned them. ``detection/calendar.yaml`` in
-the as-code home lists them (as Grafana Machine Learning's holidays list custom periods):
+the as-code home lists them (as Grafana Machine Learning's holidays list custom periods)::
 
     events:
       - name: Golden Week
