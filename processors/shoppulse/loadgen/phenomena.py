@@ -215,7 +215,7 @@ def announced_calendar(phenomena: list[ActivePhenomenon]) -> Calendar:
     events = []
     for active in phenomena:
         p = active.phenomenon
-        if p.announced and p.kind in PLANNED and active.end is not None:
+        if p.announced and active.end is not None:  # only a holiday or a campaign can be (the model checks)
             where = ", ".join(p.countries) if p.countries else "every country"
             events.append(KnownEvent.model_validate({"name": f"{p.kind} in {where}", "kind": p.kind,
                                                      "countries": p.countries, "start": active.start,
