@@ -4,6 +4,7 @@ not judged nor learned from, and their ratios are judged as always."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -14,14 +15,19 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from checkout import ROOT
+from conftest import EndpointProcess
 from shoppulse.ascode.dashboards.demo_data import poisson
+from shoppulse.devstack.process import ManagedProcess, free_port, tail, wait_until
+from shoppulse.grafana.interpolate import QueryContext, clickhouse_query
+from shoppulse.grafana.shapes import Result, shape_problems
 from shoppulse.settings import Settings
-from shoppulse.sidecar import event_calendar, main
+from shoppulse.sidecar import calendar_table, event_calendar, main
 from shoppulse.sidecar.app import Sidecar, replan
 from shoppulse.sidecar.detectors import Point
 from shoppulse.sidecar.event_calendar import Calendar, CalendarError, KnownEvent, load_calendar, parse_calendar
@@ -283,3 +289,89 @@ def test_a_known_event_of_a_big_market_leaves_the_stores_total_unjudged_and_a_sm
     outage = {range(100, 110): 0.3}  # US's orders collapse during JP's holiday: the store's total still tells
     assert {country for country, _ in store_regions(Calendar((holiday,)), outage, {range(90, 150): 0.5})} == {
         "US", "ALL"}
+
+
+def known_events_query() -> str:
+    store_live = json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text())
+    [annotation] = [a for a in store_live["annotations"]["list"] if a["name"] == "Known events"]
+    return str(annotation["target"]["rawSql"])
+
+
+def marked(client: Client, now: datetime, countries: list[str]) -> list[dict[str, object]]:
+    """The Known events annotations Store live draws over the last day for the selected ``countries``."""
+    day = QueryContext(now - timedelta(days=1), now, 60_000, {"country": countries}, multi=frozenset({"country"}))
+    result = client.query(clickhouse_query(known_events_query(), day))
+    shaped = Result(list(result.column_names), [t.name for t in result.column_types], result.result_rows)
+    assert shape_problems({"type": "annotation"}, {}, shaped) == []
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+@pytest.mark.integration
+def test_the_sidecar_shows_the_calendar_it_applies_on_the_wall_display(clickhouse_endpoint: EndpointProcess,
+                                                                        tmp_path: Path) -> None:
+    settings, client = clickhouse_endpoint.migrated("calendar_shown")
+    now = datetime.now(UTC).replace(microsecond=0)
+    holiday = now.astimezone(ZoneInfo("Asia/Tokyo")).replace(hour=0, minute=0, second=0)
+    path = tmp_path / "calendar.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        events:
+          - name: Culture Day
+            kind: holiday
+            countries: [JP]
+            start: {holiday.isoformat()}
+            end: {(holiday + timedelta(days=1)).isoformat()}
+          - name: Store-wide sale e-mail
+            kind: campaign
+            start: {(now - timedelta(hours=6)).isoformat()}
+            end: {(now - timedelta(hours=3)).isoformat()}
+        """))
+    env = {**os.environ, "CLICKHOUSE_URL": settings.clickhouse_http_url,
+           "CLICKHOUSE_PASSWORD": settings.clickhouse_password,
+           "SHOPPULSE_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+           "SHOPPULSE_SIDECAR_METRICS_PORT": str(free_port())}
+    env.pop("GRAFANA_URL", None)
+    sidecar = ManagedProcess("sidecar", [sys.executable, "-m", "shoppulse", "sidecar", "--warm-up-minutes", "1",
+                                         "--calendar", str(path)], tmp_path / "sidecar.log", env=env)
+    sidecar.start()
+    try:
+        def in_force() -> int:
+            return int(client.command("SELECT count() FROM known_events_in_force"))
+
+        wait_until(lambda: in_force() == 2, 60, "the calendar in known_events_in_force", sidecar.is_running,
+                   lambda: tail(tmp_path / "sidecar.log"))
+        everywhere = {e["text"]: e for e in marked(client, now, ["US", "DE", "GB", "FR", "BR", "JP", "IN", "AU"])}
+        sale = "Store-wide sale e-mail — campaign in the whole store: its volumes are not judged"
+        culture_day = "Culture Day — holiday in JP: its volumes are not judged"
+        assert {text: e["tags"] for text, e in everywhere.items()} == {sale: "known_event,campaign",
+                                                                       culture_day: "known_event,holiday,JP"}
+        naive = now.replace(tzinfo=None)  # clickhouse-connect's DateTime64 in UTC
+        assert (everywhere[sale]["time"], everywhere[sale]["timeEnd"]) == (naive - timedelta(hours=6),
+                                                                            naive - timedelta(hours=3))
+        assert [e["text"] for e in marked(client, now, ["US"])] == [sale]  # not JP's holiday
+
+        path.write_text(path.read_text().split("  - name: Store-wide")[0])  # the sale taken out in review
+        os.utime(path, ns=(1, 1))
+        wait_until(lambda: in_force() == 1, 30, "the edited calendar in force", sidecar.is_running,
+                   lambda: tail(tmp_path / "sidecar.log"))
+        assert [e["text"] for e in marked(client, now, ["JP"])] == [culture_day]
+    finally:
+        sidecar.stop()
+    client.close()
+
+
+@pytest.mark.integration
+def test_a_calendar_is_written_once_per_version_and_an_emptied_one_shows_nothing(
+        clickhouse_endpoint: EndpointProcess) -> None:
+    _settings, client = clickhouse_endpoint.migrated("calendar_versions")
+    now = datetime.now(UTC).replace(microsecond=0)
+    calendar = parse_calendar(GOLDEN_WEEK, "golden")
+    first = calendar_table.show(client, calendar, now)
+    assert calendar_table.show(client, calendar, now + timedelta(seconds=1)) == first  # a restart, a retry
+    assert client.command("SELECT count() FROM known_events") == 2
+    assert calendar_table.show(client, Calendar(), now + timedelta(seconds=2)) != first
+    assert client.command("SELECT count() FROM known_events_in_force") == 0
+    calendar_table.show(client, calendar, now + timedelta(seconds=3))  # back to the first: not written again
+    assert client.query("SELECT name FROM known_events_in_force ORDER BY starts_at").result_rows == [
+        ("Golden Week",), ("Black Friday e-mail",)]
+    assert client.command("SELECT count() FROM known_events") == 2
+    client.close()

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Gauge
 from river import stats, utils
 
 from shoppulse.sidecar.band_refit import BandRefitter, refit_bands
+from shoppulse.sidecar.calendar_table import show as show_calendar
 from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
@@ -552,8 +553,7 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
     sidecar = Sidecar(client, on_change=on_change, explain=explain)
     if sensitivity is not None:
         retune(sidecar, sensitivity, starting=True)
-    if calendar is not None:
-        replan(sidecar, calendar, starting=True)
+    unshown = replan(sidecar, calendar, starting=True) if calendar is not None else None
     refitter = BandRefitter(connect, refit_every) if connect is not None else None
     if refitter is not None:
         refitter.start()
@@ -566,8 +566,11 @@ def run(client: Client, should_stop: Callable[[], bool], on_change: Callable[[],
             if sensitivity is not None:
                 retune(sidecar, sensitivity)
             if calendar is not None:
-                replan(sidecar, calendar)
+                unshown = replan(sidecar, calendar) or unshown
             try:
+                if unshown is not None:  # for the wall display; ClickHouse away: again at the next poll
+                    show_calendar(client, unshown, datetime.now(UTC))
+                    unshown = None
                 if refitter is None and time.monotonic() >= next_refit:  # no client of its own: inline
                     next_refit = time.monotonic() + refit_every.total_seconds()
                     refit_bands(client)
@@ -591,12 +594,13 @@ def retune(sidecar: Sidecar, watch: FileWatch[Sensitivity], starting: bool = Fal
                                                "tuned_series": len(changed.by_series)})
 
 
-def replan(sidecar: Sidecar, watch: FileWatch[Calendar], starting: bool = False) -> None:
-    """Apply the calendar of known events when it changed (see ``_reread``)."""
+def replan(sidecar: Sidecar, watch: FileWatch[Calendar], starting: bool = False) -> Calendar | None:
+    """Apply the calendar of known events when it changed (see ``_reread``); returns the one applied."""
     changed = _reread(watch, CALENDAR_RELOADS, "calendar", starting)
     if changed is not None:
         sidecar.calendar = changed
         log.info("calendar applied", extra={"file": str(watch.path), "events": len(changed.events)})
+    return changed
 
 
 def _reread(watch: FileWatch[T], reloads: Counter, what: str, starting: bool) -> T | None:

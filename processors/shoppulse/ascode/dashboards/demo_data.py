@@ -20,11 +20,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
 from shoppulse.loadgen.markets import MARKETS, Market, seasonal_factor
 from shoppulse.loadgen.shoppers import AD_SHARE, CAMPAIGN_CHANNELS, REFUND_REASONS, REFUND_SHARE, campaign_id
+from shoppulse.sidecar.calendar_table import show as show_calendar
+from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
 
 EVENTS_PER_S = 300.0  # the local stack's default load
 INSERT_CHUNK = 100_000
@@ -210,6 +213,17 @@ def load_demo_data(client: Client, plan: DemoPlan, progress: Callable[[str], Non
                                   "cost_usd", "latency_ms", "cache_hit", "error"], _llm_rows(plan), progress)
     _insert(client, "component_heartbeats", ["ts", "component", "state", "address", "pid", "detail"],
             _heartbeats(now), progress)
+    show_calendar(client, demo_calendar(plan), now)
+
+
+def demo_calendar(plan: DemoPlan) -> Calendar:
+    """A campaign in GB in the last hours, and a holiday of JP's that began this morning (its time)."""
+    tokyo = plan.now.astimezone(ZoneInfo("Asia/Tokyo")).replace(hour=0, minute=0, second=0, microsecond=0)
+    sale = (plan.now - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+    return Calendar((KnownEvent(name="Autumn sale e-mail", kind="campaign", countries=["GB"], start=sale,
+                                end=sale + timedelta(hours=3)),
+                     KnownEvent(name="Culture Day", kind="holiday", countries=["JP"], start=tokyo,
+                                end=tokyo + timedelta(days=1))))
 
 
 def _closed_sessions(plan: DemoPlan, start: datetime, end: datetime) -> list[list[Any]]:

@@ -23,7 +23,7 @@ TABLE_WRITERS: dict[str, tuple[str, ...]] = {
                      "freshness"), (AGGREGATION,)),
     "metrics_now": (INGESTION, AGGREGATION),
     **dict.fromkeys(("anomalies", "insights", "incidents", "incident_countries", "expected_band", "llm_calls",
-                     "baselines_how"),
+                     "baselines_how", "known_events", "calendar_loads", "known_events_in_force"),
                     (SIDECAR,)),
     **dict.fromkeys(("action_audit", "actions"), (ACTIONS,)),
 }
