@@ -50,15 +50,15 @@ def test_an_event_covers_its_countries_for_its_hours_and_the_store_wide_series_o
     calendar = parse_calendar(GOLDEN_WEEK, "calendar.yaml")
     golden, friday = calendar.events
     first_day = datetime(2026, 4, 28, 15, tzinfo=UTC)  # JP's midnight
-    assert calendar.event("JP", first_day, first_day) is golden
-    assert calendar.event("JP", first_day - timedelta(seconds=60), first_day - timedelta(seconds=1)) is None
-    assert calendar.event("JP", first_day - timedelta(seconds=30), first_day + timedelta(seconds=30)) is golden
-    assert calendar.event("DE", first_day, first_day) is None and calendar.event("ALL", first_day, first_day) is None
+    assert calendar.events_of("JP", first_day, first_day) == [golden]
+    assert calendar.events_of("JP", first_day - timedelta(seconds=60), first_day - timedelta(seconds=1)) == []
+    assert calendar.events_of("JP", first_day - timedelta(seconds=30), first_day + timedelta(seconds=30)) == [golden]
+    assert calendar.events_of("DE", first_day, first_day) == calendar.events_of("ALL", first_day, first_day) == []
     last = datetime(2026, 5, 6, 15, tzinfo=UTC)
-    assert calendar.event("JP", last - timedelta(seconds=1), last - timedelta(seconds=1)) is golden
-    assert calendar.event("JP", last, last + timedelta(seconds=60)) is None
+    assert calendar.events_of("JP", last - timedelta(seconds=1), last - timedelta(seconds=1)) == [golden]
+    assert calendar.events_of("JP", last, last + timedelta(seconds=60)) == []
     black_friday = datetime(2026, 11, 27, 12, tzinfo=UTC)
-    assert {calendar.event(c, black_friday, black_friday) for c in ("US", "JP", "ALL")} == {friday}
+    assert [calendar.events_of(c, black_friday, black_friday) for c in ("US", "JP", "ALL")] == [[friday]] * 3
     assert parse_calendar(calendar.as_yaml(), "again") == calendar
 
 
@@ -78,7 +78,9 @@ def test_an_event_covers_its_countries_for_its_hours_and_the_store_wide_series_o
     ("events:\n  - name: x\n    kind: holiday\n    countries: []\n    start: 2027-01-01T00:00:00Z\n"
      "    end: 2027-01-02T00:00:00Z\n", "events.0.countries: List should have at least 1 item"),
     ("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01T00:00:00Z\n    end: 2027-01-02T00:00:00Z\n"
-     "    level: 0.5\n", "events.0.level: Extra inputs are not permitted"),
+     "    expect: 0.5\n", "events.0.expect: Extra inputs are not permitted"),
+    ("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01T00:00:00Z\n    end: 2027-01-02T00:00:00Z\n"
+     "    level: 0\n", "events.0.level: Input should be greater than or equal to 0.01"),
     ("events:\n  - kind: holiday\n    start: 2027-01-01T00:00:00Z\n    end: 2027-01-02T00:00:00Z\n",
      "events.0.name: Field required"),
     ("holidays: []", "holidays: Extra inputs are not permitted"),
@@ -131,9 +133,9 @@ def test_an_icalendar_files_events_join_the_calendar_all_day_ones_at_local_midni
         ("Fireworks", "holiday", ["JP"], datetime(2027, 7, 20, 9, tzinfo=UTC), timedelta(hours=4)),  # Tokyo's evening
     ]
     fireworks = datetime(2027, 7, 20, 10, tzinfo=UTC)
-    assert calendar.event("JP", fireworks, fireworks + timedelta(minutes=1)).name == "Fireworks"
-    assert calendar.event("DE", fireworks, fireworks + timedelta(minutes=1)) is None
-    assert calendar.event("JP", tokyo_midnight - timedelta(minutes=2), tokyo_midnight - timedelta(minutes=1)) is None
+    assert [e.name for e in calendar.events_of("JP", fireworks, fireworks + timedelta(minutes=1))] == ["Fireworks"]
+    assert calendar.events_of("DE", fireworks, fireworks + timedelta(minutes=1)) == []
+    assert calendar.events_of("JP", tokyo_midnight - timedelta(minutes=2), tokyo_midnight - timedelta(minutes=1)) == []
 
 
 @pytest.mark.parametrize(("ical", "ics", "message"), [
@@ -160,8 +162,8 @@ def test_the_calendar_command_checks_the_file_and_shows_the_events_under_way_and
     (tmp_path / "jp.ics").write_text(JAPAN_ICS)
     path = tmp_path / "calendar.yaml"
     path.write_text("events:\n"
-                    f"  - {{name: Spring sale, kind: campaign, countries: [GB], start: '{now + timedelta(days=3)}', "
-                    f"end: '{now + timedelta(days=4)}'}}\n"
+                    f"  - {{name: Spring sale, kind: campaign, countries: [GB], level: 2, "
+                    f"start: '{now + timedelta(days=3)}', end: '{now + timedelta(days=4)}'}}\n"
                     f"  - {{name: Last week's e-mail, kind: campaign, start: '{now - timedelta(days=8)}', "
                     f"end: '{now - timedelta(days=7)}'}}\n"
                     f"  - {{name: Far away, kind: holiday, start: '{now + timedelta(days=90)}', "
@@ -171,6 +173,7 @@ def test_the_calendar_command_checks_the_file_and_shows_the_events_under_way_and
                            text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"})
     assert shown.returncode == 0, shown.stderr
     assert "Spring sale" in shown.stdout and f"{now + timedelta(days=3):%Y-%m-%d %H:%M}" in shown.stdout
+    assert "beyond 2x the usual" in shown.stdout
     assert "Last week" not in shown.stdout and "Far away" not in shown.stdout
     assert f"{path}: 7 known event(s), 1 under way or within 30 days" in " ".join(shown.stdout.split())
     path.write_text(path.read_text().replace("kind: holiday", "kind: fiesta"))
@@ -291,6 +294,41 @@ def test_a_known_event_of_a_big_market_leaves_the_stores_total_unjudged_and_a_sm
         "US", "ALL"}
 
 
+def test_a_holiday_with_a_level_is_judged_only_beyond_it() -> None:
+    """A level is the furthest the event may take the volumes: JP's shoppers halved by a holiday that may
+    take them to 0.3 of the usual open nothing; one said to take them only to 0.8 is judged against that."""
+    holiday = (90, 180)
+    golden = KnownEvent(name="Golden Week", kind="holiday", countries=["JP"], level=0.3,
+                        start=START + timedelta(minutes=holiday[0]), end=START + timedelta(minutes=holiday[1]))
+    assert regions_of(Calendar((golden,)), holiday) == []
+    assert regions_of(Calendar((golden,)), holiday, evening=0.5) == []  # and it settles after, as without a level
+    too_tight = golden.model_copy(update={"level": 0.8})
+    assert [metric for metric, _ in regions_of(Calendar((too_tight,)), holiday)] == ["orders_per_s"]
+
+
+def test_a_collapse_during_a_campaign_with_a_level_opens_its_regions() -> None:
+    """Black Friday for the whole store, said to take the volumes up to three times: the campaign's 2.5
+    times is no news anywhere; US's orders collapsing to 0.3 of the usual in the middle of it is, there
+    and in the store's total — where a campaign without a level judges nothing."""
+    friday = KnownEvent(name="Black Friday", kind="campaign", level=3.0, start=START + timedelta(minutes=90),
+                        end=START + timedelta(minutes=150))
+    campaign = {range(90, 150): 2.5}
+    assert store_regions(Calendar((friday,)), campaign, campaign) == []
+    collapse = {range(100, 110): 0.3, **campaign}
+    opened = store_regions(Calendar((friday,)), collapse, campaign)
+    assert sorted(country for country, _ in opened) == ["ALL", "US"], opened
+    assert all(100 <= minute <= 101 for _, minute in opened), opened
+    assert store_regions(Calendar((friday.model_copy(update={"level": None}),)), collapse, campaign) == []
+
+
+def test_the_levels_of_events_on_one_day_combine_and_one_without_a_level_leaves_the_volumes_unjudged() -> None:
+    holiday = KnownEvent(name="Holiday", kind="holiday", level=0.5, start=START, end=START + timedelta(hours=1))
+    sale = holiday.model_copy(update={"name": "Sale", "kind": "campaign", "level": 2.0})
+    mailing = holiday.model_copy(update={"name": "Mailing", "kind": "campaign", "level": 1.5})
+    assert event_calendar.expected_range([holiday, sale, mailing]) == (0.5, 3.0)
+    assert event_calendar.expected_range([holiday, sale.model_copy(update={"level": None})]) is None
+
+
 def known_events_query() -> str:
     store_live = json.loads((ROOT / "grafana" / "dashboards" / "store-live.json").read_text())
     [annotation] = [a for a in store_live["annotations"]["list"] if a["name"] == "Known events"]
@@ -322,6 +360,7 @@ def test_the_sidecar_shows_the_calendar_it_applies_on_the_wall_display(clickhous
             end: {(holiday + timedelta(days=1)).isoformat()}
           - name: Store-wide sale e-mail
             kind: campaign
+            level: 3
             start: {(now - timedelta(hours=6)).isoformat()}
             end: {(now - timedelta(hours=3)).isoformat()}
         """))
@@ -340,7 +379,7 @@ def test_the_sidecar_shows_the_calendar_it_applies_on_the_wall_display(clickhous
         wait_until(lambda: in_force() == 2, 60, "the calendar in known_events_in_force", sidecar.is_running,
                    lambda: tail(tmp_path / "sidecar.log"))
         everywhere = {e["text"]: e for e in marked(client, now, ["US", "DE", "GB", "FR", "BR", "JP", "IN", "AU"])}
-        sale = "Store-wide sale e-mail — campaign in the whole store: its volumes are not judged"
+        sale = "Store-wide sale e-mail — campaign in the whole store: its volumes judged beyond 3 times the usual"
         culture_day = "Culture Day — holiday in JP: its volumes are not judged"
         assert {text: e["tags"] for text, e in everywhere.items()} == {sale: "known_event,campaign",
                                                                        culture_day: "known_event,holiday,JP"}

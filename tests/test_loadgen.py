@@ -459,7 +459,7 @@ def test_a_campaign_lands_within_minutes_and_an_announced_one_is_in_the_sidecars
                              " announced: true}\n"
                              "  - {kind: campaign, countries: [FR], start_after_s: 0, duration_s: 3600}\n"
                              "  - {kind: holiday, countries: [JP, IN], start_after_s: 0, duration_s: 7200, "
-                             "announced: true}\n")
+                             "announced: true, announced_level: 0.3}\n")
     announced, unannounced, holiday = schedule_phenomena(load_scenario(scenario_file).phenomena, NOON_UTC)
     start = NOON_UTC + timedelta(minutes=10)
     assert announced.traffic(start + timedelta(minutes=5)) == pytest.approx(1.5)  # the e-mail has landed
@@ -469,9 +469,9 @@ def test_a_campaign_lands_within_minutes_and_an_announced_one_is_in_the_sidecars
     assert announced.phenomenon.alerting == "never" and unannounced.phenomenon.alerting == "tolerated at onset"
     assert unannounced.onsets() == [NOON_UTC, NOON_UTC + timedelta(hours=1)] and announced.onsets() == []
     calendar = announced_calendar([announced, unannounced, holiday])
-    assert [(e.name, e.kind, e.countries, e.start, e.end) for e in calendar.events] == [
-        ("campaign in GB", "campaign", ["GB"], start, start + timedelta(hours=1)),
-        ("holiday in JP, IN", "holiday", ["JP", "IN"], NOON_UTC, NOON_UTC + timedelta(hours=2))]
+    assert [(e.name, e.kind, e.countries, e.start, e.end, e.level) for e in calendar.events] == [
+        ("campaign in GB", "campaign", ["GB"], start, start + timedelta(hours=1), None),
+        ("holiday in JP, IN", "holiday", ["JP", "IN"], NOON_UTC, NOON_UTC + timedelta(hours=2), 0.3)]
     assert parse_calendar(calendar.as_yaml(), "written") == calendar  # the file the sidecar under test reads
 
 
@@ -490,6 +490,8 @@ def test_shipped_scenarios_load() -> None:
      "level is for drift, level_shift, holiday and campaign"),
     ("name: x\nphenomena:\n  - {kind: drift, start_after_s: 0, duration_s: 60, announced: true}",
      "only a holiday or a campaign can be announced, not a drift"),
+    ("name: x\nphenomena:\n  - {kind: campaign, start_after_s: 0, duration_s: 60, announced_level: 3}",
+     "announced_level is the calendar's level of an announced holiday or campaign: add announced: true"),
     ("name: x\nphenomena:\n  - {kind: holiday, start_after_s: 0, duration_s: 3000000, announced: true}",
      "an announced holiday lasts at most 31 days"),
     ("name: x\nphenomena:\n  - {kind: campaign, start_after_s: 0, duration_s: 60, level: 20}", "level"),

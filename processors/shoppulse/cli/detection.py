@@ -141,7 +141,7 @@ def calendar(
 ) -> None:
     """Check the calendar of known events (holidays, campaigns) as the sidecar reads it, iCalendar files
     included, and show the events under way and coming: while one lasts, its countries' volumes are not
-    judged. Exits 2 on a calendar the sidecar would refuse."""
+    judged (or only beyond the level it may take them to). Exits 2 on a calendar the sidecar would refuse."""
     from datetime import UTC, datetime
 
     from rich.table import Table
@@ -158,11 +158,12 @@ def calendar(
     now = datetime.now(UTC)
     horizon = now + timedelta(days=days)
     shown = sorted((e for e in known.events if e.end > now and e.start <= horizon), key=lambda e: e.start)
-    table = Table("event", "kind", "countries", "starts (UTC)", "ends (UTC)",
+    table = Table("event", "kind", "countries", "starts (UTC)", "ends (UTC)", "volumes judged",
                   title=f"under way or beginning within {days:g} days")
     for event in shown:
         table.add_row(event.name, event.kind, ", ".join(event.countries or ["every country"]),
-                      f"{event.start.astimezone(UTC):%Y-%m-%d %H:%M}", f"{event.end.astimezone(UTC):%Y-%m-%d %H:%M}")
+                      f"{event.start.astimezone(UTC):%Y-%m-%d %H:%M}", f"{event.end.astimezone(UTC):%Y-%m-%d %H:%M}",
+                      "no" if event.level is None else f"beyond {event.level:g}x the usual")
     if shown:
         console.print(table)
     console.print(f"{path}: {len(known.events)} known event(s), {len(shown)} under way or within {days:g} days",

@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shoppulse.events.schema import Country
-from shoppulse.sidecar.event_calendar import MAX_EVENT_DAYS, Calendar, KnownEvent
+from shoppulse.sidecar.event_calendar import MAX_EVENT_DAYS, MAX_LEVEL, MIN_LEVEL, Calendar, KnownEvent
 
 PhenomenonKind = Literal["bursts", "drift", "level_shift", "holiday", "campaign", "missing_seconds", "outliers"]
 # Whether an ops team wants to hear of it: "wanted at onset" — an alert within ONSET of its start is right (a level
@@ -73,6 +73,9 @@ class Phenomenon(BaseModel):
                                                                         "order (one product)")
     announced: bool = Field(default=False, description="holiday, campaign: listed in the sidecar's calendar of "
                                                        "known events, so no alert is wanted")
+    announced_level: float | None = Field(default=None, ge=MIN_LEVEL, le=MAX_LEVEL,
+                                          description="an announced one: the level its calendar event gives (the "
+                                                      "furthest it may take the volumes); none: not judged")
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> Phenomenon:
@@ -86,6 +89,9 @@ class Phenomenon(BaseModel):
                 raise ValueError(f"{name} is for {kinds}, not {self.kind}")
         if self.announced and self.kind not in PLANNED:
             raise ValueError(f"only a holiday or a campaign can be announced, not a {self.kind}")
+        if self.announced_level is not None and not self.announced:
+            raise ValueError("announced_level is the calendar's level of an announced holiday or campaign: "
+                             "add announced: true")
         if self.announced and (self.duration_s or 0) > MAX_EVENT_DAYS * 86_400:
             raise ValueError(f"an announced {self.kind} lasts at most {MAX_EVENT_DAYS} days, as calendar events do")
         if self.kind == "level_shift" and self.duration_s is not None:
@@ -219,5 +225,5 @@ def announced_calendar(phenomena: list[ActivePhenomenon]) -> Calendar:
             where = ", ".join(p.countries) if p.countries else "every country"
             events.append(KnownEvent.model_validate({"name": f"{p.kind} in {where}", "kind": p.kind,
                                                      "countries": p.countries, "start": active.start,
-                                                     "end": active.end}))
+                                                     "end": active.end, "level": p.announced_level}))
     return Calendar(tuple(events))

@@ -35,7 +35,7 @@ from shoppulse.sidecar.calendar_table import show as show_calendar
 from shoppulse.sidecar.contributors import incident_contributors
 from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
-from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
+from shoppulse.sidecar.event_calendar import Calendar, KnownEvent, expected_range
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
 from shoppulse.sidecar.fast_path import FAST_WINDOW_S, FastPath
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
@@ -76,8 +76,9 @@ SENSITIVITY_RELOADS = Counter("shoppulse_sidecar_sensitivity_reloads", "Reads of
                               "(detection/sensitivity.yaml) after it changed, by result", ["result"])
 CALENDAR_RELOADS = Counter("shoppulse_sidecar_calendar_reloads", "Reads of the calendar of known events "
                            "(detection/calendar.yaml) after it changed, by result", ["result"])
-NOT_JUDGED = Counter("shoppulse_sidecar_known_event_steps", "Steps of a series not judged because a known event "
-                     "of the calendar moves it, by kind of event (settling: just after one)", ["kind"])
+KNOWN_EVENT_STEPS = Counter("shoppulse_sidecar_known_event_steps", "Steps of a series a known event of the calendar "
+                            "moves (not judged, or judged against the levels it may take it to), by kind of event "
+                            "(settling: just after one)", ["kind"])
 DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' counts vary than counting alone "
                    "(the factor its counting floor is widened by, learned from its usual windows)",
                    ["metric", "country"])
@@ -147,7 +148,7 @@ class Sidecar:
             return []
         since = newest - timedelta(seconds=FAST_WINDOW_S)
         judged = {(metric, country): (s.detector.robust, s.tracker) for (metric, country), s in self.series.items()
-                  if s.settling is None and self._known_event(metric, s.point, country, since, newest) is None}
+                  if s.settling is None and not self._known_events(metric, s.point, country, since, newest)}
         opened = self.fast.look(newest, seconds, judged)
         if opened:
             self._write(newest, [Change("opened", r) for r in opened])
@@ -172,28 +173,35 @@ class Sidecar:
         series.values.append(point.value)
         series.tracker.hold()
         if planned is not None:
-            NOT_JUDGED.labels(planned.kind).inc()
+            KNOWN_EVENT_STEPS.labels(planned.kind).inc()
             series.settling = []
             return
         assert series.settling is not None
-        NOT_JUDGED.labels("settling").inc()
+        KNOWN_EVENT_STEPS.labels("settling").inc()
         series.settling.append(point.judged().value)
         if len(series.settling) >= SETTLE_STEPS:
             series.detector.robust.adopt_level(median(series.settling))
             series.settling = None
 
-    def _known_event(self, metric: str, point: Point | None, country: str, start: datetime,
-                     end: datetime) -> KnownEvent | None:
-        """The calendar's event that moves this series in [``start``, ``end``]: only the volumes (rates)
+    def _known_events(self, metric: str, point: Point | None, country: str, start: datetime,
+                      end: datetime) -> list[KnownEvent]:
+        """The calendar's events that move this series in [``start``, ``end``]: only the volumes (rates)
         move with the number of shoppers; ratios and latencies are judged as always. The store's own
         volumes move with an event of the whole store, and with one of countries that usually bring at
         least STORE_SHARE of them (a campaign in a big market moves the store's total past any alert)."""
         if point is None or point.kind not in ADOPTED_KINDS:
-            return None
+            return []
         if country != GLOBAL:
-            return self.calendar.event(country, start, end)
-        return next((e for e in self.calendar.during(start, end)
-                     if e.countries is None or self._share(metric, e.countries) >= STORE_SHARE), None)
+            return self.calendar.events_of(country, start, end)
+        return [e for e in self.calendar.during(start, end)
+                if e.countries is None or self._share(metric, e.countries) >= STORE_SHARE]
+
+    def _expected_range(self, country: str, events: Sequence[KnownEvent]) -> tuple[float, float] | None:
+        """How far ``events`` may take the series (event_calendar.expected_range); the store's own volumes
+        only by events of the whole store (a country's level says nothing of the total)."""
+        if country == GLOBAL and any(e.countries is not None for e in events):
+            return None
+        return expected_range(events)
 
     def _share(self, metric: str, countries: Sequence[str]) -> float:
         """The share of the store's ``metric`` that ``countries`` usually bring (1 before any is known)."""
@@ -358,13 +366,18 @@ class Sidecar:
             for metric, bare in points.items():
                 series = self._series(metric, country)
                 point = replace(bare, band=seasonal.get((metric, country)))
-                planned = None if series.tracker.is_open else self._known_event(
-                    metric, point, country, end - timedelta(seconds=self.window_s), end)
-                if planned is not None or series.settling is not None:
-                    self._not_judged(series, point, planned)
+                events = self._known_events(metric, point, country, end - timedelta(seconds=self.window_s), end)
+                within = self._expected_range(country, events) if events else None
+                if ((events and within is None and not series.tracker.is_open)
+                        or (not events and series.settling is not None)):
+                    self._not_judged(series, point, events[0] if events else None)
                     continue
-                verdict = series.detector.step(point, series.tracker.is_open or country in held,
-                                               may_adopt=country not in failing)
+                if within is not None:  # judged against the levels the event may take it to, learned from never
+                    verdict = series.detector.score_one(point, within)
+                    KNOWN_EVENT_STEPS.labels(events[0].kind).inc()
+                else:
+                    verdict = series.detector.step(point, series.tracker.is_open or country in held,
+                                                   may_adopt=country not in failing)
                 series.values.append(point.value)
                 series.last, series.point = verdict, point
                 DISPERSION.labels(metric, country).set(series.detector.robust.dispersion())
@@ -373,6 +386,9 @@ class Sidecar:
                 change = series.tracker.step(end, point.value, verdict)
                 if change is not None:
                     changes.append(change)
+                if within is not None:  # settles after the event, unless it ends inside a region of its own
+                    series.settling = None if series.tracker.is_open else []
+                    continue
                 if not (series.tracker.is_open or country in held):
                     series.usual_count.update(point.count)
                     if metric == "revenue_per_s":

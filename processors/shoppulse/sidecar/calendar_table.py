@@ -21,7 +21,7 @@ from shoppulse.sidecar.event_calendar import Calendar
 
 log = logging.getLogger(__name__)
 
-EVENT_COLUMNS = ["calendar_version", "name", "kind", "countries", "starts_at", "ends_at"]
+EVENT_COLUMNS = ["calendar_version", "name", "kind", "countries", "starts_at", "ends_at", "level"]
 
 
 def calendar_version(calendar: Calendar) -> str:
@@ -35,7 +35,7 @@ def show(client: Client, calendar: Calendar, now: datetime) -> str:
     stored = client.command("SELECT count() FROM known_events WHERE calendar_version = {v:String}",
                             parameters={"v": version})
     if calendar.events and not stored:  # one INSERT is one block: all of a version's rows or none
-        client.insert("known_events", [[version, e.name, e.kind, e.countries or [], e.start, e.end]
+        client.insert("known_events", [[version, e.name, e.kind, e.countries or [], e.start, e.end, e.level]
                                        for e in calendar.events], column_names=EVENT_COLUMNS)
     client.insert("calendar_loads", [[now, version, len(calendar.events)]],
                   column_names=["loaded_at", "calendar_version", "events"])

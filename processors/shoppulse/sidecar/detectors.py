@@ -138,6 +138,14 @@ class Point:
                                                            math.log(max(self.band.upper, 1e-9)))
         return replace(self, value=math.log(max(self.value, 1e-9)), kind="log_quantile", band=band)
 
+    def at_level(self, factor: float) -> Point:
+        """A rate as it would read at the usual level when ``factor`` times it is expected (a known event's):
+        its value and band divided by ``factor``, its events kept — their counting noise stays exact."""
+        if factor == 1.0:
+            return self
+        band = None if self.band is None else SeasonalBand(self.band.lower / factor, self.band.upper / factor)
+        return replace(self, value=self.value / factor, band=band)
+
     def counting_z(self, expected: float, dispersion: float = OVERDISPERSION) -> float | None:
         """How rare the point's count is against ``expected`` if only counting varied, as a signed z
         (``counting.py``: exact tails, binomial for a ratio, for a flow ratio its numerator given both
@@ -719,11 +727,18 @@ class SeriesDetector:
         self.previous = point.value
         return verdict
 
-    def score_one(self, point: Point) -> Verdict:
-        """Score ``point`` and learn nothing from it (a known event's: the usual level stays the one before)."""
-        point, verdict = self._judge(point, anomalous_before=True)
-        self.previous = point.value
-        return verdict
+    def score_one(self, point: Point, within: tuple[float, float] = (1.0, 1.0)) -> Verdict:
+        """Score ``point`` and learn nothing from it (a known event's: the usual level stays the one before).
+        ``within``: the lowest and highest multiple of the usual a known event may take a rate to — a
+        value between them is judged as the usual, one beyond against the nearer (the verdict's expected
+        value is that multiple of the usual)."""
+        usual = self.robust.expected
+        factor = 1.0
+        if point.kind in ADOPTED_KINDS and usual is not None and usual > 0:
+            factor = min(max(point.value / usual, within[0]), within[1])
+        judged, verdict = self._judge(point.at_level(factor), anomalous_before=True)
+        self.previous = judged.value
+        return verdict if factor == 1.0 else replace(verdict, expected=verdict.expected * factor)
 
     def _judge(self, observed: Point, anomalous_before: bool) -> tuple[Point, Verdict]:
         """The point as the detectors judge it, and their verdict; the expected value is on its own scale."""

@@ -12,6 +12,7 @@ the as-code home lists them (as Grafana Machine Learning's holidays list custom 
         end: 2026-05-07T00:00:00+09:00
       - name: Black Friday e-mail
         kind: campaign              # no countries: the whole store
+        level: 3                    # may triple the volumes: judged beyond that
         start: 2026-11-27T07:00:00+01:00
         end: 2026-11-28T00:00:00+01:00
 
@@ -28,15 +29,15 @@ Each event of the file (``VEVENT``: its summary, start and end or duration; a re
 occurrences, less its exceptions) becomes one of the calendar's.
 
 While an event lasts, the sidecar does not judge its countries' volumes (the rates: views, orders,
-revenue, ad spend, refunds per second) against their usual level, and does not learn from them;
-just after it, they take the level the day has moved to. Their ratios and latencies (payment failures,
-conversion, checkout latency) are judged as always: a payment outage on a holiday still pages. The
-store's own volumes (the series ALL) are left unjudged by an event of the whole store, or of countries
-that usually bring at least 5 % of them (``app.STORE_SHARE``): a campaign in a big market moves the
-store's total too. The
-start and end take a UTC offset (a holiday begins at its country's midnight); an event lasts at most
-MAX_EVENT_DAYS. The sidecar reads the file at start (one it cannot use stops it) and again whenever
-it changes.
+revenue, ad spend, refunds per second) against their usual level, and does not learn from them; just
+after it, they take the level the day has moved to. An event with a ``level`` (the furthest it may take
+them, as a multiple of the usual) is judged beyond it (``expected_range``). Their ratios and latencies
+(payment failures, conversion, checkout latency) are judged as always: a payment outage on a holiday
+still pages. The store's own volumes (the series ALL) are left unjudged by an event of the whole store,
+or of countries that usually bring at least 5 % of them (``app.STORE_SHARE``): a campaign in a big
+market moves the store's total too. The start and end take a UTC offset (a holiday begins at its
+country's midnight); an event lasts at most MAX_EVENT_DAYS. The sidecar reads the file at start (one it
+cannot use stops it) and again whenever it changes.
 """
 
 from __future__ import annotations
@@ -62,8 +63,21 @@ from shoppulse.sidecar.signals import GLOBAL
 
 MAX_EVENT_DAYS = 31  # longer is no event but a new normal: the detectors adopt it as one
 MAX_EVENTS = 10_000
+MIN_LEVEL, MAX_LEVEL = 0.01, 100.0
 MAX_OCCURRENCES = 1_000  # of one recurring iCalendar event (a yearly holiday for centuries, a weekly sale for years)
 Kind = Literal["holiday", "campaign"]
+
+
+def expected_range(events: Sequence[KnownEvent]) -> tuple[float, float] | None:
+    """The multiples of their usual that ``events`` together may take a series' volumes to, lowest and
+    highest (a holiday's fall and a campaign's rise on one day: both); None when one of them gives no
+    level (its volumes are not judged)."""
+    low = high = 1.0
+    for event in events:
+        if event.level is None:
+            return None
+        low, high = (low * event.level, high) if event.level < 1 else (low, high * event.level)
+    return low, high
 
 
 class CalendarError(ReviewedFileError):
@@ -79,6 +93,9 @@ class KnownEvent(BaseModel):
                                             description="The countries whose traffic it moves; none: the store")
     start: AwareDatetime
     end: AwareDatetime
+    level: float | None = Field(default=None, ge=MIN_LEVEL, le=MAX_LEVEL,
+                                description="The furthest it may take its countries' volumes, as a multiple of "
+                                            "their usual; none: they are not judged while it lasts")
 
     @model_validator(mode="after")
     def _a_bounded_period(self) -> KnownEvent:
@@ -106,6 +123,7 @@ class IcalSource(BaseModel):
     kind: Kind = "holiday"
     countries: list[Country] | None = Field(default=None, min_length=1)
     timezone: str = Field(description="Where its all-day events begin and end at midnight, e.g. Asia/Tokyo")
+    level: float | None = Field(default=None, ge=MIN_LEVEL, le=MAX_LEVEL)
 
     @field_validator("timezone")
     @classmethod
@@ -133,9 +151,9 @@ class Calendar:
         ordered = sorted(self.events, key=lambda e: e.start)
         return [e.start for e in ordered], ordered
 
-    def event(self, country: str, start: datetime, end: datetime) -> KnownEvent | None:
-        """An event that moves ``country``'s traffic at some time in [``start``, ``end``], if any."""
-        return next((e for e in self.during(start, end) if e.covers(country, start, end)), None)
+    def events_of(self, country: str, start: datetime, end: datetime) -> list[KnownEvent]:
+        """The events that move ``country``'s traffic at some time in [``start``, ``end``]."""
+        return [e for e in self.during(start, end) if e.covers(country, start, end)]
 
     def during(self, start: datetime, end: datetime) -> list[KnownEvent]:
         """The events under way at some time in [``start``, ``end``], wherever (found among those that begin
@@ -187,7 +205,7 @@ def ical_events(path: Path, source: IcalSource) -> list[KnownEvent]:
             start, end = _aware(vevent.start, zone), _aware(vevent.end, zone)
             for begins in _occurrences(vevent, start, zone):
                 events.append(KnownEvent(name=name[:200], kind=source.kind, countries=source.countries,
-                                         start=begins, end=begins + (end - start)))
+                                         start=begins, end=begins + (end - start), level=source.level))
         except (ValueError, TypeError, icalendar.InvalidCalendar) as exc:
             reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else " ".join(str(exc).split())
             raise CalendarError(f"{path}: event {name!r}: {reason[:300]}") from None

@@ -220,7 +220,7 @@ def demo_calendar(plan: DemoPlan) -> Calendar:
     """A campaign in GB in the last hours, and a holiday of JP's that began this morning (its time)."""
     tokyo = plan.now.astimezone(ZoneInfo("Asia/Tokyo")).replace(hour=0, minute=0, second=0, microsecond=0)
     sale = (plan.now - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
-    return Calendar((KnownEvent(name="Autumn sale e-mail", kind="campaign", countries=["GB"], start=sale,
+    return Calendar((KnownEvent(name="Autumn sale e-mail", kind="campaign", countries=["GB"], level=2.0, start=sale,
                                 end=sale + timedelta(hours=3)),
                      KnownEvent(name="Culture Day", kind="holiday", countries=["JP"], start=tokyo,
                                 end=tokyo + timedelta(days=1))))
