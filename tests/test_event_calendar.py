@@ -201,6 +201,16 @@ def test_the_sidecar_rereads_the_calendar_when_it_changes_and_keeps_it_when_brok
         replan(Sidecar(cast(Client, None)), FileWatch(path, load_calendar), starting=True)
 
 
+def test_the_read_that_checked_the_calendar_before_start_is_the_one_applied(tmp_path: Path) -> None:
+    path = tmp_path / "calendar.yaml"
+    path.write_text(GOLDEN_WEEK)
+    reads: list[Path] = []
+    watch = FileWatch(path, lambda p: reads.append(p) or load_calendar(p))
+    checked = watch.current()  # the process refuses a broken file before it starts anything
+    sidecar = Sidecar(cast(Client, None), replaying=True)
+    assert replan(sidecar, watch, starting=True) == checked == sidecar.calendar and len(reads) == 1
+    assert replan(sidecar, watch) is None and len(reads) == 1  # unchanged: not read again
+
 def test_the_sidecar_process_refuses_a_broken_calendar_before_it_starts(tmp_path: Path) -> None:
     broken = tmp_path / "calendar.yaml"
     broken.write_text("events:\n  - name: x\n    kind: holiday\n    start: 2027-01-01\n    end: 2027-01-02\n")

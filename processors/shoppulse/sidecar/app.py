@@ -624,7 +624,7 @@ def _reread(watch: FileWatch[T], reloads: Counter, what: str, starting: bool) ->
     (ReviewedFileError); later one is logged and the one in use is kept, as Prometheus keeps its rules
     when a reload fails."""
     try:
-        changed = watch.changed()
+        changed = watch.current() if starting else watch.changed()
     except ReviewedFileError as exc:
         reloads.labels("failed").inc()
         if starting:

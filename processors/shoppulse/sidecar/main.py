@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30),
         calendar: Path | None = None) -> None:
     """``calendar``: the known events' file (default: detection/calendar.yaml of the as-code home)."""
-    calendar = calendar or calendar_path()
+    sensitivity, known_events = FileWatch(sensitivity_path(), load_sensitivity), FileWatch(calendar or calendar_path(),
+                                                                                             load_calendar)
     try:  # a reviewed file that cannot be used stops the sidecar before it starts anything
-        load_sensitivity(sensitivity_path())
-        load_calendar(calendar)
+        sensitivity.current()
+        known_events.current()
     except ReviewedFileError as exc:
         raise ProcessorStartError(str(exc)) from exc
     if settings.openai_api_key:  # the LLM client is an extra: say so before anything starts
@@ -64,7 +65,7 @@ def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelt
     try:
         detect(client, stop.is_set, syncer.wake if syncer else (lambda: None), warm_up,
                explain=rewording.submit if rewording else None,
-               sensitivity=FileWatch(sensitivity_path(), load_sensitivity), calendar=FileWatch(calendar, load_calendar),
+               sensitivity=sensitivity, calendar=known_events,
                connect=lambda: clickhouse.connect(settings))
     finally:
         if syncer:

@@ -25,7 +25,13 @@ class FileWatch(Generic[T]):
 
     path: Path
     load: Callable[[Path], T]
+    latest: T | None = None  # what it said at the last read that could be used
     _seen: tuple[int, int] | None = None
+
+    def current(self) -> T | None:
+        """What the file says: the last read, or the first one (a process that checks it before it starts
+        anything applies the same read once started)."""
+        return self.changed() if self._seen is None else self.latest
 
     def changed(self) -> T | None:
         """What the file says when it changed since the last call (the first call reads it); None when it
@@ -39,7 +45,8 @@ class FileWatch(Generic[T]):
         if seen == self._seen:
             return None
         self._seen = seen
-        return self.load(self.path)
+        self.latest = self.load(self.path)
+        return self.latest
 
 
 def read_reviewed(path: Path, error: type[ReviewedFileError]) -> str | None:
