@@ -5,6 +5,7 @@ not confirm it — and then no annotation is left in Grafana (the stand-in enfor
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,9 @@ def test_a_payment_outage_opens_a_provisional_region_in_seconds_and_the_final_on
     assert (metric, country, status, detectors) == ("payment_failure_rate", "US", "provisional", ["fast_path"])
     with grafana_standin(TOKEN) as (url, grafana):
         assert sync(client, GrafanaClient(url, TOKEN)) == 0
+        [drawn] = [a["text"] for a in grafana.annotations.values() if f"anomaly_id:{anomaly_id}" in a["tags"]]
+        assert re.fullmatch(r"Payment failure rate in US rose to \d+% \(expected \d+%, \+\d+%\)\. Seen first in the "
+                            r"live seconds: kept once the final windows confirm it, withdrawn if they do not\.", drawn)
         sidecar.score_until(NOW + timedelta(seconds=90))  # the final windows see the outage
         assert sync(client, GrafanaClient(url, TOKEN)) == 0
         rows = [r for r in stored(client) if r[1] == "payment_failure_rate" and r[2] == "US"]

@@ -30,7 +30,7 @@ from shoppulse.sidecar.detectors import (
     half_space_trees,
     rarity_as_z,
 )
-from shoppulse.sidecar.explain import InsightPayload, Signal, scope_of, template_insight
+from shoppulse.sidecar.explain import InsightPayload, Signal, region_text, scope_of, template_insight
 from shoppulse.sidecar.regions import RegionTracker, severity
 from shoppulse.sidecar.signals import MIN_TRIALS
 
@@ -470,3 +470,10 @@ def test_the_cusum_counts_evidence_shared_by_overlapping_windows_once_and_clips_
     assert high_after([3.0] * 6, overlap=6) == pytest.approx(3.0 - drift)
     assert high_after([3.0] * 6, overlap=1) == pytest.approx(6 * (3.0 - drift))
     assert high_after([40.0], overlap=1) == pytest.approx(CUSUM_CLIP_Z - drift)
+
+
+def test_a_region_without_an_insight_of_its_own_is_drawn_with_its_move_in_numbers() -> None:
+    assert region_text("orders_per_s", "DE", 3.1, 5.4, live=False) == (
+        "Orders/s in DE fell to 3.10 (expected 5.40, -43%).")
+    assert region_text("revenue_per_s", "ALL", 12.0, 0.0, live=False) == (
+        "Revenue in the whole store rose to $12.00/s (expected $0.00/s).")

@@ -5,7 +5,8 @@ dashboard, organisation-wide otherwise (said once in the log): tags ``incident``
 ``country:…`` per country, ``severity:…``, ``incident_id:…``, its story as the text. Its anomaly
 regions are drawn organisation-wide, tagged ``anomaly`` (and their incident's ``incident_id:…``),
 so the dashboards show them only behind their "Anomaly regions" tag filter: the wall tells one
-story per cause, and the detail is a toggle away.
+story per cause, and the detail is a toggle away. A region says its move in numbers (and whether the
+live seconds showed it first), or its insight where it leads an incident.
 
 The ``anomalies`` and ``incidents`` tables are the durable queue: a sync pass reads those whose
 annotation is missing or whose end has not reached Grafana yet (``grafana_annotations`` records
@@ -32,6 +33,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge, Histogram
 
 from shoppulse.grafana_api import GrafanaClient, GrafanaError, GrafanaTimeoutError
+from shoppulse.sidecar.explain import region_text
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class PendingAnnotation:
     incident_id: uuid.UUID | None = None  # the incident an anomaly is part of, or the incident's own
     is_incident: bool = False
     withdrawn: bool = False  # a provisional region the final windows did not confirm: its annotation goes
+    first_text: str = ""  # what an anomaly without an insight of its own says when drawn (its move in numbers)
 
 
 def _ms(moment: datetime) -> int:
@@ -107,7 +110,8 @@ def pending(client: Client) -> list[PendingAnnotation]:
         "ORDER BY i.opened_at", settings={"join_use_nulls": 0}).result_rows
     anomalies = client.query(
         "SELECT a.anomaly_id, a.metric, a.country, a.severity, a.opened_at, a.closed_at, "
-        "       ifNull(i.text, ''), g.annotation_id, a.detected_at, a.incident_id, a.status = 'withdrawn' "
+        "       ifNull(i.text, ''), g.annotation_id, a.detected_at, a.incident_id, a.status = 'withdrawn', "
+        "       a.observed, a.expected, a.status = 'provisional' "
         "FROM (SELECT * FROM anomalies FINAL) AS a "
         "LEFT JOIN (SELECT anomaly_id, any(text) AS text FROM insights GROUP BY anomaly_id) AS i "
         "  ON i.anomaly_id = a.anomaly_id " + SYNCED.format(id="a.anomaly_id") +
@@ -115,10 +119,12 @@ def pending(client: Client) -> list[PendingAnnotation]:
         "       AND (g.annotation_id = 0 OR (a.closed_at IS NOT NULL AND g.closed_synced = 0))) "
         "   OR (a.status = 'withdrawn' AND g.closed_synced = 0) "
         "ORDER BY a.opened_at", settings={"join_use_nulls": 0}).result_rows
-    return ([PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[0], True)
+    return ([PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[0], True,
+                               first_text=f"Incident: {r[1].replace('_', ' ')} in {r[2].replace(',', ', ')}")
              for r in incidents] +
             [PendingAnnotation(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]) or None, r[8], r[9],
-                               withdrawn=bool(r[10])) for r in anomalies])
+                               withdrawn=bool(r[10]), first_text=region_text(r[1], r[2], r[11], r[12], bool(r[13])))
+             for r in anomalies])
 
 
 def _record(client: Client, item: PendingAnnotation, annotation_id: int, closed: bool) -> None:
@@ -217,7 +223,7 @@ class AnnotationSync:
             ANNOTATIONS.labels("adopt", "ok").inc()
             return int(found[0]["id"]), False
         body: dict[str, Any] = {"time": _ms(item.opened_at), "timeEnd": _ms(item.closed_at or item.opened_at),
-                                "tags": tags(item), "text": item.text or f"{item.metric} anomaly in {item.country}"}
+                                "tags": tags(item), "text": item.text or item.first_text}
         if item.is_incident and self._dashboard_readable(WALL_DASHBOARD):
             body["dashboardUID"] = WALL_DASHBOARD
         annotation_id = self._grafana.create_annotation(body)

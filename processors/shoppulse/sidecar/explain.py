@@ -89,6 +89,20 @@ def _value(metric: str, value: float) -> str:
     return fmt.format(value)
 
 
+def region_text(metric: str, country: str, observed: float, expected: float, live: bool) -> str:
+    """What an anomaly region's annotation says when no insight tells it (one region of an incident whose
+    insight is its lead's): the move in numbers, and whether the live seconds showed it first."""
+    label = LABELS.get(metric, (metric, ""))[0]
+    where = "the whole store" if country == "ALL" else country
+    direction = "rose" if observed >= expected else "fell"
+    change = f", {100 * (observed - expected) / expected:+.0f}%" if expected else ""
+    text = (f"{label[:1].upper()}{label[1:]} in {where} {direction} to {_value(metric, observed)} "
+            f"(expected {_value(metric, expected)}{change}).")
+    if live:
+        text += " Seen first in the live seconds: kept once the final windows confirm it, withdrawn if they do not."
+    return text
+
+
 def template_insight(payload: InsightPayload, opened_at: datetime) -> str:
     """A clear, specific sentence or three for the ops wall, from aggregate numbers only."""
     label = LABELS.get(payload.metric, (payload.metric, ""))[0]
