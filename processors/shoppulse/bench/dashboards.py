@@ -61,8 +61,8 @@ def _arrays() -> tuple[str, str, str]:
     countries = list(MARKETS)
     total = sum(m.weight for m in MARKETS.values())
     shares = [MARKETS[c].weight / total for c in countries]
-    offsets = [round(datetime(2026, 1, 15, tzinfo=MARKETS[c].timezone).utcoffset().total_seconds() / 3600)
-               for c in countries]
+    offsets = [round((datetime(2026, 1, 15, tzinfo=MARKETS[c].timezone).utcoffset() or timedelta()).total_seconds()
+                     / 3600) for c in countries]
     return repr(countries), repr(shares), repr(offsets)
 
 

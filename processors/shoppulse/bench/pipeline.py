@@ -158,9 +158,10 @@ def bare_consumer_rate(bootstrap: str, expected: int) -> float:
                 continue
             idle = 0
             started = started or time.perf_counter()
-            if message.value():
+            payload = message.value()
+            if payload:
                 with contextlib.suppress(ValueError):
-                    json.loads(message.value())
+                    json.loads(payload)
             count += 1
         return count / (time.perf_counter() - started) if started else 0.0
     finally:

@@ -50,7 +50,7 @@ def run_processor(run: Callable[[Settings], None], *refusals: type[Exception]) -
     setup_logging()
     try:
         run(settings)
-    except (ProcessorStartError, *refusals) as exc:
+    except (ProcessorStartError, *refusals) as exc:  # type: ignore[misc]  # mypy reads no starred tuple of types
         fail(str(exc))
 
 

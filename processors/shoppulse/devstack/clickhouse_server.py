@@ -146,6 +146,9 @@ class EndpointMetrics:
                                    "Engine connections opened (idle ones serve later requests)", registry=self.registry)
 
 
+_TAG_ALPHABET = string.ascii_lowercase + string.digits
+
+
 @dataclass
 class _Request:
     params: dict[str, str]
@@ -159,8 +162,6 @@ class _Request:
     # result started streaming is framed with it, so a client tells it from result bytes.
     exception_tag: str = field(default_factory=lambda: "".join(secrets.choice(_TAG_ALPHABET) for _ in range(16)))
 
-
-_TAG_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def exception_block(tag: str, message: bytes) -> bytes:

@@ -3,6 +3,7 @@ encoding, with the Content-Encodings ClickHouse's HTTP interface accepts."""
 
 from __future__ import annotations
 
+import io
 import lzma
 import re
 import zlib
@@ -20,7 +21,10 @@ class BadBodyError(ValueError):
     """The request body is malformed (bad chunk framing, unknown or corrupt encoding)."""
 
 
-def raw_chunks(stream: BinaryIO, content_length: int | None, chunked: bool) -> Iterator[bytes]:
+ByteStream = BinaryIO | io.BufferedIOBase  # a file, or a request handler's rfile
+
+
+def raw_chunks(stream: ByteStream, content_length: int | None, chunked: bool) -> Iterator[bytes]:
     """The body bytes as they arrive, without transfer framing."""
     if chunked:
         yield from _dechunk(stream)
@@ -34,7 +38,7 @@ def raw_chunks(stream: BinaryIO, content_length: int | None, chunked: bool) -> I
         yield piece
 
 
-def _dechunk(stream: BinaryIO) -> Iterator[bytes]:
+def _dechunk(stream: ByteStream) -> Iterator[bytes]:
     while True:
         line = stream.readline(MAX_CHUNK_LINE)
         if not line.endswith(b"\n"):
@@ -62,9 +66,14 @@ def _dechunk(stream: BinaryIO) -> Iterator[bytes]:
 class _Decompressor(Protocol):
     """What lzma's, zstd's and lz4's stream decompressors share (zlib's through ``_Inflater``)."""
 
-    eof: bool
-    needs_input: bool
-    unused_data: bytes
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
 
     def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
 

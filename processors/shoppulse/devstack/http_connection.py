@@ -28,7 +28,7 @@ class DeadlineSocketIO(socket.SocketIO):
         self._socket = sock
         self.deadline: float | None = None
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview | bytearray) -> int | None:  # type: ignore[override]
         timeout = RECEIVE_TIMEOUT_S
         if self.deadline is not None:
             timeout = min(timeout, self.deadline - time.monotonic())

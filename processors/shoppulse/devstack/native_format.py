@@ -39,7 +39,9 @@ def split_type(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition("(")
     if not rest.endswith(")"):
         raise NativeFormatError(f"malformed type {text!r}")
-    args, depth, current, quoted = [], 0, [], False
+    args: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for char in rest[:-1]:
         if char == "'" and (not current or current[-1] != "\\"):
             quoted = not quoted

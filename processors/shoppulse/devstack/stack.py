@@ -284,8 +284,8 @@ class LocalStack:
     def _start_processor(self, spec: ProcessorSpec) -> None:
         process = ManagedProcess(spec.name, spec.argv, self.data_dir / "logs" / f"{spec.name}.log", env=spec.env)
         process.start()
-        check = (lambda: process.is_running() and http_ok(spec.health_url)) if spec.health_url \
-            else process.is_running
+        health_url = spec.health_url
+        check = (lambda: process.is_running() and http_ok(health_url)) if health_url else process.is_running
         self.components.append(Component(spec.name, spec.address, check, stop=process.stop, process=process,
                                          restart=process.start))
 

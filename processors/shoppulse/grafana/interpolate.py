@@ -200,7 +200,8 @@ def _macro_arguments(text: str) -> tuple[list[str] | None, int]:
     if not text.startswith("("):
         return None, 0
     args: list[str] = []
-    depth, current = 0, []
+    current: list[str] = []
+    depth = 0
     for index, char in enumerate(text):
         if char == "(":
             depth += 1

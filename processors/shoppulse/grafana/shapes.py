@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -45,7 +46,7 @@ def is_text(type_name: str) -> bool:
 class Result:
     columns: list[str]
     types: list[str]
-    rows: list[tuple[Any, ...]]
+    rows: Sequence[Sequence[Any]]
 
     def named(self, predicate: Any) -> list[str]:
         return [c for c, t in zip(self.columns, self.types, strict=True) if predicate(t)]

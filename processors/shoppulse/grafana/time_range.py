@@ -74,7 +74,8 @@ def relative_time(text: str, now: datetime) -> datetime:
         if unit in ("w", "M", "y"):
             raise TimeRangeError(f"time {text!r}: rounding to /{unit} is not supported by the lint")
         keep = list(fields).index(unit)
-        moment = moment.replace(**{name: 0 for name in ("microsecond", "second", "minute", "hour")[:keep + 1]})
+        zeroed: dict[str, Any] = {name: 0 for name in ("microsecond", "second", "minute", "hour")[:keep + 1]}
+        moment = moment.replace(**zeroed)
     return moment
 
 

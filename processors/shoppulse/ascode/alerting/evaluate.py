@@ -9,6 +9,7 @@ series are the alert instances that are "true" at that moment."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,7 +43,7 @@ class Evaluation:
     label_names: set[str] = field(default_factory=set)
 
 
-def to_series(names: list[str], types: list[str], rows: list[tuple[Any, ...]]) -> Series:
+def to_series(names: list[str], types: list[str], rows: Sequence[Sequence[Any]]) -> Series:
     """A table as Grafana's numeric data: exactly one numeric column, the rest text labels."""
     numeric = [i for i, t in enumerate(types) if is_number(t)]
     text = [i for i, t in enumerate(types) if is_text(t)]

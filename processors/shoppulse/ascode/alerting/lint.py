@@ -420,9 +420,9 @@ def _template_problems(files: AlertingFiles, labels: set[str], annotations: set[
             line = files.line_of(receiver.path, finding.template.rsplit(".", 1)[-1] + ":", receiver.line)
             problems.append(Problem(receiver.path, line, finding.template, finding.message))
             continue
-        located = next((t for t in texts.values() if f'"{finding.template}"' in str(t.item.get("template"))), None)
-        if located is None:
+        defined = next((t for t in texts.values() if f'"{finding.template}"' in str(t.item.get("template"))), None)
+        if defined is None:
             continue
-        line = files.line_of(located.path, f'define "{finding.template}"', located.line)
-        problems.append(Problem(located.path, line, f"template {finding.template}", finding.message))
+        line = files.line_of(defined.path, f'define "{finding.template}"', defined.line)
+        problems.append(Problem(defined.path, line, f"template {finding.template}", finding.message))
     return problems

@@ -63,7 +63,7 @@ class RuleStates:
 
     def step(self, evaluation: Evaluation) -> None:
         at = evaluation.at
-        true = set(evaluation.true)
+        true: set[Labels] | None = set(evaluation.true)
         if evaluation.error is not None:
             self.replay.errors.append((at, evaluation.error))
             true = self._special(self.rule.get("execErrState"), ERROR)

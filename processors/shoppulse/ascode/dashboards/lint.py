@@ -18,7 +18,7 @@ from shoppulse.ascode.dashboards.structure import check_dashboards
 from shoppulse.grafana.model import DashboardFile, Datasource, Problem, load, provisioned_datasources
 from shoppulse.grafana.promql import PromQLChecker
 from shoppulse.settings import Settings
-from shoppulse.sidecar import annotations
+from shoppulse.sidecar.annotations import REGIONS_TAG, WALL_DASHBOARD
 from shoppulse.sink.migrations import migrate
 
 
@@ -81,18 +81,18 @@ def annotation_target_problems(files: list[DashboardFile]) -> list[Problem]:
     """The sidecar draws incidents across the wall dashboard named in its code, and its anomaly
     regions organisation-wide for a tag query to show: linted with the others, the wall dashboard
     must have that query."""
-    wall = next((f for f in files if f.uid == annotations.WALL_DASHBOARD), None)
+    wall = next((f for f in files if f.uid == WALL_DASHBOARD), None)
     if wall is None:  # a lint of other files (or of a folder without the wall)
         return []
     queries = (wall.model.get("annotations") or {}).get("list") or []
     shows_regions = any(isinstance(q, dict) and isinstance(q.get("target"), dict)
                         and q["target"].get("type") == "tags"
-                        and annotations.REGIONS_TAG in (q["target"].get("tags") or []) for q in queries)
+                        and REGIONS_TAG in (q["target"].get("tags") or []) for q in queries)
     if shows_regions:
         return []
     return [Problem(wall.path, wall.line_of('"annotations"'), "annotations",
                     f"no annotation query shows the sidecar's anomaly regions: add one of the Grafana data "
-                    f"source filtering by the tag {annotations.REGIONS_TAG!r} (disabled by default: the "
+                    f"source filtering by the tag {REGIONS_TAG!r} (disabled by default: the "
                     "incidents tell the story)")]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -132,7 +133,7 @@ def _stat(ax: Axes, panel: dict[str, Any], by_ref: dict[str, Result], unit: str)
             fontweight="bold", transform=ax.transAxes)
 
 
-def _timeseries(ax: Axes, panel: dict[str, Any], results: list[Result], anomalies: list[tuple[Any, Any]]) -> None:
+def _timeseries(ax: Axes, panel: dict[str, Any], results: list[Result], anomalies: Sequence[Sequence[Any]]) -> None:
     merged: dict[str, tuple[list[datetime], list[float]]] = {}
     for result in results:
         merged.update(_series(result))
@@ -141,11 +142,14 @@ def _timeseries(ax: Axes, panel: dict[str, Any], results: list[Result], anomalie
         if band and name in ("lower", "upper"):
             continue
         style = "--" if name == "expected" else "-"
-        ax.plot(times, values, style, color=PALETTE[index % len(PALETTE)], linewidth=2 if style == "-" else 1.5,
-                label=name, marker="o" if len(times) < 4 else None)  # a lone point draws no line
+        # matplotlib takes datetimes through its units registry; its stubs know numbers only
+        ax.plot(times, values, style, color=PALETTE[index % len(PALETTE)],  # type: ignore[arg-type]
+                linewidth=2 if style == "-" else 1.5, label=name,
+                marker="o" if len(times) < 4 else None)  # a lone point draws no line
     if band:
         lower, upper = merged["lower"], merged["upper"]
-        ax.fill_between(lower[0], lower[1], upper[1], color="#8ab8ff", alpha=0.2, linewidth=0, label="expected band")
+        ax.fill_between(lower[0], lower[1], upper[1], color="#8ab8ff", alpha=0.2,  # type: ignore[arg-type]
+                        linewidth=0, label="expected band")
     for start, end in anomalies:
         ax.axvspan(start, end, color="#f2495c", alpha=0.18, linewidth=0)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
@@ -251,7 +255,7 @@ def _text(ax: Axes, lines: list[str]) -> None:
                 family="monospace")
 
 
-def render_dashboard(file: DashboardFile, executed: list[Executed], anomalies: list[tuple[Any, Any]],
+def render_dashboard(file: DashboardFile, executed: list[Executed], anomalies: Sequence[Sequence[Any]],
                      out: Path) -> Path:
     """Draw ``file``'s panels from ``executed`` (its query results) into ``out`` (a PNG)."""
     panels = [p for p in file.panels() if p.get("type") != "row"]
@@ -260,7 +264,7 @@ def render_dashboard(file: DashboardFile, executed: list[Executed], anomalies: l
     figure = plt.figure(figsize=(WIDTH_PX / DPI, height_px / DPI), dpi=DPI, facecolor=BACKGROUND)
     figure.text(0.01, 1 - 18 / height_px, f"{file.model.get('title')}   ·   {file.path.name} (uid {file.uid})",
                 color=TEXT, fontsize=15, va="top", fontweight="bold")
-    by_panel: dict[int, list[Executed]] = defaultdict(list)
+    by_panel: dict[Any, list[Executed]] = defaultdict(list)  # by panel id, as the file gives it
     for item in executed:
         if item.file.path == file.path:
             by_panel[item.panel.get("id")].append(item)

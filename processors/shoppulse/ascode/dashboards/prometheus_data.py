@@ -32,10 +32,11 @@ def legend(target: dict[str, Any], labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or str(target.get("refId"))
 
 
-def query_range(url: str, expression: str, start: datetime, end: datetime, step_s: int) -> list[dict[str, Any]]:
+def query_range(url: str, expression: str, start: datetime, end: datetime, step_s: float) -> list[dict[str, Any]]:
+    params: dict[str, str | float] = {"query": expression, "start": start.timestamp(), "end": end.timestamp(),
+                                      "step": max(step_s, 1)}
     try:
-        response = requests.get(f"{url.rstrip('/')}/api/v1/query_range", timeout=TIMEOUT_S, params={
-            "query": expression, "start": start.timestamp(), "end": end.timestamp(), "step": max(step_s, 1)})
+        response = requests.get(f"{url.rstrip('/')}/api/v1/query_range", timeout=TIMEOUT_S, params=params)
         body = response.json()
     except (requests.RequestException, ValueError) as exc:
         raise PrometheusError(f"Prometheus at {url} did not answer a range query: {exc}") from exc

@@ -162,7 +162,7 @@ def datasource_problem(reference: Any, datasources: dict[str, Datasource], varia
     return None
 
 
-def resolved_type(reference: dict[str, Any], datasources: dict[str, Datasource], variables: dict[str, Any]) -> str:
+def resolved_type(reference: Any, datasources: dict[str, Datasource], variables: dict[str, Any]) -> str:
     """The plugin type behind a checked datasource reference."""
     variable = _VARIABLE_REF.match(str(reference["uid"]))
     if variable:
