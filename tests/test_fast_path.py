@@ -21,7 +21,8 @@ from shoppulse.devstack.grafana_standin import GrafanaState, grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import sync
 from shoppulse.sidecar.app import Sidecar
-from shoppulse.sidecar.fast_path import CONFIRM_WITHIN, FAST_METRICS, FastPath
+from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
+from shoppulse.sidecar.fast_path import CONFIRM_WITHIN, FAST_METRICS, USUAL, FastPath
 from shoppulse.sidecar.signals import Totals, points_by_country
 
 pytestmark = pytest.mark.integration
@@ -43,9 +44,9 @@ class Feed:
         self.client, self.offset = client, 0
 
     def rows(self, start: datetime, seconds: int, failing: str | None = None,
-             failing_for: int | None = None) -> list[list[object]]:
+             failing_for: int | None = None, views: tuple[str, float] | None = None) -> list[list[object]]:
         """``seconds`` of the store from ``start``; ``failing``'s payments all fail (for the first
-        ``failing_for`` seconds only, when given)."""
+        ``failing_for`` seconds only, when given); ``views``: a country's product views times a factor."""
         played = PLAYED + (start - NOW)
         rows = metric_rows(DemoPlan(now=PLAYED, seed=int((start - NOW).total_seconds()) % 2**31), played,
                            played + timedelta(seconds=seconds), timedelta(seconds=1))
@@ -55,6 +56,8 @@ class Feed:
         for row in rows:
             if row[1] == failing and row[0] < until:
                 fail_payments(row)
+            if views is not None and row[1] == views[0]:
+                row[2] = round(cast(int, row[2]) * views[1])
         return rows
 
     def write(self, table: str, rows: list[list[object]]) -> None:
@@ -78,11 +81,11 @@ def warm(clickhouse_endpoint: EndpointProcess) -> Iterator[tuple[Client, Feed, S
 
 
 def play(feed: Feed, sidecar: Sidecar, rows: list[list[object]]) -> list[int]:
-    """Each second of ``rows`` (from NOW on) goes live, and the sidecar looks (as it does at every poll);
+    """Each second of ``rows`` goes live, and the sidecar looks (as it does at every poll);
     then they are written final. The seconds after which a provisional region was opened."""
     opened_after = []
-    for second in range(len({r[0] for r in rows})):
-        feed.write("metrics_live", [r for r in rows if r[0] == NOW + timedelta(seconds=second)])
+    for second, at in enumerate(sorted({cast(datetime, r[0]) for r in rows})):
+        feed.write("metrics_live", [r for r in rows if r[0] == at])
         if sidecar.look_live():
             opened_after.append(second + 1)
     feed.write("metrics_1s", rows)
@@ -112,6 +115,26 @@ def test_a_payment_outage_opens_a_provisional_region_in_seconds_and_the_final_on
         assert [(r[0], r[3]) for r in rows] == [(anomaly_id, "final")]
         assert "fast_path" in rows[0][4] and len(rows[0][4]) > 1  # the final path's detectors agreed
         assert sum(f"anomaly_id:{anomaly_id}" in a["tags"] for a in grafana.annotations.values()) == 1
+
+
+def test_views_beyond_a_campaigns_level_open_a_provisional_region_and_within_it_or_without_one_do_not(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    """Black Friday for the whole store in the calendar: said to bring up to three times the shoppers, US's
+    views at 2.5 times are no news; at ten times (a bot flood, a crawler) they are, in seconds. Without a
+    level its volumes are not judged, live or final."""
+    client, feed, sidecar = warm
+    friday = KnownEvent(name="Black Friday", kind="campaign", start=NOW - timedelta(minutes=1),
+                        end=NOW + timedelta(hours=1))
+    levelled = Calendar((friday.model_copy(update={"level": 3.0}),))
+    sidecar.calendar = levelled
+    assert play(feed, sidecar, feed.rows(NOW, 8, views=("US", 2.5))) == []
+    sidecar.calendar = Calendar((friday,))
+    assert play(feed, sidecar, feed.rows(NOW + timedelta(seconds=8), 8, views=("US", 10.0))) == []
+    sidecar.calendar = levelled
+    opened_after = play(feed, sidecar, feed.rows(NOW + timedelta(seconds=16), 8, views=("US", 10.0)))
+    assert opened_after and opened_after[0] <= 5
+    [(_, metric, country, status, _)] = stored(client)
+    assert (metric, country, status) == ("views_per_s", "US", "provisional")
 
 
 def withdraw_a_blip(client: Client, feed: Feed, sidecar: Sidecar, url: str, grafana: GrafanaState) -> uuid.UUID:
@@ -186,7 +209,8 @@ def test_quiet_live_seconds_open_nothing() -> None:
         if index >= 1800:  # after half an hour of warm-up, a look every second
             live = {c: {s: by_second[s][c] for s in seconds[index - 6: index + 1] if c in by_second[s]}
                     for c in by_second[second]}
-            opened += fast.look(second, live, {k: (s.detector.robust, s.tracker) for k, s in sidecar.series.items()})
+            opened += fast.look(second, live, {k: (s.detector.robust, s.tracker, USUAL)
+                                               for k, s in sidecar.series.items()})
     assert opened == [] and fast.provisional == {}
     judged = [key for key, s in sidecar.series.items()
               if key[0] in FAST_METRICS and key[1] != "ALL" and s.detector.robust.warm]

@@ -37,7 +37,7 @@ from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, Seri
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.event_calendar import Calendar, KnownEvent, expected_range
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.fast_path import FAST_WINDOW_S, FastPath
+from shoppulse.sidecar.fast_path import FAST_WINDOW_S, USUAL, FastPath
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
@@ -147,8 +147,12 @@ class Sidecar:
         if newest is None or newest <= self.last_step:
             return []
         since = newest - timedelta(seconds=FAST_WINDOW_S)
-        judged = {(metric, country): (s.detector.robust, s.tracker) for (metric, country), s in self.series.items()
-                  if s.settling is None and not self._known_events(metric, s.point, country, since, newest)}
+        judged = {}
+        for (metric, country), s in self.series.items():
+            events = self._known_events(metric, s.point, country, since, newest)
+            within = self._expected_range(country, events) if events else USUAL
+            if s.settling is None and within is not None:  # a known event without a level: not judged
+                judged[(metric, country)] = (s.detector.robust, s.tracker, within)
         opened = self.fast.look(newest, seconds, judged)
         if opened:
             self._write(newest, [Change("opened", r) for r in opened])

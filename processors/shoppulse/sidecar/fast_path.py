@@ -2,14 +2,14 @@
 
 The final path scores 10 s steps of 60 s windows once they are final (after the aggregation's grace
 period): 10 to 20 s from an event to a region. Ingestion writes every event's counts to ``metrics_live``
-about a second after the shop sent it, so a strong step change — a gateway failing every payment,
-orders stopping, traffic surging — is visible there first. At every look (each poll of the sidecar)
-the fast path judges, for each of ``FAST_METRICS`` in each country, the last 1 to ``FAST_WINDOW_S``
-live seconds (``strongest`` says which) against the series' baseline, as the final path's detectors
-learned it: the count's exact tail (Poisson events, binomial trials) shrunk
-by the series' overdispersion, never beyond its learned spread widened to the shorter window (the
-square root of the windows' ratio). The longest stretch is not always the strongest: a change that
-began two seconds ago is diluted by the three usual seconds before it.
+about a second after the shop sent it, so a strong step change — a gateway failing every payment, orders
+stopping, traffic surging — is visible there first. At every look (each poll of the sidecar) the fast
+path judges, for each of ``FAST_METRICS`` in each country, the last 1 to ``FAST_WINDOW_S`` live seconds
+(``strongest`` says which) against the series' baseline, as the final path's detectors learned it
+(during a known event with a level, beyond that level; without one, not at all): the count's exact tail
+(Poisson events, binomial trials) shrunk by the series' overdispersion, never beyond its learned spread
+widened to the shorter window (the square root of the windows' ratio). The longest stretch is not always
+the strongest: a change that began two seconds ago is diluted by the three usual seconds before it.
 
 A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row, each with a newer second, find
 |z| of at least the series' sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT``
@@ -38,19 +38,22 @@ FAST_OPEN_Z = 5.5
 FAST_MIN_CHANGE_PCT = 30.0
 LOOKS_TO_OPEN = 2  # strong looks in a row, each with a newer second: one bursty second opens nothing
 CONFIRM_WITHIN = timedelta(seconds=90)  # of final steps after a provisional region opened
+Range = tuple[float, float]
+USUAL: Range = (1.0, 1.0)
 
 
-def live_z(point: Point, baseline: RobustZ, series_window_s: float) -> float:
+def live_z(point: Point, baseline: RobustZ, series_window_s: float, factor: float = 1.0) -> float:
     """How unusual ``point`` (a few live seconds) is for the series: its counting z (events per second
-    as Poisson counts, a ratio by its trials), never beyond the learned spread widened to its window."""
+    as Poisson counts, a ratio by its trials), never beyond the learned spread widened to its window.
+    ``factor``: a known event's multiple of the usual a rate is judged against (1: the usual)."""
     expected = baseline.expected
     widen = math.sqrt(series_window_s / point.window_s)
-    spread = baseline.spread_z(point.value, widen)
+    spread = baseline.spread_z(point.value / factor, widen)
     if expected is None or spread is None:
         return 0.0
     counting: float | None
     if point.kind == "rate":  # orders_per_s, views_per_s: the value is the events over the window
-        counting = poisson_z(round(point.count), max(expected, 0.0) * point.window_s) / baseline.dispersion()
+        counting = poisson_z(round(point.count), max(expected, 0.0) * factor * point.window_s) / baseline.dispersion()
     else:
         counting = point.counting_z(expected, baseline.dispersion())
     return 0.0 if counting is None else counting_floored(spread, counting)
@@ -67,10 +70,12 @@ class LiveLook:
 
 
 def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str, baseline: RobustZ,
-              series_window_s: float) -> LiveLook | None:
+              series_window_s: float, within: Range = USUAL) -> LiveLook | None:
     """The most unusual stretch of the last 1..FAST_WINDOW_S seconds up to ``newest``. The newest second
     is still filling (ingestion adds to it at every checkpoint): a ratio of its events so far is a fair
-    sample and is judged with it; a count so far would look like a drop, so a rate's stretches end before it."""
+    sample and is judged with it; a count so far would look like a drop, so a rate's stretches end before it.
+    ``within``: the multiples of the usual a known event may take a rate to (judged beyond them only, as
+    ``SeriesDetector.score_one`` judges them)."""
     best: LiveLook | None = None
     totals = Totals()
     last = newest if metric in RATIOS else newest - timedelta(seconds=1)
@@ -80,9 +85,11 @@ def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str,
         point = points(totals, {}, back + 1).get(metric)
         if point is None or baseline.expected is None:
             continue
-        z = live_z(point, baseline, series_window_s)
+        usual = baseline.expected
+        factor = min(max(point.value / usual, within[0]), within[1]) if point.kind == "rate" and usual > 0 else 1.0
+        z = live_z(point, baseline, series_window_s, factor)
         if best is None or abs(z) > abs(best.z):
-            best = LiveLook(z, point.value, baseline.expected, second)
+            best = LiveLook(z, point.value, usual * factor, second)
     return best
 
 
@@ -93,17 +100,18 @@ class FastPath:
     _strong: dict[tuple[str, str], tuple[int, datetime]] = field(default_factory=dict)  # (looks, newest second)
 
     def look(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]],
-             series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker]]) -> list[Region]:
-        """Judge the live seconds before ``newest`` (country -> second -> totals); the provisional regions
+             series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]) -> list[Region]:
+        """Judge the live seconds before ``newest`` (country -> second -> totals) of each series (its baseline,
+        its tracker and the multiples of the usual a known event may take it to); the provisional regions
         this look opens."""
         opened = []
-        for (metric, country), (baseline, tracker) in series.items():
+        for (metric, country), (baseline, tracker, within) in series.items():
             key = (metric, country)
             if (metric not in FAST_METRICS or country == GLOBAL or tracker.is_open or key in self.provisional
                     or not baseline.warm):
                 self._strong.pop(key, None)
                 continue
-            found = strongest(seconds.get(country, {}), newest, metric, baseline, self.series_window_s)
+            found = strongest(seconds.get(country, {}), newest, metric, baseline, self.series_window_s, within)
             change = 100 * abs(found.value - found.expected) / abs(found.expected) if found and found.expected \
                 else 0.0
             if found is None or abs(found.z) < max(FAST_OPEN_Z, tracker.open_z) or change < FAST_MIN_CHANGE_PCT:
