@@ -424,3 +424,30 @@ def test_a_calendar_is_written_once_per_version_and_an_emptied_one_shows_nothing
         ("Golden Week",), ("Black Friday e-mail",)]
     assert client.command("SELECT count() FROM known_events") == 2
     client.close()
+
+
+@pytest.mark.integration
+def test_the_calendar_command_says_whether_the_sidecar_has_applied_the_file(clickhouse_endpoint: EndpointProcess,
+                                                                            tmp_path: Path) -> None:
+    settings, client = clickhouse_endpoint.migrated("calendar_applied")
+    path = tmp_path / "calendar.yaml"
+    path.write_text(GOLDEN_WEEK)
+    env = {**os.environ, "CLICKHOUSE_URL": settings.clickhouse_http_url,
+           "CLICKHOUSE_PASSWORD": settings.clickhouse_password,
+           "SHOPPULSE_CLICKHOUSE_DATABASE": settings.clickhouse_database, "COLUMNS": "200"}
+
+    def asked() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shoppulse", "calendar", "--file", str(path), "--applied"],
+                              capture_output=True, text=True, timeout=60, check=False, env=env)
+
+    before = asked()
+    assert before.returncode == 1 and "the sidecar's in force is none yet" in before.stderr, before.stderr
+    version = calendar_table.show(client, load_calendar(path), datetime(2026, 12, 6, 7, 0, tzinfo=UTC))
+    now = asked()
+    assert now.returncode == 0 and f"applied by the sidecar at 2026-12-06 07:00:00 UTC (version {version})" in (
+        " ".join(now.stdout.split())), now.stdout
+    path.write_text(GOLDEN_WEEK.replace("level: 3", "level: 4"))  # reviewed and merged; the sidecar not there yet
+    edited = asked()
+    assert edited.returncode == 1 and f"in force is version {version}, applied at 2026-12-06 07:00:00 UTC" in (
+        " ".join(edited.stderr.split())), edited.stderr
+    client.close()

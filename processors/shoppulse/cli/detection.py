@@ -15,6 +15,7 @@ from shoppulse.topics import HISTORY_DAYS
 
 if TYPE_CHECKING:
     from shoppulse.ascode.detection.backtest import BacktestReport, Summary
+    from shoppulse.sidecar.event_calendar import Calendar
 
 
 def _grid(text: str) -> list[float]:
@@ -138,6 +139,9 @@ def calendar(
                                                    "as-code home).")] = None,
     days: Annotated[float, typer.Option(min=0, max=3660, help="Show the events under way and those that begin "
                                                               "within this many days.")] = 30,
+    applied: Annotated[bool, typer.Option("--applied", help="Also say whether the sidecar has applied this "
+                                                            "calendar (asks ClickHouse); exit 1 when it has not "
+                                                            "yet.")] = False,
 ) -> None:
     """Check the calendar of known events (holidays, campaigns) as the sidecar reads it, iCalendar files
     included, and show the events under way and coming: while one lasts, its countries' volumes are not
@@ -168,3 +172,29 @@ def calendar(
         console.print(table)
     console.print(f"{path}: {len(known.events)} known event(s), {len(shown)} under way or within {days:g} days",
                   highlight=False)
+    if applied:
+        _say_applied(known)
+
+
+def _say_applied(known: Calendar) -> None:
+    """Whether the sidecar's calendar in force (calendar_loads) is this one; exit 1 when it is not."""
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from shoppulse import clickhouse
+    from shoppulse.redact import redact_url
+    from shoppulse.sidecar.calendar_table import calendar_version, in_force
+
+    settings = settings_or_fail()
+    try:
+        latest = in_force(clickhouse.connect(settings))
+    except ClickHouseError as exc:
+        fail(f"ClickHouse at {redact_url(settings.clickhouse_http_url)}: {str(exc).splitlines()[0][:300]}\n"
+             "check CLICKHOUSE_URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
+    version = calendar_version(known)
+    if latest is not None and latest[0] == version:
+        console.print(f"applied by the sidecar at {latest[1]:%Y-%m-%d %H:%M:%S} UTC (version {version})",
+                      highlight=False)
+        return
+    in_use = "none yet" if latest is None else f"version {latest[0]}, applied at {latest[1]:%Y-%m-%d %H:%M:%S} UTC"
+    fail(f"not applied yet: this calendar is version {version}; the sidecar's in force is {in_use} (it rereads "
+         "the file within a second of a change: is it running, and reading this file?)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
@@ -41,3 +41,13 @@ def show(client: Client, calendar: Calendar, now: datetime) -> str:
                   column_names=["loaded_at", "calendar_version", "events"])
     log.info("calendar shown", extra={"calendar_version": version, "events": len(calendar.events)})
     return version
+
+
+def in_force(client: Client) -> tuple[str, datetime] | None:
+    """The version of the calendar the sidecar applied last, and when; None before it applied any."""
+    rows = client.query("SELECT calendar_version, loaded_at FROM calendar_loads ORDER BY loaded_at DESC LIMIT 1"
+                        ).result_rows
+    if not rows:
+        return None
+    version, loaded_at = rows[0]
+    return str(version), loaded_at if loaded_at.tzinfo else loaded_at.replace(tzinfo=UTC)
