@@ -37,7 +37,7 @@ from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, Seri
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.event_calendar import Calendar, KnownEvent, expected_range
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.fast_path import FAST_WINDOW_S, USUAL, FastPath
+from shoppulse.sidecar.fast_path import FAST_METRICS, FAST_WINDOW_S, USUAL, FastPath
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
@@ -149,6 +149,8 @@ class Sidecar:
         since = newest - timedelta(seconds=FAST_WINDOW_S)
         judged = {}
         for (metric, country), s in self.series.items():
+            if metric not in FAST_METRICS or country == GLOBAL:  # the fast path's own series only
+                continue
             events = self._known_events(metric, s.point, country, since, newest)
             within = self._expected_range(country, events) if events else USUAL
             if s.settling is None and within is not None:  # a known event without a level: not judged
