@@ -21,8 +21,9 @@ from shoppulse.devstack.grafana_standin import GrafanaState, grafana_standin
 from shoppulse.grafana_api import GrafanaClient
 from shoppulse.sidecar.annotations import sync
 from shoppulse.sidecar.app import Sidecar
+from shoppulse.sidecar.detectors import USUAL
 from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
-from shoppulse.sidecar.fast_path import CONFIRM_WITHIN, FAST_METRICS, USUAL, FastPath
+from shoppulse.sidecar.fast_path import CONFIRM_WITHIN, FAST_METRICS, FastPath
 from shoppulse.sidecar.signals import Totals, points_by_country
 
 pytestmark = pytest.mark.integration

@@ -33,11 +33,11 @@ from river import stats, utils
 from shoppulse.sidecar.band_refit import BandRefitter, refit_bands
 from shoppulse.sidecar.calendar_table import show as show_calendar
 from shoppulse.sidecar.contributors import incident_contributors
-from shoppulse.sidecar.detectors import ADOPTED_KINDS, Point, SeasonalBand, SeriesDetector, Verdict
+from shoppulse.sidecar.detectors import ADOPTED_KINDS, USUAL, Point, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.event_calendar import Calendar, KnownEvent, expected_range
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
-from shoppulse.sidecar.fast_path import FAST_METRICS, FAST_WINDOW_S, USUAL, FastPath
+from shoppulse.sidecar.fast_path import FAST_WINDOW_S, FastPath, judged_live
 from shoppulse.sidecar.incidents import GLOBAL, Incident, IncidentChange, IncidentTracker
 from shoppulse.sidecar.regions import Change, Region, RegionTracker
 from shoppulse.sidecar.revenue import OVERSPEND, USUAL_STEPS, Shortfall, UsualRevenue, funnel_flows
@@ -149,7 +149,7 @@ class Sidecar:
         since = newest - timedelta(seconds=FAST_WINDOW_S)
         judged = {}
         for (metric, country), s in self.series.items():
-            if metric not in FAST_METRICS or country == GLOBAL:  # the fast path's own series only
+            if not judged_live(metric, country):
                 continue
             events = self._known_events(metric, s.point, country, since, newest)
             within = self._expected_range(country, events) if events else USUAL

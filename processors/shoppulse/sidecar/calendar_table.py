@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
+from shoppulse.clickhouse import as_utc
 from shoppulse.sidecar.event_calendar import Calendar
 
 log = logging.getLogger(__name__)
@@ -50,4 +51,4 @@ def in_force(client: Client) -> tuple[str, datetime] | None:
     if not rows:
         return None
     version, loaded_at = rows[0]
-    return str(version), loaded_at if loaded_at.tzinfo else loaded_at.replace(tzinfo=UTC)
+    return str(version), as_utc(loaded_at)

@@ -180,6 +180,19 @@ class Point:
         return dispersion * (abs(self.value) / math.sqrt(n) if self.count > 0 else 1.0 / self.window_s)
 
 
+Range = tuple[float, float]  # the lowest and highest multiple of its usual a known event may take a rate to
+USUAL: Range = (1.0, 1.0)
+
+
+def level_factor(point: Point, usual: float | None, within: Range) -> float:
+    """The multiple of ``usual`` a known event's point is judged against: a rate between the ``within``
+    multiples is the usual for the event (itself), one beyond them is judged against the nearer; other
+    kinds, and a series with no usual yet, against the usual."""
+    if point.kind not in ADOPTED_KINDS or usual is None or usual <= 0:
+        return 1.0
+    return min(max(point.value / usual, within[0]), within[1])
+
+
 @dataclass(frozen=True)
 class Opinion:
     """What one detector makes of one point."""
@@ -727,15 +740,10 @@ class SeriesDetector:
         self.previous = point.value
         return verdict
 
-    def score_one(self, point: Point, within: tuple[float, float] = (1.0, 1.0)) -> Verdict:
-        """Score ``point`` and learn nothing from it (a known event's: the usual level stays the one before).
-        ``within``: the lowest and highest multiple of the usual a known event may take a rate to — a
-        value between them is judged as the usual, one beyond against the nearer (the verdict's expected
-        value is that multiple of the usual)."""
-        usual = self.robust.expected
-        factor = 1.0
-        if point.kind in ADOPTED_KINDS and usual is not None and usual > 0:
-            factor = min(max(point.value / usual, within[0]), within[1])
+    def score_one(self, point: Point, within: Range = USUAL) -> Verdict:
+        """Score ``point`` and learn nothing from it (a known event's: the usual level stays the one before),
+        judged against the multiple of the usual ``level_factor`` gives (the verdict's expected value is it)."""
+        factor = level_factor(point, self.robust.expected, within)
         judged, verdict = self._judge(point.at_level(factor), anomalous_before=True)
         self.previous = judged.value
         return verdict if factor == 1.0 else replace(verdict, expected=verdict.expected * factor)

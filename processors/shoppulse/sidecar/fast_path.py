@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shoppulse.sidecar.counting import poisson_z
-from shoppulse.sidecar.detectors import Point, RobustZ, counting_floored
+from shoppulse.sidecar.detectors import USUAL, Point, Range, RobustZ, counting_floored, level_factor
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.signals import GLOBAL, Totals, points
 
@@ -38,8 +38,12 @@ FAST_OPEN_Z = 5.5
 FAST_MIN_CHANGE_PCT = 30.0
 LOOKS_TO_OPEN = 2  # strong looks in a row, each with a newer second: one bursty second opens nothing
 CONFIRM_WITHIN = timedelta(seconds=90)  # of final steps after a provisional region opened
-Range = tuple[float, float]
-USUAL: Range = (1.0, 1.0)
+
+
+def judged_live(metric: str, country: str) -> bool:
+    """Whether the fast path judges this series: its metrics, in each country (the store's total is left to
+    the final path)."""
+    return metric in FAST_METRICS and country != GLOBAL
 
 
 def live_z(point: Point, baseline: RobustZ, series_window_s: float, factor: float = 1.0) -> float:
@@ -85,11 +89,10 @@ def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str,
         point = points(totals, {}, back + 1).get(metric)
         if point is None or baseline.expected is None:
             continue
-        usual = baseline.expected
-        factor = min(max(point.value / usual, within[0]), within[1]) if point.kind == "rate" and usual > 0 else 1.0
+        factor = level_factor(point, baseline.expected, within)
         z = live_z(point, baseline, series_window_s, factor)
         if best is None or abs(z) > abs(best.z):
-            best = LiveLook(z, point.value, usual * factor, second)
+            best = LiveLook(z, point.value, baseline.expected * factor, second)
     return best
 
 
@@ -107,8 +110,7 @@ class FastPath:
         opened = []
         for (metric, country), (baseline, tracker, within) in series.items():
             key = (metric, country)
-            if (metric not in FAST_METRICS or country == GLOBAL or tracker.is_open or key in self.provisional
-                    or not baseline.warm):
+            if not judged_live(metric, country) or tracker.is_open or key in self.provisional or not baseline.warm:
                 self._strong.pop(key, None)
                 continue
             found = strongest(seconds.get(country, {}), newest, metric, baseline, self.series_window_s, within)

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 def run(settings: Settings, stop: threading.Event, warm_up: timedelta = timedelta(minutes=30),
         calendar: Path | None = None) -> None:
     """``calendar``: the known events' file (default: detection/calendar.yaml of the as-code home)."""
-    sensitivity, known_events = FileWatch(sensitivity_path(), load_sensitivity), FileWatch(calendar or calendar_path(),
-                                                                                             load_calendar)
+    sensitivity = FileWatch(sensitivity_path(), load_sensitivity)
+    known_events = FileWatch(calendar or calendar_path(), load_calendar)
     try:  # a reviewed file that cannot be used stops the sidecar before it starts anything
         sensitivity.current()
         known_events.current()
