@@ -451,3 +451,13 @@ def test_the_calendar_command_says_whether_the_sidecar_has_applied_the_file(clic
     assert edited.returncode == 1 and f"in force is version {version}, applied at 2026-12-06 07:00:00 UTC" in (
         " ".join(edited.stderr.split())), edited.stderr
     client.close()
+
+
+def test_the_calendar_command_names_clickhouse_without_its_password_when_it_cannot_ask(tmp_path: Path) -> None:
+    path = tmp_path / "calendar.yaml"
+    path.write_text(GOLDEN_WEEK)
+    env = {**os.environ, "CLICKHOUSE_URL": "http://reader:s3cret-pw@127.0.0.1:9"}
+    asked = subprocess.run([sys.executable, "-m", "shoppulse", "calendar", "--file", str(path), "--applied"],
+                           capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert asked.returncode == 1 and "ClickHouse at http://***@127.0.0.1:9" in asked.stderr, asked.stderr
+    assert "CLICKHOUSE_USER/CLICKHOUSE_PASSWORD" in asked.stderr and "s3cret-pw" not in asked.stdout + asked.stderr

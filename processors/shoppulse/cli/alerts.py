@@ -14,7 +14,7 @@ from shoppulse.actions.policy import Policy
 from shoppulse.ascode.alerting.files import alerting_paths
 from shoppulse.ascode.alerting.replay import REPLAY_AFTER_MINUTES, fixed_week_time, parse_moment
 from shoppulse.cli.actions import action_policies_or_fail
-from shoppulse.cli.common import console, fail
+from shoppulse.cli.common import clickhouse_failed, console, fail
 from shoppulse.cli.dashboards import dashboard_files_and_settings
 from shoppulse.project_files import alerting_dir, scenarios_dir
 from shoppulse.settings import Settings
@@ -111,8 +111,7 @@ def replay_command(
             results = _replay(files, client, begin, end, status.update)
             actions = dry_run_report(client, policies, begin, end, begin)
     except ClickHouseError as exc:
-        fail(f"ClickHouse at {clickhouse_url}: {str(exc).splitlines()[0][:300]}\n"
-              "check the URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
+        clickhouse_failed(clickhouse_url, exc)
     console.print(f"replayed {clickhouse_url} from {begin:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S} UTC "
                   "(times below are from its start)", highlight=False)
     _print(files, results, begin, end, actions)

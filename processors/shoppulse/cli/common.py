@@ -41,6 +41,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def clickhouse_failed(url: str, exc: Exception) -> NoReturn:
+    """A command that asked ClickHouse and got no answer: where (credentials hidden), what it said, what to check."""
+    from shoppulse.redact import redact_url
+
+    fail(f"ClickHouse at {redact_url(url)}: {str(exc).splitlines()[0][:300]}\n"
+         "check the URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
+
+
 def run_processor(run: Callable[[Settings], None], *refusals: type[Exception]) -> None:
     """A processor until SIGTERM/SIGINT; what keeps it from starting is one line."""
     from shoppulse.logs import setup_logging

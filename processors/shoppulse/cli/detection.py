@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shoppulse.cli.common import app, console, err, fail, settings_or_fail
+from shoppulse.cli.common import app, clickhouse_failed, console, err, fail, settings_or_fail
 from shoppulse.topics import HISTORY_DAYS
 
 if TYPE_CHECKING:
@@ -181,15 +181,13 @@ def _say_applied(known: Calendar) -> None:
     from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
     from shoppulse import clickhouse
-    from shoppulse.redact import redact_url
     from shoppulse.sidecar.calendar_table import calendar_version, in_force
 
     settings = settings_or_fail()
     try:
         latest = in_force(clickhouse.connect(settings))
     except ClickHouseError as exc:
-        fail(f"ClickHouse at {redact_url(settings.clickhouse_http_url)}: {str(exc).splitlines()[0][:300]}\n"
-             "check CLICKHOUSE_URL, and CLICKHOUSE_USER/CLICKHOUSE_PASSWORD for it")
+        clickhouse_failed(settings.clickhouse_http_url, exc)
     version = calendar_version(known)
     if latest is not None and latest[0] == version:
         console.print(f"applied by the sidecar at {latest[1]:%Y-%m-%d %H:%M:%S} UTC (version {version})",
