@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom, poisson
 
-from shoppulse.sidecar.counting import binomial_z, flow_ratio_z, poisson_z
+from shoppulse.sidecar.counting import binomial_z, flow_ratio_z, overdispersed_poisson_z, poisson_z
 from shoppulse.sidecar.detectors import Point
 
 NORMAL = NormalDist()
@@ -50,6 +50,31 @@ def test_poisson_counts_are_calibrated_alike(mean: float, t: float) -> None:
     top = int(mean + 20 * math.sqrt(mean) + 20)
     high = sum(poisson.pmf(k, mean) for k in range(top) if poisson_z(k, mean) >= t)
     low = sum(poisson.pmf(k, mean) for k in range(top) if poisson_z(k, mean) <= -t)
+    tail = 1 - NORMAL.cdf(t)
+    assert high <= tail * (1 + 1e-6) + 1e-12 and low <= tail * (1 + 1e-6) + 1e-12
+
+
+def test_overdispersed_counts_are_judged_by_their_skewed_tail() -> None:
+    """Five seconds of no views against a usual 250 that vary twelve times as much as Poisson counts: 4.6
+    standard deviations out, as rare as a normal deviate of 6.0; a surge to twice as many is rarer by
+    the normal approximation than by the count's long right tail. At a ratio of one: the Poisson tail."""
+    assert round(250 / math.sqrt(12 * 250), 1) == 4.6
+    assert round(overdispersed_poisson_z(0, 250, 12), 1) == -6.0
+    assert 250 / math.sqrt(12 * 250) > overdispersed_poisson_z(500, 250, 12) > 3.5
+    assert overdispersed_poisson_z(324, 180, 1) == pytest.approx(poisson_z(324, 180), rel=1e-9)
+    assert overdispersed_poisson_z(54, 180, 0.3) == pytest.approx(poisson_z(54, 180), rel=1e-9)  # never below 1
+    assert overdispersed_poisson_z(250, 250, 12) == 0.0
+
+
+@settings(max_examples=200)
+@given(st.floats(0.5, 2000.0), st.floats(1.0, 30.0), st.floats(0.5, 5.0))
+def test_overdispersed_counts_are_calibrated_in_their_units(mean: float, ratio: float, t: float) -> None:
+    """Counts that come in units of ``ratio`` events (a Poisson number of them): a z of at least t comes
+    no more often than a normal deviate's, both ways."""
+    units = mean / ratio
+    top = int(units + 20 * math.sqrt(units) + 20)
+    high = sum(poisson.pmf(k, units) for k in range(top) if overdispersed_poisson_z(k * ratio, mean, ratio) >= t)
+    low = sum(poisson.pmf(k, units) for k in range(top) if overdispersed_poisson_z(k * ratio, mean, ratio) <= -t)
     tail = 1 - NORMAL.cdf(t)
     assert high <= tail * (1 + 1e-6) + 1e-12 and low <= tail * (1 + 1e-6) + 1e-12
 

@@ -138,6 +138,36 @@ def test_views_beyond_a_campaigns_level_open_a_provisional_region_and_within_it_
     assert (metric, country, status) == ("views_per_s", "US", "provisional")
 
 
+def test_a_shop_going_silent_opens_a_provisional_region_in_seconds(warm: tuple[Client, Feed, Sidecar]) -> None:
+    """The US shop stops sending anything (down, or its tracking broken) while the other countries send as
+    usual: five seconds of no views against a usual fifty a second that vary twelve times as much as
+    Poisson counts are as rare as a normal deviate of six, though under five standard deviations out.
+    Opened in the seventh second: five silent seconds judged (the newest one, still filling, is not), at
+    two looks in a row."""
+    client, feed, sidecar = warm
+    opened_after = play(feed, sidecar, [r for r in feed.rows(NOW, 20) if r[1] != "US"])
+    assert opened_after and opened_after[0] <= 7
+    found = {(metric, country, status) for _, metric, country, status, _ in stored(client)}
+    assert ("views_per_s", "US", "provisional") in found and {country for _, country, _ in found} == {"US"}
+
+
+def test_seconds_in_which_no_country_sent_anything_are_a_gap_of_the_feed_not_every_shop_going_silent(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    """The feed loses a few seconds at a time (the shop's collector restarting), every country silent at
+    once, and comes back slowly (its first second brings a tenth of the views). That is not each shop
+    going down: nothing opens."""
+    client, feed, sidecar = warm
+    gaps, resumed = {*range(5, 11), *range(20, 26), *range(40, 46)}, {11, 26, 46}
+    rows = []
+    for row in feed.rows(NOW, 60):
+        second = int((cast(datetime, row[0]) - NOW).total_seconds())
+        if second in resumed:
+            row[2] = round(cast(int, row[2]) / 10)
+        if second not in gaps:
+            rows.append(row)
+    assert play(feed, sidecar, rows) == [] and stored(client) == []
+
+
 def withdraw_a_blip(client: Client, feed: Feed, sidecar: Sidecar, url: str, grafana: GrafanaState) -> uuid.UUID:
     """Four seconds of every German payment failing: plain in five live seconds, a few failed payments
     more in a minute's window. Its provisional region is drawn in Grafana, then withdrawn."""

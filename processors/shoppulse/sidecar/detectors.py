@@ -322,7 +322,7 @@ class RobustZ:
         counting = point.counting_z(expected, self.dispersion())
         if counting is None:
             return (point.value - expected) / self._scale(point, expected)
-        return counting_floored((point.value - expected) / max(self._learned_scale(), 1e-9), counting)
+        return counting_floored((point.value - expected) / max(self.learned_scale(), 1e-9), counting)
 
     def spread_z(self, value: float, widen: float = 1.0) -> float | None:
         """``value``'s deviation from the expected one in learned spreads, each widened ``widen`` times (a
@@ -330,14 +330,14 @@ class RobustZ:
         expected = self.expected
         if expected is None or not self.warm:
             return None
-        return (value - expected) / max(self._learned_scale() * widen, 1e-9)
+        return (value - expected) / max(self.learned_scale() * widen, 1e-9)
 
     def _scale(self, point: Point, expected: float) -> float:
         """The learned spread (bias-corrected: early on the running deviation has absorbed only part of
         its weight), never below the counting noise of a point at the expected value."""
-        return max(self._learned_scale(), point.noise_sd(expected, self.dispersion()), 1e-9)
+        return max(self.learned_scale(), point.noise_sd(expected, self.dispersion()), 1e-9)
 
-    def _learned_scale(self) -> float:
+    def learned_scale(self) -> float:
         """The learned spread as a standard deviation (1.4826 MADs for normal noise)."""
         return 1.4826 * self._corrected()
 

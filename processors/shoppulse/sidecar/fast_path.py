@@ -6,10 +6,12 @@ about a second after the shop sent it, so a strong step change — a gateway fai
 stopping, traffic surging — is visible there first. At every look (each poll of the sidecar) the fast
 path judges, for each of ``FAST_METRICS`` in each country, the last 1 to ``FAST_WINDOW_S`` live seconds
 (``strongest`` says which) against the series' baseline, as the final path's detectors learned it
-(during a known event with a level, beyond that level; without one, not at all): the count's exact tail
-(Poisson events, binomial trials) shrunk by the series' overdispersion, never beyond its learned spread
-widened to the shorter window (the square root of the windows' ratio). The longest stretch is not always
-the strongest: a change that began two seconds ago is diluted by the three usual seconds before it.
+(during a known event with a level, beyond that level; without one, not at all): a rate by its events'
+tail as counts that vary as much as the series' overdispersion or its learned spread (widened to the
+shorter window, the square root of the windows' ratio) say, a ratio by its trials' exact tail shrunk by
+the overdispersion, never beyond the widened spread. The longest stretch is not always the strongest:
+a change that began two seconds ago is diluted by the three usual seconds before it. A second in which
+no country sent anything is a gap of the feed, not every shop going silent at once: it is left out.
 
 A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row, each with a newer second, find
 |z| of at least the series' sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT``
@@ -22,11 +24,11 @@ annotation is deleted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from shoppulse.sidecar.counting import poisson_z
+from shoppulse.sidecar.counting import overdispersed_poisson_z
 from shoppulse.sidecar.detectors import USUAL, Point, Range, RobustZ, counting_floored, level_factor
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.signals import GLOBAL, Totals, points
@@ -47,20 +49,37 @@ def judged_live(metric: str, country: str) -> bool:
 
 
 def live_z(point: Point, baseline: RobustZ, series_window_s: float, factor: float = 1.0) -> float:
-    """How unusual ``point`` (a few live seconds) is for the series: its counting z (events per second
-    as Poisson counts, a ratio by its trials), never beyond the learned spread widened to its window.
-    ``factor``: a known event's multiple of the usual a rate is judged against (1: the usual)."""
+    """How unusual ``point`` (a few live seconds) is for the series. A rate (events per second): its
+    events' tail as counts that vary as the series' do (``overdispersed_poisson_z``) — a count's tail is
+    skewed, so a shop going silent is as rare as it is, not as a normal deviate would be. A ratio: its
+    counting z (exact binomial, shrunk by the overdispersion), never beyond the learned spread widened to
+    its window (the square root of the windows' ratio). ``factor``: a known event's multiple of the usual
+    a rate is judged against (1: the usual)."""
     expected = baseline.expected
     widen = math.sqrt(series_window_s / point.window_s)
     spread = baseline.spread_z(point.value / factor, widen)
     if expected is None or spread is None:
         return 0.0
-    counting: float | None
     if point.kind == "rate":  # orders_per_s, views_per_s: the value is the events over the window
-        counting = poisson_z(round(point.count), max(expected, 0.0) * factor * point.window_s) / baseline.dispersion()
-    else:
-        counting = point.counting_z(expected, baseline.dispersion())
+        if expected <= 0:
+            return 0.0
+        ratio = variance_ratio(baseline, expected, series_window_s, point.window_s, factor)
+        return overdispersed_poisson_z(point.count, expected * factor * point.window_s, ratio)
+    counting = point.counting_z(expected, baseline.dispersion())
     return 0.0 if counting is None else counting_floored(spread, counting)
+
+
+def variance_ratio(baseline: RobustZ, expected: float, series_window_s: float, window_s: float,
+                   factor: float = 1.0) -> float:
+    """How many times a Poisson count's variance a rate's events over ``window_s`` vary, from the
+    series' learned spread over its own windows. That spread is counting noise (Poisson times the
+    learned overdispersion, larger over a shorter window) and whatever more the level moves by (the same
+    over any window): at ``factor`` times the usual, counting grows with the level, the movement with
+    its square."""
+    dispersion_sq = baseline.dispersion() ** 2
+    counting = dispersion_sq * expected / series_window_s  # a rate's variance over the series' windows
+    moves = max(0.0, baseline.learned_scale() ** 2 - counting)
+    return dispersion_sq + moves * factor * window_s / expected
 
 
 @dataclass(frozen=True)
@@ -73,20 +92,24 @@ class LiveLook:
     start: datetime  # the first second of the stretch
 
 
-def strongest(seconds: Mapping[datetime, Totals], newest: datetime, metric: str, baseline: RobustZ,
-              series_window_s: float, within: Range = USUAL) -> LiveLook | None:
+def strongest(seconds: Mapping[datetime, Totals], fed: Collection[datetime], newest: datetime, metric: str,
+              baseline: RobustZ, series_window_s: float, within: Range = USUAL) -> LiveLook | None:
     """The most unusual stretch of the last 1..FAST_WINDOW_S seconds up to ``newest``. The newest second
     is still filling (ingestion adds to it at every checkpoint): a ratio of its events so far is a fair
     sample and is judged with it; a count so far would look like a drop, so a rate's stretches end before it.
     ``within``: the multiples of the usual a known event may take a rate to (judged beyond them only, as
-    ``SeriesDetector.score_one`` judges them)."""
+    ``SeriesDetector.score_one`` judges them). ``fed``: the seconds the feed brought anything for, in any
+    country; one in which no country sent anything is a gap of the feed, not a silent shop, and is left
+    out of the stretch."""
     best: LiveLook | None = None
-    totals = Totals()
+    totals, window_s = Totals(), 0
     last = newest if metric in RATIOS else newest - timedelta(seconds=1)
     for back in range(FAST_WINDOW_S):
         second = last - timedelta(seconds=back)
-        totals = totals + seconds.get(second, Totals())
-        point = points(totals, {}, back + 1).get(metric)
+        if second not in fed:
+            continue
+        totals, window_s = totals + seconds.get(second, Totals()), window_s + 1
+        point = points(totals, {}, window_s).get(metric)
         if point is None or baseline.expected is None:
             continue
         factor = level_factor(point, baseline.expected, within)
@@ -108,12 +131,13 @@ class FastPath:
         its tracker and the multiples of the usual a known event may take it to); the provisional regions
         this look opens."""
         opened = []
+        fed = {second for by_second in seconds.values() for second in by_second}
         for (metric, country), (baseline, tracker, within) in series.items():
             key = (metric, country)
             if not judged_live(metric, country) or tracker.is_open or key in self.provisional or not baseline.warm:
                 self._strong.pop(key, None)
                 continue
-            found = strongest(seconds.get(country, {}), newest, metric, baseline, self.series_window_s, within)
+            found = strongest(seconds.get(country, {}), fed, newest, metric, baseline, self.series_window_s, within)
             change = 100 * abs(found.value - found.expected) / abs(found.expected) if found and found.expected \
                 else 0.0
             if found is None or abs(found.z) < max(FAST_OPEN_Z, tracker.open_z) or change < FAST_MIN_CHANGE_PCT:
