@@ -45,9 +45,10 @@ class Feed:
         self.client, self.offset = client, 0
 
     def rows(self, start: datetime, seconds: int, failing: str | None = None,
-             failing_for: int | None = None, views: tuple[str, float] | None = None) -> list[list[object]]:
+             failing_for: int | None = None, views: tuple[str | None, float] | None = None) -> list[list[object]]:
         """``seconds`` of the store from ``start``; ``failing``'s payments all fail (for the first
-        ``failing_for`` seconds only, when given); ``views``: a country's product views times a factor."""
+        ``failing_for`` seconds only, when given); ``views``: a country's product views (every country's:
+        None) times a factor."""
         played = PLAYED + (start - NOW)
         rows = metric_rows(DemoPlan(now=PLAYED, seed=int((start - NOW).total_seconds()) % 2**31), played,
                            played + timedelta(seconds=seconds), timedelta(seconds=1))
@@ -57,7 +58,7 @@ class Feed:
         for row in rows:
             if row[1] == failing and row[0] < until:
                 fail_payments(row)
-            if views is not None and row[1] == views[0]:
+            if views is not None and views[0] in (row[1], None):
                 row[2] = round(cast(int, row[2]) * views[1])
         return rows
 
@@ -168,6 +169,22 @@ def test_seconds_in_which_no_country_sent_anything_are_a_gap_of_the_feed_not_eve
     assert play(feed, sidecar, rows) == [] and stored(client) == []
 
 
+def test_a_move_of_the_whole_store_no_country_shows_plainly_opens_a_store_wide_provisional_region(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    """Two and a half times the product views in every country at once (a TV advert, a newsletter to
+    everyone): in five seconds no country's views are unmistakable yet, the store's are. The final windows
+    confirm it."""
+    client, feed, sidecar = warm
+    assert play(feed, sidecar, feed.rows(NOW, 5, views=(None, 2.5))) == [5]
+    [(anomaly_id, metric, country, status, _)] = stored(client)
+    assert (metric, country, status) == ("views_per_s", "ALL", "provisional")
+    rows = feed.rows(NOW + timedelta(seconds=5), 60, views=(None, 2.5))
+    feed.write("metrics_live", rows)
+    feed.write("metrics_1s", rows)
+    sidecar.score_until(NOW + timedelta(seconds=60))
+    assert (anomaly_id, "final") in {(r[0], r[3]) for r in stored(client) if r[1:3] == ("views_per_s", "ALL")}
+
+
 def withdraw_a_blip(client: Client, feed: Feed, sidecar: Sidecar, url: str, grafana: GrafanaState) -> uuid.UUID:
     """Four seconds of every German payment failing: plain in five live seconds, a few failed payments
     more in a minute's window. Its provisional region is drawn in Grafana, then withdrawn."""
@@ -243,6 +260,5 @@ def test_quiet_live_seconds_open_nothing() -> None:
             opened += fast.look(second, live, {k: (s.detector.robust, s.tracker, USUAL)
                                                for k, s in sidecar.series.items()})
     assert opened == [] and fast.provisional == {}
-    judged = [key for key, s in sidecar.series.items()
-              if key[0] in FAST_METRICS and key[1] != "ALL" and s.detector.robust.warm]
-    assert len(judged) >= 30  # the three metrics of (nearly) every country were judged, not skipped
+    judged = [key for key, s in sidecar.series.items() if key[0] in FAST_METRICS and s.detector.robust.warm]
+    assert len(judged) >= 33  # the three metrics of (nearly) every country and the store were judged

@@ -4,10 +4,11 @@ A ClickHouse endpoint and the ``shoppulse sidecar`` process run as in production
 API is the local double that enforces its contract (no Grafana binary runs here). Half an hour of
 steady per-second aggregates is preloaded for the sidecar's warm-up; then a feeder writes each new
 second as the pipeline would (live sums a second after it ends, final ones after the aggregation's
-grace and commit) and plays payment outages in one country after another. For each, the wall-clock
-time from the outage's first second (the events) to the sidecar opening the anomaly region (its first
-``anomalies`` row: provisional when the fast path opened it on the live seconds), and from there to
-the annotation existing in Grafana.
+grace and commit) and plays outages in one country after another: of its payments (every attempt
+fails) or of the whole shop (it sends nothing). For each, the wall-clock time from the outage's first
+second (the events) to the sidecar opening the anomaly region (its first ``anomalies`` row:
+provisional when the fast path opened it on the live seconds), and from there to the annotation
+existing in Grafana.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def fail_payments(row: list[object]) -> None:
     row[ORDERS], row[ITEMS], row[REVENUE] = 0, 0, 0
 
 
+@dataclass(frozen=True)
+class Outage:
+    """What an outage leaves of a country's per-second rows, and the metrics whose region shows it."""
+
+    metrics: tuple[str, ...]
+    payments_fail: bool  # every payment fails; otherwise the country sends nothing at all
+
+
+OUTAGES = {"payments": Outage(("payment_failure_rate",), payments_fail=True),
+           "silent": Outage(("views_per_s", "orders_per_s"), payments_fail=False)}
+
+
 class AggregateFeeder:
     """Writes per-second store aggregates as the pipeline would, with an optional payment outage in one
     country: each second's live sums (``metrics_live``, as ingestion writes them) one second after it
@@ -73,13 +86,15 @@ class AggregateFeeder:
         history = metric_rows(self.plan, self.second - span, self.second, timedelta(seconds=1))
         self._insert("metrics_1s", history)
 
-    def feed(self, outage_in: str | None = None) -> int:
+    def feed(self, outage_in: str | None = None, outage: Outage = OUTAGES["payments"]) -> int:
         """Every second that has ended since the last call; returns how many were written live."""
         written = 0
         now = datetime.now(UTC)
         while self.second <= now - timedelta(seconds=1):
             rows = metric_rows(replace(self.plan, seed=self.offset), self.second, self.second + timedelta(seconds=1),
                                timedelta(seconds=1))
+            if not outage.payments_fail:
+                rows = [row for row in rows if row[1] != outage_in]
             for row in rows:
                 if row[1] == outage_in:
                     fail_payments(row)
@@ -97,7 +112,9 @@ class AggregateFeeder:
         self.offset += len(rows)
 
 
-def measure(settings: Settings, outages: int, report: Callable[[str], None] = lambda _: None) -> list[Timing]:
+def measure(settings: Settings, outages: int, kind: str = "payments",
+            report: Callable[[str], None] = lambda _: None) -> list[Timing]:
+    outage = OUTAGES[kind]
     with tempfile.TemporaryDirectory(prefix="shoppulse-bench-annotate-") as folder, \
             scratch_clickhouse(settings, Path(folder)) as endpoint, grafana_standin(TOKEN) as (grafana_url, grafana):
         migrate(lambda db: clickhouse.connect(endpoint, db), endpoint.clickhouse_database, endpoint.migrations_dir)
@@ -125,15 +142,15 @@ def measure(settings: Settings, outages: int, report: Callable[[str], None] = la
                 elapsed = int(time.monotonic() - started)
                 active = next((i for i, (_, at) in enumerate(schedule) if at <= elapsed < at + OUTAGE_S), None)
                 first_second = feeder.second
-                if feeder.feed(schedule[active][0] if active is not None else None) and active is not None \
+                if feeder.feed(schedule[active][0] if active is not None else None, outage) and active is not None \
                         and active not in outage_began:
                     outage_began[active] = first_second
                     report(f"outage in {schedule[active][0]} begins")
                 with grafana.lock:
                     created = [(set(a["tags"]), a["created"] / 1000) for a in grafana.annotations.values()]
                 for index, began in outage_began.items():
-                    wanted = {"metric:payment_failure_rate", f"country:{schedule[index][0]}"}
-                    found = [at for tags, at in created if wanted <= tags and at >= began.timestamp()]
+                    found = [at for tags, at in created if f"country:{schedule[index][0]}" in tags
+                             and tags & {f"metric:{m}" for m in outage.metrics} and at >= began.timestamp()]
                     if index not in annotated and found:
                         annotated[index] = min(found)
                         report(f"annotation for {schedule[index][0]} in Grafana")
@@ -142,9 +159,10 @@ def measure(settings: Settings, outages: int, report: Callable[[str], None] = la
                 country, began = schedule[index][0], outage_began[index]
                 detected, detectors = client.query(
                     "SELECT toUnixTimestamp64Milli(detected_at), detectors FROM anomalies FINAL "
-                    "WHERE metric = 'payment_failure_rate' AND country = {c:String} AND status != 'withdrawn' "
+                    "WHERE metric IN {metrics:Array(String)} AND country = {c:String} AND status != 'withdrawn' "
                     "AND detected_at >= {began:DateTime64(3)} ORDER BY detected_at LIMIT 1",
-                    parameters={"c": country, "began": began.replace(tzinfo=None)}).result_rows[0]
+                    parameters={"metrics": list(outage.metrics), "c": country,
+                                "began": began.replace(tzinfo=None)}).result_rows[0]
                 timings.append(Timing(country, int(detected) / 1000 - began.timestamp(),
                                       seen - int(detected) / 1000, seen - began.timestamp(), "fast_path" in detectors))
         finally:

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -337,9 +338,19 @@ def bench_dashboards(
                   highlight=False)
 
 
+class OutageKind(StrEnum):
+    """The outages `bench annotate` plays (``bench.annotate.OUTAGES``)."""
+
+    payments = "payments"
+    silent = "silent"
+
+
 @bench_app.command("annotate")
 def bench_annotate(
     outages: Annotated[int, typer.Option(min=1, max=20, help="Outages to play, one after another.")] = 3,
+    kind: Annotated[OutageKind, typer.Option(
+        help="payments: every payment of the country fails; silent: the country's shop sends nothing.")]
+    = OutageKind.payments,
 ) -> None:
     """From an anomaly's onset to its Grafana annotation, through the sidecar process, per outage."""
     from shoppulse.bench.annotate import measure
@@ -347,7 +358,7 @@ def bench_annotate(
     settings = settings_or_fail()
     setup_logging("WARNING")
     try:
-        timings = measure(settings, outages, report=lambda line: err.print(line, highlight=False))
+        timings = measure(settings, outages, kind.value, report=lambda line: err.print(line, highlight=False))
     except RuntimeError as exc:
         fail(str(exc))
     for t in timings:

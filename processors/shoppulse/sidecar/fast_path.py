@@ -4,21 +4,23 @@ The final path scores 10 s steps of 60 s windows once they are final (after the 
 period): 10 to 20 s from an event to a region. Ingestion writes every event's counts to ``metrics_live``
 about a second after the shop sent it, so a strong step change — a gateway failing every payment, orders
 stopping, traffic surging — is visible there first. At every look (each poll of the sidecar) the fast
-path judges, for each of ``FAST_METRICS`` in each country, the last 1 to ``FAST_WINDOW_S`` live seconds
+path judges, for each of ``FAST_METRICS`` in each country and in the whole store (unless a country's
+region of the metric, open or provisional, explains it), the last 1 to ``FAST_WINDOW_S`` live seconds
 (``strongest`` says which) against the series' baseline, as the final path's detectors learned it
 (during a known event with a level, beyond that level; without one, not at all): a rate by its events'
-tail as counts that vary as much as the series' overdispersion or its learned spread (widened to the
-shorter window, the square root of the windows' ratio) say, a ratio by its trials' exact tail shrunk by
-the overdispersion, never beyond the widened spread. The longest stretch is not always the strongest:
-a change that began two seconds ago is diluted by the three usual seconds before it. A second in which
-no country sent anything is a gap of the feed, not every shop going silent at once: it is left out.
+tail as counts that vary as the series' do (its learned overdispersion, and what its learned spread
+holds beyond counting), a ratio by its trials' exact tail shrunk by the overdispersion, never beyond
+its learned spread widened to the shorter window (the square root of the windows' ratio). The longest
+stretch is not always the strongest: a change that began two seconds ago is diluted by the three usual
+seconds before it. A second in which no country sent anything is a gap of the feed, not every shop
+going silent at once: it is left out.
 
 A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row, each with a newer second, find
 |z| of at least the series' sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT``
 or more; it is written (and annotated in Grafana) at once. When the final path opens a region on the
-same series it takes the provisional region's id and start: one region, one annotation. When ``CONFIRM_WITHIN`` of final
-steps pass without one it is withdrawn: its row says so (dashboards and rules leave it out) and its
-annotation is deleted.
+same series it takes the provisional region's id and start: one region, one annotation. When
+``CONFIRM_WITHIN`` of final steps pass without one it is withdrawn: its row says so (dashboards and
+rules leave it out) and its annotation is deleted.
 """
 
 from __future__ import annotations
@@ -43,9 +45,17 @@ CONFIRM_WITHIN = timedelta(seconds=90)  # of final steps after a provisional reg
 
 
 def judged_live(metric: str, country: str) -> bool:
-    """Whether the fast path judges this series: its metrics, in each country (the store's total is left to
-    the final path)."""
-    return metric in FAST_METRICS and country != GLOBAL
+    """Whether the fast path judges this series: its metrics, in each country and in the whole store."""
+    return metric in FAST_METRICS
+
+
+def with_store(seconds: Mapping[str, Mapping[datetime, Totals]]) -> dict[str, Mapping[datetime, Totals]]:
+    """Country -> second -> totals, with the whole store's (GLOBAL) sums of each second beside them."""
+    store: dict[datetime, Totals] = {}
+    for by_second in seconds.values():
+        for second, totals in by_second.items():
+            store[second] = store.get(second, Totals()) + totals
+    return {**seconds, GLOBAL: store}
 
 
 def live_z(point: Point, baseline: RobustZ, series_window_s: float, factor: float = 1.0) -> float:
@@ -132,9 +142,12 @@ class FastPath:
         this look opens."""
         opened = []
         fed = {second for by_second in seconds.values() for second in by_second}
-        for (metric, country), (baseline, tracker, within) in series.items():
+        seconds = with_store(seconds)
+        # the store after its countries: a move one of them shows (a region open or provisional) is theirs
+        for (metric, country), (baseline, tracker, within) in sorted(series.items(), key=lambda s: s[0][1] == GLOBAL):
             key = (metric, country)
-            if not judged_live(metric, country) or tracker.is_open or key in self.provisional or not baseline.warm:
+            if not judged_live(metric, country) or tracker.is_open or key in self.provisional or not baseline.warm \
+                    or (country == GLOBAL and self._countries_show(metric, series)):
                 self._strong.pop(key, None)
                 continue
             found = strongest(seconds.get(country, {}), fed, newest, metric, baseline, self.series_window_s, within)
@@ -159,6 +172,12 @@ class FastPath:
             self.provisional[key] = region
             opened.append(region)
         return opened
+
+    def _countries_show(self, metric: str, series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]
+                        ) -> bool:
+        """Whether a country has a region of ``metric`` open or provisional."""
+        return any(m == metric and c != GLOBAL and (tracker.is_open or (m, c) in self.provisional)
+                   for (m, c), (_, tracker, _) in series.items())
 
     def confirm(self, region: Region) -> bool:
         """A region the final path opened takes over the provisional one of its series (its id and start);
