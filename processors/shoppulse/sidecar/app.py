@@ -33,7 +33,7 @@ from river import stats, utils
 from shoppulse.sidecar.band_refit import BandRefitter, refit_bands
 from shoppulse.sidecar.calendar_table import show as show_calendar
 from shoppulse.sidecar.contributors import incident_contributors
-from shoppulse.sidecar.detectors import ADOPTED_KINDS, USUAL, Point, SeasonalBand, SeriesDetector, Verdict
+from shoppulse.sidecar.detectors import ADOPTED_KINDS, USUAL, Point, Range, SeasonalBand, SeriesDetector, Verdict
 from shoppulse.sidecar.drivers import Usual, drive
 from shoppulse.sidecar.event_calendar import Calendar, KnownEvent, expected_range
 from shoppulse.sidecar.explain import MOVED_Z, InsightPayload, Signal, correlation, scope_of, template_insight
@@ -105,6 +105,15 @@ class Series:
     usual_count: utils.Rolling = field(default_factory=lambda: utils.Rolling(stats.Mean, window_size=USUAL_STEPS))
     # after a known event: its first values, not yet judged, whose median becomes its usual level
     settling: list[float] | None = None
+
+
+def unjudged(series: Series, events: Sequence[KnownEvent], within: Range | None) -> bool:
+    """Whether a step of ``series`` is scored without being judged: during known ``events`` that set no
+    level it may go to (``within`` None; unless a region of its own is open: it closes as it would), and
+    in the steps that settle its level after them."""
+    if events:
+        return within is None and not series.tracker.is_open
+    return series.settling is not None
 
 
 @dataclass
@@ -374,8 +383,7 @@ class Sidecar:
                 point = replace(bare, band=seasonal.get((metric, country)))
                 events = self._known_events(metric, point, country, end - timedelta(seconds=self.window_s), end)
                 within = self._expected_range(country, events) if events else None
-                if ((events and within is None and not series.tracker.is_open)
-                        or (not events and series.settling is not None)):
+                if unjudged(series, events, within):
                     self._not_judged(series, point, events[0] if events else None)
                     continue
                 if within is not None:  # judged against the levels the event may take it to, learned from never
