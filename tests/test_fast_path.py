@@ -152,6 +152,19 @@ def test_a_shop_going_silent_opens_a_provisional_region_in_seconds(warm: tuple[C
     assert ("views_per_s", "US", "provisional") in found and {country for _, country, _ in found} == {"US"}
 
 
+def test_a_shop_going_silent_is_seen_sooner_once_the_fast_path_has_learned_how_its_live_seconds_vary(
+        warm: tuple[Client, Feed, Sidecar]) -> None:
+    """Ten quiet minutes of live seconds teach each rate how much its events vary over five seconds (less
+    than over the final path's minute, where the level's moves add to them): the US shop's silence is
+    then unmistakable sooner."""
+    client, feed, sidecar = warm
+    assert play(feed, sidecar, feed.rows(NOW, 600)) == []
+    sidecar.score_until(NOW + timedelta(seconds=600))
+    opened_after = play(feed, sidecar, [r for r in feed.rows(NOW + timedelta(seconds=600), 20) if r[1] != "US"])
+    assert opened_after and opened_after[0] <= 5  # seven without the live seconds' lesson (above)
+    assert [(r[1], r[2]) for r in stored(client)] == [("views_per_s", "US")]
+
+
 def test_seconds_in_which_no_country_sent_anything_are_a_gap_of_the_feed_not_every_shop_going_silent(
         warm: tuple[Client, Feed, Sidecar]) -> None:
     """The feed loses a few seconds at a time (the shop's collector restarting), every country silent at

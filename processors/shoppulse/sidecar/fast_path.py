@@ -8,12 +8,12 @@ path judges, for each of ``FAST_METRICS`` in each country and in the whole store
 region of the metric, open or provisional, explains it), the last 1 to ``FAST_WINDOW_S`` live seconds
 (``strongest`` says which) against the series' baseline, as the final path's detectors learned it
 (during a known event with a level, beyond that level; without one, not at all): a rate by its events'
-tail as counts that vary as the series' do (its learned overdispersion, and what its learned spread
-holds beyond counting), a ratio by its trials' exact tail shrunk by the overdispersion, never beyond
-its learned spread widened to the shorter window (the square root of the windows' ratio). The longest
-stretch is not always the strongest: a change that began two seconds ago is diluted by the three usual
-seconds before it. A second in which no country sent anything is a gap of the feed, not every shop
-going silent at once: it is left out.
+tail as counts that vary as the series' do over a few live seconds (``live_dispersion.py``), a ratio
+by its trials' exact tail shrunk by the overdispersion, never beyond its learned spread widened to the
+shorter window (the square root of the windows' ratio). The longest stretch is not always the
+strongest: a change that began two seconds ago is diluted by the three usual seconds before it. A
+second in which no country sent anything is a gap of the feed, not every shop going silent at once:
+it is left out.
 
 A region opens, provisional, when ``LOOKS_TO_OPEN`` looks in a row, each with a newer second, find
 |z| of at least the series' sensitivity and ``FAST_OPEN_Z``, with a change of ``FAST_MIN_CHANGE_PCT``
@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 
 from shoppulse.sidecar.counting import overdispersed_poisson_z
 from shoppulse.sidecar.detectors import USUAL, Point, Range, RobustZ, counting_floored, level_factor
+from shoppulse.sidecar.live_dispersion import LiveDispersion, prior_ratio
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.signals import GLOBAL, Totals, points
 
@@ -58,13 +59,13 @@ def with_store(seconds: Mapping[str, Mapping[datetime, Totals]]) -> dict[str, Ma
     return {**seconds, GLOBAL: store}
 
 
-def live_z(point: Point, baseline: RobustZ, series_window_s: float, factor: float = 1.0) -> float:
+def live_z(point: Point, baseline: RobustZ, series_window_s: float, ratio: float, factor: float = 1.0) -> float:
     """How unusual ``point`` (a few live seconds) is for the series. A rate (events per second): its
-    events' tail as counts that vary as the series' do (``overdispersed_poisson_z``) — a count's tail is
-    skewed, so a shop going silent is as rare as it is, not as a normal deviate would be. A ratio: its
-    counting z (exact binomial, shrunk by the overdispersion), never beyond the learned spread widened to
-    its window (the square root of the windows' ratio). ``factor``: a known event's multiple of the usual
-    a rate is judged against (1: the usual)."""
+    events' tail as counts that vary ``ratio`` times as much as Poisson counts (the series' live
+    dispersion, ``live_dispersion.py``; at a known event's ``factor`` times the usual, the level's moves
+    with it) — a count's tail is skewed, so a shop going silent is as rare as it is, not as a normal
+    deviate would be. A ratio: its counting z (exact binomial, shrunk by the overdispersion), never
+    beyond the learned spread widened to its window (the square root of the windows' ratio)."""
     expected = baseline.expected
     widen = math.sqrt(series_window_s / point.window_s)
     spread = baseline.spread_z(point.value / factor, widen)
@@ -73,23 +74,9 @@ def live_z(point: Point, baseline: RobustZ, series_window_s: float, factor: floa
     if point.kind == "rate":  # orders_per_s, views_per_s: the value is the events over the window
         if expected <= 0:
             return 0.0
-        ratio = variance_ratio(baseline, expected, series_window_s, point.window_s, factor)
-        return overdispersed_poisson_z(point.count, expected * factor * point.window_s, ratio)
+        return overdispersed_poisson_z(point.count, expected * factor * point.window_s, ratio * max(1.0, factor))
     counting = point.counting_z(expected, baseline.dispersion())
     return 0.0 if counting is None else counting_floored(spread, counting)
-
-
-def variance_ratio(baseline: RobustZ, expected: float, series_window_s: float, window_s: float,
-                   factor: float = 1.0) -> float:
-    """How many times a Poisson count's variance a rate's events over ``window_s`` vary, from the
-    series' learned spread over its own windows. That spread is counting noise (Poisson times the
-    learned overdispersion, larger over a shorter window) and whatever more the level moves by (the same
-    over any window): at ``factor`` times the usual, counting grows with the level, the movement with
-    its square."""
-    dispersion_sq = baseline.dispersion() ** 2
-    counting = dispersion_sq * expected / series_window_s  # a rate's variance over the series' windows
-    moves = max(0.0, baseline.learned_scale() ** 2 - counting)
-    return dispersion_sq + moves * factor * window_s / expected
 
 
 @dataclass(frozen=True)
@@ -103,11 +90,12 @@ class LiveLook:
 
 
 def strongest(seconds: Mapping[datetime, Totals], fed: Collection[datetime], newest: datetime, metric: str,
-              baseline: RobustZ, series_window_s: float, within: Range = USUAL) -> LiveLook | None:
+              baseline: RobustZ, series_window_s: float, ratio: float, within: Range = USUAL) -> LiveLook | None:
     """The most unusual stretch of the last 1..FAST_WINDOW_S seconds up to ``newest``. The newest second
     is still filling (ingestion adds to it at every checkpoint): a ratio of its events so far is a fair
     sample and is judged with it; a count so far would look like a drop, so a rate's stretches end before it.
-    ``within``: the multiples of the usual a known event may take a rate to (judged beyond them only, as
+    ``ratio``: how many times a Poisson count's variance a rate's events vary (``live_z``). ``within``:
+    the multiples of the usual a known event may take a rate to (judged beyond them only, as
     ``SeriesDetector.score_one`` judges them). ``fed``: the seconds the feed brought anything for, in any
     country; one in which no country sent anything is a gap of the feed, not a silent shop, and is left
     out of the stretch."""
@@ -123,7 +111,7 @@ def strongest(seconds: Mapping[datetime, Totals], fed: Collection[datetime], new
         if point is None or baseline.expected is None:
             continue
         factor = level_factor(point, baseline.expected, within)
-        z = live_z(point, baseline, series_window_s, factor)
+        z = live_z(point, baseline, series_window_s, ratio, factor)
         if best is None or abs(z) > abs(best.z):
             best = LiveLook(z, point.value, baseline.expected * factor, second)
     return best
@@ -134,6 +122,8 @@ class FastPath:
     series_window_s: float
     provisional: dict[tuple[str, str], Region] = field(default_factory=dict)
     _strong: dict[tuple[str, str], tuple[int, datetime]] = field(default_factory=dict)  # (looks, newest second)
+    live: dict[tuple[str, str], LiveDispersion] = field(default_factory=dict)  # each rate's, from its live seconds
+    _learned_through: datetime | None = None
 
     def look(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]],
              series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]) -> list[Region]:
@@ -150,7 +140,8 @@ class FastPath:
                     or (country == GLOBAL and self._countries_show(metric, series)):
                 self._strong.pop(key, None)
                 continue
-            found = strongest(seconds.get(country, {}), fed, newest, metric, baseline, self.series_window_s, within)
+            found = strongest(seconds.get(country, {}), fed, newest, metric, baseline, self.series_window_s,
+                              self._ratio(key, baseline), within)
             change = 100 * abs(found.value - found.expected) / abs(found.expected) if found and found.expected \
                 else 0.0
             if found is None or abs(found.z) < max(FAST_OPEN_Z, tracker.open_z) or change < FAST_MIN_CHANGE_PCT:
@@ -171,7 +162,38 @@ class FastPath:
             region.peak_delta_pct, region.peak_z = region.delta_pct, abs(found.z)
             self.provisional[key] = region
             opened.append(region)
+        self._learn(newest, seconds, fed, series)
         return opened
+
+    def _ratio(self, key: tuple[str, str], baseline: RobustZ) -> float:
+        """How many times a Poisson count's variance the series' events vary over a few live seconds."""
+        prior = prior_ratio(baseline, self.series_window_s)
+        live = self.live.get(key)
+        return prior if live is None else live.ratio(prior)
+
+    def _learn(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]], fed: Collection[datetime],
+               series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]) -> None:
+        """The live seconds that left every judged stretch since the last look teach each rate's live
+        dispersion — not a series' with a region open or provisional, a strong look pending or a known
+        event's level to be judged against (its volumes are not the usual), nor a second in which no
+        country sent anything (a gap of the feed)."""
+        through = newest - timedelta(seconds=FAST_WINDOW_S + 1)
+        second = through if self._learned_through is None else self._learned_through + timedelta(seconds=1)
+        second = max(second, min(fed, default=through))  # seconds before those read are not known here
+        while second <= through:
+            for key, (baseline, tracker, within) in series.items():
+                metric, country = key
+                if metric in RATIOS or not judged_live(metric, country):
+                    continue
+                live = self.live.setdefault(key, LiveDispersion())
+                if second not in fed or tracker.is_open or key in self.provisional or key in self._strong \
+                        or within != USUAL or not baseline.warm or baseline.expected is None:
+                    live.skip()
+                    continue
+                events = points(seconds.get(country, {}).get(second, Totals()), {}, 1)[metric].count
+                live.learn_one(second, events, baseline.expected, prior_ratio(baseline, self.series_window_s))
+            second += timedelta(seconds=1)
+        self._learned_through = max(through, self._learned_through or through)
 
     def _countries_show(self, metric: str, series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]
                         ) -> bool:
