@@ -13,6 +13,7 @@ from typing import cast
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from prometheus_client import REGISTRY
 
 from conftest import EndpointProcess, last_tuesday_1500
 from shoppulse.ascode.dashboards.demo_data import METRIC_COLUMNS, DemoPlan, metric_rows
@@ -24,6 +25,7 @@ from shoppulse.sidecar.app import Sidecar
 from shoppulse.sidecar.detectors import USUAL
 from shoppulse.sidecar.event_calendar import Calendar, KnownEvent
 from shoppulse.sidecar.fast_path import CONFIRM_WITHIN, FAST_METRICS, FastPath
+from shoppulse.sidecar.live_dispersion import prior_ratio
 from shoppulse.sidecar.signals import Totals, points_by_country
 
 pytestmark = pytest.mark.integration
@@ -160,6 +162,10 @@ def test_a_shop_going_silent_is_seen_sooner_once_the_fast_path_has_learned_how_i
     client, feed, sidecar = warm
     assert play(feed, sidecar, feed.rows(NOW, 600)) == []
     sidecar.score_until(NOW + timedelta(seconds=600))
+    learned = REGISTRY.get_sample_value("shoppulse_sidecar_live_variance_ratio",
+                                        {"metric": "views_per_s", "country": "US"})
+    final = prior_ratio(sidecar.series[("views_per_s", "US")].detector.robust, sidecar.window_s)
+    assert learned is not None and 1.0 <= learned < final / 2  # as the metric shows it
     opened_after = play(feed, sidecar, [r for r in feed.rows(NOW + timedelta(seconds=600), 20) if r[1] != "US"])
     assert opened_after and opened_after[0] <= 5  # seven without the live seconds' lesson (above)
     assert [(r[1], r[2]) for r in stored(client)] == [("views_per_s", "US")]

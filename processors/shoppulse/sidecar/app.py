@@ -82,6 +82,9 @@ KNOWN_EVENT_STEPS = Counter("shoppulse_sidecar_known_event_steps", "Steps of a s
 DISPERSION = Gauge("shoppulse_sidecar_dispersion", "How much more a series' counts vary than counting alone "
                    "(the factor its counting floor is widened by, learned from its usual windows)",
                    ["metric", "country"])
+LIVE_VARIANCE = Gauge("shoppulse_sidecar_live_variance_ratio", "How many times a Poisson count's variance a rate's "
+                      "events vary over five live seconds (the fast path's yardstick, learned from its live seconds)",
+                      ["metric", "country"])
 
 T = TypeVar("T")
 
@@ -165,6 +168,8 @@ class Sidecar:
             if s.settling is None and within is not None:  # a known event without a level: not judged
                 judged[(metric, country)] = (s.detector.robust, s.tracker, within)
         opened = self.fast.look(newest, seconds, judged)
+        for key in self.fast.live.keys() & judged.keys():
+            LIVE_VARIANCE.labels(*key).set(self.fast.ratio(key, judged[key][0]))
         if opened:
             self._write(newest, [Change("opened", r) for r in opened])
         return opened

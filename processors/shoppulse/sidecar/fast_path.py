@@ -141,7 +141,7 @@ class FastPath:
                 self._strong.pop(key, None)
                 continue
             found = strongest(seconds.get(country, {}), fed, newest, metric, baseline, self.series_window_s,
-                              self._ratio(key, baseline), within)
+                              self.ratio(key, baseline), within)
             change = 100 * abs(found.value - found.expected) / abs(found.expected) if found and found.expected \
                 else 0.0
             if found is None or abs(found.z) < max(FAST_OPEN_Z, tracker.open_z) or change < FAST_MIN_CHANGE_PCT:
@@ -165,7 +165,7 @@ class FastPath:
         self._learn(newest, seconds, fed, series)
         return opened
 
-    def _ratio(self, key: tuple[str, str], baseline: RobustZ) -> float:
+    def ratio(self, key: tuple[str, str], baseline: RobustZ) -> float:
         """How many times a Poisson count's variance the series' events vary over a few live seconds."""
         prior = prior_ratio(baseline, self.series_window_s)
         live = self.live.get(key)
