@@ -43,6 +43,8 @@ FAST_OPEN_Z = 5.5
 FAST_MIN_CHANGE_PCT = 30.0
 LOOKS_TO_OPEN = 2  # strong looks in a row, each with a newer second: one bursty second opens nothing
 CONFIRM_WITHIN = timedelta(seconds=90)  # of final steps after a provisional region opened
+# (metric, country) -> its baseline, its tracker and the multiples of the usual a known event may take it to
+JudgedSeries = Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]
 
 
 def judged_live(metric: str, country: str) -> bool:
@@ -126,7 +128,7 @@ class FastPath:
     _learned_through: datetime | None = None
 
     def look(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]],
-             series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]) -> list[Region]:
+             series: JudgedSeries) -> list[Region]:
         """Judge the live seconds before ``newest`` (country -> second -> totals) of each series (its baseline,
         its tracker and the multiples of the usual a known event may take it to); the provisional regions
         this look opens."""
@@ -172,7 +174,7 @@ class FastPath:
         return prior if live is None else live.ratio(prior)
 
     def _learn(self, newest: datetime, seconds: Mapping[str, Mapping[datetime, Totals]], fed: Collection[datetime],
-               series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]) -> None:
+               series: JudgedSeries) -> None:
         """The live seconds that left every judged stretch since the last look teach each rate's live
         dispersion — not a series' with a region open or provisional, a strong look pending or a known
         event's level to be judged against (its volumes are not the usual), nor a second in which no
@@ -195,8 +197,7 @@ class FastPath:
             second += timedelta(seconds=1)
         self._learned_through = max(through, self._learned_through or through)
 
-    def _countries_show(self, metric: str, series: Mapping[tuple[str, str], tuple[RobustZ, RegionTracker, Range]]
-                        ) -> bool:
+    def _countries_show(self, metric: str, series: JudgedSeries) -> bool:
         """Whether a country has a region of ``metric`` open or provisional."""
         return any(m == metric and c != GLOBAL and (tracker.is_open or (m, c) in self.provisional)
                    for (m, c), (_, tracker, _) in series.items())
