@@ -473,6 +473,7 @@ def test_a_campaign_lands_within_minutes_and_an_announced_one_is_in_the_sidecars
         ("campaign in GB", "campaign", ["GB"], start, start + timedelta(hours=1), None),
         ("holiday in JP, IN", "holiday", ["JP", "IN"], NOON_UTC, NOON_UTC + timedelta(hours=2), 0.3)]
     assert parse_calendar(calendar.as_yaml(), "written") == calendar  # the file the sidecar under test reads
+    assert (holiday.ground_truth()["announced"], holiday.ground_truth()["announced_level"]) == (True, 0.3)
 
 
 def test_shipped_scenarios_load() -> None:

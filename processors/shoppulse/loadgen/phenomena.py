@@ -184,7 +184,8 @@ class ActivePhenomenon:
         p = self.phenomenon
         return {"phenomenon": p.kind, "countries": p.countries or "ALL", "start": self.start.isoformat(),
                 "end": self.end.isoformat() if self.end else None, "level": p.level, "spread": p.spread,
-                "share": p.share, "count": p.count, "size": p.size, "announced": p.announced, "alerting": p.alerting,
+                "share": p.share, "count": p.count, "size": p.size, "announced": p.announced,
+                "announced_level": p.announced_level, "alerting": p.alerting,
                 "onset_s": ONSET.total_seconds(), **({"outliers": [{"at": at.isoformat(), "country": country}
                                                                    for at, country in self.outliers]}
                                                      if p.kind == "outliers" else {})}
