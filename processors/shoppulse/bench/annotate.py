@@ -74,9 +74,9 @@ OUTAGES = {"payments": Outage(("payment_failure_rate",), payments_fail=True),
 
 
 class AggregateFeeder:
-    """Writes per-second store aggregates as the pipeline would, with an optional payment outage in one
-    country: each second's live sums (``metrics_live``, as ingestion writes them) one second after it
-    ends, its final row (``metrics_1s``) FINAL_LAG_S later (the aggregation's grace period and commit)."""
+    """Writes per-second store aggregates as the pipeline would, with an optional outage in one country:
+    each second's live sums (``metrics_live``, as ingestion writes them) one second after it ends, its
+    final row (``metrics_1s``) FINAL_LAG_S later (the aggregation's grace period and commit)."""
 
     def __init__(self, client: Client, plan: DemoPlan, start: datetime) -> None:
         self.client, self.plan, self.second, self.offset = client, plan, start, 0
@@ -93,11 +93,12 @@ class AggregateFeeder:
         while self.second <= now - timedelta(seconds=1):
             rows = metric_rows(replace(self.plan, seed=self.offset), self.second, self.second + timedelta(seconds=1),
                                timedelta(seconds=1))
-            if not outage.payments_fail:
+            if outage.payments_fail:
+                for row in rows:
+                    if row[1] == outage_in:
+                        fail_payments(row)
+            else:
                 rows = [row for row in rows if row[1] != outage_in]
-            for row in rows:
-                if row[1] == outage_in:
-                    fail_payments(row)
             self._insert("metrics_live", rows)
             self._not_final.append((self.second, rows))
             self.second += timedelta(seconds=1)
