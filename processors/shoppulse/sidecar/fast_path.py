@@ -133,8 +133,8 @@ class FastPath:
         its tracker and the multiples of the usual a known event may take it to); the provisional regions
         this look opens."""
         opened = []
-        fed = {second for by_second in seconds.values() for second in by_second}
         seconds = with_store(seconds)
+        fed = seconds[GLOBAL].keys()  # the seconds any country sent anything in
         # the store after its countries: a move one of them shows (a region open or provisional) is theirs
         for (metric, country), (baseline, tracker, within) in sorted(series.items(), key=lambda s: s[0][1] == GLOBAL):
             key = (metric, country)
@@ -183,6 +183,7 @@ class FastPath:
         second = through if self._learned_through is None else self._learned_through + timedelta(seconds=1)
         second = max(second, min(fed, default=through))  # seconds before those read are not known here
         while second <= through:
+            by_country: dict[str, dict[str, Point]] = {}  # each country's points of this second, made once
             for key, (baseline, tracker, within) in series.items():
                 metric, country = key
                 if metric in RATIOS or not judged_live(metric, country):
@@ -192,7 +193,9 @@ class FastPath:
                         or within != USUAL or not baseline.warm or baseline.expected is None:
                     live.skip()
                     continue
-                events = points(seconds.get(country, {}).get(second, Totals()), {}, 1)[metric].count
+                if country not in by_country:
+                    by_country[country] = points(seconds.get(country, {}).get(second, Totals()), {}, 1)
+                events = by_country[country][metric].count
                 live.learn_one(second, events, baseline.expected, prior_ratio(baseline, self.series_window_s))
             second += timedelta(seconds=1)
         self._learned_through = max(through, self._learned_through or through)
