@@ -1,6 +1,7 @@
 """The detectors ``detect --csv`` adds for arbitrary series: a long-memory context, a profile of the
-same time on earlier days, and a baseline that judges nothing until it knows the series' tail; and
-how their regions are told (bursts close together as one)."""
+same time on earlier days (and what recurs at about that time every day), and a baseline that judges
+nothing until it knows the series' tail; and how their regions are told (bursts close together as
+one)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from shoppulse.sidecar.detectors import (
     WARM_UP_POINTS,
     ContextZ,
     HalfSpaceTreesDetector,
+    Opinion,
     Point,
     RobustZ,
     SeasonalProfileZ,
+    Verdict,
 )
 
 
@@ -58,6 +61,18 @@ def test_the_context_says_nothing_before_it_has_seen_enough_and_any_change_of_a_
     anomalous = Point(70.0, 0.0, "level", anomalous=True)
     context.learn_one(anomalous)  # inside a region: not part of the context
     assert context.score_one(level(7.0)).surprise == 0.0
+
+
+def test_the_context_of_a_timed_series_says_nothing_before_it_spans_a_day() -> None:
+    """Five-minute points: enough of them after about eight hours, but the evening is not news against
+    the afternoon until the context has seen a whole day."""
+    context = ContextZ()
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    for index in range(288):
+        context.learn_one(Point(7.0 + 0.1 * (index % 2), 0.0, "level", at=start + 300 * index))
+    assert len(context.context.window) > CONTEXT_MIN_POINTS
+    assert context.score_one(Point(70.0, 0.0, "level", at=start + 300 * 287)).unusual is None
+    assert context.score_one(Point(70.0, 0.0, "level", at=start + 300 * 288)).unusual
 
 
 def test_a_self_calibrating_baseline_judges_nothing_until_it_knows_the_tail() -> None:
@@ -164,3 +179,44 @@ def test_one_point_far_beyond_the_context_opens_a_region_before_the_baseline_kno
             for i in range(400)]
     flags = [s.anomaly for s in detect(rows)]
     assert [i for i in range(1, len(flags)) if flags[i] and not flags[i - 1]] == [300]
+
+
+def nightly_job(spikes: dict[int, float], days: int = 8) -> list[Row]:
+    """Five-minute points near 10 with a job that writes 40 for ten minutes at 02:00 give or take half an
+    hour (a different time each night), and ``spikes``: point -> value."""
+    rng = random.Random(3)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    job = {day * 288 + 24 + rng.randint(-6, 6) for day in range(days)}
+    return [Row(i + 2, start + timedelta(minutes=5 * i),
+                spikes.get(i, 40.0 if i in job or i - 1 in job else rng.gauss(10, 0.3)), None)
+            for i in range(days * 288)]
+
+
+def test_a_nightly_job_is_the_usual_once_it_has_run_three_nights_and_anything_else_is_not() -> None:
+    """The job's spikes are a hundred of the series' deviations high: news the first nights, then what
+    the series does at that time — whatever the baseline says. A spike at noon, or one three times the
+    job's at its time, still opens a region."""
+    noon, bigger = 6 * 288 + 144, 7 * 288 + 20
+    rows = nightly_job({noon: 40.0, bigger: 120.0})
+    flags = [s.anomaly for s in detect(rows)]
+    openings = [i for i in range(1, len(flags)) if flags[i] and not flags[i - 1]]
+    assert [i for i in openings if i >= 4 * 288] == [noon, bigger], openings
+    assert any(288 <= i < 4 * 288 for i in openings)  # its first nights were news
+
+
+def test_what_recurs_every_day_vetoes_even_overwhelming_evidence_and_nothing_else_does() -> None:
+    profile = SeasonalProfileZ()
+    for row in nightly_job({}, days=4):
+        profile.learn_one(Point(row.value or 0.0, 0.0, "level", at=row.timestamp.timestamp()))
+    night = datetime(2026, 1, 9, 2, 20, tzinfo=UTC).timestamp()
+    assert profile.score_one(Point(40.0, 0.0, "level", at=night, expected=10.0)).firm
+    assert not profile.score_one(Point(40.0, 0.0, "level", at=night + 3 * 3600, expected=10.0)).firm
+    assert not profile.score_one(Point(120.0, 0.0, "level", at=night, expected=10.0)).firm
+    assert not profile.score_one(Point(40.0, 0.0, "level", at=night)).firm  # no baseline to measure the way from
+    strong = Verdict(20.0, 1.0, 10.0, True, (Opinion("robust_z", 1.0, True, 20.0),))
+    for firm, opens in ((True, False), (False, True)):
+        veto = Opinion("seasonal_profile", 0.0, False, firm=firm)
+        tracker = region_tracker()
+        change = tracker.step(datetime(2026, 1, 9, tzinfo=UTC), 40.0,
+                              Verdict(strong.z, strong.score, strong.expected, True, (*strong.opinions, veto)))
+        assert (change is not None) is opens

@@ -15,7 +15,8 @@ MERGE_WITHIN_POINTS of closing continues it, the calm points between flagged too
 judges only once it knows the series' tail; a CUSUM over its z opens a region for a lasting shift no
 single point shows, the context detector for a change the baseline adopts too soon, and the
 seasonal profile for a value unlike the same time on earlier days (where the series has a daily or
-weekly rhythm).
+weekly rhythm) — and against a region on what the series did at about this time each of the last
+days (a nightly job).
 With labels, point- and event-level scores are reported.
 """
 

@@ -30,6 +30,7 @@ need nothing else.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist, median
@@ -89,12 +90,20 @@ CONTEXT_STRETCH = 2.0
 # The seasonal profile (``SeasonalProfileZ``): the periods it tries, how many of each it keeps, from how
 # many it judges, the points whose intervals set its sampling interval, the fewest phases a period
 # must have at that interval, and how much of the values' variance its residuals may keep for it to speak.
-SEASONAL_PERIODS_S = (86400.0, 7 * 86400.0)
+DAY_S = 86400.0
+SEASONAL_PERIODS_S = (DAY_S, 7 * DAY_S)
 SEASONAL_PERIODS = 7
 MIN_PERIODS = 3
 INTERVAL_POINTS = 20
 MIN_PHASES = 12
 SEASONAL_EXPLAINS = 0.5
+# A daily recurrence (``SeasonalProfileZ``): a value the series reached within RECURRENCE_WITHIN_S of this
+# time of day on each of the last RECURRENCE_DAYS days — at least RECURRENCE_SHARE of the way from the
+# baseline's expected value to it — is what the series does then (a nightly job, a daily report run
+# a little earlier or later each day), however rare the baseline finds it.
+RECURRENCE_DAYS = 3
+RECURRENCE_WITHIN_S = 3600.0
+RECURRENCE_SHARE = 0.8
 # A point's z beyond this adds no more to the CUSUM: one outlier is the baseline's to judge, and a
 # shift the CUSUM is for moves many points by a little.
 CUSUM_CLIP_Z = 4.0
@@ -122,6 +131,7 @@ class Point:
     window_s: float = 60.0
     band: SeasonalBand | None = None  # the seasonal band for this time of the week, where one is fitted
     previous: float | None = None  # the series' previous value (on the judged scale), set by SeriesDetector
+    expected: float | None = None  # the baseline's expected value for it (on the judged scale), set by SeriesDetector
     anomalous: bool = False  # inside an anomaly region, or its country in an open incident (set by SeriesDetector)
     # A ratio of two event counts of the window rather than successes among trials (orders per cart
     # added: an order's cart may have been added in an earlier window); ``complement``: the value is
@@ -203,6 +213,9 @@ class Opinion:
     # How rare the point is for this series, as the |z| of a normal deviate as rare: what lets a detector
     # other than the baseline propose a region. 0 from a detector that does not measure rarity.
     surprise: float = 0.0
+    # A veto (``unusual`` False) that holds against overwhelming evidence too: the value itself is what the
+    # series does at this time every day, however far it is from the baseline.
+    firm: bool = False
 
 
 class Detector(Protocol):
@@ -454,7 +467,9 @@ class ContextZ:
     CALIBRATE_AFTER of them, by ``CONTEXT_STRETCH`` (a point 8 deviations out counts as rare as 4
     sigma: by Chebyshev's inequality at most one point in 64 of any series lies that far out). A
     bursty series' bursts so stop reading as news, and a smooth series' subtler changes start to. It
-    learns its context from usual points only and says nothing before it has ``CONTEXT_MIN_POINTS``."""
+    learns its context from usual points only and says nothing before it has ``CONTEXT_MIN_POINTS`` —
+    nor, for points with a time, before its context spans a day: the first evening of a series with a
+    daily rhythm is not news against its afternoon."""
 
     points: int = CONTEXT_POINTS
     name: str = "context_z"
@@ -463,6 +478,7 @@ class ContextZ:
     context: utils.Rolling = field(init=False)  # a variance over the window, with its mean
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
     calibrated: int = 0
+    since: float | None = None  # the time of its first context point
 
     def __post_init__(self) -> None:
         self.context = utils.Rolling(stats.Var, window_size=self.points, ddof=0)
@@ -481,7 +497,7 @@ class ContextZ:
 
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point.value)
-        if z is None:
+        if z is None or (point.at is not None and self.since is not None and point.at - self.since < DAY_S):
             return Opinion(self.name, 0.0, None)
         surprise = abs(z) / self.stretch()
         return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
@@ -497,6 +513,8 @@ class ContextZ:
         if weight < 1.0:  # the context is what the series usually does
             return
         self.context.update(point.value)
+        if self.since is None:
+            self.since = point.at
 
 
 @dataclass
@@ -509,6 +527,9 @@ class SeasonalProfileZ:
     period being the one that explains more. Then a value as usual as any for its time (within
     ``close_z`` of its profile) is the usual — a veto on a baseline that sees the daily peak as news —
     and a value unlike every recent day at this time is unusual, however usual its level is overall.
+    Where the profile does not find a point unusual, a value the series reached at about this time on
+    each of the last days is the usual, firmly (``RECURRENCE_DAYS``: a nightly job's spike, which
+    comes a little earlier or later each day, so the profile of exact phases does not hold it).
     The sampling interval is the median of the first points' intervals; points need ``at``."""
 
     periods: int = SEASONAL_PERIODS
@@ -520,6 +541,11 @@ class SeasonalProfileZ:
     _intervals: list[float] = field(default_factory=list)
     _last_at: float | None = None
     _profiles: dict[float, _PhaseProfile] = field(default_factory=dict)
+    # every point of the last RECURRENCE_DAYS days (anomalous ones too: what recurs each day is the usual,
+    # even if the first days' were news), by time, from ``_head`` on
+    _times: list[float] = field(default_factory=list)
+    _values: list[float] = field(default_factory=list)
+    _head: int = 0
 
     def _learn_interval(self, at: float) -> None:
         if self._last_at is not None and at > self._last_at and self.interval is None:
@@ -536,6 +562,12 @@ class SeasonalProfileZ:
         return min(explaining, key=lambda p: p.unexplained_share(), default=None)
 
     def score_one(self, point: Point) -> Opinion:
+        opinion = self._by_profile(point)
+        if opinion.unusual is not True and self._recurs(point):
+            return replace(opinion, unusual=False, firm=True)
+        return opinion
+
+    def _by_profile(self, point: Point) -> Opinion:
         rhythm = None if point.at is None else self._rhythm()
         if rhythm is None or point.at is None or (z := rhythm.z(point.at, point.value)) is None:
             return Opinion(self.name, 0.0, None)
@@ -543,10 +575,42 @@ class SeasonalProfileZ:
         unusual = True if surprise >= LEARN_BELOW_Z else False if surprise < self.close_z else None
         return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE), unusual, surprise)
 
+    def _recurs(self, point: Point) -> bool:
+        """Whether the series went as far from its expected value, the same way, within RECURRENCE_WITHIN_S
+        of this time of day on each of the last RECURRENCE_DAYS days."""
+        if point.at is None or point.expected is None or point.value == point.expected:
+            return False
+        reach = point.expected + RECURRENCE_SHARE * (point.value - point.expected)
+        above = point.value > point.expected
+        for day in range(1, RECURRENCE_DAYS + 1):
+            centre = point.at - day * DAY_S
+            first = bisect_left(self._times, centre - RECURRENCE_WITHIN_S, self._head)
+            last = bisect_right(self._times, centre + RECURRENCE_WITHIN_S, first)
+            if first == last:
+                return False
+            that_day = self._values[first:last]
+            if (max(that_day) < reach) if above else (min(that_day) > reach):
+                return False
+        return True
+
+    def _remember(self, at: float, value: float) -> None:
+        if self._times and at < self._times[-1]:  # a row out of order (detect --csv keeps file order)
+            index = bisect_right(self._times, at, self._head)
+            self._times.insert(index, at)
+            self._values.insert(index, value)
+        else:
+            self._times.append(at)
+            self._values.append(value)
+        self._head = bisect_left(self._times, at - RECURRENCE_DAYS * DAY_S - RECURRENCE_WITHIN_S, self._head)
+        if self._head > len(self._times) // 2:
+            del self._times[:self._head], self._values[:self._head]
+            self._head = 0
+
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         if point.at is None:
             return
         self._learn_interval(point.at)
+        self._remember(point.at, point.value)
         for profile in self._profiles.values():
             profile.learn_one(point.at, point.value, usual=weight >= 1.0 and not point.anomalous)
 
@@ -750,7 +814,8 @@ class SeriesDetector:
 
     def _judge(self, observed: Point, anomalous_before: bool) -> tuple[Point, Verdict]:
         """The point as the detectors judge it, and their verdict; the expected value is on its own scale."""
-        point = replace(observed.judged(), previous=self.previous, anomalous=anomalous_before)
+        point = replace(observed.judged(), previous=self.previous, anomalous=anomalous_before,
+                        expected=self.robust.expected)
         opinions = tuple(detector.score_one(point) for detector in self.detectors)
         z, warm = self.robust.z(point), self.robust.warm
         score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0

@@ -6,7 +6,8 @@ surprise, as a |z|: an accumulating detector sees a lasting shift no single poin
 is *strong* when the larger of |z| and every surprise is >= ``open_z`` and the value is at least
 ``min_change_pct`` away from the expected one. A detector that sees the value as the usual
 for this series (the seasonal band for this time of the week: the daily swing the fast baseline
-lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``).
+lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``)
+and the veto is not firm (a firm one: the value itself recurs at this time every day).
 The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
 first strong step when a second detector also sees it as unusual, or at once when |z| or any
 surprise is >= ``open_at_once_z`` (one point thirty times the usual is news on its own). Its
@@ -154,7 +155,7 @@ class RegionTracker:
         change_pct = 100 * abs(observed - verdict.expected) / abs(verdict.expected) if verdict.expected else 100.0
         if surprise < self.open_z or change_pct < self.min_change_pct:
             return []
-        if magnitude < self.open_at_once_z and any(o.unusual is False for o in verdict.opinions):
+        if any(o.unusual is False and (o.firm or magnitude < self.open_at_once_z) for o in verdict.opinions):
             return []
         return [o.detector for o in verdict.opinions if o.unusual]
 
