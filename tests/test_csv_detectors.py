@@ -14,11 +14,14 @@ from shoppulse.sidecar.detectors import (
     CALIBRATE_AFTER,
     CONTEXT_MIN_POINTS,
     CONTEXT_STRETCH,
+    LEVEL,
+    RECORD_MIN_POINTS,
     WARM_UP_POINTS,
     ContextZ,
     HalfSpaceTreesDetector,
     Opinion,
     Point,
+    RecordDetector,
     RobustZ,
     SeasonalProfileZ,
     Verdict,
@@ -194,13 +197,13 @@ def nightly_job(spikes: dict[int, float], days: int = 8) -> list[Row]:
 
 def test_a_nightly_job_is_the_usual_once_it_has_run_three_nights_and_anything_else_is_not() -> None:
     """The job's spikes are a hundred of the series' deviations high: news the first nights, then what
-    the series does at that time — whatever the baseline says. A spike at noon, or one three times the
-    job's at its time, still opens a region."""
+    the series does at that time — whatever the baseline says. The job's ten minutes at noon, or a
+    spike three times the job's at its time, still opens a region."""
     noon, bigger = 6 * 288 + 144, 7 * 288 + 20
-    rows = nightly_job({noon: 40.0, bigger: 120.0})
+    rows = nightly_job({noon: 40.0, noon + 1: 40.0, bigger: 120.0})
     flags = [s.anomaly for s in detect(rows)]
     openings = [i for i in range(1, len(flags)) if flags[i] and not flags[i - 1]]
-    assert [i for i in openings if i >= 4 * 288] == [noon, bigger], openings
+    assert [i for i in openings if i >= 4 * 288] == [noon + 1, bigger], openings  # a second strong step
     assert any(288 <= i < 4 * 288 for i in openings)  # its first nights were news
 
 
@@ -220,3 +223,36 @@ def test_what_recurs_every_day_vetoes_even_overwhelming_evidence_and_nothing_els
         change = tracker.step(datetime(2026, 1, 9, tzinfo=UTC), 40.0,
                               Verdict(strong.z, strong.score, strong.expected, True, (*strong.opinions, veto)))
         assert (change is not None) is opens
+
+
+def test_a_record_is_a_value_beyond_every_usual_one_of_the_latest_points() -> None:
+    record = RecordDetector(points=1000)
+    for index in range(RECORD_MIN_POINTS - 1):
+        record.learn_one(level(10.0 + index % 7))
+    assert record.score_one(level(99.0)).unusual is None  # too few points to know the range
+    record.learn_one(level(10.0))
+    assert record.score_one(level(16.5)).unusual is True and record.score_one(level(9.5)).unusual is True
+    assert record.score_one(level(16.0)).unusual is None and record.score_one(level(10.0)).unusual is None
+    record.learn_one(level(50.0), weight=0.0)  # inside a region: not part of the range
+    assert record.score_one(level(30.0)).unusual is True
+    record.learn_one(level(30.0))
+    for _ in range(999):
+        record.learn_one(level(12.0))
+    assert record.score_one(level(30.0)).unusual is None and record.score_one(level(20.0)).unusual is None
+    record.learn_one(level(12.0))  # the 30 leaves the window
+    assert record.score_one(level(20.0)).unusual is True
+
+
+def test_a_first_strong_step_opens_only_with_evidence_of_another_kind_than_the_level() -> None:
+    """Two detectors that both measure how far the value is from a level agreeing are one piece of
+    evidence: a second strong step is needed. A record (or the time of day) beside them opens at once."""
+    def first_step(*others: Opinion) -> bool:
+        level_opinions = (Opinion("robust_z", 0.6, True, 5.0, evidence=LEVEL),
+                          Opinion("context_z", 0.6, True, 5.0, evidence=LEVEL))
+        verdict = Verdict(5.0, 0.6, 10.0, True, (*level_opinions, *others))
+        return region_tracker().step(datetime(2026, 1, 9, tzinfo=UTC), 40.0, verdict) is not None
+
+    assert not first_step()
+    assert first_step(Opinion("record", 1.0, True))
+    assert first_step(Opinion("seasonal_profile", 0.7, True, 5.5))
+    assert not first_step(Opinion("record", 0.0, None))

@@ -37,6 +37,7 @@ from shoppulse.sidecar.detectors import (
     HalfSpaceTreesDetector,
     LevelShiftCusum,
     Point,
+    RecordDetector,
     RobustZ,
     SeasonalProfileZ,
     SeriesDetector,
@@ -50,6 +51,9 @@ CLOSE_AFTER_POINTS = 12
 # bursty series (tweet volumes, disk writes) otherwise raise one region per burst.
 MERGE_WITHIN_POINTS = 96
 GAP_STEPS = 5  # a pause longer than this many of the series' usual intervals counts as a gap
+# Where a region opens (``region_tracker``): chosen on the Numenta Anomaly Benchmark (docs/benchmarks.md).
+OPEN_Z = 3.5
+OPEN_AT_ONCE_Z = 20.0
 
 
 class CsvInputError(ValueError):
@@ -174,13 +178,19 @@ def series_detector(cusum: bool = True) -> SeriesDetector:
     # one the baseline adopts too soon against the last few hundred points.
     detectors: list[Detector] = [baseline, HalfSpaceTreesDetector(seed=11, corroborates=False),
                                  *([LevelShiftCusum(baseline)] if cusum else []), ContextZ(),
-                                 SeasonalProfileZ()]
+                                 SeasonalProfileZ(), RecordDetector()]
     return SeriesDetector(seed=11, robust=baseline, detectors=detectors, absorb_after=0)
 
 
 def region_tracker() -> RegionTracker:
-    # A real series' anomaly often comes in bursts a few points apart: one region for them, not one each.
-    return RegionTracker("value", "csv", close_after=CLOSE_AFTER_POINTS)
+    """The sidecar's hysteresis, set for arbitrary series. A real series' anomaly often comes in bursts a
+    few points apart: one region for them, not one each. Its values have no natural zero (a machine's
+    temperature 10 % up is a fire), so no change is too small in per cent. Its surprises are calibrated
+    by its own tails, and the first strong step opens only with evidence of another kind (a record, the
+    time of day), so a step is strong from OPEN_Z; one point alone opens from OPEN_AT_ONCE_Z (a bursty
+    series' single spikes reach well past 8 sigma of its level)."""
+    return RegionTracker("value", "csv", open_z=OPEN_Z, open_at_once_z=OPEN_AT_ONCE_Z, min_change_pct=0.0,
+                         close_after=CLOSE_AFTER_POINTS)
 
 
 def detect(rows: Iterable[Row]) -> Iterator[Scored]:

@@ -23,6 +23,8 @@ need nothing else.
   the short-memory baseline adopts before it is over.
 * ``SeasonalProfileZ``: the point against the same time on the last days (or weeks), where the
   series has that rhythm, for a value usual for the series but not for its time of day.
+* ``RecordDetector``: whether the point goes beyond every usual value of the series' last week or
+  so — evidence of another kind than a deviation's size, which corroborates it.
 * ``SeriesDetector`` runs a list of them, blends their scores by each detector's weight, and stops
   them learning while the series is anomalous, so an incident does not become normal.
 """
@@ -104,6 +106,11 @@ SEASONAL_EXPLAINS = 0.5
 RECURRENCE_DAYS = 3
 RECURRENCE_WITHIN_S = 3600.0
 RECURRENCE_SHARE = 0.8
+# The record detector: how many of the latest usual points a value must go beyond (about a week at a
+# 5-minute step), and how many it needs before it says anything.
+RECORD_POINTS = 2000
+RECORD_MIN_POINTS = 500
+LEVEL = "level"  # the evidence of the detectors that measure a deviation from a learned level
 # A point's z beyond this adds no more to the CUSUM: one outlier is the baseline's to judge, and a
 # shift the CUSUM is for moves many points by a little.
 CUSUM_CLIP_Z = 4.0
@@ -216,6 +223,12 @@ class Opinion:
     # A veto (``unusual`` False) that holds against overwhelming evidence too: the value itself is what the
     # series does at this time every day, however far it is from the baseline.
     firm: bool = False
+    # What the judgement rests on: detectors that look at the same thing (LEVEL: how far the value is from
+    # a learned level) agreeing are one piece of evidence, not two. "": the detector's own.
+    evidence: str = ""
+
+    def basis(self) -> str:
+        return self.evidence or self.detector
 
 
 class Detector(Protocol):
@@ -357,9 +370,9 @@ class RobustZ:
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point)
         if not self.warm:
-            return Opinion(self.name, 0.0, None)
+            return Opinion(self.name, 0.0, None, evidence=LEVEL)
         return Opinion(self.name, min(1.0, abs(z) / Z_FOR_FULL_SCORE), True if abs(z) >= LEARN_BELOW_Z else None,
-                       abs(z))
+                       abs(z), evidence=LEVEL)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Huber-style: a residual counts at most ``CLIP_Z`` scales, so a drift that is starting does not
@@ -498,10 +511,10 @@ class ContextZ:
     def score_one(self, point: Point) -> Opinion:
         z = self.z(point.value)
         if z is None or (point.at is not None and self.since is not None and point.at - self.since < DAY_S):
-            return Opinion(self.name, 0.0, None)
+            return Opinion(self.name, 0.0, None, evidence=LEVEL)
         surprise = abs(z) / self.stretch()
         return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
-                       True if surprise >= LEARN_BELOW_Z else None, surprise)
+                       True if surprise >= LEARN_BELOW_Z else None, surprise, evidence=LEVEL)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         if point.anomalous:
@@ -669,6 +682,35 @@ class _PhaseProfile:
         self.phases.setdefault(phase, deque(maxlen=self.periods)).append((number, value))
 
 
+@dataclass
+class RecordDetector:
+    """Whether the point goes beyond every usual value of the series' last ``points`` — its highest or
+    lowest in that long. Evidence of another kind than how far a value is from a level: a bursty
+    series' daily bursts are no record, a storm bigger than any in a week is; a machine whose
+    temperature falls below anything it has shown is news however wide its swings. It corroborates a
+    strong step (never proposes or vetoes), learns usual points only, and says nothing before it has
+    RECORD_MIN_POINTS of them."""
+
+    points: int = RECORD_POINTS
+    name: str = "record"
+    decides: ClassVar[bool] = True
+    weight: float = 0.0  # it corroborates; the blended score stays the baseline's and HST's
+    window: utils.SortedWindow[float] = field(init=False)  # the latest usual values, sorted
+
+    def __post_init__(self) -> None:
+        self.window = utils.SortedWindow(size=self.points)
+
+    def score_one(self, point: Point) -> Opinion:
+        if len(self.window) < RECORD_MIN_POINTS:
+            return Opinion(self.name, 0.0, None)
+        beyond = point.value > self.window[-1] or point.value < self.window[0]
+        return Opinion(self.name, float(beyond), True if beyond else None)
+
+    def learn_one(self, point: Point, weight: float = 1.0) -> None:
+        if weight >= 1.0:
+            self.window.append(point.value)
+
+
 def rarity_as_z(probability: float) -> float:
     """The |z| of a two-sided normal tail with this probability: 1e-4 -> 3.89, 6.3e-5 -> 4.0."""
     if probability >= 1.0:
@@ -722,10 +764,10 @@ class LevelShiftCusum:
 
     def score_one(self, point: Point) -> Opinion:
         if not self.baseline.warm or self.calibrated < CALIBRATE_AFTER:  # silent until it knows its tail
-            return Opinion(self.name, 0.0, None)
+            return Opinion(self.name, 0.0, None, evidence=LEVEL)
         surprise = self.surprise(max(self._sums(point)))
         return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
-                       True if surprise >= LEARN_BELOW_Z else None, surprise)
+                       True if surprise >= LEARN_BELOW_Z else None, surprise, evidence=LEVEL)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Add the point to the sums, unusual ones too (they are the evidence); inside an anomaly

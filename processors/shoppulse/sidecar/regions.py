@@ -9,7 +9,9 @@ for this series (the seasonal band for this time of the week: the daily swing th
 lags behind) vetoes a strong step — unless the evidence is overwhelming (|z| >= ``open_at_once_z``)
 and the veto is not firm (a firm one: the value itself recurs at this time every day).
 The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
-first strong step when a second detector also sees it as unusual, or at once when |z| or any
+first strong step when a detector whose judgement rests on something else also sees it as unusual
+(two detectors that both measure the deviation from a level are one piece of evidence; the time of
+day, a record or an isolation score is another), or at once when |z| or any
 surprise is >= ``open_at_once_z`` (one point thirty times the usual is news on its own). Its
 ``onset`` is the first step of the run of steps, each beyond ``close_z`` the same way, that led to it:
 the series had left its usual range before the evidence was strong.
@@ -26,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from shoppulse.sidecar.detectors import Verdict
+from shoppulse.sidecar.detectors import Opinion, Verdict
 
 NAMESPACE = uuid.UUID("5d7c1f1e-8a43-4c1e-9a0e-5b6f2b9d0c11")
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -113,12 +115,13 @@ class RegionTracker:
                 return None
             self._above += 1
             overwhelming = surprise >= self.open_at_once_z
-            if self._above < self.open_after and not overwhelming and len(agreeing) < 2:
+            if self._above < self.open_after and not overwhelming and len({o.basis() for o in agreeing}) < 2:
                 return None
             self._above, self._below = 0, 0
             self.region = Region(region_id(self.metric, self.country, at), self.metric, self.country, at,
                                  observed, verdict.expected, verdict.expected - 2 * band, verdict.expected + 2 * band,
-                                 verdict.score, verdict.z, detectors=agreeing, onset=self._deviating_since or at)
+                                 verdict.score, verdict.z, detectors=[o.detector for o in agreeing],
+                                 onset=self._deviating_since or at)
             self._deviating_since = None
             self.region.peak_delta_pct, self.region.peak_z = self.region.delta_pct, magnitude
             return Change("opened", self.region)
@@ -147,7 +150,7 @@ class RegionTracker:
         elif self._deviating_since is None or sign != self._deviating_sign:
             self._deviating_since, self._deviating_sign = at, sign
 
-    def _agreeing(self, verdict: Verdict, observed: float, surprise: float) -> list[str]:
+    def _agreeing(self, verdict: Verdict, observed: float, surprise: float) -> list[Opinion]:
         """The detectors that see this step as an anomaly, in the series' order; none when the step is
         not strong (``surprise``, the rarest any detector finds it, below ``open_z``) or a detector
         vetoes it as the usual."""
@@ -157,7 +160,7 @@ class RegionTracker:
             return []
         if any(o.unusual is False and (o.firm or magnitude < self.open_at_once_z) for o in verdict.opinions):
             return []
-        return [o.detector for o in verdict.opinions if o.unusual]
+        return [o for o in verdict.opinions if o.unusual]
 
 
 def _surprise(verdict: Verdict) -> float:
