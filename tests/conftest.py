@@ -137,7 +137,7 @@ def table_name(request: pytest.FixtureRequest) -> str:
     return "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
 
 
-def store_region(client: Client, incident_id: uuid.UUID, country: str, at: datetime, score: float = 0.98,
+def store_region(client: Client, incident_id: uuid.UUID, country: str, at: datetime, score: float = 0.9999999,
                  metric: str = "payment_failure_rate") -> None:
     """An anomaly region of a stored incident, as the sidecar writes it: what gives the incident its confidence
     (the strongest score of its regions), which the action policies ask for."""

@@ -25,7 +25,7 @@ PIX = Contributor("gateway", "pix", 0.97)
 def outage(countries: tuple[str, ...] = ("BR",), *, severity: str = "high", contributors: tuple = (PIX,),
            kind: str = "payment_failures", resolved: datetime | None = None, serial: int = 1,
            metrics: tuple[str, ...] = ("payment_failure_rate", "orders_per_s"),
-           confidence: float = 0.95) -> IncidentFacts:
+           confidence: float = 0.9999999) -> IncidentFacts:
     return IncidentFacts(uuid.UUID(int=serial), kind, countries, severity, T0, resolved, contributors, "", metrics,
                          confidence)
 
@@ -80,9 +80,9 @@ def test_a_chargeback_wave_holds_the_country_s_orders_for_review_and_other_refun
 
 def test_an_incident_below_the_policy_s_confidence_or_without_its_metric_proposes_nothing() -> None:
     at = T0 + timedelta(minutes=3)
-    assert FAILOVER.trigger.min_confidence == 0.7 and FAILOVER.trigger.metrics == ["payment_failure_rate"]
-    assert decide([FAILOVER], outage(confidence=0.69), at, []) == []  # the detectors barely agree: a human looks
-    assert [d.outcome for d in decide([FAILOVER], outage(confidence=0.7), at, [])] == ["proposed"]
+    assert FAILOVER.trigger.min_confidence == 0.999999 and FAILOVER.trigger.metrics == ["payment_failure_rate"]
+    assert decide([FAILOVER], outage(confidence=0.99999), at, []) == []  # not that rare (|z| 4.4): a human looks
+    assert [d.outcome for d in decide([FAILOVER], outage(confidence=0.999999), at, [])] == ["proposed"]
     assert decide([FAILOVER], outage(metrics=("orders_per_s",)), at, []) == []  # no failure rate moved
 
 
@@ -160,7 +160,7 @@ def test_a_dry_run_over_stored_incidents_proposes_what_the_policies_would_have_d
     """Incidents as the sidecar stores them: the pix outage in BR proposes the failover two minutes in;
     an outage failing every gateway alike, a store-wide incident and a sales drop propose nothing; a
     second pix outage in BR within the hour is refused by the rate limit; one its detectors barely agreed on
-    (its strongest anomaly scored 0.5) proposes nothing."""
+    (its strongest anomaly scored 0.99: one usual point in a hundred is as unusual) proposes nothing."""
     _settings, client = clickhouse_endpoint.migrated("actions_dry_run")
     columns = ["incident_id", "kind", "countries", "metrics", "anomaly_ids", "opened_at", "resolved_at", "severity",
                "revenue_at_risk", "contributors", "contributor_dimensions", "contributor_values",
@@ -175,11 +175,11 @@ def test_a_dry_run_over_stored_incidents_proposes_what_the_policies_would_have_d
 
     anomaly_columns = ["anomaly_id", "metric", "country", "opened_at", "severity", "observed", "expected", "lower",
                        "upper", "score", "detectors", "updated_at", "incident_id"]
-    # each incident's regions: its confidence is the strongest score (the pix outage's two regions, 0.6 and 0.98)
+    # each incident's regions: its confidence is the strongest score (the pix outage's two regions, 0.6 and 0.9999999)
     client.insert("anomalies", [
         [uuid.UUID(int=100 + n), "payment_failure_rate", "BR", T0, "critical", 0.9, 0.05, 0.0, 0.1, score, [],
-         T0, uuid.UUID(int=serial)] for n, (serial, score) in enumerate(((1, 0.6), (1, 0.98), (2, 1.0), (3, 1.0),
-                                                                          (4, 1.0), (5, 0.99), (6, 0.5)))],
+         T0, uuid.UUID(int=serial)] for n, (serial, score) in enumerate(((1, 0.6), (1, 0.9999999), (2, 1.0), (3, 1.0),
+                                                                          (4, 1.0), (5, 0.9999999), (6, 0.99)))],
         column_names=anomaly_columns)
     client.insert("incidents", [
         row(1, 10, "payment_failures", ["BR"], ["gateway", "failure reason"], ["pix", "gateway_error"], [0.97, 1.0]),

@@ -24,7 +24,7 @@ T0 = datetime(2026, 12, 1, 16, 0, tzinfo=UTC)
 def proposal(gateway: str = "pix", serial: int = 1):
     incident = IncidentFacts(uuid.UUID(int=serial), "payment_failures", ("BR",), "critical", T0, None,
                              (Contributor("gateway", gateway, 0.97),), metrics=("payment_failure_rate",),
-                             confidence=0.98)
+                             confidence=0.9999999)
     [decision] = decide([FAILOVER], incident, T0 + timedelta(minutes=3), [])
     return decision
 
@@ -86,7 +86,7 @@ def test_a_review_of_new_orders_is_held_once_and_ended_by_its_rollback() -> None
     review = Policy.model_validate(yaml.safe_load((ROOT / "actions" / "review-risky-orders.yaml").read_text()))
     incident = IncidentFacts(uuid.UUID(int=7), "refund_surge", ("US",), "high", T0, None,
                              (Contributor("refund reason", "unauthorized", 0.9),), metrics=("refunds_per_s",),
-                             confidence=0.9)
+                             confidence=0.9999999)
     [decision] = decide([review], incident, T0 + timedelta(minutes=3), [])
     with shop_admin_standin(TOKEN) as (url, shop):
         client = ShopAdminClient(url, TOKEN, pause_s=0.01)

@@ -27,6 +27,8 @@ from shoppulse.sidecar.detectors import (
     SeasonalBandDetector,
     SeriesDetector,
     Verdict,
+    as_likelihood,
+    combined_likelihood,
     half_space_trees,
     rarity_as_z,
 )
@@ -276,7 +278,6 @@ class Ceiling:
 
     limit: float
     name: str = "ceiling"
-    weight: float = 0.0
 
     def score_one(self, point: Point) -> Opinion:
         return Opinion(self.name, 1.0, True) if point.value > self.limit else Opinion(self.name, 0.0, False)
@@ -397,6 +398,36 @@ def test_scoring_a_phenomenon_wants_a_level_shifts_onset_and_counts_every_later_
     assert "2 alert(s) as it began or ended, tolerated; 1 false alert(s)" in lines[2], lines
     assert "false alerts: 4 = 2.67 per country-day" in lines[-1]
     assert "1 false alert(s) beside the phenomena" in lines[-3] and "views_per_s US (+10%)" in lines[-2]
+
+
+def test_scores_are_probabilities_and_their_combination_does_not_grow_with_the_detectors() -> None:
+    assert as_likelihood(2.0) == pytest.approx(0.9545, abs=1e-4)
+    assert as_likelihood(4.0) == pytest.approx(0.99994, abs=1e-5)
+    assert as_likelihood(rarity_as_z(0.003)) == pytest.approx(0.997)  # one the inverse of the other's tail
+    opinions = (Opinion("a", 0.99, True), Opinion("b", 0.5, None), Opinion("c", 0.0, None))
+    assert combined_likelihood(opinions) == pytest.approx(0.97)  # 1 - 3 x 1 %
+    assert combined_likelihood(opinions[:1]) == pytest.approx(0.99) and combined_likelihood(()) == 0.0
+
+
+def test_a_series_score_says_how_unusual_the_point_is_for_it() -> None:
+    """Order counts with a daily swing: about one usual point in a hundred scores above 0.99 (at most:
+    the combination is conservative), one in ten above 0.9; the trees' score too, calibrated by their own
+    scores of the series; ten minutes of orders at 40 % score above 0.98 throughout, mostly above 0.999."""
+    usual: list[float] = []
+    trees: list[float] = []
+    dropped: list[float] = []
+    detector = SeriesDetector(seed=3)
+    for index, point in enumerate(orders_stream(60_600, 2.0, seed=8, drop=(60_000, 60_600, 0.4))):
+        verdict = detector.step(point, False)
+        if 600 <= index < 5_994:
+            usual.append(verdict.score)
+            trees.append(next(o.score for o in verdict.opinions if o.detector == "half_space_trees"))
+        elif index >= 6_005:
+            dropped.append(verdict.score)
+    assert sum(score > 0.99 for score in usual) <= 0.01 * len(usual) < sum(score > 0.5 for score in usual)
+    assert sum(score > 0.9 for score in usual) <= 0.1 * len(usual)
+    assert 0.005 * len(trees) <= sum(score > 0.99 for score in trees) <= 0.02 * len(trees)
+    assert min(dropped) > 0.98 and sorted(dropped)[len(dropped) // 2] > 0.999
 
 
 def test_rarity_is_told_as_the_z_of_a_normal_tail_as_rare() -> None:

@@ -56,7 +56,7 @@ class IncidentFacts:
     contributors: tuple[Contributor, ...] = ()
     story: str = ""
     metrics: tuple[str, ...] = ()  # what moved (the sidecar's metric names)
-    confidence: float = 0.0  # its strongest anomaly's blended detector score, 0-1
+    confidence: float = 0.0  # how unusual its strongest anomaly was for its series, as a probability
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def incident_versions(client: Client, begin: datetime, end: datetime) -> Version
 
 def _read(client: Client, where: str, begin: datetime, end: datetime,
           final: bool = True) -> list[tuple[datetime, IncidentFacts]]:
-    # an incident's confidence: the strongest blended score of its anomaly regions (each region's newest row)
+    # an incident's confidence: the strongest (calibrated) score of its anomaly regions (each region's newest row)
     rows = client.query(
         "SELECT i.incident_id, kind, countries, severity, opened_at, resolved_at, contributor_dimensions, "
         "contributor_values, contributor_shares, story, metrics, a.confidence, as_of "

@@ -63,7 +63,8 @@ class Trigger(_Strict):
     countries: list[Country] | None = Field(default=None, description="default: any country")
     min_severity: Literal["low", "medium", "high", "critical"] = "high"
     min_confidence: float = Field(default=0.0, ge=0, le=1,
-                                  description="the incident's strongest anomaly's detector score (1 at |z| >= 8)")
+                                  description="how unusual the incident's strongest anomaly was for its series, as a "
+                                              "probability (0.999999: one usual point in a million is as unusual)")
     metrics: list[str] | None = Field(default=None, min_length=1,
                                       description="the incident must have moved one of these; default: any")
     min_duration: str = Field(default="0s", description="how long the incident has been open")

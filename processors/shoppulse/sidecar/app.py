@@ -141,7 +141,7 @@ class Sidecar:
     to_reword: list[tuple[InsightPayload, datetime, uuid.UUID, list[object]]] = field(default_factory=list)
     fast: FastPath | None = None  # provisional regions from the live seconds (fast_path.py)
     # A replay that only decides (a backtest: it writes nothing) leaves out the detectors that only add to
-    # the blended score stored with a region; every region opens and closes as it would live.
+    # the combined score stored with a region; every region opens and closes as it would live.
     deciding_only: bool = False
 
     def __post_init__(self) -> None:

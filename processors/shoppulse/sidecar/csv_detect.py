@@ -8,10 +8,11 @@ it stands with a warning naming its line, or the rows are ordered by time first 
 or not-a-number value (``NA``, ``NaN``, ``null``…) is a missing point, written out unscored with the
 anomaly flag of the region around it and never learned from; gaps in time are counted.
 
-Output: exactly one row per input row, with ``score`` in [0, 1] (the blended robust-z and
-Half-Space-Trees score) and ``anomaly`` (1 while a region is open, with the sidecar's hysteresis
-but closing only after CLOSE_AFTER_POINTS calm points; a region that opens again within
-MERGE_WITHIN_POINTS of closing continues it, the calm points between flagged too). The baseline
+Output: exactly one row per input row, with ``score`` in [0, 1] (how unusual the point is for this
+series, as a probability: the detectors' calibrated scores combined) and ``anomaly`` (1 while a
+region is open, with the sidecar's hysteresis but closing only after CLOSE_AFTER_POINTS calm points;
+a region that opens again within MERGE_WITHIN_POINTS of closing continues it, the calm points between
+flagged too). The baseline
 judges only once it knows the series' tail; a CUSUM over its z opens a region for a lasting shift no
 single point shows, the context detector for a change the baseline adopts too soon, and the
 seasonal profile for a value unlike the same time on earlier days (where the series has a daily or

@@ -1,10 +1,10 @@
 """Online detectors for one series (one metric in one country), fed one point per evaluation step.
 
 Every detector follows River's anomaly-detector idiom on the same ``Point``: ``score_one(point)``
-gives its ``Opinion`` (a score in [0, 1] and whether it sees the point as unusual, as the usual, or
-cannot tell) without learning, ``learn_one(point, weight)`` learns. A point carries its own context
-(the previous value, the seasonal band for its time of the week where one is fitted), so detectors
-need nothing else.
+gives its ``Opinion`` (a calibrated score: how unusual the point is for this series, as a
+probability; and whether it sees the point as unusual, as the usual, or cannot tell) without
+learning, ``learn_one(point, weight)`` learns. A point carries its own context (the previous value,
+the seasonal band for its time of the week where one is fitted), so detectors need nothing else.
 
 * ``RobustZ``: an EWMA of the level and of the absolute deviation (a streaming median-like scale),
   with a floor from counting statistics — a z never larger than the exact tail of the count behind
@@ -25,8 +25,10 @@ need nothing else.
   series has that rhythm, for a value usual for the series but not for its time of day.
 * ``RecordDetector``: whether the point goes beyond every usual value of the series' last week or
   so — evidence of another kind than a deviation's size, which corroborates it.
-* ``SeriesDetector`` runs a list of them, blends their scores by each detector's weight, and stops
-  them learning while the series is anomalous, so an incident does not become normal.
+* ``SeriesDetector`` runs a list of them, combines their scores into one (the rarest opinion's tail
+  probability, times the number of opinions: Bonferroni's bound, so a series judged by more detectors
+  does not look rarer for it), and stops them learning while the series is anomalous, so an incident
+  does not become normal.
 """
 
 from __future__ import annotations
@@ -75,8 +77,12 @@ ABSORB_AFTER_STEPS = 180  # 30 minutes at the sidecar's 10 s step
 ADOPT_AFTER_STEPS = 120  # 20 minutes at the sidecar's 10 s step
 ADOPT_FROM_STEPS = 60  # the latest 10 minutes
 ADOPTED_KINDS = frozenset({"rate"})
-Z_FOR_FULL_SCORE = 8.0
 HST_AGREES = 0.7  # River's HalfSpaceTrees score from which it counts as seeing the point as unusual
+# Its scores are calibrated against its own: the share of its latest HST_SCORES scores of usual points
+# below a point's, once it has HST_CALIBRATE_AFTER of them.
+HST_SCORES = 1000
+HST_CALIBRATE_AFTER = 100
+BAND_SDS = 2.0  # the seasonal band is this many residual standard deviations either side (seasonal.py)
 # Self-calibration: how far out this series' own |z| reaches in its 0.5 % tail, against a normal
 # series' 2.81. A heavier tail (bursty arrivals, a noisier measurement than counting explains)
 # stretches the z scale by the ratio, so "|z| >= 4" keeps meaning "as rare as 4 sigma would be".
@@ -89,6 +95,7 @@ CALIBRATE_AFTER = 360  # points seen before the tail estimate is trusted (an hou
 CONTEXT_POINTS = 500
 CONTEXT_MIN_POINTS = 100
 CONTEXT_STRETCH = 2.0
+FLAT_CONTEXT_Z = 16.0  # any change of a flat context: as rare as 8 sigma once stretched until its tail is known
 # The seasonal profile (``SeasonalProfileZ``): the periods it tries, how many of each it keeps, from how
 # many it judges, the points whose intervals set its sampling interval, the fewest phases a period
 # must have at that interval, and how much of the values' variance its residuals may keep for it to speak.
@@ -215,7 +222,9 @@ class Opinion:
     """What one detector makes of one point."""
 
     detector: str
-    score: float  # in [0, 1]: how unusual the detector finds the point
+    # How unusual the detector finds the point for this series, as a probability (``as_likelihood`` of its
+    # surprise): 0.99 means one usual point in a hundred would look as unusual or more.
+    score: float
     unusual: bool | None  # True: an anomaly; False: the usual for this series (a veto); None: cannot tell
     # How rare the point is for this series, as the |z| of a normal deviate as rare: what lets a detector
     # other than the baseline propose a region. 0 from a detector that does not measure rarity.
@@ -238,17 +247,31 @@ class Detector(Protocol):
     decline."""
 
     name: str
-    weight: float  # its share of the blended score
 
     @property
     def decides(self) -> bool:
-        """Whether its opinion can open, hold or veto a region; one that only adds to the blended score
+        """Whether its opinion can open, hold or veto a region; one that only adds to the combined score
         need not run where no score is kept (a backtest)."""
         ...
 
     def score_one(self, point: Point) -> Opinion: ...
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None: ...
+
+
+def as_likelihood(surprise: float) -> float:
+    """A surprise (the |z| of a normal deviate as rare) as a probability: the share of a normal series'
+    points less rare — 0.954 at 2, 0.99994 at 4 (one minus ``rarity_as_z``'s tail)."""
+    return math.erf(max(surprise, 0.0) / math.sqrt(2.0))
+
+
+def combined_likelihood(opinions: tuple[Opinion, ...]) -> float:
+    """The opinions' scores as one: one minus the rarest one's tail probability times their number
+    (Bonferroni's bound: of k detectors looking at usual points, the rarest finds a tail of p or less
+    at most k times as often as one does), at least 0."""
+    if not opinions:
+        return 0.0
+    return max(0.0, 1.0 - len(opinions) * min(1.0 - o.score for o in opinions))
 
 
 def tail_stretch(tail: stats.Quantile, calibrated: int, until_known: float) -> float:
@@ -291,7 +314,6 @@ class RobustZ:
     seen: int = 0
     name: str = "robust_z"
     decides: ClassVar[bool] = True
-    weight: float = 0.8
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
     calibrated: int = 0
     # the usual points' squared counting z at no overdispersion, clipped: the series' own dispersion
@@ -371,8 +393,8 @@ class RobustZ:
         z = self.z(point)
         if not self.warm:
             return Opinion(self.name, 0.0, None, evidence=LEVEL)
-        return Opinion(self.name, min(1.0, abs(z) / Z_FOR_FULL_SCORE), True if abs(z) >= LEARN_BELOW_Z else None,
-                       abs(z), evidence=LEVEL)
+        return Opinion(self.name, as_likelihood(abs(z)), True if abs(z) >= LEARN_BELOW_Z else None, abs(z),
+                       evidence=LEVEL)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Huber-style: a residual counts at most ``CLIP_Z`` scales, so a drift that is starting does not
@@ -412,15 +434,18 @@ def half_space_trees(seed: int) -> compose.Pipeline:
 @dataclass
 class HalfSpaceTreesDetector:
     """River's HalfSpaceTrees on the level and its change since the previous point. It corroborates
-    (never vetoes: a low isolation score says little) and learns from normal points only."""
+    (never vetoes: a low isolation score says little) and learns from normal points only. Its score is
+    calibrated by the series: the share of its scores of the latest usual points below this one (an
+    isolation score of 0.9 is routine for one series and unheard of for another)."""
 
     seed: int = 7
     model: compose.Pipeline | None = None  # built at its first point: a replay that drops it never pays for it
     name: str = "half_space_trees"
-    weight: float = 0.2
     # Whether its agreement opens a region at the first strong step. On arbitrary series (detect --csv)
     # its score is high through much of the series, so it would make every strong step open one.
     corroborates: bool = True
+    usual_scores: utils.SortedWindow[float] = field(default_factory=lambda: utils.SortedWindow(size=HST_SCORES))
+    _pending: tuple[Point, float] | None = None  # the raw score of the point just scored, for learn_one
 
     @property
     def decides(self) -> bool:
@@ -436,13 +461,27 @@ class HalfSpaceTreesDetector:
         return {"level": point.value,
                 "change": point.value - (point.previous if point.previous is not None else point.value)}
 
+    def raw_score(self, point: Point) -> float:
+        if self._pending is not None and self._pending[0] is point:
+            return self._pending[1]
+        raw = float(self.trees().score_one(self.features(point)))
+        self._pending = (point, raw)
+        return raw
+
+    def likelihood(self, raw: float) -> float:
+        """The share of its scores of the latest usual points below ``raw`` (0 until it has enough)."""
+        seen = len(self.usual_scores)
+        return 0.0 if seen < HST_CALIBRATE_AFTER else bisect_left(self.usual_scores, raw) / (seen + 1)
+
     def score_one(self, point: Point) -> Opinion:
-        score = float(self.trees().score_one(self.features(point)))
-        return Opinion(self.name, score, True if self.corroborates and score >= HST_AGREES else None)
+        raw = self.raw_score(point)
+        return Opinion(self.name, self.likelihood(raw), True if self.corroborates and raw >= HST_AGREES else None)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         if weight >= 1.0:
+            self.usual_scores.append(self.raw_score(point))
             self.trees().learn_one(self.features(point))
+        self._pending = None
 
 
 @dataclass
@@ -453,17 +492,16 @@ class SeasonalBandDetector:
 
     name: str = "seasonal_band"
     decides: ClassVar[bool] = True
-    weight: float = 0.0  # a veto or a corroboration, not a share of the score
 
     def score_one(self, point: Point) -> Opinion:
+        """A veto inside the band, a corroboration outside; scored by the value's z against the band's
+        expectation (its middle, BAND_SDS residual deviations from either edge)."""
         band = point.band
         if band is None:
             return Opinion(self.name, 0.0, None)
-        if band.contains(point.value):
-            return Opinion(self.name, 0.0, False)
         half_width = max((band.upper - band.lower) / 2, 1e-9)
-        outside = band.lower - point.value if point.value < band.lower else point.value - band.upper
-        return Opinion(self.name, min(1.0, outside / half_width), True)
+        z = BAND_SDS * abs(point.value - (band.upper + band.lower) / 2) / half_width
+        return Opinion(self.name, as_likelihood(z), not band.contains(point.value))
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Nothing to learn online: the band is refitted from ClickHouse."""
@@ -487,7 +525,6 @@ class ContextZ:
     points: int = CONTEXT_POINTS
     name: str = "context_z"
     decides: ClassVar[bool] = True
-    weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
     context: utils.Rolling = field(init=False)  # a variance over the window, with its mean
     tail: stats.Quantile = field(default_factory=lambda: stats.Quantile(TAIL_QUANTILE))
     calibrated: int = 0
@@ -502,7 +539,7 @@ class ContextZ:
         deviation = value - float(self.context.obj.mean.get())
         spread = math.sqrt(max(float(self.context.obj.get()), 0.0))
         if spread <= 1e-12:  # a flat context: any change at all is news
-            return 0.0 if abs(deviation) <= 1e-12 else math.copysign(Z_FOR_FULL_SCORE * CONTEXT_STRETCH, deviation)
+            return 0.0 if abs(deviation) <= 1e-12 else math.copysign(FLAT_CONTEXT_Z, deviation)
         return deviation / spread
 
     def stretch(self) -> float:
@@ -513,8 +550,8 @@ class ContextZ:
         if z is None or (point.at is not None and self.since is not None and point.at - self.since < DAY_S):
             return Opinion(self.name, 0.0, None, evidence=LEVEL)
         surprise = abs(z) / self.stretch()
-        return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
-                       True if surprise >= LEARN_BELOW_Z else None, surprise, evidence=LEVEL)
+        return Opinion(self.name, as_likelihood(surprise), True if surprise >= LEARN_BELOW_Z else None, surprise,
+                       evidence=LEVEL)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         if point.anomalous:
@@ -548,7 +585,6 @@ class SeasonalProfileZ:
     periods: int = SEASONAL_PERIODS
     name: str = "seasonal_profile"
     decides: ClassVar[bool] = True
-    weight: float = 0.0  # it proposes by its surprise and vetoes; the blended score stays the baseline's and HST's
     close_z: float = 2.0
     interval: float | None = None
     _intervals: list[float] = field(default_factory=list)
@@ -586,7 +622,7 @@ class SeasonalProfileZ:
             return Opinion(self.name, 0.0, None)
         surprise = abs(z)
         unusual = True if surprise >= LEARN_BELOW_Z else False if surprise < self.close_z else None
-        return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE), unusual, surprise)
+        return Opinion(self.name, as_likelihood(surprise), unusual, surprise)
 
     def _recurs(self, point: Point) -> bool:
         """Whether the series went as far from its expected value, the same way, within RECURRENCE_WITHIN_S
@@ -694,17 +730,20 @@ class RecordDetector:
     points: int = RECORD_POINTS
     name: str = "record"
     decides: ClassVar[bool] = True
-    weight: float = 0.0  # it corroborates; the blended score stays the baseline's and HST's
     window: utils.SortedWindow[float] = field(init=False)  # the latest usual values, sorted
 
     def __post_init__(self) -> None:
         self.window = utils.SortedWindow(size=self.points)
 
     def score_one(self, point: Point) -> Opinion:
-        if len(self.window) < RECORD_MIN_POINTS:
+        seen = len(self.window)
+        if seen < RECORD_MIN_POINTS:
             return Opinion(self.name, 0.0, None)
+        # its rank among them, from the nearer end: a usual point is as far out or further with probability
+        # about 2 * (rank + 1) / (seen + 1)
+        rank = min(bisect_left(self.window, point.value), seen - bisect_right(self.window, point.value))
         beyond = point.value > self.window[-1] or point.value < self.window[0]
-        return Opinion(self.name, float(beyond), True if beyond else None)
+        return Opinion(self.name, max(0.0, 1.0 - 2.0 * (rank + 1) / (seen + 1)), True if beyond else None)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         if weight >= 1.0:
@@ -741,7 +780,6 @@ class LevelShiftCusum:
     calibrated: int = 0
     name: str = "cusum"
     decides: ClassVar[bool] = True
-    weight: float = 0.0  # it proposes by its surprise; the blended score stays the baseline's and HST's
     _pending: tuple[Point, float, float] | None = None
 
     def _sums(self, point: Point) -> tuple[float, float]:
@@ -766,8 +804,8 @@ class LevelShiftCusum:
         if not self.baseline.warm or self.calibrated < CALIBRATE_AFTER:  # silent until it knows its tail
             return Opinion(self.name, 0.0, None, evidence=LEVEL)
         surprise = self.surprise(max(self._sums(point)))
-        return Opinion(self.name, min(1.0, surprise / Z_FOR_FULL_SCORE),
-                       True if surprise >= LEARN_BELOW_Z else None, surprise, evidence=LEVEL)
+        return Opinion(self.name, as_likelihood(surprise), True if surprise >= LEARN_BELOW_Z else None, surprise,
+                       evidence=LEVEL)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
         """Add the point to the sums, unusual ones too (they are the evidence); inside an anomaly
@@ -789,7 +827,7 @@ class LevelShiftCusum:
 @dataclass(frozen=True)
 class Verdict:
     z: float  # the baseline's signed z (0 until it is warm)
-    score: float  # in [0, 1], the detectors' scores blended by their weights
+    score: float  # in [0, 1]: how unusual the point is for this series (``combined_likelihood``)
     expected: float  # the baseline's level, on the point's own scale
     warm: bool
     opinions: tuple[Opinion, ...] = ()
@@ -860,7 +898,7 @@ class SeriesDetector:
                         expected=self.robust.expected)
         opinions = tuple(detector.score_one(point) for detector in self.detectors)
         z, warm = self.robust.z(point), self.robust.warm
-        score = sum(d.weight * o.score for d, o in zip(self.detectors, opinions, strict=True)) if warm else 0.0
+        score = combined_likelihood(opinions) if warm else 0.0
         expected = self.robust.expected if self.robust.expected is not None else point.value
         if observed.kind == "quantile":
             expected = math.exp(expected)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shoppulse.sidecar.counting import overdispersed_poisson_z
-from shoppulse.sidecar.detectors import USUAL, Point, Range, RobustZ, counting_floored, level_factor
+from shoppulse.sidecar.detectors import USUAL, Point, Range, RobustZ, as_likelihood, counting_floored, level_factor
 from shoppulse.sidecar.live_dispersion import LiveDispersion, prior_ratio
 from shoppulse.sidecar.regions import Region, RegionTracker, region_id
 from shoppulse.sidecar.signals import GLOBAL, Totals, points
@@ -159,7 +159,7 @@ class FastPath:
             band = abs(found.value - found.expected) / abs(found.z)
             region = Region(region_id(metric, country, found.start), metric, country, found.start, found.value,
                             found.expected, found.expected - 2 * band, found.expected + 2 * band,
-                            min(1.0, abs(found.z) / 8.0), found.z, detectors=["fast_path"], onset=found.start,
+                            as_likelihood(abs(found.z)), found.z, detectors=["fast_path"], onset=found.start,
                             status="provisional")
             region.peak_delta_pct, region.peak_z = region.delta_pct, abs(found.z)
             self.provisional[key] = region
