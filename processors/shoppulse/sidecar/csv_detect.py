@@ -12,13 +12,12 @@ Output: exactly one row per input row, with ``score`` in [0, 1] (how unusual the
 series, as a probability: the detectors' calibrated scores combined) and ``anomaly`` (1 while a
 region is open, with the sidecar's hysteresis but closing only after CLOSE_AFTER_POINTS calm points;
 a region that opens again within MERGE_WITHIN_POINTS of closing continues it, the calm points between
-flagged too). The baseline
-judges only once it knows the series' tail; a CUSUM over its z opens a region for a lasting shift no
-single point shows, the context detector for a change the baseline adopts too soon, and the
-seasonal profile for a value unlike the same time on earlier days (where the series has a daily or
-weekly rhythm) — and against a region on what the series did at about this time each of the last
-days (a nightly job).
-With labels, point- and event-level scores are reported.
+flagged too). The baseline judges only once it knows the series' tail; a CUSUM over its z opens a
+region for a lasting shift no single point shows, the context detector for a change the baseline
+adopts too soon, and the seasonal profile for a value unlike the same time on earlier days (where the
+series has a daily or weekly rhythm) — and against a region on what the series did at about this
+time each of the last days (a nightly job); a record corroborates. With labels, point- and
+event-level scores are reported.
 """
 
 from __future__ import annotations
