@@ -739,10 +739,11 @@ class RecordDetector:
         seen = len(self.window)
         if seen < RECORD_MIN_POINTS:
             return Opinion(self.name, 0.0, None)
-        # its rank among them, from the nearer end: a usual point is as far out or further with probability
-        # about 2 * (rank + 1) / (seen + 1)
-        rank = min(bisect_left(self.window, point.value), seen - bisect_right(self.window, point.value))
-        beyond = point.value > self.window[-1] or point.value < self.window[0]
+        below, above = bisect_left(self.window, point.value), seen - bisect_right(self.window, point.value)
+        # its rank from the nearer end: a usual point is as far out or further with probability about
+        # 2 * (rank + 1) / (seen + 1)
+        rank = min(below, above)
+        beyond = seen in (below, above)  # every usual value on one side of it
         return Opinion(self.name, max(0.0, 1.0 - 2.0 * (rank + 1) / (seen + 1)), True if beyond else None)
 
     def learn_one(self, point: Point, weight: float = 1.0) -> None:
@@ -902,4 +903,4 @@ class SeriesDetector:
         expected = self.robust.expected if self.robust.expected is not None else point.value
         if observed.kind == "quantile":
             expected = math.exp(expected)
-        return point, Verdict(z if warm else 0.0, min(1.0, score), expected, warm, opinions)
+        return point, Verdict(z if warm else 0.0, score, expected, warm, opinions)

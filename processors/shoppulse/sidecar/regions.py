@@ -11,8 +11,8 @@ and the veto is not firm (a firm one: the value itself recurs at this time every
 The others corroborate: a region opens after ``open_after`` consecutive strong steps, or at the
 first strong step when a detector whose judgement rests on something else also sees it as unusual
 (two detectors that both measure the deviation from a level are one piece of evidence; the time of
-day, a record or an isolation score is another), or at once when |z| or any
-surprise is >= ``open_at_once_z`` (one point thirty times the usual is news on its own). Its
+day, a record or an isolation score is another), or at once when |z| or any surprise is >=
+``open_at_once_z`` (one point thirty times the usual is news on its own). Its
 ``onset`` is the first step of the run of steps, each beyond ``close_z`` the same way, that led to it:
 the series had left its usual range before the evidence was strong.
 It closes after ``close_after`` consecutive steps with |z| < ``close_z``. Its severity grows with
